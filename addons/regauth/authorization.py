@@ -1,0 +1,46 @@
+"""Describe an Authorization header for the exchange log without ever keeping a secret."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from regauth.jwt_inspect import decode_unverified
+
+
+def parse_basic(value: str) -> tuple[str, str]:
+    """(username, password) from a Basic credential; raise ValueError if malformed."""
+    try:
+        raw = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise ValueError("Basic credentials are not base64 of UTF-8 text") from None
+    username, sep, password = raw.partition(":")
+    if not sep:
+        raise ValueError("Basic credentials lack the ':' separator")
+    return username, password
+
+
+def split_authorization(header: str) -> tuple[str, str]:
+    scheme, _, credentials = header.strip().partition(" ")
+    return scheme, credentials.strip()
+
+
+def describe(header: str | None) -> dict[str, object] | None:
+    """Scheme plus what is safe to log: a Basic username, a JWT's header and claims."""
+    if not header:
+        return None
+    scheme, credentials = split_authorization(header)
+    record: dict[str, object] = {"scheme": scheme}
+    lowered = scheme.lower()
+    if lowered == "basic":
+        try:
+            record["username"] = parse_basic(credentials)[0]
+        except ValueError as e:
+            record["malformed"] = str(e)
+    elif lowered == "bearer":
+        try:
+            record["jwt"] = decode_unverified(credentials)
+        except ValueError as e:
+            record["malformed"] = str(e)
+            record["token_length"] = len(credentials)
+    return record

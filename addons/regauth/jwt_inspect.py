@@ -1,0 +1,43 @@
+"""Read a JWT's header and claims without verifying it, for logs and the mitmweb view.
+
+The signature is never returned: a logged token must not be replayable.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+
+JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+MAX_TOKEN_LENGTH = 16384
+
+
+def _b64json(segment: str) -> object:
+    return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+
+
+def decode_unverified(token: str) -> dict[str, object]:
+    """{"header": ..., "claims": ..., "signature_bytes": n}; raise ValueError if not a JWS."""
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise ValueError("token too long")
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise ValueError("not a compact JWS (expected three segments)")
+    try:
+        header = _b64json(parts[0])
+        claims = _b64json(parts[1])
+    except (ValueError, binascii.Error, UnicodeDecodeError) as e:
+        raise ValueError(f"undecodable JWT segment: {e}") from None
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise ValueError("JWT header and claims must be JSON objects")
+    # x5c carries whole certificates: keep the log readable and say how many there were.
+    if "x5c" in header and isinstance(header["x5c"], list):
+        header = {**header, "x5c": f"<{len(header['x5c'])} certificate(s)>"}
+    signature_len = (len(parts[2]) * 3) // 4
+    return {"header": header, "claims": claims, "signature_bytes": signature_len}
+
+
+def find_jwts(text: str) -> list[str]:
+    return JWT_RE.findall(text)

@@ -1,0 +1,50 @@
+"""Everything a loaded policy implies, built in one step and swapped atomically on reload."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from regauth import pki
+from regauth.policy import Policy
+from regauth.policy import Upstream
+from regauth.policy_loader import load_policy
+from regauth.tokens import KeyRing
+from regauth.tokens import TokenIssuer
+from regauth.tokens import TokenVerifier
+
+
+@dataclass(frozen=True)
+class Runtime:
+    policy: Policy
+    keyring: KeyRing
+    issuer: TokenIssuer
+    verifier: TokenVerifier
+    upstream: Upstream
+    redactor: re.Pattern[str] | None
+
+    def redact(self, text: str) -> str:
+        """Replace capability ids (anonymous write secrets) with a short, stable hash."""
+        if self.redactor is None:
+            return text
+        return self.redactor.sub(_hide, text)
+
+
+def _hide(m: re.Match[str]) -> str:
+    return "<id:" + hashlib.sha256(m.group(0).encode()).hexdigest()[:10] + ">"
+
+
+def build_runtime(policy_path: Path, certs_dir: Path, upstream_url: str) -> Runtime:
+    """Load and cross-check policy, keys and upstream; raise ValueError (or PolicyError)."""
+    policy = load_policy(policy_path)
+    keys = pki.load_signing_keys(certs_dir)
+    keyring = KeyRing(keys, policy.token.signing_key)
+    issuer = TokenIssuer(keyring, policy.token, policy.service, policy.issuer)
+    verifier = TokenVerifier(keyring, policy.service, policy.issuer, policy.trusted_issuers)
+    upstream = policy.upstream_for(upstream_url)
+    if upstream is None:
+        raise ValueError(f"{policy_path}: no `upstreams:` entry matches {upstream_url} (add one, "
+                         "or a catch-all with url: '*')")
+    return Runtime(policy, keyring, issuer, verifier, upstream, policy.capability_redactor())

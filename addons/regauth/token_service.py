@@ -1,0 +1,219 @@
+"""The `/v2/token` endpoint, without I/O: a parsed request in, a response and a log record out.
+
+GET (distribution token.md): anonymous or Basic; repeated `scope`; `service`, `account`,
+`client_id`, `offline_token`. POST (oauth.md): form with `grant_type=password|refresh_token`, one
+space-separated `scope`, `client_id`, `access_type=offline`.
+
+The audience is never the client's choice: a `service` other than the policy's is refused. A
+partial grant is not an error; the token carries the intersection, and the record explains each
+scope's decision.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from dataclasses import field
+
+from regauth.authorization import parse_basic
+from regauth.authorization import split_authorization
+from regauth.credentials import AuthenticationFailed
+from regauth.credentials import Authenticator
+from regauth.credentials import RateLimited
+from regauth.policy import Account
+from regauth.policy import Identity
+from regauth.runtime import Runtime
+from regauth.scope import format_scopes
+from regauth.scope import parse_scopes
+from regauth.tokens import InvalidToken
+
+TOKEN_PATH = "/v2/token"
+MAX_FORM_BYTES = 64 * 1024
+_TRUE = ("true", "1", "yes")
+
+
+@dataclass
+class TokenRequest:
+    method: str
+    query: dict[str, list[str]]
+    form: dict[str, list[str]] | None
+    authorization: str | None
+    client_ip: str
+
+
+@dataclass
+class TokenResponse:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    record: dict[str, object] = field(default_factory=dict)
+    jti: str | None = None
+    expires_at: float | None = None
+
+
+class _Refusal(Exception):
+    def __init__(self, status: int, code: str, oauth_error: str, message: str,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.oauth_error = oauth_error
+        self.message = message
+        self.headers = headers or {}
+
+
+_NO_STORE = {"Content-Type": "application/json", "Cache-Control": "no-store",
+             "Pragma": "no-cache"}
+
+
+def _first(params: dict[str, list[str]], key: str) -> str | None:
+    values = params.get(key)
+    if not values:
+        return None
+    if len(values) > 1 and len(set(values)) > 1:
+        raise _Refusal(400, "UNSUPPORTED", "invalid_request",
+                       f"parameter {key!r} given more than once with different values")
+    return values[0]
+
+
+def _basic_challenge(runtime: Runtime) -> dict[str, str]:
+    return {"WWW-Authenticate": f'Basic realm="{runtime.policy.service}"'}
+
+
+def handle_token_request(runtime: Runtime, authenticator: Authenticator,
+                         request: TokenRequest) -> TokenResponse:
+    """Answer one token request. Blocking: may run bcrypt, so call it off the event loop."""
+    record: dict[str, object] = {"method": request.method}
+    try:
+        return _handle(runtime, authenticator, request, record)
+    except _Refusal as r:
+        record["refused"] = r.message
+        body = {"errors": [{"code": r.code, "message": r.message}], "error": r.oauth_error,
+                "error_description": r.message}
+        return TokenResponse(r.status, json.dumps(body).encode(), {**_NO_STORE, **r.headers},
+                             record)
+
+
+def _handle(runtime: Runtime, authenticator: Authenticator, request: TokenRequest,
+            record: dict[str, object]) -> TokenResponse:
+    policy = runtime.policy
+    if request.method == "GET":
+        params = request.query
+        grant_type = None
+    elif request.method == "POST":
+        if request.form is None:
+            raise _Refusal(400, "UNSUPPORTED", "invalid_request", "POST requests to the token "
+                           "endpoint must be application/x-www-form-urlencoded")
+        params = request.form
+        grant_type = _first(params, "grant_type")
+        if grant_type is None:
+            raise _Refusal(400, "UNSUPPORTED", "invalid_request", "grant_type is required")
+    else:
+        raise _Refusal(405, "UNSUPPORTED", "invalid_request",
+                       "the token endpoint accepts GET and POST")
+    record["grant_type"] = grant_type or "get"
+    client_id = _first(params, "client_id")
+    if client_id is not None:
+        record["client_id"] = client_id[:128]
+    service = _first(params, "service")
+    record["service"] = service
+    if service is not None and service != policy.service:
+        raise _Refusal(400, "DENIED", "invalid_request",
+                       f"this token service issues tokens for service {policy.service!r} only")
+    try:
+        scopes = parse_scopes(params.get("scope", []))
+    except ValueError as e:
+        raise _Refusal(400, "UNSUPPORTED", "invalid_scope", f"malformed scope: {e}") from None
+    record["requested"] = [str(s) for s in scopes]
+
+    account, refresh_in = _identify(runtime, authenticator, request, params, grant_type, record)
+    identity = Identity(account)
+    record["account"] = identity.name or "anonymous"
+
+    decisions = [policy.decide(identity, s, request.client_ip) for s in scopes]
+    granted = [g for d in decisions if (g := d.granted_scope()) is not None]
+    record["decisions"] = [d.as_record() for d in decisions]
+    record["granted"] = [str(g) for g in granted]
+
+    issued = runtime.issuer.issue_access(identity.name, granted)
+    body: dict[str, object] = {
+        "token": issued.token,
+        "access_token": issued.token,
+        "expires_in": issued.expires_in,
+        "issued_at": dt.datetime.fromtimestamp(issued.issued_at, dt.UTC)
+        .strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "scope": format_scopes(granted),
+    }
+    offline = (_first(params, "offline_token") or "").lower() in _TRUE or \
+        _first(params, "access_type") == "offline"
+    if refresh_in is not None:
+        body["refresh_token"] = refresh_in  # the refresh grant returns the same refresh token
+    elif offline and account is not None:
+        body["refresh_token"] = runtime.issuer.issue_refresh(account)
+    record["refresh_token_issued"] = "refresh_token" in body and refresh_in is None
+    record["expires_in"] = issued.expires_in
+    record["issued_at"] = body["issued_at"]
+    record["jti"] = issued.jti
+    return TokenResponse(200, json.dumps(body).encode(), dict(_NO_STORE), record, issued.jti,
+                         float(issued.issued_at + issued.expires_in))
+
+
+def _identify(runtime: Runtime, authenticator: Authenticator, request: TokenRequest,
+              params: dict[str, list[str]], grant_type: str | None,
+              record: dict[str, object]) -> tuple[Account | None, str | None]:
+    """The authenticated account (None for anonymous) and, for refresh grants, the token used."""
+    accounts = runtime.policy.accounts
+    if grant_type == "refresh_token":
+        token = _first(params, "refresh_token")
+        if not token:
+            raise _Refusal(400, "UNSUPPORTED", "invalid_request", "refresh_token is required")
+        try:
+            account = runtime.verifier.verify_refresh(token, runtime.issuer.refresh_audience,
+                                                      accounts)
+        except InvalidToken as e:
+            raise _Refusal(401, "UNAUTHORIZED", "invalid_grant", f"refresh token refused: {e}",
+                           _basic_challenge(runtime)) from None
+        return account, token
+    if grant_type == "password":
+        if _first(params, "client_id") is None:
+            raise _Refusal(400, "UNSUPPORTED", "invalid_request", "client_id is required")
+        username = _first(params, "username")
+        password = _first(params, "password")
+        if username is None or password is None:
+            raise _Refusal(400, "UNSUPPORTED", "invalid_request",
+                           "username and password are required for grant_type=password")
+        return _login(runtime, authenticator, username, password, request.client_ip,
+                      record), None
+    if grant_type is not None:
+        raise _Refusal(400, "UNSUPPORTED", "unsupported_grant_type",
+                       "grant_type must be password or refresh_token")
+    if not request.authorization:
+        return None, None
+    scheme, credentials = split_authorization(request.authorization)
+    if scheme.lower() != "basic":
+        raise _Refusal(401, "UNAUTHORIZED", "invalid_client", "the token endpoint accepts Basic "
+                       "credentials or none", _basic_challenge(runtime))
+    try:
+        username, password = parse_basic(credentials)
+    except ValueError as e:
+        raise _Refusal(401, "UNAUTHORIZED", "invalid_client", str(e),
+                       _basic_challenge(runtime)) from None
+    account_param = _first(params, "account")
+    if account_param is not None and account_param != username:
+        raise _Refusal(400, "UNSUPPORTED", "invalid_request",
+                       "the account parameter does not match the credentials")
+    return _login(runtime, authenticator, username, password, request.client_ip, record), None
+
+
+def _login(runtime: Runtime, authenticator: Authenticator, username: str, password: str,
+           client_ip: str, record: dict[str, object]) -> Account:
+    record["username"] = username[:128]
+    try:
+        return authenticator.authenticate(runtime.policy.accounts, username, password, client_ip)
+    except RateLimited as e:
+        raise _Refusal(429, "TOOMANYREQUESTS", "slow_down", str(e),
+                       {"Retry-After": str(e.retry_after)}) from None
+    except AuthenticationFailed:
+        raise _Refusal(401, "UNAUTHORIZED", "invalid_grant", "invalid username or password",
+                       _basic_challenge(runtime)) from None

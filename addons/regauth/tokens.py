@@ -1,0 +1,430 @@
+"""Issuing and verifying registry tokens.
+
+Issued access tokens follow distribution's jwt.md: header `alg`, `typ`, `kid`, `x5c`; claims
+`iss`, `sub`, `aud` (a string: registry 2.8 refuses arrays), `exp`, `nbf`, `iat`, `jti`, `access`.
+The header `typ` is regauth's own (`registry-access+jwt`, RFC 8725 explicit typing), so other
+services can refuse these tokens even when they share a key.
+
+Verification never takes a key from the token: keys come from regauth's own trust store
+(selected by `kid`, both libtrust and RFC 7638 forms) or from issuers the policy declares, each
+with a fixed algorithm; `jwk`, `jku`, `x5u` and `crit` headers are refused; `x5c` is accepted
+only when its leaf is one of the trusted signing certificates.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field
+
+import jwt
+
+from regauth.keyids import key_id
+from regauth.keyids import libtrust_kid
+from regauth.keyids import public_jwk
+from regauth.keyids import rfc7638_thumbprint
+from regauth.pki import SigningKey
+from regauth.policy import Account
+from regauth.policy import TokenSettings
+from regauth.policy import TrustedIssuer
+from regauth.scope import REPOSITORY
+from regauth.scope import ResourceScope
+from regauth.scope import parse_scope
+
+ACCESS_TYP = "registry-access+jwt"
+REFRESH_TYP = "registry-refresh+jwt"
+MAX_TOKEN_LENGTH = 8192
+MAX_HEADER_JSON = 4096
+MAX_ACCESS_ENTRIES = 256
+DEFAULT_LEEWAY = 30
+_FORBIDDEN_HEADERS = ("jwk", "jku", "x5u", "crit")
+_B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+class InvalidToken(ValueError):
+    """The token must not be honoured; the message says why (safe to log, never the token)."""
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    jti: str
+    issued_at: int
+    expires_in: int
+    claims: dict[str, object]
+
+
+@dataclass(frozen=True)
+class VerifiedToken:
+    issuer: str
+    subject: str
+    audience: str
+    jti: str | None
+    expires_at: int
+    grants: tuple[ResourceScope, ...]
+    source: str  # "regauth" or the trusted issuer's name
+
+    def allows(self, required: ResourceScope) -> bool:
+        from regauth.scope import covers
+
+        return covers(self.grants, required)
+
+
+def credential_fingerprint(account: Account) -> str:
+    """Binds a refresh token to the password it was obtained with: a new hash voids it."""
+    return hashlib.sha256(b"regauth-refresh\0" + account.password_hash).hexdigest()[:32]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+class KeyRing:
+    """The trusted signing keys; the newest with a private key (or the pinned one) signs."""
+
+    def __init__(self, keys: list[SigningKey], pinned: str | None = None) -> None:
+        if not keys:
+            raise ValueError("no token-signing keys found (run `regauth certs init`)")
+        self.keys = keys
+        self.by_kid: dict[str, SigningKey] = {}
+        for k in keys:
+            self.by_kid[libtrust_kid(k.public_key)] = k
+            self.by_kid[rfc7638_thumbprint(k.public_key)] = k
+        self.by_der = {k.certificate_der(): k for k in keys}
+        candidates = [k for k in keys if k.private_key is not None]
+        if pinned is not None:
+            candidates = [k for k in candidates if k.name == pinned]
+            if not candidates:
+                raise ValueError(f"signing key {pinned!r} not found or has no private key")
+        if not candidates:
+            raise ValueError("no token-signing private key found")
+        self.signer = candidates[-1]
+
+    def jwks(self, kid_format: str) -> dict[str, object]:
+        entries = []
+        for k in self.keys:
+            for fmt in dict.fromkeys((kid_format, "libtrust", "rfc7638")):
+                entries.append({**public_jwk(k.public_key), "kid": key_id(k.public_key, fmt),
+                                "alg": k.algorithm, "use": "sig"})
+        return {"keys": entries}
+
+
+@dataclass
+class TokenIssuer:
+    keyring: KeyRing
+    settings: TokenSettings
+    service: str
+    issuer: str
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        if self.keyring.signer.algorithm != self.settings.algorithm:
+            raise ValueError(
+                f"the policy asks for {self.settings.algorithm} tokens but signing key "
+                f"{self.keyring.signer.name!r} is a {self.keyring.signer.algorithm} key "
+                f"(rotate with `regauth certs rotate --algorithm {self.settings.algorithm}`)")
+
+    def _headers(self, typ: str) -> dict[str, object]:
+        signer = self.keyring.signer
+        return {"typ": typ, "kid": key_id(signer.public_key, self.settings.kid_format),
+                "x5c": [_b64(signer.certificate_der())]}
+
+    def _sign(self, claims: dict[str, object], typ: str) -> str:
+        signer = self.keyring.signer
+        return jwt.encode(claims, signer.private_key, algorithm=signer.algorithm,
+                          headers=self._headers(typ))
+
+    def issue_access(self, subject: str, access: list[ResourceScope]) -> IssuedToken:
+        now = int(self.clock())
+        jti = secrets.token_urlsafe(16)
+        claims: dict[str, object] = {
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": self.service,
+            "exp": now + self.settings.lifetime,
+            "nbf": now - 1,
+            "iat": now,
+            "jti": jti,
+            "access": [s.as_claim() for s in access],
+        }
+        return IssuedToken(self._sign(claims, ACCESS_TYP), jti, now, self.settings.lifetime,
+                           claims)
+
+    def issue_refresh(self, account: Account) -> str:
+        now = int(self.clock())
+        claims = {
+            "iss": self.issuer,
+            "sub": account.name,
+            "aud": self.refresh_audience,
+            "exp": now + self.settings.refresh_lifetime,
+            "nbf": now - 1,
+            "iat": now,
+            "jti": secrets.token_urlsafe(16),
+            "cfp": credential_fingerprint(account),
+        }
+        return self._sign(claims, REFRESH_TYP)
+
+    @property
+    def refresh_audience(self) -> str:
+        # Not the registry's service: a refresh token must never pass as an access token.
+        return f"regauth-refresh:{self.service}"
+
+
+def _split(token: str) -> tuple[dict[str, object], dict[str, object]]:
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidToken(f"token longer than {MAX_TOKEN_LENGTH} bytes")
+    parts = token.split(".")
+    if len(parts) != 3 or not all(parts[:2]) or not parts[2]:
+        raise InvalidToken("not a signed compact JWT")
+    if any(not set(p) <= _B64URL for p in parts):
+        raise InvalidToken("JWT segments are not base64url")
+    try:
+        raw_header = base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4))
+        if len(raw_header) > MAX_HEADER_JSON:
+            raise InvalidToken("JWT header too large")
+        header = json.loads(raw_header)
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidToken("undecodable JWT header or claims") from None
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise InvalidToken("JWT header and claims must be objects")
+    return header, claims
+
+
+@dataclass
+class TokenVerifier:
+    """Checks tokens presented to regauth; caches successes by token hash until their `exp`."""
+
+    keyring: KeyRing
+    service: str
+    issuer: str
+    trusted: tuple[TrustedIssuer, ...] = ()
+    leeway: int = DEFAULT_LEEWAY
+    clock: Callable[[], float] = time.time
+    cache_size: int = 4096
+    _cache: OrderedDict[bytes, VerifiedToken] = field(default_factory=OrderedDict)
+
+    def verify_access(self, token: str) -> VerifiedToken:
+        digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+        cached = self._cache.get(digest)
+        if cached is not None:
+            if cached.expires_at > self.clock():
+                self._cache.move_to_end(digest)
+                return cached
+            del self._cache[digest]
+        verified = self._verify_uncached(token)
+        # Never serve a cached result past exp (a fresh verification would apply the leeway).
+        self._cache[digest] = verified
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return verified
+
+    @property
+    def cache_entries(self) -> int:
+        return len(self._cache)
+
+    def _verify_uncached(self, token: str) -> VerifiedToken:
+        header, unverified = _split(token)
+        for name in _FORBIDDEN_HEADERS:
+            if name in header:
+                raise InvalidToken(f"JWT header {name!r} is not accepted (keys come only from "
+                                   "regauth's trust store)")
+        alg = header.get("alg")
+        if not isinstance(alg, str):
+            raise InvalidToken("JWT header has no alg")
+        iss = unverified.get("iss")
+        if iss == self.issuer:
+            return self._verify_own(token, header, alg)
+        for trusted in self.trusted:
+            if iss == trusted.issuer:
+                return self._verify_trusted(token, header, alg, trusted)
+        raise InvalidToken("token issuer is not trusted")
+
+    def _own_key(self, header: dict[str, object]) -> SigningKey:
+        kid = header.get("kid")
+        key = self.keyring.by_kid.get(kid) if isinstance(kid, str) else None
+        x5c = header.get("x5c")
+        if x5c is not None:
+            if not isinstance(x5c, list) or not x5c or not isinstance(x5c[0], str):
+                raise InvalidToken("malformed x5c header")
+            try:
+                leaf = base64.b64decode(x5c[0], validate=True)
+            except binascii.Error:
+                raise InvalidToken("malformed x5c header") from None
+            by_cert = self.keyring.by_der.get(leaf)
+            if by_cert is None:
+                raise InvalidToken("x5c certificate is not a trusted signing certificate")
+            if key is not None and key is not by_cert:
+                raise InvalidToken("x5c and kid name different keys")
+            key = by_cert
+        if key is None:
+            raise InvalidToken("unknown key id")
+        return key
+
+    def _decode(self, token: str, key: object, alg: str, allowed: str, audience: str,
+                issuer: str) -> dict[str, object]:
+        if alg != allowed:
+            raise InvalidToken(f"algorithm {alg} is not accepted for this key (only {allowed})")
+        try:
+            return jwt.decode(
+                token, key, algorithms=[allowed], audience=audience, issuer=issuer,
+                leeway=self.leeway,
+                options={"require": ["exp", "iss", "aud"], "verify_signature": True},
+            )
+        except jwt.ExpiredSignatureError:
+            raise InvalidToken("token expired") from None
+        except jwt.ImmatureSignatureError:
+            raise InvalidToken("token not valid yet") from None
+        except jwt.InvalidAudienceError:
+            raise InvalidToken("token audience is not this registry") from None
+        except jwt.InvalidIssuerError:
+            raise InvalidToken("token issuer mismatch") from None
+        except jwt.InvalidSignatureError:
+            raise InvalidToken("signature verification failed") from None
+        except jwt.PyJWTError as e:
+            raise InvalidToken(f"invalid token: {type(e).__name__}") from None
+
+    def _verify_own(self, token: str, header: dict[str, object], alg: str) -> VerifiedToken:
+        if header.get("typ") != ACCESS_TYP:
+            raise InvalidToken("not a regauth access token (typ)")
+        key = self._own_key(header)
+        claims = self._decode(token, key.public_key, alg, key.algorithm, self.service,
+                              self.issuer)
+        if not isinstance(claims.get("aud"), str):
+            raise InvalidToken("audience must be a single string")
+        grants = _access_claim(claims.get("access", []))
+        return _verified(claims, grants, "regauth")
+
+    def _verify_trusted(self, token: str, header: dict[str, object], alg: str,
+                        trusted: TrustedIssuer) -> VerifiedToken:
+        kid = header.get("kid")
+        candidates = [k for k, key_kid in zip(trusted.keys, trusted.key_ids, strict=True)
+                      if key_kid is None or key_kid == kid]
+        if not candidates:
+            raise InvalidToken("unknown key id for trusted issuer")
+        last: InvalidToken | None = None
+        for key in candidates:
+            try:
+                claims = self._decode(token, key, alg, trusted.algorithms[0], trusted.audience,
+                                      trusted.issuer)
+                break
+            except InvalidToken as e:
+                last = e
+        else:
+            assert last is not None
+            raise last
+        return _verified(claims, _external_grants(claims, trusted), trusted.issuer)
+
+    def verify_refresh(self, token: str, refresh_audience: str,
+                       accounts: dict[str, Account]) -> Account:
+        header, _ = _split(token)
+        for name in _FORBIDDEN_HEADERS:
+            if name in header:
+                raise InvalidToken(f"JWT header {name!r} is not accepted")
+        if header.get("typ") != REFRESH_TYP:
+            raise InvalidToken("not a regauth refresh token")
+        alg = header.get("alg")
+        key = self._own_key(header)
+        claims = self._decode(token, key.public_key, str(alg), key.algorithm, refresh_audience,
+                              self.issuer)
+        account = accounts.get(str(claims.get("sub", "")))
+        if account is None:
+            raise InvalidToken("the refresh token's account no longer exists")
+        if not hmac.compare_digest(str(claims.get("cfp", "")), credential_fingerprint(account)):
+            raise InvalidToken("the account's password changed since this refresh token was "
+                               "issued")
+        return account
+
+
+def _verified(claims: dict[str, object], grants: tuple[ResourceScope, ...],
+              source: str) -> VerifiedToken:
+    exp = claims.get("exp")
+    aud = claims.get("aud")
+    return VerifiedToken(
+        issuer=str(claims.get("iss")),
+        subject=str(claims.get("sub", "")),
+        audience=aud if isinstance(aud, str) else ",".join(map(str, aud or [])),
+        jti=str(claims["jti"]) if "jti" in claims else None,
+        expires_at=int(exp) if isinstance(exp, (int, float)) else 0,
+        grants=grants,
+        source=source,
+    )
+
+
+def _access_claim(value: object) -> tuple[ResourceScope, ...]:
+    if not isinstance(value, list) or len(value) > MAX_ACCESS_ENTRIES:
+        raise InvalidToken("malformed access claim")
+    grants = []
+    for entry in value:
+        if not isinstance(entry, dict):
+            raise InvalidToken("malformed access claim entry")
+        actions = entry.get("actions")
+        if not isinstance(actions, list) or not all(isinstance(a, str) for a in actions):
+            raise InvalidToken("malformed access claim actions")
+        if not actions:
+            continue
+        try:
+            grants.append(parse_scope(f"{entry.get('type')}:{entry.get('name')}:"
+                                      f"{','.join(actions)}"))
+        except ValueError as e:
+            raise InvalidToken(f"access claim outside the scope grammar: {e}") from None
+    return tuple(grants)
+
+
+def _map_actions(names: list[object], trusted: TrustedIssuer) -> list[str]:
+    mapped: list[str] = []
+    for name in names:
+        mapped.extend(trusted.action_map.get(str(name), ()))
+    return mapped
+
+
+def _external_grants(claims: dict[str, object],
+                     trusted: TrustedIssuer) -> tuple[ResourceScope, ...]:
+    """Grants from the claim shape the issuer uses, mapped to registry actions per the policy."""
+    if trusted.claims == "access":
+        return _access_claim(claims.get("access", []))
+    if trusted.claims == "repos":
+        repos = claims.get("repos")
+        if not isinstance(repos, list) or len(repos) > MAX_ACCESS_ENTRIES:
+            raise InvalidToken("malformed repos claim")
+        out = []
+        for name in repos:
+            try:
+                out.append(parse_scope(f"{REPOSITORY}:{name}:{','.join(trusted.repos_actions)}"))
+            except ValueError as e:
+                raise InvalidToken(f"repos claim outside the name grammar: {e}") from None
+        return tuple(out)
+    entries = claims.get("repo_access")
+    if not isinstance(entries, list) or len(entries) > MAX_ACCESS_ENTRIES:
+        raise InvalidToken("malformed repo_access claim")
+    out = []
+    for entry in entries:
+        if isinstance(entry, str):
+            try:
+                parsed = parse_scope(entry)
+            except ValueError as e:
+                raise InvalidToken(f"repo_access entry outside the scope grammar: {e}") from None
+            name, actions = parsed.name, list(parsed.actions)
+        elif isinstance(entry, dict):
+            name = entry.get("repository", entry.get("name"))
+            actions = entry.get("actions", [])
+            if not isinstance(actions, list):
+                raise InvalidToken("malformed repo_access actions")
+        else:
+            raise InvalidToken("malformed repo_access entry")
+        mapped = _map_actions(actions, trusted)
+        if not mapped:
+            continue
+        try:
+            out.append(parse_scope(f"{REPOSITORY}:{name}:{','.join(dict.fromkeys(mapped))}"))
+        except ValueError as e:
+            raise InvalidToken(f"repo_access entry outside the name grammar: {e}") from None
+    return tuple(out)
