@@ -1,0 +1,81 @@
+"""Exchange records: linking a client's challenge, token request and retry into one conversation.
+
+A conversation starts with a 401 challenge (or with a token request nobody challenged, as when a
+BuildKit client fetches tokens for its daemon). The token request that follows from the same
+client address and asks for the challenged scopes joins it; every later request that presents a
+token issued in it (matched by `jti`) joins it too.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field
+
+
+def new_id() -> str:
+    return secrets.token_hex(8)
+
+
+@dataclass
+class _Challenge:
+    conversation: str
+    client: str
+    scopes: frozenset[str]
+    at: float
+    claimed: bool = False
+
+
+@dataclass
+class Conversations:
+    """Bounded in memory and time; forgets what is older than `window` seconds."""
+
+    window: float = 300.0
+    max_entries: int = 10000
+    clock: Callable[[], float] = time.monotonic
+    _challenges: list[_Challenge] = field(default_factory=list)
+    _by_jti: OrderedDict[str, tuple[str, float]] = field(default_factory=OrderedDict)
+
+    def _expire(self) -> None:
+        horizon = self.clock() - self.window
+        self._challenges = [c for c in self._challenges if c.at >= horizon][-self.max_entries:]
+        while len(self._by_jti) > self.max_entries:
+            self._by_jti.popitem(last=False)
+
+    def challenged(self, client: str, scopes: list[str], conversation: str | None = None) -> str:
+        """Record a challenge sent to `client`; return its conversation id."""
+        self._expire()
+        cid = conversation or new_id()
+        self._challenges.append(_Challenge(cid, client, frozenset(scopes), self.clock()))
+        return cid
+
+    def token_requested(self, client: str, scopes: list[str]) -> str:
+        """The conversation a token request belongs to: the latest matching challenge, or new."""
+        self._expire()
+        requested = frozenset(scopes)
+        best: _Challenge | None = None
+        for c in reversed(self._challenges):
+            if c.client != client or not c.scopes <= requested:
+                continue
+            if best is None or len(c.scopes) > len(best.scopes):
+                best = c
+            if c.scopes == requested:
+                break
+        if best is None:
+            return new_id()
+        best.claimed = True
+        return best.conversation
+
+    def token_issued(self, jti: str, conversation: str, expires_at: float) -> None:
+        self._by_jti[jti] = (conversation, expires_at)
+        self._by_jti.move_to_end(jti)
+        self._expire()
+
+    def for_token(self, jti: str | None) -> str | None:
+        if not jti:
+            return None
+        entry = self._by_jti.get(jti)
+        return entry[0] if entry else None

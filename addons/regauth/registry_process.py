@@ -1,0 +1,139 @@
+"""A local distribution registry (Debian's `docker-registry`) on loopback.
+
+Used by `./run_proxy.sh` as the embedded default upstream and by the test suite. The registry
+runs either without auth, with htpasswd auth, or in token mode trusting regauth's signing
+certificates, so the tokens regauth issues are checked by a real registry.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+REGISTRY_BINARY = "docker-registry"
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def find_binary() -> str:
+    path = shutil.which(REGISTRY_BINARY)
+    if path is None:
+        raise FileNotFoundError(
+            "docker-registry is not installed: run `sudo apt-get install docker-registry` "
+            "(Debian/Ubuntu) or pass --upstream URL")
+    return path
+
+
+@dataclass(frozen=True)
+class TokenAuth:
+    realm: str
+    service: str
+    issuer: str
+    rootcertbundle: Path
+
+
+def registry_config(storage: Path, port: int, token: TokenAuth | None = None,
+                    htpasswd: Path | None = None) -> dict:
+    config: dict = {
+        "version": 0.1,
+        "log": {"level": "info", "accesslog": {"disabled": False},
+                "fields": {"service": "registry"}},
+        "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True},
+                    "cache": {"blobdescriptor": "inmemory"}},
+        "http": {"addr": f"127.0.0.1:{port}", "headers": {"X-Content-Type-Options": ["nosniff"]},
+                 "secret": os.urandom(16).hex()},
+    }
+    if token is not None:
+        config["auth"] = {"token": {"realm": token.realm, "service": token.service,
+                                    "issuer": token.issuer,
+                                    "rootcertbundle": str(token.rootcertbundle)}}
+    elif htpasswd is not None:
+        config["auth"] = {"htpasswd": {"realm": "staging-registry", "path": str(htpasswd)}}
+    return config
+
+
+def _die_with_parent() -> None:
+    # The registry must not outlive regauth (or a test) that started it, even on SIGKILL.
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class RegistryProcess:
+    def __init__(self, workdir: Path, port: int | None = None, token: TokenAuth | None = None,
+                 htpasswd: Path | None = None) -> None:
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.token = token
+        self.htpasswd = htpasswd
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / "registry.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        binary = find_binary()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        storage = self.workdir / "data"
+        storage.mkdir(exist_ok=True)
+        config_path = self.workdir / "config.yml"
+        config_path.write_text(yaml.safe_dump(
+            registry_config(storage, self.port, self.token, self.htpasswd)))
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen([binary, "serve", str(config_path)], stdout=log,
+                                        stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"docker-registry exited with {self.process.returncode}; "
+                                   f"see {self.log_path}")
+            try:
+                urllib.request.urlopen(f"{self.url}/v2/", timeout=1).close()
+                return
+            except urllib.error.HTTPError:
+                return  # 401 in token/htpasswd mode: it is up
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"docker-registry did not come up on {self.url}; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def requests_seen(self) -> list[str]:
+        """Request lines from the registry's access log (one per HTTP request it received)."""
+        if not self.log_path.exists():
+            return []
+        lines = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            # Access log lines look like Apache combined logs: ... "GET /v2/ HTTP/1.1" 401 ...
+            if '" ' in line and ' HTTP/' in line and not line.startswith("time="):
+                start = line.find('"')
+                lines.append(line[start + 1:line.find('"', start + 1)])
+        return lines

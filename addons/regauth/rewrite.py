@@ -1,0 +1,96 @@
+"""Rewriting what the upstream says so clients stay on the proxy.
+
+- Absolute URLs that point at the upstream (upload `Location`, `Link` pagination) are moved to
+  the public URL; URLs pointing elsewhere (object storage redirects) are left alone.
+- Bearer challenges get regauth's realm and service; the scope is kept if it parses.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+from urllib.parse import urlunsplit
+
+from regauth import challenge
+from regauth.scope import format_scopes
+from regauth.scope import parse_scopes
+from regauth.urls import Origin
+from regauth.urls import parse_origin
+
+_LINK_URL_RE = re.compile(r"<([^>]*)>")
+
+
+def _origin_of(url: str) -> Origin | None:
+    try:
+        parts = urlsplit(url)
+        if not parts.scheme or not parts.netloc:
+            return None
+        return parse_origin(f"{parts.scheme}://{parts.netloc}")
+    except ValueError:
+        return None
+
+
+def rewrite_url(url: str, upstream: Origin, public: Origin) -> str:
+    """Move an absolute URL on the upstream to the public origin; leave others untouched."""
+    if _origin_of(url) != upstream:
+        return url
+    parts = urlsplit(url)
+    return urlunsplit((public.scheme, public.netloc, parts.path, parts.query, parts.fragment))
+
+
+def rewrite_link(value: str, upstream: Origin, public: Origin) -> str:
+    return _LINK_URL_RE.sub(lambda m: f"<{rewrite_url(m.group(1), upstream, public)}>", value)
+
+
+def rewrite_challenge(value: str, realm: str, service: str) -> tuple[str, list[dict[str, object]]]:
+    """(new header value, parsed original challenges for the log).
+
+    Only Bearer challenges change; a value that does not parse is replaced by a plain Bearer
+    challenge, since passing unparsed text from the upstream to the client is never needed.
+    """
+    try:
+        parsed = challenge.parse_challenges(value)
+    except ValueError as e:
+        return challenge.build_bearer(realm, service), [{"unparsed": True, "error": str(e)}]
+    records = [c.as_record() for c in parsed]
+    rendered = []
+    for c in parsed:
+        if not c.is_bearer:
+            rendered.append(c)
+            continue
+        scopes = []
+        if "scope" in c.params:
+            try:
+                scopes = parse_scopes([c.params["scope"]])
+            except ValueError:
+                scopes = []
+        error = c.params.get("error")
+        if error not in (None, "invalid_token", "insufficient_scope", "invalid_request"):
+            error = None
+        rendered.append(challenge.parse_challenges(
+            challenge.build_bearer(realm, service, scopes, error))[0])
+    out = []
+    for c in rendered:
+        try:
+            out.append(challenge.render(c))
+        except ValueError:
+            continue
+    return ", ".join(out) or challenge.build_bearer(realm, service), records
+
+
+def challenge_scopes(value: str) -> list[str]:
+    try:
+        parsed = challenge.parse_challenges(value)
+    except ValueError:
+        return []
+    for c in parsed:
+        if c.is_bearer and "scope" in c.params:
+            try:
+                return [str(s) for s in parse_scopes([c.params["scope"]])]
+            except ValueError:
+                return []
+    return []
+
+
+__all__ = ["challenge_scopes", "format_scopes", "rewrite_challenge", "rewrite_link",
+           "rewrite_url"]

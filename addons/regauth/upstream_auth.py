@@ -1,0 +1,170 @@
+"""Credentials regauth itself presents to the upstream (inject mode).
+
+Basic credentials are sent as they are. For a Bearer upstream, regauth runs the token flow
+itself: it reads the upstream's challenge, checks the realm (https, or on the upstream's own
+host, or a host the policy allows), asks it for a token per scope with its credentials, caches
+the token and renews it before it expires. Redirects are never followed with credentials.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field
+from urllib.parse import urlencode
+from urllib.parse import urlsplit
+
+from regauth import challenge
+from regauth.policy import UpstreamCredentials
+from regauth.scope import ResourceScope
+from regauth.urls import Origin
+from regauth.urls import parse_origin
+
+MAX_TOKEN_RESPONSE = 1024 * 1024
+RENEW_FRACTION = 0.9  # renew at 90% of the lifetime, like BuildKit
+MIN_EXPIRES_IN = 60
+
+
+class UpstreamAuthError(Exception):
+    """regauth could not obtain upstream credentials; the request is refused (never forwarded
+    without them)."""
+
+
+@dataclass
+class HttpResult:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+Fetcher = Callable[[str, dict[str, str]], HttpResult]
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        return None
+
+
+def make_fetcher(ssl_context: ssl.SSLContext | None, timeout: float = 15.0) -> Fetcher:
+    opener = urllib.request.build_opener(
+        _NoRedirect(), urllib.request.HTTPSHandler(context=ssl_context),
+        urllib.request.ProxyHandler({}))
+
+    def fetch(url: str, headers: dict[str, str]) -> HttpResult:
+        request = urllib.request.Request(url, headers=headers)
+        try:
+            with opener.open(request, timeout=timeout) as response:
+                return HttpResult(response.status, {k.lower(): v for k, v in
+                                                    response.headers.items()},
+                                  response.read(MAX_TOKEN_RESPONSE))
+        except urllib.error.HTTPError as e:
+            return HttpResult(e.code, {k.lower(): v for k, v in e.headers.items()},
+                              e.read(MAX_TOKEN_RESPONSE))
+        except (OSError, ValueError) as e:
+            raise UpstreamAuthError(f"cannot reach {urlsplit(url).netloc}: {e}") from None
+
+    return fetch
+
+
+def check_realm(realm: str, upstream: Origin, allowed_hosts: tuple[str, ...]) -> Origin:
+    """The realm's origin, if regauth may send the upstream credentials there."""
+    try:
+        origin = parse_origin(f"{urlsplit(realm).scheme}://{urlsplit(realm).netloc}")
+    except ValueError as e:
+        raise UpstreamAuthError(f"upstream realm {realm!r} is not a usable URL: {e}") from None
+    if origin.host == upstream.host or origin.host in allowed_hosts:
+        return origin
+    if origin.scheme != "https":
+        raise UpstreamAuthError(f"upstream realm {origin.url} is plain http on another host; "
+                                "credentials are only sent to https realms, the upstream's own "
+                                "host, or hosts listed in realm_hosts")
+    if allowed_hosts:
+        raise UpstreamAuthError(f"upstream realm host {origin.host} is not in realm_hosts")
+    return origin
+
+
+@dataclass
+class _Cached:
+    header: str
+    renew_at: float
+
+
+@dataclass
+class UpstreamAuth:
+    credentials: UpstreamCredentials
+    upstream: Origin
+    fetch: Fetcher
+    clock: Callable[[], float] = time.time
+    _cache: dict[str, _Cached] = field(default_factory=dict)
+    _challenge: challenge.Challenge | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def _basic(self) -> str:
+        raw = f"{self.credentials.username}:{self.credentials.password}".encode()
+        return "Basic " + base64.b64encode(raw).decode()
+
+    def header_for(self, scopes: tuple[ResourceScope, ...]) -> str:
+        """The Authorization value for a request needing `scopes`. Blocking."""
+        if self.credentials.kind == "basic":
+            return self._basic
+        key = " ".join(sorted(str(s) for s in scopes))
+        with self._lock:
+            cached = self._cache.get(key)
+        if cached is not None and cached.renew_at > self.clock():
+            return cached.header
+        header, renew_at = self._fetch_token(scopes)
+        with self._lock:
+            self._cache[key] = _Cached(header, renew_at)
+            if len(self._cache) > 1024:
+                self._cache.pop(next(iter(self._cache)))
+        return header
+
+    def forget(self, scopes: tuple[ResourceScope, ...]) -> None:
+        with self._lock:
+            self._cache.pop(" ".join(sorted(str(s) for s in scopes)), None)
+
+    def _discover(self) -> challenge.Challenge:
+        if self._challenge is not None:
+            return self._challenge
+        result = self.fetch(f"{self.upstream.url}/v2/", {})
+        for value in [result.headers.get("www-authenticate", "")]:
+            try:
+                for c in challenge.parse_challenges(value):
+                    if c.is_bearer and "realm" in c.params:
+                        self._challenge = c
+                        return c
+            except ValueError:
+                break
+        raise UpstreamAuthError(f"upstream {self.upstream.url} sent no Bearer challenge on /v2/ "
+                                f"(status {result.status}); use credentials type basic")
+
+    def _fetch_token(self, scopes: tuple[ResourceScope, ...]) -> tuple[str, float]:
+        c = self._discover()
+        realm = c.params["realm"]
+        check_realm(realm, self.upstream, self.credentials.realm_hosts)
+        query = [("service", c.params.get("service", ""))]
+        query += [("scope", str(s)) for s in scopes]
+        separator = "&" if "?" in realm else "?"
+        started = self.clock()
+        result = self.fetch(realm + separator + urlencode(query),
+                            {"Authorization": self._basic})
+        if result.status != 200:
+            raise UpstreamAuthError(f"upstream token service answered {result.status}")
+        try:
+            body = json.loads(result.body)
+            token = body.get("token") or body.get("access_token")
+            expires_in = int(body.get("expires_in") or MIN_EXPIRES_IN)
+        except (ValueError, TypeError, AttributeError):
+            raise UpstreamAuthError("upstream token service sent malformed JSON") from None
+        if not isinstance(token, str) or not token or any(c in token for c in "\r\n "):
+            raise UpstreamAuthError("upstream token service sent no usable token")
+        expires_in = max(expires_in, MIN_EXPIRES_IN)
+        return f"Bearer {token}", started + RENEW_FRACTION * expires_in
