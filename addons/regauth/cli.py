@@ -1,0 +1,247 @@
+"""The `regauth` command: certificates, passwords, policy checks, and `serve`."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from pathlib import Path
+
+from regauth import pki
+
+EXIT_USAGE = 2
+EXIT_INVALID = 1
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value else default
+
+
+def cmd_certs_init(args: argparse.Namespace) -> int:
+    written = pki.init_certs(Path(args.dir), args.algorithm)
+    for path in written:
+        print(f"created {path}")
+    if not written:
+        print(f"{args.dir}: CA and signing keys already present, nothing changed")
+    return 0
+
+
+def cmd_certs_bundle(args: argparse.Namespace) -> int:
+    keys = pki.load_signing_keys(Path(args.dir))
+    if not keys:
+        print(f"{args.dir}: no token-signing certificates (run `regauth certs init`)",
+              file=sys.stderr)
+        return EXIT_INVALID
+    sys.stdout.write(pki.bundle_pem(keys))
+    return 0
+
+
+def cmd_certs_rotate(args: argparse.Namespace) -> int:
+    for path in pki.rotate_signing_key(Path(args.dir), args.algorithm):
+        print(f"created {path}")
+    print("the new key signs from now on; older keys stay trusted until their files are "
+          "removed. Update the registry's rootcertbundle (`regauth certs bundle`).")
+    return 0
+
+
+def cmd_passwd(args: argparse.Namespace) -> int:
+    from regauth.credentials import hash_password
+
+    if args.stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("passwords differ", file=sys.stderr)
+            return EXIT_INVALID
+    try:
+        hashed = hash_password(password, args.rounds)
+    except ValueError as e:
+        print(f"regauth passwd: {e}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.user:
+        print(f"  {args.user}:\n    password_hash: \"{hashed}\"")
+    else:
+        print(hashed)
+    return 0
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    from regauth.policy_loader import PolicyError
+    from regauth.policy_loader import load_policy
+
+    status = 0
+    for file in args.files:
+        try:
+            policy = load_policy(Path(file))
+        except PolicyError as e:
+            for problem in e.problems:
+                print(problem, file=sys.stderr)
+            status = EXIT_INVALID
+            continue
+        print(f"{file}: ok (service {policy.service}, {len(policy.accounts)} accounts, "
+              f"{len(policy.rules)} rules)")
+    return status
+
+
+def cmd_policy_explain(args: argparse.Namespace) -> int:
+    """Show which rule decides each scope for an account, without issuing anything."""
+    from regauth.policy import Identity
+    from regauth.policy_loader import PolicyError
+    from regauth.policy_loader import load_policy
+    from regauth.scope import parse_scopes
+
+    try:
+        policy = load_policy(Path(args.file))
+        scopes = parse_scopes(args.scopes)
+    except PolicyError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_INVALID
+    except ValueError as e:
+        print(f"regauth policy explain: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    account = None
+    if args.account and args.account != "anonymous":
+        account = policy.accounts.get(args.account)
+        if account is None:
+            print(f"unknown account {args.account!r}", file=sys.stderr)
+            return EXIT_USAGE
+    for scope in scopes:
+        decision = policy.decide(Identity(account), scope, args.ip)
+        rule = decision.rule.describe() if decision.rule else "default deny"
+        granted = ",".join(decision.granted) or "-"
+        print(f"{scope}: {decision.outcome} [{granted}] by {rule}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from regauth.mitm.launcher import ServeConfig
+    from regauth.mitm.launcher import serve
+    from regauth.policy_loader import PolicyError
+    from regauth.urls import default_public_url
+    from regauth.urls import parse_listen
+    from regauth.urls import parse_origin
+
+    try:
+        host, port = parse_listen(args.listen)
+        upstream = parse_origin(args.upstream).url if args.upstream else None
+        public_url = args.public_url or default_public_url(host, port)
+        parse_origin(public_url)
+    except ValueError as e:
+        print(f"regauth serve: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    certs_dir = Path(args.certs_dir)
+    pki.init_certs(certs_dir)
+    registry = None
+    try:
+        if upstream is None:
+            registry = _start_embedded_registry(Path(args.registry_dir), certs_dir,
+                                                Path(args.policy), public_url)
+            upstream = registry.url
+            print(f"embedded registry: {upstream} (token mode, storage "
+                  f"{Path(args.registry_dir) / 'data'})", flush=True)
+        config = ServeConfig(upstream, host, port, public_url, certs_dir, Path(args.policy),
+                             Path(args.log), Path(args.upstream_ca) if args.upstream_ca else None,
+                             args.web, args.web_port, tuple(args.extra))
+        return serve(config)
+    except PolicyError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_INVALID
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"regauth serve: {e}", file=sys.stderr)
+        return EXIT_INVALID
+    finally:
+        if registry is not None:
+            registry.stop()
+
+
+def _start_embedded_registry(workdir: Path, certs_dir: Path, policy_path: Path,
+                             public_url: str):  # type: ignore[no-untyped-def]
+    from regauth.policy_loader import load_policy
+    from regauth.registry_process import RegistryProcess
+    from regauth.registry_process import TokenAuth
+
+    policy = load_policy(policy_path)
+    workdir.mkdir(parents=True, exist_ok=True)
+    bundle = workdir / "rootcertbundle.pem"
+    bundle.write_text(pki.bundle_pem(pki.load_signing_keys(certs_dir)))
+    registry = RegistryProcess(workdir, token=TokenAuth(
+        realm=f"{public_url}/v2/token", service=policy.service, issuer=policy.issuer,
+        rootcertbundle=bundle))
+    registry.start()
+    return registry
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="regauth", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    certs = sub.add_parser("certs", help="CA and token-signing keys").add_subparsers(
+        dest="certs_command", required=True)
+    init = certs.add_parser("init", help="create missing CA and signing key (never overwrites)")
+    init.add_argument("--dir", default=_env("REGAUTH_CERTS_DIR", "certs"))
+    init.add_argument("--algorithm", choices=pki.ALGORITHMS, default="ES256")
+    init.set_defaults(func=cmd_certs_init)
+    bundle = certs.add_parser("bundle", help="print the registry's auth.token.rootcertbundle")
+    bundle.add_argument("--dir", default=_env("REGAUTH_CERTS_DIR", "certs"))
+    bundle.set_defaults(func=cmd_certs_bundle)
+    rotate = certs.add_parser("rotate", help="add a new signing key (the newest signs)")
+    rotate.add_argument("--dir", default=_env("REGAUTH_CERTS_DIR", "certs"))
+    rotate.add_argument("--algorithm", choices=pki.ALGORITHMS, default="ES256")
+    rotate.set_defaults(func=cmd_certs_rotate)
+
+    passwd = sub.add_parser("passwd", help="print a bcrypt hash for an account's password")
+    passwd.add_argument("user", nargs="?", help="print a policy snippet for this account")
+    passwd.add_argument("--rounds", type=int, default=12)
+    passwd.add_argument("--stdin", action="store_true", help="read the password from stdin")
+    passwd.set_defaults(func=cmd_passwd)
+
+    policy = sub.add_parser("policy", help="policy tools").add_subparsers(
+        dest="policy_command", required=True)
+    check = policy.add_parser("check", help="validate policy files; exit 1 on problems")
+    check.add_argument("files", nargs="+")
+    check.set_defaults(func=cmd_policy_check)
+    explain = policy.add_parser("explain", help="show the deciding rule for scopes")
+    explain.add_argument("file")
+    explain.add_argument("--account", default="anonymous")
+    explain.add_argument("--ip", default=None)
+    explain.add_argument("scopes", nargs="+")
+    explain.set_defaults(func=cmd_policy_explain)
+
+    serve = sub.add_parser("serve", help="run the proxy (what run_proxy.sh calls)")
+    serve.add_argument("--upstream", default=_env("REGAUTH_UPSTREAM"),
+                       help="registry URL; default: start a local docker-registry")
+    serve.add_argument("--upstream-ca", default=_env("REGAUTH_UPSTREAM_CA"))
+    serve.add_argument("--listen", default=_env("REGAUTH_LISTEN", "127.0.0.1:5443"))
+    serve.add_argument("--public-url", default=_env("REGAUTH_PUBLIC_URL"))
+    serve.add_argument("--certs-dir", default=_env("REGAUTH_CERTS_DIR", "certs"))
+    serve.add_argument("--policy", default=_env("REGAUTH_POLICY", "policies/default.yaml"))
+    serve.add_argument("--log", default=_env("REGAUTH_LOG", "logs/exchange.jsonl"))
+    serve.add_argument("--registry-dir", default=_env("REGAUTH_REGISTRY_DIR", "var/registry"))
+    serve.add_argument("--web", action="store_true",
+                       default=_env("REGAUTH_WEB", "") in ("1", "true", "yes"))
+    serve.add_argument("--web-port", type=int, default=int(_env("REGAUTH_WEB_PORT", "8081")))
+    serve.add_argument("extra", nargs=argparse.REMAINDER,
+                       help="after --: extra mitmproxy arguments")
+    serve.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "extra", None) and args.extra[0] == "--":
+        args.extra = args.extra[1:]
+    try:
+        return int(args.func(args))
+    except (ValueError, OSError) as e:
+        print(f"regauth: {e}", file=sys.stderr)
+        return EXIT_INVALID
+
+
+if __name__ == "__main__":
+    sys.exit(main())

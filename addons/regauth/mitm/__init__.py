@@ -1,0 +1,1 @@
+"""mitmproxy adapters: thin addons that hand flows to the sans-IO core in `regauth`."""

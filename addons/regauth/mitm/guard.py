@@ -1,0 +1,83 @@
+"""Fail closed: an exception inside a regauth hook must never let a request through.
+
+mitmproxy logs addon exceptions and carries on with the flow, which for an auth proxy means
+forwarding an unchecked request. Every regauth hook is wrapped: an exception answers the flow
+with a 500 registry error (or kills it once the response has started). The Guard addon, last in
+the chain, kills any request that no regauth decision marked as allowed.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from mitmproxy import http
+
+from regauth.errors import JSON_HEADERS
+from regauth.errors import error_body
+
+logger = logging.getLogger(__name__)
+
+FORWARD_MARK = "regauth.forward"
+LOCAL_MARK = "regauth.local"
+
+
+def _contain(flow: http.HTTPFlow, hook: str, error: BaseException) -> None:
+    logger.error("regauth %s hook failed for %s %s: %r; the request is refused", hook,
+                 flow.request.method, flow.request.path[:200], error, exc_info=error)
+    flow.metadata.pop(FORWARD_MARK, None)
+    if hook in ("requestheaders", "request") and flow.response is None and not \
+            flow.request.stream:
+        flow.response = http.Response.make(
+            500, error_body("UNAVAILABLE", "regauth internal error; request refused"),
+            JSON_HEADERS)
+        flow.metadata[LOCAL_MARK] = True
+    else:
+        flow.kill()
+
+
+def fail_closed(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a flow hook (sync or async) so that any exception refuses the flow."""
+    if inspect.iscoroutinefunction(func):
+        @functools.wraps(func)
+        async def async_wrapper(self: Any, flow: http.HTTPFlow) -> None:
+            try:
+                await func(self, flow)
+            except Exception as e:
+                _contain(flow, func.__name__, e)
+        return async_wrapper
+
+    @functools.wraps(func)
+    def wrapper(self: Any, flow: http.HTTPFlow) -> None:
+        try:
+            func(self, flow)
+        except Exception as e:
+            _contain(flow, func.__name__, e)
+    return wrapper
+
+
+class RegauthGuard:
+    """Last addon in the chain: nothing reaches the upstream without a regauth decision."""
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None or flow.error is not None:
+            return
+        if flow.metadata.get(FORWARD_MARK) or flow.metadata.get(LOCAL_MARK):
+            return
+        logger.error("request %s %s reached the guard without a regauth decision; killed",
+                     flow.request.method, flow.request.path[:200])
+        flow.kill()
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None or flow.error is not None:
+            return
+        if flow.metadata.get(FORWARD_MARK):
+            return
+        if flow.metadata.get(LOCAL_MARK) and flow.request.stream:
+            return  # streamed into the refusal sink, which answers it
+        logger.error("request %s %s has no response and no forward decision; killed",
+                     flow.request.method, flow.request.path[:200])
+        flow.kill()

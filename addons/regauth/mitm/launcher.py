@@ -1,0 +1,119 @@
+"""`regauth serve`: mitmdump or mitmweb with regauth built into the master.
+
+The addons are added to the master object itself, not loaded as a script: there is no script
+reload that could unload them and no script-option parse failure that could silently skip them
+(mitmproxy#8013). Everything is also validated before mitmproxy starts, so a bad policy or
+missing key exits non-zero before a port is opened.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from regauth import pki
+from regauth.runtime import build_runtime
+from regauth.trust import trust_instructions
+from regauth.urls import parse_origin
+
+logger = logging.getLogger(__name__)
+
+# Options that would bypass regauth's per-flow decisions or crash mitmproxy with them.
+FORBIDDEN_OPTIONS = ("stream_large_bodies", "keep_host_header", "upstream_auth",
+                     "ignore_hosts", "allow_hosts", "tcp_hosts")
+
+
+@dataclass
+class ServeConfig:
+    upstream: str
+    listen_host: str
+    listen_port: int
+    public_url: str
+    certs_dir: Path
+    policy: Path
+    log: Path
+    upstream_ca: Path | None = None
+    web: bool = False
+    web_port: int = 8081
+    extra: tuple[str, ...] = ()
+
+
+def check_extra_args(extra: tuple[str, ...]) -> None:
+    for arg in extra:
+        for name in FORBIDDEN_OPTIONS:
+            if arg.startswith(f"{name}=") or arg == f"--{name.replace('_', '-')}":
+                raise ValueError(f"mitmproxy option {name} is not allowed with regauth: it would "
+                                 "let requests bypass regauth's decisions")
+
+
+def mitmproxy_args(config: ServeConfig, web_password_hash: str | None) -> list[str]:
+    listen = config.listen_host if ":" not in config.listen_host else f"[{config.listen_host}]"
+    args = [
+        "--mode", f"reverse:{config.upstream}@{listen}:{config.listen_port}",
+        "--set", f"confdir={config.certs_dir / pki.PRIVATE_DIR}",
+        "--set", "connection_strategy=lazy",
+        "--set", f"regauth_policy={config.policy}",
+        "--set", f"regauth_certs_dir={config.certs_dir}",
+        "--set", f"regauth_public_url={config.public_url}",
+        "--set", f"regauth_log={config.log}",
+    ]
+    if config.upstream_ca is not None:
+        args += ["--set", f"ssl_verify_upstream_trusted_ca={config.upstream_ca}",
+                 "--set", f"regauth_upstream_ca={config.upstream_ca}"]
+    if config.web:
+        args += ["--web-host", "127.0.0.1", "--web-port", str(config.web_port),
+                 "--no-web-open-browser"]
+        if web_password_hash:
+            args += ["--set", f"web_password={web_password_hash}"]
+    return args + list(config.extra)
+
+
+def _master_class(web: bool) -> type:
+    from regauth.mitm.addons_list import make_addons
+
+    if web:
+        from mitmproxy.tools.web.master import WebMaster as Base
+    else:
+        from mitmproxy.tools.dump import DumpMaster as Base  # type: ignore[assignment]
+
+    class RegauthMaster(Base):  # type: ignore[misc, valid-type]
+        def __init__(self, options, **kwargs) -> None:  # type: ignore[no-untyped-def]
+            super().__init__(options, **kwargs)
+            self.addons.add(*make_addons())
+
+    return RegauthMaster
+
+
+def serve(config: ServeConfig) -> int:
+    """Validate, print trust instructions, run until interrupted. Returns the exit code."""
+    check_extra_args(config.extra)
+    public = parse_origin(config.public_url)
+    runtime = build_runtime(config.policy, config.certs_dir, parse_origin(config.upstream).url)
+    web_token = secrets.token_urlsafe(24) if config.web else None
+    web_hash = None
+    if web_token:
+        import argon2
+
+        web_hash = argon2.PasswordHasher().hash(web_token)
+    print(trust_instructions(public, config.certs_dir / pki.CA_CERT), flush=True)
+    print(f"policy {config.policy}: service {runtime.policy.service}, "
+          f"{len(runtime.policy.rules)} rules, upstream {config.upstream} "
+          f"({runtime.upstream.mode} mode)", flush=True)
+    print(f"exchange log: {config.log}", flush=True)
+    if web_token:
+        print(f"mitmweb: http://127.0.0.1:{config.web_port}/?token={web_token}", flush=True)
+    from mitmproxy.tools import cmdline
+    from mitmproxy.tools.main import run
+
+    parser = cmdline.mitmweb if config.web else cmdline.mitmdump
+    master = run(_master_class(config.web), parser,
+                 mitmproxy_args(config, web_hash))
+    del master
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use `regauth serve`")
