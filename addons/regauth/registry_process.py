@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -49,7 +50,8 @@ class TokenAuth:
 
 
 def registry_config(storage: Path, port: int, token: TokenAuth | None = None,
-                    htpasswd: Path | None = None) -> dict:
+                    htpasswd: Path | None = None,
+                    tls: tuple[Path, Path] | None = None) -> dict:
     config: dict = {
         "version": 0.1,
         "log": {"level": "info", "accesslog": {"disabled": False},
@@ -59,6 +61,8 @@ def registry_config(storage: Path, port: int, token: TokenAuth | None = None,
         "http": {"addr": f"127.0.0.1:{port}", "headers": {"X-Content-Type-Options": ["nosniff"]},
                  "secret": os.urandom(16).hex()},
     }
+    if tls is not None:
+        config["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
     if token is not None:
         config["auth"] = {"token": {"realm": token.realm, "service": token.service,
                                     "issuer": token.issuer,
@@ -76,8 +80,9 @@ def _die_with_parent() -> None:
 
 class RegistryProcess:
     def __init__(self, workdir: Path, port: int | None = None, token: TokenAuth | None = None,
-                 htpasswd: Path | None = None) -> None:
+                 htpasswd: Path | None = None, tls: tuple[Path, Path] | None = None) -> None:
         self.workdir = workdir
+        self.tls = tls
         self.port = port or free_port()
         self.token = token
         self.htpasswd = htpasswd
@@ -86,7 +91,7 @@ class RegistryProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> None:
         binary = find_binary()
@@ -95,7 +100,7 @@ class RegistryProcess:
         storage.mkdir(exist_ok=True)
         config_path = self.workdir / "config.yml"
         config_path.write_text(yaml.safe_dump(
-            registry_config(storage, self.port, self.token, self.htpasswd)))
+            registry_config(storage, self.port, self.token, self.htpasswd, self.tls)))
         log = self.log_path.open("ab")
         self.process = subprocess.Popen([binary, "serve", str(config_path)], stdout=log,
                                         stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
@@ -105,7 +110,8 @@ class RegistryProcess:
                 raise RuntimeError(f"docker-registry exited with {self.process.returncode}; "
                                    f"see {self.log_path}")
             try:
-                urllib.request.urlopen(f"{self.url}/v2/", timeout=1).close()
+                context = ssl._create_unverified_context() if self.tls else None  # readiness only
+                urllib.request.urlopen(f"{self.url}/v2/", timeout=1, context=context).close()
                 return
             except urllib.error.HTTPError:
                 return  # 401 in token/htpasswd mode: it is up

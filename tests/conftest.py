@@ -1,0 +1,188 @@
+"""Shared fixtures: real registries, real regauth processes, real clients, on loopback only."""
+
+from __future__ import annotations
+
+import secrets
+import string
+import subprocess
+from collections.abc import Callable
+from collections.abc import Iterator
+from pathlib import Path
+
+import bcrypt
+import pytest
+
+from regauth import pki
+from regauth.registry_process import RegistryProcess
+from regauth.registry_process import TokenAuth
+from tests.support.oci import make_layout
+from tests.support.proxy import ProxyProcess
+from tests.support.proxy import start_proxy
+from tests.support.tools import Containerd
+
+SERVICE = "regauth-test"
+ISSUER = "regauth-test-issuer"
+PASSWORDS = {"ci": "ci-secret-9f2", "alice": "alice-secret-7c1"}
+
+
+def build_id() -> str:
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(26))
+
+
+def bcrypt_hash(password: str) -> str:
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()
+
+
+@pytest.fixture(scope="session")
+def password_hashes() -> dict[str, str]:
+    return {name: bcrypt_hash(pw) for name, pw in PASSWORDS.items()}
+
+
+def policy_text(hashes: dict[str, str], mode: str = "enforce", lifetime: int = 120,
+                extra_rules: str = "", upstream_extra: str = "", top_extra: str = "") -> str:
+    """The integration-test policy; `mode` is the upstream mode (enforce or delegate)."""
+    return f"""version: 1
+service: {SERVICE}
+issuer: {ISSUER}
+token:
+  lifetime: {lifetime}
+accounts:
+  ci:
+    password_hash: "{hashes['ci']}"
+    groups: [ci]
+  alice:
+    password_hash: "{hashes['alice']}"
+    groups: [dev]
+    labels:
+      team: [web]
+capabilities:
+  build-id: "[a-z0-9]{{26}}"
+upstreams:
+  - url: "*"
+    mode: {mode}
+{upstream_extra}{top_extra}rules:
+{extra_rules}  - comment: CI writes the build cache
+    account: ci
+    repository: "cache/**"
+    actions: [pull, push]
+  - comment: CI publishes
+    account: ci
+    repository: ["public/**", "demo/**"]
+    actions: ["*"]
+  - comment: anyone pulls the public area
+    account: any
+    repository: ["public/**", "demo/**"]
+    actions: [pull]
+  - comment: builders push their own build repository
+    account: any
+    repository: "builds/{{build-id}}"
+    actions: [pull, push]
+  - comment: team namespaces
+    account: authenticated
+    repository: "teams/${{labels.team}}/**"
+    actions: [pull, push]
+  - comment: CI lists the catalog
+    account: ci
+    type: registry
+    name: catalog
+    actions: ["*"]
+"""
+
+
+@pytest.fixture(scope="session")
+def certs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("certs")
+    pki.init_certs(directory)
+    return directory
+
+
+@pytest.fixture
+def write_policy(tmp_path: Path, password_hashes: dict[str, str]) -> Callable[..., Path]:
+    def write(name: str = "policy.yaml", text: str | None = None, **kwargs: object) -> Path:
+        path = tmp_path / name
+        path.write_text(text if text is not None else policy_text(password_hashes, **kwargs))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def make_registry(tmp_path: Path, certs_dir: Path) -> Iterator[Callable[..., RegistryProcess]]:
+    started: list[RegistryProcess] = []
+
+    def make(auth: str = "none", name: str = "registry", realm: str | None = None,
+             signing_certs: Path | None = None, htpasswd: Path | None = None,
+             tls: tuple[Path, Path] | None = None, port: int | None = None) -> RegistryProcess:
+        token = None
+        if auth == "token":
+            bundle = tmp_path / f"{name}-bundle.pem"
+            bundle.write_text(pki.bundle_pem(pki.load_signing_keys(signing_certs or certs_dir)))
+            assert realm is not None, "token mode needs the realm (the proxy's token URL)"
+            token = TokenAuth(realm, SERVICE, ISSUER, bundle)
+        registry = RegistryProcess(tmp_path / name, port=port, token=token,
+                                   htpasswd=htpasswd if auth == "htpasswd" else None, tls=tls)
+        registry.start()
+        started.append(registry)
+        return registry
+
+    yield make
+    for registry in started:
+        registry.stop()
+
+
+@pytest.fixture
+def make_proxy(tmp_path: Path, certs_dir: Path) -> Iterator[Callable[..., ProxyProcess]]:
+    started: list[ProxyProcess] = []
+
+    def make(policy: Path, upstream: str | None, name: str = "proxy", **kwargs: object
+             ) -> ProxyProcess:
+        kwargs.setdefault("certs_dir", certs_dir)
+        proxy = start_proxy(tmp_path / name, policy=policy, upstream=upstream,
+                            **kwargs)  # type: ignore[arg-type]
+        started.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in started:
+        proxy.stop()
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> tuple[Path, str]:
+    """A small OCI layout (one gzip tar layer) and its manifest digest."""
+    path = tmp_path / "layout"
+    return path, make_layout(path)
+
+
+@pytest.fixture(scope="session")
+def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]:
+    daemon = Containerd(tmp_path_factory.mktemp("containerd"))
+    daemon.start()
+    yield daemon
+    daemon.stop()
+
+
+def htpasswd_file(path: Path, users: dict[str, str]) -> Path:
+    path.write_text("")
+    for user, password in users.items():
+        subprocess.run(["htpasswd", "-bB", str(path), user, password], check=True,
+                       capture_output=True)
+    return path
+
+
+@pytest.fixture
+def token_registry_proxy(write_policy: Callable[..., Path],
+                         make_registry: Callable[..., RegistryProcess],
+                         make_proxy: Callable[..., ProxyProcess]
+                         ) -> tuple[RegistryProcess, ProxyProcess]:
+    """A real registry in token mode trusting regauth's key, behind regauth in delegate mode:
+    the registry alone decides whether regauth's tokens are good."""
+    from regauth.registry_process import free_port
+
+    port = free_port()
+    policy = write_policy(mode="delegate")
+    # The realm must name the proxy's port before the proxy starts: reserve it first.
+    registry = make_registry("token", realm=f"https://localhost:{port}/v2/token")
+    proxy = make_proxy(policy, registry.url, port=port)
+    return registry, proxy

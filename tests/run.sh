@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Set up everything the test suite needs on Debian (packages, .venv) and run it.
+# Extra arguments go to pytest, e.g. tests/run.sh -k token -x
+set -euo pipefail
+cd "$(dirname "$(readlink -f "$0")")/.."
+
+# Real components, never mocks: the registry, skopeo, containerd (ctr), curl, htpasswd.
+declare -A packages=([docker-registry]=docker-registry [skopeo]=skopeo [ctr]=containerd
+                     [containerd]=containerd [curl]=curl [htpasswd]=apache2-utils)
+missing=()
+for cmd in "${!packages[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${packages[$cmd]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  echo "installing Debian packages: ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -q >&2
+  $sudo apt-get install -y -q $(printf '%s\n' "${missing[@]}" | sort -u) >&2
+fi
+
+./run_proxy.sh --setup-only >/dev/null
+.venv/bin/python -m pip install -q -e '.[test]' >&2
+
+.venv/bin/ruff check .
+exec .venv/bin/python -m pytest "$@"

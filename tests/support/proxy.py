@@ -1,0 +1,106 @@
+"""Start the real regauth (`regauth serve`, the launcher run_proxy.sh uses) for tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from regauth.registry_process import free_port
+
+REGAUTH = Path(sys.executable).with_name("regauth")
+
+
+def peak_rss_kib(pid: int) -> int:
+    """VmHWM (peak resident set) of a live process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
+@dataclass
+class ProxyProcess:
+    process: subprocess.Popen[bytes]
+    port: int
+    workdir: Path
+    certs_dir: Path
+    log_path: Path
+    output_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"https://localhost:{self.port}"
+
+    @property
+    def netloc(self) -> str:
+        return f"localhost:{self.port}"
+
+    @property
+    def ca(self) -> Path:
+        return self.certs_dir / "ca.crt"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def records(self) -> list[dict]:
+        if not self.log_path.exists():
+            return []
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line]
+
+    def output(self) -> str:
+        return self.output_path.read_text(errors="replace")
+
+    def peak_rss_kib(self) -> int:
+        return peak_rss_kib(self.pid)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_proxy(workdir: Path, certs_dir: Path, policy: Path, upstream: str | None,
+                env: dict[str, str] | None = None, extra: list[str] | None = None,
+                upstream_ca: Path | None = None, wait: bool = True,
+                timeout: float = 30.0, port: int | None = None) -> ProxyProcess:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    log_path = workdir / "exchange.jsonl"
+    output_path = workdir / "regauth.out"
+    cmd = [str(REGAUTH), "serve", "--listen", f"127.0.0.1:{port}", "--certs-dir", str(certs_dir),
+           "--policy", str(policy), "--log", str(log_path),
+           "--registry-dir", str(workdir / "registry")]
+    if upstream:
+        cmd += ["--upstream", upstream]
+    if upstream_ca:
+        cmd += ["--upstream-ca", str(upstream_ca)]
+    if extra:
+        cmd += ["--", *extra]
+    process = subprocess.Popen(cmd, stdout=output_path.open("wb"), stderr=subprocess.STDOUT,
+                               env={**os.environ, **(env or {})}, start_new_session=True)
+    proxy = ProxyProcess(process, port, workdir, certs_dir, log_path, output_path)
+    if not wait:
+        return proxy
+    deadline = time.monotonic() + timeout
+    pattern = re.compile(rf"listening at 127\.0\.0\.1:{port}")
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"regauth exited with {process.returncode}:\n{proxy.output()}")
+        if pattern.search(proxy.output()):
+            return proxy
+        time.sleep(0.1)
+    proxy.stop()
+    raise RuntimeError(f"regauth did not start listening:\n{proxy.output()}")
