@@ -1,7 +1,8 @@
 """Rewriting what the upstream says so clients stay on the proxy.
 
-- Absolute URLs that point at the upstream (upload `Location`, `Link` pagination) are moved to
-  the public URL; URLs pointing elsewhere (object storage redirects) are left alone.
+- URLs that point at the upstream never reach the client: upload `Location`s become relative
+  references, `Link` pagination moves to the public URL; URLs pointing elsewhere (object
+  storage redirects) are left alone.
 - Bearer challenges get regauth's realm and service; the scope is kept if it parses.
 """
 
@@ -36,6 +37,20 @@ def rewrite_url(url: str, upstream: Origin, public: Origin) -> str:
         return url
     parts = urlsplit(url)
     return urlunsplit((public.scheme, public.netloc, parts.path, parts.query, parts.fragment))
+
+
+def relative_location(url: str, upstream: Origin, public: Origin) -> str:
+    """A Location on the upstream or public origin as a relative reference (path and query).
+
+    Clients resolve it against the URL they used, so they stay on the proxy with the scheme
+    they chose. containerd drops its authorizer when an upload URL changes scheme or host,
+    and it talks to `localhost` with a nominal http scheme (TLS through its fallback), so an
+    absolute https Location would make it upload without its token.
+    """
+    if _origin_of(url) not in (upstream, public):
+        return url
+    parts = urlsplit(url)
+    return urlunsplit(("", "", parts.path or "/", parts.query, parts.fragment))
 
 
 def rewrite_link(value: str, upstream: Origin, public: Origin) -> str:
@@ -92,5 +107,5 @@ def challenge_scopes(value: str) -> list[str]:
     return []
 
 
-__all__ = ["challenge_scopes", "format_scopes", "rewrite_challenge", "rewrite_link",
-           "rewrite_url"]
+__all__ = ["challenge_scopes", "format_scopes", "relative_location", "rewrite_challenge",
+           "rewrite_link", "rewrite_url"]

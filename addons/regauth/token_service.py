@@ -116,7 +116,7 @@ def _handle(runtime: Runtime, authenticator: Authenticator, request: TokenReques
     client_id = _first(params, "client_id")
     if client_id is not None:
         record["client_id"] = client_id[:128]
-    service = _first(params, "service")
+    service = _first(params, "service") or None  # an empty value is no choice at all
     record["service"] = service
     if service is not None and service != policy.service:
         raise _Refusal(400, "DENIED", "invalid_request",

@@ -94,7 +94,7 @@ def test_http2_and_http11_clients_get_registry_challenges(write_policy, make_reg
         assert out == f"401 {version}"
 
 
-def test_upload_location_points_at_the_public_url(write_policy, make_registry, make_proxy):
+def test_upload_location_keeps_the_client_on_the_proxy(write_policy, make_registry, make_proxy):
     registry = make_registry()
     proxy = make_proxy(write_policy(), registry.url)
     token = httpclient.get_token(proxy.port, proxy.ca, ["repository:demo/app:pull,push"],
@@ -103,8 +103,9 @@ def test_upload_location_points_at_the_public_url(write_policy, make_registry, m
                                {"Authorization": f"Bearer {token}"}, b"")
     assert reply.status == 202, reply.body
     location = reply.header("Location")
-    assert location.startswith(f"{proxy.url}/v2/demo/app/blobs/uploads/"), location
-    assert str(registry.port) not in location
+    # Relative: resolved against the URL the client used, so it stays on the proxy.
+    assert location.startswith("/v2/demo/app/blobs/uploads/"), location
+    assert "_state=" in location
 
 
 def test_https_upstream_with_private_ca_and_mixed_case_url(write_policy, make_registry,

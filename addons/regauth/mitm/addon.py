@@ -403,8 +403,8 @@ class RegistryAuth:
         assert self.upstream is not None and self.public is not None
         for name in ("location", "content-location"):
             if name in response.headers:
-                response.headers[name] = rewrite.rewrite_url(response.headers[name],
-                                                             self.upstream, self.public)
+                response.headers[name] = rewrite.relative_location(response.headers[name],
+                                                                   self.upstream, self.public)
         if "link" in response.headers:
             response.headers["link"] = rewrite.rewrite_link(response.headers["link"],
                                                             self.upstream, self.public)
