@@ -271,6 +271,8 @@ class RegistryAuth:
             request.stream = state.counter("request")
             state.via_sink = True
             return
+        if request.method == "HEAD":
+            body = b""  # a HEAD response has no body; sending one desynchronizes HTTP/1
         flow.response = http.Response.make(status, body, headers)
 
     def _refuse(self, flow: http.HTTPFlow, state: FlowState, status: int, code: str,
