@@ -11,7 +11,6 @@ import tarfile
 from pathlib import Path
 
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 
 
 def _write_blob(layout: Path, data: bytes) -> str:
@@ -54,12 +53,24 @@ def random_blob_file(path: Path, size: int) -> None:
             remaining -= n
 
 
+def random_gzip_file(path: Path, size: int) -> None:
+    """A valid gzip stream of `size` incompressible bytes. skopeo sniffs layer content and
+    compresses anything that is not compressed yet, which would change the digest."""
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        remaining = size
+        while remaining:
+            n = min(remaining, 8 << 20)
+            f.write(os.urandom(n))
+            remaining -= n
+
+
 def make_layout(layout: Path, tag: str = "latest", files: dict[str, bytes] | None = None,
                 big_layer: Path | None = None) -> str:
     """Write an OCI layout with one image; return the manifest digest.
 
     `files` become a gzip tar layer (unpackable by containerd); `big_layer` (a file, moved
-    into the layout) becomes an extra uncompressed layer of arbitrary bytes.
+    into the layout, e.g. from random_gzip_file) becomes an extra gzip layer that skopeo
+    copies as it is (it never unpacks layers).
     """
     layout.mkdir(parents=True, exist_ok=True)
     (layout / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
@@ -72,7 +83,7 @@ def make_layout(layout: Path, tag: str = "latest", files: dict[str, bytes] | Non
     diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
     if big_layer is not None:
         digest, size = _write_blob_file(layout, big_layer)
-        layers.append({"mediaType": OCI_LAYER, "digest": digest, "size": size})
+        layers.append({"mediaType": OCI_LAYER_GZIP, "digest": digest, "size": size})
         diff_ids.append(digest)
     config = json.dumps({
         "architecture": "amd64", "os": "linux",
