@@ -75,7 +75,8 @@ class ProxyProcess:
 def start_proxy(workdir: Path, certs_dir: Path, policy: Path, upstream: str | None,
                 env: dict[str, str] | None = None, extra: list[str] | None = None,
                 upstream_ca: Path | None = None, wait: bool = True,
-                timeout: float = 30.0, port: int | None = None) -> ProxyProcess:
+                timeout: float = 30.0, port: int | None = None,
+                web_port: int | None = None) -> ProxyProcess:
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     log_path = workdir / "exchange.jsonl"
@@ -87,6 +88,8 @@ def start_proxy(workdir: Path, certs_dir: Path, policy: Path, upstream: str | No
         cmd += ["--upstream", upstream]
     if upstream_ca:
         cmd += ["--upstream-ca", str(upstream_ca)]
+    if web_port:
+        cmd += ["--web", "--web-port", str(web_port)]
     if extra:
         cmd += ["--", *extra]
     process = subprocess.Popen(cmd, stdout=output_path.open("wb"), stderr=subprocess.STDOUT,

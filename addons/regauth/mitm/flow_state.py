@@ -148,12 +148,11 @@ def comment_and_marker(flow: http.HTTPFlow, state: FlowState,
         if "refused" in token:
             return f"{status} token refused: {token['refused']}", ":no_entry:"
         who = token.get("account", "anonymous")
-        granted = " ".join(token.get("granted", [])) or "nothing"  # type: ignore[arg-type]
-        denied = [f"{d['scope']} ({_rule_text(d)})" for d in token.get("decisions", [])
-                  if d.get("outcome") != "granted"]  # type: ignore[union-attr]
-        text = f"token for {who}: granted {granted}"
-        if denied:
-            text += "; not granted " + ", ".join(denied)
+        parts = []
+        for d in token.get("decisions", []):  # type: ignore[union-attr]
+            granted = ",".join(d.get("granted", [])) or "nothing"
+            parts.append(f"{d['scope']} → {d['outcome']} [{granted}] ({_rule_text(d)})")
+        text = f"token for {who}: " + ("; ".join(parts) if parts else "no scope requested")
         return text, ":key:"
     challenge = record.get("challenge")
     if status == 401 and isinstance(challenge, dict):

@@ -1,0 +1,66 @@
+"""mitmweb shows auth flows: a comment per flow, auth markers, and the JWT content view."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.request
+
+from mitmproxy.utils.emoji import emoji
+
+from regauth.registry_process import free_port
+from tests.conftest import PASSWORDS
+from tests.conftest import SERVICE
+from tests.support import httpclient
+
+
+def _web_get(port: int, token: str, path: str):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
+                                     headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_mitmweb_comments_markers_and_jwt_view(write_policy, make_registry, make_proxy):
+    registry = make_registry()
+    web_port = free_port()
+    proxy = make_proxy(write_policy(), registry.url, extra=[], web_port=web_port)
+    match = re.search(rf"http://127\.0\.0\.1:{web_port}/\?token=(\S+)", proxy.output())
+    assert match, proxy.output()
+    web_token = match.group(1)
+    # Without the token mitmweb refuses.
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{web_port}/flows", timeout=10)
+        raise AssertionError("mitmweb must require its token")
+    except urllib.error.HTTPError as e:
+        assert e.code == 403
+    challenge = httpclient.request(proxy.port, proxy.ca, "GET", "/v2/demo/app/manifests/1")
+    assert challenge.status == 401
+    token = httpclient.get_token(proxy.port, proxy.ca, ["repository:demo/app:pull,push",
+                                                        "repository:secret/x:pull"], SERVICE,
+                                 ("ci", PASSWORDS["ci"])).json()["token"]
+    httpclient.request(proxy.port, proxy.ca, "GET", "/v2/demo/app/tags/list",
+                       {"Authorization": f"Bearer {token}"})
+    time.sleep(0.5)
+    flows = _web_get(web_port, web_token, "/flows")
+    by_path = {f["request"]["path"].split("?")[0]: f for f in flows}
+    assert by_path["/v2/demo/app/manifests/1"]["comment"] == \
+        "401 challenge → scope repository:demo/app:pull — no token"
+    assert by_path["/v2/demo/app/manifests/1"]["marked"] == emoji[":lock:"]
+    token_flow = by_path["/v2/token"]
+    assert token_flow["marked"] == emoji[":key:"]
+    assert token_flow["comment"] == (
+        "token for ci: repository:demo/app:pull,push → granted [pull,push] (rule 2: CI "
+        "publishes); repository:secret/x:pull → default deny [nothing] (default deny)")
+    forwarded = by_path["/v2/demo/app/tags/list"]
+    assert forwarded["marked"] == emoji[":x:"]  # the upstream answered 404: no such repository yet
+    assert forwarded["comment"].startswith("404 ci → repository:demo/app:pull")
+    view = _web_get(web_port, web_token,
+                    f"/flows/{forwarded['id']}/request/content/auto.json")
+    assert view["view_name"] == "JWT"
+    assert '"sub": "ci"' in view["text"] and "NOT verified" in view["text"]
+    assert token.split(".")[2] not in view["text"]
+    response_view = _web_get(web_port, web_token,
+                             f"/flows/{token_flow['id']}/response/content/auto.json")
+    assert response_view["view_name"] == "JWT"
