@@ -15,12 +15,13 @@ from regauth.scope import ResourceScope
 from regauth.scope import format_scopes
 
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_TOKEN68 = r"[A-Za-z0-9._~+/-]+=*"
-_SCHEME_RE = re.compile(rf"\s*(?P<scheme>{_TOKEN})(?:\s+|$)")
+_SCHEME_RE = re.compile(_TOKEN)
 _PARAM_RE = re.compile(
-    rf"\s*(?P<key>{_TOKEN})\s*=\s*(?:\"(?P<quoted>(?:[^\"\\]|\\.)*)\"|(?P<token>{_TOKEN}))\s*"
+    rf"(?P<key>{_TOKEN})[ \t]*=[ \t]*(?:\"(?P<quoted>(?:[^\"\\]|\\.)*)\"|(?P<token>{_TOKEN}))"
 )
-_TOKEN68_RE = re.compile(rf"\s*(?P<t68>{_TOKEN68})\s*(?=,|$)")
+_TOKEN68_RE = re.compile(r"[A-Za-z0-9._~+/-]+=*(?=[ \t]*(?:,|$))")
+_SEPARATORS_RE = re.compile(r"[ \t,]*")
+_SPACES_RE = re.compile(r"[ \t]*")
 _ESCAPE_RE = re.compile(r"\\(.)")
 MAX_HEADER_LENGTH = 8192
 
@@ -49,45 +50,47 @@ class Challenge:
 
 
 def parse_challenges(header: str) -> list[Challenge]:
-    """Parse one WWW-Authenticate value into its challenges; raise ValueError if malformed."""
+    """Parse one WWW-Authenticate value into its challenges; raise ValueError if malformed.
+
+    RFC 7235: `1#challenge`, challenge = auth-scheme [ 1*SP ( token68 / #auth-param ) ]. A comma
+    followed by a token that is not `name=` starts the next challenge.
+    """
     if len(header) > MAX_HEADER_LENGTH:
         raise ValueError("challenge header too long")
     challenges: list[Challenge] = []
-    pos = 0
+    pos = _SEPARATORS_RE.match(header, 0).end()  # type: ignore[union-attr]
     while pos < len(header):
-        m = _SCHEME_RE.match(header, pos)
-        if m is None:
+        scheme = _SCHEME_RE.match(header, pos)
+        if scheme is None:
             raise ValueError(f"expected an auth scheme at offset {pos}")
-        current = Challenge(m.group("scheme"))
+        current = Challenge(scheme.group())
         challenges.append(current)
-        pos = m.end()
-        t68 = _TOKEN68_RE.match(header, pos)
-        if t68 is not None and "=" not in header[pos:t68.end()].rstrip("="):
-            current.params["token68"] = t68.group("t68")
-            pos = t68.end()
-        while pos < len(header):
-            p = _PARAM_RE.match(header, pos)
-            if p is None:
-                break
-            key = p.group("key").lower()
-            quoted = p.group("quoted")
-            value = _ESCAPE_RE.sub(r"\1", quoted) if quoted is not None else p.group("token")
-            if key in current.params:
-                raise ValueError(f"parameter {key!r} repeated in challenge")
-            current.params[key] = value
-            pos = p.end()
+        pos = _SPACES_RE.match(header, scheme.end()).end()  # type: ignore[union-attr]
+        first = True
+        while pos < len(header) and header[pos] != ",":
+            param = _PARAM_RE.match(header, pos)
+            if param is None:
+                token68 = _TOKEN68_RE.match(header, pos) if first else None
+                if token68 is None:
+                    raise ValueError(f"unexpected text at offset {pos}")
+                current.params["token68"] = token68.group()
+                pos = token68.end()
+            else:
+                key = param.group("key").lower()
+                quoted = param.group("quoted")
+                if key in current.params:
+                    raise ValueError(f"parameter {key!r} repeated in challenge")
+                current.params[key] = (_ESCAPE_RE.sub(r"\1", quoted) if quoted is not None
+                                       else param.group("token"))
+                pos = param.end()
+            first = False
+            pos = _SPACES_RE.match(header, pos).end()  # type: ignore[union-attr]
             if pos < len(header) and header[pos] == ",":
-                pos += 1
-                # A comma followed by `scheme <space>` (and no '=') starts the next challenge.
-                nxt = _SCHEME_RE.match(header, pos)
-                if nxt is not None and not _PARAM_RE.match(header, pos):
-                    break
-        if pos < len(header) and header[pos] == ",":
-            pos += 1
-        elif pos < len(header) and not header[pos:].strip():
-            pos = len(header)
-        elif pos < len(header) and _SCHEME_RE.match(header, pos) is None:
-            raise ValueError(f"unexpected text at offset {pos}")
+                after = _SEPARATORS_RE.match(header, pos).end()  # type: ignore[union-attr]
+                if _PARAM_RE.match(header, after) is not None and "token68" not in \
+                        current.params:
+                    pos = after  # another parameter of this challenge
+        pos = _SEPARATORS_RE.match(header, pos).end()  # type: ignore[union-attr]
     return challenges
 
 

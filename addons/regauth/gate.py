@@ -17,6 +17,7 @@ from regauth.errors import access_detail
 from regauth.errors import error_body
 from regauth.routes import Route
 from regauth.routes import RouteError
+from regauth.routes import check_body_type
 from regauth.routes import is_registry_path
 from regauth.routes import match_route
 from regauth.runtime import Runtime
@@ -66,7 +67,7 @@ def _challenge(runtime: Runtime, realm: str, route: Route, scopes: tuple[Resourc
 
 
 def decide(runtime: Runtime, method: str, target: str, authorization: str | None,
-           realm: str) -> GateDecision:
+           realm: str, content_type: str | None = None) -> GateDecision:
     path = target.partition("?")[0]
     enforce = runtime.upstream.mode == "enforce"
     if not is_registry_path(path):
@@ -76,6 +77,7 @@ def decide(runtime: Runtime, method: str, target: str, authorization: str | None
         return GateDecision(True, "not a registry path (delegate mode)")
     try:
         route = match_route(method, target)
+        check_body_type(method, content_type)
     except RouteError as e:
         return _refuse(e.status, e.code, e.message, f"refused path: {e.message}")
     if not enforce:

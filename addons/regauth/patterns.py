@@ -109,11 +109,13 @@ class RepositoryPattern:
         """
         if self.is_regex:
             return False
+        literal_prefix = False
         for segment in self.segments:
             if segment.kind == "capability":
-                return True
+                return literal_prefix
             if segment.kind != "literal":
                 return False
+            literal_prefix = True
         return False
 
     def matches(self, name: str, variables: dict[str, list[str]] | None = None) -> bool:

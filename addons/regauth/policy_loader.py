@@ -49,6 +49,7 @@ MAX_LIFETIME = 24 * 3600
 _ACCOUNT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _GROUP_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _BCRYPT_RE = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
+_LABEL_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _SERVICE_RE = re.compile(r"[A-Za-z0-9._:/@-]{1,128}")
 _RESERVED_ACCOUNTS = {ANONYMOUS, AUTHENTICATED, ANY}
 
@@ -159,13 +160,17 @@ class _Loader:
         if key.endswith("_env"):
             if ref not in self.environ:
                 raise self.fail(m.where(key), f"{what}: environment variable {ref} is not set")
-            return self.environ[ref].strip(), f"${ref}"
-        path = self.resolve(ref)
-        try:
-            return path.read_text().strip(), str(path)
-        except OSError as e:
-            raise self.fail(m.where(key), f"{what}: cannot read {path}: "
-                                          f"{e.strerror or e}") from None
+            value, source = self.environ[ref].strip(), f"${ref}"
+        else:
+            path = self.resolve(ref)
+            try:
+                value, source = path.read_text().strip(), str(path)
+            except OSError as e:
+                raise self.fail(m.where(key), f"{what}: cannot read {path}: "
+                                              f"{e.strerror or e}") from None
+        if not value:
+            raise self.fail(m.where(key), f"{what}: the secret from {source} is empty")
+        return value, source
 
     def resolve(self, ref: str) -> Path:
         path = Path(ref).expanduser()
@@ -184,7 +189,7 @@ class _Loader:
                                "capabilities", "rules", "upstreams", "trusted_issuers"},
                         "the policy")
         version = root.get("version")
-        if version != 1:
+        if type(version) is not int or version != 1:
             self.problem(root.where("version") if "version" in root else root.position,
                          "`version: 1` is required (the only policy format this regauth reads)")
         service = self.guard(lambda: self.string(root, "service", "the policy", required=True))
@@ -261,6 +266,7 @@ class _Loader:
         a = self.mapping(spec, where, what)
         self.check_keys(a, {"password_hash", "password_hash_env", "password_hash_file",
                             "groups", "labels", "comment"}, what)
+        self.string(a, "comment", what)
         hashed, source = self.secret(a, "password_hash", what)
         if _BCRYPT_RE.fullmatch(hashed) is None:
             key = next(k for k in a if k.startswith("password_hash"))
@@ -276,10 +282,10 @@ class _Loader:
         if "labels" in a:
             lm = self.mapping(a["labels"], a.where("labels"), f"{what} labels")
             for key in lm:
-                if _GROUP_RE.fullmatch(key) is None:
+                if _LABEL_RE.fullmatch(key) is None:
                     self.problem(lm.key_positions[key], f"{what}: label name {key!r} must be "
-                                                        "lower-case letters, digits, '.', '_' "
-                                                        "or '-'")
+                                                        "lower-case letters, digits, '_' or '-' "
+                                                        "(it is used as ${labels.NAME})")
                 labels[key] = tuple(v for v, _ in self.string_list(lm, key, f"{what} labels"))
         return Account(name, hashed.encode(), tuple(groups), labels)
 
@@ -358,6 +364,12 @@ class _Loader:
                 networks.append(ipaddress.ip_network(text, strict=True))
             except ValueError as e:
                 self.problem(pos, f"{what}: invalid network {text!r} ({e})")
+        for pattern in patterns:
+            for placeholder in pattern.placeholders:
+                if placeholder.startswith("labels.") and \
+                        placeholder.removeprefix("labels.") not in known_labels:
+                    self.problem(r.where("repository"), f"{what}: ${{{placeholder}}} names a "
+                                                        "label no account has")
         actions = self.rule_actions(r, what)
         rule = Rule(index, where.line, comment, tuple(n for n, _ in account_refs),
                     tuple(g for g, _ in groups), labels, resource_type, patterns, tuple(networks),
@@ -438,6 +450,10 @@ class _Loader:
             return
         pos = r.where("actions")
         who = "anonymous" if ANONYMOUS in rule.accounts else "anyone (account: any)"
+        if rule.resource_type == REGISTRY:
+            self.problem(pos, f"{what}: the catalog lists every repository, capability ids "
+                              f"included; it cannot be granted to {who}")
+            return
         self.problem(pos, f"{what}: grants {', '.join(sorted(writes))} to {who} outside a "
                           "capability repository; anonymous writes are only allowed in "
                           "repositories such as 'builds/{id}' whose id is a declared capability")
@@ -460,6 +476,7 @@ class _Loader:
     def upstream(self, spec: object, where: Position) -> Upstream:
         u = self.mapping(spec, where, "upstream")
         self.check_keys(u, {"url", "mode", "credentials", "comment"}, "upstream")
+        self.string(u, "comment", "upstream")
         url = self.string(u, "url", "upstream", required=True)
         assert url is not None
         if url != "*":
@@ -523,6 +540,11 @@ class _Loader:
                                                   "ES256")
         keys: list[object] = []
         kids: list[str | None] = []
+        wrong = [k for k in t if k in (("public_key_file", "jwks_file") if algorithm == "HS256"
+                                       else ("secret", "secret_env", "secret_file"))]
+        if wrong:
+            raise self.fail(t.key_positions[wrong[0]], f"{what}: {wrong[0]} does not fit "
+                                                       f"algorithm {algorithm}")
         if algorithm == "HS256":
             secret, _ = self.secret(t, "secret", what)
             if len(secret.encode()) < 32:

@@ -151,8 +151,36 @@ def match_route(method: str, target: str) -> Route:
         if name is not None and len(name) > grammar.MAX_NAME_LENGTH:
             raise RouteError(400, "NAME_INVALID", "repository name too long")
         ref = m.groupdict().get("ref")
+        _check_reference(kind, ref)
         return Route(kind, method, path, name, ref, _required(kind, method, name, params))
     raise _classify_miss(path)
+
+
+def _check_reference(kind: str, ref: str | None) -> None:
+    """The route regexes only shape-match digests; the registry needs a known algorithm and
+    exact lower-case hex (a bad one reached distribution's storage layer as a tag path)."""
+    if ref is None:
+        return
+    if kind in ("blob", "referrers") and not grammar.is_digest(ref):
+        raise RouteError(400, "DIGEST_INVALID", "digest is outside the digest grammar (known "
+                                                "algorithm, lower-case hex of its length)")
+    if kind == "manifest" and ":" in ref and not grammar.is_digest(ref):
+        raise RouteError(400, "DIGEST_INVALID", "manifest digest is outside the digest grammar")
+
+
+# Go's r.FormValue (which distribution uses for `mount` and `from`) also reads url-encoded and
+# multipart request bodies, and body values win over the query: a proxy that authorizes on the
+# query alone would let a body name another mount source. No registry API takes form bodies.
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def check_body_type(method: str, content_type: str | None) -> None:
+    if method not in ("POST", "PUT", "PATCH") or not content_type:
+        return
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type in _FORM_TYPES:
+        raise RouteError(415, "UNSUPPORTED", f"{media_type} bodies are not part of the registry "
+                                             "API")
 
 
 def _required(kind: str, method: str, name: str | None,

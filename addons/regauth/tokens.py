@@ -186,10 +186,10 @@ def _split(token: str) -> tuple[dict[str, object], dict[str, object]]:
         raise InvalidToken("not a signed compact JWT")
     if any(not set(p) <= _B64URL for p in parts):
         raise InvalidToken("JWT segments are not base64url")
+    if len(parts[0]) > MAX_HEADER_JSON * 4 // 3 + 4:
+        raise InvalidToken("JWT header too large")
     try:
         raw_header = base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4))
-        if len(raw_header) > MAX_HEADER_JSON:
-            raise InvalidToken("JWT header too large")
         header = json.loads(raw_header)
         claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
     except (ValueError, binascii.Error, UnicodeDecodeError):
@@ -412,6 +412,8 @@ def _external_grants(claims: dict[str, object],
                 parsed = parse_scope(entry)
             except ValueError as e:
                 raise InvalidToken(f"repo_access entry outside the scope grammar: {e}") from None
+            if parsed.type != REPOSITORY:
+                continue  # repo_access grants repositories only; never reinterpret a type
             name, actions = parsed.name, list(parsed.actions)
         elif isinstance(entry, dict):
             name = entry.get("repository", entry.get("name"))

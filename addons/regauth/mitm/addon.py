@@ -36,7 +36,9 @@ from regauth.mitm.guard import fail_closed
 from regauth.mitm.refusal_sink import NONCE_HEADER
 from regauth.mitm.refusal_sink import RefusalSink
 from regauth.policy_loader import PolicyError
+from regauth.routes import RouteError
 from regauth.routes import is_registry_path
+from regauth.routes import parse_query
 from regauth.runtime import Runtime
 from regauth.runtime import build_runtime
 from regauth.token_service import MAX_FORM_BYTES
@@ -303,7 +305,8 @@ class RegistryAuth:
             self._respond(flow, state, 200, {"Content-Type": "application/json"}, body)
             return
         decision = gate.decide(runtime, request.method, request.path,
-                               request.headers.get("authorization"), self._realm())
+                               request.headers.get("authorization"), self._realm(),
+                               request.headers.get("content-type"))
         state.kind = "registry" if is_registry_path(path) else "other"
         state.route = decision.route
         state.gate = decision.record
@@ -325,6 +328,9 @@ class RegistryAuth:
             request.headers["authorization"] = header
             state.injected = True
         assert self.public is not None
+        if not (request.is_http2 or request.is_http3):
+            # An absolute-form target would reach the upstream with the client's host in it.
+            request.authority = ""
         request.headers.pop("forwarded", None)
         request.headers["X-Forwarded-Host"] = self.public.netloc
         request.headers["X-Forwarded-Proto"] = self.public.scheme
@@ -379,9 +385,11 @@ class RegistryAuth:
     async def _answer_token(self, flow: http.HTTPFlow, state: FlowState, runtime: Runtime,
                             form: dict[str, list[str]] | None) -> None:
         request = flow.request
-        query: dict[str, list[str]] = {}
-        for key, value in request.query.items(multi=True):
-            query.setdefault(key, []).append(value)
+        try:
+            query = parse_query(request.path.partition("?")[2])
+        except RouteError as e:
+            self._refuse(flow, state, e.status, e.code, f"token request refused: {e.message}")
+            return
         client_ip = flow.client_conn.peername[0] if flow.client_conn.peername else ""
         token_request = TokenRequest(request.method, query, form,
                                      request.headers.get("authorization"), client_ip)
