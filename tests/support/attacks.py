@@ -1,0 +1,270 @@
+"""Helpers for the security suite: raw HTTP over TLS, forged JWTs, and an upstream watcher.
+
+Everything here talks to real processes: `send_raw` writes exact bytes to regauth's TLS port
+(no client-side normalization of the request target), the JWT helpers sign with the genuine
+token-signing key or with attacker keys, and `UpstreamWatch` reads what the real registry logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import secrets
+import socket
+import ssl
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from regauth.keyids import libtrust_kid
+from regauth.keyids import public_jwk
+from regauth.registry_process import RegistryProcess
+
+ACCESS_TYP = "registry-access+jwt"
+
+
+# -- raw HTTP ---------------------------------------------------------------------------------
+
+
+@dataclass
+class RawReply:
+    """What came back on the socket; status None means the connection closed without a reply."""
+
+    status: int | None
+    head: bytes = b""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    error: str | None = None
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key.lower() == name.lower():
+                return value
+        return None
+
+    def header_values(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+    def error_codes(self) -> list[str]:
+        return [e.get("code") for e in self.json().get("errors", [])]
+
+
+def build_request(method: str, target: str | bytes, port: int,
+                  headers: list[tuple[str, str]] | None = None, body: bytes | None = None,
+                  raw_headers: bytes = b"") -> bytes:
+    """An HTTP/1.1 request, byte for byte: the target is sent exactly as given."""
+    if isinstance(target, str):
+        target = target.encode("latin-1")
+    lines = [method.encode() + b" " + target + b" HTTP/1.1",
+             f"Host: localhost:{port}".encode(), b"Connection: close"]
+    for name, value in headers or []:
+        lines.append(f"{name}: {value}".encode("latin-1"))
+    if body is not None or method in ("POST", "PUT", "PATCH"):
+        lines.append(f"Content-Length: {len(body or b'')}".encode())
+    head = b"\r\n".join(lines) + b"\r\n" + raw_headers + b"\r\n"
+    return head + (body or b"")
+
+
+def _parse(data: bytes) -> RawReply:
+    head, sep, rest = data.partition(b"\r\n\r\n")
+    if not sep or not head.startswith(b"HTTP/"):
+        return RawReply(None, head=data, error="no HTTP response")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ")[1])
+    headers = []
+    for line in lines[1:]:
+        name, _, value = line.decode("latin-1").partition(":")
+        headers.append((name.strip(), value.strip()))
+    reply = RawReply(status, head, headers)
+    length = reply.header("content-length")
+    reply.body = rest[:int(length)] if length is not None and length.isdigit() else rest
+    return reply
+
+
+def send_raw(port: int, ca: Path, data: bytes, timeout: float = 15.0) -> RawReply:
+    """Send bytes over TLS to localhost:port, read until the server closes, parse the reply."""
+    context = ssl.create_default_context(cafile=str(ca))
+    chunks: list[bytes] = []
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock, \
+                context.wrap_socket(sock, server_hostname="localhost") as tls:
+            try:
+                tls.sendall(data)
+            except OSError:
+                pass  # the server may answer and close before taking everything: read the reply
+            while True:
+                try:
+                    chunk = tls.recv(65536)
+                except (ssl.SSLError, ConnectionResetError, TimeoutError) as e:
+                    if not chunks:
+                        return RawReply(None, error=f"{type(e).__name__}: {e}")
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+    except (ssl.SSLError, ConnectionResetError, BrokenPipeError) as e:
+        if not chunks:
+            return RawReply(None, error=f"{type(e).__name__}: {e}")
+    return _parse(b"".join(chunks))
+
+
+def request(port: int, ca: Path, method: str, target: str | bytes,
+            headers: list[tuple[str, str]] | None = None, body: bytes | None = None,
+            raw_headers: bytes = b"") -> RawReply:
+    return send_raw(port, ca, build_request(method, target, port, headers, body, raw_headers))
+
+
+# -- JWTs --------------------------------------------------------------------------------------
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64url_json(value: object) -> str:
+    return b64url(json.dumps(value, separators=(",", ":")).encode())
+
+
+def b64url_decode_json(segment: str) -> dict:
+    return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    private_key: ec.EllipticCurvePrivateKey
+    certificate: x509.Certificate
+
+    @property
+    def kid(self) -> str:
+        return libtrust_kid(self.private_key.public_key())
+
+    @property
+    def x5c(self) -> list[str]:
+        der = self.certificate.public_bytes(serialization.Encoding.DER)
+        return [base64.b64encode(der).decode()]
+
+    @property
+    def jwk(self) -> dict[str, str]:
+        return public_jwk(self.private_key.public_key())
+
+    @property
+    def public_pem(self) -> bytes:
+        return self.private_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    @property
+    def certificate_pem(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def genuine_key(certs_dir: Path) -> KeyPair:
+    """regauth's own token-signing key (what an attacker must not be able to imitate)."""
+    key = serialization.load_pem_private_key(
+        (certs_dir / "private" / "token-signing.key").read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    cert = x509.load_pem_x509_certificate((certs_dir / "token-signing.crt").read_bytes())
+    return KeyPair(key, cert)
+
+
+def attacker_key(common_name: str = "regauth token signing token-signing") -> KeyPair:
+    """A fresh P-256 key with a self-signed certificate named like regauth's."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "regauth")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    return KeyPair(key, cert)
+
+
+def access_claims(issuer: str, audience: str, access: list[dict[str, object]],
+                  subject: str = "attacker", **overrides: object) -> dict[str, object]:
+    now = int(time.time())
+    claims: dict[str, object] = {"iss": issuer, "sub": subject, "aud": audience,
+                                 "exp": now + 300, "nbf": now - 1, "iat": now,
+                                 "jti": secrets.token_urlsafe(16), "access": access}
+    claims.update(overrides)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def sign(claims: dict[str, object], key: KeyPair, **header: object) -> str:
+    """ES256 with `key`; header defaults to what regauth's genuine tokens carry."""
+    headers: dict[str, object] = {"typ": ACCESS_TYP, "kid": key.kid, "x5c": key.x5c}
+    headers.update(header)
+    headers = {k: v for k, v in headers.items() if v is not None}
+    return jwt.encode(claims, key.private_key, algorithm="ES256", headers=headers)
+
+
+def unsigned(claims: dict[str, object], header: dict[str, object],
+             signature: str = "") -> str:
+    return f"{b64url_json(header)}.{b64url_json(claims)}.{signature}"
+
+
+def hmac_signed(claims: dict[str, object], header: dict[str, object], secret: bytes) -> str:
+    """HS256 by hand (PyJWT refuses PEM keys as HMAC secrets, which is the point of the attack)."""
+    signing_input = f"{b64url_json(header)}.{b64url_json(claims)}"
+    mac = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64url(mac)}"
+
+
+def replace_claims(token: str, claims: dict[str, object]) -> str:
+    """Keep the header and signature of `token`, swap in other claims."""
+    header, _, signature = token.split(".")
+    return f"{header}.{b64url_json(claims)}.{signature}"
+
+
+# -- what the upstream saw --------------------------------------------------------------------
+
+
+class UpstreamWatch:
+    """Counts the request lines a real registry logged, with a direct sentinel request as a
+    barrier: once the sentinel is in the log, every request regauth forwarded before it is too.
+    """
+
+    def __init__(self, registry: RegistryProcess) -> None:
+        self.registry = registry
+
+    def lines(self) -> list[str]:
+        return self.registry.requests_seen()
+
+    def mark(self) -> int:
+        return len(self.lines())
+
+    def barrier(self, timeout: float = 10.0) -> str:
+        tag = "sentinel" + secrets.token_hex(8)
+        url = f"{self.registry.url}/v2/{tag}/tags/list"
+        try:
+            urllib.request.urlopen(url, timeout=5).close()
+        except urllib.error.HTTPError:
+            pass  # 404 NAME_UNKNOWN: logged all the same
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(tag in line for line in self.lines()):
+                return tag
+            time.sleep(0.02)
+        raise AssertionError(f"sentinel {tag} never appeared in {self.registry.log_path}")
+
+    def since(self, mark: int) -> list[str]:
+        """Request lines logged after `mark`, sentinels excluded (waits for a barrier first)."""
+        self.barrier()
+        time.sleep(0.1)  # a forwarded request's log line is written just after its response
+        return [line for line in self.lines()[mark:] if "/v2/sentinel" not in line]
