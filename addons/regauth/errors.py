@@ -11,22 +11,6 @@ JSON_HEADERS = {
     "Docker-Distribution-Api-Version": "registry/2.0",
 }
 
-# distribution's registry/api/errcode defaults, used when a caller gives no status.
-STATUS = {
-    "UNAUTHORIZED": 401,
-    "DENIED": 403,
-    "UNSUPPORTED": 405,
-    "TOOMANYREQUESTS": 429,
-    "UNAVAILABLE": 503,
-    "NAME_UNKNOWN": 404,
-    "NAME_INVALID": 400,
-    "TAG_INVALID": 400,
-    "DIGEST_INVALID": 400,
-    "BLOB_UPLOAD_INVALID": 400,
-    "SIZE_INVALID": 400,
-}
-
-
 def error_body(code: str, message: str, detail: object = None) -> bytes:
     entry: dict[str, object] = {"code": code, "message": message}
     if detail is not None:

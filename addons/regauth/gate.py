@@ -37,7 +37,7 @@ class GateDecision:
     status: int = 0
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
-    challenge: challenge.Challenge | None = None
+    challenge: challenge.Challenge | None = None  # the challenge sent, parsed back
 
     @property
     def record(self) -> dict[str, object]:

@@ -92,66 +92,49 @@ def _private_dir(certs_dir: Path) -> Path:
     return private
 
 
-def create_ca(common_name: str = "regauth local CA") -> tuple[PrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
+def _self_signed(key: PrivateKey, common_name: str, lifetime: dt.timedelta,
+                 backdate: dt.timedelta, is_ca: bool) -> x509.Certificate:
     name = x509.Name([
         x509.NameAttribute(NameOID.COMMON_NAME, common_name),
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "regauth"),
     ])
     now = _now()
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + _CA_LIFETIME)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .not_valid_before(now - backdate)
+        .not_valid_after(now + lifetime)
+        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=is_ca,
+                crl_sign=is_ca, encipher_only=False, decipher_only=False,
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
                        critical=False)
-        .sign(key, hashes.SHA256())
     )
-    return key, cert
+    if is_ca:
+        # mitmproxy's own CA carries serverAuth too; some TLS stacks check it on the chain.
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    return builder.sign(key, hashes.SHA256())
+
+
+def create_ca(common_name: str = "regauth local CA") -> tuple[PrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key, _self_signed(key, common_name, _CA_LIFETIME, dt.timedelta(days=1), is_ca=True)
 
 
 def create_signing_cert(key: PrivateKey, common_name: str) -> x509.Certificate:
     """A self-signed certificate that carries the token-signing key (for x5c and rootcertbundle)."""
-    name = x509.Name([
-        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "regauth"),
-    ])
-    now = _now()
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + _SIGNING_LIFETIME)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                crl_sign=False, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                       critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    return _self_signed(key, common_name, _SIGNING_LIFETIME, dt.timedelta(minutes=5),
+                        is_ca=False)
 
 
 def init_certs(certs_dir: Path, algorithm: str = "ES256") -> list[Path]:

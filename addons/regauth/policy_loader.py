@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -44,6 +45,7 @@ from regauth.yamlpos import Map
 from regauth.yamlpos import Position
 from regauth.yamlpos import Seq
 
+T = TypeVar("T")
 MIN_LIFETIME = 60
 MAX_LIFETIME = 24 * 3600
 _ACCOUNT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
@@ -459,16 +461,20 @@ class _Loader:
                           "repositories such as 'builds/{id}' whose id is a declared capability")
 
     def upstreams(self, root: Map) -> list[Upstream]:
-        if "upstreams" not in root:
+        return self.items(root, "upstreams", self.upstream)
+
+    def items(self, root: Map, key: str, parse: Callable[[object, Position], T]) -> list[T]:
+        """Parse each entry of a list section, skipping (after reporting) the invalid ones."""
+        if key not in root:
             return []
-        section = root["upstreams"]
+        section = root[key]
         if not isinstance(section, Seq):
-            self.problem(root.where("upstreams"), "upstreams must be a list")
+            self.problem(root.where(key), f"{key} must be a list")
             return []
         out = []
         for i, spec in enumerate(section):
             try:
-                out.append(self.upstream(spec, section.where(i)))
+                out.append(parse(spec, section.where(i)))
             except _Invalid:
                 continue
         return out
@@ -511,19 +517,7 @@ class _Loader:
         return Upstream(url, mode, credentials, where.line)
 
     def trusted_issuers(self, root: Map) -> list[TrustedIssuer]:
-        if "trusted_issuers" not in root:
-            return []
-        section = root["trusted_issuers"]
-        if not isinstance(section, Seq):
-            self.problem(root.where("trusted_issuers"), "trusted_issuers must be a list")
-            return []
-        out = []
-        for i, spec in enumerate(section):
-            try:
-                out.append(self.trusted_issuer(spec, section.where(i)))
-            except _Invalid:
-                continue
-        return out
+        return self.items(root, "trusted_issuers", self.trusted_issuer)
 
     def trusted_issuer(self, spec: object, where: Position) -> TrustedIssuer:
         what = "trusted issuer"

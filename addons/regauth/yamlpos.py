@@ -54,7 +54,14 @@ class Str(str):
 _constructor = yaml.SafeLoader(stream="")
 
 
-def _convert(node: yaml.Node) -> object:
+MAX_NODES = 100_000  # aliases can make a small document expand exponentially
+
+
+def _convert(node: yaml.Node, budget: list[int] | None = None) -> object:
+    budget = budget if budget is not None else [MAX_NODES]
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise YamlError("document too large (alias expansion?)", Position.of(node))
     if isinstance(node, yaml.MappingNode):
         result = Map()
         result.position = Position.of(node)
@@ -64,22 +71,27 @@ def _convert(node: yaml.Node) -> object:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 raise YamlError("YAML merge keys ('<<') are not supported in policies",
                                 Position.of(key_node))
-            key = _convert(key_node)
+            key = _convert(key_node, budget)
             if not isinstance(key, str):
                 raise YamlError("mapping keys must be strings", Position.of(key_node))
             if key in result:
                 raise YamlError(f"duplicate key {key!r}", Position.of(key_node))
-            result[str(key)] = _convert(value_node)
+            result[str(key)] = _convert(value_node, budget)
             result.key_positions[str(key)] = Position.of(key_node)
             result.value_positions[str(key)] = Position.of(value_node)
         return result
     if isinstance(node, yaml.SequenceNode):
-        seq = Seq(_convert(item) for item in node.value)
+        seq = Seq(_convert(item, budget) for item in node.value)
         seq.position = Position.of(node)
         seq.item_positions = [Position.of(item) for item in node.value]
         return seq
     assert isinstance(node, yaml.ScalarNode)
-    value = _constructor.construct_object(node, deep=True)
+    try:
+        value = _constructor.construct_object(node, deep=True)
+    except (ValueError, TypeError, KeyError, AttributeError,
+            yaml.constructor.ConstructorError) as e:
+        raise YamlError(f"cannot read {node.tag.rsplit(':', 1)[-1]} value {node.value!r}: "
+                        f"{getattr(e, 'problem', None) or e}", Position.of(node)) from None
     if isinstance(value, str):
         located = Str(value)
         located.position = Position.of(node)

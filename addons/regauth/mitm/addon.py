@@ -313,7 +313,6 @@ class RegistryAuth:
         state.reason = decision.reason
         state.token = decision.token
         if not decision.forward:
-            state.local_challenge = decision.challenge
             self._respond(flow, state, decision.status, decision.headers, decision.body)
             return
         if self.upstream_auth is not None:

@@ -9,7 +9,6 @@ from dataclasses import field
 
 from mitmproxy import http
 
-from regauth.challenge import Challenge
 from regauth.challenge import parse_challenges
 from regauth.routes import Route
 from regauth.tokens import VerifiedToken
@@ -28,7 +27,6 @@ class FlowState:
     token: VerifiedToken | None = None
     auth: dict[str, object] | None = None
     token_record: dict[str, object] | None = None
-    local_challenge: Challenge | None = None
     upstream_challenge: list[dict[str, object]] = field(default_factory=list)
     conversation: str | None = None
     injected: bool = False
