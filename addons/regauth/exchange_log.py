@@ -24,8 +24,8 @@ SECRET_KEYS = frozenset({"password", "refresh_token", "access_token", "token", "
 def scrub(value: object) -> object:
     """Drop any secret-named key at any depth (its presence is kept as '<redacted>')."""
     if isinstance(value, dict):
-        return {k: ("<redacted>" if k.lower() in SECRET_KEYS and v not in (None, False, True)
-                    else scrub(v)) for k, v in value.items()}
+        return {k: ("<redacted>" if k.lower() in SECRET_KEYS and not (
+                    v is None or isinstance(v, bool)) else scrub(v)) for k, v in value.items()}
     if isinstance(value, list):
         return [scrub(v) for v in value]
     return value

@@ -2,7 +2,8 @@
 
 Glob syntax, always anchored at both ends and matched against the whole name:
 
-    *            any run of characters inside one path segment (at least one)
+    *            a whole segment: exactly one segment; inside a segment (`app-*`): any run
+                 of characters, possibly empty, that stays inside the segment
     **           one or more whole path segments (only as a segment of its own)
     ${account}   the requesting account's name
     ${group}     any of the account's groups

@@ -154,6 +154,9 @@ class Decision:
 def _grant(rule_actions: tuple[str, ...], requested: tuple[str, ...]) -> tuple[str, ...]:
     if "*" in rule_actions:
         return requested
+    if "*" in requested:
+        # `*` asks for every action (skopeo deletes this way): grant all the rule allows.
+        return canonical_actions(rule_actions)
     return canonical_actions(a for a in requested if a in rule_actions)
 
 

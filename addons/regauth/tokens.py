@@ -274,23 +274,30 @@ class TokenVerifier:
         if alg != allowed:
             raise InvalidToken(f"algorithm {alg} is not accepted for this key (only {allowed})")
         try:
-            return jwt.decode(
+            claims = jwt.decode(
                 token, key, algorithms=[allowed], audience=audience, issuer=issuer,
-                leeway=self.leeway,
-                options={"require": ["exp", "iss", "aud"], "verify_signature": True},
+                options={"require": ["exp", "iss", "aud"], "verify_signature": True,
+                         "verify_exp": False, "verify_nbf": False, "verify_iat": False},
             )
-        except jwt.ExpiredSignatureError:
-            raise InvalidToken("token expired") from None
-        except jwt.ImmatureSignatureError:
-            raise InvalidToken("token not valid yet") from None
-        except jwt.InvalidAudienceError:
-            raise InvalidToken("token audience is not this registry") from None
-        except jwt.InvalidIssuerError:
-            raise InvalidToken("token issuer mismatch") from None
-        except jwt.InvalidSignatureError:
-            raise InvalidToken("signature verification failed") from None
         except jwt.PyJWTError as e:
-            raise InvalidToken(f"invalid token: {type(e).__name__}") from None
+            raise _explain(e) from None
+        self._check_times(claims)
+        return claims
+
+    def _check_times(self, claims: dict[str, object]) -> None:
+        """exp and nbf against this verifier's clock (PyJWT would use the wall clock)."""
+        now = self.clock()
+        exp, nbf = claims.get("exp"), claims.get("nbf")
+        if not isinstance(exp, (int, float)) or isinstance(exp, bool):
+            raise InvalidToken("exp must be a number")
+        if now > exp + self.leeway:
+            raise InvalidToken("token expired")
+        if nbf is not None:
+            if not isinstance(nbf, (int, float)) or isinstance(nbf, bool):
+                raise InvalidToken("nbf must be a number")
+            if now < nbf - self.leeway:
+                raise InvalidToken("token not valid yet")
+
 
     def _verify_own(self, token: str, header: dict[str, object], alg: str) -> VerifiedToken:
         if header.get("typ") != ACCESS_TYP:
@@ -342,6 +349,21 @@ class TokenVerifier:
             raise InvalidToken("the account's password changed since this refresh token was "
                                "issued")
         return account
+
+
+_PYJWT_REASONS: tuple[tuple[type[Exception], str], ...] = (
+    (jwt.InvalidAudienceError, "token audience is not this registry"),
+    (jwt.InvalidIssuerError, "token issuer mismatch"),
+    (jwt.InvalidSignatureError, "signature verification failed"),
+    (jwt.MissingRequiredClaimError, "a required claim (exp, iss, aud) is missing"),
+)
+
+
+def _explain(error: Exception) -> InvalidToken:
+    for kind, reason in _PYJWT_REASONS:
+        if isinstance(error, kind):
+            return InvalidToken(reason)
+    return InvalidToken(f"invalid token: {type(error).__name__}")
 
 
 def _verified(claims: dict[str, object], grants: tuple[ResourceScope, ...],

@@ -44,7 +44,10 @@ def parse_origin(url: str) -> Origin:
         raise ValueError(f"URL {url!r} must not contain credentials")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError(f"URL {url!r} must not have a path, query or fragment")
-    return Origin(scheme, parts.hostname.lower(), port or DEFAULT_PORTS[scheme])
+    if port == 0:
+        raise ValueError(f"URL {url!r} has port 0")
+    return Origin(scheme, parts.hostname.lower(), port if port is not None
+                  else DEFAULT_PORTS[scheme])
 
 
 def normalize_url(url: str) -> str:

@@ -1,0 +1,216 @@
+import bcrypt
+import pytest
+
+from regauth import credentials
+from regauth.credentials import AuthenticationFailed
+from regauth.credentials import Authenticator
+from regauth.credentials import RateLimited
+from regauth.credentials import hash_password
+from regauth.policy import Account
+from tests.unit.helpers import FakeClock
+
+PASSWORD = "correct horse"
+
+
+def _hash(password, rounds=4):
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds))
+
+
+@pytest.fixture(scope="module")
+def accounts():
+    return {"ci": Account("ci", _hash(PASSWORD)), "alice": Account("alice", _hash("alice-pw"))}
+
+
+@pytest.fixture
+def checkpw_calls(monkeypatch):
+    calls = []
+    original = bcrypt.checkpw
+
+    def counting(password, hashed):
+        calls.append(hashed)
+        return original(password, hashed)
+
+    monkeypatch.setattr(credentials.bcrypt, "checkpw", counting)
+    return calls
+
+
+def test_correct_password(accounts, checkpw_calls):
+    auth = Authenticator()
+    assert auth.authenticate(accounts, "ci", PASSWORD, "10.0.0.1") is accounts["ci"]
+    assert len(checkpw_calls) == 1
+
+
+def test_cache_hit_avoids_bcrypt(accounts, checkpw_calls):
+    auth = Authenticator(clock=FakeClock())
+    for _ in range(5):
+        assert auth.authenticate(accounts, "ci", PASSWORD, "10.0.0.1") is accounts["ci"]
+    assert len(checkpw_calls) == 1
+
+
+def test_cache_entry_expires(accounts, checkpw_calls):
+    clock = FakeClock()
+    auth = Authenticator(cache_ttl=60, clock=clock)
+    auth.authenticate(accounts, "ci", PASSWORD, "c")
+    clock.advance(59)
+    auth.authenticate(accounts, "ci", PASSWORD, "c")
+    assert len(checkpw_calls) == 1
+    clock.advance(2)
+    auth.authenticate(accounts, "ci", PASSWORD, "c")
+    assert len(checkpw_calls) == 2
+
+
+def test_cache_is_invalidated_by_a_different_stored_hash(accounts, checkpw_calls):
+    auth = Authenticator(clock=FakeClock())
+    auth.authenticate(accounts, "ci", PASSWORD, "c")
+    rehashed = {"ci": Account("ci", _hash(PASSWORD))}  # same password, new salt
+    auth.authenticate(rehashed, "ci", PASSWORD, "c")
+    assert len(checkpw_calls) == 2
+    changed = {"ci": Account("ci", _hash("new password"))}
+    with pytest.raises(AuthenticationFailed):
+        auth.authenticate(changed, "ci", PASSWORD, "c")
+    assert len(checkpw_calls) == 3
+
+
+def test_cache_does_not_accept_another_password(accounts, checkpw_calls):
+    auth = Authenticator(clock=FakeClock())
+    auth.authenticate(accounts, "ci", PASSWORD, "c")
+    with pytest.raises(AuthenticationFailed):
+        auth.authenticate(accounts, "ci", PASSWORD + "x", "c")
+    assert len(checkpw_calls) == 2
+
+
+def test_cache_is_per_account(accounts, checkpw_calls):
+    auth = Authenticator(clock=FakeClock())
+    auth.authenticate(accounts, "ci", PASSWORD, "c")
+    with pytest.raises(AuthenticationFailed):
+        auth.authenticate(accounts, "alice", PASSWORD, "c")
+
+
+def test_wrong_password_is_refused(accounts, checkpw_calls):
+    with pytest.raises(AuthenticationFailed):
+        Authenticator().authenticate(accounts, "ci", "wrong", "c")
+    assert len(checkpw_calls) == 1
+
+
+def test_unknown_user_still_runs_bcrypt(accounts, checkpw_calls):
+    auth = Authenticator()
+    with pytest.raises(AuthenticationFailed):
+        auth.authenticate(accounts, "mallory", PASSWORD, "c")
+    assert len(checkpw_calls) == 1
+    # against a dummy of the accounts' cost, not one of the real hashes
+    assert checkpw_calls[0] not in {a.password_hash for a in accounts.values()}
+    assert checkpw_calls[0].split(b"$")[2] == b"04"
+
+
+def test_unknown_user_with_no_accounts_at_all(checkpw_calls, monkeypatch):
+    # With no accounts the dummy uses the default cost; keep the test fast by faking gensalt.
+    gensalt = bcrypt.gensalt
+    monkeypatch.setattr(credentials.bcrypt, "gensalt", lambda rounds=12: gensalt(4))
+    with pytest.raises(AuthenticationFailed):
+        Authenticator().authenticate({}, "nobody", "pw", "c")
+    assert len(checkpw_calls) == 1
+
+
+def test_empty_password_is_refused_but_costs_a_bcrypt(accounts, checkpw_calls):
+    with pytest.raises(AuthenticationFailed):
+        Authenticator().authenticate(accounts, "ci", "", "c")
+    assert len(checkpw_calls) == 1
+
+
+def test_passwords_longer_than_72_bytes_are_refused_not_truncated(checkpw_calls):
+    password = "p" * 72
+    accounts = {"ci": Account("ci", _hash(password))}
+    auth = Authenticator()
+    assert auth.authenticate(accounts, "ci", password, "c") is accounts["ci"]
+    with pytest.raises(AuthenticationFailed):
+        auth.authenticate(accounts, "ci", password + "extra", "c")
+    # the refusal still pays a bcrypt (timing), but never with the long password
+    assert len(checkpw_calls) == 2
+
+
+def test_multibyte_password_over_72_bytes_is_refused():
+    password = "é" * 36  # 72 bytes
+    accounts = {"ci": Account("ci", _hash(password))}
+    auth = Authenticator()
+    assert auth.authenticate(accounts, "ci", password, "c")
+    with pytest.raises(AuthenticationFailed):
+        auth.authenticate(accounts, "ci", password + "é", "c")
+
+
+def test_hash_password():
+    hashed = hash_password("pw", rounds=4)
+    assert hashed.startswith("$2b$04$")
+    assert bcrypt.checkpw(b"pw", hashed.encode())
+    with pytest.raises(ValueError, match="72"):
+        hash_password("x" * 73, rounds=4)
+    with pytest.raises(ValueError, match="empty"):
+        hash_password("", rounds=4)
+
+
+def test_rate_limit_after_repeated_failures(accounts, checkpw_calls):
+    clock = FakeClock(1000.0)
+    auth = Authenticator(max_failures=3, failure_window=60, clock=clock)
+    for _ in range(3):
+        with pytest.raises(AuthenticationFailed):
+            auth.authenticate(accounts, "ci", "wrong", "10.0.0.1")
+        clock.advance(1)
+    assert len(checkpw_calls) == 3
+    with pytest.raises(RateLimited) as e:
+        auth.authenticate(accounts, "ci", PASSWORD, "10.0.0.1")  # even the right password
+    assert len(checkpw_calls) == 3  # refused before any bcrypt
+    # first failure at t=1000, now t=1003: the window closes at t=1060
+    assert e.value.retry_after == 58
+    assert "retry after 58 s" in str(e.value)
+
+
+def test_rate_limit_is_per_account_and_client(accounts):
+    clock = FakeClock()
+    auth = Authenticator(max_failures=2, clock=clock)
+    for _ in range(2):
+        with pytest.raises(AuthenticationFailed):
+            auth.authenticate(accounts, "ci", "wrong", "10.0.0.1")
+    with pytest.raises(RateLimited):
+        auth.authenticate(accounts, "ci", PASSWORD, "10.0.0.1")
+    assert auth.authenticate(accounts, "ci", PASSWORD, "10.0.0.2") is accounts["ci"]
+    assert auth.authenticate(accounts, "alice", "alice-pw", "10.0.0.1") is accounts["alice"]
+
+
+def test_rate_limit_window_slides(accounts):
+    clock = FakeClock(0.0)
+    auth = Authenticator(max_failures=2, failure_window=60, clock=clock)
+    with pytest.raises(AuthenticationFailed):
+        auth.authenticate(accounts, "ci", "wrong", "c")
+    clock.now = 30.0
+    with pytest.raises(AuthenticationFailed):
+        auth.authenticate(accounts, "ci", "wrong", "c")
+    clock.now = 59.5
+    with pytest.raises(RateLimited) as e:
+        auth.check_rate("ci", "c")
+    assert e.value.retry_after == 1
+    clock.now = 60.0  # the failure at t=0 has left the window
+    auth.check_rate("ci", "c")
+    assert auth.authenticate(accounts, "ci", PASSWORD, "c") is accounts["ci"]
+    clock.now = 89.0
+    with pytest.raises(AuthenticationFailed):
+        auth.authenticate(accounts, "ci", "wrong", "c")
+    with pytest.raises(RateLimited):  # failures at t=30 and t=89
+        auth.check_rate("ci", "c")
+    clock.now = 90.1
+    auth.check_rate("ci", "c")
+
+
+def test_unknown_users_are_rate_limited_too(accounts):
+    auth = Authenticator(max_failures=2, clock=FakeClock())
+    for _ in range(2):
+        with pytest.raises(AuthenticationFailed):
+            auth.authenticate(accounts, "mallory", "x", "c")
+    with pytest.raises(RateLimited):
+        auth.authenticate(accounts, "mallory", "x", "c")
+
+
+def test_failure_table_is_bounded(accounts):
+    auth = Authenticator(max_entries=3, clock=FakeClock())
+    for i in range(6):
+        with pytest.raises(AuthenticationFailed):
+            auth.authenticate(accounts, "ci", "wrong", f"10.0.0.{i}")
+    assert len(auth._failures) == 3

@@ -1,0 +1,366 @@
+import base64
+import datetime as dt
+import json
+
+import pytest
+
+from regauth.credentials import Authenticator
+from regauth.token_service import TokenRequest
+from regauth.token_service import handle_token_request
+from regauth.tokens import InvalidToken
+from tests.conftest import ISSUER
+from tests.conftest import PASSWORDS
+from tests.conftest import SERVICE
+from tests.conftest import policy_text
+from tests.unit.helpers import BUILD_ID
+from tests.unit.helpers import FakeClock
+from tests.unit.helpers import build_runtime
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory, certs_dir, password_hashes):
+    return build_runtime(tmp_path_factory.mktemp("policy"), certs_dir,
+                         policy_text(password_hashes))
+
+
+@pytest.fixture
+def auth():
+    return Authenticator(clock=FakeClock())
+
+
+def _basic(user, password):
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def _get(runtime, auth, scopes=(), authorization=None, client_ip="192.0.2.10", **params):
+    query = {"service": [SERVICE], "scope": list(scopes)}
+    for key, value in params.items():
+        query[key] = value if isinstance(value, list) else [value]
+    return handle_token_request(runtime, auth, TokenRequest("GET", query, None, authorization,
+                                                            client_ip))
+
+
+def _post(runtime, auth, client_ip="192.0.2.10", **form):
+    fields = {"service": [SERVICE], "client_id": ["unit-test"]}
+    for key, value in form.items():
+        if value is None:
+            fields.pop(key, None)
+        else:
+            fields[key] = value if isinstance(value, list) else [value]
+    return handle_token_request(runtime, auth, TokenRequest("POST", {}, fields, None, client_ip))
+
+
+def _body(response):
+    return json.loads(response.body)
+
+
+def _grants(runtime, token):
+    return [str(g) for g in runtime.verifier.verify_access(token).grants]
+
+
+def test_get_anonymous(runtime, auth):
+    response = _get(runtime, auth, ["repository:public/app:pull"])
+    assert response.status == 200
+    body = _body(response)
+    assert body["token"] == body["access_token"]
+    assert body["expires_in"] == 120
+    issued_at = dt.datetime.strptime(body["issued_at"], "%Y-%m-%dT%H:%M:%SZ")
+    assert abs(issued_at.replace(tzinfo=dt.UTC).timestamp() - dt.datetime.now(dt.UTC)
+               .timestamp()) < 60
+    assert body["scope"] == "repository:public/app:pull"
+    assert "refresh_token" not in body
+    assert _grants(runtime, body["token"]) == ["repository:public/app:pull"]
+    verified = runtime.verifier.verify_access(body["token"])
+    assert verified.subject == ""
+    assert verified.issuer == ISSUER
+    assert verified.audience == SERVICE
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.record["account"] == "anonymous"
+    assert response.record["grant_type"] == "get"
+    assert response.jti == verified.jti == response.record["jti"]
+    assert response.expires_at == verified.expires_at
+
+
+def test_get_anonymous_push_is_not_granted(runtime, auth):
+    response = _get(runtime, auth, ["repository:public/app:pull,push"])
+    assert response.status == 200
+    assert _body(response)["scope"] == "repository:public/app:pull"
+
+
+def test_get_with_basic_credentials(runtime, auth):
+    response = _get(runtime, auth, ["repository:demo/app:pull,push,delete"],
+                    _basic("ci", PASSWORDS["ci"]), account="ci")
+    assert response.status == 200
+    body = _body(response)
+    assert _grants(runtime, body["token"]) == ["repository:demo/app:pull,push,delete"]
+    assert runtime.verifier.verify_access(body["token"]).subject == "ci"
+    assert response.record["account"] == "ci"
+    assert response.record["username"] == "ci"
+
+
+def test_repeated_and_space_separated_scopes(runtime, auth):
+    response = _get(runtime, auth,
+                    ["repository:cache/a:pull,push repository:public/x:pull",
+                     "repository:cache/a:delete", "registry:catalog:*"],
+                    _basic("ci", PASSWORDS["ci"]))
+    assert response.status == 200
+    assert _grants(runtime, _body(response)["token"]) == [
+        "repository:cache/a:pull,push", "repository:public/x:pull", "registry:catalog:*"]
+    assert response.record["requested"] == [
+        "repository:cache/a:pull,push,delete", "repository:public/x:pull", "registry:catalog:*"]
+
+
+def test_get_without_scope_is_a_login(runtime, auth):
+    response = _get(runtime, auth, [], _basic("ci", PASSWORDS["ci"]))
+    assert response.status == 200
+    body = _body(response)
+    assert body["scope"] == ""
+    assert _grants(runtime, body["token"]) == []
+
+
+def test_post_password_grant(runtime, auth):
+    response = _post(runtime, auth, grant_type="password", username="alice",
+                     password=PASSWORDS["alice"], scope="repository:teams/web/app:pull,push "
+                                                         "repository:public/x:pull")
+    assert response.status == 200
+    body = _body(response)
+    assert body["access_token"] == body["token"]
+    assert "refresh_token" not in body
+    assert _grants(runtime, body["access_token"]) == ["repository:teams/web/app:pull,push",
+                                                      "repository:public/x:pull"]
+    assert response.record["grant_type"] == "password"
+    assert response.record["client_id"] == "unit-test"
+
+
+def test_post_offline_then_refresh_grant_returns_the_same_refresh_token(runtime, auth):
+    first = _post(runtime, auth, grant_type="password", username="ci", password=PASSWORDS["ci"],
+                  access_type="offline", scope="repository:cache/x:pull")
+    assert first.status == 200
+    refresh = _body(first)["refresh_token"]
+    assert first.record["refresh_token_issued"] is True
+    second = _post(runtime, auth, grant_type="refresh_token", refresh_token=refresh,
+                   scope="repository:cache/x:pull,push")
+    assert second.status == 200
+    body = _body(second)
+    assert body["refresh_token"] == refresh
+    assert second.record["refresh_token_issued"] is False
+    assert _grants(runtime, body["access_token"]) == ["repository:cache/x:pull,push"]
+    assert runtime.verifier.verify_access(body["access_token"]).subject == "ci"
+
+
+def test_get_offline_token_returns_a_refresh_token(runtime, auth):
+    response = _get(runtime, auth, ["repository:cache/x:pull"], _basic("ci", PASSWORDS["ci"]),
+                    offline_token="true", client_id="docker")
+    body = _body(response)
+    assert response.status == 200
+    account = runtime.verifier.verify_refresh(body["refresh_token"],
+                                              runtime.issuer.refresh_audience,
+                                              runtime.policy.accounts)
+    assert account.name == "ci"
+
+
+def test_anonymous_gets_no_refresh_token(runtime, auth):
+    response = _get(runtime, auth, ["repository:public/x:pull"], offline_token="true")
+    assert response.status == 200
+    assert "refresh_token" not in _body(response)
+
+
+def test_refresh_token_is_not_accepted_as_an_access_token(runtime, auth):
+    first = _post(runtime, auth, grant_type="password", username="ci", password=PASSWORDS["ci"],
+                  access_type="offline")
+    refresh = _body(first)["refresh_token"]
+    with pytest.raises(InvalidToken):
+        runtime.verifier.verify_access(refresh)
+
+
+def _assert_refused(response, status, oauth_error=None, code=None):
+    assert response.status == status, response.body
+    body = _body(response)
+    assert "token" not in body and "access_token" not in body
+    if oauth_error:
+        assert body["error"] == oauth_error
+    if code:
+        assert body["errors"][0]["code"] == code
+    assert response.record["refused"] == body["error_description"]
+    return body
+
+
+def test_wrong_password_is_401_with_basic_challenge(runtime, auth):
+    response = _get(runtime, auth, ["repository:cache/x:pull"], _basic("ci", "wrong"))
+    _assert_refused(response, 401, "invalid_grant", "UNAUTHORIZED")
+    assert response.headers["WWW-Authenticate"] == f'Basic realm="{SERVICE}"'
+
+
+def test_unknown_user_is_401(runtime, auth):
+    response = _get(runtime, auth, ["repository:cache/x:pull"], _basic("mallory", "x"))
+    _assert_refused(response, 401, "invalid_grant", "UNAUTHORIZED")
+    assert response.headers["WWW-Authenticate"].startswith("Basic ")
+
+
+def test_wrong_password_on_post_is_401(runtime, auth):
+    response = _post(runtime, auth, grant_type="password", username="ci", password="nope")
+    _assert_refused(response, 401, "invalid_grant")
+
+
+@pytest.mark.parametrize(
+    ("scope_value", "named"),
+    [
+        ("repository:Bad/Name:pull", "'Bad/Name'"),
+        ("repository:a:pull,PUSH", "'pull,PUSH'"),
+        ("repository:a", "resourcetype:resourcename:actions"),
+        ('repository:a":pull', "'a\"'"),
+        ("repository:a\r\nX-Evil: 1:pull", "outside the scope grammar"),
+    ],
+)
+def test_malformed_scope_is_400(runtime, auth, scope_value, named):
+    response = _get(runtime, auth, ["repository:public/x:pull", scope_value])
+    body = _assert_refused(response, 400, "invalid_scope")
+    assert named in body["error_description"]
+    assert body["error_description"].startswith("malformed scope")
+
+
+def test_service_mismatch_is_400(runtime, auth):
+    response = _get(runtime, auth, ["repository:public/x:pull"], service="other-registry")
+    body = _assert_refused(response, 400, "invalid_request", "DENIED")
+    assert SERVICE in body["error_description"]
+
+
+def test_service_given_twice_with_different_values_is_400(runtime, auth):
+    response = _get(runtime, auth, [], service=[SERVICE, "other"])
+    _assert_refused(response, 400, "invalid_request")
+
+
+def test_missing_service_is_accepted(runtime, auth):
+    query = {"scope": ["repository:public/x:pull"]}
+    response = handle_token_request(runtime, auth, TokenRequest("GET", query, None, None, "::1"))
+    assert response.status == 200
+    assert runtime.verifier.verify_access(_body(response)["token"]).audience == SERVICE
+
+
+def test_post_without_client_id_is_400(runtime, auth):
+    response = _post(runtime, auth, client_id=None, grant_type="password", username="ci",
+                     password=PASSWORDS["ci"])
+    body = _assert_refused(response, 400, "invalid_request")
+    assert "client_id" in body["error_description"]
+
+
+@pytest.mark.parametrize("grant_type", ["authorization_code", "client_credentials", "PASSWORD"])
+def test_unsupported_grant_type_is_400(runtime, auth, grant_type):
+    response = _post(runtime, auth, grant_type=grant_type, username="ci",
+                     password=PASSWORDS["ci"])
+    _assert_refused(response, 400, "unsupported_grant_type")
+
+
+def test_missing_grant_type_is_400(runtime, auth):
+    response = _post(runtime, auth, username="ci", password=PASSWORDS["ci"])
+    _assert_refused(response, 400, "invalid_request")
+
+
+def test_password_grant_without_password_is_400(runtime, auth):
+    response = _post(runtime, auth, grant_type="password", username="ci")
+    _assert_refused(response, 400, "invalid_request")
+
+
+def test_refresh_grant_without_token_is_400(runtime, auth):
+    response = _post(runtime, auth, grant_type="refresh_token")
+    _assert_refused(response, 400, "invalid_request")
+
+
+def test_refresh_grant_with_a_bad_token_is_401(runtime, auth):
+    access = _body(_get(runtime, auth, []))["token"]
+    for token in ("garbage", access):
+        response = _post(runtime, auth, grant_type="refresh_token", refresh_token=token)
+        _assert_refused(response, 401, "invalid_grant")
+
+
+def test_post_without_a_form_is_400(runtime, auth):
+    response = handle_token_request(runtime, auth, TokenRequest("POST", {}, None, None, "::1"))
+    _assert_refused(response, 400, "invalid_request")
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
+def test_other_methods_are_405(runtime, auth, method):
+    response = handle_token_request(runtime, auth, TokenRequest(method, {}, None, None, "::1"))
+    _assert_refused(response, 405)
+
+
+def test_account_parameter_mismatching_basic_user_is_400(runtime, auth):
+    response = _get(runtime, auth, ["repository:cache/x:pull"], _basic("ci", PASSWORDS["ci"]),
+                    account="alice")
+    body = _assert_refused(response, 400, "invalid_request")
+    assert "account" in body["error_description"]
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    ["Bearer abc.def.ghi", "Basic !!!notbase64", "Basic " + base64.b64encode(b"nocolon")
+     .decode(), "Digest username=x"],
+)
+def test_unusable_authorization_is_401(runtime, auth, authorization):
+    response = _get(runtime, auth, [], authorization)
+    _assert_refused(response, 401, "invalid_client")
+    assert response.headers["WWW-Authenticate"].startswith("Basic ")
+
+
+def test_rate_limit_is_429_with_retry_after(runtime):
+    clock = FakeClock()
+    auth = Authenticator(max_failures=3, failure_window=60, clock=clock)
+    for _ in range(3):
+        _assert_refused(_get(runtime, auth, [], _basic("ci", "wrong"), client_ip="198.51.100.9"),
+                        401)
+    clock.advance(10)
+    response = _get(runtime, auth, [], _basic("ci", PASSWORDS["ci"]), client_ip="198.51.100.9")
+    _assert_refused(response, 429, "slow_down", "TOOMANYREQUESTS")
+    assert response.headers["Retry-After"] == "51"
+    # other clients are not affected
+    assert _get(runtime, auth, [], _basic("ci", PASSWORDS["ci"]), client_ip="198.51.100.10") \
+        .status == 200
+    # the POST grant shares the limit
+    response = _post(runtime, auth, client_ip="198.51.100.9", grant_type="password",
+                     username="ci", password=PASSWORDS["ci"])
+    assert response.status == 429
+
+
+def test_partial_grant_records_each_decision(runtime, auth):
+    response = _get(runtime, auth,
+                    ["repository:public/x:pull,push", "repository:private/x:pull",
+                     f"repository:builds/{BUILD_ID}:pull,push,delete",
+                     "repository:teams/web/a:pull"],
+                    _basic("alice", PASSWORDS["alice"]))
+    assert response.status == 200
+    body = _body(response)
+    assert body["scope"] == (f"repository:public/x:pull repository:builds/{BUILD_ID}:pull,push "
+                             "repository:teams/web/a:pull")
+    assert _grants(runtime, body["token"]) == body["scope"].split(" ")
+    decisions = response.record["decisions"]
+    assert decisions[0] == {"scope": "repository:public/x:pull,push", "granted": ["pull"],
+                            "outcome": "partial", "rule": 3,
+                            "line": decisions[0]["line"],
+                            "comment": "anyone pulls the public area"}
+    assert decisions[1] == {"scope": "repository:private/x:pull", "granted": [],
+                            "outcome": "default deny", "rule": "default deny"}
+    assert decisions[2]["rule"] == 4
+    assert decisions[2]["granted"] == ["pull", "push"]
+    assert decisions[2]["comment"] == "builders push their own build repository"
+    assert decisions[3]["rule"] == 5
+    assert decisions[3]["outcome"] == "granted"
+    assert response.record["granted"] == body["scope"].split(" ")
+
+
+def test_nothing_granted_is_still_200(runtime, auth):
+    response = _get(runtime, auth, ["repository:private/x:pull,push"])
+    assert response.status == 200
+    body = _body(response)
+    assert body["scope"] == ""
+    assert _grants(runtime, body["token"]) == []
+
+
+def test_record_never_holds_the_password_or_tokens(runtime, auth):
+    response = _post(runtime, auth, grant_type="password", username="ci",
+                     password=PASSWORDS["ci"], access_type="offline")
+    text = json.dumps(response.record)
+    body = _body(response)
+    assert PASSWORDS["ci"] not in text
+    assert body["access_token"] not in text
+    assert body["refresh_token"] not in text
