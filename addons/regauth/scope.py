@@ -96,7 +96,11 @@ def parse_scopes(values: Iterable[str]) -> list[ResourceScope]:
         for item in value.split(" "):
             if not item:
                 continue
-            scope = parse_scope(item)
+            try:
+                scope = parse_scope(item)
+            except ValueError as e:
+                shown = item if len(item) <= 200 else item[:200] + "…"
+                raise ValueError(f"{shown!r}: {e}") from None
             merged.setdefault((scope.type, scope.name), set()).update(scope.actions)
             if len(merged) > MAX_SCOPES:
                 raise ValueError(f"more than {MAX_SCOPES} resources requested")

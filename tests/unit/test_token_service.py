@@ -364,3 +364,9 @@ def test_record_never_holds_the_password_or_tokens(runtime, auth):
     assert PASSWORDS["ci"] not in text
     assert body["access_token"] not in text
     assert body["refresh_token"] not in text
+
+
+def test_malformed_scope_message_names_the_whole_scope(runtime, auth):
+    response = _get(runtime, auth, ["repository:public/x:pull repository:Bad/Name:pull"])
+    body = _assert_refused(response, 400, "invalid_scope")
+    assert "'repository:Bad/Name:pull'" in body["error_description"]
