@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 
 from regauth.jwt_inspect import decode_unverified
 
@@ -20,9 +21,19 @@ def parse_basic(value: str) -> tuple[str, str]:
     return username, password
 
 
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,19}")
+
+
 def split_authorization(header: str) -> tuple[str, str]:
-    scheme, _, credentials = header.strip().partition(" ")
-    return scheme, credentials.strip()
+    parts = header.strip().split(None, 1)
+    if not parts:
+        return "", ""
+    return parts[0], (parts[1].strip() if len(parts) > 1 else "")
+
+
+def safe_scheme(scheme: str) -> str:
+    """The scheme if it looks like one; a bare credential without a scheme is never shown."""
+    return scheme if _SCHEME_RE.fullmatch(scheme) else "<unparsed>"
 
 
 def describe(header: str | None) -> dict[str, object] | None:
@@ -30,7 +41,10 @@ def describe(header: str | None) -> dict[str, object] | None:
     if not header:
         return None
     scheme, credentials = split_authorization(header)
-    record: dict[str, object] = {"scheme": scheme}
+    record: dict[str, object] = {"scheme": safe_scheme(scheme)}
+    if record["scheme"] == "<unparsed>":
+        record["length"] = len(header)
+        return record
     lowered = scheme.lower()
     if lowered == "basic":
         try:

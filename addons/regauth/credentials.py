@@ -5,8 +5,9 @@
 - A verified (account, password) pair is cached briefly under a SHA-256 of the pair and the
   stored hash, so clients that log in per request do not pay a bcrypt each time, and a password
   change invalidates the entry by construction.
-- Failed logins are counted per (account, client address); past the limit, requests are refused
-  with a retry delay before any bcrypt runs.
+- Failed logins are counted per (account, client address) and per client address; past either
+  limit, requests are refused with a retry delay before any bcrypt runs (a recently verified
+  login still succeeds, so a guesser cannot lock the real client out).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def _cost(password_hash: bytes) -> int:
 class Authenticator:
     cache_ttl: float = 60.0
     max_failures: int = 5
+    max_client_failures: int = 30
     failure_window: float = 60.0
     clock: Callable[[], float] = time.monotonic
     max_entries: int = 10000
@@ -71,27 +73,35 @@ class Authenticator:
         return self._dummies[cost]
 
     def check_rate(self, username: str, client: str) -> None:
+        """Refuse before any bcrypt: per account and address, and per address for any name
+        (unknown names cost a bcrypt too, and must not be free to spray)."""
         now = self.clock()
         with self._lock:
-            recent = [t for t in self._failures.get((username, client), []) if
-                      t > now - self.failure_window]
-            if len(recent) >= self.max_failures:
-                raise RateLimited(max(1, int(recent[0] + self.failure_window - now) + 1))
+            for key, limit in (((username, client), self.max_failures),
+                               (("", client), self.max_client_failures)):
+                recent = [t for t in self._failures.get(key, []) if
+                          t > now - self.failure_window]
+                if len(recent) >= limit:
+                    raise RateLimited(max(1, int(recent[0] + self.failure_window - now) + 1))
 
     def _record_failure(self, username: str, client: str) -> None:
         now = self.clock()
         with self._lock:
-            key = (username, client)
-            entries = [t for t in self._failures.pop(key, []) if t > now - self.failure_window]
-            entries.append(now)
-            self._failures[key] = entries
+            for key in ((username, client), ("", client)):
+                entries = [t for t in self._failures.pop(key, []) if
+                           t > now - self.failure_window]
+                entries.append(now)
+                self._failures[key] = entries
             while len(self._failures) > self.max_entries:
                 self._failures.popitem(last=False)
 
     def authenticate(self, accounts: dict[str, Account], username: str, password: str,
                      client: str) -> Account:
-        """Return the account or raise AuthenticationFailed / RateLimited. Blocking (bcrypt)."""
-        self.check_rate(username, client)
+        """Return the account or raise AuthenticationFailed / RateLimited. Blocking (bcrypt).
+
+        A login verified moments ago succeeds even while its address is locked out, so a
+        guesser sharing a NAT address cannot lock the real client out of its own account.
+        """
         account = accounts.get(username)
         stored = account.password_hash if account else None
         raw = password.encode("utf-8", "surrogateescape")
@@ -102,6 +112,7 @@ class Authenticator:
                 expires = self._verified.get(cache_key)
             if expires is not None and expires > now:
                 return account
+        self.check_rate(username, client)
         reference = stored if stored is not None else self._dummy(
             max((_cost(a.password_hash) for a in accounts.values()), default=12))
         ok = False

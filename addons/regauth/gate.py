@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from dataclasses import field
 
 from regauth import challenge
+from regauth.authorization import safe_scheme
 from regauth.authorization import split_authorization
 from regauth.errors import JSON_HEADERS
 from regauth.errors import access_detail
@@ -18,6 +19,7 @@ from regauth.errors import error_body
 from regauth.routes import Route
 from regauth.routes import RouteError
 from regauth.routes import check_body_type
+from regauth.routes import check_canonical
 from regauth.routes import is_registry_path
 from regauth.routes import match_route
 from regauth.runtime import Runtime
@@ -67,17 +69,22 @@ def _challenge(runtime: Runtime, realm: str, route: Route, scopes: tuple[Resourc
 
 
 def decide(runtime: Runtime, method: str, target: str, authorization: str | None,
-           realm: str, content_type: str | None = None) -> GateDecision:
+           realm: str, content_types: list[str] | None = None) -> GateDecision:
     path = target.partition("?")[0]
     enforce = runtime.upstream.mode == "enforce"
     if not is_registry_path(path):
         if enforce:
             return _refuse(404, "UNSUPPORTED", "regauth serves only the registry API (/v2/)",
                            "not a registry path")
+        try:
+            # '/v2%2F_catalog' is not a /v2/ path here, but it is one to Go after decoding.
+            check_canonical(path)
+        except RouteError as e:
+            return _refuse(e.status, e.code, e.message, f"refused path: {e.message}")
         return GateDecision(True, "not a registry path (delegate mode)")
     try:
         route = match_route(method, target)
-        check_body_type(method, content_type)
+        check_body_type(method, content_types or [])
     except RouteError as e:
         return _refuse(e.status, e.code, e.message, f"refused path: {e.message}")
     if not enforce:
@@ -98,7 +105,8 @@ def _enforce(runtime: Runtime, route: Route, authorization: str | None,
     if scheme.lower() != "bearer":
         # Basic on a registry route means the client has no token yet: challenge for one.
         return _challenge(runtime, realm, route, required, None, "authentication required",
-                          f"{scheme or 'empty'} authorization is not a token")
+                          f"{safe_scheme(scheme) if scheme else 'empty'} authorization is not "
+                          "a token")
     try:
         token = runtime.verifier.verify_access(credentials)
     except InvalidToken as e:

@@ -236,21 +236,14 @@ class Policy:
         return None
 
     def capability_redactor(self) -> re.Pattern[str] | None:
-        """Matches capability ids where rules use them, so logs can hide them."""
-        alternatives = []
-        patterns = [p for rule in self.rules for p in rule.repositories if p.capabilities]
-        for pattern in patterns:
-            prefix = []
-            for segment in pattern.segments:
-                if segment.kind == "capability":
-                    before = ("(?<=" + re.escape("/".join(prefix) + "/") + ")" if prefix
-                              else "(?<![A-Za-z0-9._-])")
-                    alternatives.append(f"{before}(?:{segment.text})(?![a-z0-9])")
-                    break
-                prefix.append(segment.text)
-        if not alternatives:
+        """Matches capability ids wherever they stand as a whole path segment, so logs can hide
+        them. By shape, not by rule prefix: a prefix with wildcards or placeholders cannot be
+        matched textually, and hiding a look-alike segment costs nothing."""
+        shapes = {segment.text for rule in self.rules for pattern in rule.repositories
+                  for segment in pattern.segments if segment.kind == "capability"}
+        if not shapes:
             return None
-        return re.compile("|".join(dict.fromkeys(alternatives)))
+        return re.compile("(?<=/)(?:" + "|".join(sorted(shapes)) + ")(?![A-Za-z0-9._-])")
 
 
 __all__ = [

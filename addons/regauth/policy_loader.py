@@ -288,7 +288,13 @@ class _Loader:
                     self.problem(lm.key_positions[key], f"{what}: label name {key!r} must be "
                                                         "lower-case letters, digits, '_' or '-' "
                                                         "(it is used as ${labels.NAME})")
-                labels[key] = tuple(v for v, _ in self.string_list(lm, key, f"{what} labels"))
+                values = self.string_list(lm, key, f"{what} labels")
+                for value, pos in values:
+                    if _GROUP_RE.fullmatch(value) is None:
+                        self.problem(pos, f"{what}: label value {value!r} must be lower-case "
+                                          "letters, digits, '.', '_' or '-' (it stands in "
+                                          "for one path segment)")
+                labels[key] = tuple(v for v, _ in values)
         return Account(name, hashed.encode(), tuple(groups), labels)
 
     def capabilities(self, root: Map) -> dict[str, Capability]:

@@ -60,8 +60,8 @@ def rewrite_link(value: str, upstream: Origin, public: Origin) -> str:
 def rewrite_challenge(value: str, realm: str, service: str) -> tuple[str, list[dict[str, object]]]:
     """(new header value, parsed original challenges for the log).
 
-    Only Bearer challenges change; a value that does not parse is replaced by a plain Bearer
-    challenge, since passing unparsed text from the upstream to the client is never needed.
+    Bearer challenges get regauth's realm and service; other schemes are dropped; a value
+    that does not parse (or holds no Bearer challenge) becomes a plain Bearer challenge.
     """
     try:
         parsed = challenge.parse_challenges(value)
@@ -71,7 +71,8 @@ def rewrite_challenge(value: str, realm: str, service: str) -> tuple[str, list[d
     rendered = []
     for c in parsed:
         if not c.is_bearer:
-            rendered.append(c)
+            # A Basic challenge makes containers/image send the account's password on every
+            # request, past regauth to the registry: registry routes only ever get Bearer.
             continue
         scopes = []
         if "scope" in c.params:

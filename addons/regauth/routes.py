@@ -174,10 +174,18 @@ def _check_reference(kind: str, ref: str | None) -> None:
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
-def check_body_type(method: str, content_type: str | None) -> None:
-    if method not in ("POST", "PUT", "PATCH") or not content_type:
+def check_body_type(method: str, content_types: list[str]) -> None:
+    """Refuse bodies a Go server could read as a form (see _FORM_TYPES). Parsing differences
+    are refused too: several Content-Type headers (Go reads the first, a joined value hides
+    it) and non-ASCII values (Go's case folding maps U+0130 'İ' to 'i')."""
+    if method not in ("POST", "PUT", "PATCH") or not content_types:
         return
-    media_type = content_type.split(";", 1)[0].strip().lower()
+    if len(content_types) > 1:
+        raise RouteError(400, "UNSUPPORTED", "more than one Content-Type header")
+    value = content_types[0]
+    if not value.isascii() or not value.isprintable():
+        raise RouteError(400, "UNSUPPORTED", "Content-Type outside ASCII")
+    media_type = value.split(";", 1)[0].strip().lower()
     if media_type in _FORM_TYPES:
         raise RouteError(415, "UNSUPPORTED", f"{media_type} bodies are not part of the registry "
                                              "API")

@@ -81,6 +81,10 @@ def check_realm(realm: str, upstream: Origin, allowed_hosts: tuple[str, ...]) ->
         raise UpstreamAuthError(f"upstream realm {realm!r} is not a usable URL: {e}") from None
     if origin.host == upstream.host or origin.host in allowed_hosts:
         return origin
+    if upstream.scheme != "https":
+        raise UpstreamAuthError(f"upstream realm {origin.url} is on another host than a plain "
+                                "http upstream whose challenge could have been forged; list it "
+                                "in realm_hosts")
     if origin.scheme != "https":
         raise UpstreamAuthError(f"upstream realm {origin.url} is plain http on another host; "
                                 "credentials are only sent to https realms, the upstream's own "

@@ -10,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from mitmproxy import http
+from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons
 from mitmproxy.test import tflow
 from mitmproxy.test import tutils
@@ -109,6 +111,25 @@ def test_unparsable_option_value_exits_instead_of_dropping_the_addon(make_regist
     assert _requests(registry) == before
 
 
+@pytest.mark.parametrize("extra", [
+    ["--ignore-hosts=.*"], ["--ignore-host", "."], ["--set=ignore_hosts=.*"],
+    ["--tcp-hosts=.*"], ["--allow-hosts=nothing"], ["--set", "map_remote=|.*|http://x/"],
+    ["--set", "modify_headers=|~q|Authorization|Basic eA=="], ["--set", "keep_host_header=true"],
+    ["--set", "validate_inbound_headers=false"], ["--mode", "regular@127.0.0.1:0"],
+    ["--mode", "socks5@127.0.0.1:0"],
+])
+def test_options_that_bypass_regauth_are_refused_however_spelled(make_registry, write_policy,
+                                                                 certs_dir, tmp_path, extra):
+    registry = make_registry()
+    before = _requests(registry)
+    done, listened = _serve(["--upstream", registry.url, "--certs-dir", str(certs_dir),
+                             "--policy", str(write_policy()), "--log",
+                             str(tmp_path / "l.jsonl"), "--", *extra])
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert not listened
+    assert _requests(registry) == before
+
+
 def test_run_proxy_sh_uses_the_embedded_addons():
     """The supported start path never loads regauth as a reloadable script."""
     script = (REPO / "run_proxy.sh").read_text()
@@ -135,6 +156,7 @@ def test_policy_file_removed_at_runtime_keeps_the_last_good_policy(write_policy,
 def _registry_flow(path: str = "/v2/public/app/manifests/1", method: str = "GET"):
     flow = tflow.tflow(req=tutils.treq(method=method.encode(), path=path.encode(),
                                        host="127.0.0.1", port=5000, content=b""))
+    flow.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:5000")
     return flow
 
 
@@ -183,3 +205,42 @@ def test_without_a_policy_every_request_is_refused(certs_dir):
 
     flow = asyncio.run(run())
     assert flow.response is not None and flow.response.status_code == 503
+
+
+def test_replayed_and_foreign_destination_flows_are_refused(write_policy, certs_dir):
+    addon = RegistryAuth()
+
+    async def run(flow) -> http.HTTPFlow:
+        with taddons.context(addon) as tctx:
+            tctx.configure(addon, mode=["reverse:http://127.0.0.1:5000"],
+                           regauth_policy=str(write_policy()), regauth_certs_dir=str(certs_dir),
+                           regauth_public_url="https://localhost:5443", regauth_log=os.devnull)
+            await addon.requestheaders(flow)
+            return flow
+
+    replayed = _registry_flow("/v2/")
+    replayed.is_replay = "request"
+    elsewhere = _registry_flow("/v2/")
+    elsewhere.request.host = "attacker.example"
+    for flow in (replayed, elsewhere):
+        done = asyncio.run(run(flow))
+        assert done.response is not None and done.response.status_code == 403
+        assert guard.FORWARD_MARK not in done.metadata
+    regular = _registry_flow("/v2/")
+    regular.client_conn.proxy_mode = ProxyMode.parse("regular")
+
+    async def run_regular() -> http.HTTPFlow:
+        with taddons.context(addon) as tctx:
+            tctx.configure(addon, mode=["reverse:http://127.0.0.1:5000"],
+                           regauth_policy=str(write_policy()), regauth_certs_dir=str(certs_dir),
+                           regauth_public_url="https://localhost:5443", regauth_log=os.devnull)
+            await addon.requestheaders(regular)
+            return regular
+
+    assert asyncio.run(run_regular()).response.status_code == 403
+
+
+def test_the_guard_kills_connect_requests():
+    flow = tflow.tflow(req=tutils.treq(method=b"CONNECT", path=b"", authority=b"x:443"))
+    guard.RegauthGuard().http_connect(flow)
+    assert flow.error is not None and flow.error.msg == "Connection killed."

@@ -64,3 +64,36 @@ def test_mitmweb_comments_markers_and_jwt_view(write_policy, make_registry, make
     response_view = _web_get(web_port, web_token,
                              f"/flows/{token_flow['id']}/response/content/auto.json")
     assert response_view["view_name"] == "JWT"
+
+
+def test_mitmweb_keeps_no_password_refresh_token_or_signature(write_policy, make_registry,
+                                                              make_proxy):
+    registry = make_registry()
+    web_port = free_port()
+    proxy = make_proxy(write_policy(), registry.url, web_port=web_port)
+    web_token = re.search(r"\?token=(\S+)", proxy.output()).group(1)
+    grant = httpclient.post_token(proxy.port, proxy.ca, {
+        "grant_type": "password", "username": "ci", "password": PASSWORDS["ci"],
+        "client_id": "tests", "access_type": "offline", "scope": "repository:demo/app:pull"})
+    body = grant.json()
+    signature = body["token"].split(".")[2]
+    httpclient.request(proxy.port, proxy.ca, "GET", "/v2/demo/app/tags/list",
+                       {"Authorization": f"Bearer {body['token']}"})
+    httpclient.get_token(proxy.port, proxy.ca, [], SERVICE, ("ci", PASSWORDS["ci"]))
+    time.sleep(1.5)  # token responses are scrubbed just after they were sent
+    flows = _web_get(web_port, web_token, "/flows")
+    stored = json.dumps(flows)
+    for flow in flows:
+        for part in ("request", "response"):
+            if flow.get(part):
+                view = _web_get(web_port, web_token,
+                                f"/flows/{flow['id']}/{part}/content/raw.json")
+                stored += view["text"]
+    assert PASSWORDS["ci"] not in stored
+    assert body["refresh_token"] not in stored
+    assert signature not in stored
+    assert "Y2k6" not in stored  # base64 of "ci:" from the Basic header
+    assert '"sub": "ci"' in _web_get(  # the JWT view still decodes the stored header
+        web_port, web_token,
+        f"/flows/{next(f['id'] for f in flows if 'tags/list' in f['request']['path'])}"
+        "/request/content/auto.json")["text"]

@@ -745,6 +745,30 @@ def test_cross_repository_mount_via_body_is_refused(stack: Stack, case: str) -> 
     assert read.reply.status == 404, (read.reply.status, read.reply.body[:100])
 
 
+MOUNT_HEADER_TRICKS = {
+    # mitmproxy joins repeated headers ("a, b"); Go's Header.Get reads only the first.
+    "duplicate-content-type": [("Content-Type", "application/x-www-form-urlencoded"),
+                               ("Content-Type", "text/plain")],
+    # U+0130 sent as UTF-8 (latin-1 here is byte for byte): Go lower-cases it to 'i'.
+    "unicode-case-folding": [("Content-Type", "appl\xc4\xb0cation/x-www-form-urlencoded")],
+}
+
+
+@pytest.mark.parametrize("case", list(MOUNT_HEADER_TRICKS))
+def test_cross_repository_mount_via_content_type_tricks_is_refused(stack: Stack,
+                                                                   case: str) -> None:
+    build = build_id()
+    token = _build_token(stack, build)["token"]
+    body = f"mount={stack.secret_digest}&from=cache/secret".encode()
+    attempt = stack.attempt("POST", f"/v2/builds/{build}/blobs/uploads/", token,
+                            MOUNT_HEADER_TRICKS[case], body)
+    assert attempt.reply.status == 400, (attempt.reply.status, attempt.reply.body)
+    assert attempt.reply.error_codes() == ["UNSUPPORTED"]
+    attempt.assert_nothing_forwarded()
+    read = stack.attempt("GET", f"/v2/builds/{build}/blobs/{stack.secret_digest}", token)
+    assert read.reply.status == 404, (read.reply.status, read.reply.body[:100])
+
+
 def test_mount_from_a_readable_repository_is_forwarded(stack: Stack) -> None:
     """Positive control: a mount whose source the token may pull reaches the registry."""
     build = build_id()

@@ -69,3 +69,12 @@ def test_decode_unverified_refuses(token):
 def test_find_jwts():
     text = f"Authorization: Bearer {TOKEN}, other text eyJnot-a-jwt"
     assert find_jwts(text) == [TOKEN]
+
+
+@pytest.mark.parametrize("header", ["ghp_SECRETtokenvalue123", "Basic\tY2k6c2VjcmV0",
+                                    "a-very-long-scheme-name-that-is-a-token x"])
+def test_a_credential_without_a_recognisable_scheme_is_never_logged(header):
+    record = describe(header)
+    assert record == {"scheme": "<unparsed>", "length": len(header)} or \
+        record["scheme"] == "Basic"
+    assert "SECRET" not in json.dumps(record) and "c2VjcmV0" not in json.dumps(record)

@@ -583,3 +583,10 @@ def test_bad_trusted_issuers(issuer, prefix):
 )
 def test_trusted_issuer_key_material_must_fit_the_algorithm(issuer, prefix):
     assert _single(TRUSTED_HEAD + issuer, environ={}).startswith(prefix)
+
+
+def test_label_values_stand_for_one_segment():
+    text = HEAD.replace("team: [web]", "team: [web/internal]") + \
+        "  - account: ci\n    repository: a\n    actions: [pull]\n"
+    line = _single(text)
+    assert "label value 'web/internal'" in line and line.startswith(f"{FILE}:8:")

@@ -125,14 +125,15 @@ def test_rewrite_challenge_drops_an_invalid_scope(bad_scope):
     assert "scopes" in records[0]
 
 
-def test_rewrite_challenge_keeps_basic_challenges():
+def test_rewrite_challenge_drops_basic_challenges():
+    # A Basic challenge would make containers/image send passwords on every request.
     value, records = rewrite_challenge(
         'Basic realm="Registry Realm", Bearer realm="https://auth/token",service="up"',
         REALM, "svc")
-    assert value == f'Basic realm="Registry Realm", Bearer realm="{REALM}",service="svc"'
-    assert [r["scheme"] for r in records] == ["Basic", "Bearer"]
+    assert value == f'Bearer realm="{REALM}",service="svc"'
+    assert [r["scheme"] for r in records] == ["Basic", "Bearer"]  # the log keeps the original
     only_basic, _ = rewrite_challenge('Basic realm="r"', REALM, "svc")
-    assert only_basic == 'Basic realm="r"'
+    assert only_basic == f'Bearer realm="{REALM}",service="svc"'
 
 
 def test_rewrite_challenge_merges_duplicate_scopes():

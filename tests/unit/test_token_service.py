@@ -318,8 +318,20 @@ def test_rate_limit_is_429_with_retry_after(runtime):
         .status == 200
     # the POST grant shares the limit
     response = _post(runtime, auth, client_ip="198.51.100.9", grant_type="password",
-                     username="ci", password=PASSWORDS["ci"])
+                     username="ci", password="still-wrong")
     assert response.status == 429
+    # a login verified moments ago (from .10) is not locked out by the guesses from .9
+    assert _get(runtime, auth, [], _basic("ci", PASSWORDS["ci"]), client_ip="198.51.100.9") \
+        .status == 200
+
+
+def test_unknown_names_from_one_address_are_limited_too(runtime):
+    auth = Authenticator(max_failures=100, max_client_failures=4, clock=FakeClock())
+    for i in range(4):
+        _assert_refused(_get(runtime, auth, [], _basic(f"nobody{i}", "x"),
+                             client_ip="198.51.100.20"), 401)
+    response = _get(runtime, auth, [], _basic("nobody-else", "x"), client_ip="198.51.100.20")
+    _assert_refused(response, 429, "slow_down", "TOOMANYREQUESTS")
 
 
 def test_partial_grant_records_each_decision(runtime, auth):

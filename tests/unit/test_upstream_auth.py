@@ -39,6 +39,10 @@ BASIC = "Basic " + base64.b64encode(b"robot:s3cret").decode()
         ("/token", "https://registry.example", (), False),
         ("https://user:pw@auth.example/token", "https://registry.example", (), False),
         ("https:///token", "https://registry.example", (), False),
+        # a plain-http upstream's challenge could be forged: its realm must be its own host
+        # or listed, https or not
+        ("https://auth.example/token", "http://registry.example", (), False),
+        ("https://auth.example/token", "http://registry.example", ("auth.example",), True),
     ],
 )
 def test_check_realm(realm, upstream, allowed, ok):

@@ -7,6 +7,8 @@ import json
 import logging
 import ssl
 import time
+import weakref
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -35,6 +37,8 @@ from regauth.mitm.guard import LOCAL_MARK
 from regauth.mitm.guard import fail_closed
 from regauth.mitm.refusal_sink import NONCE_HEADER
 from regauth.mitm.refusal_sink import RefusalSink
+from regauth.mitm.scrub import scrub_request
+from regauth.mitm.scrub import scrub_token_response
 from regauth.policy_loader import PolicyError
 from regauth.routes import RouteError
 from regauth.routes import is_registry_path
@@ -56,19 +60,23 @@ logger = logging.getLogger(__name__)
 
 JWKS_PATH = "/.well-known/jwks.json"
 _BODY_METHODS = ("POST", "PUT", "PATCH")
-_MAX_TRACKED_FLOWS = 10000
+# Options that pass traffic around the addon (ignore/allow/tcp/udp hosts), change requests after
+# regauth decided (map_remote, modify_headers, keep_host_header), replay flows to other hosts,
+# add credentials of their own, crash per-flow streaming, or allow request smuggling.
+FORBIDDEN_OPTIONS = frozenset({
+    "ignore_hosts", "allow_hosts", "tcp_hosts", "udp_hosts", "keep_host_header",
+    "upstream_auth", "map_remote", "modify_headers", "map_local", "client_replay",
+    "server_replay", "stream_large_bodies", "validate_inbound_headers",
+})
 
 
 def upstream_from_modes(modes: list[str]) -> Origin:
     """The single reverse-proxy target regauth guards; raise ValueError otherwise."""
-    reverse = []
-    for spec in modes:
-        mode = ProxyMode.parse(spec)
-        if isinstance(mode, ReverseMode):
-            reverse.append(mode)
-    if len(reverse) != 1:
-        raise ValueError("regauth needs exactly one --mode reverse:URL (the registry it guards)")
-    mode = reverse[0]
+    parsed = [ProxyMode.parse(spec) for spec in modes]
+    if len(parsed) != 1 or not isinstance(parsed[0], ReverseMode):
+        raise ValueError("regauth needs exactly one --mode reverse:URL (the registry it guards) "
+                         "and no other proxy mode")
+    mode = parsed[0]
     if mode.scheme not in ("http", "https"):
         raise ValueError(f"the upstream must be http or https, not {mode.scheme}")
     host, port = mode.address
@@ -96,7 +104,11 @@ class RegistryAuth:
         self.public: Origin | None = None
         self.upstream: Origin | None = None
         self.upstream_auth: UpstreamAuth | None = None
-        self.states: dict[str, FlowState] = {}
+        # Keyed by the flow object: gone with the flow, never evicted while it is in flight.
+        self.states: weakref.WeakKeyDictionary[http.HTTPFlow, FlowState] = \
+            weakref.WeakKeyDictionary()
+        # bcrypt runs here, bounded, so failed logins cannot take every thread of the loop.
+        self.login_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="regauth-login")
         self._stamp: tuple[object, ...] = ()
         self._watcher: asyncio.Task[None] | None = None
         self._config_error: str | None = None
@@ -121,11 +133,19 @@ class RegistryAuth:
                           "How often the policy file is checked for changes (0 disables).")
 
     def configure(self, updated: set[str]) -> None:
-        if "stream_large_bodies" in updated and ctx.options.stream_large_bodies:
-            # Global streaming plus a locally set response crashes mitmproxy, and it would
-            # stream refused uploads: regauth decides streaming per flow instead.
-            raise exceptions.OptionsError("regauth decides streaming per flow; do not set "
-                                          "stream_large_bodies")
+        for name in sorted(updated & FORBIDDEN_OPTIONS):
+            if getattr(ctx.options, name) != ctx.options.default(name):
+                raise exceptions.OptionsError(
+                    f"mitmproxy option {name} is not allowed with regauth: it would let "
+                    "requests bypass or outlive regauth's decisions")
+        if "mode" in updated and list(ctx.options.mode) != list(ctx.options.default("mode")):
+            # mitmproxy applies --set before --mode, so the default mode is not yet an error
+            # (running() refuses to serve if it stays); any other mode list must be exactly
+            # the one reverse proxy regauth guards.
+            try:
+                upstream_from_modes(list(ctx.options.mode))
+            except ValueError as e:
+                raise exceptions.OptionsError(f"regauth: {e}") from None
         if not updated & {"regauth_policy", "regauth_certs_dir", "regauth_public_url",
                           "regauth_log", "regauth_upstream_ca", "mode", "listen_port",
                           "regauth_stream_threshold", "regauth_reload_seconds"}:
@@ -230,19 +250,27 @@ class RegistryAuth:
     async def done(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
+        self.login_pool.shutdown(wait=False, cancel_futures=True)
         await self.sink.stop()
         if self.exchange_log is not None:
             self.exchange_log.close()
 
     # -- helpers ---------------------------------------------------------------------------
     def _state(self, flow: http.HTTPFlow) -> FlowState:
-        state = self.states.get(flow.id)
+        state = self.states.get(flow)
         if state is None:
             state = FlowState(started=time.time())
-            self.states[flow.id] = state
-            if len(self.states) > _MAX_TRACKED_FLOWS:
-                self.states.pop(next(iter(self.states)))
+            self.states[flow] = state
         return state
+
+    def _goes_to_upstream(self, flow: http.HTTPFlow) -> bool:
+        """Only live flows of the reverse proxy, aimed at the configured upstream."""
+        if flow.is_replay or not isinstance(flow.client_conn.proxy_mode, ReverseMode):
+            return False
+        request = flow.request
+        assert self.upstream is not None
+        return (request.scheme, request.host.lower(), request.port) == \
+            (self.upstream.scheme, self.upstream.host, self.upstream.port)
 
     def _may_carry_large_body(self, request: http.Request) -> bool:
         if "transfer-encoding" in request.headers:
@@ -287,13 +315,21 @@ class RegistryAuth:
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
+        # Marks from an earlier life of this flow (a replay, a loaded file) decide nothing.
+        flow.metadata.pop(FORWARD_MARK, None)
+        flow.metadata.pop(LOCAL_MARK, None)
         state = self._state(flow)
         request = flow.request
-        state.auth = describe(request.headers.get("authorization"))
+        state.client_authorization = request.headers.get("authorization")
+        state.auth = describe(state.client_authorization)
         runtime = self.runtime
-        if runtime is None or self.public is None:
+        if runtime is None or self.public is None or self.upstream is None:
             self._refuse(flow, state, 503, "UNAVAILABLE",
                          "regauth has no valid policy loaded; nothing is forwarded")
+            return
+        if not self._goes_to_upstream(flow):
+            self._refuse(flow, state, 403, "DENIED", "regauth forwards only to its upstream "
+                                                     "registry, and never replays requests")
             return
         path = request.path.partition("?")[0]
         if path == TOKEN_PATH:
@@ -306,7 +342,7 @@ class RegistryAuth:
             return
         decision = gate.decide(runtime, request.method, request.path,
                                request.headers.get("authorization"), self._realm(),
-                               request.headers.get("content-type"))
+                               request.headers.get_all("content-type"))
         state.kind = "registry" if is_registry_path(path) else "other"
         state.route = decision.route
         state.gate = decision.record
@@ -322,7 +358,7 @@ class RegistryAuth:
             except UpstreamAuthError as e:
                 logger.warning("regauth: upstream credentials unavailable: %s", e)
                 self._refuse(flow, state, 502, "UNAVAILABLE",
-                             f"regauth could not obtain upstream credentials: {e}")
+                             "regauth could not obtain upstream credentials (see its log)")
                 return
             request.headers["authorization"] = header
             state.injected = True
@@ -331,6 +367,13 @@ class RegistryAuth:
             # An absolute-form target would reach the upstream with the client's host in it.
             request.authority = ""
         request.headers.pop("forwarded", None)
+        # No protocol switch: a 101 would turn the connection into an unchecked tunnel.
+        request.headers.pop("upgrade", None)
+        if decision.route is not None and decision.route.kind in ("upload-start", "upload") \
+                and request.method in _BODY_METHODS:
+            # distribution ignores the type of blob data; a fixed one leaves Go nothing to
+            # parse as a form (the mount source must come from the authorized query).
+            request.headers["content-type"] = "application/octet-stream"
         request.headers["X-Forwarded-Host"] = self.public.netloc
         request.headers["X-Forwarded-Proto"] = self.public.scheme
         if self._may_carry_large_body(request):
@@ -362,7 +405,7 @@ class RegistryAuth:
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
-        state = self.states.get(flow.id)
+        state = self.states.get(flow)
         if state is None or state.kind != "token" or flow.request.method != "POST":
             return
         runtime = self.runtime
@@ -392,8 +435,8 @@ class RegistryAuth:
         client_ip = flow.client_conn.peername[0] if flow.client_conn.peername else ""
         token_request = TokenRequest(request.method, query, form,
                                      request.headers.get("authorization"), client_ip)
-        response = await asyncio.to_thread(handle_token_request, runtime, self.authenticator,
-                                           token_request)
+        response = await asyncio.get_running_loop().run_in_executor(
+            self.login_pool, handle_token_request, runtime, self.authenticator, token_request)
         state.token_record = response.record
         requested = [str(s) for s in response.record.get("requested", [])]  # type: ignore[union-attr]
         state.conversation = self.conversations.token_requested(client_ip, requested)
@@ -404,7 +447,7 @@ class RegistryAuth:
 
     @fail_closed
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        state = self.states.get(flow.id)
+        state = self.states.get(flow)
         if state is None or state.answered_by != "upstream" or flow.response is None:
             return
         response = flow.response
@@ -427,6 +470,9 @@ class RegistryAuth:
                 state.upstream_challenge.extend(records)
                 rewritten.append(new)
             response.headers.set_all("www-authenticate", rewritten)
+        if response.status_code == 101:
+            flow.kill()  # never let a registry route become a tunnel
+            return
         if state.injected and response.status_code == 401:
             state.upstream_refused_credentials = True
         length = response.headers.get("content-length")
@@ -437,7 +483,7 @@ class RegistryAuth:
 
     @fail_closed
     def response(self, flow: http.HTTPFlow) -> None:
-        state = self.states.pop(flow.id, None)
+        state = self.states.pop(flow, None)
         if state is None or flow.response is None:
             return
         if state.upstream_refused_credentials:
@@ -451,7 +497,7 @@ class RegistryAuth:
 
     @fail_closed
     def error(self, flow: http.HTTPFlow) -> None:
-        state = self.states.pop(flow.id, None)
+        state = self.states.pop(flow, None)
         if state is None:
             return
         self._finish(flow, state)
@@ -470,6 +516,10 @@ class RegistryAuth:
         elif state.conversation is None:
             state.conversation = self.conversations.for_token(state.presented_jti()) or new_id()
         record = build_record(flow, state, sent)
+        scrub_request(flow.request, state.client_authorization)
+        if state.kind == "token" and flow.response is not None:
+            loop = asyncio.get_running_loop()
+            loop.call_later(1.0, scrub_token_response, flow.response)
         comment, marker = comment_and_marker(flow, state, record)
         flow.comment = comment
         flow.marked = marker

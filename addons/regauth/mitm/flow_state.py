@@ -26,6 +26,7 @@ class FlowState:
     reason: str = ""
     token: VerifiedToken | None = None
     auth: dict[str, object] | None = None
+    client_authorization: str | None = field(default=None, repr=False)
     token_record: dict[str, object] | None = None
     upstream_challenge: list[dict[str, object]] = field(default_factory=list)
     conversation: str | None = None

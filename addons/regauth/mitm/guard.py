@@ -62,6 +62,9 @@ def fail_closed(func: Callable[..., Any]) -> Callable[..., Any]:
 class RegauthGuard:
     """Last addon in the chain: nothing reaches the upstream without a regauth decision."""
 
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        flow.kill()  # regauth is a reverse proxy: no tunnels to anywhere
+
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or flow.error is not None:
             return

@@ -21,11 +21,6 @@ from regauth.urls import parse_origin
 
 logger = logging.getLogger(__name__)
 
-# Options that would bypass regauth's per-flow decisions or crash mitmproxy with them.
-FORBIDDEN_OPTIONS = ("stream_large_bodies", "keep_host_header", "upstream_auth",
-                     "ignore_hosts", "allow_hosts", "tcp_hosts")
-
-
 @dataclass
 class ServeConfig:
     upstream: str
@@ -41,20 +36,14 @@ class ServeConfig:
     extra: tuple[str, ...] = ()
 
 
-def check_extra_args(extra: tuple[str, ...]) -> None:
-    for arg in extra:
-        for name in FORBIDDEN_OPTIONS:
-            if arg.startswith(f"{name}=") or arg == f"--{name.replace('_', '-')}":
-                raise ValueError(f"mitmproxy option {name} is not allowed with regauth: it would "
-                                 "let requests bypass regauth's decisions")
-
-
 def mitmproxy_args(config: ServeConfig, web_password_hash: str | None) -> list[str]:
     listen = config.listen_host if ":" not in config.listen_host else f"[{config.listen_host}]"
     args = [
         "--mode", f"reverse:{config.upstream}@{listen}:{config.listen_port}",
         "--set", f"confdir={config.certs_dir / pki.PRIVATE_DIR}",
         "--set", "connection_strategy=lazy",
+        # Flow lines on the console would print capability ids; the exchange log has it all.
+        "--set", "flow_detail=0",
         "--set", f"regauth_policy={config.policy}",
         "--set", f"regauth_certs_dir={config.certs_dir}",
         "--set", f"regauth_public_url={config.public_url}",
@@ -89,7 +78,6 @@ def _master_class(web: bool) -> type:
 
 def serve(config: ServeConfig) -> int:
     """Validate, print trust instructions, run until interrupted. Returns the exit code."""
-    check_extra_args(config.extra)
     public = parse_origin(config.public_url)
     runtime = build_runtime(config.policy, config.certs_dir, parse_origin(config.upstream).url)
     web_token = secrets.token_urlsafe(24) if config.web else None

@@ -1,0 +1,68 @@
+"""Secrets out of flows once they have done their job.
+
+mitmweb keeps every flow and shows raw headers and bodies; flow files (`-w`) keep them too.
+After a request has been answered, regauth replaces what must never be shown: passwords and
+refresh tokens in token request forms, Basic credentials, token signatures, and the upstream
+credential it injected (the stored request shows the client's own header again, redacted).
+Token responses are scrubbed shortly after they were sent (mitmproxy sends the response
+object the `response` hook leaves in place, so it cannot be changed earlier).
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qsl
+from urllib.parse import urlencode
+
+from mitmproxy import http
+
+from regauth.authorization import split_authorization
+
+REDACTED = "<redacted>"
+_FORM_SECRETS = ("password", "refresh_token", "client_secret")
+
+
+def redact_authorization(value: str | None) -> str | None:
+    """A Bearer JWT keeps its header and claims (the JWT view still decodes it) and loses its
+    signature; anything else keeps only its scheme."""
+    if not value:
+        return None
+    scheme, credentials = split_authorization(value)
+    if scheme.lower() == "bearer" and credentials.count(".") == 2:
+        head, claims, _ = credentials.split(".")
+        return f"{scheme} {head}.{claims}."
+    return f"{scheme} {REDACTED}" if scheme.isalpha() and len(scheme) <= 20 else REDACTED
+
+
+def scrub_request(request: http.Request, client_authorization: str | None) -> None:
+    redacted = redact_authorization(client_authorization)
+    if redacted is None:
+        request.headers.pop("authorization", None)
+    else:
+        request.headers["authorization"] = redacted
+    content = request.raw_content
+    if content and "x-www-form-urlencoded" in request.headers.get("content-type", ""):
+        try:
+            pairs = parse_qsl(content.decode("utf-8"), keep_blank_values=True,
+                              max_num_fields=64)
+        except (UnicodeDecodeError, ValueError):
+            request.content = REDACTED.encode()
+            return
+        request.content = urlencode([(k, REDACTED if k in _FORM_SECRETS else v)
+                                     for k, v in pairs]).encode()
+
+
+def scrub_token_response(response: http.Response) -> None:
+    try:
+        body = json.loads(response.raw_content or b"")
+    except ValueError:
+        return
+    if not isinstance(body, dict):
+        return
+    for key in ("token", "access_token"):
+        if isinstance(body.get(key), str) and body[key].count(".") == 2:
+            head, claims, _ = body[key].split(".")
+            body[key] = f"{head}.{claims}."
+    if "refresh_token" in body:
+        body["refresh_token"] = REDACTED
+    response.content = json.dumps(body).encode()
