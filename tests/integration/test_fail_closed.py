@@ -115,7 +115,8 @@ def test_unparsable_option_value_exits_instead_of_dropping_the_addon(make_regist
     ["--ignore-hosts=.*"], ["--ignore-host", "."], ["--set=ignore_hosts=.*"],
     ["--tcp-hosts=.*"], ["--allow-hosts=nothing"], ["--set", "map_remote=|.*|http://x/"],
     ["--set", "modify_headers=|~q|Authorization|Basic eA=="], ["--set", "keep_host_header=true"],
-    ["--set", "validate_inbound_headers=false"], ["--mode", "regular@127.0.0.1:0"],
+    ["--set", "validate_inbound_headers=false"], ["-w", "/tmp/regauth-flows.bin"],
+    ["--mode", "regular@127.0.0.1:0"],
     ["--mode", "socks5@127.0.0.1:0"],
 ])
 def test_options_that_bypass_regauth_are_refused_however_spelled(make_registry, write_policy,

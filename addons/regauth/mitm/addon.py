@@ -62,11 +62,12 @@ JWKS_PATH = "/.well-known/jwks.json"
 _BODY_METHODS = ("POST", "PUT", "PATCH")
 # Options that pass traffic around the addon (ignore/allow/tcp/udp hosts), change requests after
 # regauth decided (map_remote, modify_headers, keep_host_header), replay flows to other hosts,
-# add credentials of their own, crash per-flow streaming, or allow request smuggling.
+# add credentials of their own, crash per-flow streaming, allow request smuggling, or write
+# flows to disk before regauth scrubbed their secrets.
 FORBIDDEN_OPTIONS = frozenset({
     "ignore_hosts", "allow_hosts", "tcp_hosts", "udp_hosts", "keep_host_header",
     "upstream_auth", "map_remote", "modify_headers", "map_local", "client_replay",
-    "server_replay", "stream_large_bodies", "validate_inbound_headers",
+    "server_replay", "stream_large_bodies", "validate_inbound_headers", "save_stream_file",
 })
 
 
@@ -137,7 +138,7 @@ class RegistryAuth:
             if getattr(ctx.options, name) != ctx.options.default(name):
                 raise exceptions.OptionsError(
                     f"mitmproxy option {name} is not allowed with regauth: it would let "
-                    "requests bypass or outlive regauth's decisions")
+                    "requests bypass regauth's decisions or keep secrets it removes")
         if "mode" in updated and list(ctx.options.mode) != list(ctx.options.default("mode")):
             # mitmproxy applies --set before --mode, so the default mode is not yet an error
             # (running() refuses to serve if it stays); any other mode list must be exactly
