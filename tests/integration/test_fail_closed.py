@@ -208,37 +208,31 @@ def test_without_a_policy_every_request_is_refused(certs_dir):
     assert flow.response is not None and flow.response.status_code == 503
 
 
-def test_replayed_and_foreign_destination_flows_are_refused(write_policy, certs_dir):
+def _run_requestheaders(flow, policy: Path, certs_dir: Path) -> http.HTTPFlow:
     addon = RegistryAuth()
 
-    async def run(flow) -> http.HTTPFlow:
+    async def run() -> http.HTTPFlow:
         with taddons.context(addon) as tctx:
             tctx.configure(addon, mode=["reverse:http://127.0.0.1:5000"],
-                           regauth_policy=str(write_policy()), regauth_certs_dir=str(certs_dir),
+                           regauth_policy=str(policy), regauth_certs_dir=str(certs_dir),
                            regauth_public_url="https://localhost:5443", regauth_log=os.devnull)
             await addon.requestheaders(flow)
             return flow
 
+    return asyncio.run(run())
+
+
+def test_replayed_and_foreign_destination_flows_are_refused(write_policy, certs_dir):
     replayed = _registry_flow("/v2/")
     replayed.is_replay = "request"
     elsewhere = _registry_flow("/v2/")
     elsewhere.request.host = "attacker.example"
-    for flow in (replayed, elsewhere):
-        done = asyncio.run(run(flow))
-        assert done.response is not None and done.response.status_code == 403
-        assert guard.FORWARD_MARK not in done.metadata
     regular = _registry_flow("/v2/")
     regular.client_conn.proxy_mode = ProxyMode.parse("regular")
-
-    async def run_regular() -> http.HTTPFlow:
-        with taddons.context(addon) as tctx:
-            tctx.configure(addon, mode=["reverse:http://127.0.0.1:5000"],
-                           regauth_policy=str(write_policy()), regauth_certs_dir=str(certs_dir),
-                           regauth_public_url="https://localhost:5443", regauth_log=os.devnull)
-            await addon.requestheaders(regular)
-            return regular
-
-    assert asyncio.run(run_regular()).response.status_code == 403
+    for flow in (replayed, elsewhere, regular):
+        done = _run_requestheaders(flow, write_policy(), certs_dir)
+        assert done.response is not None and done.response.status_code == 403
+        assert guard.FORWARD_MARK not in done.metadata
 
 
 def test_the_guard_kills_connect_requests():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tarfile
 import time
 
 from regauth import pki
@@ -17,6 +16,7 @@ from tests.conftest import build_id
 from tests.conftest import htpasswd_file
 from tests.conftest import policy_text
 from tests.support import httpclient
+from tests.support.oci import archive
 from tests.support.tools import skopeo
 
 CI = f"ci:{PASSWORDS['ci']}"
@@ -59,13 +59,10 @@ def test_enforce_mode_skopeo_and_ctr_with_regauth_tokens(write_policy, make_regi
     assert not refused_ns.ok
     assert seen(registry, "builds/not-a-capability") == []
     # ctr: push with --user (POST password grant), anonymous pull.
-    archive = tmp_path / "image.tar"
-    with tarfile.open(archive, "w") as tar:
-        for item in path.iterdir():
-            tar.add(item, arcname=item.name)
+    image = archive(path, tmp_path / "image.tar")
     ref = f"{proxy.netloc}/demo/enforced"
     tls = ["--tlscacert", str(proxy.ca)]
-    assert containerd.ctr("images", "import", "--base-name", ref, str(archive)).ok
+    assert containerd.ctr("images", "import", "--base-name", ref, str(image)).ok
     assert containerd.ctr("images", "push", *tls, "--user", CI, f"{ref}:latest").ok
     assert containerd.ctr("images", "rm", f"{ref}:latest").ok
     pulled_ctr = containerd.ctr("images", "pull", *tls, f"{ref}:latest")

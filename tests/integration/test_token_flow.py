@@ -10,7 +10,6 @@ import base64
 import json
 import subprocess
 import sys
-import tarfile
 import time
 
 import jwt
@@ -26,6 +25,7 @@ from tests.conftest import SERVICE
 from tests.conftest import build_id
 from tests.conftest import policy_text
 from tests.support import httpclient
+from tests.support.oci import archive
 from tests.support.tools import skopeo
 
 CI = f"ci:{PASSWORDS['ci']}"
@@ -75,13 +75,10 @@ def test_ctr_push_with_user_and_anonymous_pull(token_registry_proxy, layout, con
                                                tmp_path):
     registry, proxy = token_registry_proxy
     path, digest = layout
-    archive = tmp_path / "image.tar"
-    with tarfile.open(archive, "w") as tar:
-        for item in path.iterdir():
-            tar.add(item, arcname=item.name)
+    image = archive(path, tmp_path / "image.tar")
     source = f"{proxy.netloc}/public/ctr-src"
     tls = ["--tlscacert", str(proxy.ca)]
-    assert containerd.ctr("images", "import", "--base-name", source, str(archive)).ok
+    assert containerd.ctr("images", "import", "--base-name", source, str(image)).ok
     pushed = containerd.ctr("images", "push", *tls, "--user", CI, f"{source}:latest")
     assert pushed.ok, pushed.output
     # Anonymous pull (unpacks, so the layer really arrived intact).

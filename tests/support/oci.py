@@ -103,3 +103,11 @@ def make_layout(layout: Path, tag: str = "latest", files: dict[str, bytes] | Non
         "platform": {"architecture": "amd64", "os": "linux"}}]}
     (layout / "index.json").write_text(json.dumps(index))
     return manifest_digest
+
+
+def archive(layout: Path, target: Path) -> Path:
+    """The layout as a tar archive, as `ctr images import` reads it."""
+    with tarfile.open(target, "w") as tar:
+        for item in layout.iterdir():
+            tar.add(item, arcname=item.name)
+    return target
