@@ -26,7 +26,6 @@ class _Challenge:
     client: str
     scopes: frozenset[str]
     at: float
-    claimed: bool = False
 
 
 @dataclass
@@ -37,7 +36,7 @@ class Conversations:
     max_entries: int = 10000
     clock: Callable[[], float] = time.monotonic
     _challenges: list[_Challenge] = field(default_factory=list)
-    _by_jti: OrderedDict[str, tuple[str, float]] = field(default_factory=OrderedDict)
+    _by_jti: OrderedDict[str, str] = field(default_factory=OrderedDict)
 
     def _expire(self) -> None:
         horizon = self.clock() - self.window
@@ -66,16 +65,14 @@ class Conversations:
                 break
         if best is None:
             return new_id()
-        best.claimed = True
         return best.conversation
 
-    def token_issued(self, jti: str, conversation: str, expires_at: float) -> None:
-        self._by_jti[jti] = (conversation, expires_at)
+    def token_issued(self, jti: str, conversation: str) -> None:
+        self._by_jti[jti] = conversation
         self._by_jti.move_to_end(jti)
         self._expire()
 
     def for_token(self, jti: str | None) -> str | None:
         if not jti:
             return None
-        entry = self._by_jti.get(jti)
-        return entry[0] if entry else None
+        return self._by_jti.get(jti)

@@ -49,7 +49,6 @@ class TokenResponse:
     headers: dict[str, str] = field(default_factory=dict)
     record: dict[str, object] = field(default_factory=dict)
     jti: str | None = None
-    expires_at: float | None = None
 
 
 class _Refusal(Exception):
@@ -155,8 +154,7 @@ def _handle(runtime: Runtime, authenticator: Authenticator, request: TokenReques
     record["expires_in"] = issued.expires_in
     record["issued_at"] = body["issued_at"]
     record["jti"] = issued.jti
-    return TokenResponse(200, json.dumps(body).encode(), dict(_NO_STORE), record, issued.jti,
-                         float(issued.issued_at + issued.expires_in))
+    return TokenResponse(200, json.dumps(body).encode(), dict(_NO_STORE), record, issued.jti)
 
 
 def _identify(runtime: Runtime, authenticator: Authenticator, request: TokenRequest,

@@ -73,7 +73,7 @@ def test_challenge_may_continue_an_existing_conversation():
 def test_jti_lookup():
     conv = Conversations(clock=FakeClock())
     cid = conv.challenged("c", [A])
-    conv.token_issued("jti-1", cid, expires_at=2_000_000.0)
+    conv.token_issued("jti-1", cid)
     assert conv.for_token("jti-1") == cid
     assert conv.for_token("jti-unknown") is None
     assert conv.for_token(None) is None
@@ -99,6 +99,6 @@ def test_memory_is_bounded():
     assert len(conv._challenges) == 3
     assert conv.token_requested("c0", [A]) != first
     for i in range(5):
-        conv.token_issued(f"jti-{i}", "conv", 0.0)
+        conv.token_issued(f"jti-{i}", "conv")
     assert conv.for_token("jti-0") is None
     assert conv.for_token("jti-4") == "conv"

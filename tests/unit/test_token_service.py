@@ -79,7 +79,9 @@ def test_get_anonymous(runtime, auth):
     assert response.record["account"] == "anonymous"
     assert response.record["grant_type"] == "get"
     assert response.jti == verified.jti == response.record["jti"]
-    assert response.expires_at == verified.expires_at
+    assert verified.expires_at - body["expires_in"] == int(
+        dt.datetime.strptime(body["issued_at"], "%Y-%m-%dT%H:%M:%SZ")
+        .replace(tzinfo=dt.UTC).timestamp())
 
 
 def test_get_anonymous_push_is_not_granted(runtime, auth):

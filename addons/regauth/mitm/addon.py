@@ -441,9 +441,8 @@ class RegistryAuth:
         state.token_record = response.record
         requested = [str(s) for s in response.record.get("requested", [])]  # type: ignore[union-attr]
         state.conversation = self.conversations.token_requested(client_ip, requested)
-        if response.jti and response.expires_at:
-            self.conversations.token_issued(response.jti, state.conversation,
-                                            response.expires_at)
+        if response.jti:
+            self.conversations.token_issued(response.jti, state.conversation)
         self._respond(flow, state, response.status, response.headers, response.body)
 
     @fail_closed
@@ -452,7 +451,6 @@ class RegistryAuth:
         if state is None or state.answered_by != "upstream" or flow.response is None:
             return
         response = flow.response
-        state.response_headers_at = time.time()
         assert self.upstream is not None and self.public is not None
         for name in ("location", "content-location"):
             if name in response.headers:

@@ -33,7 +33,6 @@ class FlowState:
     injected: bool = False
     upstream_refused_credentials: bool = False
     via_sink: bool = False
-    response_headers_at: float | None = None
     counted: dict[str, int] = field(default_factory=dict)
 
     def counter(self, direction: str) -> Callable[[bytes], bytes]:
