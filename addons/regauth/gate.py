@@ -39,7 +39,6 @@ class GateDecision:
     status: int = 0
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
-    challenge: challenge.Challenge | None = None  # the challenge sent, parsed back
 
     @property
     def record(self) -> dict[str, object]:
@@ -64,7 +63,6 @@ def _challenge(runtime: Runtime, realm: str, route: Route, scopes: tuple[Resourc
     decision = _refuse(401, "UNAUTHORIZED", message, reason, route, access_detail(scopes) or None,
                        {"WWW-Authenticate": header})
     decision.token = token
-    decision.challenge = challenge.parse_challenges(header)[0]
     return decision
 
 

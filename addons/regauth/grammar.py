@@ -46,11 +46,6 @@ def is_digest(value: str) -> bool:
     return len(encoded) == expected and _HEX_RE.fullmatch(encoded) is not None
 
 
-def is_reference(value: str) -> bool:
-    """A manifest reference: a tag or a digest."""
-    return is_tag(value) or is_digest(value)
-
-
 def is_scope_name(value: str) -> bool:
     """A repository name as scope.md allows it: optionally prefixed by `host[:port]/`."""
     if len(value) > MAX_NAME_LENGTH:

@@ -13,7 +13,6 @@ from urllib.parse import urlsplit
 from urllib.parse import urlunsplit
 
 from regauth import challenge
-from regauth.scope import format_scopes
 from regauth.scope import parse_scopes
 from regauth.urls import Origin
 from regauth.urls import parse_origin
@@ -108,5 +107,5 @@ def challenge_scopes(value: str) -> list[str]:
     return []
 
 
-__all__ = ["challenge_scopes", "format_scopes", "relative_location", "rewrite_challenge",
-           "rewrite_link", "rewrite_url"]
+__all__ = ["challenge_scopes", "relative_location", "rewrite_challenge", "rewrite_link",
+           "rewrite_url"]

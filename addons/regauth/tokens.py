@@ -37,6 +37,7 @@ from regauth.policy import TokenSettings
 from regauth.policy import TrustedIssuer
 from regauth.scope import REPOSITORY
 from regauth.scope import ResourceScope
+from regauth.scope import covers
 from regauth.scope import parse_scope
 
 ACCESS_TYP = "registry-access+jwt"
@@ -73,8 +74,6 @@ class VerifiedToken:
     source: str  # "regauth" or the trusted issuer's name
 
     def allows(self, required: ResourceScope) -> bool:
-        from regauth.scope import covers
-
         return covers(self.grants, required)
 
 
