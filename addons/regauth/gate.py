@@ -1,21 +1,26 @@
-"""The per-request decision for registry routes, without I/O.
+"""The decision for registry routes, without I/O.
 
 Order of checks: path grammar (refused before anything else, in every mode), then, in enforce
 mode, the Bearer token against the access the route requires. Refusals are registry-format
 JSON; registry challenges are only ever sent for `/v2/` paths.
+
+Like distribution's token access controller (registry/auth/token/accesscontroller.go
+`Authorized`), the challenge is bound once per request to the realm, the service and the access
+the route needs, and each failing check states only its `error` parameter: every challenge names
+the *full* access the request needs (RFC 6750 §3), so a client that asks for exactly the
+challenge's scopes gets a token that works.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from dataclasses import field
 
 from regauth import challenge
 from regauth.authorization import safe_scheme
 from regauth.authorization import split_authorization
-from regauth.errors import JSON_HEADERS
+from regauth.errors import Answer
+from regauth.errors import RegistryError
 from regauth.errors import access_detail
-from regauth.errors import error_body
 from regauth.routes import Route
 from regauth.routes import RouteError
 from regauth.routes import check_body_type
@@ -23,97 +28,122 @@ from regauth.routes import check_canonical
 from regauth.routes import is_registry_path
 from regauth.routes import match_route
 from regauth.runtime import Runtime
-from regauth.scope import ResourceScope
 from regauth.tokens import InvalidToken
 from regauth.tokens import VerifiedToken
 
 MAX_AUTHORIZATION_LENGTH = 8192
 
 
-@dataclass
+@dataclass(frozen=True)
 class GateDecision:
+    """Forward (`answer` is None) or refuse with `answer`; `reason` is safe to log."""
+
     forward: bool
     reason: str
     route: Route | None = None
     token: VerifiedToken | None = None
-    status: int = 0
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
+    answer: Answer | None = None
+
+    @property
+    def status(self) -> int:
+        return self.answer.status if self.answer else 0
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.answer.headers if self.answer else {}
+
+    @property
+    def body(self) -> bytes:
+        return self.answer.body if self.answer else b""
 
     @property
     def record(self) -> dict[str, object]:
         record: dict[str, object] = {"forward": self.forward, "reason": self.reason}
         if self.token is not None:
-            record["verified_token"] = {"issuer": self.token.issuer, "subject": self.token.subject,
-                               "source": self.token.source}
+            record["verified_token"] = {"issuer": self.token.issuer,
+                                        "subject": self.token.subject,
+                                        "source": self.token.source}
         return record
 
 
-def _refuse(status: int, code: str, message: str, reason: str, route: Route | None = None,
-            detail: object = None, headers: dict[str, str] | None = None) -> GateDecision:
-    return GateDecision(False, reason, route, status=status,
-                        headers={**JSON_HEADERS, **(headers or {})},
-                        body=error_body(code, message, detail))
+def _refused(error: RegistryError, reason: str, route: Route | None = None,
+             token: VerifiedToken | None = None) -> GateDecision:
+    return GateDecision(False, reason, route, token, error.answer())
 
 
-def _challenge(runtime: Runtime, realm: str, route: Route, scopes: tuple[ResourceScope, ...],
-               error: str | None, message: str, reason: str,
+@dataclass(frozen=True)
+class Challenger:
+    """A 401 with a Bearer challenge for one route: realm, service and required access are
+    bound once; each refusal gives only its `error` parameter, message and reason."""
+
+    realm: str
+    service: str
+    route: Route
+
+    def refuse(self, error: str | None, message: str, reason: str,
                token: VerifiedToken | None = None) -> GateDecision:
-    header = challenge.build_bearer(realm, runtime.policy.service, scopes, error)
-    decision = _refuse(401, "UNAUTHORIZED", message, reason, route, access_detail(scopes) or None,
-                       {"WWW-Authenticate": header})
-    decision.token = token
-    return decision
+        required = self.route.required
+        header = challenge.build_bearer(self.realm, self.service, required, error)
+        refusal = RegistryError(401, "UNAUTHORIZED", message, access_detail(required) or None,
+                                {"WWW-Authenticate": header})
+        return _refused(refusal, reason, self.route, token)
 
 
 def decide(runtime: Runtime, method: str, target: str, authorization: str | None,
            realm: str, content_types: list[str] | None = None) -> GateDecision:
+    """Decide one request aimed at the upstream (not the token endpoint or JWKS).
+
+    `method` is the request method exactly as the client sent it (routes accept only their
+    upper-case methods); `target` is path and query as received.
+    """
     path = target.partition("?")[0]
     enforce = runtime.upstream.mode == "enforce"
     if not is_registry_path(path):
         if enforce:
-            return _refuse(404, "UNSUPPORTED", "regauth serves only the registry API (/v2/)",
-                           "not a registry path")
+            return _refused(RegistryError(404, "UNSUPPORTED", "regauth serves only the registry "
+                                                              "API (/v2/)"), "not a registry path")
         try:
             # '/v2%2F_catalog' is not a /v2/ path here, but it is one to Go after decoding.
             check_canonical(path)
         except RouteError as e:
-            return _refuse(e.status, e.code, e.message, f"refused path: {e.message}")
+            return _refused(e, f"refused path: {e.message}")
+        if method not in ("GET", "HEAD"):
+            return _refused(RegistryError(405, "UNSUPPORTED", f"method {method} is not "
+                                          "forwarded outside the registry API"),
+                            "method outside the registry API")
         return GateDecision(True, "not a registry path (delegate mode)")
     try:
         route = match_route(method, target)
         check_body_type(method, content_types or [])
     except RouteError as e:
-        return _refuse(e.status, e.code, e.message, f"refused path: {e.message}")
+        return _refused(e, f"refused path: {e.message}")
     if not enforce:
         return GateDecision(True, "delegated to the upstream registry", route)
-    return _enforce(runtime, route, authorization, realm)
+    return _enforce(runtime, Challenger(realm, runtime.policy.service, route), authorization)
 
 
-def _enforce(runtime: Runtime, route: Route, authorization: str | None,
-             realm: str) -> GateDecision:
-    required = route.required
+def _enforce(runtime: Runtime, challenger: Challenger,
+             authorization: str | None) -> GateDecision:
+    route = challenger.route
     if not authorization:
-        return _challenge(runtime, realm, route, required, None, "authentication required",
-                          "no token")
+        return challenger.refuse(None, "authentication required", "no token")
     if len(authorization) > MAX_AUTHORIZATION_LENGTH:
-        return _challenge(runtime, realm, route, required, "invalid_token",
-                          "authorization header too large", "oversized token")
+        return challenger.refuse("invalid_token", "authorization header too large",
+                                 "oversized token")
     scheme, credentials = split_authorization(authorization)
     if scheme.lower() != "bearer":
         # Basic on a registry route means the client has no token yet: challenge for one.
-        return _challenge(runtime, realm, route, required, None, "authentication required",
-                          f"{safe_scheme(scheme) if scheme else 'empty'} authorization is not "
-                          "a token")
+        shown = safe_scheme(scheme) if scheme else "empty"
+        return challenger.refuse(None, "authentication required",
+                                 f"{shown} authorization is not a token")
     try:
         token = runtime.verifier.verify_access(credentials)
     except InvalidToken as e:
-        return _challenge(runtime, realm, route, required, "invalid_token", "invalid token",
-                          f"invalid token: {e}")
-    missing = tuple(s for s in required if not token.allows(s))
+        return challenger.refuse("invalid_token", "invalid token", f"invalid token: {e}")
+    missing = [s for s in route.required if not token.allows(s)]
     if missing:
-        return _challenge(runtime, realm, route, missing, "insufficient_scope",
-                          "insufficient scope", "insufficient scope: " +
-                          " ".join(str(s) for s in missing), token)
+        return challenger.refuse("insufficient_scope", "insufficient scope",
+                                 "insufficient scope: " + " ".join(str(s) for s in missing),
+                                 token)
     return GateDecision(True, "token grants " + (" ".join(route.required_strings) or
                                                  "registry access"), route, token)

@@ -13,11 +13,13 @@ from urllib.parse import urlsplit
 from urllib.parse import urlunsplit
 
 from regauth import challenge
+from regauth.scope import ResourceScope
 from regauth.scope import parse_scopes
 from regauth.urls import Origin
 from regauth.urls import parse_origin
 
 _LINK_URL_RE = re.compile(r"<([^>]*)>")
+_BEARER_ERRORS = ("invalid_token", "insufficient_scope", "invalid_request")
 
 
 def _origin_of(url: str) -> Origin | None:
@@ -56,41 +58,46 @@ def rewrite_link(value: str, upstream: Origin, public: Origin) -> str:
     return _LINK_URL_RE.sub(lambda m: f"<{rewrite_url(m.group(1), upstream, public)}>", value)
 
 
-def rewrite_challenge(value: str, realm: str, service: str) -> tuple[str, list[dict[str, object]]]:
-    """(new header value, parsed original challenges for the log).
+def rewrite_challenges(values: list[str], realm: str,
+                       service: str) -> tuple[str, list[dict[str, object]]]:
+    """The one Bearer challenge a client gets for all the `WWW-Authenticate` values of an
+    upstream response, and the parsed originals for the log.
 
-    Bearer challenges get regauth's realm and service; other schemes are dropped; a value
-    that does not parse (or holds no Bearer challenge) becomes a plain Bearer challenge.
+    The set of challenges is rewritten, not each header line: challenges may come in several
+    lines or several to a line (RFC 7235 §4.1), in any order. Non-Bearer schemes are dropped
+    (a Basic challenge makes containers/image send the account's password on every request,
+    past regauth to the registry); the Bearer challenges' scopes are kept (in order, merged)
+    and their `error` if it is one of RFC 6750's; realm and service become regauth's. With no
+    usable Bearer challenge the client still gets a plain Bearer challenge.
     """
-    try:
-        parsed = challenge.parse_challenges(value)
-    except ValueError as e:
-        return challenge.build_bearer(realm, service), [{"unparsed": True, "error": str(e)}]
-    records = [c.as_record() for c in parsed]
-    rendered = []
-    for c in parsed:
-        if not c.is_bearer:
-            # A Basic challenge makes containers/image send the account's password on every
-            # request, past regauth to the registry: registry routes only ever get Bearer.
-            continue
-        scopes = []
-        if "scope" in c.params:
-            try:
-                scopes = parse_scopes([c.params["scope"]])
-            except ValueError:
-                scopes = []
-        error = c.params.get("error")
-        if error not in (None, "invalid_token", "insufficient_scope", "invalid_request"):
-            error = None
-        rendered.append(challenge.parse_challenges(
-            challenge.build_bearer(realm, service, scopes, error))[0])
-    out = []
-    for c in rendered:
+    records: list[dict[str, object]] = []
+    scopes: list[ResourceScope] = []
+    error: str | None = None
+    for value in values:
         try:
-            out.append(challenge.render(c))
-        except ValueError:
+            parsed = challenge.parse_challenges(value)
+        except ValueError as e:
+            records.append({"unparsed": True, "error": str(e)})
             continue
-    return ", ".join(out) or challenge.build_bearer(realm, service), records
+        for c in parsed:
+            records.append(c.as_record())
+            if not c.is_bearer:
+                continue
+            if "scope" in c.params:
+                try:
+                    scopes.extend(parse_scopes([c.params["scope"]]))
+                except ValueError:
+                    pass
+            candidate = c.params.get("error")
+            if error is None and candidate in _BEARER_ERRORS:
+                error = candidate
+    merged = parse_scopes(str(s) for s in scopes) if scopes else []
+    return challenge.build_bearer(realm, service, merged, error), records
+
+
+def rewrite_challenge(value: str, realm: str, service: str) -> tuple[str, list[dict[str, object]]]:
+    """`rewrite_challenges` for a single header value."""
+    return rewrite_challenges([value], realm, service)
 
 
 def challenge_scopes(value: str) -> list[str]:
@@ -107,5 +114,5 @@ def challenge_scopes(value: str) -> list[str]:
     return []
 
 
-__all__ = ["challenge_scopes", "relative_location", "rewrite_challenge", "rewrite_link",
-           "rewrite_url"]
+__all__ = ["challenge_scopes", "relative_location", "rewrite_challenge", "rewrite_challenges",
+           "rewrite_link", "rewrite_url"]

@@ -18,10 +18,13 @@ from dataclasses import field
 from urllib.parse import parse_qsl
 
 from regauth import grammar
+from regauth.errors import RegistryError
 from regauth.scope import REGISTRY
 from regauth.scope import REPOSITORY
 from regauth.scope import ResourceScope
 
+TOKEN_PATH = "/v2/token"
+JWKS_PATH = "/.well-known/jwks.json"
 MAX_PATH_LENGTH = 2048
 MAX_QUERY_LENGTH = 4096
 
@@ -46,6 +49,12 @@ _ROUTES: tuple[tuple[str, re.Pattern[str], frozenset[str]], ...] = tuple(
     )
 )
 
+# The requests of the registry API that carry a body (OCI distribution-spec end-4a/4b/5/6/7):
+# starting an upload (monolithic POST), PATCH and PUT of upload chunks, PUT of a manifest.
+# Every other request has none, and a body there is refused (it could only be smuggled).
+_BODY_ROUTES = frozenset({("upload-start", "POST"), ("upload", "PATCH"), ("upload", "PUT"),
+                          ("manifest", "PUT")})
+
 _METHOD_ACTIONS = {
     "GET": ("pull",),
     "HEAD": ("pull",),
@@ -56,14 +65,11 @@ _METHOD_ACTIONS = {
 }
 
 
-class RouteError(ValueError):
+class RouteError(RegistryError):
     """A request the registry API must refuse before any authorization decision."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+        super().__init__(status, code, message)
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,11 @@ class Route:
     @property
     def required_strings(self) -> list[str]:
         return [str(s) for s in self.required]
+
+    @property
+    def takes_body(self) -> bool:
+        """Whether the registry API defines a request body for this route and method."""
+        return (self.kind, self.method) in _BODY_ROUTES
 
 
 def is_registry_path(path: str) -> bool:

@@ -11,9 +11,12 @@ from regauth import pki
 from regauth.policy import Policy
 from regauth.policy import Upstream
 from regauth.policy_loader import load_policy
+from regauth.routes import TOKEN_PATH
 from regauth.tokens import KeyRing
 from regauth.tokens import TokenIssuer
 from regauth.tokens import TokenVerifier
+from regauth.upstream_auth import UpstreamAuth
+from regauth.urls import Origin
 
 
 @dataclass(frozen=True)
@@ -48,3 +51,24 @@ def build_runtime(policy_path: Path, certs_dir: Path, upstream_url: str) -> Runt
         raise ValueError(f"{policy_path}: no `upstreams:` entry matches {upstream_url} (add one, "
                          "or a catch-all with url: '*')")
     return Runtime(policy, keyring, issuer, verifier, upstream, policy.capability_redactor())
+
+
+@dataclass(frozen=True)
+class Active:
+    """The configuration one request is decided with, swapped as a whole on reload.
+
+    `runtime` is what the policy and keys imply; `public` is the origin clients use (the realm
+    and rewritten URLs point there); `upstream` is the registry regauth guards; `upstream_auth`
+    presents regauth's own credentials to it (inject mode) or is None; `stream_threshold` is the
+    body size in bytes above which bodies stream through instead of being kept.
+    """
+
+    runtime: Runtime
+    public: Origin
+    upstream: Origin
+    upstream_auth: UpstreamAuth | None = None
+    stream_threshold: int = 1024 * 1024
+
+    @property
+    def realm(self) -> str:
+        return self.public.url + TOKEN_PATH

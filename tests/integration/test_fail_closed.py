@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import socket
 import subprocess
 import sys
@@ -11,15 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from mitmproxy import http
-from mitmproxy.proxy.mode_specs import ProxyMode
-from mitmproxy.test import taddons
-from mitmproxy.test import tflow
-from mitmproxy.test import tutils
 
 from regauth import pki
-from regauth.mitm import guard
-from regauth.mitm.addon import RegistryAuth
 from regauth.registry_process import free_port
 from tests.support import httpclient
 from tests.support.proxy import start_proxy
@@ -152,90 +143,3 @@ def test_policy_file_removed_at_runtime_keeps_the_last_good_policy(write_policy,
         assert "policy change refused" in proxy.output()
     finally:
         proxy.stop()
-
-
-def _registry_flow(path: str = "/v2/public/app/manifests/1", method: str = "GET"):
-    flow = tflow.tflow(req=tutils.treq(method=method.encode(), path=path.encode(),
-                                       host="127.0.0.1", port=5000, content=b""))
-    flow.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:5000")
-    return flow
-
-
-def test_an_exception_in_a_hook_refuses_the_flow(write_policy, certs_dir, monkeypatch):
-    addon = RegistryAuth()
-
-    def explode(*_args, **_kwargs):
-        raise RuntimeError("boom")
-
-    async def run() -> http.HTTPFlow:
-        with taddons.context(addon) as tctx:
-            tctx.configure(addon, mode=["reverse:http://127.0.0.1:5000"],
-                           regauth_policy=str(write_policy()), regauth_certs_dir=str(certs_dir),
-                           regauth_public_url="https://localhost:5443",
-                           regauth_log=os.devnull)
-            monkeypatch.setattr("regauth.gate.decide", explode)
-            flow = _registry_flow()
-            await addon.requestheaders(flow)
-            return flow
-
-    flow = asyncio.run(run())
-    assert flow.response is not None and flow.response.status_code == 500
-    assert b"UNAVAILABLE" in flow.response.content
-    assert guard.FORWARD_MARK not in flow.metadata
-
-
-def test_the_guard_kills_requests_without_a_decision():
-    undecided = _registry_flow()
-    guard.RegauthGuard().requestheaders(undecided)
-    assert undecided.error is not None and undecided.error.msg == "Connection killed."
-    decided = _registry_flow()
-    decided.metadata[guard.FORWARD_MARK] = True
-    guard.RegauthGuard().requestheaders(decided)
-    assert decided.error is None
-
-
-def test_without_a_policy_every_request_is_refused(certs_dir):
-    addon = RegistryAuth()
-
-    async def run() -> http.HTTPFlow:
-        with taddons.context(addon) as tctx:
-            tctx.configure(addon, mode=["reverse:http://127.0.0.1:5000"])
-            flow = _registry_flow()
-            await addon.requestheaders(flow)
-            return flow
-
-    flow = asyncio.run(run())
-    assert flow.response is not None and flow.response.status_code == 503
-
-
-def _run_requestheaders(flow, policy: Path, certs_dir: Path) -> http.HTTPFlow:
-    addon = RegistryAuth()
-
-    async def run() -> http.HTTPFlow:
-        with taddons.context(addon) as tctx:
-            tctx.configure(addon, mode=["reverse:http://127.0.0.1:5000"],
-                           regauth_policy=str(policy), regauth_certs_dir=str(certs_dir),
-                           regauth_public_url="https://localhost:5443", regauth_log=os.devnull)
-            await addon.requestheaders(flow)
-            return flow
-
-    return asyncio.run(run())
-
-
-def test_replayed_and_foreign_destination_flows_are_refused(write_policy, certs_dir):
-    replayed = _registry_flow("/v2/")
-    replayed.is_replay = "request"
-    elsewhere = _registry_flow("/v2/")
-    elsewhere.request.host = "attacker.example"
-    regular = _registry_flow("/v2/")
-    regular.client_conn.proxy_mode = ProxyMode.parse("regular")
-    for flow in (replayed, elsewhere, regular):
-        done = _run_requestheaders(flow, write_policy(), certs_dir)
-        assert done.response is not None and done.response.status_code == 403
-        assert guard.FORWARD_MARK not in done.metadata
-
-
-def test_the_guard_kills_connect_requests():
-    flow = tflow.tflow(req=tutils.treq(method=b"CONNECT", path=b"", authority=b"x:443"))
-    guard.RegauthGuard().http_connect(flow)
-    assert flow.error is not None and flow.error.msg == "Connection killed."

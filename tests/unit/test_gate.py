@@ -108,15 +108,20 @@ def test_tampered_or_foreign_tokens_are_invalid(enforce):
         assert decision.token is None
 
 
-def test_insufficient_scope_names_only_the_missing_scope(enforce):
+def test_insufficient_scope_names_the_full_access_the_request_needs(enforce):
+    # distribution's answer: every challenge names all the access the route needs (RFC 6750
+    # §3), so a client asking for exactly the challenge's scopes gets a token that works.
     target = f"/v2/dst/app/blobs/uploads/?mount={DIGEST}&from=src/app"
     decision = _decide(enforce, "POST", target, _token(enforce, "repository:dst/app:pull,push"))
     assert decision.status == 401
     assert decision.headers["WWW-Authenticate"] == (
-        f'Bearer realm="{REALM}",service="{SERVICE}",scope="repository:src/app:pull",'
+        f'Bearer realm="{REALM}",service="{SERVICE}",'
+        'scope="repository:dst/app:pull,push repository:src/app:pull",'
         'error="insufficient_scope"')
-    assert _error(decision)["detail"] == [{"Type": "repository", "Name": "src/app",
-                                           "Action": "pull"}]
+    assert _error(decision)["detail"] == [
+        {"Type": "repository", "Name": "dst/app", "Action": "pull"},
+        {"Type": "repository", "Name": "dst/app", "Action": "push"},
+        {"Type": "repository", "Name": "src/app", "Action": "pull"}]
     assert decision.token is not None
     assert decision.record["verified_token"]["subject"] == "ci"
     # with both grants it passes

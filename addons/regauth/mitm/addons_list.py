@@ -1,14 +1,29 @@
-"""The addons regauth adds to a mitmproxy master, in order (the guard must come last)."""
+"""The addons regauth adds to a mitmproxy master, in order.
+
+Order matters: option policing first (a refused option stops everything), then the
+configuration snapshot, then the request handler, the response rewriter, the recorder (it
+records what the rewriter left), and the guard last (it kills whatever no decision allowed).
+"""
 
 from __future__ import annotations
 
 from regauth.mitm import error_pages
+from regauth.mitm import framing
 from regauth.mitm import jwt_view
-from regauth.mitm.addon import RegistryAuth
+from regauth.mitm.config_loader import ConfigLoader
+from regauth.mitm.flow_state import FlowStates
 from regauth.mitm.guard import RegauthGuard
+from regauth.mitm.options_policy import OptionPolicy
+from regauth.mitm.recorder import Recorder
+from regauth.mitm.request_handler import RequestHandler
+from regauth.mitm.response_rewriter import ResponseRewriter
 
 
 def make_addons() -> list[object]:
     error_pages.install()
+    framing.install()
     jwt_view.register()
-    return [RegistryAuth(), RegauthGuard()]
+    config = ConfigLoader()
+    states = FlowStates()
+    return [OptionPolicy(), config, RequestHandler(config, states), ResponseRewriter(states),
+            Recorder(config, states), RegauthGuard()]

@@ -1,30 +1,42 @@
-"""Per-flow facts gathered across hooks, and the exchange record and mitmweb comment they make."""
+"""Per-flow facts gathered across hooks and shared by regauth's addons.
+
+The front door's decision is stored as it is; what the record and the mitmweb comment need
+(route, verified token, reason) is derived from it. Only the addons that carry out a step write
+here: the request handler (decision, injected credentials, streaming counters), the response
+rewriter (upstream challenges, refused credentials) and the recorder (conversation).
+"""
 
 from __future__ import annotations
 
-import datetime as dt
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
+from typing import Literal
 
 from mitmproxy import http
 
-from regauth.challenge import parse_challenges
+from regauth.front import Decision
+from regauth.front import Forward
+from regauth.front import Kind
+from regauth.front import RequestView
+from regauth.front import Respond
 from regauth.routes import Route
+from regauth.runtime import Active
 from regauth.tokens import VerifiedToken
 
-_SECRET_QUERY_KEYS = ("password", "refresh_token", "token", "access_token", "client_secret")
+AnsweredBy = Literal["regauth", "upstream", ""]
 
 
 @dataclass
 class FlowState:
     started: float
-    kind: str = "registry"  # registry, token, jwks, other
-    answered_by: str = ""  # regauth or upstream
-    route: Route | None = None
-    gate: dict[str, object] | None = None
-    reason: str = ""
-    token: VerifiedToken | None = None
+    active: Active | None = None  # the snapshot this request is decided with
+    view: RequestView | None = None
+    decision: Decision | None = None
+    kind: Kind = "registry"
+    answered_by: AnsweredBy = ""
+    reason_override: str = ""
     auth: dict[str, object] | None = None
     client_authorization: str | None = field(default=None, repr=False)
     token_record: dict[str, object] | None = None
@@ -34,6 +46,45 @@ class FlowState:
     upstream_refused_credentials: bool = False
     via_sink: bool = False
     counted: dict[str, int] = field(default_factory=dict)
+    kept_response: bytearray | None = field(default=None, repr=False)
+
+    @property
+    def _gate(self):  # type: ignore[no-untyped-def]
+        decision = self.decision
+        if isinstance(decision, (Forward, Respond)):
+            return decision.gate
+        return None
+
+    @property
+    def route(self) -> Route | None:
+        gate = self._gate
+        return gate.route if gate is not None else None
+
+    @property
+    def token(self) -> VerifiedToken | None:
+        gate = self._gate
+        return gate.token if gate is not None else None
+
+    @property
+    def gate_record(self) -> dict[str, object] | None:
+        gate = self._gate
+        if gate is None:
+            return None
+        record = gate.record
+        if self.reason_override:
+            record = {**record, "forward": False, "reason": self.reason_override}
+        return record
+
+    @property
+    def reason(self) -> str:
+        if self.reason_override:
+            return self.reason_override
+        decision = self.decision
+        if isinstance(decision, Respond):
+            return decision.reason
+        if isinstance(decision, Forward):
+            return decision.gate.reason
+        return ""
 
     def counter(self, direction: str) -> Callable[[bytes], bytes]:
         """A streaming callable that passes chunks through and counts their bytes."""
@@ -57,128 +108,24 @@ class FlowState:
         return None
 
 
-def _logged_path(flow: http.HTTPFlow) -> str:
-    """The request target with its query decoded (readable, and redactable) minus secrets."""
-    request = flow.request
-    base = request.path.partition("?")[0]
-    if "?" not in request.path:
-        return base
-    kept = [f"{k}={v}" for k, v in request.query.items(multi=True)
-            if k.lower() not in _SECRET_QUERY_KEYS]
-    return base + ("?" + "&".join(kept) if kept else "")
+class FlowStates:
+    """FlowState per live flow, keyed by the flow object: gone with the flow, never evicted
+    while it is in flight. One instance is shared by regauth's addons (see make_addons)."""
 
+    def __init__(self) -> None:
+        self._states: weakref.WeakKeyDictionary[http.HTTPFlow, FlowState] = \
+            weakref.WeakKeyDictionary()
 
-def _body_size(message: http.Message | None, counted: int | None) -> int | None:
-    if counted is not None:
-        return counted
-    if message is None or message.raw_content is None:
-        return None
-    return len(message.raw_content)
+    def start(self, flow: http.HTTPFlow, started: float) -> FlowState:
+        state = FlowState(started=started)
+        self._states[flow] = state
+        return state
 
+    def get(self, flow: http.HTTPFlow) -> FlowState | None:
+        return self._states.get(flow)
 
-def build_record(flow: http.HTTPFlow, state: FlowState, sent_challenges: list[str]) -> dict:
-    request = flow.request
-    response = flow.response
-    client = flow.client_conn.peername
-    record: dict[str, object] = {
-        "time": dt.datetime.fromtimestamp(state.started, dt.UTC).isoformat(timespec="milliseconds"),
-        "flow": flow.id,
-        "conversation": state.conversation,
-        "client": f"{client[0]}:{client[1]}" if client else None,
-        "method": request.method,
-        "path": _logged_path(flow),
-        "http_version": request.http_version,
-        "kind": state.kind,
-        "status": response.status_code if response is not None else None,
-        "answered_by": state.answered_by or None,
-    }
-    if state.route is not None:
-        record["repository"] = state.route.repository
-        record["route"] = state.route.kind
-        record["required"] = state.route.required_strings
-    if state.auth is not None:
-        record["auth"] = state.auth
-    if state.gate is not None:
-        record["decision"] = state.gate
-    elif state.reason:
-        record["decision"] = {"reason": state.reason}
-    if state.injected:
-        record["upstream_credentials"] = "injected"
-    challenges = []
-    for value in sent_challenges:
-        try:
-            challenges += [c.as_record() for c in parse_challenges(value)]
-        except ValueError:
-            challenges.append({"unparsed": True})
-    if challenges:
-        record["challenge"] = challenges[0] if len(challenges) == 1 else challenges
-    if state.upstream_challenge:
-        record["upstream_challenge"] = state.upstream_challenge
-    if state.token_record is not None:
-        token = dict(state.token_record)
-        record["token_request"] = {k: token.pop(k) for k in
-                                   ("method", "grant_type", "service", "client_id", "username",
-                                    "requested") if k in token}
-        record["token_response"] = token
-    record["bytes"] = {
-        "request": _body_size(request, state.counted.get("request")),
-        "response": _body_size(response, state.counted.get("response")),
-    }
-    if state.answered_by == "upstream" and response is not None and \
-            response.timestamp_start is not None:
-        sent_at = request.timestamp_end or request.timestamp_start
-        record["upstream_ms"] = round(max(0.0, response.timestamp_start - sent_at) * 1000, 2)
-    if state.via_sink:
-        record["body_discarded"] = True
-    if flow.error is not None:
-        record["error"] = flow.error.msg
-    return record
+    def pop(self, flow: http.HTTPFlow) -> FlowState | None:
+        return self._states.pop(flow, None)
 
-
-def comment_and_marker(flow: http.HTTPFlow, state: FlowState,
-                       record: dict[str, object]) -> tuple[str, str]:
-    """One line for mitmweb's comment column, and an emoji name for the marker column."""
-    status = record.get("status")
-    if flow.error is not None:
-        return f"error: {flow.error.msg}", ":x:"
-    if state.kind == "token" and state.token_record is not None:
-        token = state.token_record
-        if "refused" in token:
-            return f"{status} token refused: {token['refused']}", ":no_entry:"
-        who = token.get("account", "anonymous")
-        parts = []
-        for d in token.get("decisions", []):  # type: ignore[union-attr]
-            granted = ",".join(d.get("granted", [])) or "nothing"
-            parts.append(f"{d['scope']} → {d['outcome']} [{granted}] ({_rule_text(d)})")
-        text = f"token for {who}: " + ("; ".join(parts) if parts else "no scope requested")
-        return text, ":key:"
-    challenge = record.get("challenge")
-    if status == 401 and isinstance(challenge, dict):
-        scopes = " ".join(challenge.get("scopes", [])) or "(no scope)"  # type: ignore[arg-type]
-        origin = "upstream " if state.answered_by == "upstream" else ""
-        error = challenge.get("error")
-        text = f"{origin}401 challenge → scope {scopes}"
-        if error:
-            text += f" [{error}]"
-        if state.reason and state.answered_by != "upstream":
-            text += f" — {state.reason}"
-        return text, ":x:" if error == "insufficient_scope" else ":lock:"
-    if state.answered_by == "regauth" and isinstance(status, int) and status >= 400:
-        return f"{status} refused by regauth: {state.reason}", ":no_entry:"
-    who = state.token.subject if state.token and state.token.subject else (
-        "anonymous" if state.token else "no token")
-    text = f"{status} {who}"
-    if state.route is not None and state.route.required:
-        text += " → " + " ".join(state.route.required_strings)
-    if state.injected:
-        text += " (upstream credentials injected)"
-    marker = ":white_check_mark:" if isinstance(status, int) and status < 400 else ":x:"
-    return text, marker
-
-
-def _rule_text(decision: dict[str, object]) -> str:
-    rule = decision.get("rule")
-    if rule == "default deny":
-        return "default deny"
-    comment = decision.get("comment")
-    return f"rule {rule}: {comment}" if comment else f"rule {rule}"
+    def __len__(self) -> int:
+        return len(self._states)

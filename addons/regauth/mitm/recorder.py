@@ -1,0 +1,108 @@
+"""Recording: the exchange log, conversations, and what mitmweb shows of each flow.
+
+When a flow ends (`response` or `error`), its record is built (`records.build_record`) and
+written to the JSONL exchange log, the flow is linked to its conversation (challenge → token
+request → retries), its secrets are removed from the stored copy (`scrub`), and it gets a
+one-line comment and a marker for mitmweb.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from mitmproxy import ctx
+from mitmproxy import http
+
+from regauth import rewrite
+from regauth.exchange import Conversations
+from regauth.exchange import new_id
+from regauth.exchange_log import ExchangeLog
+from regauth.mitm.config_loader import ConfigLoader
+from regauth.mitm.flow_state import FlowState
+from regauth.mitm.flow_state import FlowStates
+from regauth.mitm.guard import fail_closed
+from regauth.mitm.records import build_record
+from regauth.mitm.records import comment_and_marker
+from regauth.mitm.scrub import scrub_request
+from regauth.mitm.scrub import scrub_token_response
+
+
+class Recorder:
+    def __init__(self, config: ConfigLoader, states: FlowStates) -> None:
+        self.config = config
+        self.states = states
+        self.conversations = Conversations()
+        self.exchange_log: ExchangeLog | None = None
+
+    def load(self, loader) -> None:  # type: ignore[no-untyped-def]
+        loader.add_option("regauth_log", str, "logs/exchange.jsonl",
+                          "JSONL exchange log file.")
+
+    def configure(self, updated: set[str]) -> None:
+        if "regauth_log" not in updated:
+            return
+        log_path = Path(ctx.options.regauth_log)
+        if self.exchange_log is None or self.exchange_log.path != log_path:
+            if self.exchange_log is not None:
+                self.exchange_log.close()
+            self.exchange_log = ExchangeLog(log_path, self._redact)
+
+    def _redact(self, line: str) -> str:
+        active = self.config.active
+        return active.runtime.redact(line) if active is not None else line
+
+    async def done(self) -> None:
+        if self.exchange_log is not None:
+            self.exchange_log.close()
+
+    @fail_closed
+    def response(self, flow: http.HTTPFlow) -> None:
+        state = self.states.pop(flow)
+        if state is None or flow.response is None:
+            return
+        self._finish(flow, state)
+
+    @fail_closed
+    def error(self, flow: http.HTTPFlow) -> None:
+        state = self.states.pop(flow)
+        if state is None:
+            return
+        self._finish(flow, state)
+
+    def _link(self, flow: http.HTTPFlow, state: FlowState, client_ip: str,
+              sent: list[str]) -> None:
+        """Put the flow in its conversation (see regauth.exchange)."""
+        token = state.token_record
+        if state.kind == "token" and token is not None:
+            requested = [str(s) for s in token.get("requested", [])]  # type: ignore[attr-defined]
+            state.conversation = self.conversations.token_requested(client_ip, requested)
+            jti = token.get("jti")
+            if isinstance(jti, str) and jti:
+                self.conversations.token_issued(jti, state.conversation)
+            return
+        challenge_scopes = None
+        if flow.response is not None and flow.response.status_code == 401:
+            for value in sent:
+                if value.lower().startswith("bearer"):
+                    challenge_scopes = rewrite.challenge_scopes(value)
+                    break
+        if challenge_scopes is not None and state.kind == "registry":
+            state.conversation = self.conversations.challenged(client_ip, challenge_scopes)
+        elif state.conversation is None:
+            state.conversation = self.conversations.for_token(state.presented_jti()) or new_id()
+
+    def _finish(self, flow: http.HTTPFlow, state: FlowState) -> None:
+        client_ip = flow.client_conn.peername[0] if flow.client_conn.peername else ""
+        sent = flow.response.headers.get_all("www-authenticate") if flow.response else []
+        self._link(flow, state, client_ip, sent)
+        record = build_record(flow, state, sent)
+        scrub_request(flow.request, state.client_authorization)
+        if state.kind == "token" and flow.response is not None:
+            loop = asyncio.get_running_loop()
+            loop.call_later(1.0, scrub_token_response, flow.response)
+        comment, marker = comment_and_marker(flow, state, record)
+        flow.comment = comment
+        flow.marked = marker
+        if self.exchange_log is not None:
+            self.exchange_log.write(record)

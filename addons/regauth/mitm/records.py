@@ -1,0 +1,140 @@
+"""The exchange record and the mitmweb comment of a finished flow (README: "The exchange log")."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from mitmproxy import http
+
+from regauth.challenge import parse_challenges
+from regauth.mitm.flow_state import FlowState
+
+_SECRET_QUERY_KEYS = ("password", "refresh_token", "token", "access_token", "client_secret")
+
+
+def _logged_path(flow: http.HTTPFlow) -> str:
+    """The request target with its query decoded (readable, and redactable) minus secrets."""
+    request = flow.request
+    base = request.path.partition("?")[0]
+    if "?" not in request.path:
+        return base
+    kept = [f"{k}={v}" for k, v in request.query.items(multi=True)
+            if k.lower() not in _SECRET_QUERY_KEYS]
+    return base + ("?" + "&".join(kept) if kept else "")
+
+
+def _body_size(message: http.Message | None, counted: int | None) -> int | None:
+    if counted is not None:
+        return counted
+    if message is None or message.raw_content is None:
+        return None
+    return len(message.raw_content)
+
+
+def build_record(flow: http.HTTPFlow, state: FlowState, sent_challenges: list[str]) -> dict:
+    request = flow.request
+    response = flow.response
+    client = flow.client_conn.peername
+    record: dict[str, object] = {
+        "time": dt.datetime.fromtimestamp(state.started, dt.UTC).isoformat(timespec="milliseconds"),
+        "flow": flow.id,
+        "conversation": state.conversation,
+        "client": f"{client[0]}:{client[1]}" if client else None,
+        "method": request.method,
+        "path": _logged_path(flow),
+        "http_version": request.http_version,
+        "kind": state.kind,
+        "status": response.status_code if response is not None else None,
+        "answered_by": state.answered_by or None,
+    }
+    if state.route is not None:
+        record["repository"] = state.route.repository
+        record["route"] = state.route.kind
+        record["required"] = state.route.required_strings
+    if state.auth is not None:
+        record["auth"] = state.auth
+    gate = state.gate_record
+    if gate is not None:
+        record["decision"] = gate
+    elif state.reason:
+        record["decision"] = {"reason": state.reason}
+    if state.injected:
+        record["upstream_credentials"] = "injected"
+    challenges = []
+    for value in sent_challenges:
+        try:
+            challenges += [c.as_record() for c in parse_challenges(value)]
+        except ValueError:
+            challenges.append({"unparsed": True})
+    if challenges:
+        record["challenge"] = challenges[0] if len(challenges) == 1 else challenges
+    if state.upstream_challenge:
+        record["upstream_challenge"] = state.upstream_challenge
+    if state.token_record is not None:
+        token = dict(state.token_record)
+        record["token_request"] = {k: token.pop(k) for k in
+                                   ("method", "grant_type", "service", "client_id", "username",
+                                    "requested") if k in token}
+        record["token_response"] = token
+    record["bytes"] = {
+        "request": _body_size(request, state.counted.get("request")),
+        "response": _body_size(response, state.counted.get("response")),
+    }
+    if state.answered_by == "upstream" and response is not None and \
+            response.timestamp_start is not None:
+        sent_at = request.timestamp_end or request.timestamp_start
+        record["upstream_ms"] = round(max(0.0, response.timestamp_start - sent_at) * 1000, 2)
+    if state.via_sink:
+        record["body_discarded"] = True
+    if flow.error is not None:
+        record["error"] = flow.error.msg
+    return record
+
+
+def comment_and_marker(flow: http.HTTPFlow, state: FlowState,
+                       record: dict[str, object]) -> tuple[str, str]:
+    """One line for mitmweb's comment column, and an emoji name for the marker column."""
+    status = record.get("status")
+    if flow.error is not None:
+        return f"error: {flow.error.msg}", ":x:"
+    if state.kind == "token" and state.token_record is not None:
+        token = state.token_record
+        if "refused" in token:
+            return f"{status} token refused: {token['refused']}", ":no_entry:"
+        who = token.get("account", "anonymous")
+        parts = []
+        for d in token.get("decisions", []):  # type: ignore[union-attr]
+            granted = ",".join(d.get("granted", [])) or "nothing"
+            parts.append(f"{d['scope']} → {d['outcome']} [{granted}] ({_rule_text(d)})")
+        text = f"token for {who}: " + ("; ".join(parts) if parts else "no scope requested")
+        return text, ":key:"
+    challenge = record.get("challenge")
+    if status == 401 and isinstance(challenge, dict):
+        scopes = " ".join(challenge.get("scopes", [])) or "(no scope)"  # type: ignore[arg-type]
+        origin = "upstream " if state.answered_by == "upstream" else ""
+        error = challenge.get("error")
+        text = f"{origin}401 challenge → scope {scopes}"
+        if error:
+            text += f" [{error}]"
+        if state.reason and state.answered_by != "upstream":
+            text += f" — {state.reason}"
+        return text, ":x:" if error == "insufficient_scope" else ":lock:"
+    if state.answered_by == "regauth" and isinstance(status, int) and status >= 400:
+        return f"{status} refused by regauth: {state.reason}", ":no_entry:"
+    who = state.token.subject if state.token and state.token.subject else (
+        "anonymous" if state.token else "no token")
+    text = f"{status} {who}"
+    if state.route is not None and state.route.required:
+        text += " → " + " ".join(state.route.required_strings)
+    if state.injected:
+        text += " (upstream credentials injected)"
+    marker = ":white_check_mark:" if isinstance(status, int) and status < 400 else ":x:"
+    return text, marker
+
+
+def _rule_text(decision: dict[str, object]) -> str:
+    rule = decision.get("rule")
+    if rule == "default deny":
+        return "default deny"
+    comment = decision.get("comment")
+    return f"rule {rule}: {comment}" if comment else f"rule {rule}"
