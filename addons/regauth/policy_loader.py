@@ -54,6 +54,7 @@ _BCRYPT_RE = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
 _LABEL_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _SERVICE_RE = re.compile(r"[A-Za-z0-9._:/@-]{1,128}")
 _RESERVED_ACCOUNTS = {ANONYMOUS, AUTHENTICATED, ANY}
+SAFE_ISSUER_ACTIONS = ("pull", "push")
 
 
 @dataclass(frozen=True)
@@ -559,7 +560,9 @@ class _Loader:
         if claims not in ("access", "repos", "repo_access"):
             raise self.fail(t.where("claims"), f"{what}: claims must be 'access', 'repos' or "
                                                "'repo_access'")
-        action_map: dict[str, tuple[str, ...]] = {a: (a,) for a in ACTIONS}
+        # delete and `*` only when the operator names them: an issuer's key is as powerful as
+        # the actions it may grant, and destructive ones must never come by default.
+        action_map: dict[str, tuple[str, ...]] = {a: (a,) for a in SAFE_ISSUER_ACTIONS}
         if "actions" in t:
             am = self.mapping(t["actions"], t.where("actions"), f"{what} actions")
             for key in am:

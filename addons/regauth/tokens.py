@@ -411,7 +411,13 @@ def _external_grants(claims: dict[str, object],
                      trusted: TrustedIssuer) -> tuple[ResourceScope, ...]:
     """Grants from the claim shape the issuer uses, mapped to registry actions per the policy."""
     if trusted.claims == "access":
-        return _access_claim(claims.get("access", []))
+        # Actions go through the policy's mapping here too: delete and `*` only if named.
+        out = []
+        for grant in _access_claim(claims.get("access", [])):
+            mapped = _map_actions(list(grant.actions), trusted)
+            if mapped:
+                out.append(grant.with_actions(mapped))
+        return tuple(out)
     if trusted.claims == "repos":
         repos = claims.get("repos")
         if not isinstance(repos, list) or len(repos) > MAX_ACCESS_ENTRIES:

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from regauth import challenge
 from regauth.policy import UpstreamCredentials
 from regauth.scope import ResourceScope
+from regauth.urls import DEFAULT_PORTS
 from regauth.urls import Origin
 from regauth.urls import parse_origin
 
@@ -74,24 +75,26 @@ def make_fetcher(ssl_context: ssl.SSLContext | None, timeout: float = 15.0) -> F
 
 
 def check_realm(realm: str, upstream: Origin, allowed_hosts: tuple[str, ...]) -> Origin:
-    """The realm's origin, if regauth may send the upstream credentials there."""
+    """The realm's origin, if regauth may send the upstream credentials there.
+
+    The realm must be on the upstream's own host and port, or on a `host:port` listed in
+    `realm_hosts` (a bare host stands for its scheme's default port); and an https upstream's
+    realm must be https: credentials never travel in clear text unless the upstream itself is
+    plain http. Raise UpstreamAuthError otherwise.
+    """
     try:
         origin = parse_origin(f"{urlsplit(realm).scheme}://{urlsplit(realm).netloc}")
     except ValueError as e:
         raise UpstreamAuthError(f"upstream realm {realm!r} is not a usable URL: {e}") from None
-    if origin.host == upstream.host or origin.host in allowed_hosts:
+    if upstream.scheme == "https" and origin.scheme != "https":
+        raise UpstreamAuthError(f"upstream realm {origin.url} is plain http for an https "
+                                "upstream; credentials are never sent in clear text")
+    listed = f"{origin.host}:{origin.port}" in allowed_hosts or (
+        origin.host in allowed_hosts and origin.port == DEFAULT_PORTS[origin.scheme])
+    if (origin.host, origin.port) == (upstream.host, upstream.port) or listed:
         return origin
-    if upstream.scheme != "https":
-        raise UpstreamAuthError(f"upstream realm {origin.url} is on another host than a plain "
-                                "http upstream whose challenge could have been forged; list it "
-                                "in realm_hosts")
-    if origin.scheme != "https":
-        raise UpstreamAuthError(f"upstream realm {origin.url} is plain http on another host; "
-                                "credentials are only sent to https realms, the upstream's own "
-                                "host, or hosts listed in realm_hosts")
-    if allowed_hosts:
-        raise UpstreamAuthError(f"upstream realm host {origin.host} is not in realm_hosts")
-    return origin
+    raise UpstreamAuthError(f"upstream realm {origin.url} is not on the upstream's own host and "
+                            "port; list it in realm_hosts (host:port) to send credentials there")
 
 
 @dataclass

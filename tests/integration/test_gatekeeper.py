@@ -169,10 +169,11 @@ rules:
 """)
     realm = make_proxy(realm_policy, registry.url, name="realm", certs_dir=upstream_certs,
                        port=realm_port)
-    # The upstream speaks plain http, so its challenge could be forged: the realm's host must
-    # be listed before regauth sends it the upstream credential.
-    policy = write_policy(text=_inject_policy(password_hashes, kind="bearer",
-                                              realm_hosts="      realm_hosts: [localhost]\n"))
+    # The realm is not on the upstream's host and port: it must be listed (host:port) before
+    # regauth sends it the upstream credential.
+    policy = write_policy(text=_inject_policy(
+        password_hashes, kind="bearer",
+        realm_hosts=f"      realm_hosts: ['localhost:{realm_port}']\n"))
     proxy = make_proxy(policy, registry.url, upstream_ca=upstream_certs / "ca.crt",
                        env={"REGAUTH_TEST_UPSTREAM_PASSWORD": UPSTREAM_PASSWORD})
     path, digest = layout

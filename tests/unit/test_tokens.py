@@ -648,11 +648,27 @@ def test_trusted_issuer_with_repo_access_claim(keyring):
     ]
 
 
-def test_repo_access_keeps_registry_actions_by_default(keyring):
+def test_repo_access_keeps_only_pull_and_push_by_default(keyring):
+    # delete and `*` are destructive: an issuer grants them only where `actions` names them.
     verifier = _verifier(keyring, _trusted("repo_access"))
     verified = verifier.verify_access(_external({"repo_access": [
-        {"repository": "a", "actions": ["pull", "push", "delete", "read"]}]}))
-    assert [str(g) for g in verified.grants] == ["repository:a:pull,push,delete"]
+        {"repository": "a", "actions": ["pull", "push", "delete", "read"]},
+        "repository:b:*"]}))
+    assert [str(g) for g in verified.grants] == ["repository:a:pull,push"]
+
+
+@pytest.mark.parametrize("shape,claim", [
+    ("access", {"access": [{"type": "repository", "name": "a", "actions": ["delete", "*"]}]}),
+    ("repo_access", {"repo_access": ["repository:a:delete,*"]}),
+])
+def test_issuer_delete_and_star_need_an_explicit_mapping(keyring, shape, claim):
+    default = _verifier(keyring, _trusted(shape)).verify_access(_external(claim))
+    assert not default.allows(scope("repository:a:delete"))
+    assert not default.allows(scope("repository:a:push"))
+    mapped = _verifier(keyring, _trusted(shape, '    actions: {delete: delete, "*": "*"}\n'))
+    verified = mapped.verify_access(_external(claim))
+    assert verified.allows(scope("repository:a:delete"))
+    assert verified.allows(scope("repository:a:push"))
 
 
 def test_repo_access_does_not_turn_other_resource_types_into_repositories(keyring):

@@ -21,28 +21,37 @@ BASIC = "Basic " + base64.b64encode(b"robot:s3cret").decode()
 @pytest.mark.parametrize(
     ("realm", "upstream", "allowed", "ok"),
     [
-        ("https://auth.example/token", "https://registry.example", (), True),
-        ("https://auth.example:8443/token?x=1", "https://registry.example", (), True),
-        ("HTTPS://Auth.Example/token", "https://registry.example", (), True),
+        # the upstream's own host and port
         ("https://registry.example/token", "https://registry.example", (), True),
-        ("http://registry.example/token", "https://registry.example", (), True),
-        ("http://registry.example:5001/token", "http://registry.example:5000", (), True),
-        ("http://REGISTRY.example/token", "https://registry.example", (), True),
-        ("http://auth.example/token", "https://registry.example", (), False),
-        ("http://127.0.0.1/token", "http://localhost:5000", (), False),
-        ("http://auth.example/token", "https://registry.example", ("auth.example",), True),
+        ("HTTPS://Registry.Example:443/token?x=1", "https://registry.example", (), True),
+        ("http://registry.example:5000/token", "http://registry.example:5000", (), True),
+        ("https://registry.example:5000/token", "http://registry.example:5000", (), True),
+        # another port of the same host is another server
+        ("https://registry.example:8443/token", "https://registry.example", (), False),
+        ("http://registry.example:5001/token", "http://registry.example:5000", (), False),
+        # an https upstream's credentials never go over plain http, listed or not
+        ("http://registry.example/token", "https://registry.example", (), False),
+        ("http://REGISTRY.example:8080/token", "https://registry.example", (), False),
+        ("http://auth.example/token", "https://registry.example", ("auth.example",), False),
+        ("http://auth.example:80/token", "https://registry.example", ("auth.example:80",), False),
+        # other hosts only when listed, as host:port (a bare host means the default port)
+        ("https://auth.example/token", "https://registry.example", (), False),
+        ("HTTPS://Auth.Example/token", "https://registry.example", (), False),
         ("https://auth.example/token", "https://registry.example", ("auth.example",), True),
+        ("https://auth.example/token", "https://registry.example", ("auth.example:443",), True),
+        ("https://auth.example:8443/t", "https://registry.example", ("auth.example",), False),
+        ("https://auth.example:8443/t", "https://registry.example", ("auth.example:8443",), True),
         ("https://other.example/token", "https://registry.example", ("auth.example",), False),
-        ("http://other.example/token", "https://registry.example", ("auth.example",), False),
         ("https://registry.example/token", "https://registry.example", ("auth.example",), True),
-        ("ftp://auth.example/token", "https://registry.example", (), False),
-        ("/token", "https://registry.example", (), False),
-        ("https://user:pw@auth.example/token", "https://registry.example", (), False),
-        ("https:///token", "https://registry.example", (), False),
-        # a plain-http upstream's challenge could be forged: its realm must be its own host
-        # or listed, https or not
+        ("http://127.0.0.1/token", "http://localhost:5000", (), False),
         ("https://auth.example/token", "http://registry.example", (), False),
         ("https://auth.example/token", "http://registry.example", ("auth.example",), True),
+        ("http://auth.example/token", "http://registry.example", ("auth.example",), True),
+        # not a realm at all
+        ("ftp://auth.example/token", "https://registry.example", (), False),
+        ("/token", "https://registry.example", (), False),
+        ("https://user:pw@registry.example/token", "https://registry.example", (), False),
+        ("https:///token", "https://registry.example", (), False),
     ],
 )
 def test_check_realm(realm, upstream, allowed, ok):
@@ -80,7 +89,7 @@ class FakeUpstream:
         return [c for c in self.calls if urlsplit(c[0]).path != "/v2/"]
 
 
-def _auth(fetch, kind="bearer", clock=None, realm_hosts=()):
+def _auth(fetch, kind="bearer", clock=None, realm_hosts=("auth.example",)):
     credentials = UpstreamCredentials(kind, "robot", "inline", "s3cret", realm_hosts)
     return UpstreamAuth(credentials, UPSTREAM, fetch, clock=clock or FakeClock())
 
@@ -226,7 +235,16 @@ def test_credentials_are_never_sent_to_a_refused_realm(realm, realm_hosts):
     assert fetch.token_calls == []
 
 
-def test_allowed_plain_http_realm_host():
+def test_a_plain_http_realm_is_refused_for_an_https_upstream_even_when_listed():
     fetch = FakeUpstream('Bearer realm="http://auth.example/token",service="reg"')
-    header = _auth(fetch, realm_hosts=("auth.example",)).header_for((scope("repository:a:pull"),))
-    assert header == "Bearer tok1"
+    with pytest.raises(UpstreamAuthError, match="clear text"):
+        _auth(fetch, realm_hosts=("auth.example",)).header_for((scope("repository:a:pull"),))
+    assert fetch.token_calls == []
+
+
+def test_a_listed_plain_http_realm_serves_a_plain_http_upstream():
+    fetch = FakeUpstream('Bearer realm="http://auth.example/token",service="reg"')
+    credentials = UpstreamCredentials("bearer", "robot", "inline", "s3cret", ("auth.example",))
+    auth = UpstreamAuth(credentials, parse_origin("http://registry.example"), fetch,
+                        clock=FakeClock())
+    assert auth.header_for((scope("repository:a:pull"),)) == "Bearer tok1"

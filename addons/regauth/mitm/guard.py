@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,9 +26,20 @@ FORWARD_MARK = "regauth.forward"
 LOCAL_MARK = "regauth.local"
 
 
+TRACE_INTERVAL = 60.0  # seconds: at most one full traceback per interval
+_last_trace = [float("-inf")]
+
+
 def _contain(flow: http.HTTPFlow, hook: str, error: BaseException) -> None:
-    logger.error("regauth %s hook failed for %s %s: %r; the request is refused", hook,
-                 flow.request.method, flow.request.path[:200], error, exc_info=error)
+    # One line per failure (with the flow id to find its exchange record); the whole
+    # traceback at most once a minute, so a hostile input cannot flood the console.
+    now = time.monotonic()
+    trace = now - _last_trace[0] >= TRACE_INTERVAL
+    if trace:
+        _last_trace[0] = now
+    logger.error("regauth %s hook failed for flow %s (%s %s): %s: %s; the request is refused",
+                 hook, flow.id, flow.request.method, flow.request.path[:200],
+                 type(error).__name__, str(error)[:200], exc_info=error if trace else None)
     flow.metadata.pop(FORWARD_MARK, None)
     if hook in ("requestheaders", "request") and flow.response is None and not \
             flow.request.stream:

@@ -65,15 +65,34 @@ def _master_class(web: bool) -> type:
 
     if web:
         from mitmproxy.tools.web.master import WebMaster as Base
+
+        from regauth.mitm import web_window
+
+        web_window.install()  # before the web application is built
     else:
         from mitmproxy.tools.dump import DumpMaster as Base  # type: ignore[assignment]
 
     class RegauthMaster(Base):  # type: ignore[misc, valid-type]
         def __init__(self, options, **kwargs) -> None:  # type: ignore[no-untyped-def]
             super().__init__(options, **kwargs)
-            self.addons.add(*make_addons())
+            addons = make_addons()
+            self.addons.add(*addons)
+            place_before_view(self.addons.chain, addons[:-1], getattr(self, "view", None))
 
     return RegauthMaster
+
+
+def place_before_view(chain: list[object], ours: list[object], view: object | None) -> None:
+    """Run regauth's addons (all but the guard, which stays last) just before mitmweb's view:
+    after every mitmproxy addon that could still change a request, so regauth decides on what
+    is sent, and before the view broadcasts a flow, so what it shows already carries regauth's
+    comment and marker."""
+    if view is None or view not in chain:
+        return
+    for addon in ours:
+        chain.remove(addon)
+    at = chain.index(view)
+    chain[at:at] = ours
 
 
 def serve(config: ServeConfig) -> int:

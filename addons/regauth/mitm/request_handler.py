@@ -36,6 +36,9 @@ from regauth.mitm.guard import LOCAL_MARK
 from regauth.mitm.guard import fail_closed
 from regauth.mitm.refusal_sink import NONCE_HEADER
 from regauth.mitm.refusal_sink import RefusalSink
+from regauth.mitm.scrub import CLIENT_AUTHORIZATION
+from regauth.mitm.scrub import redact_authorization
+from regauth.mitm.scrub import scrub_request
 from regauth.runtime import Active
 from regauth.token_service import handle_token_request
 from regauth.upstream_auth import UpstreamAuthError
@@ -111,9 +114,14 @@ class RequestHandler:
         authorization = flow.request.headers.get_all("authorization")
         state.client_authorization = authorization[0] if authorization else None
         state.auth = describe(state.client_authorization)
+        flow.metadata[CLIENT_AUTHORIZATION] = redact_authorization(state.client_authorization)
         view = request_view(flow, active)
         state.view = view
         state.kind = view.kind
+        if view.kind == "token":
+            # Never forwarded: the credentials live on in the view and the decision only, not
+            # in the flow mitmweb keeps.
+            scrub_request(flow.request, state.client_authorization)
         await self._apply(flow, state, front.decide(active, view))
 
     async def _apply(self, flow: http.HTTPFlow, state: FlowState,
@@ -217,8 +225,9 @@ class RequestHandler:
         if isinstance(decision, front.ReadTokenForm) and flow.response is None:
             active = state.active
             assert active is not None and state.view is not None
-            await self._apply(flow, state, front.token_form(active, state.view,
-                                                            flow.request.raw_content or b""))
+            decision = front.token_form(active, state.view, flow.request.raw_content or b"")
+            scrub_request(flow.request, state.client_authorization)  # the form's secrets
+            await self._apply(flow, state, decision)
             return
         if isinstance(decision, front.Forward) and flow.response is None:
             received = state.counted.get("request")

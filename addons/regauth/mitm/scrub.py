@@ -66,3 +66,37 @@ def scrub_token_response(response: http.Response) -> None:
     if "refresh_token" in body:
         body["refresh_token"] = REDACTED
     response.content = json.dumps(body).encode()
+
+
+# flow.metadata key: the client's own Authorization header, already redacted (safe to keep and
+# show); set when the request is decided, so a display never needs the header itself.
+CLIENT_AUTHORIZATION = "regauth.client_authorization"
+_QUERY_SECRETS = ("password", "refresh_token", "client_secret", "token", "access_token")
+
+
+def display_copy(flow: http.HTTPFlow) -> http.HTTPFlow:
+    """A copy of `flow` without any secret, for everything mitmweb shows or exports.
+
+    Removed: the Authorization header (the client's, or the upstream credential regauth
+    injected: shown as the client's own header, redacted), token form secrets, secret query
+    parameters of token requests, token signatures and refresh tokens in token responses.
+    The flow itself is not changed (a request in flight still carries what it must send).
+    """
+    copy = flow.copy()
+    copy.id = flow.id  # copy() gives a new id; what is shown must name the flow it shows
+    request = copy.request
+    shown = flow.metadata.get(CLIENT_AUTHORIZATION)
+    if not isinstance(shown, str):
+        shown = redact_authorization(flow.request.headers.get("authorization"))
+    scrub_request(request, shown)
+    request.headers.pop("proxy-authorization", None)
+    if request.path.partition("?")[0] == "/v2/token":
+        if "?" in request.path:
+            request.query = [(k, REDACTED if k.lower() in _QUERY_SECRETS else v)
+                             for k, v in request.query.items(multi=True)]
+        if request.raw_content and \
+                "x-www-form-urlencoded" not in request.headers.get("content-type", ""):
+            request.content = REDACTED.encode()  # not a form: nothing in it is shown
+        if copy.response is not None:
+            scrub_token_response(copy.response)
+    return copy

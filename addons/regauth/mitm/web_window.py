@@ -1,0 +1,146 @@
+"""mitmweb as a read-only window onto regauth: it shows flows, it never changes them.
+
+What mitmweb shows or exports is built from a secret-free copy of each flow
+(`scrub.display_copy`): the `/updates` websocket and `/flows` (both through `flow_to_json`),
+`/flows/dump`, and the content endpoints. What could change how a request is decided,
+modified, routed or replayed is refused with 403 and nothing applied: editing, reverting,
+duplicating, replaying, resuming and killing flows, loading flow files, and every command not
+in `VIEW_COMMANDS`. Option changes go through `OptionPolicy`, which accepts only view options at
+run time (mitmweb answers 400).
+
+install() replaces the handlers in mitmweb's route table before the web application is
+built, and fails loudly if a handler it expects is missing (a mitmproxy upgrade that changes
+the web API must be noticed by the test suite).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from io import BytesIO
+from typing import Any
+
+from mitmproxy import io
+from mitmproxy.tools.web import app
+
+from regauth.mitm.options_policy import VIEW_OPTIONS
+from regauth.mitm.scrub import display_copy
+
+# Commands that only read or arrange what is shown. Everything else (replay.*, export.*,
+# cut.*, save.*, script.run, flow.set/encode/decode/resume/revert/kill, options.*,
+# view.flows.create/load/duplicate/remove, inject.*, browser.start, ...) is refused.
+VIEW_COMMANDS = frozenset({
+    "view.clear", "view.clear_unmarked", "view.filter.set", "view.focus.go",
+    "view.focus.next", "view.focus.prev", "view.order", "view.order.options",
+    "view.order.reverse", "view.order.set", "view.properties.inbounds",
+    "view.properties.length", "view.properties.marked", "view.properties.marked.toggle",
+    "view.settings.getval", "view.settings.setval", "view.settings.setval.toggle",
+    "view.flows.resolve", "flow.mark", "flow.mark.toggle", "flow.comment",
+    "flow.encode.options", "flow.set.options", "export.formats", "eventstore.clear",
+    "commands.history.get", "commands.history.next", "commands.history.prev",
+    "commands.history.filter", "proxyserver.active_connections", "readfile.reading",
+    "set",  # only for view options: checked below and again by OptionPolicy
+})
+
+_READ_ONLY = "regauth: mitmweb is a read-only window; this would change a flow or how it is handled"
+
+
+def _refuse(*_args: Any, **_kwargs: Any) -> None:
+    raise app.APIError(403, _READ_ONLY)
+
+
+class FlowHandler(app.FlowHandler):
+    def put(self, flow_id: str) -> None:
+        if not set(self.json) <= {"marked", "comment"}:
+            _refuse()
+        super().put(flow_id)
+
+    def delete(self, flow_id: str) -> None:
+        if self.flow.live:
+            _refuse()  # removing a live flow kills it
+        super().delete(flow_id)
+
+
+class FlowContent(app.FlowContent):
+    post = _refuse
+
+    @property
+    def flow(self) -> Any:
+        return display_copy(super().flow)
+
+
+class FlowContentView(app.FlowContentView):
+    @property
+    def flow(self) -> Any:
+        return display_copy(super().flow)
+
+
+class DumpFlows(app.DumpFlows):
+    post = _refuse
+
+    def get(self) -> None:
+        self.set_header("Content-Disposition", "attachment; filename=flows")
+        self.set_header("Content-Type", "application/octet-stream")
+        with BytesIO() as out:
+            writer = io.FlowWriter(out)
+            for flow in self.view:
+                writer.add(display_copy(flow))
+            self.write(out.getvalue())
+
+
+class ExecuteCommand(app.ExecuteCommand):
+    def post(self, cmd: str) -> None:
+        if cmd not in VIEW_COMMANDS:
+            raise app.APIError(403, f"regauth: command {cmd} is not allowed (mitmweb is a "
+                                    "read-only window)")
+        if cmd == "set":
+            try:
+                args = self.json.get("arguments", [])
+            except app.APIError:
+                args = []
+            name = str(args[0]).split("=", 1)[0] if args else ""
+            if name not in VIEW_OPTIONS:
+                raise app.APIError(403, f"regauth: option {name or '?'} cannot be changed at "
+                                        "run time")
+        super().post(cmd)
+
+
+def _refusing(base: type) -> type:
+    return type(base.__name__, (base,), {"post": _refuse})
+
+
+_REPLACEMENTS: dict[type, Callable[[], type]] = {
+    app.FlowHandler: lambda: FlowHandler,
+    app.FlowContent: lambda: FlowContent,
+    app.FlowContentView: lambda: FlowContentView,
+    app.DumpFlows: lambda: DumpFlows,
+    app.ExecuteCommand: lambda: ExecuteCommand,
+    app.ResumeFlows: lambda: _refusing(app.ResumeFlows),
+    app.KillFlows: lambda: _refusing(app.KillFlows),
+    app.ResumeFlow: lambda: _refusing(app.ResumeFlow),
+    app.KillFlow: lambda: _refusing(app.KillFlow),
+    app.DuplicateFlow: lambda: _refusing(app.DuplicateFlow),
+    app.ReplayFlow: lambda: _refusing(app.ReplayFlow),
+    app.RevertFlow: lambda: _refusing(app.RevertFlow),
+}
+
+
+def _flow_to_json(original: Callable[[Any], dict]) -> Callable[[Any], dict]:
+    def flow_to_json(flow: Any) -> dict:
+        return original(display_copy(flow) if hasattr(flow, "request") else flow)
+
+    flow_to_json.regauth = True  # type: ignore[attr-defined]
+    return flow_to_json
+
+
+def install() -> None:
+    """Patch mitmweb's route table and flow serialization; idempotent."""
+    if getattr(app.flow_to_json, "regauth", False):
+        return
+    routes = [target for _, target in app.handlers]
+    missing = [cls.__name__ for cls in _REPLACEMENTS if cls not in routes]
+    if missing or not callable(getattr(app, "flow_to_json", None)):
+        raise RuntimeError(f"mitmweb's web API changed (missing {', '.join(missing)}); "
+                           "regauth needs mitmproxy 12.3")
+    app.handlers[:] = [(pattern, _REPLACEMENTS[target]() if target in _REPLACEMENTS else target)
+                       for pattern, target in app.handlers]
+    app.flow_to_json = _flow_to_json(app.flow_to_json)
