@@ -182,6 +182,11 @@ def decide(active: Active | None, view: RequestView) -> Decision:
         return _respond(view, active, RegistryError(403, "DENIED", "regauth forwards only to "
                                                     "its upstream registry, and never replays "
                                                     "requests"))
+    if view.http_version.upper().startswith("HTTP/3"):
+        # regauth serves HTTP/1.1 and HTTP/2 (the launcher turns HTTP/3 off): its framing and
+        # stream-isolation rules are proven for those two only.
+        return _respond(view, active, RegistryError(505, "UNSUPPORTED", "HTTP/3 is not served "
+                                                    "by regauth; use HTTP/2 or HTTP/1.1"))
     if view.method not in METHODS:
         return _respond(view, active, RegistryError(405, "UNSUPPORTED", "method not allowed "
                                                     "(registry methods are upper-case GET, "

@@ -10,6 +10,7 @@ from __future__ import annotations
 from regauth.mitm import error_pages
 from regauth.mitm import framing
 from regauth.mitm import jwt_view
+from regauth.mitm import stream_isolation
 from regauth.mitm.config_loader import ConfigLoader
 from regauth.mitm.flow_state import FlowStates
 from regauth.mitm.guard import RegauthGuard
@@ -22,6 +23,7 @@ from regauth.mitm.response_rewriter import ResponseRewriter
 def make_addons() -> list[object]:
     error_pages.install()
     framing.install()
+    stream_isolation.install()
     jwt_view.register()
     config = ConfigLoader()
     states = FlowStates()

@@ -42,6 +42,8 @@ def mitmproxy_args(config: ServeConfig, web_password_hash: str | None) -> list[s
         "--mode", f"reverse:{config.upstream}@{listen}:{config.listen_port}",
         "--set", f"confdir={config.certs_dir / pki.PRIVATE_DIR}",
         "--set", "connection_strategy=lazy",
+        # HTTP/1.1 and HTTP/2 only: framing and stream isolation are proven for those.
+        "--set", "http3=false",
         # Flow lines on the console would print capability ids; the exchange log has it all.
         "--set", "flow_detail=0",
         "--set", f"regauth_policy={config.policy}",

@@ -39,6 +39,7 @@ from regauth.mitm.refusal_sink import RefusalSink
 from regauth.mitm.scrub import CLIENT_AUTHORIZATION
 from regauth.mitm.scrub import redact_authorization
 from regauth.mitm.scrub import scrub_request
+from regauth.mitm.stream_isolation import DISCARD_MARK
 from regauth.runtime import Active
 from regauth.token_service import handle_token_request
 from regauth.upstream_auth import UpstreamAuthError
@@ -156,6 +157,7 @@ class RequestHandler:
             request.port = self.sink.port
             request.stream = state.counter("request")
             state.via_sink = True
+            flow.metadata[DISCARD_MARK] = True
             return
         body = answer.body
         if request.method == "HEAD":
