@@ -69,21 +69,9 @@ def cmd_passwd(args: argparse.Namespace) -> int:
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
-    from regauth.policy_loader import PolicyError
-    from regauth.policy_loader import load_policy
+    from regauth.tools.check import check_files
 
-    status = 0
-    for file in args.files:
-        try:
-            policy = load_policy(Path(file))
-        except PolicyError as e:
-            for problem in e.problems:
-                print(problem, file=sys.stderr)
-            status = EXIT_INVALID
-            continue
-        print(f"{file}: ok (service {policy.service}, {len(policy.accounts)} accounts, "
-              f"{len(policy.rules)} rules)")
-    return status
+    return check_files(args.files, args.no_secrets)
 
 
 def cmd_policy_explain(args: argparse.Namespace) -> int:
@@ -203,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     policy = sub.add_parser("policy", help="policy tools").add_subparsers(
         dest="policy_command", required=True)
     check = policy.add_parser("check", help="validate policy files; exit 1 on problems")
+    check.add_argument("--no-secrets", action="store_true",
+                       help="absent secrets (unset variables, missing files) are notes, "
+                            "not problems")
     check.add_argument("files", nargs="+")
     check.set_defaults(func=cmd_policy_check)
     explain = policy.add_parser("explain", help="show the deciding rule for scopes")
