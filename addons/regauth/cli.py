@@ -74,6 +74,50 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
     return check_files(args.files, args.no_secrets)
 
 
+def cmd_policy_test(args: argparse.Namespace) -> int:
+    from regauth.tools import EXIT_INPUT
+    from regauth.tools import policy_tests
+    from regauth.tools.loading import PolicyError
+    from regauth.tools.loading import load_for_decisions
+
+    try:
+        policy = load_for_decisions(Path(args.policy))
+        tests = policy_tests.load_tests(Path(args.tests))
+    except PolicyError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_INPUT
+    except policy_tests.TestFileError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_INPUT
+    outcomes = [policy_tests.run_test(policy, test) for test in tests]
+    if args.junit:
+        Path(args.junit).write_bytes(policy_tests.junit_xml(policy, args.tests, outcomes))
+    return policy_tests.report(policy, args.tests, outcomes)
+
+
+def cmd_policy_diff(args: argparse.Namespace) -> int:
+    from regauth.tools import EXIT_INPUT
+    from regauth.tools import policy_diff
+    from regauth.tools.loading import PolicyError
+    from regauth.tools.loading import load_for_decisions
+    from regauth.tools.render import print_json
+
+    try:
+        old = load_for_decisions(Path(args.old))
+        new = load_for_decisions(Path(args.new))
+    except PolicyError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_INPUT
+    result = policy_diff.diff_policies(old, new)
+    if args.json:
+        print_json(policy_diff.as_json(result))
+        return policy_diff.EXIT_FINDING if result.gained else policy_diff.EXIT_OK
+    return policy_diff.report(result)
+
+
 def cmd_policy_explain(args: argparse.Namespace) -> int:
     """Show which rule decides each scope for an account, without issuing anything."""
     from regauth.policy import Identity
@@ -196,6 +240,18 @@ def build_parser() -> argparse.ArgumentParser:
                             "not problems")
     check.add_argument("files", nargs="+")
     check.set_defaults(func=cmd_policy_check)
+    test = policy.add_parser("test", help="run expectations (a YAML tests file) against a "
+                                          "policy; exit 1 if any fails")
+    test.add_argument("policy")
+    test.add_argument("tests")
+    test.add_argument("--junit", metavar="FILE", help="also write JUnit XML here")
+    test.set_defaults(func=cmd_policy_test)
+    diff = policy.add_parser("diff", help="what access changes from OLD to NEW; exit 1 if NEW "
+                                          "grants anything OLD did not")
+    diff.add_argument("old")
+    diff.add_argument("new")
+    diff.add_argument("--json", action="store_true")
+    diff.set_defaults(func=cmd_policy_diff)
     explain = policy.add_parser("explain", help="show the deciding rule for scopes")
     explain.add_argument("file")
     explain.add_argument("--account", default="anonymous")
