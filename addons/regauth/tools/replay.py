@@ -51,6 +51,7 @@ class ReplayResult:
     policy: Policy
     requests: int = 0  # token requests re-decided
     not_decided: int = 0  # token requests refused before any decision
+    redacted: int = 0  # scopes whose capability id the log hides (cannot be re-decided)
     decisions: int = 0
     unchanged: int = 0
     kinds: Counter[str] | None = None
@@ -115,9 +116,14 @@ def replay(entries: list[Entry], policy: Policy) -> ReplayResult:
             identity = Identity(found) if found is not None else None
         address = entry.client_ip or None
         for decision in recorded:
+            text = str(decision.get("scope", ""))
+            if "<id:" in text:
+                result.redacted += 1  # the log keeps only a hash of capability ids
+                continue
             try:
-                scope = parse_scope(str(decision.get("scope", "")))
+                scope = parse_scope(text)
             except ValueError:
+                result.redacted += 1
                 continue
             result.decisions += 1
             old = {str(a) for a in decision.get("granted", []) or []}  # type: ignore[union-attr]
@@ -149,6 +155,9 @@ def report(result: ReplayResult, out: Printer | None = None) -> int:
     out.line(("replay", "bold"), f" under {result.policy.source}: {result.requests} token "
              f"requests ({result.decisions} scopes) re-decided, {result.not_decided} refused "
              "before any decision")
+    if result.redacted:
+        out.line(f"  {result.redacted} scopes name a capability id the log redacts; they are "
+                 "not re-decided")
     out.line(f"  unchanged {result.unchanged}, ",
              (f"changed {changed}", "bold red" if changed else "bold green"), f" ({kinds})")
     for change, count in sorted(result.changed.items(),
@@ -166,6 +175,7 @@ def report(result: ReplayResult, out: Printer | None = None) -> int:
 def as_json(result: ReplayResult) -> dict[str, object]:
     assert result.kinds is not None and result.changed is not None
     return {"policy": result.policy.source, "requests": result.requests,
-            "not_decided": result.not_decided, "decisions": result.decisions,
+            "not_decided": result.not_decided, "redacted": result.redacted,
+            "decisions": result.decisions,
             "unchanged": result.unchanged, "changed": dict(result.kinds),
             "changes": [c.as_json(n) for c, n in result.changed.items()]}
