@@ -141,7 +141,8 @@ def steps(c: Conversation) -> list[Step]:
         jti = entry.presented_jti
         kind = "request"
         if jti and jti in issued and jti not in retried:
-            kind, _ = "retry", retried.add(jti)
+            kind = "retry"  # the first request presenting a token issued here
+            retried.add(jti)
         status = entry.status if entry.status is not None else "no response"
         text = f"{entry.method} {entry.route or entry.path} → {status}"
         if entry.route:
