@@ -4,9 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/.."
 
-# Real components, never mocks: the registry, skopeo, containerd (ctr), curl, htpasswd.
+# Real components, never mocks: the registry, skopeo, containerd (ctr), curl, htpasswd,
+# faketime (a regauth whose clock is ahead of the registry's).
 declare -A packages=([docker-registry]=docker-registry [skopeo]=skopeo [ctr]=containerd
-                     [containerd]=containerd [curl]=curl [htpasswd]=apache2-utils)
+                     [containerd]=containerd [curl]=curl [htpasswd]=apache2-utils
+                     [faketime]=faketime)
 missing=()
 for cmd in "${!packages[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${packages[$cmd]}")

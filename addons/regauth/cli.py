@@ -69,21 +69,132 @@ def cmd_passwd(args: argparse.Namespace) -> int:
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
-    from regauth.policy_loader import PolicyError
-    from regauth.policy_loader import load_policy
+    from regauth.tools.check import check_files
 
-    status = 0
-    for file in args.files:
+    return check_files(args.files, args.no_secrets)
+
+
+def cmd_policy_test(args: argparse.Namespace) -> int:
+    from regauth.tools import EXIT_INPUT
+    from regauth.tools import policy_tests
+    from regauth.tools.loading import PolicyError
+    from regauth.tools.loading import load_for_decisions
+
+    try:
+        policy = load_for_decisions(Path(args.policy))
+        tests = policy_tests.load_tests(Path(args.tests))
+    except PolicyError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_INPUT
+    except policy_tests.TestFileError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_INPUT
+    outcomes = [policy_tests.run_test(policy, test) for test in tests]
+    if args.junit:
+        Path(args.junit).write_bytes(policy_tests.junit_xml(policy, args.tests, outcomes))
+    return policy_tests.report(policy, args.tests, outcomes)
+
+
+def cmd_policy_diff(args: argparse.Namespace) -> int:
+    from regauth.tools import EXIT_INPUT
+    from regauth.tools import policy_diff
+    from regauth.tools.loading import PolicyError
+    from regauth.tools.loading import load_for_decisions
+    from regauth.tools.render import print_json
+
+    try:
+        old = load_for_decisions(Path(args.old))
+        new = load_for_decisions(Path(args.new))
+    except PolicyError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_INPUT
+    result = policy_diff.diff_policies(old, new)
+    if args.json:
+        print_json(policy_diff.as_json(result))
+        return policy_diff.EXIT_FINDING if result.gained else policy_diff.EXIT_OK
+    return policy_diff.report(result)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from regauth.tools import EXIT_INPUT
+    from regauth.tools import replay
+    from regauth.tools.loading import PolicyError
+    from regauth.tools.loading import load_for_decisions
+    from regauth.tools.log_records import read_log
+    from regauth.tools.render import print_json
+
+    try:
+        policy = load_for_decisions(Path(args.policy))
+        log = read_log(Path(args.log))
+    except PolicyError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_INPUT
+    except OSError as e:
+        print(f"regauth replay: cannot read {args.log}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_INPUT
+    if log.skipped:
+        print(f"regauth replay: {log.skipped} lines of {args.log} are not exchange records",
+              file=sys.stderr)
+    result = replay.replay(log.entries, policy)
+    if args.json:
+        print_json(replay.as_json(result))
+        return replay.EXIT_FINDING if result.any_changed else replay.EXIT_OK
+    return replay.report(result)
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from regauth.tools import EXIT_INPUT
+    from regauth.tools import EXIT_OK
+    from regauth.tools import trace
+    from regauth.tools.log_records import read_log
+    from regauth.tools.render import Printer
+    from regauth.tools.render import print_json
+
+    try:
+        since = trace.parse_duration(args.since) if args.since else None
+    except ValueError as e:
+        print(f"regauth trace: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    filters = trace.Filters(args.conversation, args.repository, args.account, since)
+    path = Path(args.log)
+    if args.follow:
+        if args.json:
+            print("regauth trace: --follow prints conversations as text; use --json without "
+                  "it", file=sys.stderr)
+            return EXIT_INPUT
         try:
-            policy = load_policy(Path(file))
-        except PolicyError as e:
-            for problem in e.problems:
-                print(problem, file=sys.stderr)
-            status = EXIT_INVALID
-            continue
-        print(f"{file}: ok (service {policy.service}, {len(policy.accounts)} accounts, "
-              f"{len(policy.rules)} rules)")
-    return status
+            trace.follow(path, filters, Printer())
+        except KeyboardInterrupt:
+            pass
+        except OSError as e:
+            print(f"regauth trace: cannot read {args.log}: {e.strerror or e}", file=sys.stderr)
+            return EXIT_INPUT
+        return EXIT_OK
+    try:
+        log = read_log(path)
+    except OSError as e:
+        print(f"regauth trace: cannot read {args.log}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_INPUT
+    if log.skipped:
+        print(f"regauth trace: {log.skipped} lines of {args.log} are not exchange records",
+              file=sys.stderr)
+    found = trace.analyse(log.entries, filters, dt.datetime.now(dt.UTC))
+    if args.json:
+        print_json({"log": str(path), "skipped_lines": log.skipped,
+                    "conversations": [trace.as_json(c, d) for c, d in found]})
+        return EXIT_OK
+    out = Printer()
+    for conversation, diagnoses in found:
+        trace.render(conversation, diagnoses, out)
+    diagnosed = sum(1 for _, d in found if d)
+    out.line((f"{len(found)} conversations, {diagnosed} with a diagnosis", "bold"))
+    return EXIT_OK
 
 
 def cmd_policy_explain(args: argparse.Namespace) -> int:
@@ -203,14 +314,48 @@ def build_parser() -> argparse.ArgumentParser:
     policy = sub.add_parser("policy", help="policy tools").add_subparsers(
         dest="policy_command", required=True)
     check = policy.add_parser("check", help="validate policy files; exit 1 on problems")
+    check.add_argument("--no-secrets", action="store_true",
+                       help="absent secrets (unset variables, missing files) are notes, "
+                            "not problems")
     check.add_argument("files", nargs="+")
     check.set_defaults(func=cmd_policy_check)
+    test = policy.add_parser("test", help="run expectations (a YAML tests file) against a "
+                                          "policy; exit 1 if any fails")
+    test.add_argument("policy")
+    test.add_argument("tests")
+    test.add_argument("--junit", metavar="FILE", help="also write JUnit XML here")
+    test.set_defaults(func=cmd_policy_test)
+    diff = policy.add_parser("diff", help="what access changes from OLD to NEW; exit 1 if NEW "
+                                          "grants anything OLD did not")
+    diff.add_argument("old")
+    diff.add_argument("new")
+    diff.add_argument("--json", action="store_true")
+    diff.set_defaults(func=cmd_policy_diff)
     explain = policy.add_parser("explain", help="show the deciding rule for scopes")
     explain.add_argument("file")
     explain.add_argument("--account", default="anonymous")
     explain.add_argument("--ip", default=None)
     explain.add_argument("scopes", nargs="+")
     explain.set_defaults(func=cmd_policy_explain)
+
+    replay = sub.add_parser("replay", help="re-decide the token requests of an exchange log "
+                                           "under another policy; exit 1 if any changes")
+    replay.add_argument("log")
+    replay.add_argument("--policy", required=True, help="the policy to replay under")
+    replay.add_argument("--json", action="store_true")
+    replay.set_defaults(func=cmd_replay)
+
+    trace = sub.add_parser("trace", help="render the conversations of an exchange log and "
+                                         "diagnose known failures")
+    trace.add_argument("log")
+    trace.add_argument("--follow", action="store_true", help="keep reading as the log grows")
+    trace.add_argument("--conversation", metavar="ID", help="only this conversation (prefix)")
+    trace.add_argument("--repository", metavar="NAME", help="only conversations about NAME")
+    trace.add_argument("--account", metavar="NAME", help="only conversations of NAME")
+    trace.add_argument("--since", metavar="DURATION", help="only conversations active in the "
+                                                           "last DURATION (90s, 10m, 2h, 1d)")
+    trace.add_argument("--json", action="store_true")
+    trace.set_defaults(func=cmd_trace)
 
     serve = sub.add_parser("serve", help="run the proxy (what run_proxy.sh calls)")
     serve.add_argument("--upstream", default=_env("REGAUTH_UPSTREAM"),

@@ -55,6 +55,9 @@ _LABEL_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _SERVICE_RE = re.compile(r"[A-Za-z0-9._:/@-]{1,128}")
 _RESERVED_ACCOUNTS = {ANONYMOUS, AUTHENTICATED, ANY}
 SAFE_ISSUER_ACTIONS = ("pull", "push")
+# Stand-ins for absent secrets under `secret_notes`: shaped so every other check still runs
+# (a bcrypt hash nobody knows a password for; 64 bytes for HS256 secrets and passwords).
+_SECRET_PLACEHOLDERS = {"password_hash": "$2b$04$" + "." * 53}
 
 
 @dataclass(frozen=True)
@@ -79,11 +82,16 @@ class _Invalid(Exception):
 
 
 class _Loader:
-    def __init__(self, file: str, base_dir: Path, environ: dict[str, str]) -> None:
+    def __init__(self, file: str, base_dir: Path, environ: dict[str, str],
+                 secret_notes: list[Problem] | None = None) -> None:
         self.file = file
         self.base_dir = base_dir
         self.environ = environ
         self.problems: list[Problem] = []
+        # When a list is given, an absent secret (unset variable, unreadable file) is a note
+        # there instead of a problem, and a placeholder stands in for it (`policy check
+        # --no-secrets`: a policy repository's CI has no production secrets).
+        self.secret_notes = secret_notes
         self.declared_accounts: set[str] = set()
 
     # -- reporting -------------------------------------------------------------------------
@@ -162,18 +170,27 @@ class _Loader:
             return ref, "inline"
         if key.endswith("_env"):
             if ref not in self.environ:
-                raise self.fail(m.where(key), f"{what}: environment variable {ref} is not set")
+                return self.absent_secret(m.where(key), stem, f"${ref}",
+                                          f"{what}: environment variable {ref} is not set")
             value, source = self.environ[ref].strip(), f"${ref}"
         else:
             path = self.resolve(ref)
             try:
                 value, source = path.read_text().strip(), str(path)
             except OSError as e:
-                raise self.fail(m.where(key), f"{what}: cannot read {path}: "
-                                              f"{e.strerror or e}") from None
+                return self.absent_secret(m.where(key), stem, str(path),
+                                          f"{what}: cannot read {path}: {e.strerror or e}")
         if not value:
             raise self.fail(m.where(key), f"{what}: the secret from {source} is empty")
         return value, source
+
+    def absent_secret(self, where: Position, stem: str, source: str,
+                      message: str) -> tuple[str, str]:
+        """A missing secret: a load error, or a note and a well-formed placeholder."""
+        if self.secret_notes is None:
+            raise self.fail(where, message)
+        self.secret_notes.append(Problem(self.file, where.line, where.column, message))
+        return _SECRET_PLACEHOLDERS.get(stem, "placeholder-" + "0" * 52), source
 
     def resolve(self, ref: str) -> Path:
         path = Path(ref).expanduser()
@@ -622,9 +639,10 @@ class _Loader:
 
 
 def load_policy_text(text: str, file: str = "<policy>", base_dir: Path | None = None,
-                     environ: dict[str, str] | None = None) -> Policy:
+                     environ: dict[str, str] | None = None, *,
+                     secret_notes: list[Problem] | None = None) -> Policy:
     loader = _Loader(file, base_dir or Path.cwd(), dict(os.environ if environ is None
-                                                        else environ))
+                                                        else environ), secret_notes)
     try:
         doc = yamlpos.load(text)
     except yamlpos.YamlError as e:
@@ -636,9 +654,12 @@ def load_policy_text(text: str, file: str = "<policy>", base_dir: Path | None = 
     return policy
 
 
-def load_policy(path: Path, environ: dict[str, str] | None = None) -> Policy:
+def load_policy(path: Path, environ: dict[str, str] | None = None, *,
+                secret_notes: list[Problem] | None = None) -> Policy:
+    """Load a policy file. With `secret_notes`, absent secrets are appended there (as
+    `Problem`s) instead of failing the load, and placeholders stand in for them."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise PolicyError([Problem(str(path), 1, 1, f"cannot read policy: {e}")]) from None
-    return load_policy_text(text, str(path), path.parent, environ)
+    return load_policy_text(text, str(path), path.parent, environ, secret_notes=secret_notes)

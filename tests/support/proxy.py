@@ -76,13 +76,15 @@ def start_proxy(workdir: Path, certs_dir: Path, policy: Path, upstream: str | No
                 env: dict[str, str] | None = None, extra: list[str] | None = None,
                 upstream_ca: Path | None = None, wait: bool = True,
                 timeout: float = 30.0, port: int | None = None,
-                web_port: int | None = None) -> ProxyProcess:
+                web_port: int | None = None,
+                prefix: list[str] | None = None) -> ProxyProcess:
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     log_path = workdir / "exchange.jsonl"
     output_path = workdir / "regauth.out"
-    cmd = [str(REGAUTH), "serve", "--listen", f"127.0.0.1:{port}", "--certs-dir", str(certs_dir),
-           "--policy", str(policy), "--log", str(log_path),
+    # `prefix` wraps the process, e.g. ["faketime", "-f", "+2h"] for a skewed clock.
+    cmd = [*(prefix or []), str(REGAUTH), "serve", "--listen", f"127.0.0.1:{port}",
+           "--certs-dir", str(certs_dir), "--policy", str(policy), "--log", str(log_path),
            "--registry-dir", str(workdir / "registry")]
     if upstream:
         cmd += ["--upstream", upstream]

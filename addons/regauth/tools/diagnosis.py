@@ -1,0 +1,360 @@
+"""Known failure patterns of registry auth, recognised in exchange-log conversations.
+
+Each detector reads one conversation (and, where "afterwards" or "again" matters, every record
+of the same client) and returns what it recognised, in registry terms, with a hint at the fix:
+
+| code | pattern |
+|---|---|
+| `no-token-request` | a challenge with no token request from that client afterwards |
+| `bad-credentials` | the token endpoint refused the login (wrong password or unknown account) |
+| `rate-limited` | the token endpoint answered 429 (too many failed logins) |
+| `partial-grant` | a token granted less than requested, and which rule decided |
+| `insufficient-scope` | a request with a token from this conversation got insufficient_scope |
+| `service-mismatch` | the registry's `auth.token.service` (or the client's) is not the policy's |
+| `basic-on-registry` | a client sent Basic credentials to a registry route |
+| `challenge-loop` | the same challenge to the same client over and over |
+| `registry-refused-token` | a token-mode registry refused regauth's token (invalid_token) |
+| `upstream-credentials-refused` | the upstream refused the credentials regauth injected |
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from regauth.tools.log_records import Conversation
+from regauth.tools.log_records import Entry
+
+# Clients ask for a token within milliseconds of a challenge; one that has not asked this
+# long afterwards (or did something else meanwhile) is not going to.
+TOKEN_WAIT = dt.timedelta(seconds=5)
+# The same challenge this many times within LOOP_WINDOW is a loop.
+LOOP_COUNT = 3
+LOOP_WINDOW = dt.timedelta(seconds=60)
+# distribution's leeway for exp/nbf (registry/auth/token/token.go, both 2.8 and 3.x).
+REGISTRY_LEEWAY = 60
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    code: str
+    title: str
+    detail: str
+    hint: str
+    line: int  # the log line that shows it
+
+    def as_json(self) -> dict[str, object]:
+        return {"code": self.code, "title": self.title, "detail": self.detail,
+                "hint": self.hint, "log_line": self.line}
+
+
+@dataclass
+class Context:
+    """Everything the detectors may look at besides the conversation itself."""
+
+    entries: list[Entry]  # the whole log, in time order
+    end: dt.datetime | None  # the time of the last record, or now if later
+
+
+def _challenge_error(entry: Entry) -> str | None:
+    challenge = entry.bearer_challenge
+    error = challenge.get("error") if challenge else None
+    if error is None:
+        for upstream in entry.upstream_challenges:
+            if upstream.get("error"):
+                error = upstream.get("error")
+    return str(error) if error else None
+
+
+def _is_challenge(entry: Entry) -> bool:
+    return entry.kind == "registry" and entry.status == 401 and \
+        (entry.bearer_challenge is not None or bool(entry.upstream_challenges))
+
+
+def _scopes(challenge: dict[str, object] | None) -> list[str]:
+    if not challenge:
+        return []
+    return [str(s) for s in challenge.get("scopes", []) or []]  # type: ignore[union-attr]
+
+
+def _rule_text(decision: dict[str, object]) -> str:
+    rule = decision.get("rule")
+    if rule in (None, "default deny"):
+        return "default deny (no rule matched)"
+    text = f"rule {rule}"
+    if decision.get("line"):
+        text += f" (line {decision['line']})"
+    if decision.get("comment"):
+        text += f" {decision['comment']!r}"
+    return text
+
+
+# -- detectors -------------------------------------------------------------------------------
+
+def no_token_request(c: Conversation, ctx: Context) -> list[Diagnosis]:
+    if any(e.kind == "token" for e in c.entries):
+        return []
+    for entry in c.entries:
+        if not _is_challenge(entry) or _challenge_error(entry) or entry.auth_scheme == "Bearer":
+            continue
+        at = entry.time
+        if at is None or ctx.end is None:
+            continue
+        if ctx.end - at < TOKEN_WAIT and not _later_activity(entry, ctx):
+            continue  # too early to tell
+        later = [e for e in ctx.entries if e.client_ip == entry.client_ip and e.time
+                 and at <= e.time <= at + TOKEN_WAIT and
+                 (e.kind == "token" or e.auth_scheme == "Bearer")]
+        if later:
+            continue
+        realm = str((entry.bearer_challenge or {}).get("realm", "the realm"))
+        return [Diagnosis(
+            "no-token-request", "challenge not followed by a token request",
+            f"{entry.client_ip} got a 401 challenge for {entry.method} {entry.path} and never "
+            f"asked {realm} for a token",
+            "the process that fetches tokens does not trust regauth's CA (buildx/buildctl "
+            "fetch tokens on the client host; SSL_CERT_FILE, certs.d, hosts.toml), or the "
+            "client is configured for a plain-http or insecure registry", entry.line)]
+    return []
+
+
+def _later_activity(entry: Entry, ctx: Context) -> bool:
+    """True when the same client sent anything after `entry` (so it is not still waiting)."""
+    return any(e.client_ip == entry.client_ip and e.time and entry.time and
+               e.time > entry.time and e.line != entry.line for e in ctx.entries)
+
+
+def bad_credentials(c: Conversation, ctx: Context) -> list[Diagnosis]:
+    for entry in c.entries:
+        if entry.kind == "token" and entry.status == 401:
+            user = entry.token_request.get("username") or entry.basic_username
+            who = f"user {user!r}" if user else "a refresh token"
+            return [Diagnosis(
+                "bad-credentials", "bad credentials or unknown account",
+                f"the token endpoint refused {who}: {entry.token_refused or 'unauthorized'}",
+                "check the client's login (docker/skopeo login, --creds, --user) against the "
+                "policy's accounts; regauth does not say which of name or password is wrong",
+                entry.line)]
+    return []
+
+
+def rate_limited(c: Conversation, ctx: Context) -> list[Diagnosis]:
+    for entry in c.entries:
+        if entry.kind == "token" and entry.status == 429:
+            user = entry.token_request.get("username") or entry.basic_username or "?"
+            return [Diagnosis(
+                "rate-limited", "rate limited",
+                f"too many failed logins for {user!r} from {entry.client_ip}: "
+                f"{entry.token_refused or '429'}",
+                "fix the credentials first (the failed logins before this one), then wait for "
+                "the Retry-After period", entry.line)]
+    return []
+
+
+def partial_grant(c: Conversation, ctx: Context) -> list[Diagnosis]:
+    for entry in c.entries:
+        short = [d for d in entry.decisions if d.get("outcome") != "granted"]
+        if entry.kind != "token" or not short:
+            continue
+        parts = [f"{d.get('scope')} → [{','.join(map(str, d.get('granted') or [])) or '-'}] "  # type: ignore[call-overload]
+                 f"by {_rule_text(d)}" for d in short]
+        who = entry.token_account or "anonymous"
+        return [Diagnosis(
+            "partial-grant", "granted less than requested",
+            f"{who}: " + "; ".join(parts),
+            "`regauth policy explain POLICY --account NAME SCOPE` shows the decision; change "
+            "that rule (or an earlier one) if the access is intended", entry.line)]
+    return []
+
+
+def insufficient_scope(c: Conversation, ctx: Context) -> list[Diagnosis]:
+    grants = {e.issued_jti: e for e in c.entries if e.issued_jti}
+    if not grants:
+        return []
+    for entry in c.entries:
+        if not _is_challenge(entry) or _challenge_error(entry) != "insufficient_scope":
+            continue
+        token = grants.get(entry.presented_jti or "")
+        if token is None:
+            continue
+        missing = _scopes(entry.bearer_challenge) or \
+            [s for u in entry.upstream_challenges for s in _scopes(u)]
+        requested = token.requested
+        asked = [m for m in missing if _covered(m, requested)]
+        if asked and len(asked) == len(missing):
+            why = "the client asked for it but the policy granted less (see the partial grant)"
+        else:
+            why = (f"the client never asked for it: it asked for {' '.join(requested) or '-'} "
+                   "(a token request must name every scope the next requests need)")
+        return [Diagnosis(
+            "insufficient-scope", "insufficient_scope after a grant",
+            f"{entry.method} {entry.path} needs {' '.join(missing) or entry.required}; {why}",
+            "compare the challenge's scope with the token request; for a cross-repository "
+            "mount the source repository needs pull too", entry.line)]
+    return []
+
+
+def _covered(scope: str, requested: list[str]) -> bool:
+    resource, _, actions = scope.rpartition(":")
+    for r in requested:
+        r_resource, _, r_actions = r.rpartition(":")
+        if r_resource == resource and (set(actions.split(",")) <= set(r_actions.split(","))
+                                       or "*" in r_actions.split(",")):
+            return True
+    return False
+
+
+def service_mismatch(c: Conversation, ctx: Context) -> list[Diagnosis]:
+    for entry in c.entries:
+        ours = (entry.bearer_challenge or {}).get("service")
+        for upstream in entry.upstream_challenges:
+            theirs = upstream.get("service")
+            if str(upstream.get("scheme", "")).lower() == "bearer" and theirs and ours and \
+                    theirs != ours:
+                return [Diagnosis(
+                    "service-mismatch", "service mismatch",
+                    f"the registry challenges for service {theirs!r}, the policy's service is "
+                    f"{ours!r}: the registry refuses tokens whose audience is {ours!r}",
+                    f"set the registry's auth.token.service to {ours!r} (or the policy's "
+                    f"`service:` to {theirs!r})", entry.line)]
+        refused = entry.token_refused or ""
+        if entry.kind == "token" and entry.status == 400 and "for service" in refused:
+            asked = entry.token_request.get("service")
+            return [Diagnosis(
+                "service-mismatch", "service mismatch",
+                f"the client asked for a token for service {asked!r}: {refused}",
+                "the client's realm configuration names another service than the policy's; "
+                "use the challenge regauth sends", entry.line)]
+    return []
+
+
+def basic_on_registry(c: Conversation, ctx: Context) -> list[Diagnosis]:
+    for entry in c.entries:
+        if entry.kind == "registry" and entry.auth_scheme.lower() == "basic":
+            user = f" (user {entry.basic_username!r})" if entry.basic_username else ""
+            return [Diagnosis(
+                "basic-on-registry", "Basic credentials sent to a registry route",
+                f"{entry.method} {entry.path} carried Basic credentials{user}; registry routes "
+                "take only Bearer tokens from regauth's token endpoint",
+                "the client skipped the token flow: use a registry client (docker, skopeo, "
+                "ctr), or with curl first GET a token from /v2/token with -u and send it as "
+                "`Authorization: Bearer`", entry.line)]
+    return []
+
+
+def challenge_loop(c: Conversation, ctx: Context) -> list[Diagnosis]:
+    """The same challenge (request, scopes, error) LOOP_COUNT times within LOOP_WINDOW in one
+    conversation: the client keeps fetching tokens that never cover the request. (Separate
+    client runs from one address are separate conversations and never count.)"""
+    by_key: dict[tuple[object, ...], list[Entry]] = {}
+    for entry in c.entries:
+        if _is_challenge(entry) and entry.time is not None:
+            key = (entry.client_ip, entry.method, entry.path.partition("?")[0],
+                   tuple(_scopes(entry.bearer_challenge)), _challenge_error(entry))
+            by_key.setdefault(key, []).append(entry)
+    for key, found in by_key.items():
+        for i, first in enumerate(found):
+            assert first.time is not None
+            run = [e for e in found[i:] if e.time and e.time - first.time <= LOOP_WINDOW]
+            if len(run) < LOOP_COUNT:
+                continue
+            last = run[-1]
+            assert last.time is not None
+            span = (last.time - first.time).total_seconds()
+            tokens = sum(1 for e in c.entries if e.kind == "token" and e.time
+                         and first.time <= e.time <= last.time)
+            error = f" ({key[4]})" if key[4] else ""
+            scopes = " ".join(key[3])  # type: ignore[arg-type]
+            return [Diagnosis(
+                "challenge-loop", "the same challenge repeated in a loop",
+                f"{first.client_ip} got the same challenge{error} for {first.method} {key[2]} "
+                f"{len(run)} times in {span:.1f} s, with {tokens} token requests in between"
+                + (f"; scope {scopes}" if scopes else ""),
+                "the token the client fetches never covers the request: read the token "
+                "requests between the challenges (partial grant, wrong scope, refused token)",
+                first.line)]
+    return []
+
+
+def registry_refused_token(c: Conversation, ctx: Context) -> list[Diagnosis]:
+    for entry in c.entries:
+        if entry.answered_by != "upstream" or entry.status != 401 or \
+                entry.auth_scheme != "Bearer" or not entry.jwt_claims:
+            continue
+        if _challenge_error(entry) not in ("invalid_token", None):
+            continue
+        claims = entry.jwt_claims
+        theirs = [u.get("service") for u in entry.upstream_challenges if u.get("service")]
+        if theirs and claims.get("aud") and theirs[0] != claims.get("aud"):
+            continue  # service-mismatch says it
+        detail, hint = _refusal_cause(entry, claims)
+        return [Diagnosis("registry-refused-token", "the registry refused regauth's token",
+                          detail, hint, entry.line)]
+    return []
+
+
+def _refusal_cause(entry: Entry, claims: dict[str, object]) -> tuple[str, str]:
+    nbf, exp = claims.get("nbf"), claims.get("exp")
+    at = entry.time
+    if isinstance(exp, int) and at is not None and at.timestamp() > exp:
+        return (f"the client presented a token that had expired {at.timestamp() - exp:.0f} s "
+                "earlier", "the client should fetch a new token; check its clock and the "
+                "policy's token.lifetime")
+    date = entry.upstream_date
+    if date and isinstance(nbf, int) and isinstance(exp, int):
+        try:
+            registry_now = email.utils.parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError):
+            registry_now = None
+        if registry_now is not None and registry_now < nbf - REGISTRY_LEEWAY:
+            return (f"clock skew: the registry's clock ({date}) is {nbf - registry_now:.0f} s "
+                    "before the token's nbf (distribution allows 60 s)",
+                    "synchronise the registry host's clock (NTP) with regauth's")
+        if registry_now is not None and registry_now > exp + REGISTRY_LEEWAY:
+            return (f"clock skew: the registry's clock ({date}) is {registry_now - exp:.0f} s "
+                    "past the token's exp (distribution allows 60 s)",
+                    "synchronise the registry host's clock (NTP) with regauth's")
+    iss = claims.get("iss")
+    kid = ""
+    jwt = entry.raw.get("auth")
+    if isinstance(jwt, dict) and isinstance(jwt.get("jwt"), dict):
+        header = jwt["jwt"].get("header")  # type: ignore[union-attr]
+        if isinstance(header, dict) and header.get("kid"):
+            kid = f" (kid {header['kid']})"
+    skew = "" if date else " or its clock is off by more than 60 s (the log has no registry " \
+        "Date to tell)"
+    return (f"a token-mode registry answered invalid_token to a token regauth issued "
+            f"(iss {iss!r}, aud {claims.get('aud')!r}){kid}: it does not trust the signing "
+            f"key (rootcertbundle), expects another issuer{skew}",
+            f"compare the registry's auth.token.rootcertbundle with `regauth certs bundle`, "
+            f"its auth.token.issuer with {iss!r}, and its clock with regauth's; the registry's "
+            "own log names the reason")
+
+
+def upstream_credentials_refused(c: Conversation, ctx: Context) -> list[Diagnosis]:
+    for entry in c.entries:
+        if entry.injected and entry.status == 502:
+            schemes = ", ".join(str(u.get("scheme")) for u in entry.upstream_challenges) or "401"
+            return [Diagnosis(
+                "upstream-credentials-refused", "injected upstream credentials refused",
+                f"the upstream answered {schemes} to the credentials regauth injected for "
+                f"{entry.method} {entry.path}; the client got 502",
+                "check `upstreams[].credentials` (username and password source) against the "
+                "registry's htpasswd or token service", entry.line)]
+    return []
+
+
+DETECTORS: tuple[Callable[[Conversation, Context], list[Diagnosis]], ...] = (
+    bad_credentials, rate_limited, service_mismatch, basic_on_registry, partial_grant,
+    insufficient_scope, registry_refused_token, upstream_credentials_refused, challenge_loop,
+    no_token_request,
+)
+
+
+def diagnose(conversation: Conversation, ctx: Context) -> list[Diagnosis]:
+    found: list[Diagnosis] = []
+    for detector in DETECTORS:
+        found += detector(conversation, ctx)
+    return found

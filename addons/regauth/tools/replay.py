@@ -1,0 +1,181 @@
+"""`regauth replay LOG --policy NEW [--json]`: yesterday's token requests under a draft policy.
+
+Every token request the log shows decided (its `token_response.decisions`) is decided again
+under NEW with `Policy.decide`, as the same account (`token_response.account`; an account NEW
+does not declare cannot sign in, so it gets nothing), from the same address (`client`), for the
+same requested scopes (`token_request.requested`). Requests refused before any decision (bad
+credentials, rate limit, wrong service, malformed scope) have nothing to replay and are counted
+apart.
+
+Per scope, the old grant (as recorded) and the new one compare as: unchanged, granted→denied,
+denied→granted, narrower, wider, or different (neither contains the other).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from regauth.policy import Identity
+from regauth.policy import Policy
+from regauth.scope import parse_scope
+from regauth.tools import EXIT_FINDING
+from regauth.tools import EXIT_OK
+from regauth.tools.log_records import Entry
+from regauth.tools.render import Printer
+
+KINDS = ("granted→denied", "denied→granted", "narrower", "wider", "different")
+
+
+@dataclass(frozen=True)
+class ChangedDecision:
+    account: str
+    address: str
+    scope: str
+    old_granted: tuple[str, ...]
+    old_rule: str
+    new_granted: tuple[str, ...]
+    new_rule: str
+    kind: str
+
+    def as_json(self, count: int) -> dict[str, object]:
+        return {"kind": self.kind, "account": self.account, "address": self.address,
+                "scope": self.scope, "old": {"granted": list(self.old_granted),
+                                             "rule": self.old_rule},
+                "new": {"granted": list(self.new_granted), "rule": self.new_rule},
+                "count": count}
+
+
+@dataclass
+class ReplayResult:
+    policy: Policy
+    requests: int = 0  # token requests re-decided
+    not_decided: int = 0  # token requests refused before any decision
+    redacted: int = 0  # scopes whose capability id the log hides (cannot be re-decided)
+    decisions: int = 0
+    unchanged: int = 0
+    kinds: Counter[str] | None = None
+    changed: Counter[ChangedDecision] | None = None
+
+    @property
+    def any_changed(self) -> bool:
+        return bool(self.changed)
+
+
+def classify(old: set[str], new: set[str]) -> str | None:
+    """None when equal, else the kind of change from `old` to `new` granted actions."""
+    if old == new:
+        return None
+    if not new:
+        return "granted→denied"
+    if not old:
+        return "denied→granted"
+    if new < old:
+        return "narrower"
+    if new > old:
+        return "wider"
+    return "different"
+
+
+def _old_rule(decision: dict[str, object]) -> str:
+    rule = decision.get("rule")
+    if rule == "default deny" or rule is None:
+        return "default deny"
+    text = f"rule {rule}"
+    if decision.get("line"):
+        text += f" (line {decision['line']})"
+    if decision.get("comment"):
+        text += f" {decision['comment']!r}"
+    return text
+
+
+def _new_rule(policy: Policy, rule_index: int | None) -> str:
+    if rule_index is None:
+        return "default deny"
+    rule = policy.rules[rule_index - 1]
+    text = f"rule {rule.index} ({policy.source}:{rule.line})"
+    return text + (f" {rule.comment!r}" if rule.comment else "")
+
+
+def replay(entries: list[Entry], policy: Policy) -> ReplayResult:
+    result = ReplayResult(policy, kinds=Counter(), changed=Counter())
+    assert result.kinds is not None and result.changed is not None
+    for entry in entries:
+        if entry.kind != "token":
+            continue
+        recorded = entry.decisions
+        account = entry.token_account
+        if not recorded or account is None:
+            result.not_decided += 1
+            continue
+        result.requests += 1
+        if account == "anonymous":
+            identity: Identity | None = Identity(None)
+        else:
+            found = policy.accounts.get(account)
+            identity = Identity(found) if found is not None else None
+        address = entry.client_ip or None
+        for decision in recorded:
+            text = str(decision.get("scope", ""))
+            if "<id:" in text:
+                result.redacted += 1  # the log keeps only a hash of capability ids
+                continue
+            try:
+                scope = parse_scope(text)
+            except ValueError:
+                result.redacted += 1
+                continue
+            result.decisions += 1
+            old = {str(a) for a in decision.get("granted", []) or []}  # type: ignore[union-attr]
+            if identity is None:
+                new_granted: tuple[str, ...] = ()
+                new_rule = f"account {account!r} is not in {policy.source}"
+            else:
+                new_decision = policy.decide(identity, scope, address)
+                new_granted = new_decision.granted
+                new_rule = _new_rule(policy, new_decision.rule.index
+                                     if new_decision.rule else None)
+            kind = classify(old, set(new_granted))
+            if kind is None:
+                result.unchanged += 1
+                continue
+            result.kinds[kind] += 1
+            result.changed[ChangedDecision(account, address or "-", str(scope),
+                                           tuple(sorted(old)), _old_rule(decision),
+                                           new_granted, new_rule, kind)] += 1
+    return result
+
+
+def report(result: ReplayResult, out: Printer | None = None) -> int:
+    """Summary, then every distinct changed decision; exit code 1 when any decision changed."""
+    out = out or Printer()
+    assert result.kinds is not None and result.changed is not None
+    changed = sum(result.kinds.values())
+    kinds = ", ".join(f"{k} {result.kinds[k]}" for k in KINDS if result.kinds[k]) or "none"
+    out.line(("replay", "bold"), f" under {result.policy.source}: {result.requests} token "
+             f"requests ({result.decisions} scopes) re-decided, {result.not_decided} refused "
+             "before any decision")
+    if result.redacted:
+        out.line(f"  {result.redacted} scopes name a capability id the log redacts; they are "
+                 "not re-decided")
+    out.line(f"  unchanged {result.unchanged}, ",
+             (f"changed {changed}", "bold red" if changed else "bold green"), f" ({kinds})")
+    for change, count in sorted(result.changed.items(),
+                                key=lambda item: (KINDS.index(item[0].kind), item[0].account,
+                                                  item[0].scope)):
+        times = f" ×{count}" if count > 1 else ""
+        out.line((f"{change.kind}", "red" if change.kind in ("granted→denied", "narrower")
+                  else "yellow"),
+                 f" {change.account} from {change.address} {change.scope}{times}")
+        out.line(f"    old [{','.join(change.old_granted) or '-'}] by {change.old_rule}")
+        out.line(f"    new [{','.join(change.new_granted) or '-'}] by {change.new_rule}")
+    return EXIT_FINDING if changed else EXIT_OK
+
+
+def as_json(result: ReplayResult) -> dict[str, object]:
+    assert result.kinds is not None and result.changed is not None
+    return {"policy": result.policy.source, "requests": result.requests,
+            "not_decided": result.not_decided, "redacted": result.redacted,
+            "decisions": result.decisions,
+            "unchanged": result.unchanged, "changed": dict(result.kinds),
+            "changes": [c.as_json(n) for c, n in result.changed.items()]}

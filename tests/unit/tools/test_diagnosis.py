@@ -1,0 +1,91 @@
+"""Detector details that a real log cannot show yet, and reading tolerance.
+
+The integration tests (tests/integration/test_tools_trace.py) reproduce every pattern with real
+clients; these cover the parts that depend on a field the proxy does not log yet (the
+registry's `Date`, proposed as `upstream_date`) and on records from other versions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from regauth.tools.diagnosis import Context
+from regauth.tools.diagnosis import diagnose
+from regauth.tools.log_records import conversations
+from regauth.tools.log_records import parse_lines
+from regauth.tools.replay import classify
+
+NBF = 1_800_000_000
+
+
+def _refused_by_registry(**extra: object) -> dict[str, object]:
+    record: dict[str, object] = {
+        "time": dt.datetime.fromtimestamp(NBF + 1, dt.UTC).isoformat(),
+        "conversation": "c1", "client": "10.0.0.5:4000", "method": "GET",
+        "path": "/v2/app/manifests/1", "kind": "registry", "status": 401,
+        "answered_by": "upstream",
+        "auth": {"scheme": "Bearer", "jwt": {"header": {"kid": "K"}, "claims": {
+            "iss": "regauth", "aud": "svc", "nbf": NBF, "exp": NBF + 300, "jti": "j1"}}},
+        "challenge": {"scheme": "Bearer", "service": "svc", "error": "invalid_token"},
+        "upstream_challenge": [{"scheme": "Bearer", "service": "svc",
+                                "error": "invalid_token"}],
+    }
+    record.update(extra)
+    return record
+
+
+def _diagnose(*records: dict[str, object]) -> list:
+    read = parse_lines([json.dumps(r) for r in records])
+    ctx = Context(read.entries, dt.datetime.fromtimestamp(NBF + 3600, dt.UTC))
+    return [d for c in conversations(read.entries) for d in diagnose(c, ctx)]
+
+
+def test_registry_clock_behind_is_named_clock_skew_when_the_date_is_logged() -> None:
+    behind = "Thu, 14 Jan 2027 23:00:00 GMT"  # two hours before NBF
+    [found] = _diagnose(_refused_by_registry(upstream_date=behind))
+    assert found.code == "registry-refused-token"
+    assert found.detail.startswith("clock skew: the registry's clock")
+    assert "before the token's nbf" in found.detail
+
+
+def test_registry_clock_ahead_is_named_clock_skew() -> None:
+    ahead = "Fri, 15 Jan 2027 12:00:00 GMT"  # hours past exp
+    [found] = _diagnose(_refused_by_registry(upstream_date=ahead))
+    assert "past the token's exp" in found.detail
+
+
+def test_without_the_date_every_cause_is_named() -> None:
+    [found] = _diagnose(_refused_by_registry())
+    assert "rootcertbundle" in found.detail and "issuer" in found.detail
+    assert "no registry Date" in found.detail
+
+
+def test_an_expired_token_is_the_clients_problem() -> None:
+    late = dt.datetime.fromtimestamp(NBF + 400, dt.UTC).isoformat()
+    [found] = _diagnose(_refused_by_registry(time=late))
+    assert "had expired" in found.detail
+
+
+def test_torn_and_foreign_lines_are_skipped_and_fields_optional() -> None:
+    read = parse_lines(['{"kind": "token"}', "not json", "[1, 2]", "", '{"time": "x"}'])
+    assert read.skipped == 2 and len(read.entries) == 2
+    assert all(e.time is None for e in read.entries)
+    assert [c.id for c in conversations(read.entries)] == ["line-1", "line-5"]
+
+
+def test_a_challenge_presenting_a_token_joins_the_conversation_that_issued_it() -> None:
+    token = {"time": "2026-01-01T00:00:00+00:00", "conversation": "a", "kind": "token",
+             "status": 200, "token_response": {"jti": "j1", "account": "ci"}}
+    retry = {"time": "2026-01-01T00:00:01+00:00", "conversation": "b", "kind": "registry",
+             "status": 401, "auth": {"scheme": "Bearer", "jwt": {"claims": {"jti": "j1"}}}}
+    [c] = conversations(parse_lines([json.dumps(token), json.dumps(retry)]).entries)
+    assert c.id == "a" and c.merged == ["b"]
+
+
+def test_replay_classification() -> None:
+    assert classify({"pull"}, {"pull"}) is None
+    assert classify({"pull"}, set()) == "granted→denied"
+    assert classify(set(), {"pull"}) == "denied→granted"
+    assert classify({"pull", "push"}, {"pull"}) == "narrower"
+    assert classify({"pull"}, {"pull", "push"}) == "wider"
+    assert classify({"pull"}, {"push"}) == "different"
