@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
@@ -219,14 +220,6 @@ def sides(tmp_path_factory: pytest.TempPathFactory, certs_dir: Path,
     workdir = tmp_path_factory.mktemp("conformance")
     text = policy_text(password_hashes)
     runtime = build_runtime(workdir, certs_dir, text)
-    plain = RegistryProcess(workdir / "plain")
-    plain.start()
-    proxy = start_proxy(workdir / "proxy", certs_dir, workdir / "policy.yaml", plain.url)
-    bundle = workdir / "bundle.pem"
-    bundle.write_text(pki.bundle_pem(pki.load_signing_keys(certs_dir)))
-    token_mode = RegistryProcess(workdir / "token", token=TokenAuth(
-        f"{proxy.url}/v2/token", SERVICE, ISSUER, bundle))
-    token_mode.start()
     expired = dataclasses.replace(runtime.issuer, clock=lambda: time.time() - 7200)
     elsewhere = dataclasses.replace(runtime.issuer, service="another-registry")
 
@@ -234,19 +227,28 @@ def sides(tmp_path_factory: pytest.TempPathFactory, certs_dir: Path,
         issuer = {"valid": runtime.issuer, "expired": expired, "other-audience": elsewhere}[kind]
         return issuer.issue_access("ci", [parse_scope(s) for s in scopes]).token
 
-    regauth = Endpoint("regauth", proxy.url, proxy.ca)
-    distribution = Endpoint("distribution", token_mode.url)
-    seeded = {}
-    for side in (regauth, distribution):
-        token = mint(["repository:conf/app:pull,push", "repository:conf/src:pull,push"])
-        seeded["blob"] = side.push_blob("conf/app", LAYER, token)
-        side.push_blob("conf/app", CONFIG, token)
-        seeded["manifest"] = side.push_manifest("conf/app", "v1", MANIFEST, token)
-        seeded["source"] = side.push_blob("conf/src", SOURCE_BLOB, token)
-    yield Sides(regauth, distribution, mint, seeded)
-    proxy.stop()
-    token_mode.stop()
-    plain.stop()
+    with ExitStack() as stack:
+        plain = RegistryProcess(workdir / "plain")
+        plain.start()
+        stack.callback(plain.stop)
+        proxy = start_proxy(workdir / "proxy", certs_dir, workdir / "policy.yaml", plain.url)
+        stack.callback(proxy.stop)
+        bundle = workdir / "bundle.pem"
+        bundle.write_text(pki.bundle_pem(pki.load_signing_keys(certs_dir)))
+        token_mode = RegistryProcess(workdir / "token", token=TokenAuth(
+            f"{proxy.url}/v2/token", SERVICE, ISSUER, bundle))
+        token_mode.start()
+        stack.callback(token_mode.stop)
+        regauth = Endpoint("regauth", proxy.url, proxy.ca)
+        distribution = Endpoint("distribution", token_mode.url)
+        seeded = {}
+        for side in (regauth, distribution):
+            token = mint(["repository:conf/app:pull,push", "repository:conf/src:pull,push"])
+            seeded["blob"] = side.push_blob("conf/app", LAYER, token)
+            side.push_blob("conf/app", CONFIG, token)
+            seeded["manifest"] = side.push_manifest("conf/app", "v1", MANIFEST, token)
+            seeded["source"] = side.push_blob("conf/src", SOURCE_BLOB, token)
+        yield Sides(regauth, distribution, mint, seeded)
 
 
 def _authorization(sides: Sides, case: Case, state: str) -> dict[str, str]:
