@@ -7,6 +7,8 @@ import string
 import subprocess
 from collections.abc import Callable
 from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import bcrypt
@@ -15,9 +17,18 @@ import pytest
 from regauth import pki
 from regauth.registry_process import RegistryProcess
 from regauth.registry_process import TokenAuth
+from regauth.registry_process import free_port
+from tests.support.docker import DockerClient
+from tests.support.docker import Dockerd
+from tests.support.docker import daemon_trust
 from tests.support.oci import make_layout
+from tests.support.podman import PodmanClient
+from tests.support.podman import PodmanStorage
 from tests.support.proxy import ProxyProcess
 from tests.support.proxy import start_proxy
+from tests.support.scenarios import pytest_collection_modifyitems  # noqa: F401 (hook)
+from tests.support.scenarios import pytest_configure  # noqa: F401 (hook)
+from tests.support.scenarios import pytest_runtest_makereport  # noqa: F401 (hook)
 from tests.support.tools import Containerd
 
 SERVICE = "regauth-test"
@@ -186,3 +197,79 @@ def token_registry_proxy(write_policy: Callable[..., Path],
     registry = make_registry("token", realm=f"https://localhost:{port}/v2/token")
     proxy = make_proxy(policy, registry.url, port=port)
     return registry, proxy
+
+
+# Client tests: private repositories under apps/ for CI, on top of the usual policy.
+CLIENT_RULES = """  - comment: CI owns its applications
+    account: ci
+    repository: "apps/**"
+    actions: [pull, push]
+"""
+
+
+@dataclass
+class Guarded:
+    """A real registry behind a real regauth: `enforce` (the registry has no auth) or
+    `delegate` (the registry runs in token mode and checks regauth's tokens itself)."""
+
+    mode: str
+    registry: RegistryProcess
+    proxy: ProxyProcess
+
+
+@pytest.fixture
+def guarded(write_policy: Callable[..., Path], make_registry: Callable[..., RegistryProcess],
+            make_proxy: Callable[..., ProxyProcess]) -> Callable[[str], Guarded]:
+    def start(mode: str = "enforce") -> Guarded:
+        policy = write_policy(f"policy-{mode}.yaml", mode=mode, extra_rules=CLIENT_RULES)
+        if mode == "delegate":
+            port = free_port()  # the registry's realm names the proxy: reserve its port first
+            registry = make_registry("token", name=f"registry-{mode}",
+                                     realm=f"https://localhost:{port}/v2/token")
+            proxy = make_proxy(policy, registry.url, name=f"proxy-{mode}", port=port)
+        else:
+            registry = make_registry(name=f"registry-{mode}")
+            proxy = make_proxy(policy, registry.url, name=f"proxy-{mode}")
+        return Guarded(mode, registry, proxy)
+
+    return start
+
+
+@pytest.fixture(scope="session")
+def dockerd() -> Iterator[Dockerd]:
+    daemon = Dockerd()
+    daemon.start()
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture
+def docker_for(dockerd: Dockerd, tmp_path: Path) -> Iterator[Callable[[ProxyProcess, str],
+                                                                       DockerClient]]:
+    """`docker_for(proxy, name)`: a docker CLI with its own config directory, the daemon
+    trusting the proxy's CA for as long as the test runs."""
+    with ExitStack() as stack:
+        trusted: set[str] = set()
+
+        def make(proxy: ProxyProcess, name: str = "docker") -> DockerClient:
+            if proxy.netloc not in trusted:
+                stack.enter_context(daemon_trust(proxy.netloc, proxy.ca))
+                trusted.add(proxy.netloc)
+            return DockerClient(dockerd, tmp_path / f"{name}-config", proxy.ca)
+
+        yield make
+
+
+@pytest.fixture(scope="session")
+def podman_storage(tmp_path_factory: pytest.TempPathFactory) -> PodmanStorage:
+    return PodmanStorage(tmp_path_factory.mktemp("podman"))
+
+
+@pytest.fixture
+def podman_for(podman_storage: PodmanStorage, tmp_path: Path
+               ) -> Callable[[ProxyProcess, str], PodmanClient]:
+    """`podman_for(proxy, name)`: podman with its own auth file, trusting the proxy's CA."""
+    def make(proxy: ProxyProcess, name: str = "podman") -> PodmanClient:
+        return PodmanClient(podman_storage, tmp_path / f"{name}-auth.json", proxy.certs_dir)
+
+    return make

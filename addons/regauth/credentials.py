@@ -1,18 +1,26 @@
 """Password checks for the token endpoint.
 
+- Only a password attempt runs bcrypt, and only a password attempt can count as a failed
+  login: a credential that can never be valid (an empty or malformed account name, an empty
+  password, one longer than bcrypt's 72 bytes) is refused at once and counts nothing, whatever
+  the account. Refresh tokens never come here (token_service.py verifies them).
 - Unknown accounts cost a bcrypt against a dummy hash of the same cost, so response time does not
   reveal which accounts exist.
 - A verified (account, password) pair is cached briefly under a SHA-256 of the pair and the
   stored hash, so clients that log in per request do not pay a bcrypt each time, and a password
-  change invalidates the entry by construction.
-- Failed logins are counted per (account, client address) and per client address; past either
-  limit, requests are refused with a retry delay before any bcrypt runs (a recently verified
-  login still succeeds, so a guesser cannot lock the real client out).
+  change invalidates the entry by construction. A refused pair is remembered the same way for
+  a minute: a client repeating a wrong password (containerd retries a refused POST grant as a
+  GET) makes one guess, not several, and costs no further bcrypt.
+- Failed logins are limited per account and network, per network, and per account across all
+  networks (login_limits.py); past a limit, requests are refused with a retry delay before any
+  bcrypt runs. A login verified in the last minute still succeeds, so a guesser cannot lock the
+  real client out.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -22,19 +30,21 @@ from dataclasses import field
 
 import bcrypt
 
+from regauth.login_limits import LoginLimiter
 from regauth.policy import Account
 
 MAX_PASSWORD_BYTES = 72  # bcrypt's limit; longer passwords are refused, never truncated
+# The policy loader's account-name grammar (policy_loader._ACCOUNT_NAME_RE; a unit test keeps
+# the two equal): a name outside it can never log in.
+ACCOUNT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
 class AuthenticationFailed(Exception):
-    pass
+    """Wrong credentials. `counted` says whether this was a new failed password attempt."""
 
-
-class RateLimited(Exception):
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"too many failed logins; retry after {retry_after} s")
-        self.retry_after = retry_after
+    def __init__(self, counted: bool) -> None:
+        super().__init__("invalid username or password")
+        self.counted = counted
 
 
 def hash_password(password: str, rounds: int = 12) -> str:
@@ -54,78 +64,93 @@ def _cost(password_hash: bytes) -> int:
         return 12
 
 
+def is_password_attempt(username: str, password: bytes) -> bool:
+    """Whether (username, password) could ever be valid, judged without looking up the
+    account (so the answer reveals nothing about which accounts exist)."""
+    return ACCOUNT_NAME_RE.fullmatch(username) is not None and \
+        0 < len(password) <= MAX_PASSWORD_BYTES
+
+
+class _Memo:
+    """Bounded, expiring set of credential digests (thread-safe)."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[bytes, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def holds(self, key: bytes, now: float) -> bool:
+        with self._lock:
+            expires = self._entries.get(key)
+        return expires is not None and expires > now
+
+    def add(self, key: bytes, expires: float) -> None:
+        with self._lock:
+            self._entries[key] = expires
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 @dataclass
 class Authenticator:
+    """Checks account passwords for the token service (blocking: bcrypt; call it off the
+    event loop). Owns the verified and refused memos and, through `limiter`, the failed-login
+    limits; never sees refresh tokens."""
+
     cache_ttl: float = 60.0
-    max_failures: int = 5
-    max_client_failures: int = 30
-    failure_window: float = 60.0
+    refused_ttl: float = 60.0
     clock: Callable[[], float] = time.monotonic
     max_entries: int = 10000
-    _verified: OrderedDict[bytes, float] = field(default_factory=OrderedDict)
-    _failures: OrderedDict[tuple[str, str], list[float]] = field(default_factory=OrderedDict)
+    limiter: LoginLimiter | None = None
+    _verified: _Memo = field(init=False)
+    _refused: _Memo = field(init=False)
     _dummies: dict[int, bytes] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._verified = _Memo(self.max_entries)
+        self._refused = _Memo(self.max_entries)
+        if self.limiter is None:
+            self.limiter = LoginLimiter(clock=self.clock)
 
     def _dummy(self, cost: int) -> bytes:
         if cost not in self._dummies:
             self._dummies[cost] = bcrypt.hashpw(b"regauth-dummy-password", bcrypt.gensalt(cost))
         return self._dummies[cost]
 
-    def check_rate(self, username: str, client: str) -> None:
-        """Refuse before any bcrypt: per account and address, and per address for any name
-        (unknown names cost a bcrypt too, and must not be free to spray)."""
-        now = self.clock()
-        with self._lock:
-            for key, limit in (((username, client), self.max_failures),
-                               (("", client), self.max_client_failures)):
-                recent = [t for t in self._failures.get(key, []) if
-                          t > now - self.failure_window]
-                if len(recent) >= limit:
-                    raise RateLimited(max(1, int(recent[0] + self.failure_window - now) + 1))
-
-    def _record_failure(self, username: str, client: str) -> None:
-        now = self.clock()
-        with self._lock:
-            for key in ((username, client), ("", client)):
-                entries = [t for t in self._failures.pop(key, []) if
-                           t > now - self.failure_window]
-                entries.append(now)
-                self._failures[key] = entries
-            while len(self._failures) > self.max_entries:
-                self._failures.popitem(last=False)
-
     def authenticate(self, accounts: dict[str, Account], username: str, password: str,
                      client: str) -> Account:
-        """Return the account or raise AuthenticationFailed / RateLimited. Blocking (bcrypt).
+        """Return the account, or raise AuthenticationFailed or login_limits.RateLimited.
 
-        A login verified moments ago succeeds even while its address is locked out, so a
-        guesser sharing a NAT address cannot lock the real client out of its own account.
+        Order: not a password attempt (refused, not counted) → verified in the last
+        `cache_ttl` s (accepted, even while a limit is reached: a guesser sharing the client's
+        address cannot lock it out) → refused in the last `refused_ttl` s (refused, not
+        counted again) → limits (RateLimited) → bcrypt (a failure is counted).
         """
+        raw = password.encode("utf-8", "surrogateescape")
+        if not is_password_attempt(username, raw):
+            raise AuthenticationFailed(counted=False)
+        assert self.limiter is not None
         account = accounts.get(username)
         stored = account.password_hash if account else None
-        raw = password.encode("utf-8", "surrogateescape")
-        cache_key = hashlib.sha256(b"\0".join([username.encode(), raw, stored or b""])).digest()
+        memo_key = hashlib.sha256(b"\0".join([username.encode(), raw, stored or b""])).digest()
         now = self.clock()
-        if account is not None:
-            with self._lock:
-                expires = self._verified.get(cache_key)
-            if expires is not None and expires > now:
-                return account
-        self.check_rate(username, client)
+        if account is not None and self._verified.holds(memo_key, now):
+            return account
+        if self._refused.holds(memo_key, now):
+            raise AuthenticationFailed(counted=False)
+        self.limiter.check(username, client)
         reference = stored if stored is not None else self._dummy(
             max((_cost(a.password_hash) for a in accounts.values()), default=12))
-        ok = False
-        if raw and len(raw) <= MAX_PASSWORD_BYTES:
-            ok = bcrypt.checkpw(raw, reference)
-        else:
-            bcrypt.checkpw(b"x", reference)  # same cost either way
+        ok = bcrypt.checkpw(raw, reference)
+        now = self.clock()
         if account is None or not ok:
-            self._record_failure(username, client)
-            raise AuthenticationFailed()
-        with self._lock:
-            self._verified[cache_key] = now + self.cache_ttl
-            self._verified.move_to_end(cache_key)
-            while len(self._verified) > self.max_entries:
-                self._verified.popitem(last=False)
+            self.limiter.failed(username, client)
+            self._refused.add(memo_key, now + self.refused_ttl)
+            raise AuthenticationFailed(counted=True)
+        self.limiter.succeeded(username, client)
+        self._verified.add(memo_key, now + self.cache_ttl)
         return account

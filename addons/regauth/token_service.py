@@ -7,6 +7,18 @@ space-separated `scope`, `client_id`, `access_type=offline`.
 The audience is never the client's choice: a `service` other than the policy's is refused. A
 partial grant is not an error; the token carries the intersection, and the record explains each
 scope's decision.
+
+Refresh tokens (what `docker login` stores as the identity token) arrive in two forms, both
+honoured as a refresh grant and neither ever counted as a failed login:
+- POST `grant_type=refresh_token` (docker engine, containerd, BuildKit's fallback);
+- GET with `Authorization: Basic base64(":" + refresh token)`, an empty user name (BuildKit's
+  first request after `docker login`; containerd's GET fallback). No account has an empty name,
+  so such a credential is never a password.
+A refused refresh token (malformed, expired, revoked, wrong type or audience) gets, on POST,
+`400 invalid_grant` without a challenge (RFC 6749 §5.2). On GET it gets `401 invalid_grant`
+with the Basic challenge RFC 7235 requires of a 401: BuildKit falls back from GET to the POST
+grant only on 401, 404 or 405, and the POST's 400 then tells the client what is wrong; a 400 on
+the GET would end the build without that fallback.
 """
 
 from __future__ import annotations
@@ -20,7 +32,7 @@ from regauth.authorization import parse_basic
 from regauth.authorization import split_authorization
 from regauth.credentials import AuthenticationFailed
 from regauth.credentials import Authenticator
-from regauth.credentials import RateLimited
+from regauth.login_limits import RateLimited
 from regauth.policy import Account
 from regauth.policy import Identity
 from regauth.runtime import Runtime
@@ -160,19 +172,13 @@ def _handle(runtime: Runtime, authenticator: Authenticator, request: TokenReques
 def _identify(runtime: Runtime, authenticator: Authenticator, request: TokenRequest,
               params: dict[str, list[str]], grant_type: str | None,
               record: dict[str, object]) -> tuple[Account | None, str | None]:
-    """The authenticated account (None for anonymous) and, for refresh grants, the token used."""
-    accounts = runtime.policy.accounts
+    """The authenticated account (None for anonymous) and, for refresh grants, the refresh
+    token to send back (the one presented: oauth.md returns the same token)."""
     if grant_type == "refresh_token":
         token = _first(params, "refresh_token")
         if not token:
             raise _Refusal(400, "UNSUPPORTED", "invalid_request", "refresh_token is required")
-        try:
-            account = runtime.verifier.verify_refresh(token, runtime.issuer.refresh_audience,
-                                                      accounts)
-        except InvalidToken as e:
-            raise _Refusal(401, "UNAUTHORIZED", "invalid_grant", f"refresh token refused: {e}",
-                           _basic_challenge(runtime)) from None
-        return account, token
+        return _refresh(runtime, token, record, "form"), token
     if grant_type == "password":
         if _first(params, "client_id") is None:
             raise _Refusal(400, "UNSUPPORTED", "invalid_request", "client_id is required")
@@ -198,20 +204,47 @@ def _identify(runtime: Runtime, authenticator: Authenticator, request: TokenRequ
         raise _Refusal(401, "UNAUTHORIZED", "invalid_client", str(e),
                        _basic_challenge(runtime)) from None
     account_param = _first(params, "account")
+    if username == "":
+        # Basic ":" + refresh token: how BuildKit presents the identity token of docker login.
+        account = _refresh(runtime, password, record, "basic")
+        if account_param and account_param != account.name:
+            raise _Refusal(400, "UNSUPPORTED", "invalid_request",
+                           "the account parameter does not match the refresh token")
+        offline = (_first(params, "offline_token") or "").lower() in _TRUE
+        return account, (password if offline else None)
     if account_param is not None and account_param != username:
         raise _Refusal(400, "UNSUPPORTED", "invalid_request",
                        "the account parameter does not match the credentials")
     return _login(runtime, authenticator, username, password, request.client_ip, record), None
 
 
+def _refresh(runtime: Runtime, token: str, record: dict[str, object], form: str) -> Account:
+    """Verify a refresh token presented as a POST grant (`form`) or as Basic (`basic`)."""
+    record["credential"] = "refresh_token" if form == "form" else "refresh_token (basic)"
+    try:
+        account = runtime.verifier.verify_refresh(token, runtime.issuer.refresh_audience,
+                                                  runtime.policy.accounts)
+    except InvalidToken as e:
+        if form == "basic":
+            raise _Refusal(401, "UNAUTHORIZED", "invalid_grant", f"refresh token refused: {e}",
+                           _basic_challenge(runtime)) from None
+        raise _Refusal(400, "UNAUTHORIZED", "invalid_grant",
+                       f"refresh token refused: {e}") from None
+    return account
+
+
 def _login(runtime: Runtime, authenticator: Authenticator, username: str, password: str,
            client_ip: str, record: dict[str, object]) -> Account:
     record["username"] = username[:128]
+    record["credential"] = "password"
+    record["failed_login_counted"] = False
     try:
         return authenticator.authenticate(runtime.policy.accounts, username, password, client_ip)
     except RateLimited as e:
+        record["rate_limited"] = e.limit
         raise _Refusal(429, "TOOMANYREQUESTS", "slow_down", str(e),
                        {"Retry-After": str(e.retry_after)}) from None
-    except AuthenticationFailed:
+    except AuthenticationFailed as e:
+        record["failed_login_counted"] = e.counted
         raise _Refusal(401, "UNAUTHORIZED", "invalid_grant", "invalid username or password",
                        _basic_challenge(runtime)) from None

@@ -135,7 +135,7 @@ def test_refresh_token_grant_and_revocation(write_policy, token_registry_proxy, 
     policy_path.write_text(policy_text(changed, mode="delegate"))
     _wait_for(lambda: httpclient.post_token(proxy.port, proxy.ca, {
         "grant_type": "refresh_token", "refresh_token": refresh, "client_id": "tests",
-        "service": SERVICE}).status == 401)
+        "service": SERVICE}).status == 400)  # invalid_grant, RFC 6749 §5.2
     # Removing the account also revokes it.
     policy_path.write_text(policy_text(password_hashes, mode="delegate"))
     _wait_for(lambda: httpclient.post_token(proxy.port, proxy.ca, {
@@ -146,7 +146,7 @@ def test_refresh_token_grant_and_revocation(write_policy, token_registry_proxy, 
     policy_path.write_text(without_ci)
     _wait_for(lambda: httpclient.post_token(proxy.port, proxy.ca, {
         "grant_type": "refresh_token", "refresh_token": refresh, "client_id": "tests",
-        "service": SERVICE}).status == 401)
+        "service": SERVICE}).status == 400)
 
 
 def _bcrypt(password: str) -> str:

@@ -4,9 +4,13 @@ import pytest
 from regauth import credentials
 from regauth.credentials import AuthenticationFailed
 from regauth.credentials import Authenticator
-from regauth.credentials import RateLimited
 from regauth.credentials import hash_password
+from regauth.credentials import is_password_attempt
+from regauth.login_limits import Limit
+from regauth.login_limits import LoginLimiter
+from regauth.login_limits import RateLimited
 from regauth.policy import Account
+from regauth.policy_loader import _ACCOUNT_NAME_RE
 from tests.unit.helpers import FakeClock
 
 PASSWORD = "correct horse"
@@ -111,10 +115,24 @@ def test_unknown_user_with_no_accounts_at_all(checkpw_calls, monkeypatch):
     assert len(checkpw_calls) == 1
 
 
-def test_empty_password_is_refused_but_costs_a_bcrypt(accounts, checkpw_calls):
-    with pytest.raises(AuthenticationFailed):
-        Authenticator().authenticate(accounts, "ci", "", "c")
-    assert len(checkpw_calls) == 1
+@pytest.mark.parametrize(("username", "password"), [
+    ("", "pw"), ("ci", ""), ("ci", "p" * 73), ("-ci", "pw"), ("ci:x", "pw"), ("c" * 65, "pw"),
+    ("ci\n", "pw")])
+def test_what_can_never_be_valid_costs_no_bcrypt_and_counts_nothing(accounts, checkpw_calls,
+                                                                     username, password):
+    auth = Authenticator(clock=FakeClock())
+    for _ in range(10):
+        with pytest.raises(AuthenticationFailed) as e:
+            auth.authenticate(accounts, username, password, "c")
+        assert e.value.counted is False
+    assert checkpw_calls == []
+    assert len(auth.limiter.store) == 0
+    assert auth.authenticate(accounts, "ci", PASSWORD, "c") is accounts["ci"]
+
+
+def test_account_name_grammar_matches_the_policy_loader():
+    assert credentials.ACCOUNT_NAME_RE.pattern == _ACCOUNT_NAME_RE.pattern
+    assert is_password_attempt("ci", b"x") and not is_password_attempt("", b"x")
 
 
 def test_passwords_longer_than_72_bytes_are_refused_not_truncated(checkpw_calls):
@@ -124,8 +142,8 @@ def test_passwords_longer_than_72_bytes_are_refused_not_truncated(checkpw_calls)
     assert auth.authenticate(accounts, "ci", password, "c") is accounts["ci"]
     with pytest.raises(AuthenticationFailed):
         auth.authenticate(accounts, "ci", password + "extra", "c")
-    # the refusal still pays a bcrypt (timing), but never with the long password
-    assert len(checkpw_calls) == 2
+    # never tried truncated: a password no hash can hold is refused without bcrypt
+    assert len(checkpw_calls) == 1
 
 
 def test_multibyte_password_over_72_bytes_is_refused():
@@ -147,12 +165,17 @@ def test_hash_password():
         hash_password("", rounds=4)
 
 
+def _limited(clock, **limits):
+    return Authenticator(clock=clock, limiter=LoginLimiter(clock=clock, **limits))
+
+
 def test_rate_limit_after_repeated_failures(accounts, checkpw_calls):
     clock = FakeClock(1000.0)
-    auth = Authenticator(max_failures=3, failure_window=60, clock=clock)
-    for _ in range(3):
-        with pytest.raises(AuthenticationFailed):
-            auth.authenticate(accounts, "ci", "wrong", "10.0.0.1")
+    auth = _limited(clock, per_account_network=Limit(3, 60))
+    for i in range(3):
+        with pytest.raises(AuthenticationFailed) as e:
+            auth.authenticate(accounts, "ci", f"wrong{i}", "10.0.0.1")
+        assert e.value.counted
         clock.advance(1)
     assert len(checkpw_calls) == 3
     with pytest.raises(RateLimited) as e:
@@ -160,15 +183,30 @@ def test_rate_limit_after_repeated_failures(accounts, checkpw_calls):
     assert len(checkpw_calls) == 3  # refused before any bcrypt
     # first failure at t=1000, now t=1003: the window closes at t=1060
     assert e.value.retry_after == 58
+    assert e.value.limit == "account and network"
     assert "retry after 58 s" in str(e.value)
+
+
+def test_a_repeated_wrong_password_is_one_guess(accounts, checkpw_calls):
+    clock = FakeClock()
+    auth = _limited(clock, per_account_network=Limit(2, 60))
+    for _ in range(10):  # e.g. containerd: POST grant refused, then the same as GET
+        with pytest.raises(AuthenticationFailed):
+            auth.authenticate(accounts, "ci", "wrong", "10.0.0.1")
+    assert len(checkpw_calls) == 1
+    assert auth.authenticate(accounts, "ci", PASSWORD, "10.0.0.1") is accounts["ci"]
+    clock.advance(61)  # remembered for refused_ttl only
+    with pytest.raises(AuthenticationFailed) as e:
+        auth.authenticate(accounts, "ci", "wrong", "10.0.0.1")
+    assert e.value.counted and len(checkpw_calls) == 3
 
 
 def test_rate_limit_is_per_account_and_client(accounts):
     clock = FakeClock()
-    auth = Authenticator(max_failures=2, clock=clock)
-    for _ in range(2):
+    auth = _limited(clock, per_account_network=Limit(2, 60))
+    for i in range(2):
         with pytest.raises(AuthenticationFailed):
-            auth.authenticate(accounts, "ci", "wrong", "10.0.0.1")
+            auth.authenticate(accounts, "ci", f"wrong{i}", "10.0.0.1")
     with pytest.raises(RateLimited):
         auth.authenticate(accounts, "ci", PASSWORD, "10.0.0.1")
     assert auth.authenticate(accounts, "ci", PASSWORD, "10.0.0.2") is accounts["ci"]
@@ -177,40 +215,58 @@ def test_rate_limit_is_per_account_and_client(accounts):
 
 def test_rate_limit_window_slides(accounts):
     clock = FakeClock(0.0)
-    auth = Authenticator(max_failures=2, failure_window=60, clock=clock)
+    auth = _limited(clock, per_account_network=Limit(2, 60))
+    limiter = auth.limiter
     with pytest.raises(AuthenticationFailed):
-        auth.authenticate(accounts, "ci", "wrong", "c")
+        auth.authenticate(accounts, "ci", "wrong1", "c")
     clock.now = 30.0
     with pytest.raises(AuthenticationFailed):
-        auth.authenticate(accounts, "ci", "wrong", "c")
+        auth.authenticate(accounts, "ci", "wrong2", "c")
     clock.now = 59.5
     with pytest.raises(RateLimited) as e:
-        auth.check_rate("ci", "c")
+        limiter.check("ci", "c")
     assert e.value.retry_after == 1
     clock.now = 60.0  # the failure at t=0 has left the window
-    auth.check_rate("ci", "c")
+    limiter.check("ci", "c")
     assert auth.authenticate(accounts, "ci", PASSWORD, "c") is accounts["ci"]
     clock.now = 89.0
     with pytest.raises(AuthenticationFailed):
-        auth.authenticate(accounts, "ci", "wrong", "c")
+        auth.authenticate(accounts, "ci", "wrong3", "c")
     with pytest.raises(RateLimited):  # failures at t=30 and t=89
-        auth.check_rate("ci", "c")
+        limiter.check("ci", "c")
     clock.now = 90.1
-    auth.check_rate("ci", "c")
+    limiter.check("ci", "c")
 
 
 def test_unknown_users_are_rate_limited_too(accounts):
-    auth = Authenticator(max_failures=2, clock=FakeClock())
-    for _ in range(2):
+    auth = _limited(FakeClock(), per_account_network=Limit(2, 60))
+    for i in range(2):
         with pytest.raises(AuthenticationFailed):
-            auth.authenticate(accounts, "mallory", "x", "c")
+            auth.authenticate(accounts, "mallory", f"x{i}", "c")
     with pytest.raises(RateLimited):
         auth.authenticate(accounts, "mallory", "x", "c")
 
 
 def test_failure_table_is_bounded(accounts):
-    auth = Authenticator(max_entries=3, clock=FakeClock())
+    auth = Authenticator(clock=FakeClock(), max_entries=3)
     for i in range(6):
         with pytest.raises(AuthenticationFailed):
             auth.authenticate(accounts, "ci", "wrong", f"10.0.0.{i}")
-    assert len(auth._failures) == 3
+    assert len(auth._refused) == 1  # the same credential each time
+    for i in range(6):
+        with pytest.raises(AuthenticationFailed):
+            auth.authenticate(accounts, "ci", f"wrong{i}", f"10.0.1.{i}")
+    assert len(auth._refused) == 3
+
+
+def test_the_recently_verified_rule_outlasts_every_limit(accounts):
+    clock = FakeClock()
+    auth = _limited(clock, per_account_network=Limit(1, 60), per_network=Limit(1, 60),
+                    per_account=Limit(1, 300))
+    assert auth.authenticate(accounts, "ci", PASSWORD, "10.0.0.1")
+    with pytest.raises(AuthenticationFailed):
+        auth.authenticate(accounts, "ci", "guess", "10.0.0.1")
+    with pytest.raises(RateLimited):
+        auth.limiter.check("ci", "10.0.0.1")
+    clock.advance(30)
+    assert auth.authenticate(accounts, "ci", PASSWORD, "10.0.0.1") is accounts["ci"]

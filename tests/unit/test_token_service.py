@@ -1,10 +1,17 @@
 import base64
+import dataclasses
 import datetime as dt
 import json
+import time
 
+import bcrypt
 import pytest
 
+from regauth import credentials
 from regauth.credentials import Authenticator
+from regauth.login_limits import Limit
+from regauth.login_limits import LoginLimiter
+from regauth.policy import Account
 from regauth.token_service import TokenRequest
 from regauth.token_service import handle_token_request
 from regauth.tokens import InvalidToken
@@ -26,6 +33,19 @@ def runtime(tmp_path_factory, certs_dir, password_hashes):
 @pytest.fixture
 def auth():
     return Authenticator(clock=FakeClock())
+
+
+@pytest.fixture
+def checkpw_calls(monkeypatch):
+    calls = []
+    original = bcrypt.checkpw
+
+    def counting(password, hashed):
+        calls.append(hashed)
+        return original(password, hashed)
+
+    monkeypatch.setattr(credentials.bcrypt, "checkpw", counting)
+    return calls
 
 
 def _basic(user, password):
@@ -269,11 +289,96 @@ def test_refresh_grant_without_token_is_400(runtime, auth):
     _assert_refused(response, 400, "invalid_request")
 
 
-def test_refresh_grant_with_a_bad_token_is_401(runtime, auth):
+def _refused_refresh_tokens(runtime, auth):
+    """One refresh token per way of being wrong, each shaped like a real one."""
     access = _body(_get(runtime, auth, []))["token"]
-    for token in ("garbage", access):
+    good_account = runtime.policy.accounts["ci"]
+    long_ago = dataclasses.replace(runtime.issuer, clock=lambda: time.time() - 10 ** 8)
+    other_service = dataclasses.replace(runtime.issuer, service="another-registry")
+    return {
+        "malformed": "garbage",
+        "three segments": "a.b.c",
+        "expired": long_ago.issue_refresh(good_account),
+        "revoked (password changed)": runtime.issuer.issue_refresh(
+            Account("ci", b"$2b$04$" + b"x" * 53)),
+        "unknown account": runtime.issuer.issue_refresh(Account("bob", good_account
+                                                                .password_hash)),
+        "access token (wrong typ)": access,
+        "other audience": other_service.issue_refresh(good_account),
+    }
+
+
+def test_refused_refresh_grant_is_400_invalid_grant_without_a_challenge(runtime, auth):
+    # RFC 6749 §5.2: an invalid, expired or revoked refresh token is invalid_grant, status 400.
+    for case, token in _refused_refresh_tokens(runtime, auth).items():
         response = _post(runtime, auth, grant_type="refresh_token", refresh_token=token)
+        _assert_refused(response, 400, "invalid_grant", "UNAUTHORIZED")
+        assert "WWW-Authenticate" not in response.headers, case
+        assert response.record["credential"] == "refresh_token"
+        assert "failed_login_counted" not in response.record
+
+
+def _refresh_token(runtime, auth):
+    response = _get(runtime, auth, [], _basic("ci", PASSWORDS["ci"]), offline_token="true",
+                    client_id="docker")
+    return _body(response)["refresh_token"]
+
+
+def test_buildkit_presents_the_identity_token_as_basic_with_an_empty_user(runtime):
+    # BuildKit after `docker login`: GET /v2/token?scope=... with Basic base64(":" + token),
+    # one request per repository. Each is a refresh grant; none is a failed login.
+    auth = Authenticator(clock=FakeClock())
+    refresh = _refresh_token(runtime, auth)
+    for i in range(12):
+        response = _get(runtime, auth, [f"repository:cache/base{i}:pull"], _basic("", refresh),
+                        client_ip="192.0.2.50")
+        assert response.status == 200, response.body
+        body = _body(response)
+        assert "refresh_token" not in body  # not asked for (offline_token)
+        verified = runtime.verifier.verify_access(body["token"])
+        assert verified.subject == "ci"
+        assert [str(g) for g in verified.grants] == [f"repository:cache/base{i}:pull"]
+        assert response.record["account"] == "ci"
+        assert response.record["credential"] == "refresh_token (basic)"
+        assert "failed_login_counted" not in response.record
+    again = _get(runtime, auth, [], _basic("", refresh), offline_token="true")
+    assert _body(again)["refresh_token"] == refresh  # the same token, as the POST grant does
+
+
+def test_refused_refresh_token_as_basic_on_get_is_401_and_never_a_failed_login(runtime):
+    # 401, not 400: BuildKit falls back from GET to the POST grant only on 401/404/405, and
+    # the POST's 400 invalid_grant then tells it why. Nothing is counted, whatever the number.
+    auth = Authenticator(clock=FakeClock())
+    for _ in range(3):
+        for case, token in _refused_refresh_tokens(runtime, auth).items():
+            response = _get(runtime, auth, ["repository:cache/x:pull"], _basic("", token),
+                            client_ip="192.0.2.51")
+            _assert_refused(response, 401, "invalid_grant", "UNAUTHORIZED")
+            assert response.headers["WWW-Authenticate"] == f'Basic realm="{SERVICE}"', case
+            assert "failed_login_counted" not in response.record
+    # ...so the address and the account are as free as before: the first wrong password from
+    # there is an ordinary 401, and the right one works.
+    wrong = _get(runtime, auth, [], _basic("ci", "wrong"), client_ip="192.0.2.51")
+    _assert_refused(wrong, 401, "invalid_grant")
+    assert wrong.record["failed_login_counted"] is True
+    assert _get(runtime, auth, [], _basic("ci", PASSWORDS["ci"]), client_ip="192.0.2.51") \
+        .status == 200
+
+
+def test_an_empty_user_name_is_never_a_password_login(runtime, checkpw_calls):
+    # Basic ":" + anything is a refresh token or nothing: no bcrypt, no count, no 429 ever.
+    auth = Authenticator(clock=FakeClock())
+    for i in range(40):
+        response = _get(runtime, auth, [], _basic("", f"password-{i}"), client_ip="192.0.2.52")
         _assert_refused(response, 401, "invalid_grant")
+    assert checkpw_calls == []
+
+
+def test_refresh_token_as_basic_must_match_the_account_parameter(runtime, auth):
+    refresh = _refresh_token(runtime, auth)
+    assert _get(runtime, auth, [], _basic("", refresh), account="ci").status == 200
+    response = _get(runtime, auth, [], _basic("", refresh), account="alice")
+    _assert_refused(response, 400, "invalid_request")
 
 
 def test_post_without_a_form_is_400(runtime, auth):
@@ -305,16 +410,21 @@ def test_unusable_authorization_is_401(runtime, auth, authorization):
     assert response.headers["WWW-Authenticate"].startswith("Basic ")
 
 
+def _limited_auth(clock, **limits):
+    return Authenticator(clock=clock, limiter=LoginLimiter(clock=clock, **limits))
+
+
 def test_rate_limit_is_429_with_retry_after(runtime):
     clock = FakeClock()
-    auth = Authenticator(max_failures=3, failure_window=60, clock=clock)
-    for _ in range(3):
-        _assert_refused(_get(runtime, auth, [], _basic("ci", "wrong"), client_ip="198.51.100.9"),
-                        401)
+    auth = _limited_auth(clock, per_account_network=Limit(3, 60))
+    for i in range(3):
+        _assert_refused(_get(runtime, auth, [], _basic("ci", f"wrong{i}"),
+                             client_ip="198.51.100.9"), 401)
     clock.advance(10)
     response = _get(runtime, auth, [], _basic("ci", PASSWORDS["ci"]), client_ip="198.51.100.9")
     _assert_refused(response, 429, "slow_down", "TOOMANYREQUESTS")
     assert response.headers["Retry-After"] == "51"
+    assert response.record["rate_limited"] == "account and network"
     # other clients are not affected
     assert _get(runtime, auth, [], _basic("ci", PASSWORDS["ci"]), client_ip="198.51.100.10") \
         .status == 200
@@ -328,11 +438,44 @@ def test_rate_limit_is_429_with_retry_after(runtime):
 
 
 def test_unknown_names_from_one_address_are_limited_too(runtime):
-    auth = Authenticator(max_failures=100, max_client_failures=4, clock=FakeClock())
+    auth = _limited_auth(FakeClock(), per_network=Limit(4, 60))
     for i in range(4):
         _assert_refused(_get(runtime, auth, [], _basic(f"nobody{i}", "x"),
                              client_ip="198.51.100.20"), 401)
     response = _get(runtime, auth, [], _basic("nobody-else", "x"), client_ip="198.51.100.20")
+    _assert_refused(response, 429, "slow_down", "TOOMANYREQUESTS")
+
+
+def test_one_account_attacked_from_many_addresses_hits_a_ceiling(runtime):
+    # issue 14: per-address limits alone give a /64 of IPv6 (or a botnet) a fresh allowance
+    # per address. With the defaults, 20 failures per account in 5 minutes close it...
+    clock = FakeClock()
+    auth = Authenticator(clock=clock)
+    assert _get(runtime, auth, [], _basic("ci", PASSWORDS["ci"]),
+                client_ip="198.51.100.77").status == 200  # the real client, earlier
+    clock.advance(3600)
+    for i in range(20):
+        response = _get(runtime, auth, [], _basic("ci", f"guess{i}"),
+                        client_ip=f"203.0.113.{i}")
+        _assert_refused(response, 401, "invalid_grant")
+    response = _get(runtime, auth, [], _basic("ci", PASSWORDS["ci"]), client_ip="203.0.113.99")
+    _assert_refused(response, 429, "slow_down", "TOOMANYREQUESTS")
+    assert response.record["rate_limited"] == "account"
+    # ...except from where the account logged in successfully before: no lock-out.
+    assert _get(runtime, auth, [], _basic("ci", PASSWORDS["ci"]),
+                client_ip="198.51.100.77").status == 200
+    # Refresh tokens are not logins: clients holding one are never limited.
+    refresh = _refresh_token(runtime, auth)
+    assert _get(runtime, auth, [], _basic("", refresh), client_ip="203.0.113.99").status == 200
+
+
+def test_ipv6_addresses_of_one_64_share_one_allowance(runtime):
+    auth = Authenticator(clock=FakeClock())
+    for i in range(5):
+        _assert_refused(_get(runtime, auth, [], _basic("ci", f"guess{i}"),
+                             client_ip=f"2001:db8:7:7::{i + 1:x}"), 401)
+    response = _get(runtime, auth, [], _basic("ci", PASSWORDS["ci"]),
+                    client_ip="2001:db8:7:7:ffff::1")
     _assert_refused(response, 429, "slow_down", "TOOMANYREQUESTS")
 
 
