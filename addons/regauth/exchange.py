@@ -33,6 +33,9 @@ class Conversations:
     """Bounded in memory and time; forgets what is older than `window` seconds."""
 
     window: float = 300.0
+    # A challenge without a scope (`GET /v2/`) says nothing about what comes next: it joins a
+    # token request only if that follows within this many seconds, not any later one.
+    ping_window: float = 10.0
     max_entries: int = 10000
     clock: Callable[[], float] = time.monotonic
     _challenges: list[_Challenge] = field(default_factory=list)
@@ -56,8 +59,11 @@ class Conversations:
         self._expire()
         requested = frozenset(scopes)
         best: _Challenge | None = None
+        now = self.clock()
         for c in reversed(self._challenges):
             if c.client != client or not c.scopes <= requested:
+                continue
+            if not c.scopes and now - c.at > self.ping_window:
                 continue
             if best is None or len(c.scopes) > len(best.scopes):
                 best = c

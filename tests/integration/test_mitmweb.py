@@ -45,14 +45,16 @@ def test_mitmweb_comments_markers_and_jwt_view(write_policy, make_registry, make
     time.sleep(0.5)
     flows = _web_get(web_port, web_token, "/flows")
     by_path = {f["request"]["path"].split("?")[0]: f for f in flows}
-    assert by_path["/v2/demo/app/manifests/1"]["comment"] == \
-        "401 challenge → scope repository:demo/app:pull — no token"
+    challenge_comment = by_path["/v2/demo/app/manifests/1"]["comment"]
+    conversation = re.fullmatch(r"401 challenge → scope repository:demo/app:pull — no token "
+                                r"\[conv ([0-9a-f]{16})\]", challenge_comment)
+    assert conversation, challenge_comment
     assert by_path["/v2/demo/app/manifests/1"]["marked"] == emoji[":lock:"]
     token_flow = by_path["/v2/token"]
     assert token_flow["marked"] == emoji[":key:"]
-    assert token_flow["comment"] == (
+    assert token_flow["comment"].startswith(
         "token for ci: repository:demo/app:pull,push → granted [pull,push] (rule 2: CI "
-        "publishes); repository:secret/x:pull → default deny [nothing] (default deny)")
+        "publishes); repository:secret/x:pull → default deny [nothing] (default deny) [conv ")
     forwarded = by_path["/v2/demo/app/tags/list"]
     assert forwarded["marked"] == emoji[":x:"]  # the upstream answered 404: no such repository yet
     assert forwarded["comment"].startswith("404 ci → repository:demo/app:pull")

@@ -63,6 +63,16 @@ def test_ping_challenge_without_scope_links_a_later_token_request():
     assert conv.token_requested("10.0.0.1", []) == ping
 
 
+def test_a_ping_challenge_links_only_a_token_request_that_follows_soon():
+    # skopeo pinging /v2/ anonymously, then ctr asking for a token minutes later from the
+    # same host: two conversations, not one.
+    clock = FakeClock()
+    conv = Conversations(clock=clock)
+    ping = conv.challenged("10.0.0.1", [])
+    clock.advance(conv.ping_window + 1)
+    assert conv.token_requested("10.0.0.1", [A]) != ping
+
+
 def test_challenge_may_continue_an_existing_conversation():
     conv = Conversations(clock=FakeClock())
     cid = conv.challenged("c", [])

@@ -56,7 +56,13 @@ def mitmproxy_args(config: ServeConfig, web_password_hash: str | None) -> list[s
                  "--set", f"regauth_upstream_ca={config.upstream_ca}"]
     if config.web:
         args += ["--web-host", "127.0.0.1", "--web-port", str(config.web_port),
-                 "--no-web-open-browser"]
+                 "--no-web-open-browser",
+                 # regauth's comment (what happened in auth terms, and the conversation) and
+                 # marker are the point of watching: show them by default.
+                 "--set", "web_columns=icon",
+                 "--set", "web_columns=path", "--set", "web_columns=method",
+                 "--set", "web_columns=status", "--set", "web_columns=comment",
+                 "--set", "web_columns=size", "--set", "web_columns=time"]
         if web_password_hash:
             args += ["--set", f"web_password={web_password_hash}"]
     return args + list(config.extra)

@@ -88,7 +88,9 @@ class Recorder:
                     challenge_scopes = rewrite.challenge_scopes(value)
                     break
         if challenge_scopes is not None and state.kind == "registry":
-            state.conversation = self.conversations.challenged(client_ip, challenge_scopes)
+            # A retry that presented a token stays in the conversation that issued it.
+            state.conversation = self.conversations.challenged(
+                client_ip, challenge_scopes, self.conversations.for_token(state.presented_jti()))
         elif state.conversation is None:
             state.conversation = self.conversations.for_token(state.presented_jti()) or new_id()
 

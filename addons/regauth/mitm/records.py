@@ -80,6 +80,9 @@ def build_record(flow: http.HTTPFlow, state: FlowState, sent_challenges: list[st
         "request": _body_size(request, state.counted.get("request")),
         "response": _body_size(response, state.counted.get("response")),
     }
+    if state.answered_by == "upstream" and response is not None and "date" in response.headers:
+        # The registry's clock, to tell clock skew from other reasons it refuses a token.
+        record["upstream_date"] = response.headers["date"][:64]
     if state.answered_by == "upstream" and response is not None and \
             response.timestamp_start is not None:
         sent_at = request.timestamp_end or request.timestamp_start
@@ -93,7 +96,18 @@ def build_record(flow: http.HTTPFlow, state: FlowState, sent_challenges: list[st
 
 def comment_and_marker(flow: http.HTTPFlow, state: FlowState,
                        record: dict[str, object]) -> tuple[str, str]:
-    """One line for mitmweb's comment column, and an emoji name for the marker column."""
+    """One line for mitmweb's comment column, and an emoji name for the marker column.
+
+    The comment ends with `[conv ID]`, the record's conversation: mitmweb's filter
+    `~comment ID` then shows that challenge → token → retry exchange end to end.
+    """
+    text, marker = _describe(flow, state, record)
+    conversation = record.get("conversation")
+    return (f"{text} [conv {conversation}]" if conversation else text), marker
+
+
+def _describe(flow: http.HTTPFlow, state: FlowState,
+              record: dict[str, object]) -> tuple[str, str]:
     status = record.get("status")
     if flow.error is not None:
         return f"error: {flow.error.msg}", ":x:"
