@@ -1,6 +1,7 @@
 """The addons regauth adds to a mitmproxy master, in order.
 
-Order matters: option policing first (a refused option stops everything), then the
+Order matters: connection limits first (a refused connection goes no further), option
+policing next (a refused option stops everything), then the
 configuration snapshot, then the request handler, the response rewriter, the recorder (it
 records what the rewriter left), and the guard last (it kills whatever no decision allowed).
 """
@@ -12,6 +13,7 @@ from regauth.mitm import framing
 from regauth.mitm import jwt_view
 from regauth.mitm import stream_isolation
 from regauth.mitm.config_loader import ConfigLoader
+from regauth.mitm.conn_limits import ConnectionLimits
 from regauth.mitm.flow_state import FlowStates
 from regauth.mitm.guard import RegauthGuard
 from regauth.mitm.options_policy import OptionPolicy
@@ -27,5 +29,5 @@ def make_addons() -> list[object]:
     jwt_view.register()
     config = ConfigLoader()
     states = FlowStates()
-    return [OptionPolicy(), config, RequestHandler(config, states), ResponseRewriter(states),
-            Recorder(config, states), RegauthGuard()]
+    return [ConnectionLimits(), OptionPolicy(), config, RequestHandler(config, states),
+            ResponseRewriter(states), Recorder(config, states), RegauthGuard()]

@@ -44,6 +44,9 @@ def mitmproxy_args(config: ServeConfig, web_password_hash: str | None) -> list[s
         "--set", "connection_strategy=lazy",
         # HTTP/1.1 and HTTP/2 only: framing and stream isolation are proven for those.
         "--set", "http3=false",
+        # mitmproxy's default kills clients with public addresses (meant for open forward
+        # proxies); a registry front serves them. regauth's own limits apply instead.
+        "--set", "block_global=false",
         # Flow lines on the console would print capability ids; the exchange log has it all.
         "--set", "flow_detail=0",
         "--set", f"regauth_policy={config.policy}",

@@ -20,6 +20,7 @@ from mitmproxy.test import tutils
 
 from regauth.mitm.addons_list import make_addons
 from regauth.mitm.config_loader import ConfigLoader
+from regauth.mitm.conn_limits import ConnectionLimits
 from regauth.mitm.flow_state import FlowStates
 from regauth.mitm.guard import RegauthGuard
 from regauth.mitm.options_policy import OptionPolicy
@@ -34,6 +35,7 @@ PUBLIC = "https://localhost:5443"
 @dataclass
 class Harness:
     tctx: taddons.context
+    limits: ConnectionLimits
     options: OptionPolicy
     config: ConfigLoader
     requests: RequestHandler
