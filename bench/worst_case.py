@@ -17,7 +17,7 @@ client. For each parser the script builds the worst inputs it can:
                re-measured like the hand-built ones.
 
 For every input it prints: the input's shape and length, the median time per call over
-`--repeat` samples (each sample runs the call enough times to last about 2 ms), the ratio to a
+`--repeat` samples (each sample runs the call enough times to last about 5 ms), the ratio to a
 benign input of the same length measured in the same run (an ordinary name, path, scope or
 header), and the growth exponent: log(t(L) / t(L/4)) / log 4, measured on the same shape at a
 quarter of the length (1 = linear, 2 = quadratic; noisy below ~1 µs per call).
@@ -64,7 +64,7 @@ SCOPE_MAX = scope.MAX_SCOPE_LENGTH  # 1024
 HEADER_MAX = challenge.MAX_HEADER_LENGTH  # 8192
 LOG_LINE = 65536  # an exchange-log line with a long client-chosen path and headers
 BODY = 65536  # a request body shown by the JWT content view
-SAMPLE_SECONDS = 0.002
+SAMPLE_SECONDS = 0.005
 SLOW = 2.0  # a single call slower than this is reported as a lower bound, not repeated
 
 
@@ -394,7 +394,7 @@ def _fmt(seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=7, help="samples per median (default 7)")
+    parser.add_argument("--repeat", type=int, default=9, help="samples per median (default 9)")
     parser.add_argument("--search", type=int, default=150,
                         help="hypothesis examples per parser (default 150, 0 to skip)")
     parser.add_argument("--no-contrast", action="store_true",

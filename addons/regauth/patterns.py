@@ -25,6 +25,7 @@ import functools
 import math
 import re
 from dataclasses import dataclass
+from dataclasses import field
 
 from regauth.linear_regex import Matcher
 from regauth.linear_regex import compile_linear
@@ -103,12 +104,14 @@ class Segment:
 
 @dataclass(frozen=True)
 class RepositoryPattern:
-    """A compiled pattern; `expand(context)` resolves placeholders for one account."""
+    """A compiled pattern; `matches(name, variables)` decides a name for one account."""
 
     source: str
     is_regex: bool
     segments: tuple[Segment, ...]
-    compiled: Matcher | None  # RE2; set when the pattern has no placeholders
+    # RE2; set when the pattern has no placeholders. Derived from the fields above, so left out
+    # of ==/hash (RE2 objects compare by identity).
+    compiled: Matcher | None = field(compare=False)
     capabilities: tuple[str, ...]
     placeholders: tuple[str, ...]
 
