@@ -8,9 +8,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 
-JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+from regauth.linear_regex import compile_linear
+
+# RE2, not re: a backtracking search restarts at every "eyJ" and rescans the run of base64
+# characters after it, so a body of "eyJeyJeyJ..." cost quadratic time (2 s for 64 KiB).
+JWT_RE = compile_linear(r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 MAX_TOKEN_LENGTH = 16384
 
 

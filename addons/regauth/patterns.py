@@ -12,13 +12,24 @@ Glob syntax, always anchored at both ends and matched against the whole name:
 
 Regular expressions are allowed only when marked (`{regex: ...}`) and are always anchored.
 Capability ids are secrets with a declared alphabet and length, whose strength is checked at load.
+
+Every pattern is matched with RE2 (linear_regex.py), in time linear in the name: a client chooses
+the name, and Python's backtracking `re` is exponential on `(a+)+b` and polynomial of degree k on
+a glob segment with k stars (`*a*a*a*a*b`). Globs with placeholders are expanded once per set of
+account values and cached, not rebuilt on every match.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
+from dataclasses import field
+
+from regauth.linear_regex import Matcher
+from regauth.linear_regex import compile_linear
+from regauth.linear_regex import compile_policy_regex
 
 _PLACEHOLDER_RE = re.compile(r"\$\{(?P<var>account|group|labels\.[a-z0-9_-]+)\}")
 _CAPABILITY_SEGMENT_RE = re.compile(r"\{(?P<cap>[a-z][a-z0-9_-]*)\}")
@@ -93,12 +104,14 @@ class Segment:
 
 @dataclass(frozen=True)
 class RepositoryPattern:
-    """A compiled pattern; `expand(context)` resolves placeholders for one account."""
+    """A compiled pattern; `matches(name, variables)` decides a name for one account."""
 
     source: str
     is_regex: bool
     segments: tuple[Segment, ...]
-    compiled: re.Pattern[str] | None  # set when the pattern has no placeholders
+    # RE2; set when the pattern has no placeholders. Derived from the fields above, so left out
+    # of ==/hash (RE2 objects compare by identity).
+    compiled: Matcher | None = field(compare=False)
     capabilities: tuple[str, ...]
     placeholders: tuple[str, ...]
 
@@ -120,10 +133,16 @@ class RepositoryPattern:
         return False
 
     def matches(self, name: str, variables: dict[str, list[str]] | None = None) -> bool:
+        """Whether `name` matches the whole pattern, for an account's placeholder values
+        (`{"account": [...], "group": [...], "labels.K": [...]}`). Linear in len(name)."""
         if self.compiled is not None:
             return self.compiled.fullmatch(name) is not None
-        regex = self._expand(variables or {})
-        return regex is not None and re.fullmatch(regex, name) is not None
+        given = variables or {}
+        # Only the values this pattern uses are in the key: accounts sharing them share an entry.
+        bindings = tuple((var, tuple(given.get(var, ()))) for var in dict.fromkeys(
+            self.placeholders))
+        compiled = _expanded(self.segments, bindings)
+        return compiled is not None and compiled.fullmatch(name) is not None
 
     def _expand(self, variables: dict[str, list[str]]) -> str | None:
         """Regex text with placeholders replaced by the alternatives of the account's values."""
@@ -138,6 +157,17 @@ class RepositoryPattern:
             return "/".join(_segment_regex(s, substitute) for s in self.segments)
         except _NoValue:
             return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _expanded(segments: tuple[Segment, ...],
+              bindings: tuple[tuple[str, tuple[str, ...]], ...]) -> Matcher | None:
+    """The compiled expansion of a glob for one set of placeholder values (None: a placeholder
+    has no value, so nothing matches). Keys come from policy accounts, never from clients, so
+    the cache holds at most patterns × distinct value sets."""
+    pattern = RepositoryPattern("", False, segments, None, (), ())
+    regex = pattern._expand({var: list(values) for var, values in bindings})
+    return None if regex is None else compile_linear(regex)
 
 
 class _NoValue(Exception):
@@ -208,14 +238,14 @@ def compile_glob(source: str, capabilities: dict[str, Capability]) -> Repository
     if not placeholders:
         regex = pattern._expand({})
         assert regex is not None
-        pattern = RepositoryPattern(source, False, tuple(segments), re.compile(regex),
+        pattern = RepositoryPattern(source, False, tuple(segments), compile_linear(regex),
                                     tuple(used_caps), ())
     return pattern
 
 
 def compile_regex(source: str) -> RepositoryPattern:
-    try:
-        compiled = re.compile(source)
-    except re.error as e:
-        raise ValueError(f"invalid regular expression: {e}") from None
-    return RepositoryPattern(source, True, (), compiled, (), ())
+    """A `{regex: ...}` pattern, matched anchored at both ends with RE2.
+
+    Raises linear_regex.RegexError (a ValueError, with the offending character's offset and a
+    hint) for anything outside the dialect RE2 and Python's re read alike."""
+    return RepositoryPattern(source, True, (), compile_policy_regex(source), (), ())
