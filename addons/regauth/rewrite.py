@@ -18,7 +18,7 @@ from regauth.scope import parse_scopes
 from regauth.urls import Origin
 from regauth.urls import parse_origin
 
-_LINK_URL_RE = re.compile(r"<([^>]*)>")
+_LINK_URL_RE = re.compile(r"<([^<>]*)>")  # linear: a URL never holds "<"
 _BEARER_ERRORS = ("invalid_token", "insufficient_scope", "invalid_request")
 
 
