@@ -51,14 +51,15 @@ class TokenAuth:
 
 def registry_config(storage: Path, port: int, token: TokenAuth | None = None,
                     htpasswd: Path | None = None,
-                    tls: tuple[Path, Path] | None = None) -> dict:
+                    tls: tuple[Path, Path] | None = None, host: str = "127.0.0.1") -> dict:
     config: dict = {
         "version": 0.1,
         "log": {"level": "info", "accesslog": {"disabled": False},
                 "fields": {"service": "registry"}},
         "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True},
                     "cache": {"blobdescriptor": "inmemory"}},
-        "http": {"addr": f"127.0.0.1:{port}", "headers": {"X-Content-Type-Options": ["nosniff"]},
+        "http": {"addr": f"{_bracketed(host)}:{port}",
+                 "headers": {"X-Content-Type-Options": ["nosniff"]},
                  "secret": os.urandom(16).hex()},
     }
     if tls is not None:
@@ -72,6 +73,10 @@ def registry_config(storage: Path, port: int, token: TokenAuth | None = None,
     return config
 
 
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
 def _die_with_parent() -> None:
     # The registry must not outlive regauth (or a test) that started it, even on SIGKILL.
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -80,8 +85,10 @@ def _die_with_parent() -> None:
 
 class RegistryProcess:
     def __init__(self, workdir: Path, port: int | None = None, token: TokenAuth | None = None,
-                 htpasswd: Path | None = None, tls: tuple[Path, Path] | None = None) -> None:
+                 htpasswd: Path | None = None, tls: tuple[Path, Path] | None = None,
+                 host: str = "127.0.0.1") -> None:
         self.workdir = workdir
+        self.host = host
         self.tls = tls
         self.port = port or free_port()
         self.token = token
@@ -91,7 +98,7 @@ class RegistryProcess:
 
     @property
     def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{_bracketed(self.host)}:{self.port}"
 
     def start(self, timeout: float = 20.0) -> None:
         binary = find_binary()
@@ -100,7 +107,8 @@ class RegistryProcess:
         storage.mkdir(exist_ok=True)
         config_path = self.workdir / "config.yml"
         config_path.write_text(yaml.safe_dump(
-            registry_config(storage, self.port, self.token, self.htpasswd, self.tls)))
+            registry_config(storage, self.port, self.token, self.htpasswd, self.tls,
+                            self.host)))
         log = self.log_path.open("ab")
         self.process = subprocess.Popen([binary, "serve", str(config_path)], stdout=log,
                                         stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)

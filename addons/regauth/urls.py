@@ -55,14 +55,26 @@ def normalize_url(url: str) -> str:
 
 
 def parse_listen(value: str) -> tuple[str, int]:
-    """HOST:PORT (IPv6 in brackets) into (host, port)."""
+    """`HOST:PORT` (an IPv6 address in brackets: `[::1]:5443`, `[::]:5443`) into (host, port),
+    the host without brackets. An empty host (`:5443`) means every address, IPv4 and IPv6;
+    `0.0.0.0` all IPv4 addresses, `[::]` all IPv6 addresses. Raise ValueError."""
     host, sep, port_text = value.rpartition(":")
     if not sep or not port_text.isdigit():
         raise ValueError(f"listen address {value!r} must be HOST:PORT")
     port = int(port_text)
     if not 0 <= port <= 65535:
         raise ValueError(f"port {port} out of range")
-    host = host.strip("[]") or "0.0.0.0"
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            if ipaddress.ip_address(host).version != 6:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"listen address {value!r}: only IPv6 addresses go in "
+                             "brackets") from None
+    elif ":" in host:
+        raise ValueError(f"listen address {value!r}: write an IPv6 address in brackets, "
+                         "e.g. [::1]:5443")
     return host, port
 
 

@@ -77,17 +77,21 @@ def start_proxy(workdir: Path, certs_dir: Path, policy: Path, upstream: str | No
                 upstream_ca: Path | None = None, wait: bool = True,
                 timeout: float = 30.0, port: int | None = None,
                 web_port: int | None = None,
-                prefix: list[str] | None = None) -> ProxyProcess:
+                prefix: list[str] | None = None, listen_host: str = "127.0.0.1",
+                public_url: str | None = None) -> ProxyProcess:
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     log_path = workdir / "exchange.jsonl"
     output_path = workdir / "regauth.out"
     # `prefix` wraps the process, e.g. ["faketime", "-f", "+2h"] for a skewed clock.
-    cmd = [*(prefix or []), str(REGAUTH), "serve", "--listen", f"127.0.0.1:{port}",
+    listen = f"[{listen_host}]" if ":" in listen_host else listen_host  # "": every address
+    cmd = [*(prefix or []), str(REGAUTH), "serve", "--listen", f"{listen}:{port}",
            "--certs-dir", str(certs_dir), "--policy", str(policy), "--log", str(log_path),
            "--registry-dir", str(workdir / "registry")]
     if upstream:
         cmd += ["--upstream", upstream]
+    if public_url:
+        cmd += ["--public-url", public_url]
     if upstream_ca:
         cmd += ["--upstream-ca", str(upstream_ca)]
     if web_port:
@@ -100,7 +104,8 @@ def start_proxy(workdir: Path, certs_dir: Path, policy: Path, upstream: str | No
     if not wait:
         return proxy
     deadline = time.monotonic() + timeout
-    pattern = re.compile(rf"listening at 127\.0\.0\.1:{port}")
+    # mitmproxy prints the wildcard addresses (0.0.0.0, ::) as `*`.
+    pattern = re.compile(rf"listening at (?:{re.escape(listen)}|\*):{port}")
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"regauth exited with {process.returncode}:\n{proxy.output()}")

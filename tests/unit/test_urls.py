@@ -47,13 +47,15 @@ def test_parse_origin_refuses(url):
 @pytest.mark.parametrize(
     ("value", "expected"),
     [("127.0.0.1:5000", ("127.0.0.1", 5000)), ("[::1]:8080", ("::1", 8080)),
-     (":5000", ("0.0.0.0", 5000)), ("localhost:0", ("localhost", 0))],
+     (":5000", ("", 5000)), ("0.0.0.0:5000", ("0.0.0.0", 5000)),
+     ("[::]:5000", ("::", 5000)), ("localhost:0", ("localhost", 0))],
 )
 def test_parse_listen(value, expected):
     assert parse_listen(value) == expected
 
 
-@pytest.mark.parametrize("value", ["5000", "host", "host:", "host:70000", "host:-1", "host:x"])
+@pytest.mark.parametrize("value", ["5000", "host", "host:", "host:70000", "host:-1", "host:x",
+                                   "::1:5443", "[127.0.0.1]:5443", "[host]:1", "[::1:5443"])
 def test_parse_listen_refuses(value):
     with pytest.raises(ValueError):
         parse_listen(value)

@@ -37,9 +37,10 @@ class ServeConfig:
 
 
 def mitmproxy_args(config: ServeConfig, web_password_hash: str | None) -> list[str]:
-    listen = config.listen_host if ":" not in config.listen_host else f"[{config.listen_host}]"
+    # mitmproxy splits the listen address at its last ':', so an IPv6 host goes in bare
+    # (`@::1:5443`); brackets would reach the resolver as part of the name.
     args = [
-        "--mode", f"reverse:{config.upstream}@{listen}:{config.listen_port}",
+        "--mode", f"reverse:{config.upstream}@{config.listen_host}:{config.listen_port}",
         "--set", f"confdir={config.certs_dir / pki.PRIVATE_DIR}",
         "--set", "connection_strategy=lazy",
         # HTTP/1.1 and HTTP/2 only: framing and stream isolation are proven for those.
