@@ -193,4 +193,4 @@ def test_policy_files_raise_only_policy_error(policy_file: Path, data: bytes) ->
 
 
 def test_the_valid_policy_loads() -> None:
-    assert _load(VALID) is not None
+    assert isinstance(load_policy_text(VALID, file="p.yaml", environ={}), Policy)
