@@ -487,19 +487,17 @@ def soak(args: argparse.Namespace, root: Path, proxy: Proxy, password: str) -> i
             proxy.check_alive()
             now = time.monotonic()
             rss.append((now - started, rss_kib(proxy.process.pid)))
-            finished = not any(t.is_alive() for t in threads)
-            if now >= next_table or finished:
-                window = run_.take_window()
-                if sum(map(len, window.latencies.values())) or not finished:
-                    print(f"\n[{now - started:5.0f} s]")
-                    print(table(window, now - window_started, rss[-1][1]), flush=True)
+            if now >= next_table:
+                print(f"\n[{now - started:5.0f} s]")
+                print(table(run_.take_window(), now - window_started, rss[-1][1]),
+                      flush=True)
                 window_started = now
     finally:
         run_.stop.set()
         for thread in threads:
             thread.join(IO_TIMEOUT + 5)
     elapsed = time.monotonic() - started
-    run_.take_window()
+    run_.take_window()  # the requests in flight at the deadline count in the summary only
     return summary(run_.total, elapsed, rss, proxy, root)
 
 
