@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 
 from regauth.jwt_inspect import decode_unverified
 
 
 def parse_basic(value: str) -> tuple[str, str]:
-    """(username, password) from a Basic credential; raise ValueError if malformed."""
+    """(username, password) from a Basic credential (RFC 7617: base64 of `user-id:password`,
+    UTF-8); raise ValueError, and nothing else, if malformed."""
     try:
         raw = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, non-ASCII input
         raise ValueError("Basic credentials are not base64 of UTF-8 text") from None
     username, sep, password = raw.partition(":")
     if not sep:

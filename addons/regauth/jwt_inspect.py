@@ -1,28 +1,36 @@
 """Read a JWT's header and claims without verifying it, for logs and the mitmweb view.
 
-The signature is never returned: a logged token must not be replayable.
+The signature is never returned: a logged token must not be replayable. Segments are parsed with
+strict_json's bounds (nesting depth, finite numbers), so any client-sent text gives either a
+description or a ValueError.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
-import json
 
+from regauth import strict_json
 from regauth.linear_regex import compile_linear
 
 # RE2, not re: a backtracking search restarts at every "eyJ" and rescans the run of base64
 # characters after it, so a body of "eyJeyJeyJ..." cost quadratic time (2 s for 64 KiB).
 JWT_RE = compile_linear(r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 MAX_TOKEN_LENGTH = 16384
+MAX_JSON_DEPTH = 16  # deeper than any real claim set; the log shows what it cannot parse
 
 
 def _b64json(segment: str) -> object:
-    return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    return strict_json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)),
+                             MAX_JSON_DEPTH)
 
 
 def decode_unverified(token: str) -> dict[str, object]:
-    """{"header": ..., "claims": ..., "signature_bytes": n}; raise ValueError if not a JWS."""
+    """{"header": {...}, "claims": {...}, "signature_bytes": n} of a compact JWS.
+
+    Raise ValueError (and nothing else) if `token` is longer than MAX_TOKEN_LENGTH, does not
+    have three segments, or its first two are not base64url of JSON objects within
+    strict_json's bounds. The signature itself is never returned.
+    """
     if len(token) > MAX_TOKEN_LENGTH:
         raise ValueError("token too long")
     parts = token.split(".")
@@ -31,7 +39,7 @@ def decode_unverified(token: str) -> dict[str, object]:
     try:
         header = _b64json(parts[0])
         claims = _b64json(parts[1])
-    except (ValueError, binascii.Error, UnicodeDecodeError) as e:
+    except ValueError as e:  # binascii.Error, JsonError, non-ASCII text
         raise ValueError(f"undecodable JWT segment: {e}") from None
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise ValueError("JWT header and claims must be JSON objects")

@@ -11,9 +11,11 @@ import ipaddress
 import json
 import os
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import TypeVar
 
 from cryptography.hazmat.primitives import serialization
@@ -641,25 +643,99 @@ class _Loader:
 def load_policy_text(text: str, file: str = "<policy>", base_dir: Path | None = None,
                      environ: dict[str, str] | None = None, *,
                      secret_notes: list[Problem] | None = None) -> Policy:
-    loader = _Loader(file, base_dir or Path.cwd(), dict(os.environ if environ is None
-                                                        else environ), secret_notes)
+    """Parse and check a policy; raise PolicyError (one `file:line:column: message` per
+    problem) and nothing else. With `secret_notes`, absent secrets are appended there (as
+    `Problem`s) instead of failing the load, and placeholders stand in for them.
+
+    A defect in the loader itself must not pass a policy nor escape as another exception (the
+    reload task keeps the last good policy only on PolicyError): it becomes a problem at the
+    position the loader was working on, the original exception chained for the log.
+    """
     try:
-        doc = yamlpos.load(text)
-    except yamlpos.YamlError as e:
-        pos = e.position or Position(1, 1)
-        raise PolicyError([Problem(file, pos.line, pos.column, e.message)]) from None
-    policy = loader.load(doc)
-    if policy is None or loader.problems:
-        raise PolicyError(sorted(loader.problems, key=lambda p: (p.line, p.column)))
-    return policy
+        loader = _Loader(file, base_dir or Path.cwd(), dict(os.environ if environ is None
+                                                            else environ), secret_notes)
+        try:
+            doc = yamlpos.load(text)
+        except yamlpos.YamlError as e:
+            pos = e.position or Position(1, 1)
+            raise PolicyError([Problem(file, pos.line, pos.column, e.message)]) from None
+        policy = loader.load(doc)
+        if policy is None or loader.problems:
+            raise PolicyError(sorted(loader.problems, key=lambda p: (p.line, p.column)))
+        return policy
+    except PolicyError:
+        raise
+    except Exception as e:  # the fail-closed last line, see the docstring
+        pos = _position_in(e.__traceback__) or Position(1, 1)
+        raise PolicyError([Problem(file, pos.line, pos.column,
+                                   f"cannot check this part of the policy (internal error "
+                                   f"{type(e).__name__}: {yamlpos.shown(str(e))[1:-1]})")]
+                          ) from e
+
+
+def _position_in(tb: TracebackType | None) -> Position | None:
+    """The position of the innermost located value a failing loader frame was handling."""
+    found = None
+    while tb is not None:
+        for value in tb.tb_frame.f_locals.values():
+            if isinstance(value, Position):
+                found = value
+            elif isinstance(getattr(value, "position", None), Position) and \
+                    isinstance(value, Map | Seq | yamlpos.Str):
+                found = value.position
+        tb = tb.tb_next
+    return found
+
+
+MAX_POLICY_BYTES = yamlpos.MAX_DOCUMENT_CHARS
 
 
 def load_policy(path: Path, environ: dict[str, str] | None = None, *,
                 secret_notes: list[Problem] | None = None) -> Policy:
-    """Load a policy file. With `secret_notes`, absent secrets are appended there (as
-    `Problem`s) instead of failing the load, and placeholders stand in for them."""
+    """Read and check the policy file at `path`; raise PolicyError and nothing else.
+
+    The file must be a regular file (a directory, FIFO or device is refused without blocking),
+    at most MAX_POLICY_BYTES long, in UTF-8. `secret_notes`: see `load_policy_text`.
+    """
+    data = _read_policy_file(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise PolicyError([Problem(str(path), 1, 1, f"cannot read policy: {e}")]) from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = len(data[data.rfind(b"\n", 0, e.start) + 1:e.start].decode("utf-8", "replace"))
+        raise PolicyError([Problem(str(path), line, column + 1, f"the policy is not UTF-8 "
+                                   f"text (byte 0x{data[e.start]:02x}: {e.reason})")]) from None
     return load_policy_text(text, str(path), path.parent, environ, secret_notes=secret_notes)
+
+
+def _read_policy_file(path: Path) -> bytes:
+    def refuse(message: str) -> PolicyError:
+        return PolicyError([Problem(str(path), 1, 1, message)])
+
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (regular files ignore it).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, ValueError) as e:
+        raise refuse(f"cannot read policy: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise refuse("cannot read policy: not a regular file")
+        chunks, size = [], 0
+        while size <= MAX_POLICY_BYTES:
+            chunk = os.read(fd, MAX_POLICY_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as e:
+        raise refuse(f"cannot read policy: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > MAX_POLICY_BYTES:
+        tail = data[:MAX_POLICY_BYTES]
+        line = tail.count(b"\n") + 1
+        column = len(tail) - (tail.rfind(b"\n") + 1) + 1
+        raise PolicyError([Problem(str(path), line, column, f"the policy is larger than "
+                                   f"{MAX_POLICY_BYTES // 1024} KiB")])
+    return data

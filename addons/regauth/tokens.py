@@ -17,7 +17,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import secrets
 import time
 from collections import OrderedDict
@@ -27,6 +26,7 @@ from dataclasses import field
 
 import jwt
 
+from regauth import strict_json
 from regauth.keyids import key_id
 from regauth.keyids import libtrust_kid
 from regauth.keyids import public_jwk
@@ -45,6 +45,9 @@ REFRESH_TYP = "registry-refresh+jwt"
 MAX_TOKEN_LENGTH = 8192
 MAX_HEADER_JSON = 4096
 MAX_ACCESS_ENTRIES = 256
+MAX_JSON_DEPTH = 8  # the access claim nests 3 levels: claims > access > entry > actions
+# NumericDate bounds: the epoch to 9999-12-31T23:59:59Z (what Go's time and JSON agree on).
+NUMERIC_DATE_RANGE = (0, 253_402_300_799)
 DEFAULT_LEEWAY = 30
 _FORBIDDEN_HEADERS = ("jwk", "jku", "x5u", "crit")
 _B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
@@ -178,6 +181,11 @@ class TokenIssuer:
 
 
 def _split(token: str) -> tuple[dict[str, object], dict[str, object]]:
+    """The unverified (header, claims) of a compact JWS; raise InvalidToken, nothing else.
+
+    Both segments must be base64url of a JSON object within strict_json's bounds (nesting
+    depth, finite numbers, unique member names): this runs before PyJWT parses them again.
+    """
     if len(token) > MAX_TOKEN_LENGTH:
         raise InvalidToken(f"token longer than {MAX_TOKEN_LENGTH} bytes")
     parts = token.split(".")
@@ -188,14 +196,33 @@ def _split(token: str) -> tuple[dict[str, object], dict[str, object]]:
     if len(parts[0]) > MAX_HEADER_JSON * 4 // 3 + 4:
         raise InvalidToken("JWT header too large")
     try:
-        raw_header = base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4))
-        header = json.loads(raw_header)
-        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidToken("undecodable JWT header or claims") from None
+        header = strict_json.loads(_b64decode(parts[0]), MAX_JSON_DEPTH)
+        claims = strict_json.loads(_b64decode(parts[1]), MAX_JSON_DEPTH)
+    except ValueError as e:  # binascii.Error and strict_json.JsonError are ValueErrors
+        raise InvalidToken(f"undecodable JWT header or claims: {e}") from None
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise InvalidToken("JWT header and claims must be objects")
     return header, claims
+
+
+def _b64decode(segment: str) -> bytes:
+    if len(segment) % 4 == 1:
+        raise binascii.Error("impossible base64url length")
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def _numeric_date(claims: dict[str, object], name: str) -> float | None:
+    """A NumericDate claim (RFC 7519 §2): absent, or a finite JSON number of seconds within
+    NUMERIC_DATE_RANGE. Booleans, strings, NaN, infinities and huge integers are refused."""
+    value = claims.get(name)
+    if value is None and name not in claims:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or \
+            not NUMERIC_DATE_RANGE[0] <= value <= NUMERIC_DATE_RANGE[1]:
+        # The range check is also False for NaN, so NaN is refused here.
+        raise InvalidToken(f"{name} must be a number of seconds between "
+                           f"{NUMERIC_DATE_RANGE[0]} and {NUMERIC_DATE_RANGE[1]}")
+    return value
 
 
 @dataclass
@@ -212,7 +239,8 @@ class TokenVerifier:
     _cache: OrderedDict[bytes, VerifiedToken] = field(default_factory=OrderedDict)
 
     def verify_access(self, token: str) -> VerifiedToken:
-        digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+        # surrogatepass: injective for every str (a lone surrogate must not raise here).
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
         cached = self._cache.get(digest)
         if cached is not None:
             if cached.expires_at > self.clock():
@@ -256,7 +284,7 @@ class TokenVerifier:
                 raise InvalidToken("malformed x5c header")
             try:
                 leaf = base64.b64decode(x5c[0], validate=True)
-            except binascii.Error:
+            except ValueError:  # binascii.Error, or non-ASCII text
                 raise InvalidToken("malformed x5c header") from None
             by_cert = self.keyring.by_der.get(leaf)
             if by_cert is None:
@@ -284,19 +312,18 @@ class TokenVerifier:
         return claims
 
     def _check_times(self, claims: dict[str, object]) -> None:
-        """exp and nbf against this verifier's clock (PyJWT would use the wall clock)."""
+        """exp and nbf against this verifier's clock (PyJWT would use the wall clock); exp, nbf
+        and iat must be NumericDates (exp required). Raise InvalidToken."""
         now = self.clock()
-        exp, nbf = claims.get("exp"), claims.get("nbf")
-        if not isinstance(exp, (int, float)) or isinstance(exp, bool):
-            raise InvalidToken("exp must be a number")
+        exp = _numeric_date(claims, "exp")
+        nbf = _numeric_date(claims, "nbf")
+        _numeric_date(claims, "iat")
+        if exp is None:
+            raise InvalidToken("exp is required")
         if now > exp + self.leeway:
             raise InvalidToken("token expired")
-        if nbf is not None:
-            if not isinstance(nbf, (int, float)) or isinstance(nbf, bool):
-                raise InvalidToken("nbf must be a number")
-            if now < nbf - self.leeway:
-                raise InvalidToken("token not valid yet")
-
+        if nbf is not None and now < nbf - self.leeway:
+            raise InvalidToken("token not valid yet")
 
     def _verify_own(self, token: str, header: dict[str, object], alg: str) -> VerifiedToken:
         if header.get("typ") != ACCESS_TYP:
@@ -344,7 +371,9 @@ class TokenVerifier:
         account = accounts.get(str(claims.get("sub", "")))
         if account is None:
             raise InvalidToken("the refresh token's account no longer exists")
-        if not hmac.compare_digest(str(claims.get("cfp", "")), credential_fingerprint(account)):
+        cfp = claims.get("cfp")
+        if not isinstance(cfp, str) or not hmac.compare_digest(
+                cfp.encode("utf-8", "surrogatepass"), credential_fingerprint(account).encode()):
             raise InvalidToken("the account's password changed since this refresh token was "
                                "issued")
         return account

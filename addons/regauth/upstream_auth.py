@@ -9,7 +9,6 @@ the token and renews it before it expires. Redirects are never followed with cre
 from __future__ import annotations
 
 import base64
-import json
 import ssl
 import threading
 import time
@@ -22,6 +21,7 @@ from urllib.parse import urlencode
 from urllib.parse import urlsplit
 
 from regauth import challenge
+from regauth import strict_json
 from regauth.policy import UpstreamCredentials
 from regauth.scope import ResourceScope
 from regauth.urls import DEFAULT_PORTS
@@ -31,6 +31,10 @@ from regauth.urls import parse_origin
 MAX_TOKEN_RESPONSE = 1024 * 1024
 RENEW_FRACTION = 0.9  # renew at 90% of the lifetime, like BuildKit
 MIN_EXPIRES_IN = 60
+# A token said to live longer is still renewed daily: an upstream's clock or typo must not pin a
+# token in the cache for ever.
+MAX_EXPIRES_IN = 24 * 3600
+MAX_RESPONSE_DEPTH = 16
 
 
 class UpstreamAuthError(Exception):
@@ -165,13 +169,37 @@ class UpstreamAuth:
                             {"Authorization": self._basic})
         if result.status != 200:
             raise UpstreamAuthError(f"upstream token service answered {result.status}")
-        try:
-            body = json.loads(result.body)
-            token = body.get("token") or body.get("access_token")
-            expires_in = int(body.get("expires_in") or MIN_EXPIRES_IN)
-        except (ValueError, TypeError, AttributeError):
-            raise UpstreamAuthError("upstream token service sent malformed JSON") from None
-        if not isinstance(token, str) or not token or any(c in token for c in "\r\n "):
-            raise UpstreamAuthError("upstream token service sent no usable token")
-        expires_in = max(expires_in, MIN_EXPIRES_IN)
+        token, expires_in = parse_token_response(result.body)
         return f"Bearer {token}", started + RENEW_FRACTION * expires_in
+
+
+def parse_token_response(body: bytes) -> tuple[str, int]:
+    """(token, expires_in seconds) from a token service's 200 body (distribution token.md:
+    `token` or OAuth2 `access_token`; `expires_in` defaults to 60 and is clamped to
+    [MIN_EXPIRES_IN, MAX_EXPIRES_IN]). The token must be printable ASCII without spaces, so it
+    can go into a header as it is.
+
+    Raise UpstreamAuthError, and nothing else, for anything else (a non-object, nesting deeper
+    than strict_json allows, non-finite or non-numeric `expires_in`, no usable token).
+    """
+    try:
+        parsed = strict_json.loads(body, MAX_RESPONSE_DEPTH)
+    except strict_json.JsonError as e:
+        raise UpstreamAuthError(f"upstream token service sent malformed JSON ({e})") from None
+    if not isinstance(parsed, dict):
+        raise UpstreamAuthError("upstream token service sent malformed JSON (not an object)")
+    token = parsed.get("token") or parsed.get("access_token")
+    if not isinstance(token, str) or not token or not all("!" <= c <= "~" for c in token):
+        raise UpstreamAuthError("upstream token service sent no usable token")
+    return token, _expires_in(parsed.get("expires_in"))
+
+
+def _expires_in(value: object) -> int:
+    if value is None or value == 0 or value == "":
+        return MIN_EXPIRES_IN
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12:
+        value = int(value)  # some token services send a string
+    if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
+        raise UpstreamAuthError("upstream token service sent malformed JSON (expires_in is "
+                                "not a number)")
+    return int(min(max(value, MIN_EXPIRES_IN), MAX_EXPIRES_IN))
