@@ -57,6 +57,8 @@ _LABEL_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _SERVICE_RE = re.compile(r"[A-Za-z0-9._:/@-]{1,128}")
 _RESERVED_ACCOUNTS = {ANONYMOUS, AUTHENTICATED, ANY}
 SAFE_ISSUER_ACTIONS = ("pull", "push")
+MAX_SECRET_BYTES = 64 * 1024  # a *_file secret: a hash, a password, an HS256 key
+MAX_KEY_FILE_BYTES = 1024 * 1024  # a trusted issuer's PEM key or JWKS
 # Stand-ins for absent secrets under `secret_notes`: shaped so every other check still runs
 # (a bcrypt hash nobody knows a password for; 64 bytes for HS256 secrets and passwords).
 _SECRET_PLACEHOLDERS = {"password_hash": "$2b$04$" + "." * 53}
@@ -178,10 +180,12 @@ class _Loader:
         else:
             path = self.resolve(ref)
             try:
-                value, source = path.read_text().strip(), str(path)
+                value, source = _read_small(path, MAX_SECRET_BYTES).decode().strip(), str(path)
             except OSError as e:
                 return self.absent_secret(m.where(key), stem, str(path),
                                           f"{what}: cannot read {path}: {e.strerror or e}")
+            except (ValueError, UnicodeDecodeError) as e:
+                raise self.fail(m.where(key), f"{what}: cannot use {path}: {e}") from None
         if not value:
             raise self.fail(m.where(key), f"{what}: the secret from {source} is empty")
         return value, source
@@ -610,10 +614,12 @@ class _Loader:
         assert ref is not None
         path = self.resolve(ref)
         try:
-            data = path.read_bytes()
+            data = _read_small(path, MAX_KEY_FILE_BYTES)
         except OSError as e:
             raise self.fail(t.where(key), f"{what}: cannot read {path}: "
                                           f"{e.strerror or e}") from None
+        except ValueError as e:
+            raise self.fail(t.where(key), f"{what}: cannot use {path}: {e}") from None
         expected = ec.EllipticCurvePublicKey if algorithm == "ES256" else rsa.RSAPublicKey
         out: list[tuple[object, str | None]] = []
         try:
@@ -708,30 +714,47 @@ def load_policy(path: Path, environ: dict[str, str] | None = None, *,
     return load_policy_text(text, str(path), path.parent, environ, secret_notes=secret_notes)
 
 
+def read_regular_file(path: Path, limit: int) -> bytes:
+    """At most `limit` + 1 bytes of a regular file, without blocking on FIFOs or devices.
+
+    Raise OSError (unreadable) or ValueError (not a regular file). A result longer than
+    `limit` tells the caller the file is too large.
+    """
+    # O_NONBLOCK: opening a FIFO must not wait for a writer (regular files ignore it).
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def _read_small(path: Path, limit: int) -> bytes:
+    """A secret or key file: a regular file of at most `limit` bytes (ValueError otherwise)."""
+    data = read_regular_file(path, limit)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit // 1024} KiB")
+    return data
+
+
 def _read_policy_file(path: Path) -> bytes:
     def refuse(message: str) -> PolicyError:
         return PolicyError([Problem(str(path), 1, 1, message)])
 
     try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer (regular files ignore it).
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except (OSError, ValueError) as e:
-        raise refuse(f"cannot read policy: {getattr(e, 'strerror', None) or e}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise refuse("cannot read policy: not a regular file")
-        chunks, size = [], 0
-        while size <= MAX_POLICY_BYTES:
-            chunk = os.read(fd, MAX_POLICY_BYTES + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
+        data = read_regular_file(path, MAX_POLICY_BYTES)
     except OSError as e:
         raise refuse(f"cannot read policy: {e.strerror or e}") from None
-    finally:
-        os.close(fd)
-    data = b"".join(chunks)
+    except ValueError as e:
+        raise refuse(f"cannot read policy: {e}") from None
     if len(data) > MAX_POLICY_BYTES:
         tail = data[:MAX_POLICY_BYTES]
         line = tail.count(b"\n") + 1

@@ -176,3 +176,35 @@ def test_a_utf8_bom_is_accepted(tmp_path: Path) -> None:
     path.write_bytes("\ufeffversion: 2\n".encode())
     # read as YAML, not refused as a character: the problem found is the version
     assert f"{path}:1:10: `version: 1` is required" in " ".join(_file_problems(path))
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "directory", "huge"])
+def test_secret_and_key_files_are_read_bounded_and_never_block(tmp_path, kind):
+    # A *_file secret or key naming /dev/zero read until MemoryError; a FIFO blocked forever
+    # (in the proxy, the reload task with it).
+    target = {"device": Path("/dev/zero"), "fifo": tmp_path / "fifo",
+              "directory": tmp_path, "huge": tmp_path / "huge"}[kind]
+    if kind == "fifo":
+        os.mkfifo(target)
+    if kind == "huge":
+        target.write_bytes(b"$2b$04$" + b"a" * (2 * 1024 * 1024))
+    for text in (f"""version: 1
+service: s
+accounts:
+  ci:
+    password_hash_file: {target}
+rules: []
+""", f"""version: 1
+service: s
+rules: []
+trusted_issuers:
+  - issuer: x
+    audience: s
+    algorithm: ES256
+    public_key_file: {target}
+"""):
+        with pytest.raises(PolicyError) as raised:
+            load_policy_text(text, "p.yaml", tmp_path)
+        [problem] = raised.value.problems
+        assert problem.line in (5, 8) and problem.column > 1
+        assert "not a regular file" in problem.message or "larger than" in problem.message

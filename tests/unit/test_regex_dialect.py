@@ -160,8 +160,10 @@ def _existing_regexes() -> list[str]:
             continue
         for m in _REGEX_VALUE.finditer(path.read_text()):
             value = next(g for g in m.groups() if g is not None).strip()
-            # Skip test templates ({{...}}, %s, {pattern}): they are filled in elsewhere.
-            if value and not re.search(r"\{\{|%|\{[a-z_]+\}", value):
+            # Skip test templates ({{...}}, %s, {pattern}, {draw(...)}): they are filled in
+            # elsewhere.
+            if value and value not in ("…", "...") and \
+                    not re.search(r"\{\{|%|\{[a-z_]+[}(]", value):
                 found.add(value)
     return sorted(found)
 

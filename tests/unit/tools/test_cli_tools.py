@@ -168,8 +168,9 @@ def test_diff_exit_codes_and_lines(tmp_path: Path, capsys) -> None:
 
 def test_diff_says_when_a_regex_makes_it_a_sample(tmp_path: Path, capsys) -> None:
     new = tmp_path / "regex.yaml"
+    # `\b` reads the same in RE2 and Python, but the automaton library cannot analyse it.
     new.write_text(DEFAULT.read_text() + '\n  - account: ci\n    repository: {regex: '
-                                         '"(tools)/\\\\1"}\n    actions: [pull]\n')
+                                         '"tools\\\\b/x"}\n    actions: [pull]\n')
     assert main(["policy", "diff", str(DEFAULT), str(new)]) in (0, 1)
     out = capsys.readouterr().out
     assert "sample" in out
