@@ -29,6 +29,7 @@ from regauth.urls import Origin
 from regauth.urls import parse_origin
 
 MAX_TOKEN_RESPONSE = 1024 * 1024
+USER_AGENT = "regauth-upstream-auth"
 RENEW_FRACTION = 0.9  # renew at 90% of the lifetime, like BuildKit
 MIN_EXPIRES_IN = 60
 # A token said to live longer is still renewed daily: an upstream's clock or typo must not pin a
@@ -47,6 +48,8 @@ class HttpResult:
     status: int
     headers: dict[str, str]
     body: bytes
+    # Every WWW-Authenticate value, in order: a registry may send several header lines.
+    challenges: tuple[str, ...] = ()
 
 
 Fetcher = Callable[[str, dict[str, str]], HttpResult]
@@ -63,15 +66,18 @@ def make_fetcher(ssl_context: ssl.SSLContext | None, timeout: float = 15.0) -> F
         urllib.request.ProxyHandler({}))
 
     def fetch(url: str, headers: dict[str, str]) -> HttpResult:
-        request = urllib.request.Request(url, headers=headers)
+        # A name of its own, so the registry's access log tells regauth's own requests apart.
+        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **headers})
         try:
             with opener.open(request, timeout=timeout) as response:
                 return HttpResult(response.status, {k.lower(): v for k, v in
                                                     response.headers.items()},
-                                  response.read(MAX_TOKEN_RESPONSE))
+                                  response.read(MAX_TOKEN_RESPONSE),
+                                  tuple(response.headers.get_all("www-authenticate") or ()))
         except urllib.error.HTTPError as e:
             return HttpResult(e.code, {k.lower(): v for k, v in e.headers.items()},
-                              e.read(MAX_TOKEN_RESPONSE))
+                              e.read(MAX_TOKEN_RESPONSE),
+                              tuple(e.headers.get_all("www-authenticate") or ()))
         except (OSError, ValueError) as e:
             raise UpstreamAuthError(f"cannot reach {urlsplit(url).netloc}: {e}") from None
 
@@ -146,14 +152,17 @@ class UpstreamAuth:
         if self._challenge is not None:
             return self._challenge
         result = self.fetch(f"{self.upstream.url}/v2/", {})
-        for value in [result.headers.get("www-authenticate", "")]:
+        # All challenges of the response, however they are split over header lines.
+        values = result.challenges or (result.headers.get("www-authenticate", ""),)
+        for value in values:
             try:
-                for c in challenge.parse_challenges(value):
-                    if c.is_bearer and "realm" in c.params:
-                        self._challenge = c
-                        return c
+                parsed = challenge.parse_challenges(value)
             except ValueError:
-                break
+                continue
+            for c in parsed:
+                if c.is_bearer and "realm" in c.params:
+                    self._challenge = c
+                    return c
         raise UpstreamAuthError(f"upstream {self.upstream.url} sent no Bearer challenge on /v2/ "
                                 f"(status {result.status}); use credentials type basic")
 

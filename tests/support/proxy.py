@@ -50,10 +50,24 @@ class ProxyProcess:
     def pid(self) -> int:
         return self.process.pid
 
-    def records(self) -> list[dict]:
-        if not self.log_path.exists():
-            return []
-        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line]
+    def records(self, settle: float = 0.1, timeout: float = 3.0) -> list[dict]:
+        """The exchange log's records once it stopped growing for `settle` seconds.
+
+        A flow is recorded when it ends, and a streamed response ends after the client has
+        read its last byte: a test that reads the log right after a reply must wait for it.
+        """
+        deadline = time.monotonic() + timeout
+        text = self._log_text()
+        while time.monotonic() < deadline:
+            time.sleep(settle)
+            again = self._log_text()
+            if again == text:
+                break
+            text = again
+        return [json.loads(line) for line in text.splitlines() if line]
+
+    def _log_text(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
 
     def output(self) -> str:
         return self.output_path.read_text(errors="replace")

@@ -248,3 +248,21 @@ def test_a_listed_plain_http_realm_serves_a_plain_http_upstream():
     auth = UpstreamAuth(credentials, parse_origin("http://registry.example"), fetch,
                         clock=FakeClock())
     assert auth.header_for((scope("repository:a:pull"),)) == "Bearer tok1"
+
+
+@pytest.mark.parametrize("challenges", [
+    ('Basic realm="r"', 'Bearer realm="https://auth.example/t",service="s"'),
+    ('Bearer realm="https://auth.example/t",service="s"', 'Basic realm="r"'),
+    ("garbage ,,, =", 'Negotiate, Bearer realm="https://auth.example/t",service="s"'),
+])
+def test_the_bearer_challenge_is_found_in_any_header_line(challenges):
+    # A registry may split its challenges over several WWW-Authenticate lines (RFC 7235).
+    fetch = FakeUpstream()
+
+    def split(url, headers):
+        result = fetch(url, headers)
+        if urlsplit(url).path == "/v2/":
+            return HttpResult(401, {"www-authenticate": challenges[-1]}, b"", challenges)
+        return result
+
+    assert _auth(split).header_for((scope("repository:a:pull"),)) == "Bearer tok1"
