@@ -114,6 +114,10 @@ class Rule:
         text = f"rule {self.index} (line {self.line})"
         return f"{text}: {self.comment}" if self.comment else text
 
+    def describe_short(self) -> str:
+        """`rule N: comment` (or `rule N`), as mitmweb comments show it."""
+        return f"rule {self.index}: {self.comment}" if self.comment else f"rule {self.index}"
+
 
 @dataclass(frozen=True)
 class Decision:

@@ -27,27 +27,38 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 from dataclasses import field
+from typing import Literal
 
 from regauth.authorization import parse_basic
 from regauth.authorization import split_authorization
 from regauth.credentials import AuthenticationFailed
 from regauth.credentials import Authenticator
+from regauth.errors import Answer
+from regauth.errors import RegistryError
 from regauth.login_limits import RateLimited
 from regauth.policy import Account
 from regauth.policy import Identity
 from regauth.runtime import Runtime
 from regauth.scope import format_scopes
 from regauth.scope import parse_scopes
+from regauth.token_trace import TokenTrace
 from regauth.tokens import InvalidToken
 
-TOKEN_PATH = "/v2/token"
 MAX_FORM_BYTES = 64 * 1024
 _TRUE = ("true", "1", "yes")
 
 
+_NO_STORE = {"Content-Type": "application/json", "Cache-Control": "no-store",
+             "Pragma": "no-cache"}
+
+
 @dataclass
 class TokenRequest:
-    method: str
+    """A token request as received: method GET or POST (the front door refuses others),
+    query parameters, the parsed form of a POST (None if it was not a form), the
+    Authorization header, and the client's address."""
+
+    method: Literal["GET", "POST"] | str
     query: dict[str, list[str]]
     form: dict[str, list[str]] | None
     authorization: str | None
@@ -59,23 +70,30 @@ class TokenResponse:
     status: int
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
-    record: dict[str, object] = field(default_factory=dict)
+    trace: TokenTrace = field(default_factory=lambda: TokenTrace("GET"))
     jti: str | None = None
 
+    @property
+    def record(self) -> dict[str, object]:
+        return self.trace.as_record()
 
-class _Refusal(Exception):
+
+class TokenError(RegistryError):
+    """A refusal of the token endpoint: a registry error code for registry clients plus the
+    OAuth 2 `error` (RFC 6749 §5.2) for OAuth clients, in one body; never cached."""
+
     def __init__(self, status: int, code: str, oauth_error: str, message: str,
                  headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
+        super().__init__(status, code, message, headers=headers)
         self.oauth_error = oauth_error
-        self.message = message
-        self.headers = headers or {}
 
+    def body(self) -> bytes:
+        return json.dumps({"errors": [{"code": self.code, "message": self.message}],
+                           "error": self.oauth_error,
+                           "error_description": self.message}).encode()
 
-_NO_STORE = {"Content-Type": "application/json", "Cache-Control": "no-store",
-             "Pragma": "no-cache"}
+    def answer(self) -> Answer:
+        return Answer(self.status, {**_NO_STORE, **self.headers}, self.body())
 
 
 def _first(params: dict[str, list[str]], key: str) -> str | None:
@@ -83,7 +101,7 @@ def _first(params: dict[str, list[str]], key: str) -> str | None:
     if not values:
         return None
     if len(values) > 1 and len(set(values)) > 1:
-        raise _Refusal(400, "UNSUPPORTED", "invalid_request",
+        raise TokenError(400, "UNSUPPORTED", "invalid_request",
                        f"parameter {key!r} given more than once with different values")
     return values[0]
 
@@ -95,57 +113,52 @@ def _basic_challenge(runtime: Runtime) -> dict[str, str]:
 def handle_token_request(runtime: Runtime, authenticator: Authenticator,
                          request: TokenRequest) -> TokenResponse:
     """Answer one token request. Blocking: may run bcrypt, so call it off the event loop."""
-    record: dict[str, object] = {"method": request.method}
+    trace = TokenTrace(request.method)
     try:
-        return _handle(runtime, authenticator, request, record)
-    except _Refusal as r:
-        record["refused"] = r.message
-        body = {"errors": [{"code": r.code, "message": r.message}], "error": r.oauth_error,
-                "error_description": r.message}
-        return TokenResponse(r.status, json.dumps(body).encode(), {**_NO_STORE, **r.headers},
-                             record)
+        return _handle(runtime, authenticator, request, trace)
+    except TokenError as e:
+        trace.refused = e.message
+        answer = e.answer()
+        return TokenResponse(answer.status, answer.body, answer.headers, trace)
 
 
 def _handle(runtime: Runtime, authenticator: Authenticator, request: TokenRequest,
-            record: dict[str, object]) -> TokenResponse:
+            trace: TokenTrace) -> TokenResponse:
     policy = runtime.policy
-    if request.method == "GET":
-        params = request.query
-        grant_type = None
-    elif request.method == "POST":
+    if request.method == "POST":
         if request.form is None:
-            raise _Refusal(400, "UNSUPPORTED", "invalid_request", "POST requests to the token "
-                           "endpoint must be application/x-www-form-urlencoded")
+            raise TokenError(400, "UNSUPPORTED", "invalid_request", "POST requests to the token "
+                             "endpoint must be application/x-www-form-urlencoded")
         params = request.form
         grant_type = _first(params, "grant_type")
         if grant_type is None:
-            raise _Refusal(400, "UNSUPPORTED", "invalid_request", "grant_type is required")
-    else:
-        raise _Refusal(405, "UNSUPPORTED", "invalid_request",
-                       "the token endpoint accepts GET and POST")
-    record["grant_type"] = grant_type or "get"
+            raise TokenError(400, "UNSUPPORTED", "invalid_request", "grant_type is required")
+    else:  # GET: the front door refuses every other method (405)
+        params = request.query
+        grant_type = None
+    trace.grant_type = grant_type or "get"
     client_id = _first(params, "client_id")
     if client_id is not None:
-        record["client_id"] = client_id[:128]
+        trace.client_id = client_id[:128]
     service = _first(params, "service") or None  # an empty value is no choice at all
-    record["service"] = service
+    trace.service, trace.service_given = service, True
     if service is not None and service != policy.service:
-        raise _Refusal(400, "DENIED", "invalid_request",
+        raise TokenError(400, "DENIED", "invalid_request",
                        f"this token service issues tokens for service {policy.service!r} only")
     try:
         scopes = parse_scopes(params.get("scope", []))
     except ValueError as e:
-        raise _Refusal(400, "UNSUPPORTED", "invalid_scope", f"malformed scope: {e}") from None
-    record["requested"] = [str(s) for s in scopes]
+        raise TokenError(400, "UNSUPPORTED", "invalid_scope", f"malformed scope: {e}") from None
+    trace.requested = [str(s) for s in scopes]
 
-    account, refresh_in = _identify(runtime, authenticator, request, params, grant_type, record)
+    account, refresh_in = _identify(runtime, authenticator, request, params, grant_type, trace)
     identity = Identity(account)
-    record["account"] = identity.name or "anonymous"
+    trace.account = identity.name or "anonymous"
 
     decisions = [policy.decide(identity, s, request.client_ip) for s in scopes]
     granted = [g for d in decisions if (g := d.granted_scope()) is not None]
-    record["decisions"] = [d.as_record() for d in decisions]
-    record["granted"] = [str(g) for g in granted]
+    trace.decisions, trace.decided = decisions, True
+    trace.granted = [str(g) for g in granted]
 
     issued = runtime.issuer.issue_access(identity.name, granted)
     body: dict[str, object] = {
@@ -162,89 +175,89 @@ def _handle(runtime: Runtime, authenticator: Authenticator, request: TokenReques
         body["refresh_token"] = refresh_in  # the refresh grant returns the same refresh token
     elif offline and account is not None:
         body["refresh_token"] = runtime.issuer.issue_refresh(account)
-    record["refresh_token_issued"] = "refresh_token" in body and refresh_in is None
-    record["expires_in"] = issued.expires_in
-    record["issued_at"] = body["issued_at"]
-    record["jti"] = issued.jti
-    return TokenResponse(200, json.dumps(body).encode(), dict(_NO_STORE), record, issued.jti)
+    trace.refresh_token_issued = "refresh_token" in body and refresh_in is None
+    trace.expires_in = issued.expires_in
+    trace.issued_at = str(body["issued_at"])
+    trace.jti = issued.jti
+    return TokenResponse(200, json.dumps(body).encode(), dict(_NO_STORE), trace, issued.jti)
 
 
 def _identify(runtime: Runtime, authenticator: Authenticator, request: TokenRequest,
               params: dict[str, list[str]], grant_type: str | None,
-              record: dict[str, object]) -> tuple[Account | None, str | None]:
+              trace: TokenTrace) -> tuple[Account | None, str | None]:
     """The authenticated account (None for anonymous) and, for refresh grants, the refresh
     token to send back (the one presented: oauth.md returns the same token)."""
     if grant_type == "refresh_token":
         token = _first(params, "refresh_token")
         if not token:
-            raise _Refusal(400, "UNSUPPORTED", "invalid_request", "refresh_token is required")
-        return _refresh(runtime, token, record, "form"), token
+            raise TokenError(400, "UNSUPPORTED", "invalid_request", "refresh_token is required")
+        return _refresh(runtime, token, trace, "form"), token
     if grant_type == "password":
         if _first(params, "client_id") is None:
-            raise _Refusal(400, "UNSUPPORTED", "invalid_request", "client_id is required")
+            raise TokenError(400, "UNSUPPORTED", "invalid_request", "client_id is required")
         username = _first(params, "username")
         password = _first(params, "password")
         if username is None or password is None:
-            raise _Refusal(400, "UNSUPPORTED", "invalid_request",
+            raise TokenError(400, "UNSUPPORTED", "invalid_request",
                            "username and password are required for grant_type=password")
         return _login(runtime, authenticator, username, password, request.client_ip,
-                      record), None
+                      trace), None
     if grant_type is not None:
-        raise _Refusal(400, "UNSUPPORTED", "unsupported_grant_type",
+        raise TokenError(400, "UNSUPPORTED", "unsupported_grant_type",
                        "grant_type must be password or refresh_token")
     if not request.authorization:
         return None, None
     scheme, credentials = split_authorization(request.authorization)
     if scheme.lower() != "basic":
-        raise _Refusal(401, "UNAUTHORIZED", "invalid_client", "the token endpoint accepts Basic "
+        raise TokenError(401, "UNAUTHORIZED", "invalid_client", "the token endpoint accepts Basic "
                        "credentials or none", _basic_challenge(runtime))
     try:
         username, password = parse_basic(credentials)
     except ValueError as e:
-        raise _Refusal(401, "UNAUTHORIZED", "invalid_client", str(e),
+        raise TokenError(401, "UNAUTHORIZED", "invalid_client", str(e),
                        _basic_challenge(runtime)) from None
     account_param = _first(params, "account")
     if username == "":
         # Basic ":" + refresh token: how BuildKit presents the identity token of docker login.
-        account = _refresh(runtime, password, record, "basic")
+        account = _refresh(runtime, password, trace, "basic")
         if account_param and account_param != account.name:
-            raise _Refusal(400, "UNSUPPORTED", "invalid_request",
+            raise TokenError(400, "UNSUPPORTED", "invalid_request",
                            "the account parameter does not match the refresh token")
         offline = (_first(params, "offline_token") or "").lower() in _TRUE
         return account, (password if offline else None)
     if account_param is not None and account_param != username:
-        raise _Refusal(400, "UNSUPPORTED", "invalid_request",
+        raise TokenError(400, "UNSUPPORTED", "invalid_request",
                        "the account parameter does not match the credentials")
-    return _login(runtime, authenticator, username, password, request.client_ip, record), None
+    return _login(runtime, authenticator, username, password, request.client_ip, trace), None
 
 
-def _refresh(runtime: Runtime, token: str, record: dict[str, object], form: str) -> Account:
+def _refresh(runtime: Runtime, token: str, trace: TokenTrace, form: str) -> Account:
     """Verify a refresh token presented as a POST grant (`form`) or as Basic (`basic`)."""
-    record["credential"] = "refresh_token" if form == "form" else "refresh_token (basic)"
+    trace.credential = "refresh_token" if form == "form" else "refresh_token (basic)"
     try:
         account = runtime.verifier.verify_refresh(token, runtime.issuer.refresh_audience,
                                                   runtime.policy.accounts)
     except InvalidToken as e:
         if form == "basic":
-            raise _Refusal(401, "UNAUTHORIZED", "invalid_grant", f"refresh token refused: {e}",
+            raise TokenError(401, "UNAUTHORIZED", "invalid_grant", f"refresh token refused: {e}",
                            _basic_challenge(runtime)) from None
-        raise _Refusal(400, "UNAUTHORIZED", "invalid_grant",
+        raise TokenError(400, "UNAUTHORIZED", "invalid_grant",
                        f"refresh token refused: {e}") from None
     return account
 
 
 def _login(runtime: Runtime, authenticator: Authenticator, username: str, password: str,
-           client_ip: str, record: dict[str, object]) -> Account:
-    record["username"] = username[:128]
-    record["credential"] = "password"
-    record["failed_login_counted"] = False
+           client_ip: str, trace: TokenTrace) -> Account:
+    trace.username = username[:128]
+    trace.credential = "password"
+    trace.failed_login_counted = False
     try:
         return authenticator.authenticate(runtime.policy.accounts, username, password, client_ip)
     except RateLimited as e:
-        record["rate_limited"] = e.limit
-        raise _Refusal(429, "TOOMANYREQUESTS", "slow_down", str(e),
+        trace.rate_limited = e.limit
+        raise TokenError(429, "TOOMANYREQUESTS", "slow_down", str(e),
                        {"Retry-After": str(e.retry_after)}) from None
     except AuthenticationFailed as e:
-        record["failed_login_counted"] = e.counted
-        raise _Refusal(401, "UNAUTHORIZED", "invalid_grant", "invalid username or password",
+        trace.failed_login_counted = e.counted
+        raise TokenError(401, "UNAUTHORIZED", "invalid_grant", "invalid username or password",
                        _basic_challenge(runtime)) from None

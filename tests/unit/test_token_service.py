@@ -386,12 +386,6 @@ def test_post_without_a_form_is_400(runtime, auth):
     _assert_refused(response, 400, "invalid_request")
 
 
-@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
-def test_other_methods_are_405(runtime, auth, method):
-    response = handle_token_request(runtime, auth, TokenRequest(method, {}, None, None, "::1"))
-    _assert_refused(response, 405)
-
-
 def test_account_parameter_mismatching_basic_user_is_400(runtime, auth):
     response = _get(runtime, auth, ["repository:cache/x:pull"], _basic("ci", PASSWORDS["ci"]),
                     account="alice")

@@ -21,8 +21,10 @@ from regauth.front import Forward
 from regauth.front import Kind
 from regauth.front import RequestView
 from regauth.front import Respond
+from regauth.gate import GateDecision
 from regauth.routes import Route
 from regauth.runtime import Active
+from regauth.token_trace import TokenTrace
 from regauth.tokens import VerifiedToken
 
 AnsweredBy = Literal["regauth", "upstream", ""]
@@ -39,7 +41,7 @@ class FlowState:
     reason_override: str = ""
     auth: dict[str, object] | None = None
     client_authorization: str | None = field(default=None, repr=False)
-    token_record: dict[str, object] | None = None
+    token_trace: TokenTrace | None = None
     upstream_challenge: list[dict[str, object]] = field(default_factory=list)
     conversation: str | None = None
     injected: bool = False
@@ -49,7 +51,7 @@ class FlowState:
     kept_response: bytearray | None = field(default=None, repr=False)
 
     @property
-    def _gate(self):  # type: ignore[no-untyped-def]
+    def _gate(self) -> GateDecision | None:
         decision = self.decision
         if isinstance(decision, (Forward, Respond)):
             return decision.gate

@@ -73,13 +73,12 @@ class Recorder:
     def _link(self, flow: http.HTTPFlow, state: FlowState, client_ip: str,
               sent: list[str]) -> None:
         """Put the flow in its conversation (see regauth.exchange)."""
-        token = state.token_record
-        if state.kind == "token" and token is not None:
-            requested = [str(s) for s in token.get("requested", [])]  # type: ignore[attr-defined]
-            state.conversation = self.conversations.token_requested(client_ip, requested)
-            jti = token.get("jti")
-            if isinstance(jti, str) and jti:
-                self.conversations.token_issued(jti, state.conversation)
+        trace = state.token_trace
+        if state.kind == "token" and trace is not None:
+            state.conversation = self.conversations.token_requested(client_ip,
+                                                                    trace.requested or [])
+            if trace.jti:
+                self.conversations.token_issued(trace.jti, state.conversation)
             return
         challenge_scopes = None
         if flow.response is not None and flow.response.status_code == 401:

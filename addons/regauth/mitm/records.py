@@ -70,12 +70,9 @@ def build_record(flow: http.HTTPFlow, state: FlowState, sent_challenges: list[st
         record["challenge"] = challenges[0] if len(challenges) == 1 else challenges
     if state.upstream_challenge:
         record["upstream_challenge"] = state.upstream_challenge
-    if state.token_record is not None:
-        token = dict(state.token_record)
-        record["token_request"] = {k: token.pop(k) for k in
-                                   ("method", "grant_type", "service", "client_id", "username",
-                                    "requested") if k in token}
-        record["token_response"] = token
+    if state.token_trace is not None:
+        record["token_request"] = state.token_trace.request_record()
+        record["token_response"] = state.token_trace.response_record()
     record["bytes"] = {
         "request": _body_size(request, state.counted.get("request")),
         "response": _body_size(response, state.counted.get("response")),
@@ -111,16 +108,17 @@ def _describe(flow: http.HTTPFlow, state: FlowState,
     status = record.get("status")
     if flow.error is not None:
         return f"error: {flow.error.msg}", ":x:"
-    if state.kind == "token" and state.token_record is not None:
-        token = state.token_record
-        if "refused" in token:
-            return f"{status} token refused: {token['refused']}", ":no_entry:"
-        who = token.get("account", "anonymous")
+    trace = state.token_trace
+    if state.kind == "token" and trace is not None:
+        if trace.refused is not None:
+            return f"{status} token refused: {trace.refused}", ":no_entry:"
         parts = []
-        for d in token.get("decisions", []):  # type: ignore[union-attr]
-            granted = ",".join(d.get("granted", [])) or "nothing"
-            parts.append(f"{d['scope']} → {d['outcome']} [{granted}] ({_rule_text(d)})")
-        text = f"token for {who}: " + ("; ".join(parts) if parts else "no scope requested")
+        for d in trace.decisions:
+            granted = ",".join(d.granted) or "nothing"
+            rule = d.rule.describe_short() if d.rule is not None else "default deny"
+            parts.append(f"{d.requested} → {d.outcome} [{granted}] ({rule})")
+        text = f"token for {trace.account or 'anonymous'}: " + (
+            "; ".join(parts) if parts else "no scope requested")
         return text, ":key:"
     challenge = record.get("challenge")
     if status == 401 and isinstance(challenge, dict):
@@ -144,11 +142,3 @@ def _describe(flow: http.HTTPFlow, state: FlowState,
         text += " (upstream credentials injected)"
     marker = ":white_check_mark:" if isinstance(status, int) and status < 400 else ":x:"
     return text, marker
-
-
-def _rule_text(decision: dict[str, object]) -> str:
-    rule = decision.get("rule")
-    if rule == "default deny":
-        return "default deny"
-    comment = decision.get("comment")
-    return f"rule {rule}: {comment}" if comment else f"rule {rule}"

@@ -211,7 +211,7 @@ class RequestHandler:
         response = await asyncio.get_running_loop().run_in_executor(
             self.login_pool, handle_token_request, active.runtime, self.authenticator,
             decision.request)
-        state.token_record = response.record
+        state.token_trace = response.trace
         answer = front.token_answer(response)
         state.decision = answer
         self._respond(flow, state, answer.answer, discard_body=False)

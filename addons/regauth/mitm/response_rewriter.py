@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from mitmproxy import http
 
 from regauth import rewrite
@@ -79,7 +81,7 @@ class ResponseRewriter:
             state.reason_override = "upstream refused the injected credentials"
 
 
-def _keep_prefix(state: FlowState):  # type: ignore[no-untyped-def]
+def _keep_prefix(state: FlowState) -> Callable[[bytes], bytes]:
     """A streaming callable: passes chunks through, counts them, keeps a bounded prefix."""
     state.counted["response"] = 0
     kept = bytearray()

@@ -1,0 +1,78 @@
+"""What the token service did with one request, for the exchange log and mitmweb.
+
+`TokenTrace` is filled in as `token_service` works through a request; `as_record()` renders the
+JSON the exchange log has always carried (README "The exchange log": `token_request` and
+`token_response`), and `request_record()`/`response_record()` give its two halves. Nothing in
+it is a secret: a username, never a password; a jti, never a token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Literal
+
+from regauth.policy import Decision
+
+GrantType = Literal["get", "password", "refresh_token"]
+Credential = Literal["password", "refresh_token", "refresh_token (basic)"]
+
+_REQUEST_KEYS = ("method", "grant_type", "service", "client_id", "username", "requested")
+
+
+@dataclass
+class TokenTrace:
+    method: str
+    grant_type: GrantType | str | None = None
+    client_id: str | None = None
+    service: str | None = None
+    service_given: bool = False  # the request got as far as reading `service` (even if None)
+    requested: list[str] | None = None
+    username: str | None = None
+    credential: Credential | None = None
+    failed_login_counted: bool | None = None
+    rate_limited: str | None = None
+    account: str | None = None
+    decisions: list[Decision] = field(default_factory=list)
+    decided: bool = False
+    granted: list[str] | None = None
+    refresh_token_issued: bool | None = None
+    expires_in: int | None = None
+    issued_at: str | None = None
+    jti: str | None = None
+    refused: str | None = None
+
+    def as_record(self) -> dict[str, object]:
+        """The whole trace as JSON-ready values, in a stable key order; unset keys omitted."""
+        record: dict[str, object] = {"method": self.method}
+        optional: list[tuple[str, object]] = [
+            ("grant_type", self.grant_type), ("client_id", self.client_id)]
+        for key, value in optional:
+            if value is not None:
+                record[key] = value
+        if self.service_given:
+            record["service"] = self.service
+        for key, value in (("requested", self.requested), ("username", self.username),
+                           ("credential", self.credential),
+                           ("failed_login_counted", self.failed_login_counted),
+                           ("rate_limited", self.rate_limited), ("account", self.account)):
+            if value is not None:
+                record[key] = value
+        if self.decided:
+            record["decisions"] = [d.as_record() for d in self.decisions]
+        for key, value in (("granted", self.granted),
+                           ("refresh_token_issued", self.refresh_token_issued),
+                           ("expires_in", self.expires_in), ("issued_at", self.issued_at),
+                           ("jti", self.jti), ("refused", self.refused)):
+            if value is not None:
+                record[key] = value
+        return record
+
+    def request_record(self) -> dict[str, object]:
+        """The exchange log's `token_request`: what the client asked for."""
+        record = self.as_record()
+        return {k: record[k] for k in _REQUEST_KEYS if k in record}
+
+    def response_record(self) -> dict[str, object]:
+        """The exchange log's `token_response`: who it was, what was decided and issued."""
+        return {k: v for k, v in self.as_record().items() if k not in _REQUEST_KEYS}
