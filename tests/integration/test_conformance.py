@@ -152,6 +152,22 @@ CASES = [
     Case("referrers", "GET", "/v2/conf/app/referrers/{manifest}", APP_PULL, OTHER_PULL, 404),
 ]
 
+# Issues 13 and 14: a large refused or accepted upload (the refusal sink, streaming), a body
+# where the API has none, and a method spelled in lower case.
+BIG = bytes(range(256)) * (8 * 4096)  # 8 MiB
+CASES += [
+    # Accepted only: http.client writes the whole body before it reads, so a refusal sent
+    # early (by either side) ends in a broken pipe; refused large uploads are covered by
+    # test_large_bodies and test_h2_streams with clients that read while they send.
+    Case("upload-put-large", "PUT", "{upload}&digest=" + _digest(BIG), APP_PUSH, APP_PULL, 201,
+         OCTETS, BIG, setup=_upload, states=("sufficient",)),
+    Case("get-with-body", "GET", "/v2/conf/app/tags/list", APP_PULL, OTHER_PULL, 200,
+         {"Content-Type": "text/plain"}, b"PUT /v2/conf/evil/manifests/x HTTP/1.1\r\n\r\n",
+         states=("none", "sufficient")),
+    Case("method-lower-case", "get", "/v2/conf/app/tags/list", APP_PULL, None, 405,
+         states=("none", "sufficient")),
+]
+
 # Not in the route table, but the canonical-path rule (README, "How it works") differs from
 # distribution on purpose: one request of each kind shows how.
 CASES += [
@@ -185,6 +201,12 @@ REFERRERS = ("distribution 2.8.2 has no referrers route and answers 404 before a
 NON_CANONICAL = ("regauth refuses every spelling of a path that a server could normalize into "
                  "another one (400 NAME_INVALID) instead of redirecting or decoding it: what it "
                  "authorizes is byte for byte what the registry routes")
+BODY_WITHOUT_ROUTE = ("regauth refuses a body where the registry API has none (400), because "
+                      "the registry could read those bytes as a request nobody decided; "
+                      "distribution ignores it (README, 'Request framing')")
+LOWER_CASE = ("regauth refuses a method that is not the exact upper-case name (405) before "
+              "anything else; distribution routes on the exact bytes too (405 with a token), "
+              "but challenges first without one")
 NOT_REGISTRY = ("enforce mode answers paths outside /v2/ itself with a registry-format 404 and "
                 "never forwards them: the registry behind it has no auth")
 
@@ -203,6 +225,15 @@ INTENDED: dict[tuple[str, str], tuple[dict[str, tuple[object, object]], str]] = 
         {"status": (400, 200), "code": ("NAME_INVALID", None)}, NON_CANONICAL),
     **{("not-a-registry-path", state): ({"code": ("UNSUPPORTED", None)}, NOT_REGISTRY)
        for state in ("none", "sufficient")},
+    ("get-with-body", "none"): (
+        {"status": (400, 401), "code": ("UNSUPPORTED", "UNAUTHORIZED"), "scheme": (None, "Bearer"),
+         "scopes": (None, frozenset({"repository:conf/app:pull"}))}, BODY_WITHOUT_ROUTE),
+    ("get-with-body", "sufficient"): ({"status": (400, 200), "code": ("UNSUPPORTED", None)},
+                                      BODY_WITHOUT_ROUTE),
+    ("method-lower-case", "none"): (
+        {"status": (405, 401), "code": ("UNSUPPORTED", "UNAUTHORIZED"), "scheme": (None, "Bearer"),
+         "scopes": (None, frozenset())}, LOWER_CASE),
+    ("method-lower-case", "sufficient"): ({"code": ("UNSUPPORTED", None)}, LOWER_CASE),
 }
 
 
