@@ -52,14 +52,19 @@ MIB = 1 << 20  # regauth's stream threshold: larger or unknown-size bodies strea
 UPSTREAM_USER = "regauth-bot"
 UPSTREAM_PASSWORD = "upstream-only-secret-3d1"
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+EVIL_CONFIG = b"{}"
+EVIL_CONFIG_DIGEST = "sha256:" + hashlib.sha256(EVIL_CONFIG).hexdigest()
 EVIL_MANIFEST = json.dumps({
     "schemaVersion": 2, "mediaType": MANIFEST_TYPE,
     "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-               "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
-               "size": 2},
+               "digest": EVIL_CONFIG_DIGEST, "size": len(EVIL_CONFIG)},
     "layers": []}).encode()
-# The payload: a complete HTTP/1.1 request regauth must never let through.
-SMUGGLED_PUT = (b"PUT /v2/cache/evil/manifests/latest HTTP/1.1\r\nHost: registry\r\n"
+# The payload: complete HTTP/1.1 requests regauth must never let through. On a
+# registry without auth they store cache/evil:latest (a monolithic blob upload, then the tag).
+SMUGGLED_PUT = (b"POST /v2/cache/evil/blobs/uploads/?digest=" + EVIL_CONFIG_DIGEST.encode()
+                + b" HTTP/1.1\r\nHost: registry\r\nContent-Type: application/octet-stream\r\n"
+                b"Content-Length: " + str(len(EVIL_CONFIG)).encode() + b"\r\n\r\n" + EVIL_CONFIG
+                + b"PUT /v2/cache/evil/manifests/latest HTTP/1.1\r\nHost: registry\r\n"
                 b"Content-Type: " + MANIFEST_TYPE.encode() + b"\r\n"
                 b"Content-Length: " + str(len(EVIL_MANIFEST)).encode() + b"\r\n\r\n"
                 + EVIL_MANIFEST)
@@ -262,11 +267,8 @@ rules:
             registry = registries[0]
             watched, storage = registry, registry.workdir / "data"
         # The baseline: everything logged so far (readiness probes) is not a proxied request.
-        with pytest.MonkeyPatch.context() as patch:  # the policy's secrets come from env
-            for name, value in env.items():
-                patch.setenv(name, value)
-            redact = capability_redactor(policy)
-        watch = RegistryWatch(watched, extra_logs, redact, upstream_probes=probes)
+        watch = RegistryWatch(watched, extra_logs, capability_redactor(policy, env),
+                              upstream_probes=probes)
         if mode != "default":
             proxy = start_proxy(workdir / "proxy", certs_dir=certs_dir, policy=policy,
                                 upstream=registries[0].url, port=port, env=env,

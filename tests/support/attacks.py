@@ -18,6 +18,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
@@ -324,8 +325,12 @@ class UpstreamWatch:
     barrier: once the sentinel is in the log, every request regauth forwarded before it is too.
     """
 
-    def __init__(self, registry: RegistryProcess) -> None:
+    def __init__(self, registry: RegistryProcess,
+                 direct: Callable[[str, str], object] | None = None) -> None:
         self.registry = registry
+        # How sentinels reach the registry: `RegistryWatch.direct` keeps them out of the
+        # registry-saw-only-decided invariant.
+        self.direct = direct
 
     def lines(self) -> list[str]:
         return self.registry.requests_seen()
@@ -335,11 +340,14 @@ class UpstreamWatch:
 
     def barrier(self, timeout: float = 10.0) -> str:
         tag = "sentinel" + secrets.token_hex(8)
-        url = f"{self.registry.url}/v2/{tag}/tags/list"
-        try:
-            urllib.request.urlopen(url, timeout=5).close()
-        except urllib.error.HTTPError:
-            pass  # 404 NAME_UNKNOWN: logged all the same
+        if self.direct is not None:
+            self.direct("GET", f"/v2/{tag}/tags/list")
+        else:
+            try:
+                urllib.request.urlopen(f"{self.registry.url}/v2/{tag}/tags/list",
+                                       timeout=5).close()
+            except urllib.error.HTTPError:
+                pass  # 404 NAME_UNKNOWN: logged all the same
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if any(tag in line for line in self.lines()):

@@ -31,6 +31,7 @@ What is not a proxied decision is accounted for exactly, never by pattern:
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import ssl
@@ -166,12 +167,23 @@ def read_records(path: Path) -> list[dict]:
     return [json.loads(line) for line in complete.splitlines() if line]
 
 
-def capability_redactor(policy_path: Path) -> Callable[[str], str] | None:
-    """The exchange log's capability-id redaction for a policy file (`Runtime.redact`)."""
+def capability_redactor(policy_path: Path, env: dict[str, str] | None = None
+                        ) -> Callable[[str], str] | None:
+    """The exchange log's capability-id redaction for a policy file (`Runtime.redact`);
+    `env`: variables the policy's secrets are read from while it loads."""
     from regauth.policy_loader import load_policy
     from regauth.runtime import _hide  # the same hash, so the comparison stays exact
 
-    pattern = load_policy(policy_path).capability_redactor()
+    saved = {name: os.environ.get(name) for name in env or {}}
+    os.environ.update(env or {})
+    try:
+        pattern = load_policy(policy_path).capability_redactor()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     if pattern is None:
         return None
     return lambda text: pattern.sub(_hide, text)
