@@ -59,8 +59,9 @@ EVIL_MANIFEST = json.dumps({
     "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
                "digest": EVIL_CONFIG_DIGEST, "size": len(EVIL_CONFIG)},
     "layers": []}).encode()
-# The payload: complete HTTP/1.1 requests regauth must never let through. On a
-# registry without auth they store cache/evil:latest (a monolithic blob upload, then the tag).
+# The payload: complete HTTP/1.1 requests regauth must never let through. Smuggled to
+# a registry without auth (as the code before the fix did), the first opens an upload in
+# cache/evil, so the repository exists afterwards; the second tags cache/evil:latest.
 SMUGGLED_PUT = (b"POST /v2/cache/evil/blobs/uploads/?digest=" + EVIL_CONFIG_DIGEST.encode()
                 + b" HTTP/1.1\r\nHost: registry\r\nContent-Type: application/octet-stream\r\n"
                 b"Content-Length: " + str(len(EVIL_CONFIG)).encode() + b"\r\n\r\n" + EVIL_CONFIG

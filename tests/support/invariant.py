@@ -26,6 +26,18 @@ What is not a proxied decision is accounted for exactly, never by pattern:
   `GET /v2/` to read the upstream's challenge): `upstream_probes=N` allows at most N of them.
   They cannot be told from a client's forwarded `GET /v2/` by the access log except by
   their User-Agent (Python-urllib's default), see `UPSTREAM_PROBE_AGENT`.
+
+Use, for a suite sharing one registry (tests/integration/test_security.py does this):
+
+    watch = RegistryWatch(registry, redact=capability_redactor(policy))  # right after start
+    proxy = start_proxy(...)
+    watch.add_exchange_log(proxy.log_path)       # every regauth in front of that registry
+    watch.direct("POST", "/v2/x/blobs/uploads/")  # requests the test sends to it itself
+
+    @pytest.fixture(autouse=True)
+    def registry_saw_only_decided(stack):
+        yield
+        assert_registry_saw_only_decided(stack.watch)  # reports each violation once
 """
 
 from __future__ import annotations
