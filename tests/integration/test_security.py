@@ -16,12 +16,12 @@ import json
 import re
 import secrets
 import time
-import urllib.request
 from collections.abc import Callable
 from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -35,6 +35,9 @@ from tests.support import attacks
 from tests.support import httpclient
 from tests.support.attacks import KeyPair
 from tests.support.attacks import RawReply
+from tests.support.invariant import RegistryWatch
+from tests.support.invariant import assert_registry_saw_only_decided
+from tests.support.invariant import capability_redactor
 from tests.support.proxy import ProxyProcess
 from tests.support.proxy import start_proxy
 
@@ -75,6 +78,7 @@ class Stack:
     watch: attacks.UpstreamWatch
     proxies: list[ProxyProcess] = field(default_factory=list)
     secret_digest: str = ""
+    invariant: RegistryWatch | None = None
 
     def upstream_records(self) -> int:
         return sum(1 for p in self.proxies for r in p.records()
@@ -102,20 +106,17 @@ class Stack:
         return reply.json()
 
 
-def _seed_secret_blob(registry: RegistryProcess) -> str:
+def _seed_secret_blob(watch: RegistryWatch) -> str:
     """A blob in cache/secret (written straight to the registry): what mounts must not leak."""
     blob = b"cache/secret layer " + secrets.token_bytes(16)
     digest = "sha256:" + hashlib.sha256(blob).hexdigest()
-    start = urllib.request.Request(f"{registry.url}/v2/cache/secret/blobs/uploads/",
-                                   method="POST", data=b"")
-    with urllib.request.urlopen(start, timeout=10) as response:
-        location = response.headers["Location"]
-    url = location if location.startswith("http") else registry.url + location
-    url += ("&" if "?" in url else "?") + "digest=" + digest
-    put = urllib.request.Request(url, method="PUT", data=blob,
-                                 headers={"Content-Type": "application/octet-stream"})
-    with urllib.request.urlopen(put, timeout=10) as response:
-        assert response.status == 201
+    status, headers, _ = watch.direct("POST", "/v2/cache/secret/blobs/uploads/", b"")
+    assert status == 202
+    location = urlsplit(headers["Location"])
+    target = f"{location.path}?{location.query}&digest={digest}"
+    status, _, _ = watch.direct("PUT", target, blob,
+                                {"Content-Type": "application/octet-stream"})
+    assert status == 201
     return digest
 
 
@@ -129,15 +130,28 @@ def stack(tmp_path_factory: pytest.TempPathFactory, certs_dir: Path,
     try:
         policy = workdir / "policy.yaml"
         policy.write_text(policy_text(password_hashes, lifetime=900))
+        # After start: the readiness probe is the baseline; the seed and the sentinels are
+        # direct requests the invariant knows.
+        invariant = RegistryWatch(registry, redact=capability_redactor(policy))
         proxy = start_proxy(workdir / "proxy", certs_dir=certs_dir, policy=policy,
                             upstream=registry.url)
-        result = Stack(registry, proxy, attacks.UpstreamWatch(registry), [proxy])
-        result.secret_digest = _seed_secret_blob(registry)
+        invariant.add_exchange_log(proxy.log_path)
+        result = Stack(registry, proxy, attacks.UpstreamWatch(registry, invariant.direct),
+                       [proxy], invariant=invariant)
+        result.secret_digest = _seed_secret_blob(invariant)
         yield result
     finally:
         if proxy is not None:
             proxy.stop()
         registry.stop()
+
+
+@pytest.fixture(autouse=True)
+def registry_saw_only_decided(stack: Stack) -> Iterator[None]:
+    """Every test ends with the invariant of issue 14 (tests/support/invariant.py)."""
+    yield
+    assert stack.invariant is not None
+    assert_registry_saw_only_decided(stack.invariant)
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +166,8 @@ def other_proxy(stack: Stack, tmp_path_factory: pytest.TempPathFactory, certs_di
     proxy = start_proxy(workdir / "proxy", certs_dir=certs_dir, policy=policy,
                         upstream=stack.registry.url)
     stack.proxies.append(proxy)
+    assert stack.invariant is not None
+    stack.invariant.add_exchange_log(proxy.log_path)
     yield proxy
     stack.proxies.remove(proxy)
     proxy.stop()

@@ -18,6 +18,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
@@ -97,31 +98,115 @@ def _parse(data: bytes) -> RawReply:
     return reply
 
 
-def send_raw(port: int, ca: Path, data: bytes, timeout: float = 15.0) -> RawReply:
-    """Send bytes over TLS to localhost:port, read until the server closes, parse the reply."""
+def _exchange(port: int, ca: Path, data: bytes | list[bytes], timeout: float,
+              pause: float = 0.0) -> tuple[bytes, str | None]:
+    """Send bytes over TLS to localhost:port (a list is sent in parts, `pause` seconds
+    apart), read until the server closes or `timeout`; the error that ended reading, if any."""
     context = ssl.create_default_context(cafile=str(ca))
     chunks: list[bytes] = []
+    error = None
+    parts = data if isinstance(data, list) else [data]
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock, \
                 context.wrap_socket(sock, server_hostname="localhost") as tls:
-            try:
-                tls.sendall(data)
-            except OSError:
-                pass  # the server may answer and close before taking everything: read the reply
+            for i, part in enumerate(parts):
+                if i and pause:
+                    time.sleep(pause)
+                try:
+                    tls.sendall(part)
+                except OSError:
+                    break  # the server may answer and close before taking everything
             while True:
                 try:
                     chunk = tls.recv(65536)
                 except (ssl.SSLError, ConnectionResetError, TimeoutError) as e:
-                    if not chunks:
-                        return RawReply(None, error=f"{type(e).__name__}: {e}")
+                    error = f"{type(e).__name__}: {e}"
                     break
                 if not chunk:
                     break
                 chunks.append(chunk)
     except (ssl.SSLError, ConnectionResetError, BrokenPipeError) as e:
-        if not chunks:
-            return RawReply(None, error=f"{type(e).__name__}: {e}")
-    return _parse(b"".join(chunks))
+        error = f"{type(e).__name__}: {e}"
+    return b"".join(chunks), error
+
+
+def send_raw(port: int, ca: Path, data: bytes, timeout: float = 15.0) -> RawReply:
+    """Send bytes over TLS to localhost:port, read until the server closes, parse the reply."""
+    received, error = _exchange(port, ca, data, timeout)
+    if not received and error is not None:
+        return RawReply(None, error=error)
+    return _parse(received)
+
+
+def _dechunk(data: bytes) -> tuple[bytes, bytes] | None:
+    """A chunked body and what follows it, or None if it is incomplete."""
+    body = b""
+    while True:
+        line, sep, data = data.partition(b"\r\n")
+        if not sep:
+            return None
+        size = int(line.split(b";")[0], 16)
+        if size == 0:
+            _, sep, rest = data.partition(b"\r\n")  # no trailers in these replies
+            return (body, rest) if sep else None
+        body, data = body + data[:size], data[size + 2:]
+
+
+def parse_replies(data: bytes, methods: list[str]) -> list[RawReply]:
+    """Every HTTP/1.1 response in `data`, in order (`methods`: the requests they answer, so
+    responses to HEAD are read without a body; interim 1xx responses are skipped). Trailing
+    bytes that are not a complete response become a reply with status None."""
+    replies: list[RawReply] = []
+    pending = list(methods)
+    while data and pending:
+        reply = _parse(data)
+        if reply.status is None:
+            replies.append(reply)
+            return replies
+        rest = data.partition(b"\r\n\r\n")[2]
+        if 100 <= reply.status < 200:
+            data = rest
+            continue
+        method = pending.pop(0)
+        length = reply.header("content-length")
+        if method == "HEAD" or reply.status in (204, 304):
+            reply.body, data = b"", rest
+        elif length is not None and length.isdigit():
+            reply.body, data = rest[:int(length)], rest[int(length):]
+        elif (reply.header("transfer-encoding") or "").lower() == "chunked":
+            split = _dechunk(rest)
+            if split is None:
+                reply.error = "incomplete chunked body"
+                replies.append(reply)
+                return replies
+            reply.body, data = split
+        else:
+            reply.body, data = rest, b""
+        replies.append(reply)
+    if data:
+        replies.append(RawReply(None, head=data, error="bytes after the last response"))
+    return replies
+
+
+@dataclass
+class Conversation:
+    """Everything one raw connection got back: the parsed replies, in order, and how it
+    ended (`error`: a reset or a read timeout; None when the server closed cleanly)."""
+
+    replies: list[RawReply]
+    error: str | None
+
+    @property
+    def statuses(self) -> list[int | None]:
+        return [r.status for r in self.replies]
+
+
+def converse(port: int, ca: Path, data: bytes | list[bytes], methods: list[str],
+             timeout: float = 15.0, pause: float = 0.0) -> Conversation:
+    """Send raw bytes (pipelined requests, or parts `pause` seconds apart) on one TLS
+    connection, read until the server closes it, and parse every response."""
+    received, error = _exchange(port, ca, data, timeout, pause)
+    return Conversation(parse_replies(received, methods), error)
 
 
 def request(port: int, ca: Path, method: str, target: str | bytes,
@@ -240,8 +325,12 @@ class UpstreamWatch:
     barrier: once the sentinel is in the log, every request regauth forwarded before it is too.
     """
 
-    def __init__(self, registry: RegistryProcess) -> None:
+    def __init__(self, registry: RegistryProcess,
+                 direct: Callable[[str, str], object] | None = None) -> None:
         self.registry = registry
+        # How sentinels reach the registry: `RegistryWatch.direct` keeps them out of the
+        # registry-saw-only-decided invariant.
+        self.direct = direct
 
     def lines(self) -> list[str]:
         return self.registry.requests_seen()
@@ -251,11 +340,14 @@ class UpstreamWatch:
 
     def barrier(self, timeout: float = 10.0) -> str:
         tag = "sentinel" + secrets.token_hex(8)
-        url = f"{self.registry.url}/v2/{tag}/tags/list"
-        try:
-            urllib.request.urlopen(url, timeout=5).close()
-        except urllib.error.HTTPError:
-            pass  # 404 NAME_UNKNOWN: logged all the same
+        if self.direct is not None:
+            self.direct("GET", f"/v2/{tag}/tags/list")
+        else:
+            try:
+                urllib.request.urlopen(f"{self.registry.url}/v2/{tag}/tags/list",
+                                       timeout=5).close()
+            except urllib.error.HTTPError:
+                pass  # 404 NAME_UNKNOWN: logged all the same
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if any(tag in line for line in self.lines()):
