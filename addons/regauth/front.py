@@ -26,6 +26,7 @@ or no body at all. Bodies are accepted only where the registry API defines one
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Literal
@@ -52,6 +53,8 @@ Kind = Literal["registry", "token", "jwks", "other"]
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _FORM_TYPE = "application/x-www-form-urlencoded"
+# Printable ASCII without space: what an origin-form request target may contain.
+_TARGET_CHARS = re.compile(r"/[!-~]*")
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,11 @@ def decide(active: Active | None, view: RequestView) -> Decision:
         return _respond(view, active, RegistryError(405, "UNSUPPORTED", "method not allowed "
                                                     "(registry methods are upper-case GET, "
                                                     "HEAD, POST, PUT, PATCH, DELETE)"))
+    if not _TARGET_CHARS.fullmatch(view.target):
+        # HTTP/2 carries :path as a header value: a space, a control character or raw
+        # non-ASCII would go into the upstream's HTTP/1.1 request line as it is.
+        return _respond(view, active, RegistryError(400, "UNSUPPORTED", "request target "
+                                                    "outside the URI grammar (RFC 3986)"))
     if len(view.authorization) > 1:
         return _respond(view, active, RegistryError(400, "UNSUPPORTED", "more than one "
                                                     "Authorization header"))

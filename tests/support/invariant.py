@@ -24,8 +24,8 @@ What is not a proxied decision is accounted for exactly, never by pattern:
   each carries a unique User-Agent the watch remembers;
 - regauth's own requests to the upstream in inject-bearer mode (`upstream_auth._discover`:
   `GET /v2/` to read the upstream's challenge): `upstream_probes=N` allows at most N of them.
-  They cannot be told from a client's forwarded `GET /v2/` by the access log except by
-  their User-Agent (Python-urllib's default), see `UPSTREAM_PROBE_AGENT`.
+  They are told from a client's forwarded `GET /v2/` by their User-Agent
+  (`regauth-upstream-auth`, `upstream_auth.USER_AGENT`), see `UPSTREAM_PROBE_AGENT`.
 
 Use, for a suite sharing one registry (tests/integration/test_security.py does this):
 
@@ -60,7 +60,7 @@ from typing import Protocol
 from urllib.parse import parse_qsl
 
 # What regauth's upstream-credential requests send today (urllib's default agent).
-UPSTREAM_PROBE_AGENT = "Python-urllib/"
+UPSTREAM_PROBE_AGENT = "regauth-upstream-auth"
 DIRECT_AGENT = "regauth-tests-direct/"
 _PROBE_KEY = ("GET", "/v2/")
 

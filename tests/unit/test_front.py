@@ -178,3 +178,10 @@ def test_jwks(active):
     assert _status(decision) == 200
     assert json.loads(decision.answer.body)["keys"]
     assert _status(_decide(active, "POST", "/.well-known/jwks.json")) == 405
+
+
+@pytest.mark.parametrize("target", ["/v2/?a=b c", "/v2/ HTTP/1.1", "/v2/\tx", "/v2/?x=\x7f",
+                                    "/v2/\x00", "/v2/é", "/x y", "v2/", "*"])
+def test_a_target_outside_the_uri_grammar_is_400(active, target):
+    # HTTP/2 :path is a header value; the HTTP/1.1 upstream reads it in its request line.
+    assert _status(_decide(active, "GET", target)) == 400

@@ -75,6 +75,9 @@ class FlowState:
         record = gate.record
         if self.reason_override:
             record = {**record, "forward": False, "reason": self.reason_override}
+        elif isinstance(self.decision, Respond):
+            # Answered locally, whatever the gate alone would have said (a framing refusal).
+            record = {**record, "forward": False, "reason": self.decision.reason}
         return record
 
     @property

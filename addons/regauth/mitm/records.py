@@ -40,7 +40,8 @@ def build_record(flow: http.HTTPFlow, state: FlowState, sent_challenges: list[st
         "flow": flow.id,
         "conversation": state.conversation,
         "client": f"{client[0]}:{client[1]}" if client else None,
-        "method": request.method,
+        # As the client spelled it (mitmproxy upper-cases request.method).
+        "method": request.data.method.decode("utf-8", "surrogateescape"),
         "path": _logged_path(flow),
         "http_version": request.http_version,
         "kind": state.kind,
