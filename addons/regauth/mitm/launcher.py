@@ -74,6 +74,7 @@ def mitmproxy_args(config: ServeConfig, web_password_hash: str | None) -> list[s
 
 def _master_class(web: bool) -> type:
     from regauth.mitm.addons_list import make_addons
+    from regauth.mitm.options_policy import OptionPolicy
 
     if web:
         from mitmproxy.tools.web.master import WebMaster as Base
@@ -89,7 +90,14 @@ def _master_class(web: bool) -> type:
             super().__init__(options, **kwargs)
             addons = make_addons()
             self.addons.add(*addons)
-            place_before_view(self.addons.chain, addons[:-1], getattr(self, "view", None))
+            policy = next(a for a in addons if isinstance(a, OptionPolicy))
+            place_before_view(self.addons.chain, [a for a in addons[:-1] if a is not policy],
+                              getattr(self, "view", None))
+            # The option policy sees every option change before any other addon acts on it
+            # (mitmproxy rolls a refused change back, but an addon configured before the
+            # refusal would already have opened a file, started a replay or moved a listener).
+            self.addons.chain.remove(policy)
+            self.addons.chain.insert(0, policy)
 
     return RegauthMaster
 

@@ -83,6 +83,7 @@ def display_copy(flow: http.HTTPFlow) -> http.HTTPFlow:
     The flow itself is not changed (a request in flight still carries what it must send).
     """
     copy = flow.copy()
+    copy._backup = None  # a backup (from a mitmweb edit) would keep what regauth scrubs later
     copy.id = flow.id  # copy() gives a new id; what is shown must name the flow it shows
     request = copy.request
     shown = flow.metadata.get(CLIENT_AUTHORIZATION)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from io import BytesIO
 from typing import Any
 
+from mitmproxy import flowfilter
 from mitmproxy import io
 from mitmproxy.tools.web import app
 
@@ -50,9 +51,17 @@ def _refuse(*_args: Any, **_kwargs: Any) -> None:
 
 class FlowHandler(app.FlowHandler):
     def put(self, flow_id: str) -> None:
-        if not set(self.json) <= {"marked", "comment"}:
+        update = self.json
+        if not set(update) <= {"marked", "comment"}:
             _refuse()
-        super().put(flow_id)
+        # No flow.backup() (mitmweb's put makes one): a backup would keep what regauth
+        # scrubs from the flow later, and travel with every copy of it.
+        flow = self.flow
+        if "marked" in update:
+            flow.marked = update["marked"]
+        if "comment" in update:
+            flow.comment = update["comment"]
+        self.view.update([flow])
 
     def delete(self, flow_id: str) -> None:
         if self.flow.live:
@@ -132,8 +141,30 @@ def _flow_to_json(original: Callable[[Any], dict]) -> Callable[[Any], dict]:
     return flow_to_json
 
 
+class _ShownFilter:
+    """A flow filter evaluated on what mitmweb shows (`display_copy`), not on the flow: a
+    filter such as `~hq <guess>` must not confirm a secret one guess at a time."""
+
+    def __init__(self, original: Any) -> None:
+        self.original = original
+
+    def __call__(self, flow: Any) -> bool:
+        return bool(self.original(display_copy(flow) if hasattr(flow, "request") else flow))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.original, name)
+
+
+def _shown_filters(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse_shown(spec: str) -> Any:
+        return _ShownFilter(parse(spec))
+
+    parse_shown.regauth = True  # type: ignore[attr-defined]
+    return parse_shown
+
+
 def install() -> None:
-    """Patch mitmweb's route table and flow serialization; idempotent."""
+    """Patch mitmweb's route table, flow serialization and flow filters; idempotent."""
     if getattr(app.flow_to_json, "regauth", False):
         return
     routes = [target for _, target in app.handlers]
@@ -144,3 +175,5 @@ def install() -> None:
     app.handlers[:] = [(pattern, _REPLACEMENTS[target]() if target in _REPLACEMENTS else target)
                        for pattern, target in app.handlers]
     app.flow_to_json = _flow_to_json(app.flow_to_json)
+    # The view (view_filter, flow.mark's filter argument) and mitmweb's filters parse here.
+    flowfilter.parse = _shown_filters(flowfilter.parse)
