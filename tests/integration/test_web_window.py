@@ -982,3 +982,33 @@ def test_plain_http_realm_for_an_https_upstream_is_refused(listed, write_policy,
         _realm_refused(proxy, listener, "is plain http for an https upstream")
     finally:
         listener.stop()
+
+
+def test_comments_on_live_flows_keep_no_secret(write_policy, make_registry, make_proxy,
+                                               tmp_path, password_hashes):
+    """A comment is a view change, allowed on any flow; but mitmweb's PUT /flows/<id> first
+    backs the flow up, and a backup travels with the flow (into /flows/dump). Commenting a
+    flow before regauth scrubbed it must not freeze its secrets into that backup."""
+    scenario = _inject_basic(write_policy, make_registry, make_proxy, tmp_path, password_hashes)
+    web, proxy = scenario.web, scenario.proxy
+    got = httpclient.get_token(proxy.port, proxy.ca, [PUSH_SCOPE], SERVICE,
+                               ("ci", PASSWORDS["ci"]), offline_token="true",
+                               client_id="webtests")
+    token_flow = next(f for f in web.flows() if f["request"]["path"].startswith("/v2/token"))
+    commented = [web.request("PUT", f"/flows/{token_flow['id']}", {"comment": "new token"})]
+
+    def comment_upload() -> None:
+        live = next(f for f in web.flows()
+                    if f["request"]["method"] == "PATCH" and not f.get("response"))
+        commented.append(web.request("PUT", f"/flows/{live['id']}", {"comment": "uploading"}))
+
+    assert slow_upload(proxy, got.json()["token"], "demo/app", halfway=comment_upload) == 201
+    time.sleep(1.5)
+    assert [r.status for r in commented] == [200, 200]
+    secrets = {"ci password": PASSWORDS["ci"], "Basic ci:password": _b64(f"ci:{PASSWORDS['ci']}"),
+               "refresh token": got.json()["refresh_token"],
+               "token signature": _signature(got.json()["token"]),
+               "upstream password": UPSTREAM_PASSWORD,
+               "upstream Basic": _b64(f"{UPSTREAM_USER}:{UPSTREAM_PASSWORD}")}
+    leaks = find_leaks(web.snapshot(), secrets)
+    assert not leaks, "\n".join(leaks)
