@@ -247,3 +247,14 @@ def find_leaks(shown: dict[str, str], secrets_by_name: dict[str, str]) -> list[s
         for credential in _basic_credentials(text):
             leaks.append(f"{where}: a Basic credential ({credential[:14]}…)")
     return leaks
+
+
+def summarize(leaks: list[str], places: int = 3) -> str:
+    """Leaks grouped by what leaked: `what (N places): where, where, ...`."""
+    by_what: dict[str, list[str]] = {}
+    for leak in leaks:
+        where, _, what = leak.rpartition(": ")
+        by_what.setdefault(what if not what.startswith("a ") else what.split(" (")[0],
+                           []).append(where)
+    return "\n".join(f"{what} ({len(wheres)} places): {', '.join(wheres[:places])}"
+                     for what, wheres in by_what.items())
