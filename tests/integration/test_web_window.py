@@ -10,6 +10,8 @@
 3. The stickyauth breach: an anonymous client cannot reuse the last client's token.
 4. The upstream token realm must be on the upstream's host and port (or listed), and https
    for an https upstream; otherwise no credential is sent anywhere.
+Also: filters (an oracle on the flow they run on) and flow backups (made by mitmweb's edit
+endpoint, exported with the flow) must not reveal what regauth keeps out of the shown copy.
 """
 
 from __future__ import annotations
