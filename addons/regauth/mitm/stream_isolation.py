@@ -27,6 +27,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
+import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
@@ -38,10 +39,12 @@ from mitmproxy.proxy.layers.http import _http2
 from mitmproxy.proxy.layers.http._base import HttpEvent
 from mitmproxy.proxy.layers.http._events import RequestProtocolError
 from mitmproxy.proxy.layers.http._http2 import Http2Server
+from mitmproxy.proxy.layers.http._http_h2 import BufferedH2Connection
 
 # flow.metadata key: this request is answered without reading its body (refusal sink).
 DISCARD_MARK = "regauth.discard_body"
 _INSTALLED = "_regauth_stream_isolation"
+_RESET_AFTER = "_regauth_reset_after_flush"
 
 
 @dataclass
@@ -109,14 +112,32 @@ def _wrap_send_response() -> None:
     stream_cls.send_response = wrapped  # type: ignore[method-assign]
 
 
+def _reset_without_error(conn: Any, stream_id: int) -> None:
+    """RST_STREAM(NO_ERROR) once everything queued for the stream, END_STREAM included, has
+    gone out (mitmproxy buffers DATA the client's flow-control window cannot take yet; a
+    reset sent before it would throw the response away)."""
+    pending = getattr(conn, _RESET_AFTER, None)
+    if conn.stream_buffers.get(stream_id):
+        if pending is None:
+            pending = set()
+            setattr(conn, _RESET_AFTER, pending)
+        pending.add(stream_id)
+        return
+    if pending is not None:
+        pending.discard(stream_id)
+    stream = conn.streams.get(stream_id)
+    if stream is not None and not stream.closed:
+        h2.connection.H2Connection.reset_stream(conn, stream_id, h2.errors.ErrorCodes.NO_ERROR)
+
+
 def _wrap_http2_server() -> None:
     handle = Http2Server._handle_event
+    window_updated = BufferedH2Connection.stream_window_updated
 
     @functools.wraps(handle)
     def _handle_event(self: Any, event: Any) -> Any:
         if isinstance(event, StopSending):
-            if not self.is_closed(event.stream_id):
-                self.h2_conn.reset_stream(event.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+            _reset_without_error(self.h2_conn, event.stream_id)
             self.streams.pop(event.stream_id, None)
             data = self.h2_conn.data_to_send()
             if data:
@@ -124,7 +145,16 @@ def _wrap_http2_server() -> None:
             return
         yield from handle(self, event)
 
+    @functools.wraps(window_updated)
+    def stream_window_updated(self: Any, stream_id: int) -> bool:
+        sent = window_updated(self, stream_id)
+        pending = getattr(self, _RESET_AFTER, None)
+        if pending and stream_id in pending and not self.stream_buffers.get(stream_id):
+            _reset_without_error(self, stream_id)
+        return sent
+
     Http2Server._handle_event = _handle_event  # type: ignore[method-assign]
+    BufferedH2Connection.stream_window_updated = stream_window_updated  # type: ignore[method-assign]
 
 
 def install() -> None:
@@ -135,6 +165,8 @@ def install() -> None:
                         (http_layer.HttpStream, "send_response"),
                         (http_layer.HttpStream, "flow_done"),
                         (Http2Server, "_handle_event"), (Http2Server, "is_closed"),
+                        (BufferedH2Connection, "stream_window_updated"),
+                        (BufferedH2Connection, "stream_buffers"),
                         (_http2.Http2Connection, "streams")):
         if not hasattr(owner, name) and name not in getattr(owner, "__annotations__", {}):
             raise RuntimeError(f"{owner.__name__}.{name} is missing: regauth needs mitmproxy "
