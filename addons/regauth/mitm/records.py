@@ -70,6 +70,8 @@ def build_record(flow: http.HTTPFlow, state: FlowState, sent_challenges: list[st
         record["challenge"] = challenges[0] if len(challenges) == 1 else challenges
     if state.upstream_challenge:
         record["upstream_challenge"] = state.upstream_challenge
+    if state.upstream_refused_token:
+        record["upstream_refused_token"] = state.upstream_refused_token
     if state.token_record is not None:
         token = dict(state.token_record)
         record["token_request"] = {k: token.pop(k) for k in
@@ -132,6 +134,8 @@ def _describe(flow: http.HTTPFlow, state: FlowState,
             text += f" [{error}]"
         if state.reason and state.answered_by != "upstream":
             text += f" — {state.reason}"
+        if state.upstream_refused_token:
+            text += f" — the registry does not trust signing key {state.upstream_refused_token}"
         return text, ":x:" if error == "insufficient_scope" else ":lock:"
     if state.answered_by == "regauth" and isinstance(status, int) and status >= 400:
         return f"{status} refused by regauth: {state.reason}", ":no_entry:"
