@@ -173,9 +173,12 @@ class EmbeddedRegistry:
             except TimeoutError:
                 flow.metadata[UPSTREAM_UNAVAILABLE] = \
                     "regauth's registry is restarting with new signing keys"
-            self.longest_hold = max(self.longest_hold, time.monotonic() - held)
+                return
+            finally:
+                self.longest_hold = max(self.longest_hold, time.monotonic() - held)
         if self.down:
             flow.metadata[UPSTREAM_UNAVAILABLE] = self.down
+            return
         self.in_flight.add(flow)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:

@@ -32,19 +32,18 @@ def _when(epoch: float | None) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def load_token_settings(policy: Path, required: bool) -> TokenSettings | None:
-    """The policy's `token:` settings (lifetimes, algorithm, pin). Prints the problems and
-    raises SystemExit(EXIT_INPUT) when `required`; otherwise returns None on any problem."""
+def load_token_settings(policy: Path, quiet: bool) -> TokenSettings | None:
+    """The policy's `token:` settings (lifetimes, algorithm, pin), or None after printing why
+    not: every problem, or with `quiet` one line saying the policy is not used."""
     try:
         return load_for_decisions(policy).token
     except (PolicyError, OSError) as e:
-        if not required:
-            print(f"regauth certs: {policy} not used ({str(e).splitlines()[0]})",
-                  file=sys.stderr)
-            return None
-        for problem in getattr(e, "problems", [e]):
+        problems = [str(p) for p in getattr(e, "problems", [])] or [str(e)]
+        if quiet:
+            print(f"regauth certs: {policy} not used ({problems[0]})", file=sys.stderr)
+        for problem in [] if quiet else problems:
             print(problem, file=sys.stderr)
-        raise SystemExit(EXIT_INPUT) from None
+        return None
 
 
 def _describe(status: keystate.KeyStatus, settings: TokenSettings | None,
@@ -163,6 +162,8 @@ def retire(certs_dir: Path, name: str, settings: TokenSettings, force: bool,
         return EXIT_FINDING
     for path in removed:
         print(f"removed {path}")
+    if force:
+        print(f"note: tokens {name} signed are no longer accepted (--force)")
     print(f"{name} is no longer trusted (a running regauth restarts its embedded registry "
           "without it); remove it from the rootcertbundle of other registries too.")
     return EXIT_OK
@@ -183,15 +184,17 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_INPUT
         return rotate(certs_dir, args.algorithm, after, now)
     if command == "retire":
-        settings = load_token_settings(policy, required=True) if policy else None
+        settings = load_token_settings(policy, quiet=False) if policy else None
         if settings is None:
-            print("regauth certs retire: --policy is needed (the token lifetimes)",
+            print("regauth certs retire: the token lifetimes come from the policy (--policy)",
                   file=sys.stderr)
             return EXIT_INPUT
         return retire(certs_dir, args.key, settings, args.force, now)
     settings = None
     if policy is not None and policy.exists():
-        settings = load_token_settings(policy, required=command == "activate")
+        settings = load_token_settings(policy, quiet=command == "list")
+        if settings is None and command == "activate":
+            return EXIT_INPUT
     if command == "activate":
         return activate(certs_dir, args.key, settings, now)
     return list_keys(certs_dir, settings, args.json, now)
