@@ -190,7 +190,7 @@ def write_signing_pair(certs_dir: Path, stem: str, algorithm: str) -> list[Path]
     key_path = private / f"{stem}.key"
     crt_path = certs_dir / f"{stem}.crt"
     _write_private(key_path, _pem_key(key))
-    tmp = certs_dir / f".{stem}.crt.{os.getpid()}.tmp"
+    tmp = certs_dir / f".{stem}.crt.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     _write_public(tmp, cert.public_bytes(serialization.Encoding.PEM))
     try:
         os.link(tmp, crt_path)  # fails if it exists: never overwrite
