@@ -1,15 +1,9 @@
 """The signing keys' lifecycle: which key signs, which are only published, and since when.
 
-Each token-signing key is in one of three states (README "Keys and certificates"):
-- `pending`: published (trusted, in `regauth certs bundle` and the JWKS) but not signing; it
-  waits for `regauth certs activate`, or for the time `rotate --activate-after` set;
-- `signing`: the one key tokens are signed with;
-- `trusted-only`: published, not signing: it signed before (tokens it signed may still be in
-  use), or it has no private key here.
-
-Staged rotation publishes a key first and lets it sign only once every registry trusts it: a
-registry reads its rootcertbundle at start, so it must never see a token from a key it does not
-know yet.
+States (README "Keys and certificates"): `pending` (published: trusted, in `regauth certs bundle`
+and the JWKS, but not signing yet), `signing` (the one key tokens are signed with), and
+`trusted-only` (published, not signing: it signed before, or it has no private key here). A key
+is published before it signs because a registry reads its rootcertbundle at start only.
 
 The state is one small JSON file beside the certificates, `signing-keys.json`, rewritten whole
 and atomically (temporary file, fsync, rename; writers hold a lock), so every replica sharing the
