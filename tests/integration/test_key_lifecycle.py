@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import subprocess
 import time
 import urllib.error
@@ -112,7 +113,8 @@ def test_push_loop_across_rotate_activate_retire_with_the_embedded_registry(
     restarts = re.findall(rf"{restarted} \d+ trusted signing keys in ([0-9.]+) s",
                           proxy.output())
     print(f"\npush loop: {len(result.samples)} requests, {len(result.failures)} failed, "
-          f"longest {longest.seconds * 1000:.0f} ms ({longest.method} {longest.what}), "
+          f"longest {longest.seconds * 1000:.0f} ms ({longest.method} {longest.what}), median "
+          f"{statistics.median(s.seconds for s in result.samples) * 1000:.1f} ms, "
           f"{len(result.tokens)} tokens; registry restarts (s): {', '.join(restarts)}")
     assert not result.failures, result.failures[:5]
     assert len(result.samples) > 200
