@@ -5,12 +5,13 @@ set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/.."
 
 # Real components, never mocks: the registry, skopeo, containerd (ctr), curl, htpasswd,
-# faketime (a regauth whose clock is ahead of the registry's), and the client tests' dockerd +
+# faketime (a regauth whose clock is ahead of the registry's; a CLI whose clock is past a key's
+# token lifetimes), openssl (certificate fingerprints), and the client tests' dockerd +
 # docker CLI (Debian's docker.io, by absolute path: another `docker` on PATH does not count)
 # and podman.
 declare -A packages=([docker-registry]=docker-registry [skopeo]=skopeo [ctr]=containerd
                      [containerd]=containerd [curl]=curl [htpasswd]=apache2-utils
-                     [faketime]=faketime
+                     [faketime]=faketime [openssl]=openssl
                      [/usr/sbin/dockerd]=docker.io [/usr/bin/docker]=docker.io
                      [/usr/bin/podman]=podman)
 missing=()

@@ -38,12 +38,11 @@ def cmd_certs_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_certs_rotate(args: argparse.Namespace) -> int:
-    for path in pki.rotate_signing_key(Path(args.dir), args.algorithm):
-        print(f"created {path}")
-    print("the new key signs from now on; older keys stay trusted until their files are "
-          "removed. Update the registry's rootcertbundle (`regauth certs bundle`).")
-    return 0
+def cmd_certs_lifecycle(args: argparse.Namespace) -> int:
+    """`certs list|rotate|activate|retire`"""
+    from regauth.tools import certs
+
+    return certs.run(args)
 
 
 def cmd_passwd(args: argparse.Namespace) -> int:
@@ -246,17 +245,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     certs_dir = Path(args.certs_dir)
     pki.init_certs(certs_dir)
-    registry = None
     try:
-        if upstream is None:
-            registry = _start_embedded_registry(Path(args.registry_dir), certs_dir,
-                                                Path(args.policy), public_url)
-            upstream = registry.url
-            print(f"embedded registry: {upstream} (token mode, storage "
-                  f"{Path(args.registry_dir) / 'data'})", flush=True)
-        config = ServeConfig(upstream, host, port, public_url, certs_dir, Path(args.policy),
+        config = ServeConfig(upstream or "", host, port, public_url, certs_dir, Path(args.policy),
                              Path(args.log), Path(args.upstream_ca) if args.upstream_ca else None,
-                             args.web, args.web_port, tuple(args.extra))
+                             args.web, args.web_port, tuple(args.extra),
+                             registry_dir=None if upstream else Path(args.registry_dir))
         return serve(config)
     except PolicyError as e:
         for problem in e.problems:
@@ -265,26 +258,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"regauth serve: {e}", file=sys.stderr)
         return EXIT_INVALID
-    finally:
-        if registry is not None:
-            registry.stop()
-
-
-def _start_embedded_registry(workdir: Path, certs_dir: Path, policy_path: Path,
-                             public_url: str):  # type: ignore[no-untyped-def]
-    from regauth.policy_loader import load_policy
-    from regauth.registry_process import RegistryProcess
-    from regauth.registry_process import TokenAuth
-
-    policy = load_policy(policy_path)
-    workdir.mkdir(parents=True, exist_ok=True)
-    bundle = workdir / "rootcertbundle.pem"
-    bundle.write_text(pki.bundle_pem(pki.load_signing_keys(certs_dir)))
-    registry = RegistryProcess(workdir, token=TokenAuth(
-        realm=f"{public_url}/v2/token", service=policy.service, issuer=policy.issuer,
-        rootcertbundle=bundle))
-    registry.start()
-    return registry
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -300,10 +273,37 @@ def build_parser() -> argparse.ArgumentParser:
     bundle = certs.add_parser("bundle", help="print the registry's auth.token.rootcertbundle")
     bundle.add_argument("--dir", default=_env("REGAUTH_CERTS_DIR", "certs"))
     bundle.set_defaults(func=cmd_certs_bundle)
-    rotate = certs.add_parser("rotate", help="add a new signing key (the newest signs)")
+    listing = certs.add_parser("list", help="each signing key's state, fingerprint, key ids "
+                                            "and expiry")
+    listing.add_argument("--dir", default=_env("REGAUTH_CERTS_DIR", "certs"))
+    listing.add_argument("--policy", default=_env("REGAUTH_POLICY", "policies/default.yaml"),
+                         help="for the token lifetimes (when a key may be retired)")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_certs_lifecycle)
+    rotate = certs.add_parser("rotate", help="add a signing key that is published but does "
+                                             "not sign until activated")
     rotate.add_argument("--dir", default=_env("REGAUTH_CERTS_DIR", "certs"))
     rotate.add_argument("--algorithm", choices=pki.ALGORITHMS, default="ES256")
-    rotate.set_defaults(func=cmd_certs_rotate)
+    rotate.add_argument("--activate-after", metavar="DURATION",
+                        help="let it sign after DURATION (90s, 10m, 2h, 1d); a running "
+                             "regauth switches by itself")
+    rotate.set_defaults(func=cmd_certs_lifecycle)
+    activate = certs.add_parser("activate", help="make KEY the signing key from now on")
+    activate.add_argument("key", help="the key's name, as `regauth certs list` shows it")
+    activate.add_argument("--dir", default=_env("REGAUTH_CERTS_DIR", "certs"))
+    activate.add_argument("--policy", default=_env("REGAUTH_POLICY", "policies/default.yaml"),
+                          help="checked for a token.signing_key pin and token.algorithm")
+    activate.set_defaults(func=cmd_certs_lifecycle)
+    retire = certs.add_parser("retire", help="remove a key that no longer signs, once no "
+                                             "token it signed can still be valid")
+    retire.add_argument("key", help="the key's name, as `regauth certs list` shows it")
+    retire.add_argument("--dir", default=_env("REGAUTH_CERTS_DIR", "certs"))
+    retire.add_argument("--policy", default=_env("REGAUTH_POLICY", "policies/default.yaml"),
+                        help="the token lifetimes come from here")
+    retire.add_argument("--force", action="store_true",
+                        help="retire even though tokens it signed may still be valid (a "
+                             "compromised key): they stop working")
+    retire.set_defaults(func=cmd_certs_lifecycle)
 
     passwd = sub.add_parser("passwd", help="print a bcrypt hash for an account's password")
     passwd.add_argument("user", nargs="?", help="print a policy snippet for this account")

@@ -6,8 +6,9 @@ nothing themselves):
 1. `requestheaders`: `decide(active, view)` looks at the request line and headers only and
    returns one of
    - `Respond`: answer locally (no policy 503, foreign destination 403, method 405, framing
-     400, JWKS 200, a route refusal or challenge from `gate.decide`). `discard_body` says the
-     request may still carry a large or unknown-size body that must not be read;
+     400, JWKS 200, registry unavailable 503, a route refusal or challenge from
+     `gate.decide`). `discard_body` says the request may still carry a large or unknown-size
+     body that must not be read;
    - `Forward`: send it to the upstream with the stated header changes (and regauth's upstream
      credentials when `inject` is set);
    - `IssueToken`: a GET to the token endpoint, answered by `token_service` off the event loop
@@ -65,7 +66,9 @@ class RequestView:
     `content_types` and `content_lengths` hold every value of those headers; `body_absent` is
     True when the protocol already says no body follows (HTTP/1 without length, an HTTP/2 or
     HTTP/3 HEADERS frame that ends the stream); `to_upstream` is True for a live reverse-proxy
-    request aimed at the guarded upstream (not a replay, not another destination).
+    request aimed at the guarded upstream (not a replay, not another destination);
+    `upstream_unavailable` says why the upstream cannot take requests now (regauth's embedded
+    registry did not come back in time from a restart), empty when it can.
     """
 
     method: str
@@ -78,6 +81,7 @@ class RequestView:
     body_absent: bool = True
     client_ip: str = ""
     to_upstream: bool = True
+    upstream_unavailable: str = ""
 
     @property
     def path(self) -> str:
@@ -207,6 +211,10 @@ def decide(active: Active | None, view: RequestView) -> Decision:
         return _token_endpoint(active, view)
     if kind == "jwks":
         return _jwks(active, view)
+    if view.upstream_unavailable:
+        return _respond(view, active, RegistryError(
+            503, "UNAVAILABLE", f"{view.upstream_unavailable}; retry shortly",
+            headers={"Retry-After": "1"}))
     authorization = view.authorization[0] if view.authorization else None
     decision = gate.decide(active.runtime, view.method, view.target, authorization,
                            active.realm, list(view.content_types))

@@ -38,6 +38,9 @@ ALGORITHMS = ("ES256", "RS256")
 
 _CA_LIFETIME = dt.timedelta(days=3650)
 _SIGNING_LIFETIME = dt.timedelta(days=1825)
+# Signing certificates start this long before their creation (clock skew between hosts); the
+# creation time is therefore not-before + SIGNING_BACKDATE.
+SIGNING_BACKDATE = dt.timedelta(minutes=5)
 
 
 def _now() -> dt.datetime:
@@ -133,8 +136,7 @@ def create_ca(common_name: str = "regauth local CA") -> tuple[PrivateKey, x509.C
 
 def create_signing_cert(key: PrivateKey, common_name: str) -> x509.Certificate:
     """A self-signed certificate that carries the token-signing key (for x5c and rootcertbundle)."""
-    return _self_signed(key, common_name, _SIGNING_LIFETIME, dt.timedelta(minutes=5),
-                        is_ca=False)
+    return _self_signed(key, common_name, _SIGNING_LIFETIME, SIGNING_BACKDATE, is_ca=False)
 
 
 def init_certs(certs_dir: Path, algorithm: str = "ES256") -> list[Path]:
@@ -158,25 +160,55 @@ def init_certs(certs_dir: Path, algorithm: str = "ES256") -> list[Path]:
         _write_public(ca_crt, cert.public_bytes(serialization.Encoding.PEM))
         written.append(ca_crt)
     if not list(certs_dir.glob(f"{SIGNING_STEM}*.crt")):
-        written += _write_signing_pair(certs_dir, SIGNING_STEM, algorithm)
+        written += write_signing_pair(certs_dir, SIGNING_STEM, algorithm)
     return written
 
 
-def rotate_signing_key(certs_dir: Path, algorithm: str = "ES256") -> list[Path]:
-    """Add a new signing key; the old ones stay trusted until their files are removed."""
+def new_signing_name(certs_dir: Path) -> str:
+    """A file stem for a new signing key, `token-signing-YYYYMMDDTHHMMSSZ`, not yet taken."""
     stamp = _now().strftime("%Y%m%dT%H%M%SZ")
-    return _write_signing_pair(certs_dir, f"{SIGNING_STEM}-{stamp}", algorithm)
+    name = f"{SIGNING_STEM}-{stamp}"
+    n = 1
+    while (certs_dir / f"{name}.crt").exists() or \
+            (certs_dir / PRIVATE_DIR / f"{name}.key").exists():
+        n += 1
+        name = f"{SIGNING_STEM}-{stamp}-{n}"
+    return name
 
 
-def _write_signing_pair(certs_dir: Path, stem: str, algorithm: str) -> list[Path]:
+def rotate_signing_key(certs_dir: Path, algorithm: str = "ES256") -> list[Path]:
+    """Add a signing key's files and nothing else (`regauth.keystate` stages rotations)."""
+    return write_signing_pair(certs_dir, new_signing_name(certs_dir), algorithm)
+
+
+def write_signing_pair(certs_dir: Path, stem: str, algorithm: str) -> list[Path]:
+    """Write `private/STEM.key`, then `STEM.crt` in one step (a reader never sees half a
+    certificate, and the key is there before the certificate that makes it count)."""
     private = _private_dir(certs_dir)
     key = _new_key(algorithm)
     cert = create_signing_cert(key, f"regauth token signing {stem}")
     key_path = private / f"{stem}.key"
     crt_path = certs_dir / f"{stem}.crt"
     _write_private(key_path, _pem_key(key))
-    _write_public(crt_path, cert.public_bytes(serialization.Encoding.PEM))
+    tmp = certs_dir / f".{stem}.crt.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    _write_public(tmp, cert.public_bytes(serialization.Encoding.PEM))
+    try:
+        os.link(tmp, crt_path)  # fails if it exists: never overwrite
+    finally:
+        tmp.unlink()
     return [key_path, crt_path]
+
+
+def remove_signing_key(certs_dir: Path, name: str) -> list[Path]:
+    """Delete a signing key's certificate, then its private key; return the files removed."""
+    removed = []
+    for path in (certs_dir / f"{name}.crt", certs_dir / PRIVATE_DIR / f"{name}.key"):
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    return removed
 
 
 @dataclass(frozen=True)
@@ -198,6 +230,20 @@ class SigningKey:
     @property
     def not_before(self) -> dt.datetime:
         return self.certificate.not_valid_before_utc
+
+    @property
+    def not_after(self) -> dt.datetime:
+        return self.certificate.not_valid_after_utc
+
+    @property
+    def created(self) -> float:
+        """When regauth made the key (epoch seconds): its certificate's not-before + backdate."""
+        return (self.not_before + SIGNING_BACKDATE).timestamp()
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the certificate, as `openssl x509 -noout -fingerprint -sha256` shows it."""
+        digest = self.certificate.fingerprint(hashes.SHA256()).hex().upper()
+        return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
 
     def certificate_der(self) -> bytes:
         return self.certificate.public_bytes(serialization.Encoding.DER)

@@ -14,6 +14,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -51,7 +52,13 @@ class TokenAuth:
 
 def registry_config(storage: Path, port: int, token: TokenAuth | None = None,
                     htpasswd: Path | None = None,
-                    tls: tuple[Path, Path] | None = None, host: str = "127.0.0.1") -> dict:
+                    tls: tuple[Path, Path] | None = None, secret: str | None = None,
+                    drain_timeout: int = 0, host: str = "127.0.0.1") -> dict:
+    """distribution's configuration (docs/configuration.md). `secret` signs upload state: every
+    process serving the same storage needs the same one, or uploads started on one fail on the
+    next. `drain_timeout` (seconds, 0: none) is `http.draintimeout`: on SIGTERM the registry
+    closes its listener at once and finishes the requests it is serving for that long. `host`:
+    the loopback address to listen on (an IPv6 one without brackets)."""
     config: dict = {
         "version": 0.1,
         "log": {"level": "info", "accesslog": {"disabled": False},
@@ -60,8 +67,10 @@ def registry_config(storage: Path, port: int, token: TokenAuth | None = None,
                     "cache": {"blobdescriptor": "inmemory"}},
         "http": {"addr": f"{_bracketed(host)}:{port}",
                  "headers": {"X-Content-Type-Options": ["nosniff"]},
-                 "secret": os.urandom(16).hex()},
+                 "secret": secret or os.urandom(16).hex()},
     }
+    if drain_timeout:
+        config["http"]["draintimeout"] = f"{drain_timeout}s"
     if tls is not None:
         config["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
     if token is not None:
@@ -83,17 +92,31 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def _port_free(port: int) -> bool:
+    """Whether nothing listens on 127.0.0.1:`port` (a bind with SO_REUSEADDR succeeds)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 class RegistryProcess:
     def __init__(self, workdir: Path, port: int | None = None, token: TokenAuth | None = None,
                  htpasswd: Path | None = None, tls: tuple[Path, Path] | None = None,
-                 host: str = "127.0.0.1") -> None:
+                 drain_timeout: int = 0, host: str = "127.0.0.1") -> None:
         self.workdir = workdir
         self.host = host
         self.tls = tls
         self.port = port or free_port()
         self.token = token
         self.htpasswd = htpasswd
+        self.drain_timeout = drain_timeout
+        self.secret = os.urandom(16).hex()  # the same across restarts (upload state)
         self.process: subprocess.Popen[bytes] | None = None
+        self.draining: list[subprocess.Popen[bytes]] = []  # replaced, finishing their requests
         self.log_path = workdir / "registry.log"
 
     @property
@@ -108,7 +131,7 @@ class RegistryProcess:
         config_path = self.workdir / "config.yml"
         config_path.write_text(yaml.safe_dump(
             registry_config(storage, self.port, self.token, self.htpasswd, self.tls,
-                            self.host)))
+                            self.secret, self.drain_timeout, self.host)))
         log = self.log_path.open("ab")
         self.process = subprocess.Popen([binary, "serve", str(config_path)], stdout=log,
                                         stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
@@ -124,20 +147,51 @@ class RegistryProcess:
             except urllib.error.HTTPError:
                 return  # 401 in token/htpasswd mode: it is up
             except OSError:
-                time.sleep(0.1)
+                time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"docker-registry did not come up on {self.url}; see {self.log_path}")
 
+    def restart(self, timeout: float = 20.0) -> None:
+        """Replace the process with a new one on the same port that reads its configuration
+        (the rootcertbundle) afresh. The old one gets SIGTERM; with `drain_timeout` it closes
+        its listener at once and finishes the requests it is serving while the new one starts
+        (same storage, same upload secret), and is killed if it is still there after
+        `drain_timeout` + 5 s. Raises RuntimeError if the new one does not come up."""
+        old = self.process
+        self.process = None
+        deadline = time.monotonic() + timeout
+        if old is not None and old.poll() is None:
+            old.send_signal(signal.SIGTERM)
+            self.draining.append(old)
+            threading.Thread(target=self._reap, args=(old,), daemon=True,
+                             name="registry-reaper").start()
+            while not _port_free(self.port):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"docker-registry (pid {old.pid}) still listens on "
+                                       f"port {self.port} {timeout:.0f} s after SIGTERM")
+                time.sleep(0.01)
+        self.start(max(1.0, deadline - time.monotonic()))
+
+    def _reap(self, old: subprocess.Popen[bytes]) -> None:
+        try:
+            old.wait(timeout=self.drain_timeout + 5)
+        except subprocess.TimeoutExpired:
+            old.kill()
+            old.wait()
+        finally:
+            if old in self.draining:
+                self.draining.remove(old)
+
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
+        for process in [self.process, *self.draining]:
+            if process is None or process.poll() is not None:
+                continue
+            process.terminate()
             try:
-                self.process.wait(timeout=10)
+                process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                process.kill()
+                process.wait()
         self.process = None
 
     def requests_seen(self) -> list[str]:

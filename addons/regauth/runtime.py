@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from regauth import keystate
 from regauth import pki
 from regauth.policy import Policy
 from regauth.policy import Upstream
@@ -27,6 +29,9 @@ class Runtime:
     verifier: TokenVerifier
     upstream: Upstream
     redactor: re.Pattern[str] | None
+    # Epoch seconds of the next scheduled key activation (`rotate --activate-after`): the
+    # snapshot must be rebuilt then, since another key signs from that moment.
+    key_change_at: float | None = None
 
     def redact(self, text: str) -> str:
         """Replace capability ids (anonymous write secrets) with a short, stable hash."""
@@ -39,18 +44,23 @@ def _hide(m: re.Match[str]) -> str:
     return "<id:" + hashlib.sha256(m.group(0).encode()).hexdigest()[:10] + ">"
 
 
-def build_runtime(policy_path: Path, certs_dir: Path, upstream_url: str) -> Runtime:
-    """Load and cross-check policy, keys and upstream; raise ValueError (or PolicyError)."""
+def build_runtime(policy_path: Path, certs_dir: Path, upstream_url: str,
+                  now: float | None = None) -> Runtime:
+    """Load and cross-check policy, keys and upstream; raise ValueError (or PolicyError).
+    The signing key is the one the key lifecycle (`regauth.keystate`) names at `now`."""
     policy = load_policy(policy_path)
     keys = pki.load_signing_keys(certs_dir)
-    keyring = KeyRing(keys, policy.token.signing_key)
+    lifecycle = keystate.resolve(certs_dir, keys, policy.token.signing_key,
+                                 time.time() if now is None else now)
+    keyring = KeyRing(keys, lifecycle.signer.name)
     issuer = TokenIssuer(keyring, policy.token, policy.service, policy.issuer)
     verifier = TokenVerifier(keyring, policy.service, policy.issuer, policy.trusted_issuers)
     upstream = policy.upstream_for(upstream_url)
     if upstream is None:
         raise ValueError(f"{policy_path}: no `upstreams:` entry matches {upstream_url} (add one, "
                          "or a catch-all with url: '*')")
-    return Runtime(policy, keyring, issuer, verifier, upstream, policy.capability_redactor())
+    return Runtime(policy, keyring, issuer, verifier, upstream, policy.capability_redactor(),
+                   lifecycle.next_change)
 
 
 @dataclass(frozen=True)

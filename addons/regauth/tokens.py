@@ -75,6 +75,7 @@ class VerifiedToken:
     expires_at: int
     grants: tuple[ResourceScope, ...]
     source: str  # "regauth" or the trusted issuer's name
+    signing_key: str | None = None  # regauth's key that signed it (its file stem)
 
     def allows(self, required: ResourceScope) -> bool:
         return covers(self.grants, required)
@@ -90,7 +91,8 @@ def _b64(data: bytes) -> str:
 
 
 class KeyRing:
-    """The trusted signing keys; the newest with a private key (or the pinned one) signs."""
+    """The trusted signing keys and the one that signs: `pinned` (the key lifecycle's choice,
+    `regauth.keystate`), else the newest with a private key."""
 
     def __init__(self, keys: list[SigningKey], pinned: str | None = None) -> None:
         if not keys:
@@ -334,7 +336,7 @@ class TokenVerifier:
         if not isinstance(claims.get("aud"), str):
             raise InvalidToken("audience must be a single string")
         grants = _access_claim(claims.get("access", []))
-        return _verified(claims, grants, "regauth")
+        return _verified(claims, grants, "regauth", key.name)
 
     def _verify_trusted(self, token: str, header: dict[str, object], alg: str,
                         trusted: TrustedIssuer) -> VerifiedToken:
@@ -395,7 +397,7 @@ def _explain(error: Exception) -> InvalidToken:
 
 
 def _verified(claims: dict[str, object], grants: tuple[ResourceScope, ...],
-              source: str) -> VerifiedToken:
+              source: str, signing_key: str | None = None) -> VerifiedToken:
     exp = claims.get("exp")
     aud = claims.get("aud")
     return VerifiedToken(
@@ -406,6 +408,7 @@ def _verified(claims: dict[str, object], grants: tuple[ResourceScope, ...],
         expires_at=int(exp) if isinstance(exp, (int, float)) else 0,
         grants=grants,
         source=source,
+        signing_key=signing_key,
     )
 
 

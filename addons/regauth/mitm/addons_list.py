@@ -1,9 +1,12 @@
 """The addons regauth adds to a mitmproxy master, in order.
 
 Order matters: connection limits first (a refused connection goes no further), option
-policing next (a refused option stops everything), then the
-configuration snapshot, then the request handler, the response rewriter, the recorder (it
-records what the rewriter left), and the guard last (it kills whatever no decision allowed).
+policing next (a refused option stops everything; the launcher also moves it to the very front
+of mitmproxy's chain), then the configuration snapshot, the embedded registry when regauth runs
+one (it holds requests while the registry restarts, before they are decided), then the request
+handler, the response rewriter, the upstream key watch (it reads the upstream's challenges the
+rewriter kept), the recorder (it records what they left), and the guard last (it kills
+whatever no decision allowed).
 """
 
 from __future__ import annotations
@@ -14,20 +17,26 @@ from regauth.mitm import jwt_view
 from regauth.mitm import stream_isolation
 from regauth.mitm.config_loader import ConfigLoader
 from regauth.mitm.conn_limits import ConnectionLimits
+from regauth.mitm.embedded_registry import EmbeddedRegistry
 from regauth.mitm.flow_state import FlowStates
 from regauth.mitm.guard import RegauthGuard
 from regauth.mitm.options_policy import OptionPolicy
 from regauth.mitm.recorder import Recorder
 from regauth.mitm.request_handler import RequestHandler
 from regauth.mitm.response_rewriter import ResponseRewriter
+from regauth.mitm.upstream_keys import UpstreamKeyWatch
 
 
-def make_addons() -> list[object]:
+def make_addons(embedded: EmbeddedRegistry | None = None) -> list[object]:
     error_pages.install()
     framing.install()
     stream_isolation.install()
     jwt_view.register()
     config = ConfigLoader()
     states = FlowStates()
-    return [ConnectionLimits(), OptionPolicy(), config, RequestHandler(config, states),
-            ResponseRewriter(states), Recorder(config, states), RegauthGuard()]
+    first: list[object] = [ConnectionLimits(), OptionPolicy(), config]
+    if embedded is not None:
+        embedded.attach(config)
+        first.append(embedded)
+    return [*first, RequestHandler(config, states), ResponseRewriter(states),
+            UpstreamKeyWatch(states), Recorder(config, states), RegauthGuard()]

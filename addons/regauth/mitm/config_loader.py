@@ -2,7 +2,10 @@
 
 `configure` builds one frozen `Active` (policy, keys, public URL, upstream, upstream
 credentials) and swaps it in with a single assignment; a watcher task rebuilds it when the
-policy file or the signing certificates change. A failed rebuild keeps the last good snapshot.
+policy file, the signing certificates or the key state change, and when a scheduled key
+activation falls due. A failed rebuild keeps the last good snapshot. Each rebuilt snapshot is
+first handed to the `before_swap` listeners (the embedded registry restarts there when the
+trusted signing keys changed), so no new key signs before they have followed.
 The watcher survives every exception: each refused edit is logged once (with its
 `file:line:col` problems), counted, and the next valid edit is applied within the interval.
 """
@@ -14,6 +17,8 @@ import logging
 import ssl
 import time
 from collections import Counter
+from collections.abc import Awaitable
+from collections.abc import Callable
 from pathlib import Path
 
 from mitmproxy import ctx
@@ -22,6 +27,7 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.proxy.mode_specs import ReverseMode
 from mitmproxy.utils import asyncio_utils
 
+from regauth import keystate
 from regauth import pki
 from regauth.policy_loader import PolicyError
 from regauth.runtime import Active
@@ -90,6 +96,11 @@ class ConfigLoader:
         self._stamp: tuple[object, ...] = ()
         self._watcher: asyncio.Task[None] | None = None
         self._last_trace = 0.0
+        # Awaited in order with each rebuilt snapshot before it is swapped in; one that raises
+        # keeps the current snapshot. Whatever a listener releases runs after the swap: nothing
+        # is awaited between the last listener and the assignment.
+        self.before_swap: list[Callable[[Active], Awaitable[None]]] = []
+        self._change_tried: float | None = None  # a scheduled key activation already tried
 
     def load(self, loader) -> None:  # type: ignore[no-untyped-def]
         loader.add_option("regauth_policy", str, "",
@@ -155,7 +166,9 @@ class ConfigLoader:
                              ctx.options.regauth_stream_threshold)
 
     def _watch_stamp(self) -> tuple[object, ...]:
-        paths = [self._policy_path(), *sorted(self._certs_dir().glob(f"{pki.SIGNING_STEM}*.crt"))]
+        certs = self._certs_dir()
+        paths = [self._policy_path(), certs / keystate.STATE_FILE,
+                 *sorted(certs.glob(f"{pki.SIGNING_STEM}*.crt"))]
         return _stamp(paths)
 
     async def running(self) -> None:
@@ -187,10 +200,14 @@ class ConfigLoader:
         """Rebuild the snapshot if the watched files changed. Returns True (applied), False
         (refused: the last good snapshot stays) or None (nothing changed)."""
         stamp = self._watch_stamp()
-        if stamp == self._stamp:
+        current = self.active
+        change_at = current.runtime.key_change_at if current is not None else None
+        due = change_at is not None and change_at != self._change_tried and \
+            time.time() >= change_at
+        if stamp == self._stamp and not due:
             return None
         self._stamp = stamp
-        current = self.active
+        self._change_tried = change_at if due else self._change_tried
         if current is None:
             return None
         try:
@@ -203,9 +220,21 @@ class ConfigLoader:
             logger.error("regauth: policy change refused, the last good policy stays in "
                          "force:\n%s", e)
             return False
+        try:
+            for listener in self.before_swap:
+                await listener(active)
+        except Exception as e:
+            self._stamp = ()  # try again at the next check
+            self.reloads["error"] += 1
+            logger.error("regauth: the new configuration is not in force (the last good one "
+                         "stays): %s", e)
+            return False
         self.active = active
         self.reloads["ok"] += 1
         self.last_reload_success = time.time()
+        signer = active.runtime.keyring.signer
+        if signer.name != current.runtime.keyring.signer.name:
+            logger.info("regauth: tokens are signed with key %s from now on", signer.name)
         logger.info("regauth: policy %s reloaded (%d rules)", self._policy_path(),
                     len(active.runtime.policy.rules))
         return True

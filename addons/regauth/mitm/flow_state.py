@@ -3,7 +3,8 @@
 The front door's decision is stored as it is; what the record and the mitmweb comment need
 (route, verified token, reason) is derived from it. Only the addons that carry out a step write
 here: the request handler (decision, injected credentials, streaming counters), the response
-rewriter (upstream challenges, refused credentials) and the recorder (conversation).
+rewriter (upstream challenges, refused credentials), the upstream key watch (a refused signing
+key) and the recorder (conversation).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class FlowState:
     conversation: str | None = None
     injected: bool = False
     upstream_refused_credentials: bool = False
+    upstream_refused_token: str | None = None  # kid of regauth's key the upstream refused
     via_sink: bool = False
     counted: dict[str, int] = field(default_factory=dict)
     kept_response: bytearray | None = field(default=None, repr=False)

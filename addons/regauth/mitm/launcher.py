@@ -8,16 +8,21 @@ missing key exits non-zero before a port is opened.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from regauth import pki
 from regauth.runtime import build_runtime
 from regauth.trust import trust_instructions
 from regauth.urls import parse_origin
+
+if TYPE_CHECKING:
+    from regauth.mitm.embedded_registry import EmbeddedRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +39,7 @@ class ServeConfig:
     web: bool = False
     web_port: int = 8081
     extra: tuple[str, ...] = ()
+    registry_dir: Path | None = None  # run the embedded registry here (then `upstream` is it)
 
 
 def mitmproxy_args(config: ServeConfig, web_password_hash: str | None) -> list[str]:
@@ -72,7 +78,7 @@ def mitmproxy_args(config: ServeConfig, web_password_hash: str | None) -> list[s
     return args + list(config.extra)
 
 
-def _master_class(web: bool) -> type:
+def _master_class(web: bool, embedded: EmbeddedRegistry | None = None) -> type:
     from regauth.mitm.addons_list import make_addons
     from regauth.mitm.options_policy import OptionPolicy
 
@@ -88,7 +94,7 @@ def _master_class(web: bool) -> type:
     class RegauthMaster(Base):  # type: ignore[misc, valid-type]
         def __init__(self, options, **kwargs) -> None:  # type: ignore[no-untyped-def]
             super().__init__(options, **kwargs)
-            addons = make_addons()
+            addons = make_addons(embedded)
             self.addons.add(*addons)
             policy = next(a for a in addons if isinstance(a, OptionPolicy))
             place_before_view(self.addons.chain, [a for a in addons[:-1] if a is not policy],
@@ -116,9 +122,29 @@ def place_before_view(chain: list[object], ours: list[object], view: object | No
 
 
 def serve(config: ServeConfig) -> int:
-    """Validate, print trust instructions, run until interrupted. Returns the exit code."""
+    """Validate, print trust instructions, run until interrupted. Returns the exit code.
+    With `registry_dir`, regauth's own registry runs as long as regauth does."""
+    embedded = None
+    if config.registry_dir is not None:
+        from regauth.mitm.embedded_registry import EmbeddedRegistry
+
+        embedded = EmbeddedRegistry.create(config.registry_dir, config.certs_dir,
+                                           config.policy, config.public_url)
+        config = dataclasses.replace(config, upstream=embedded.url)
+    try:
+        return _serve(config, embedded)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def _serve(config: ServeConfig, embedded: EmbeddedRegistry | None) -> int:
     public = parse_origin(config.public_url)
     runtime = build_runtime(config.policy, config.certs_dir, parse_origin(config.upstream).url)
+    if embedded is not None:
+        embedded.start()
+        print(f"embedded registry: {embedded.url} (token mode, storage "
+              f"{config.registry_dir / 'data' if config.registry_dir else ''})", flush=True)
     web_token = secrets.token_urlsafe(24) if config.web else None
     web_hash = None
     if web_token:
@@ -136,7 +162,7 @@ def serve(config: ServeConfig) -> int:
     from mitmproxy.tools.main import run
 
     parser = cmdline.mitmweb if config.web else cmdline.mitmdump
-    master = run(_master_class(config.web), parser,
+    master = run(_master_class(config.web, embedded), parser,
                  mitmproxy_args(config, web_hash))
     del master
     return 0

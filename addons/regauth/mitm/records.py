@@ -71,6 +71,8 @@ def build_record(flow: http.HTTPFlow, state: FlowState, sent_challenges: list[st
         record["challenge"] = challenges[0] if len(challenges) == 1 else challenges
     if state.upstream_challenge:
         record["upstream_challenge"] = state.upstream_challenge
+    if state.upstream_refused_token:
+        record["upstream_refused_token"] = state.upstream_refused_token
     if state.token_trace is not None:
         record["token_request"] = state.token_trace.request_record()
         record["token_response"] = state.token_trace.response_record()
@@ -131,6 +133,8 @@ def _describe(flow: http.HTTPFlow, state: FlowState,
             text += f" [{error}]"
         if state.reason and state.answered_by != "upstream":
             text += f" — {state.reason}"
+        if state.upstream_refused_token:
+            text += f" — the registry does not trust signing key {state.upstream_refused_token}"
         return text, ":x:" if error == "insufficient_scope" else ":lock:"
     if state.answered_by == "regauth" and isinstance(status, int) and status >= 400:
         return f"{status} refused by regauth: {state.reason}", ":no_entry:"

@@ -46,6 +46,10 @@ from regauth.upstream_auth import UpstreamAuthError
 
 logger = logging.getLogger(__name__)
 
+# Set by an adapter that could not get the upstream ready in time (the embedded registry):
+# why, for the front door to refuse the request with 503.
+UPSTREAM_UNAVAILABLE = "regauth.upstream_unavailable"
+
 
 def _goes_to_upstream(flow: http.HTTPFlow, active: Active | None) -> bool:
     """Only live flows of the reverse proxy, aimed at the configured upstream."""
@@ -76,6 +80,7 @@ def request_view(flow: http.HTTPFlow, active: Active | None) -> front.RequestVie
         body_absent=body_absent(request.raw_content, http1, lengths[0] if lengths else None, te),
         client_ip=peer[0] if peer else "",
         to_upstream=_goes_to_upstream(flow, active),
+        upstream_unavailable=str(flow.metadata.get(UPSTREAM_UNAVAILABLE, "")),
     )
 
 

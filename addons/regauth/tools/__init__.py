@@ -8,6 +8,7 @@ One module per command or concern, all sans-IO except for reading the files they
 - `log_records`: the exchange log read back, grouped into conversations
 - `replay`: `regauth replay LOG --policy NEW`
 - `diagnosis` + `trace`: `regauth trace LOG`
+- `certs`: `regauth certs list|rotate|activate|retire` (the signing keys' lifecycle)
 - `render`: terminal output (rich on a terminal, plain text otherwise, JSON on request)
 
 Exit codes shared by the commands: 0 success, 1 the answer the command exists for is "no"

@@ -27,6 +27,7 @@ from regauth.mitm.options_policy import OptionPolicy
 from regauth.mitm.recorder import Recorder
 from regauth.mitm.request_handler import RequestHandler
 from regauth.mitm.response_rewriter import ResponseRewriter
+from regauth.mitm.upstream_keys import UpstreamKeyWatch
 
 UPSTREAM = "http://127.0.0.1:5000"
 PUBLIC = "https://localhost:5443"
@@ -40,6 +41,7 @@ class Harness:
     config: ConfigLoader
     requests: RequestHandler
     responses: ResponseRewriter
+    keys: UpstreamKeyWatch
     recorder: Recorder
     guard: RegauthGuard
 
@@ -60,6 +62,7 @@ class Harness:
         """The upstream's answer through responseheaders and response."""
         flow.response = response
         self.responses.responseheaders(flow)
+        self.keys.responseheaders(flow)
         if flow.error is None:
             self.responses.response(flow)
             self.recorder.response(flow)
@@ -78,7 +81,10 @@ async def running(policy: Path | None, certs_dir: Path, log: Path | None = None,
                   **options: object) -> AsyncIterator[Harness]:
     """The configured addon chain; `policy=None` runs without a policy."""
     addons = make_addons()
-    harness = Harness(None, *addons)  # type: ignore[arg-type]
+    by_type = {type(a): a for a in addons}
+    harness = Harness(None, by_type[OptionPolicy], by_type[ConfigLoader],  # type: ignore[arg-type]
+                      by_type[RequestHandler], by_type[ResponseRewriter],
+                      by_type[UpstreamKeyWatch], by_type[Recorder], by_type[RegauthGuard])
     with taddons.context(*addons) as tctx:
         harness.tctx = tctx
         settings: dict[str, object] = {

@@ -1,0 +1,97 @@
+"""`regauth certs list|rotate|activate|retire` (in process, real files)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import pytest
+
+from regauth import pki
+from regauth.cli import main
+from regauth.keyids import libtrust_kid
+from regauth.keyids import rfc7638_thumbprint
+
+POLICY = """version: 1
+service: svc
+issuer: iss
+token: {lifetime: 300, refresh_lifetime: 3600}
+upstreams: [{url: "*", mode: enforce}]
+rules: []
+"""
+
+
+@pytest.fixture
+def certs(tmp_path):
+    directory = tmp_path / "certs"
+    pki.init_certs(directory)
+    return directory
+
+
+@pytest.fixture
+def policy(tmp_path):
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY)
+    return path
+
+
+def _certs(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["certs", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_shows_state_fingerprint_both_kids_and_expiry(certs, policy, capsys):
+    key = pki.load_signing_keys(certs)[0]
+    code, out, _ = _certs(capsys, "list", "--dir", str(certs), "--policy", str(policy))
+    assert code == 0
+    assert "no state file: the newest key with a private key signs" in out
+    assert re.search(r"^token-signing\s+signing\s+ES256\s+since ", out, re.M)
+    openssl = subprocess.run(["openssl", "x509", "-noout", "-fingerprint", "-sha256", "-in",
+                              str(certs / "token-signing.crt")], capture_output=True,
+                             text=True, check=True).stdout.strip().split("=", 1)[1]
+    assert f"fingerprint  SHA256 {openssl}" in out
+    assert f"libtrust {libtrust_kid(key.public_key)}" in out
+    assert f"rfc7638  {rfc7638_thumbprint(key.public_key)}" in out
+    assert f"not after    {key.not_after.strftime('%Y-%m-%dT%H:%M:%SZ')}" in out
+
+
+def test_rotate_activate_retire_through_the_command_line(certs, policy, capsys):
+    dirs = ["--dir", str(certs)]
+    code, out, _ = _certs(capsys, "rotate", *dirs)
+    assert code == 0
+    name = re.search(r"(token-signing-\S+) is published", out).group(1)
+    assert f"regauth certs activate {name}" in out
+    code, out, _ = _certs(capsys, "list", *dirs, "--policy", str(policy), "--json")
+    states = {k["name"]: k["state"] for k in json.loads(out)["keys"]}
+    assert states == {"token-signing": "signing", name: "pending"}
+    assert _certs(capsys, "bundle", *dirs)[1].count("BEGIN CERTIFICATE") == 2
+    code, _, err = _certs(capsys, "activate", "token-signing-nope", *dirs,
+                          "--policy", str(policy))
+    assert code == 1 and "no signing key 'token-signing-nope'" in err
+    code, out, _ = _certs(capsys, "activate", name, *dirs, "--policy", str(policy))
+    assert code == 0 and f"{name} signs from now on" in out
+    assert "Retire token-signing after " in out
+    code, _, err = _certs(capsys, "retire", "token-signing", *dirs, "--policy", str(policy))
+    assert code == 1 and "may be valid until" in err and "--force" in err
+    code, _, err = _certs(capsys, "retire", name, *dirs, "--policy", str(policy))
+    assert code == 1 and "signs tokens now" in err
+    code, out, _ = _certs(capsys, "retire", "token-signing", *dirs, "--policy", str(policy),
+                          "--force")
+    assert code == 0 and "removed" in out
+    code, out, _ = _certs(capsys, "list", *dirs, "--json")
+    assert [(k["name"], k["state"]) for k in json.loads(out)["keys"]] == [(name, "signing")]
+
+
+def test_scheduled_rotation_and_bad_input(certs, tmp_path, capsys):
+    dirs = ["--dir", str(certs)]
+    code, _, err = _certs(capsys, "rotate", *dirs, "--activate-after", "soon")
+    assert code == 2 and "--activate-after" in err
+    code, out, _ = _certs(capsys, "rotate", *dirs, "--activate-after", "1h")
+    assert code == 0 and "It signs from " in out
+    code, out, _ = _certs(capsys, "list", *dirs, "--policy", str(tmp_path / "none.yaml"))
+    assert "published, signs from " in out
+    code, _, err = _certs(capsys, "retire", "token-signing", *dirs,
+                          "--policy", str(tmp_path / "none.yaml"))
+    assert code == 2
