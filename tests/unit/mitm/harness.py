@@ -82,7 +82,8 @@ async def running(policy: Path | None, certs_dir: Path, log: Path | None = None,
     """The configured addon chain; `policy=None` runs without a policy."""
     addons = make_addons()
     by_type = {type(a): a for a in addons}
-    harness = Harness(None, by_type[OptionPolicy], by_type[ConfigLoader],  # type: ignore[arg-type]
+    harness = Harness(None, by_type[ConnectionLimits],  # type: ignore[arg-type]
+                      by_type[OptionPolicy], by_type[ConfigLoader],
                       by_type[RequestHandler], by_type[ResponseRewriter],
                       by_type[UpstreamKeyWatch], by_type[Recorder], by_type[RegauthGuard])
     with taddons.context(*addons) as tctx:
