@@ -123,12 +123,50 @@ class H2Client:
     # -- sending ---------------------------------------------------------------------------
 
     def _flush(self) -> None:
-        data = self.conn.data_to_send()
-        if data and not self.send_failed:
+        """Send what h2 has queued without ever blocking on a peer that is itself waiting for
+        us to read (both sides' TCP buffers full): while the socket cannot take more, what the
+        server sends is read and handled (real clients read and write concurrently)."""
+        if self.send_failed:
+            return
+        out = bytearray(self.conn.data_to_send())
+        if not out:
+            return
+        self.sock.setblocking(False)
+        try:
+            while out:
+                try:
+                    sent = self.sock.send(out)
+                    del out[:sent]
+                except (ssl.SSLWantWriteError, BlockingIOError, ssl.SSLWantReadError):
+                    self._read_available()
+                    select.select([self.sock], [self.sock], [], 0.2)
+                except OSError:
+                    self.send_failed = True  # what the server sent before closing is still read
+                    return
+                out += self.conn.data_to_send()
+        finally:
+            self.sock.settimeout(self.timeout)
+
+    def _read_available(self) -> None:
+        """Handle whatever the server has sent, without waiting (socket non-blocking)."""
+        while True:
             try:
-                self.sock.sendall(data)
+                data = self.sock.recv(65536)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                return
             except OSError:
-                self.send_failed = True  # what the server sent before closing is still read
+                self.closed = True
+                return
+            if not data:
+                self.closed = True
+                return
+            try:
+                events = self.conn.receive_data(data)
+            except h2.exceptions.ProtocolError:
+                self.closed = True
+                return
+            for event in events:
+                self._handle(event)
 
     def new_stream(self) -> int:
         stream_id = self.conn.get_next_available_stream_id()
