@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import shutil
+import time
 import types
 
 import pytest
@@ -394,3 +395,28 @@ async def test_no_watcher_when_reloading_is_off(write_policy, certs):
         await addon.running()
         assert addon._watcher is None
         await addon.done()
+
+
+@run
+async def test_the_first_unexpected_error_gets_its_traceback_however_soon_after_boot(
+        write_policy, certs, password_hashes, monkeypatch, fast_watch, caplog):
+    """The interval is counted from the last traceback, not from the clock's zero: the
+    monotonic clock starts at boot, so a regauth started within a minute of it must still
+    log the first traceback."""
+    monkeypatch.setattr(config_loader, "time",
+                        types.SimpleNamespace(monotonic=lambda: 5.0, time=time.time))
+
+    def build(*_args):
+        raise RuntimeError("unexpected")
+
+    addon = ConfigLoader()
+    with taddons.context(addon) as tctx:
+        policy = write_policy()
+        _configure(tctx, addon, policy, certs, regauth_reload_seconds=1)
+        monkeypatch.setattr(config_loader, "_build_active", build)
+        await addon.running()
+        _edit(policy, policy_text(password_hashes, extra_rules=MORE_RULES))
+        await _until(lambda: addon.reloads["error"] == 1)
+        await addon.done()
+    [error] = [r for r in caplog.records if "unexpected error" in r.getMessage()]
+    assert error.exc_info is not None

@@ -305,7 +305,7 @@ async def test_an_internal_error_is_recorded_as_regauths_refusal(write_policy, c
         record = _by_flow(harness, flow)
     assert record["status"] == 500
     assert record["answered_by"] == "regauth"
-    assert record["decision"]["forward"] is False
+    assert record["decision"]["reason"] and record["decision"].get("forward") is not True
     assert flow.comment.startswith("500 refused by regauth")
 
 
@@ -333,21 +333,26 @@ async def test_capability_ids_are_hashed_in_the_log(write_policy, certs_dir, log
 
 
 @run
-async def test_challenge_token_and_retry_share_one_conversation(write_policy, certs_dir, log):
+async def test_challenge_token_and_retries_share_one_conversation(write_policy, certs_dir, log):
     scope = "repository:demo/app:pull"
     async with running(write_policy(), certs_dir, log) as harness:
         challenge = await harness.cycle(registry_flow("/v2/demo/app/manifests/1"))
         token_request = await harness.cycle(token_flow(scope, user="ci"))
         token = json.loads(token_request.response.content)["token"]
-        retry = await harness.cycle(registry_flow("/v2/demo/app/manifests/1",
-                                                  headers={"Authorization": f"Bearer {token}"}))
+        bearer = {"Authorization": f"Bearer {token}"}
+        retry = await harness.cycle(registry_flow("/v2/demo/app/manifests/1", headers=bearer))
+        # A retry the token does not cover is challenged again, in the same conversation.
+        push = await harness.cycle(registry_flow(
+            "/v2/demo/app/manifests/1", "PUT",
+            {**bearer, "Content-Type": "application/json"}, b"{}"))
         elsewhere = await harness.cycle(registry_flow("/v2/demo/app/manifests/1",
                                                       client=("10.0.0.9", 5555)))
         records = harness.records()
-    ids = {_conv(f) for f in (challenge, token_request, retry)}
+    assert push.response.status_code == 401
+    ids = {_conv(f) for f in (challenge, token_request, retry, push)}
     assert len(ids) == 1 and _conv(elsewhere) not in ids
-    assert [r["conversation"] for r in records] == [_conv(f) for f in
-                                                    (challenge, token_request, retry, elsewhere)]
+    assert [r["conversation"] for r in records] == [
+        _conv(f) for f in (challenge, token_request, retry, push, elsewhere)]
 
 
 # --- hooks: early exits, configure, done -----------------------------------------------------
