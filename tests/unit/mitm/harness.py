@@ -18,11 +18,14 @@ import asyncio
 import base64
 import functools
 import json
+import logging
 import time
 import weakref
 from collections.abc import AsyncIterator
 from collections.abc import Callable
+from collections.abc import Iterator
 from contextlib import asynccontextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
@@ -67,6 +70,21 @@ FLOW_HOOKS: dict[str, type[hooks.Hook]] = {
 # The body a test flow's client sends after its headers (mitmproxy reads it after
 # `requestheaders`), keyed by flow.
 _BODIES: weakref.WeakKeyDictionary[http.HTTPFlow, bytes] = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def restoring_log_handlers() -> Iterator[None]:
+    """Remove the root log handlers a mitmproxy master installs (its log events, event store,
+    error check): they post to the master's event loop, which is closed once a test is over,
+    and outside a test (PYTEST_CURRENT_TEST unset) mitmproxy does not filter them out."""
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            if handler not in before:
+                root.removeHandler(handler)
 
 
 def killed(flow: http.HTTPFlow) -> bool:
@@ -127,9 +145,6 @@ class Harness:
         if killed(flow):
             await self.hook("error", flow)
         return flow
-
-    # Kept for the first tests written against the harness.
-    request = send
 
     async def cycle(self, flow: http.HTTPFlow,
                     upstream: http.Response | None = None) -> http.HTTPFlow:
@@ -223,7 +238,7 @@ async def running(policy: Path | None, certs_dir: Path, log: Path | None = None,
     """The configured, running addon chain; `policy=None` runs without a policy."""
     addons = make_addons()
     harness = Harness(None, *addons, log=log)  # type: ignore[arg-type]
-    with taddons.context(*addons) as tctx:
+    with restoring_log_handlers(), taddons.context(*addons) as tctx:
         harness.tctx = tctx
         settings: dict[str, object] = {
             "mode": [f"reverse:{UPSTREAM}"], "regauth_certs_dir": str(certs_dir),
@@ -315,8 +330,6 @@ def _option_specs() -> tuple[tuple[str, object, object, str, object], ...]:
                      lambda o: DumpMaster(o, with_termlog=False, with_dumper=True)):
             opts = moptions.Options()
             masters.append(make(opts))
-            if termlog := masters[-1].addons.get("termlog"):
-                termlog.uninstall()
             for name, option in opts.items():
                 specs.setdefault(name, (name, option.typespec, option.default, option.help,
                                         option.choices))
@@ -329,7 +342,8 @@ def _option_specs() -> tuple[tuple[str, object, object, str, object], ...]:
                                         option.choices))
         return specs
 
-    return tuple(sorted(asyncio.run(collect()).values()))
+    with restoring_log_handlers():
+        return tuple(sorted(asyncio.run(collect()).values()))
 
 
 def all_options() -> moptions.Options:

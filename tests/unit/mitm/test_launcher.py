@@ -22,6 +22,7 @@ from regauth.mitm.launcher import ServeConfig
 from regauth.mitm.launcher import mitmproxy_args
 from regauth.mitm.launcher import place_before_view
 from tests.unit.mitm.harness import UPSTREAM
+from tests.unit.mitm.harness import restoring_log_handlers
 
 
 def _config(tmp_path: Path, policy: Path, certs: Path, **kwargs: object) -> ServeConfig:
@@ -109,7 +110,8 @@ def _start(config: ServeConfig, web: bool):
         process_options(parser, opts, args)
         return master
 
-    return asyncio.run(start())
+    with restoring_log_handlers():
+        return asyncio.run(start())
 
 
 @pytest.mark.parametrize("web", [False, True], ids=["mitmdump", "mitmweb"])

@@ -8,6 +8,7 @@ own. Hooks: `configure` at start and after `running`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import pytest
@@ -17,6 +18,7 @@ from mitmproxy.test import taddons
 from regauth.mitm.options_policy import STARTUP_OPTIONS
 from regauth.mitm.options_policy import VIEW_OPTIONS
 from regauth.mitm.options_policy import OptionPolicy
+from tests.unit.mitm import harness
 from tests.unit.mitm.harness import UPSTREAM
 from tests.unit.mitm.harness import all_options
 
@@ -249,3 +251,13 @@ def test_a_mixed_change_while_running_is_refused_whole(policy):
     _refused(tctx, addon, "^regauth: listen_port cannot be changed", view_filter="~q",
              listen_port=1)
     assert tctx.options.view_filter is None
+
+
+def test_collecting_the_option_definitions_leaves_no_log_handler_behind():
+    """The masters built to read the option definitions run outside any test (at collection):
+    a log handler of theirs left on the root logger would post every later log line of the
+    session to their closed event loop (RuntimeError: Event loop is closed)."""
+    harness._option_specs.cache_clear()
+    before = list(logging.getLogger().handlers)
+    all_options()
+    assert [h for h in logging.getLogger().handlers if h not in before] == []

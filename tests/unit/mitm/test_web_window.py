@@ -21,6 +21,7 @@ from tornado import httputil
 
 from regauth.mitm import launcher
 from regauth.mitm import web_window
+from tests.unit.mitm.harness import restoring_log_handlers
 from tests.unit.mitm.harness import run
 
 PASSWORD = "hunter2-password"
@@ -76,10 +77,11 @@ def _master():
     async def make():
         return launcher._master_class(web=True)(moptions.Options(), with_termlog=False)
 
-    try:
-        yield loop.run_until_complete(make())
-    finally:
-        loop.close()
+    with restoring_log_handlers():
+        try:
+            yield loop.run_until_complete(make())
+        finally:
+            loop.close()
 
 
 @pytest.fixture
@@ -229,6 +231,7 @@ def test_set_is_refused_for_anything_but_view_options(arguments, web):
     assert master.options.stickyauth is None and master.options.scripts == []
 
 
+@restoring_log_handlers()
 @run
 async def test_view_commands_run():
     master = launcher._master_class(web=True)(moptions.Options(), with_termlog=False)
@@ -246,6 +249,7 @@ async def test_view_commands_run():
     assert flow.marked == ":star:"
 
 
+@restoring_log_handlers()
 @run
 async def test_the_options_endpoint_refuses_everything_but_view_options_while_running():
     master = launcher._master_class(web=True)(moptions.Options(), with_termlog=False)
