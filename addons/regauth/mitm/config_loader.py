@@ -95,7 +95,7 @@ class ConfigLoader:
         self.last_reload_success: float | None = None
         self._stamp: tuple[object, ...] = ()
         self._watcher: asyncio.Task[None] | None = None
-        self._last_trace = 0.0
+        self._last_trace = float("-inf")
         # Awaited in order with each rebuilt snapshot before it is swapped in; one that raises
         # keeps the current snapshot. Whatever a listener releases runs after the swap: nothing
         # is awaited between the last listener and the assignment.

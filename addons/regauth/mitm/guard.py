@@ -47,7 +47,7 @@ def _contain(flow: http.HTTPFlow, hook: str, error: BaseException) -> None:
             500, error_body("UNAVAILABLE", "regauth internal error; request refused"),
             JSON_HEADERS)
         flow.metadata[LOCAL_MARK] = True
-    else:
+    elif flow.killable:
         flow.kill()
 
 
@@ -60,6 +60,7 @@ def fail_closed(func: Callable[..., Any]) -> Callable[..., Any]:
                 await func(self, flow)
             except Exception as e:
                 _contain(flow, func.__name__, e)
+                _note(self, flow, func.__name__)
         return async_wrapper
 
     @functools.wraps(func)
@@ -68,7 +69,17 @@ def fail_closed(func: Callable[..., Any]) -> Callable[..., Any]:
             func(self, flow)
         except Exception as e:
             _contain(flow, func.__name__, e)
+            _note(self, flow, func.__name__)
     return wrapper
+
+
+def _note(addon: Any, flow: http.HTTPFlow, hook: str) -> None:
+    """Record a fail-closed 500 as regauth's own refusal, with the hook that failed."""
+    states = getattr(addon, "states", None)
+    state = states.get(flow) if states is not None else None
+    if state is not None and flow.response is not None and flow.metadata.get(LOCAL_MARK):
+        state.answered_by = "regauth"
+        state.reason_override = f"internal error in the {hook} hook"
 
 
 class RegauthGuard:

@@ -64,11 +64,29 @@ class OptionPolicy:
 
     def __init__(self) -> None:
         self.started = False
+        self._accepted: dict[str, object] = {}
+        self._rollback: dict[str, object] | None = None
 
     def running(self) -> None:
         self.started = True
 
     def configure(self, updated: set[str]) -> None:
+        # mitmproxy rolls a refused change back and configures again: that restore is not
+        # checked (it would replace the refusal's message with one about the old values).
+        rollback, self._rollback = self._rollback, None
+        if rollback is not None and updated == set(rollback) and all(
+                getattr(ctx.options, name) == value for name, value in rollback.items()):
+            return
+        try:
+            self._check(updated)
+        except exceptions.OptionsError:
+            self._rollback = {name: self._accepted.get(name, ctx.options.default(name))
+                              for name in updated}
+            raise
+        for name in updated:
+            self._accepted[name] = getattr(ctx.options, name)
+
+    def _check(self, updated: set[str]) -> None:
         if self.started:
             changed = sorted(name for name in updated if name not in VIEW_OPTIONS)
             if changed:

@@ -101,7 +101,7 @@ def test_held_requests_wait_for_the_registry_and_fail_closed_after_the_timeout(
             held = registry_flow("/v2/")
             started = time.monotonic()
             await embedded.requestheaders(held)
-            await harness.request(held)
+            await harness.send(held)
             assert time.monotonic() - started >= 0.2
             assert held.response.status_code == 503
             assert held.response.headers["Retry-After"] == "1"
@@ -113,7 +113,7 @@ def test_held_requests_wait_for_the_registry_and_fail_closed_after_the_timeout(
             assert not task.done()
             embedded.ready.set()
             await task
-            await harness.request(waiting)
+            await harness.send(waiting)
             assert waiting.response is None and waiting.error is None
             assert 0.05 <= embedded.longest_hold
 
@@ -168,12 +168,12 @@ def test_after_a_failed_restart_requests_are_refused_until_one_succeeds(
             assert await harness.config.reload_if_changed() is False
             refused = registry_flow("/v2/")
             await embedded.requestheaders(refused)
-            await harness.request(refused)
+            await harness.send(refused)
             assert refused.response.status_code == 503
             assert await harness.config.reload_if_changed() is True
             accepted = registry_flow("/v2/")
             await embedded.requestheaders(accepted)
-            await harness.request(accepted)
+            await harness.send(accepted)
             assert accepted.response is None
 
     asyncio.run(run())
@@ -203,9 +203,9 @@ def test_an_upstream_refusing_regauth_tokens_names_the_key_once(
             async def exchange(response):
                 token = runtime.issuer.issue_access("ci", [parse_scope(SCOPE)]).token
                 flow = registry_flow(headers={"Authorization": f"Bearer {token}"})
-                await harness.request(flow)
+                await harness.send(flow)
                 assert flow.response is None  # forwarded
-                return harness.respond(flow, response)
+                return await harness.answer(flow, response)
 
             with caplog.at_level(logging.INFO):
                 for _ in range(3):
@@ -237,8 +237,8 @@ def test_tokens_regauth_did_not_issue_are_not_blamed_on_its_keys(write_policy, c
             for authorization in ("Bearer not-a-jwt", "Basic Y2k6eA==", None):
                 flow = registry_flow(headers={"Authorization": authorization}
                                      if authorization else {})
-                await harness.request(flow)
-                harness.respond(flow, _upstream(401, INVALID))
+                await harness.send(flow)
+                await harness.answer(flow, _upstream(401, INVALID))
             assert harness.keys.refused_kids == set()
 
     asyncio.run(run())
