@@ -54,7 +54,7 @@ def test_mitmweb_comments_markers_and_jwt_view(write_policy, make_registry, make
     assert token_flow["marked"] == emoji[":key:"]
     assert token_flow["comment"].startswith(
         "token for ci: repository:demo/app:pull,push → granted [pull,push] (rule 2: CI "
-        "publishes); repository:secret/x:pull → default deny [nothing] (default deny) [conv ")
+        "publishes); repository:secret/x:pull → default deny [conv ")
     forwarded = by_path["/v2/demo/app/tags/list"]
     assert forwarded["marked"] == emoji[":x:"]  # the upstream answered 404: no such repository yet
     assert forwarded["comment"].startswith("404 ci → repository:demo/app:pull")

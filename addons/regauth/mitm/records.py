@@ -106,6 +106,19 @@ def comment_and_marker(flow: http.HTTPFlow, state: FlowState,
     return (f"{text} [conv {conversation}]" if conversation else text), marker
 
 
+def _who(state: FlowState) -> str:
+    """Whose request it was: the verified token's subject; in delegate mode (regauth does not
+    verify) the subject the token claims, said to be checked by the registry."""
+    if state.token is not None:
+        return state.token.subject or "anonymous"
+    jwt = (state.auth or {}).get("jwt")
+    if isinstance(jwt, dict) and isinstance(jwt.get("claims"), dict):
+        subject = jwt["claims"].get("sub")
+        name = subject if isinstance(subject, str) and subject else "anonymous"
+        return f"{name[:64]} (token checked by the registry)"
+    return "no token"
+
+
 def _describe(flow: http.HTTPFlow, state: FlowState,
               record: dict[str, object]) -> tuple[str, str]:
     status = record.get("status")
@@ -117,9 +130,11 @@ def _describe(flow: http.HTTPFlow, state: FlowState,
             return f"{status} token refused: {trace.refused}", ":no_entry:"
         parts = []
         for d in trace.decisions:
+            if d.rule is None:
+                parts.append(f"{d.requested} → default deny")
+                continue
             granted = ",".join(d.granted) or "nothing"
-            rule = d.rule.describe_short() if d.rule is not None else "default deny"
-            parts.append(f"{d.requested} → {d.outcome} [{granted}] ({rule})")
+            parts.append(f"{d.requested} → {d.outcome} [{granted}] ({d.rule.describe_short()})")
         text = f"token for {trace.account or 'anonymous'}: " + (
             "; ".join(parts) if parts else "no scope requested")
         return text, ":key:"
@@ -138,9 +153,9 @@ def _describe(flow: http.HTTPFlow, state: FlowState,
         return text, ":x:" if error == "insufficient_scope" else ":lock:"
     if state.answered_by == "regauth" and isinstance(status, int) and status >= 400:
         return f"{status} refused by regauth: {state.reason}", ":no_entry:"
-    who = state.token.subject if state.token and state.token.subject else (
-        "anonymous" if state.token else "no token")
-    text = f"{status} {who}"
+    if state.kind == "jwks":
+        return f"{status} token-signing keys (JWKS)", ":white_check_mark:"
+    text = f"{status} {_who(state)}"
     if state.route is not None and state.route.required:
         text += " → " + " ".join(state.route.required_strings)
     if state.injected:

@@ -189,7 +189,7 @@ async def test_an_anonymous_token_with_nothing_granted(write_policy, certs_dir, 
         record = _by_flow(harness, flow)
     assert record["token_response"]["decisions"][0]["outcome"] == "default deny"
     assert flow.comment.startswith("token for anonymous: repository:secret/app:pull → default "
-                                   "deny [nothing] (default deny) [conv ")
+                                   "deny [conv ")
     assert flow.marked == ":key:"
 
 
@@ -480,3 +480,15 @@ async def test_injected_bearer_credentials_are_not_kept_either(write_policy, cer
         flow = await harness.cycle(registry_flow("/v2/public/app/manifests/1", headers={
             "Authorization": f"Bearer {await get_token(harness, 'repository:public/app:pull')}"}))
     assert "upstream-secret" not in repr(flow.get_state())
+
+
+@run
+async def test_a_delegated_request_names_the_subject_its_token_claims(write_policy, certs_dir,
+                                                                      log):
+    # regauth does not verify tokens in delegate mode: "no token" would be wrong.
+    async with running(write_policy(mode="delegate"), certs_dir, log) as harness:
+        token = harness.config.active.runtime.issuer.issue_access("ci", []).token
+        flow = await harness.cycle(registry_flow("/v2/public/app/manifests/1",
+                                                 headers={"Authorization": f"Bearer {token}"}))
+    assert flow.comment.startswith("200 ci (token checked by the registry) → "
+                                   "repository:public/app:pull [conv "), flow.comment
