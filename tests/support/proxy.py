@@ -33,6 +33,7 @@ class ProxyProcess:
     certs_dir: Path
     log_path: Path
     output_path: Path
+    admin_port: int | None = None  # the admin listener (/metrics, /healthz, /readyz)
 
     @property
     def url(self) -> str:
@@ -77,7 +78,8 @@ def start_proxy(workdir: Path, certs_dir: Path, policy: Path, upstream: str | No
                 upstream_ca: Path | None = None, wait: bool = True,
                 timeout: float = 30.0, port: int | None = None,
                 web_port: int | None = None,
-                prefix: list[str] | None = None) -> ProxyProcess:
+                prefix: list[str] | None = None,
+                admin_listen: str = "127.0.0.1:0") -> ProxyProcess:
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     log_path = workdir / "exchange.jsonl"
@@ -85,7 +87,7 @@ def start_proxy(workdir: Path, certs_dir: Path, policy: Path, upstream: str | No
     # `prefix` wraps the process, e.g. ["faketime", "-f", "+2h"] for a skewed clock.
     cmd = [*(prefix or []), str(REGAUTH), "serve", "--listen", f"127.0.0.1:{port}",
            "--certs-dir", str(certs_dir), "--policy", str(policy), "--log", str(log_path),
-           "--registry-dir", str(workdir / "registry")]
+           "--registry-dir", str(workdir / "registry"), "--admin-listen", admin_listen]
     if upstream:
         cmd += ["--upstream", upstream]
     if upstream_ca:
@@ -101,10 +103,14 @@ def start_proxy(workdir: Path, certs_dir: Path, policy: Path, upstream: str | No
         return proxy
     deadline = time.monotonic() + timeout
     pattern = re.compile(rf"listening at 127\.0\.0\.1:{port}")
+    admin = re.compile(r"regauth admin listening at http://[^ ]*:(\d+)/")
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"regauth exited with {process.returncode}:\n{proxy.output()}")
-        if pattern.search(proxy.output()):
+        output = proxy.output()
+        found = admin.search(output)
+        if pattern.search(output) and (found or admin_listen == "off"):
+            proxy.admin_port = int(found.group(1)) if found else None
             return proxy
         time.sleep(0.1)
     proxy.stop()

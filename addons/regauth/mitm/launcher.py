@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,27 @@ class ServeConfig:
     web: bool = False
     web_port: int = 8081
     extra: tuple[str, ...] = ()
+    # HOST:PORT or "off"; None: DEFAULT_ADMIN_LISTEN if that port is free (else off, with a
+    # warning: a second regauth on one host should not fail for want of the default port).
+    admin_listen: str | None = None
+    state: str = ""  # login-limit counters: "" in memory, or redis://HOST:PORT/DB
+
+
+DEFAULT_ADMIN_LISTEN = "127.0.0.1:9090"
+
+
+def resolve_admin_listen(value: str | None) -> str:
+    """The admin address to use; see ServeConfig.admin_listen."""
+    if value is not None:
+        return value
+    try:
+        with socket.create_server(("127.0.0.1", 9090)):
+            pass
+    except OSError:
+        print(f"admin listener off: {DEFAULT_ADMIN_LISTEN} is in use (set --admin-listen or "
+              "REGAUTH_ADMIN_LISTEN)", file=sys.stderr, flush=True)
+        return "off"
+    return DEFAULT_ADMIN_LISTEN
 
 
 def mitmproxy_args(config: ServeConfig, web_password_hash: str | None) -> list[str]:
@@ -50,7 +72,10 @@ def mitmproxy_args(config: ServeConfig, web_password_hash: str | None) -> list[s
         "--set", f"regauth_certs_dir={config.certs_dir}",
         "--set", f"regauth_public_url={config.public_url}",
         "--set", f"regauth_log={config.log}",
+        "--set", f"regauth_admin_listen={resolve_admin_listen(config.admin_listen)}",
     ]
+    if config.state:
+        args += ["--set", f"regauth_state={config.state}"]
     if config.upstream_ca is not None:
         args += ["--set", f"ssl_verify_upstream_trusted_ca={config.upstream_ca}",
                  "--set", f"regauth_upstream_ca={config.upstream_ca}"]

@@ -76,7 +76,9 @@ async def running(policy: Path | None, certs_dir: Path, log: Path | None = None,
                   **options: object) -> AsyncIterator[Harness]:
     """The configured addon chain; `policy=None` runs without a policy."""
     addons = make_addons()
-    harness = Harness(None, *addons)  # type: ignore[arg-type]
+    by_type = {type(addon): addon for addon in addons}
+    harness = Harness(None, *(by_type[t] for t in (  # type: ignore[arg-type]
+        OptionPolicy, ConfigLoader, RequestHandler, ResponseRewriter, Recorder, RegauthGuard)))
     with taddons.context(*addons) as tctx:
         harness.tctx = tctx
         settings: dict[str, object] = {
