@@ -23,7 +23,6 @@ import time
 from collections.abc import Iterator
 
 from mitmproxy import ctx
-from mitmproxy import exceptions
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client import generate_latest
 from prometheus_client.metrics_core import Metric
@@ -90,6 +89,7 @@ class AdminServer:
         self._seen_active: object = None
         self._loaded_at: float | None = None
         self._started = False
+        self.bind_error: str | None = None
         self._state_checks: asyncio.Task[None] | None = None
         metrics.add_sampler(self._sample)
 
@@ -115,9 +115,9 @@ class AdminServer:
             self._seen_active = active
             self._loaded_at = time.time()
         if "regauth_upstream_check_seconds" in updated:
-            if ctx.options.regauth_upstream_check_seconds < 1:
-                raise exceptions.OptionsError("regauth_upstream_check_seconds must be >= 1")
-            self.probe.interval = float(ctx.options.regauth_upstream_check_seconds)
+            if ctx.options.regauth_upstream_check_seconds < 1 and not self._started:
+                self.bind_error = "regauth_upstream_check_seconds must be at least 1"
+            self.probe.interval = float(max(1, ctx.options.regauth_upstream_check_seconds))
         if "regauth_admin_listen" not in updated or self._started:
             return
         value = ctx.options.regauth_admin_listen.strip()
@@ -129,11 +129,16 @@ class AdminServer:
             host, port = parse_listen(value)
             self.sockets = netutil.bind_sockets(port, host, reuse_port=False)
         except (ValueError, OSError) as e:
+            # Reported in `running`, where an error stops mitmproxy's start-up (errorcheck);
+            # an OptionsError here would be replaced by the roll-back's own complaints.
             self.observer.enabled = False
-            raise exceptions.OptionsError(f"regauth: admin listener {value}: {e}") from None
+            self.bind_error = f"admin listener {value}: {e}"
 
     async def running(self) -> None:
         self._started = True
+        if self.bind_error:
+            logger.error("regauth: %s", self.bind_error)  # errorcheck exits on this
+            return
         if not self.sockets:
             return
         app = web.Application([

@@ -13,7 +13,6 @@ import logging
 import time
 
 from mitmproxy import ctx
-from mitmproxy import exceptions
 
 from regauth.login_limits import LoginLimiter
 from regauth.mitm.request_handler import RequestHandler
@@ -28,6 +27,7 @@ class SharedState:
     def __init__(self, handler: RequestHandler) -> None:
         self.handler = handler
         self.store: FallbackAttemptStore | None = None
+        self.error: str | None = None
 
     def load(self, loader) -> None:  # type: ignore[no-untyped-def]
         loader.add_option("regauth_state", str, "",
@@ -40,7 +40,10 @@ class SharedState:
         try:
             store = open_store(ctx.options.regauth_state)
         except ValueError as e:
-            raise exceptions.OptionsError(f"regauth: {e}") from None
+            # Reported in `running` (errorcheck stops the start-up); until then, and if the
+            # start went on, the counters stay in memory: never without limits.
+            self.error = str(e)
+            store = None
         self._close()
         self.store = store
         authenticator = self.handler.authenticator
@@ -51,6 +54,9 @@ class SharedState:
             authenticator.limiter = LoginLimiter(store=store, clock=time.time)
 
     async def running(self) -> None:
+        if self.error:
+            logger.error("regauth: %s", self.error)  # errorcheck exits on this
+            return
         store = self.store
         if store is None or not isinstance(store.primary, RedisAttemptStore):
             return
