@@ -9,6 +9,7 @@ cd "$(dirname "$(readlink -f "$0")")/.."
 # docker CLI (Debian's docker.io, by absolute path: another `docker` on PATH does not count)
 # and podman.
 declare -A packages=([docker-registry]=docker-registry [skopeo]=skopeo [ctr]=containerd
+                     [haproxy]=haproxy [redis-server]=redis-server
                      [containerd]=containerd [curl]=curl [htpasswd]=apache2-utils
                      [faketime]=faketime
                      [/usr/sbin/dockerd]=docker.io [/usr/bin/docker]=docker.io
