@@ -108,11 +108,42 @@ def _master_class(web: bool) -> type:
     class RegauthMaster(Base):  # type: ignore[misc, valid-type]
         def __init__(self, options, **kwargs) -> None:  # type: ignore[no-untyped-def]
             super().__init__(options, **kwargs)
+            prune_inert_addons(self.addons)
             addons = make_addons()
-            self.addons.add(*addons)
-            place_before_view(self.addons.chain, addons[:-1], getattr(self, "view", None))
+            # One top-level entry for regauth's addons (the guard stays last on its own):
+            # mitmproxy pays a context manager and a coroutine per top-level addon and event,
+            # eight events per request (bench/control.py).
+            group = RegauthAddons(addons[:-1])
+            self.addons.add(group, addons[-1])
+            place_before_view(self.addons.chain, [group], getattr(self, "view", None))
 
     return RegauthMaster
+
+
+# mitmproxy's default addons that can never act in regauth: every option that would make them
+# act is pinned to its default by the option policy (options_policy.STARTUP_OPTIONS; a unit
+# test checks it), and at those defaults their hooks return at once, or they only add
+# commands (which stay registered). Onboarding is pinned *on*, but only answers requests to
+# `mitm.it`, which in reverse mode could only be the upstream itself: regauth decides alone.
+# Each addon in the chain costs every event of every request, so they are taken out of it.
+INERT_ADDONS = frozenset({
+    "AntiCache", "AntiComp", "BlockList", "Browser", "ClientPlayback", "Comment", "Cut",
+    "DnsResolver", "Export", "MapLocal", "MapRemote", "ModifyBody", "ModifyHeaders",
+    "Onboarding", "ProxyAuth", "Save", "SaveHar", "ServerPlayback", "StickyAuth",
+    "StickyCookie", "StripDnsHttpsRecords", "UpstreamAuth",
+})
+
+
+def prune_inert_addons(manager) -> None:  # type: ignore[no-untyped-def]
+    """Take INERT_ADDONS out of the event chain; their options and commands stay."""
+    manager.chain = [a for a in manager.chain if type(a).__name__ not in INERT_ADDONS]
+
+
+class RegauthAddons:
+    """regauth's addons as the children of one chain entry, in make_addons() order."""
+
+    def __init__(self, children: list[object]) -> None:
+        self.addons = children
 
 
 def place_before_view(chain: list[object], ours: list[object], view: object | None) -> None:
@@ -126,6 +157,19 @@ def place_before_view(chain: list[object], ours: list[object], view: object | No
         chain.remove(addon)
     at = chain.index(view)
     chain[at:at] = ours
+
+
+def ensure_dhparam(certs_dir: Path) -> None:
+    """Write mitmproxy's DH parameters next to its CA atomically: replicas starting together
+    on one certs directory would otherwise race on mitmproxy's own truncate-and-write."""
+    from mitmproxy.certs import DEFAULT_DHPARAM
+
+    target = certs_dir / pki.PRIVATE_DIR / "mitmproxy-dhparam.pem"
+    if target.exists():
+        return
+    temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
+    temporary.write_bytes(DEFAULT_DHPARAM)
+    temporary.replace(target)
 
 
 def serve(config: ServeConfig) -> int:
@@ -148,6 +192,7 @@ def serve(config: ServeConfig) -> int:
     from mitmproxy.tools import cmdline
     from mitmproxy.tools.main import run
 
+    ensure_dhparam(config.certs_dir)
     parser = cmdline.mitmweb if config.web else cmdline.mitmdump
     master = run(_master_class(config.web), parser,
                  mitmproxy_args(config, web_hash))

@@ -1,0 +1,372 @@
+"""Control path speed: token requests/s and the gate's latency, against bare mitmdump, in one run.
+
+Usage (from the repository root):
+
+    .venv/bin/python bench/control.py [--seconds 5] [--rounds 3] [--gets 2000] [--clients 8]
+
+Setups (all HTTPS on loopback, mitmdump 12 underneath, each its own process):
+
+  fixed     bare mitmdump with a one-line addon answering every request (`/v2/token`) with a
+            fixed body: a real regauth token response of the same size. mitmproxy's cheapest
+            possible answer.
+  mitmdump  bare `mitmdump --mode reverse:REGISTRY`: the 1 KiB blob GET without any auth.
+  regauth   `regauth serve` in enforce mode with its admin listener (metrics) on.
+  regauth-nometrics  the same with `--admin-listen off` (the metrics observer is then idle).
+
+Token throughput: `--clients` keep-alive HTTP/1.1 connections (an asyncio client in this
+process) send `GET /v2/token?service=…&scope=repository:public/blob:pull` back to back for
+`--seconds` after a one-second warm-up: anonymously, and with Basic credentials (the same
+account and password every time: after the first request the login is cached, no bcrypt).
+Gate latency: one keep-alive connection GETs a 1 KiB blob `--gets` times (regauth: with a
+valid Bearer token; the token cache is warm); p50 and p99 of the wall time per request.
+
+Setups are interleaved round by round; tables show medians over rounds, and every ratio is
+taken within this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import hashlib
+import http.client
+import json
+import os
+import secrets
+import ssl
+import statistics
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+from urllib.parse import urlencode
+
+from bench import MITMDUMP
+from bench import REGAUTH
+from bench import BenchError
+from bench import Endpoint
+from bench import ProxyProcess
+from bench import peak_rss_kib
+from bench import spawn
+from bench import tls_context
+from bench import versions
+from bench import wait_ready
+from bench import workspace
+
+from regauth import pki
+from regauth.credentials import hash_password
+from regauth.registry_process import RegistryProcess
+from regauth.registry_process import free_port
+
+SERVICE = "regauth-bench"
+ACCOUNT = "bench"
+BLOB = b"regauth control-path bench blob\n" * 32  # 1 KiB
+REPO = "public/blob"
+
+FIXED_ADDON = '''
+from pathlib import Path
+from mitmproxy import http
+
+BODY = Path(__file__).with_name("token-body.json").read_bytes()
+HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store",
+           "Pragma": "no-cache"}
+
+
+def requestheaders(flow: http.HTTPFlow) -> None:
+    flow.response = http.Response.make(200, BODY, HEADERS)
+'''
+
+
+def policy_yaml(password_hash: str) -> str:
+    return f"""version: 1
+service: {SERVICE}
+token:
+  lifetime: 3600
+accounts:
+  {ACCOUNT}:
+    password_hash: "{password_hash}"
+upstreams:
+  - url: "*"
+    mode: enforce
+rules:
+  - comment: the bench account writes its area
+    account: {ACCOUNT}
+    repository: "bench/**"
+    actions: [pull, push]
+  - comment: anyone reads the public area
+    account: any
+    repository: "public/**"
+    actions: [pull]
+"""
+
+
+# -- load ------------------------------------------------------------------------------------
+
+@dataclass
+class Load:
+    requests: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+
+
+async def _client(port: int, context: ssl.SSLContext, request: bytes, until: float,
+                  measure_from: float, load: Load) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context,
+                                                   server_hostname="localhost")
+    try:
+        while True:
+            now = time.perf_counter()
+            if now >= until:
+                return
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            if length:
+                await reader.readexactly(length)
+            if now >= measure_from:
+                load.requests += 1
+                load.statuses[status] += 1
+    finally:
+        writer.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (/proc/PID/stat, clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Rate:
+    per_second: float  # requests/s, wall clock
+    cpu_us: float  # the server's CPU time per request, microseconds
+
+
+def token_rate(port: int, pid: int, ca: Path, target: str, authorization: str | None,
+               clients: int, seconds: float) -> Rate:
+    """Requests/s over `seconds` after a 1 s warm-up, and the server's CPU time per request
+    (what a busy machine changes least); every answer must be 200."""
+    context = ssl.create_default_context(cafile=str(ca))
+    context.set_alpn_protocols(["http/1.1"])
+    lines = [f"GET {target} HTTP/1.1", f"Host: localhost:{port}", "User-Agent: regauth-bench"]
+    if authorization:
+        lines.append(f"Authorization: {authorization}")
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    load = Load()
+    cpu: list[float] = []
+
+    async def run() -> None:
+        start = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        loop.call_later(1, lambda: cpu.append(cpu_seconds(pid)))
+        await asyncio.gather(*(_client(port, context, request, start + 1 + seconds, start + 1,
+                                       load) for _ in range(clients)))
+        cpu.append(cpu_seconds(pid))
+
+    asyncio.run(run())
+    if set(load.statuses) != {200}:
+        raise BenchError(f"token requests on port {port}: statuses {dict(load.statuses)}")
+    return Rate(load.requests / seconds, (cpu[1] - cpu[0]) / max(1, load.requests) * 1e6)
+
+
+def blob_latencies(endpoint: Endpoint, gets: int) -> list[float]:
+    """Seconds per GET of the 1 KiB blob on one keep-alive connection (after 50 warm-ups)."""
+    digest = "sha256:" + hashlib.sha256(BLOB).hexdigest()
+    conn = endpoint.connect()
+    out = []
+    try:
+        for i in range(gets + 50):
+            started = time.perf_counter()
+            conn.request("GET", f"/v2/{REPO}/blobs/{digest}", headers=endpoint.headers())
+            response = conn.getresponse()
+            body = response.read()
+            elapsed = time.perf_counter() - started
+            if response.status != 200 or body != BLOB:
+                raise BenchError(f"blob GET on port {endpoint.port}: {response.status}")
+            if i >= 50:
+                out.append(elapsed)
+    finally:
+        conn.close()
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# -- setup -----------------------------------------------------------------------------------
+
+def seed_blob(registry: RegistryProcess) -> None:
+    digest = "sha256:" + hashlib.sha256(BLOB).hexdigest()
+    conn = http.client.HTTPConnection("127.0.0.1", registry.port, timeout=30)
+    try:
+        conn.request("POST", f"/v2/{REPO}/blobs/uploads/", headers={"Content-Length": "0"})
+        response = conn.getresponse()
+        response.read()
+        location = response.headers["Location"]
+        separator = "&" if "?" in location else "?"
+        conn.request("PUT", f"{location}{separator}digest={digest}", body=BLOB,
+                     headers={"Content-Type": "application/octet-stream"})
+        response = conn.getresponse()
+        response.read()
+        if response.status != 201:
+            raise BenchError(f"seeding the blob: {response.status}")
+    finally:
+        conn.close()
+
+
+@dataclass
+class Setup:
+    name: str
+    proxy: ProxyProcess
+    endpoint: Endpoint
+    ca: Path
+
+
+def start(name: str, command: list[str], root: Path, port: int, certs: Path) -> Setup:
+    proxy = spawn(name, command, root / name, port)
+    endpoint = Endpoint(port, tls_context(certs / pki.CA_CERT), host="localhost")
+    wait_ready(endpoint, proxy)
+    return Setup(name, proxy, endpoint, certs / pki.CA_CERT)
+
+
+def regauth_command(name: str, upstream: str, port: int, certs: Path, policy: Path,
+                    root: Path, admin: str) -> list[str]:
+    return [str(REGAUTH), "serve", "--listen", f"127.0.0.1:{port}", "--certs-dir", str(certs),
+            "--policy", str(policy), "--log", str(root / name / "exchange.jsonl"),
+            "--upstream", upstream, "--admin-listen", admin]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="per throughput sample")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--gets", type=int, default=2000, help="blob GETs per latency sample")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--tmpdir", default=None)
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        with workspace(args.tmpdir, args.keep) as root:
+            return run(args, root)
+    except BenchError as e:
+        print(f"bench failed: {e}", file=sys.stderr)
+        return 1
+
+
+def run(args: argparse.Namespace, root: Path) -> int:
+    print(f"workdir {root}; {versions()}; {os.cpu_count()} CPUs", flush=True)
+    certs = root / "certs"
+    pki.init_certs(certs)
+    password = secrets.token_urlsafe(18)
+    policy = root / "policy.yaml"
+    policy.write_text(policy_yaml(hash_password(password, rounds=4)))
+    basic = "Basic " + base64.b64encode(f"{ACCOUNT}:{password}".encode()).decode()
+    target = "/v2/token?" + urlencode([("service", SERVICE),
+                                        ("scope", f"repository:{REPO}:pull")])
+    with contextlib.ExitStack() as stack:
+        registry = RegistryProcess(root / "registry")
+        registry.start()
+        stack.callback(registry.stop)
+        seed_blob(registry)
+        setups: dict[str, Setup] = {}
+        for name, admin in (("regauth", "127.0.0.1:0"), ("regauth-nometrics", "off")):
+            port = free_port()
+            setups[name] = start(name, regauth_command(name, registry.url, port, certs, policy,
+                                                       root, admin), root, port, certs)
+            stack.callback(setups[name].proxy.stop)
+        # The fixed answer: a real regauth token response, byte for byte the same size.
+        conn = setups["regauth"].endpoint.connect()
+        conn.request("GET", target)
+        response = conn.getresponse()
+        body = response.read()
+        conn.close()
+        (root / "fixed").mkdir()
+        (root / "fixed" / "token-body.json").write_bytes(body)
+        (root / "fixed" / "fixed_token.py").write_text(FIXED_ADDON)
+        for name, extra in (("fixed", ["-s", str(root / "fixed" / "fixed_token.py")]),
+                            ("mitmdump", [])):
+            port = free_port()
+            command = [str(MITMDUMP), "--mode", f"reverse:{registry.url}", "--listen-host",
+                       "127.0.0.1", "--listen-port", str(port), "--set",
+                       f"confdir={certs / pki.PRIVATE_DIR}", "--set", "connection_strategy=lazy",
+                       "-q", *extra]
+            setups[name] = start(name, command, root, port, certs)
+            stack.callback(setups[name].proxy.stop)
+        token = json.loads(body)["token"]
+        for name in ("regauth", "regauth-nometrics"):
+            setups[name].endpoint.authorization = f"Bearer {token}"
+        return measure(args, setups, target, basic)
+
+
+def measure(args: argparse.Namespace, setups: dict[str, Setup], target: str,
+            basic: str) -> int:
+    token_setups = ("fixed", "regauth", "regauth-nometrics")
+    gate_setups = ("mitmdump", "regauth", "regauth-nometrics")
+    rates: dict[tuple[str, str], list[float]] = {}
+    latency: dict[str, list[tuple[float, float]]] = {}
+    for round_no in range(1, args.rounds + 1):
+        for kind, authorization in (("anonymous", None), ("basic", basic)):
+            for name in token_setups:
+                setup = setups[name]
+                rate = token_rate(setup.proxy.port, setup.ca, target, authorization,
+                                  args.clients, args.seconds)
+                rates.setdefault((name, kind), []).append(rate)
+                print(f"[{round_no}/{args.rounds}] {kind:9} {name:18} {rate:8.0f} req/s",
+                      flush=True)
+        for name in gate_setups:
+            values = blob_latencies(setups[name].endpoint, args.gets)
+            sample = (percentile(values, 0.5) * 1000, percentile(values, 0.99) * 1000)
+            latency.setdefault(name, []).append(sample)
+            print(f"[{round_no}/{args.rounds}] blob GET  {name:18} p50 {sample[0]:.3f} ms  "
+                  f"p99 {sample[1]:.3f} ms", flush=True)
+        for setup in setups.values():
+            setup.proxy.check_alive()
+    print()
+    print(report(args, rates, latency, setups))
+    return 0
+
+
+def report(args: argparse.Namespace, rates: dict[tuple[str, str], list[float]],
+           latency: dict[str, list[tuple[float, float]]], setups: dict[str, Setup]) -> str:
+    med = {key: statistics.median(values) for key, values in rates.items()}
+    lines = [f"token requests/s, {args.clients} keep-alive clients, {args.seconds:g} s per sample,"
+             f" medians of {args.rounds} rounds", "",
+             "| setup | anonymous req/s | vs fixed | Basic (cached) req/s | vs fixed |",
+             "|---|---|---|---|---|"]
+    for name in ("fixed", "regauth", "regauth-nometrics"):
+        anon, basic = med[(name, "anonymous")], med[(name, "basic")]
+        lines.append(f"| {name} | {anon:.0f} | {anon / med[('fixed', 'anonymous')]:.2f} | "
+                     f"{basic:.0f} | {basic / med[('fixed', 'basic')]:.2f} |")
+    lines += ["", f"1 KiB blob GET, one keep-alive connection, {args.gets} GETs per sample, "
+              "ms (medians of the rounds' percentiles)", "",
+              "| setup | p50 ms | p99 ms | p50 overhead vs mitmdump ms | peak RSS MiB |",
+              "|---|---|---|---|---|"]
+    base = statistics.median(p50 for p50, _ in latency["mitmdump"])
+    for name in ("mitmdump", "regauth", "regauth-nometrics"):
+        p50 = statistics.median(p for p, _ in latency[name])
+        p99 = statistics.median(p for _, p in latency[name])
+        rss = peak_rss_kib(setups[name].proxy.pid) / 1024
+        lines.append(f"| {name} | {p50:.3f} | {p99:.3f} | {p50 - base:+.3f} | {rss:.1f} |")
+    on_anon, off_anon = med[("regauth", "anonymous")], med[("regauth-nometrics", "anonymous")]
+    on_basic, off_basic = med[("regauth", "basic")], med[("regauth-nometrics", "basic")]
+    gate_on = statistics.median(p for p, _ in latency["regauth"])
+    gate_off = statistics.median(p for p, _ in latency["regauth-nometrics"])
+    anon_cost = (1 - on_anon / off_anon) * 100
+    basic_cost = (1 - on_basic / off_basic) * 100
+    lines += ["", f"metrics cost (admin listener on vs off): anonymous {anon_cost:+.1f} %, "
+              f"Basic {basic_cost:+.1f} %, gate p50 {(gate_on / gate_off - 1) * 100:+.1f} %"]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
