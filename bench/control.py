@@ -177,13 +177,18 @@ def token_rate(port: int, pid: int, ca: Path, target: str, authorization: str | 
     return Rate(load.requests / seconds, (cpu[1] - cpu[0]) / max(1, load.requests) * 1e6)
 
 
-def blob_latencies(endpoint: Endpoint, gets: int) -> list[float]:
-    """Seconds per GET of the 1 KiB blob on one keep-alive connection (after 50 warm-ups)."""
+def blob_latencies(endpoint: Endpoint, gets: int, pid: int | None = None
+                   ) -> tuple[list[float], float]:
+    """Seconds per GET of the 1 KiB blob on one keep-alive connection (after 50 warm-ups), and
+    the server's CPU microseconds per GET (0 without `pid`)."""
     digest = "sha256:" + hashlib.sha256(BLOB).hexdigest()
     conn = endpoint.connect()
     out = []
+    cpu_start = 0.0
     try:
         for i in range(gets + 50):
+            if i == 50 and pid is not None:
+                cpu_start = cpu_seconds(pid)
             started = time.perf_counter()
             conn.request("GET", f"/v2/{REPO}/blobs/{digest}", headers=endpoint.headers())
             response = conn.getresponse()
@@ -193,9 +198,10 @@ def blob_latencies(endpoint: Endpoint, gets: int) -> list[float]:
                 raise BenchError(f"blob GET on port {endpoint.port}: {response.status}")
             if i >= 50:
                 out.append(elapsed)
+        cpu = (cpu_seconds(pid) - cpu_start) / gets * 1e6 if pid is not None else 0.0
     finally:
         conn.close()
-    return out
+    return out, cpu
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -312,23 +318,24 @@ def measure(args: argparse.Namespace, setups: dict[str, Setup], target: str,
             basic: str) -> int:
     token_setups = ("fixed", "regauth", "regauth-nometrics")
     gate_setups = ("mitmdump", "regauth", "regauth-nometrics")
-    rates: dict[tuple[str, str], list[float]] = {}
-    latency: dict[str, list[tuple[float, float]]] = {}
+    rates: dict[tuple[str, str], list[Rate]] = {}
+    latency: dict[str, list[tuple[float, float, float]]] = {}
     for round_no in range(1, args.rounds + 1):
         for kind, authorization in (("anonymous", None), ("basic", basic)):
             for name in token_setups:
                 setup = setups[name]
-                rate = token_rate(setup.proxy.port, setup.ca, target, authorization,
-                                  args.clients, args.seconds)
+                rate = token_rate(setup.proxy.port, setup.proxy.pid, setup.ca, target,
+                                  authorization, args.clients, args.seconds)
                 rates.setdefault((name, kind), []).append(rate)
-                print(f"[{round_no}/{args.rounds}] {kind:9} {name:18} {rate:8.0f} req/s",
-                      flush=True)
+                print(f"[{round_no}/{args.rounds}] {kind:9} {name:18} {rate.per_second:8.0f} "
+                      f"req/s {rate.cpu_us:7.0f} us CPU/req", flush=True)
         for name in gate_setups:
-            values = blob_latencies(setups[name].endpoint, args.gets)
-            sample = (percentile(values, 0.5) * 1000, percentile(values, 0.99) * 1000)
+            values, cpu = blob_latencies(setups[name].endpoint, args.gets,
+                                         setups[name].proxy.pid)
+            sample = (percentile(values, 0.5) * 1000, percentile(values, 0.99) * 1000, cpu)
             latency.setdefault(name, []).append(sample)
             print(f"[{round_no}/{args.rounds}] blob GET  {name:18} p50 {sample[0]:.3f} ms  "
-                  f"p99 {sample[1]:.3f} ms", flush=True)
+                  f"p99 {sample[1]:.3f} ms  {cpu:.0f} us CPU/GET", flush=True)
         for setup in setups.values():
             setup.proxy.check_alive()
     print()
@@ -336,35 +343,43 @@ def measure(args: argparse.Namespace, setups: dict[str, Setup], target: str,
     return 0
 
 
-def report(args: argparse.Namespace, rates: dict[tuple[str, str], list[float]],
-           latency: dict[str, list[tuple[float, float]]], setups: dict[str, Setup]) -> str:
-    med = {key: statistics.median(values) for key, values in rates.items()}
-    lines = [f"token requests/s, {args.clients} keep-alive clients, {args.seconds:g} s per sample,"
-             f" medians of {args.rounds} rounds", "",
-             "| setup | anonymous req/s | vs fixed | Basic (cached) req/s | vs fixed |",
-             "|---|---|---|---|---|"]
+def report(args: argparse.Namespace, rates: dict[tuple[str, str], list[Rate]],
+           latency: dict[str, list[tuple[float, float, float]]],
+           setups: dict[str, Setup]) -> str:
+    rps = {key: statistics.median(r.per_second for r in values) for key, values in rates.items()}
+    cpu = {key: statistics.median(r.cpu_us for r in values) for key, values in rates.items()}
+    lines = [f"token requests, {args.clients} keep-alive clients, {args.seconds:g} s per sample, "
+             f"medians of {args.rounds} rounds; CPU = the server process's CPU time per request",
+             "", "| setup | anonymous req/s | vs fixed | CPU us/req | vs fixed (CPU) | "
+             "Basic (cached) req/s | vs fixed | CPU us/req | vs fixed (CPU) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name in ("fixed", "regauth", "regauth-nometrics"):
-        anon, basic = med[(name, "anonymous")], med[(name, "basic")]
-        lines.append(f"| {name} | {anon:.0f} | {anon / med[('fixed', 'anonymous')]:.2f} | "
-                     f"{basic:.0f} | {basic / med[('fixed', 'basic')]:.2f} |")
-    lines += ["", f"1 KiB blob GET, one keep-alive connection, {args.gets} GETs per sample, "
-              "ms (medians of the rounds' percentiles)", "",
-              "| setup | p50 ms | p99 ms | p50 overhead vs mitmdump ms | peak RSS MiB |",
-              "|---|---|---|---|---|"]
-    base = statistics.median(p50 for p50, _ in latency["mitmdump"])
+        row = [name]
+        for kind in ("anonymous", "basic"):
+            row += [f"{rps[(name, kind)]:.0f}", f"{rps[(name, kind)] / rps[('fixed', kind)]:.2f}",
+                    f"{cpu[(name, kind)]:.0f}",
+                    f"{cpu[('fixed', kind)] / cpu[(name, kind)]:.2f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", f"1 KiB blob GET, one keep-alive connection, {args.gets} GETs per sample "
+              "(medians of the rounds' percentiles)", "",
+              "| setup | p50 ms | p99 ms | p50 overhead vs mitmdump ms | CPU us/GET | "
+              "CPU overhead vs mitmdump us | peak RSS MiB |", "|---|---|---|---|---|---|---|"]
+
+    def med(name: str, i: int) -> float:
+        return statistics.median(sample[i] for sample in latency[name])
+
     for name in ("mitmdump", "regauth", "regauth-nometrics"):
-        p50 = statistics.median(p for p, _ in latency[name])
-        p99 = statistics.median(p for _, p in latency[name])
         rss = peak_rss_kib(setups[name].proxy.pid) / 1024
-        lines.append(f"| {name} | {p50:.3f} | {p99:.3f} | {p50 - base:+.3f} | {rss:.1f} |")
-    on_anon, off_anon = med[("regauth", "anonymous")], med[("regauth-nometrics", "anonymous")]
-    on_basic, off_basic = med[("regauth", "basic")], med[("regauth-nometrics", "basic")]
-    gate_on = statistics.median(p for p, _ in latency["regauth"])
-    gate_off = statistics.median(p for p, _ in latency["regauth-nometrics"])
-    anon_cost = (1 - on_anon / off_anon) * 100
-    basic_cost = (1 - on_basic / off_basic) * 100
-    lines += ["", f"metrics cost (admin listener on vs off): anonymous {anon_cost:+.1f} %, "
-              f"Basic {basic_cost:+.1f} %, gate p50 {(gate_on / gate_off - 1) * 100:+.1f} %"]
+        lines.append(f"| {name} | {med(name, 0):.3f} | {med(name, 1):.3f} | "
+                     f"{med(name, 0) - med('mitmdump', 0):+.3f} | {med(name, 2):.0f} | "
+                     f"{med(name, 2) - med('mitmdump', 2):+.0f} | {rss:.1f} |")
+    costs = []
+    for kind in ("anonymous", "basic"):
+        cost = cpu[("regauth", kind)] / cpu[("regauth-nometrics", kind)] - 1
+        costs.append(f"{kind} {cost * 100:+.1f} %")
+    costs.append(f"blob GET {(med('regauth', 2) / med('regauth-nometrics', 2) - 1) * 100:+.1f} %")
+    lines += ["", "metrics cost (server CPU per request, admin listener on vs off): " +
+              ", ".join(costs)]
     return "\n".join(lines)
 
 

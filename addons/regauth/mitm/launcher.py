@@ -159,6 +159,21 @@ def place_before_view(chain: list[object], ours: list[object], view: object | No
     chain[at:at] = ours
 
 
+class _NoStreamingNotices(logging.Filter):
+    """mitmproxy logs `Streaming response from HOST.` (and `Streaming request to`) at info for
+    every streamed message; regauth streams every upstream response, so that is a console
+    line, two writes and a loop wake-up per request, saying nothing (bench/control.py)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.msg
+        return not (isinstance(message, str) and message.startswith(
+            ("Streaming response from ", "Streaming request to ")))
+
+
+def quiet_streaming_notices() -> None:
+    logging.getLogger("mitmproxy.proxy.server").addFilter(_NoStreamingNotices())
+
+
 def ensure_dhparam(certs_dir: Path) -> None:
     """Write mitmproxy's DH parameters next to its CA atomically: replicas starting together
     on one certs directory would otherwise race on mitmproxy's own truncate-and-write."""
@@ -193,6 +208,7 @@ def serve(config: ServeConfig) -> int:
     from mitmproxy.tools.main import run
 
     ensure_dhparam(config.certs_dir)
+    quiet_streaming_notices()
     parser = cmdline.mitmweb if config.web else cmdline.mitmdump
     master = run(_master_class(config.web), parser,
                  mitmproxy_args(config, web_hash))
