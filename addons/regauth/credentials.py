@@ -125,15 +125,16 @@ class Authenticator:
         return hashlib.sha256(b"\0".join([username.encode(), raw, stored or b""])).digest()
 
     def verified_recently(self, accounts: dict[str, Account], username: str,
-                          password: str) -> bool:
+                          password: str, margin: float = 5.0) -> bool:
         """Whether `authenticate` would accept this pair from its memo (no bcrypt, no limit
-        check, nothing blocking): the token service may then answer on the event loop."""
+        check, nothing blocking) for at least another `margin` seconds: the token service may
+        then answer on the event loop without the entry expiring in between."""
         account = accounts.get(username)
         if account is None:
             return False
         key = self._memo_key(username, password.encode("utf-8", "surrogateescape"),
                              account.password_hash)
-        return self._verified.holds(key, self.clock())
+        return self._verified.holds(key, self.clock() + margin)
 
     def authenticate(self, accounts: dict[str, Account], username: str, password: str,
                      client: str) -> Account:
