@@ -103,13 +103,25 @@ class Job:
     direction: str  # push or pull
 
 
-def run_job(job: Job) -> float:
-    """In a client process: one transfer through HAProxy; returns its seconds."""
+def run_job(job: Job) -> tuple[float, float]:
+    """In a client process: one transfer through HAProxy; returns its seconds and the CPU
+    seconds this client used for it (TLS, and hashing on pulls)."""
     endpoint = Endpoint(job.port, tls_context(job.ca), host="localhost")
     endpoint.authorization = f"Bearer {token(endpoint, job.repo, job.password)}"
+    cpu = time.process_time()
     if job.direction == "push":
-        return push(endpoint, job.repo, job.blob)[0]
-    return pull(endpoint, job.repo, job.blob)
+        seconds = push(endpoint, job.repo, job.blob)[0]
+    else:
+        seconds = pull(endpoint, job.repo, job.blob)
+    return seconds, time.process_time() - cpu
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(fields) - idle) / tick, sum(fields) / tick
 
 
 def start_haproxy(workdir: Path, front: int,
@@ -178,17 +190,25 @@ def one_setup(root: Path, replicas_used: int, blobs: list[Blob], certs: Path, po
                 "haproxy": haproxy.pid, "replica1": replicas[0][0].pid,
                 "replica2": replicas[1][0].pid}
         rates = []
-        cpu: dict[str, list[float]] = {name: [] for name in pids}
+        cpu: dict[str, list[float]] = {name: [] for name in (*pids, "clients",
+                                                              "machine cores busy")}
         for direction in ("push", "pull"):
             jobs = [Job(front, certs / pki.CA_CERT, f"bench/scale-{i}", blob, password,
                         direction) for i, blob in enumerate(blobs)]
-            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
+                pool.map(time.sleep, [0.5] * len(jobs))  # workers up before the clock starts
+                before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                busy_before, total_before = machine_busy()
                 started = time.perf_counter()
-                pool.map(run_job, jobs)
+                outcomes = pool.map(run_job, jobs)
                 elapsed = time.perf_counter() - started
+                busy_after, total_after = machine_busy()
             for name, pid in pids.items():
                 cpu[name].append(cpu_seconds(pid) - before[name])
+            cpu["clients"].append(sum(c for _, c in outcomes))
+            # Cores busy on the whole machine (everything running on it, not only this bench).
+            cpu["machine cores busy"].append(
+                (busy_after - busy_before) / (total_after - total_before) * (os.cpu_count() or 1))
             rates.append(sum(b.size for b in blobs) / elapsed / 1e6)
         for proxy, _, _ in replicas:
             proxy.check_alive()
@@ -244,7 +264,9 @@ def run(args: argparse.Namespace, root: Path) -> int:
         print(f"| {used} | {med[used][0]:.1f} | {med[used][1]:.1f} | "
               f"{med[used][0] / med[1][0]:.2f} | {med[used][1] / med[1][1]:.2f} |")
     print()
-    print("CPU seconds per process during the transfers (push/pull, last round):")
+    print("CPU seconds per process during the transfers, push/pull, last round (machine cores "
+          "busy: the whole machine's average over the transfer, of "
+          f"{os.cpu_count()}):")
     for used in (1, 2):
         cpu = results[used][-1].cpu
         print(f"  {used} replica(s): " + ", ".join(f"{k} {v[0]:.1f}/{v[1]:.1f}"
