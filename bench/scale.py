@@ -47,7 +47,7 @@ from bench import tls_context
 from bench import versions
 from bench import wait_ready
 from bench import workspace
-from control import cpu_seconds
+from measure import cpu_seconds
 
 from regauth import pki
 from regauth.credentials import hash_password
