@@ -217,3 +217,26 @@ def test_a_redis_outage_keeps_logins_working_with_per_replica_limits(cluster):
         assert login(replica, "ci", f"after-wrong-{i}") == 401
     assert login(a, "ci", "after-wrong-5") == 429
     assert login(b, "ci", "after-wrong-6") == 429
+
+
+def test_docker_logs_in_pushes_and_pulls_through_haproxy(cluster, docker_for):
+    from types import SimpleNamespace
+
+    front = SimpleNamespace(netloc=cluster.netloc, ca=cluster.certs_dir / "ca.crt")
+    docker = docker_for(front)
+    image = f"{cluster.netloc}/apps/docker-scale:1"
+    assert docker.import_image(image, os.urandom(64)).ok
+    login = docker.login(cluster.netloc, "ci", PASSWORDS["ci"])
+    assert login.ok, login.output
+    pushed = docker.run("push", image)
+    assert pushed.ok, pushed.output
+    assert docker.run("rmi", image).ok
+    pulled = docker.run("pull", image)
+    assert pulled.ok, pulled.output
+    # The identity token docker got at login is honoured by whichever replica gets the
+    # connection: refresh grants were answered by both.
+    grants = [[r for r in p.records() if r["kind"] == "token" and
+               r.get("token_response", {}).get("credential") == "refresh_token"]
+              for p in cluster.replicas]
+    assert all(g["status"] == 200 for replica in grants for g in replica)
+    assert sum(len(g) for g in grants) >= 2
