@@ -29,6 +29,7 @@ from tests.support.oci import make_layout
 
 pytestmark = pytest.mark.integration
 FAST_PROBE = ["--set", "regauth_upstream_check_seconds=1"]
+ADMIN = "127.0.0.1:0"  # any free port, read back from the log
 
 
 def _token(proxy, scopes, credentials=None) -> str:
@@ -44,7 +45,7 @@ def _get(proxy, path, token=None):
 
 def test_metrics_count_each_decision_exactly(write_policy, make_registry, make_proxy):
     registry = make_registry()
-    proxy = make_proxy(write_policy(), registry.url)
+    proxy = make_proxy(write_policy(), registry.url, admin_listen=ADMIN)
     before = scrape(proxy.admin_port)
 
     _token(proxy, ["repository:public/a:pull"])                  # anonymous, rule 3
@@ -106,7 +107,7 @@ def test_metrics_count_each_decision_exactly(write_policy, make_registry, make_p
 def test_metrics_match_the_exchange_log_after_a_skopeo_push(write_policy, make_registry,
                                                            make_proxy, tmp_path):
     registry = make_registry()
-    proxy = make_proxy(write_policy(), registry.url)
+    proxy = make_proxy(write_policy(), registry.url, admin_listen=ADMIN)
     layout = tmp_path / "layout"
     make_layout(layout)
     before = scrape(proxy.admin_port)
@@ -140,7 +141,7 @@ def test_metrics_match_the_exchange_log_after_a_skopeo_push(write_policy, make_r
 
 def test_connections_by_state(write_policy, make_registry, make_proxy):
     registry = make_registry()
-    proxy = make_proxy(write_policy(), registry.url)
+    proxy = make_proxy(write_policy(), registry.url, admin_listen=ADMIN)
     ci = _token(proxy, ["repository:cache/x:pull,push"], ("ci", PASSWORDS["ci"]))
     context = ssl.create_default_context(cafile=str(proxy.ca))
     idle = http.client.HTTPSConnection("localhost", proxy.port, context=context, timeout=30)
@@ -181,7 +182,7 @@ def test_connections_by_state(write_policy, make_registry, make_proxy):
 def test_policy_reloads_are_counted(write_policy, make_registry, make_proxy):
     registry = make_registry()
     policy = write_policy()
-    proxy = make_proxy(policy, registry.url)
+    proxy = make_proxy(policy, registry.url, admin_listen=ADMIN)
     before = scrape(proxy.admin_port)
     loaded = before.value("regauth_policy_last_reload_success_timestamp_seconds")
     assert 0 < loaded <= time.time()
@@ -207,7 +208,7 @@ def test_health_and_readiness_follow_the_upstream(write_policy, tmp_path, make_p
     registry = RegistryProcess(tmp_path / "registry")
     registry.start()
     try:
-        proxy = make_proxy(write_policy(), registry.url, extra=FAST_PROBE)
+        proxy = make_proxy(write_policy(), registry.url, extra=FAST_PROBE, admin_listen=ADMIN)
         assert get(proxy.admin_port, "/healthz") == (200, "ok\n")
         assert wait_status(proxy.admin_port, "/readyz", 200) == "ready\n"
         registry.stop()
@@ -225,7 +226,8 @@ def test_health_and_readiness_follow_the_upstream(write_policy, tmp_path, make_p
 def test_readiness_waits_for_an_upstream_that_never_answered(write_policy, make_proxy):
     from regauth.registry_process import free_port
 
-    proxy = make_proxy(write_policy(), f"http://127.0.0.1:{free_port()}", extra=FAST_PROBE)
+    proxy = make_proxy(write_policy(), f"http://127.0.0.1:{free_port()}", extra=FAST_PROBE,
+                       admin_listen=ADMIN)
     body = wait_status(proxy.admin_port, "/readyz", 503)
     assert body.startswith("not ready: the upstream registry has not answered yet")
 
@@ -234,7 +236,7 @@ def test_readiness_waits_for_an_upstream_that_never_answered(write_policy, make_
 def test_the_admin_routes_are_not_reachable_through_the_proxy_port(
         write_policy, make_registry, make_proxy, mode):
     registry = make_registry()
-    proxy = make_proxy(write_policy(mode=mode), registry.url)
+    proxy = make_proxy(write_policy(mode=mode), registry.url, admin_listen=ADMIN)
     assert get(proxy.admin_port, "/metrics")[0] == 200
     for path in ("/metrics", "/healthz", "/readyz"):
         reply = request(proxy.port, proxy.ca, "GET", path)
@@ -268,7 +270,7 @@ def test_admin_off(write_policy, make_registry, make_proxy):
 
 def test_metrics_labels_stay_closed_for_hostile_input(write_policy, make_registry, make_proxy):
     registry = make_registry()
-    proxy = make_proxy(write_policy(), registry.url)
+    proxy = make_proxy(write_policy(), registry.url, admin_listen=ADMIN)
     hostile = 'x"} 1\nregauth_injected 2\n'
     reply = request(proxy.port, proxy.ca, "GET",
                     "/v2/token?service=" + SERVICE + "&scope=repository:a:pull",

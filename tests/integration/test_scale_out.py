@@ -83,7 +83,8 @@ def cluster(tmp_path: Path, write_policy, make_registry, make_proxy) -> Iterator
     env = {"REGAUTH_PUBLIC_URL": f"https://localhost:{front}", "REGAUTH_STATE": redis.url}
     policy = write_policy(extra_rules=CLIENT_RULES)
     replicas = [make_proxy(policy, registry.url, name=f"replica{i}", env=env,
-                           extra=["--set", "regauth_upstream_check_seconds=1"])
+                           extra=["--set", "regauth_upstream_check_seconds=1"],
+                           admin_listen="127.0.0.1:0")
                 for i in (1, 2)]
     haproxy = HAProxy(tmp_path / "haproxy",
                       [Replica(p.port, p.admin_port) for p in replicas], port=front)

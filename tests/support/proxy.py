@@ -79,7 +79,10 @@ def start_proxy(workdir: Path, certs_dir: Path, policy: Path, upstream: str | No
                 timeout: float = 30.0, port: int | None = None,
                 web_port: int | None = None,
                 prefix: list[str] | None = None,
-                admin_listen: str = "127.0.0.1:0") -> ProxyProcess:
+                admin_listen: str = "off") -> ProxyProcess:
+    # The admin listener is off unless a test asks for it (`127.0.0.1:0`: any free port): its
+    # readiness probe sends GET /v2/ to the upstream, which tests that count what reaches the
+    # upstream must not see.
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     log_path = workdir / "exchange.jsonl"
