@@ -8,8 +8,9 @@ cd "$(dirname "$(readlink -f "$0")")/.."
 # faketime (a regauth whose clock is ahead of the registry's; a CLI whose clock is past a key's
 # token lifetimes), openssl (certificate fingerprints), and the client tests' dockerd +
 # docker CLI (Debian's docker.io, by absolute path: another `docker` on PATH does not count)
-# and podman.
+# and podman; HAProxy, Redis and systemd-analyze for the operations tests and deploy/ files.
 declare -A packages=([docker-registry]=docker-registry [skopeo]=skopeo [ctr]=containerd
+                     [haproxy]=haproxy [redis-server]=redis-server [systemd-analyze]=systemd
                      [containerd]=containerd [curl]=curl [htpasswd]=apache2-utils
                      [faketime]=faketime [openssl]=openssl
                      [/usr/sbin/dockerd]=docker.io [/usr/bin/docker]=docker.io

@@ -231,12 +231,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from regauth.mitm.launcher import ServeConfig
     from regauth.mitm.launcher import serve
     from regauth.policy_loader import PolicyError
+    from regauth.shared_state import parse_state_url
     from regauth.urls import default_public_url
     from regauth.urls import parse_listen
     from regauth.urls import parse_origin
 
     try:
         host, port = parse_listen(args.listen)
+        if args.admin_listen is not None and args.admin_listen.lower() != "off":
+            parse_listen(args.admin_listen)
+        parse_state_url(args.state)
         upstream = parse_origin(args.upstream).url if args.upstream else None
         public_url = args.public_url or default_public_url(host, port)
         parse_origin(public_url)
@@ -249,7 +253,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = ServeConfig(upstream or "", host, port, public_url, certs_dir, Path(args.policy),
                              Path(args.log), Path(args.upstream_ca) if args.upstream_ca else None,
                              args.web, args.web_port, tuple(args.extra),
-                             registry_dir=None if upstream else Path(args.registry_dir))
+                             registry_dir=None if upstream else Path(args.registry_dir),
+                             admin_listen=args.admin_listen, state=args.state)
         return serve(config)
     except PolicyError as e:
         for problem in e.problems:
@@ -370,6 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--web", action="store_true",
                        default=_env("REGAUTH_WEB", "") in ("1", "true", "yes"))
     serve.add_argument("--web-port", type=int, default=int(_env("REGAUTH_WEB_PORT", "8081")))
+    serve.add_argument("--admin-listen", default=_env("REGAUTH_ADMIN_LISTEN"),
+                       metavar="HOST:PORT|off",
+                       help="/metrics, /healthz, /readyz (default 127.0.0.1:9090 when free)")
+    serve.add_argument("--state", default=_env("REGAUTH_STATE", ""), metavar="URL",
+                       help="login-limit counters: redis://HOST:PORT/DB shared by replicas "
+                            "(default: in this process)")
     serve.add_argument("extra", nargs=argparse.REMAINDER,
                        help="after --: extra mitmproxy arguments")
     serve.set_defaults(func=cmd_serve)

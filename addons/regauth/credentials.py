@@ -121,6 +121,21 @@ class Authenticator:
             self._dummies[cost] = bcrypt.hashpw(b"regauth-dummy-password", bcrypt.gensalt(cost))
         return self._dummies[cost]
 
+    def _memo_key(self, username: str, raw: bytes, stored: bytes | None) -> bytes:
+        return hashlib.sha256(b"\0".join([username.encode(), raw, stored or b""])).digest()
+
+    def verified_recently(self, accounts: dict[str, Account], username: str,
+                          password: str, margin: float = 5.0) -> bool:
+        """Whether `authenticate` would accept this pair from its memo (no bcrypt, no limit
+        check, nothing blocking) for at least another `margin` seconds: the token service may
+        then answer on the event loop without the entry expiring in between."""
+        account = accounts.get(username)
+        if account is None:
+            return False
+        key = self._memo_key(username, password.encode("utf-8", "surrogateescape"),
+                             account.password_hash)
+        return self._verified.holds(key, self.clock() + margin)
+
     def authenticate(self, accounts: dict[str, Account], username: str, password: str,
                      client: str) -> Account:
         """Return the account, or raise AuthenticationFailed or login_limits.RateLimited.
@@ -136,7 +151,7 @@ class Authenticator:
         assert self.limiter is not None
         account = accounts.get(username)
         stored = account.password_hash if account else None
-        memo_key = hashlib.sha256(b"\0".join([username.encode(), raw, stored or b""])).digest()
+        memo_key = self._memo_key(username, raw, stored)
         now = self.clock()
         if account is not None and self._verified.holds(memo_key, now):
             return account

@@ -110,6 +110,26 @@ def _basic_challenge(runtime: Runtime) -> dict[str, str]:
     return {"WWW-Authenticate": f'Basic realm="{runtime.policy.service}"'}
 
 
+def may_block(runtime: Runtime, authenticator: Authenticator, request: TokenRequest) -> bool:
+    """Whether answering `request` may run bcrypt or consult a shared login-limit store (then
+    it belongs on a worker thread). False for anonymous requests, refresh grants and a Basic
+    pair verified within the login cache: those cost a signature and no waiting."""
+    form = request.form
+    if form is not None:
+        return form.get("grant_type") != ["refresh_token"]
+    if not request.authorization:
+        return False
+    scheme, credentials = split_authorization(request.authorization)
+    if scheme.lower() != "basic":
+        return False  # refused without a password check
+    try:
+        username, password = parse_basic(credentials)
+    except ValueError:
+        return False
+    return username != "" and not authenticator.verified_recently(runtime.policy.accounts,
+                                                                  username, password)
+
+
 def handle_token_request(runtime: Runtime, authenticator: Authenticator,
                          request: TokenRequest) -> TokenResponse:
     """Answer one token request. Blocking: may run bcrypt, so call it off the event loop."""

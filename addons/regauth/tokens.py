@@ -135,11 +135,13 @@ class TokenIssuer:
                 f"the policy asks for {self.settings.algorithm} tokens but signing key "
                 f"{self.keyring.signer.name!r} is a {self.keyring.signer.algorithm} key "
                 f"(rotate with `regauth certs rotate --algorithm {self.settings.algorithm}`)")
+        signer = self.keyring.signer
+        # The same for every token this issuer signs: computed once per policy load.
+        self._signer_headers = {"kid": key_id(signer.public_key, self.settings.kid_format),
+                                "x5c": [_b64(signer.certificate_der())]}
 
     def _headers(self, typ: str) -> dict[str, object]:
-        signer = self.keyring.signer
-        return {"typ": typ, "kid": key_id(signer.public_key, self.settings.kid_format),
-                "x5c": [_b64(signer.certificate_der())]}
+        return {"typ": typ, **self._signer_headers}
 
     def _sign(self, claims: dict[str, object], typ: str) -> str:
         signer = self.keyring.signer

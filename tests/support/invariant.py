@@ -61,6 +61,8 @@ from urllib.parse import parse_qsl
 
 # What regauth's upstream-credential requests send today (urllib's default agent).
 UPSTREAM_PROBE_AGENT = "regauth-upstream-auth"
+# The admin listener's readiness probe (mitm/upstream_probe.py): `GET /v2/`, no credentials.
+READINESS_AGENT = "regauth-readiness"
 DIRECT_AGENT = "regauth-tests-direct/"
 _PROBE_KEY = ("GET", "/v2/")
 
@@ -313,6 +315,8 @@ class RegistryWatch:
             if entry.user_agent in self._direct_agents:
                 continue
             key = (entry.method, logged_path(entry.uri, self.redact))
+            if key == _PROBE_KEY and entry.user_agent == READINESS_AGENT:
+                continue  # regauth's own readiness probe, not a client's request
             served.setdefault(key, []).append(
                 f"{entry.request_line} -> {entry.status} (agent {entry.user_agent!r})")
             if key == _PROBE_KEY and entry.user_agent.startswith(UPSTREAM_PROBE_AGENT):

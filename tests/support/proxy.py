@@ -33,6 +33,7 @@ class ProxyProcess:
     certs_dir: Path
     log_path: Path
     output_path: Path
+    admin_port: int | None = None  # the admin listener (/metrics, /healthz, /readyz)
 
     @property
     def url(self) -> str:
@@ -92,7 +93,10 @@ def start_proxy(workdir: Path, certs_dir: Path, policy: Path, upstream: str | No
                 timeout: float = 30.0, port: int | None = None,
                 web_port: int | None = None,
                 prefix: list[str] | None = None, listen_host: str = "127.0.0.1",
-                public_url: str | None = None) -> ProxyProcess:
+                public_url: str | None = None, admin_listen: str = "off") -> ProxyProcess:
+    # The admin listener is off unless a test asks for it (`127.0.0.1:0`: any free port): its
+    # readiness probe sends GET /v2/ to the upstream, which tests that count what reaches the
+    # upstream must not see.
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     log_path = workdir / "exchange.jsonl"
@@ -101,7 +105,7 @@ def start_proxy(workdir: Path, certs_dir: Path, policy: Path, upstream: str | No
     listen = f"[{listen_host}]" if ":" in listen_host else listen_host  # "": every address
     cmd = [*(prefix or []), str(REGAUTH), "serve", "--listen", f"{listen}:{port}",
            "--certs-dir", str(certs_dir), "--policy", str(policy), "--log", str(log_path),
-           "--registry-dir", str(workdir / "registry")]
+           "--registry-dir", str(workdir / "registry"), "--admin-listen", admin_listen]
     if upstream:
         cmd += ["--upstream", upstream]
     if public_url:
@@ -120,10 +124,14 @@ def start_proxy(workdir: Path, certs_dir: Path, policy: Path, upstream: str | No
     deadline = time.monotonic() + timeout
     # mitmproxy prints the wildcard addresses (0.0.0.0, ::) as `*`.
     pattern = re.compile(rf"listening at (?:{re.escape(listen)}|\*):{port}")
+    admin = re.compile(r"regauth admin listening at http://[^ ]*:(\d+)/")
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"regauth exited with {process.returncode}:\n{proxy.output()}")
-        if pattern.search(proxy.output()):
+        output = proxy.output()
+        found = admin.search(output)
+        if pattern.search(output) and (found or admin_listen == "off"):
+            proxy.admin_port = int(found.group(1)) if found else None
             return proxy
         time.sleep(0.1)
     proxy.stop()

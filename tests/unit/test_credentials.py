@@ -270,3 +270,21 @@ def test_the_recently_verified_rule_outlasts_every_limit(accounts):
         auth.limiter.check("ci", "10.0.0.1")
     clock.advance(30)
     assert auth.authenticate(accounts, "ci", PASSWORD, "10.0.0.1") is accounts["ci"]
+
+
+def test_verified_recently_says_when_no_bcrypt_will_run():
+    from regauth.credentials import Authenticator
+    from regauth.policy import Account
+    from tests.unit.helpers import FakeClock
+
+    clock = FakeClock()
+    account = Account("ci", hash_password("right-one", rounds=4).encode())
+    accounts = {"ci": account}
+    auth = Authenticator(clock=clock)
+    assert not auth.verified_recently(accounts, "ci", "right-one")
+    auth.authenticate(accounts, "ci", "right-one", "10.0.0.1")
+    assert auth.verified_recently(accounts, "ci", "right-one")
+    assert not auth.verified_recently(accounts, "ci", "wrong")
+    assert not auth.verified_recently(accounts, "nobody", "right-one")
+    clock.advance(auth.cache_ttl - 4)  # within the margin of expiry: treat as not cached
+    assert not auth.verified_recently(accounts, "ci", "right-one")

@@ -521,3 +521,27 @@ def test_malformed_scope_message_names_the_whole_scope(runtime, auth):
     response = _get(runtime, auth, ["repository:public/x:pull repository:Bad/Name:pull"])
     body = _assert_refused(response, 400, "invalid_scope")
     assert "'repository:Bad/Name:pull'" in body["error_description"]
+
+
+def test_only_password_checks_may_block_the_event_loop(runtime, auth):
+    from regauth.token_service import may_block
+
+    def get(authorization=None):
+        return TokenRequest("GET", {"scope": ["repository:public/a:pull"]}, None,
+                            authorization, "10.0.0.1")
+
+    password = _basic("ci", PASSWORDS["ci"])
+    assert not may_block(runtime, auth, get())                       # anonymous
+    assert may_block(runtime, auth, get(password))                   # bcrypt to come
+    assert handle_token_request(runtime, auth, get(password)).status == 200
+    assert not may_block(runtime, auth, get(password))               # cached login
+    assert may_block(runtime, auth, get(_basic("ci", "wrong")))      # may run bcrypt
+    assert may_block(runtime, auth, get(_basic("nobody", "x")))      # unknown: dummy bcrypt
+    assert not may_block(runtime, auth, get(_basic("", "a.b.c")))    # refresh token as Basic
+    assert not may_block(runtime, auth, get("Bearer abc"))            # refused, no check
+    assert not may_block(runtime, auth, get("Basic !!!"))             # malformed, refused
+    form = {"grant_type": ["password"], "username": ["ci"], "password": ["x"],
+            "client_id": ["t"]}
+    assert may_block(runtime, auth, TokenRequest("POST", {}, form, None, "10.0.0.1"))
+    refresh = {"grant_type": ["refresh_token"], "refresh_token": ["a.b.c"], "client_id": ["t"]}
+    assert not may_block(runtime, auth, TokenRequest("POST", {}, refresh, None, "10.0.0.1"))

@@ -3,27 +3,32 @@
 Order matters: connection limits first (a refused connection goes no further), option
 policing next (a refused option stops everything; the launcher also moves it to the very front
 of mitmproxy's chain), then the configuration snapshot, the embedded registry when regauth runs
-one (it holds requests while the registry restarts, before they are decided), then the request
-handler, the response rewriter, the upstream key watch (it reads the upstream's challenges the
-rewriter kept), the recorder (it records what they left), and the guard last (it kills
-whatever no decision allowed).
+one (it holds requests while the registry restarts, before they are decided), the shared
+login-limit store, the request handler, the response rewriter, the upstream key watch (it
+reads the upstream's challenges the rewriter kept), the metrics observer (before the recorder
+drops each flow's state), the recorder (it records what they left), the admin listener, and
+the guard last (it kills whatever no decision allowed).
 """
 
 from __future__ import annotations
 
+from regauth.metrics import Metrics
 from regauth.mitm import error_pages
 from regauth.mitm import framing
 from regauth.mitm import jwt_view
 from regauth.mitm import stream_isolation
+from regauth.mitm.admin import AdminServer
 from regauth.mitm.config_loader import ConfigLoader
 from regauth.mitm.conn_limits import ConnectionLimits
 from regauth.mitm.embedded_registry import EmbeddedRegistry
 from regauth.mitm.flow_state import FlowStates
 from regauth.mitm.guard import RegauthGuard
+from regauth.mitm.metrics_observer import MetricsObserver
 from regauth.mitm.options_policy import OptionPolicy
 from regauth.mitm.recorder import Recorder
 from regauth.mitm.request_handler import RequestHandler
 from regauth.mitm.response_rewriter import ResponseRewriter
+from regauth.mitm.shared_state import SharedState
 from regauth.mitm.upstream_keys import UpstreamKeyWatch
 
 
@@ -34,9 +39,17 @@ def make_addons(embedded: EmbeddedRegistry | None = None) -> list[object]:
     jwt_view.register()
     config = ConfigLoader()
     states = FlowStates()
+    handler = RequestHandler(config, states)
+    recorder = Recorder(config, states)
+    keys = UpstreamKeyWatch(states)
+    # Operations (issue 10): the shared login-limit store, the metrics observer and the admin
+    # listener.
+    shared = SharedState(handler)
+    observer = MetricsObserver(Metrics(), states)
+    admin = AdminServer(observer.metrics, config, recorder, observer, shared)
     first: list[object] = [ConnectionLimits(), OptionPolicy(), config]
     if embedded is not None:
         embedded.attach(config)
         first.append(embedded)
-    return [*first, RequestHandler(config, states), ResponseRewriter(states),
-            UpstreamKeyWatch(states), Recorder(config, states), RegauthGuard()]
+    return [*first, shared, handler, ResponseRewriter(states), keys, observer, recorder, admin,
+            RegauthGuard()]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,27 @@ class ServeConfig:
     web_port: int = 8081
     extra: tuple[str, ...] = ()
     registry_dir: Path | None = None  # run the embedded registry here (then `upstream` is it)
+    # HOST:PORT or "off"; None: DEFAULT_ADMIN_LISTEN if that port is free (else off, with a
+    # warning: a second regauth on one host should not fail for want of the default port).
+    admin_listen: str | None = None
+    state: str = ""  # login-limit counters: "" in memory, or redis://HOST:PORT/DB
+
+
+DEFAULT_ADMIN_LISTEN = "127.0.0.1:9090"
+
+
+def resolve_admin_listen(value: str | None) -> str:
+    """The admin address to use; see ServeConfig.admin_listen."""
+    if value is not None:
+        return value
+    try:
+        with socket.create_server(("127.0.0.1", 9090)):
+            pass
+    except OSError:
+        print(f"admin listener off: {DEFAULT_ADMIN_LISTEN} is in use (set --admin-listen or "
+              "REGAUTH_ADMIN_LISTEN)", file=sys.stderr, flush=True)
+        return "off"
+    return DEFAULT_ADMIN_LISTEN
 
 
 def mitmproxy_args(config: ServeConfig, web_password_hash: str | None) -> list[str]:
@@ -60,7 +82,10 @@ def mitmproxy_args(config: ServeConfig, web_password_hash: str | None) -> list[s
         "--set", f"regauth_certs_dir={config.certs_dir}",
         "--set", f"regauth_public_url={config.public_url}",
         "--set", f"regauth_log={config.log}",
+        "--set", f"regauth_admin_listen={resolve_admin_listen(config.admin_listen)}",
     ]
+    if config.state:
+        args += ["--set", f"regauth_state={config.state}"]
     if config.upstream_ca is not None:
         args += ["--set", f"ssl_verify_upstream_trusted_ca={config.upstream_ca}",
                  "--set", f"regauth_upstream_ca={config.upstream_ca}"]
@@ -94,11 +119,15 @@ def _master_class(web: bool, embedded: EmbeddedRegistry | None = None) -> type:
     class RegauthMaster(Base):  # type: ignore[misc, valid-type]
         def __init__(self, options, **kwargs) -> None:  # type: ignore[no-untyped-def]
             super().__init__(options, **kwargs)
+            prune_inert_addons(self.addons)
             addons = make_addons(embedded)
-            self.addons.add(*addons)
             policy = next(a for a in addons if isinstance(a, OptionPolicy))
-            place_before_view(self.addons.chain, [a for a in addons[:-1] if a is not policy],
-                              getattr(self, "view", None))
+            # One top-level entry for regauth's addons (the option policy and the guard stay
+            # on their own): mitmproxy pays a context manager and a coroutine per top-level
+            # addon and event, eight events per request (bench/control.py).
+            group = RegauthAddons([a for a in addons[:-1] if a is not policy])
+            self.addons.add(policy, group, addons[-1])
+            place_before_view(self.addons.chain, [group], getattr(self, "view", None))
             # The option policy sees every option change before any other addon acts on it
             # (mitmproxy rolls a refused change back, but an addon configured before the
             # refusal would already have opened a file, started a replay or moved a listener).
@@ -106,6 +135,32 @@ def _master_class(web: bool, embedded: EmbeddedRegistry | None = None) -> type:
             self.addons.chain.insert(0, policy)
 
     return RegauthMaster
+
+
+# mitmproxy's default addons that can never act in regauth: every option that would make them
+# act is pinned to its default by the option policy (options_policy.STARTUP_OPTIONS; a unit
+# test checks it), and at those defaults their hooks return at once, or they only add
+# commands (which stay registered). Onboarding is pinned *on*, but only answers requests to
+# `mitm.it`, which in reverse mode could only be the upstream itself: regauth decides alone.
+# Each addon in the chain costs every event of every request, so they are taken out of it.
+INERT_ADDONS = frozenset({
+    "AntiCache", "AntiComp", "BlockList", "Browser", "ClientPlayback", "Comment", "Cut",
+    "DnsResolver", "Export", "MapLocal", "MapRemote", "ModifyBody", "ModifyHeaders",
+    "Onboarding", "ProxyAuth", "Save", "SaveHar", "ServerPlayback", "StickyAuth",
+    "StickyCookie", "StripDnsHttpsRecords", "UpstreamAuth",
+})
+
+
+def prune_inert_addons(manager) -> None:  # type: ignore[no-untyped-def]
+    """Take INERT_ADDONS out of the event chain; their options and commands stay."""
+    manager.chain = [a for a in manager.chain if type(a).__name__ not in INERT_ADDONS]
+
+
+class RegauthAddons:
+    """regauth's addons as the children of one chain entry, in make_addons() order."""
+
+    def __init__(self, children: list[object]) -> None:
+        self.addons = children
 
 
 def place_before_view(chain: list[object], ours: list[object], view: object | None) -> None:
@@ -119,6 +174,34 @@ def place_before_view(chain: list[object], ours: list[object], view: object | No
         chain.remove(addon)
     at = chain.index(view)
     chain[at:at] = ours
+
+
+class _NoStreamingNotices(logging.Filter):
+    """mitmproxy logs `Streaming response from HOST.` (and `Streaming request to`) at info for
+    every streamed message; regauth streams every upstream response, so that is a console
+    line, two writes and a loop wake-up per request, saying nothing (bench/control.py)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.msg
+        return not (isinstance(message, str) and message.startswith(
+            ("Streaming response from ", "Streaming request to ")))
+
+
+def quiet_streaming_notices() -> None:
+    logging.getLogger("mitmproxy.proxy.server").addFilter(_NoStreamingNotices())
+
+
+def ensure_dhparam(certs_dir: Path) -> None:
+    """Write mitmproxy's DH parameters next to its CA atomically: replicas starting together
+    on one certs directory would otherwise race on mitmproxy's own truncate-and-write."""
+    from mitmproxy.certs import DEFAULT_DHPARAM
+
+    target = certs_dir / pki.PRIVATE_DIR / "mitmproxy-dhparam.pem"
+    if target.exists():
+        return
+    temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
+    temporary.write_bytes(DEFAULT_DHPARAM)
+    temporary.replace(target)
 
 
 def serve(config: ServeConfig) -> int:
@@ -161,6 +244,8 @@ def _serve(config: ServeConfig, embedded: EmbeddedRegistry | None) -> int:
     from mitmproxy.tools import cmdline
     from mitmproxy.tools.main import run
 
+    ensure_dhparam(config.certs_dir)
+    quiet_streaming_notices()
     parser = cmdline.mitmweb if config.web else cmdline.mitmdump
     master = run(_master_class(config.web, embedded), parser,
                  mitmproxy_args(config, web_hash))

@@ -239,7 +239,10 @@ async def running(policy: Path | None, certs_dir: Path, log: Path | None = None,
                   **options: object) -> AsyncIterator[Harness]:
     """The configured, running addon chain; `policy=None` runs without a policy."""
     addons = make_addons()
-    harness = Harness(None, *addons, log=log)  # type: ignore[arg-type]
+    by_type = {type(addon): addon for addon in addons}
+    harness = Harness(None, *(by_type[t] for t in (  # type: ignore[arg-type]
+        ConnectionLimits, OptionPolicy, ConfigLoader, RequestHandler, ResponseRewriter,
+        UpstreamKeyWatch, Recorder, RegauthGuard)), log=log)
     with restoring_log_handlers(), taddons.context(*addons) as tctx:
         harness.tctx = tctx
         settings: dict[str, object] = {

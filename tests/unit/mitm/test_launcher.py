@@ -40,7 +40,10 @@ def _pairs(args: list[str]) -> list[tuple[str, str]]:
 def test_the_arguments_of_regauth_serve(tmp_path, certs_dir):
     policy = tmp_path / "p.yaml"
     args = mitmproxy_args(_config(tmp_path, policy, certs_dir), None)
-    assert _pairs(args) == [
+    pairs = _pairs(args)
+    admin = [p for p in pairs if p[1].startswith("regauth_admin_listen=")]
+    assert len(admin) == 1  # the default address, or off if it is taken on this host
+    assert [p for p in pairs if p not in admin] == [
         ("--mode", f"reverse:{UPSTREAM}@127.0.0.1:5443"),
         ("--set", f"confdir={certs_dir / 'private'}"),
         ("--set", "connection_strategy=lazy"), ("--set", "http3=false"),
@@ -121,13 +124,14 @@ def test_regauth_serve_starts_with_its_addons_in_place(web, tmp_path, certs_dir,
     names = [type(a).__name__ for a in chain]
     # The option policy runs first of all (a refused option is never acted on), the guard last.
     assert names[0] == "OptionPolicy"
-    ours = ["ConnectionLimits", "ConfigLoader", "RequestHandler", "ResponseRewriter",
-            "UpstreamKeyWatch", "Recorder"]
-    start = names.index("ConnectionLimits")
-    assert names[start:start + len(ours)] == ours
+    group = chain[names.index("RegauthAddons")]
+    ours = ["ConnectionLimits", "ConfigLoader", "SharedState", "RequestHandler",
+            "ResponseRewriter", "UpstreamKeyWatch", "MetricsObserver", "Recorder", "AdminServer"]
+    assert [type(a).__name__ for a in group.addons] == ours
     assert isinstance(chain[-1], RegauthGuard)
     if web:
-        assert chain[start + len(ours)] is master.view  # regauth decides before the view shows
+        # regauth decides before the view shows anything
+        assert chain[names.index("RegauthAddons") + 1] is master.view
     config = master.addons.get("configloader")
     assert config.active is not None and config.active.upstream.url == UPSTREAM
     options = master.options

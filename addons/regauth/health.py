@@ -1,0 +1,46 @@
+"""Readiness: whether a regauth process should receive traffic (no I/O here).
+
+A load balancer or Kubernetes sends a replica traffic only while `/readyz` answers 200
+(`mitm/admin.py`); this module says when that is:
+
+- a policy and a signing key are loaded (without them every request is refused with 503);
+- the signing certificate has not expired (registries check the `x5c` certificate);
+- the upstream registry answered the probe (`GET /v2/`, any HTTP status counts: a 401 is an
+  alive registry) within the last `window` seconds.
+
+Liveness (`/healthz`) is simpler: the handler runs on the proxy's event loop, so any answer
+proves that the process and its loop respond.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    reasons: tuple[str, ...]  # why not ready; empty when ready
+
+    def body(self) -> str:
+        return "ready\n" if self.ready else "".join(f"not ready: {r}\n" for r in self.reasons)
+
+
+def readiness(policy_loaded: bool, signer_not_after: float | None, upstream_answered: float | None,
+              upstream_error: str | None, now: float, window: float) -> Readiness:
+    """`signer_not_after` and `upstream_answered` are Unix times (None: no key / never
+    answered); `upstream_error` is the last probe failure, for the reason text."""
+    reasons: list[str] = []
+    if not policy_loaded:
+        reasons.append("no valid policy and signing key loaded")
+    elif signer_not_after is None:
+        reasons.append("no signing key loaded")
+    elif signer_not_after <= now:
+        reasons.append("the token-signing certificate has expired")
+    if upstream_answered is None:
+        reasons.append("the upstream registry has not answered yet" +
+                       (f" ({upstream_error})" if upstream_error else ""))
+    elif now - upstream_answered > window:
+        reasons.append(f"the upstream registry has not answered for {now - upstream_answered:.0f}"
+                       f" s" + (f" ({upstream_error})" if upstream_error else ""))
+    return Readiness(not reasons, tuple(reasons))

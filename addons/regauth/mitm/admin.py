@@ -1,0 +1,236 @@
+"""The admin listener: `/metrics`, `/healthz`, `/readyz` on their own socket.
+
+`regauth_admin_listen` = `HOST:PORT` (port 0: any free port, logged) or `off`. The socket is
+bound while options are applied, so a port that cannot be bound stops regauth at start-up
+(exit 1) like a bad policy; the server itself is tornado (already in the process: mitmproxy
+depends on it) on the proxy's event loop. It is a separate socket, never a route of the proxy
+port: the proxy only ever forwards to its upstream.
+
+- `GET /metrics`: Prometheus text format (`regauth.metrics`).
+- `GET /healthz`: 200 `ok` whenever the handler runs, i.e. the process and its event loop
+  respond (liveness).
+- `GET /readyz`: 200 `ready`, or 503 with one `not ready: REASON` line per reason
+  (`regauth.health`); the upstream is probed every `regauth_upstream_check_seconds`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+
+from mitmproxy import ctx
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import generate_latest
+from prometheus_client.metrics_core import Metric
+from tornado import netutil
+from tornado import web
+from tornado.httpserver import HTTPServer
+
+from regauth import health
+from regauth.metrics import Metrics
+from regauth.metrics import counter
+from regauth.metrics import gauge
+from regauth.mitm.config_loader import ConfigLoader
+from regauth.mitm.metrics_observer import MetricsObserver
+from regauth.mitm.recorder import Recorder
+from regauth.mitm.shared_state import SharedState
+from regauth.mitm.upstream_probe import UpstreamProbe
+from regauth.urls import Origin
+from regauth.urls import parse_listen
+
+logger = logging.getLogger(__name__)
+
+
+class _Handler(web.RequestHandler):
+    def initialize(self, admin: AdminServer) -> None:
+        self.admin = admin
+
+    def set_default_headers(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+
+
+class _MetricsHandler(_Handler):
+    def get(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.write(generate_latest(self.admin.metrics.registry))
+
+
+class _HealthHandler(_Handler):
+    def get(self) -> None:
+        self.write("ok\n")
+
+
+class _ReadyHandler(_Handler):
+    def get(self) -> None:
+        state = self.admin.readiness()
+        self.set_status(200 if state.ready else 503)
+        self.write(state.body())
+
+
+class AdminServer:
+    """Owns the admin socket, the tornado server on it, the upstream probe and the samplers
+    that read, at scrape time, what other addons already count."""
+
+    def __init__(self, metrics: Metrics, config: ConfigLoader, recorder: Recorder,
+                 observer: MetricsObserver, shared: SharedState) -> None:
+        self.metrics = metrics
+        self.config = config
+        self.recorder = recorder
+        self.observer = observer
+        self.shared = shared
+        self.sockets: list[socket.socket] = []
+        self.server: HTTPServer | None = None
+        self.probe = UpstreamProbe(self._probe_target, 2.0)
+        self._seen_active: object = None
+        self._loaded_at: float | None = None
+        self._started = False
+        self.bind_error: str | None = None
+        self._state_checks: asyncio.Task[None] | None = None
+        metrics.add_sampler(self._sample)
+
+    def load(self, loader) -> None:  # type: ignore[no-untyped-def]
+        loader.add_option("regauth_admin_listen", str, "off",
+                          "HOST:PORT of the admin listener (/metrics, /healthz, /readyz), or "
+                          "off.")
+        loader.add_option("regauth_upstream_check_seconds", int, 2,
+                          "How often the readiness probe asks the upstream for /v2/; /readyz "
+                          "fails when it has not answered for three times this long.")
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """Where the admin listener is bound (the real port when 0 was asked for)."""
+        if not self.sockets:
+            return None
+        host, port = self.sockets[0].getsockname()[:2]
+        return host, port
+
+    def configure(self, updated: set[str]) -> None:
+        active = self.config.active
+        if active is not None and active is not self._seen_active:
+            self._seen_active = active
+            self._loaded_at = time.time()
+        if "regauth_upstream_check_seconds" in updated:
+            if ctx.options.regauth_upstream_check_seconds < 1 and not self._started:
+                self.bind_error = "regauth_upstream_check_seconds must be at least 1"
+            self.probe.interval = float(max(1, ctx.options.regauth_upstream_check_seconds))
+        if "regauth_admin_listen" not in updated or self._started:
+            return
+        value = ctx.options.regauth_admin_listen.strip()
+        self._close_sockets()
+        self.observer.enabled = value.lower() != "off"
+        if not self.observer.enabled:
+            return
+        try:
+            host, port = parse_listen(value)
+            self.sockets = netutil.bind_sockets(port, host, reuse_port=False)
+        except (ValueError, OSError) as e:
+            # Reported in `running`, where an error stops mitmproxy's start-up (errorcheck);
+            # an OptionsError here would be replaced by the roll-back's own complaints.
+            self.observer.enabled = False
+            self.bind_error = f"admin listener {value}: {e}"
+
+    async def running(self) -> None:
+        self._started = True
+        if self.bind_error:
+            logger.error("regauth: %s", self.bind_error)  # errorcheck exits on this
+            return
+        if not self.sockets:
+            return
+        app = web.Application([
+            (r"/metrics", _MetricsHandler, {"admin": self}),
+            (r"/healthz", _HealthHandler, {"admin": self}),
+            (r"/readyz", _ReadyHandler, {"admin": self}),
+        ], log_function=lambda handler: None)  # probes every second would flood the console
+        self.server = HTTPServer(app, idle_connection_timeout=60)
+        self.server.add_sockets(self.sockets)
+        host, port = self.address or ("", 0)
+        shown = f"[{host}]" if ":" in host else host
+        logger.info("regauth admin listening at http://%s:%d/ (/metrics, /healthz, /readyz)",
+                    shown, port)
+        self.probe.start()
+        if self.shared.store is not None:
+            self._state_checks = asyncio.get_running_loop().create_task(
+                self._check_state(), name="regauth state store check")
+
+    async def _check_state(self) -> None:
+        """Keep the store's availability current between logins (for the metrics)."""
+        while True:
+            await asyncio.sleep(self.probe.interval * 5)
+            store = self.shared.store
+            try:
+                if store is not None:
+                    await asyncio.to_thread(store.check)
+            except Exception as e:  # the last line: this task must never die
+                logger.error("regauth: state store check failed unexpectedly: %r", e)
+
+    def _probe_target(self) -> tuple[Origin, ssl.SSLContext | None] | None:
+        active = self.config.active
+        if active is None:
+            return None
+        context = None
+        if active.upstream.scheme == "https":
+            context = ssl.create_default_context(cafile=ctx.options.regauth_upstream_ca or None)
+        return active.upstream, context
+
+    def readiness(self) -> health.Readiness:
+        active = self.config.active
+        signer = active.runtime.keyring.signer if active is not None else None
+        not_after = signer.certificate.not_valid_after_utc.timestamp() \
+            if signer is not None and signer.private_key is not None else None
+        return health.readiness(active is not None, not_after, self.probe.answered,
+                                self.probe.error, time.time(), self.probe.window)
+
+    def _sample(self) -> Iterator[Metric]:
+        reloads = self.config.reloads
+        yield counter("regauth_policy_reloads", "Policy reload attempts (start-up excluded)",
+                      [({"result": r}, reloads.get(r, 0)) for r in ("ok", "refused", "error")],
+                      ("result",))
+        loaded = [t for t in (self.config.last_reload_success, self._loaded_at) if t]
+        if loaded:
+            yield gauge("regauth_policy_last_reload_success_timestamp_seconds",
+                        "When the policy in force was loaded (Unix time)", [({}, max(loaded))])
+        active = self.config.active
+        if active is not None:
+            not_after = active.runtime.keyring.signer.certificate.not_valid_after_utc
+            yield gauge("regauth_signing_key_not_after_timestamp_seconds",
+                        "notAfter of the token-signing certificate in use (Unix time)",
+                        [({}, not_after.timestamp())])
+        log = self.recorder.exchange_log
+        # `records_lost` comes with the robust exchange log; absent before it.
+        lost = getattr(log, "records_lost", 0) if log is not None else 0
+        yield counter("regauth_log_records_dropped", "Exchange-log records that could not be "
+                      "written", [({}, float(lost))])
+        yield gauge("regauth_client_connections", "Client connections by state",
+                    [({"state": s}, n) for s, n in self.observer.connection_states().items()],
+                    ("state",))
+        yield gauge("regauth_upstream_up", "1 while the upstream answered the readiness probe "
+                    "within its window", [({}, float(self.readiness_upstream()))])
+        store = self.shared.store
+        if store is not None:
+            yield gauge("regauth_state_store_up", "1 while the shared state store (Redis) "
+                        "answers", [({}, float(store.available))])
+            yield counter("regauth_state_store_errors", "Login-limit operations served from "
+                          "this process's memory because the shared store failed",
+                          [({}, float(store.errors))])
+
+    def readiness_upstream(self) -> bool:
+        answered = self.probe.answered
+        return answered is not None and time.time() - answered <= self.probe.window
+
+    def _close_sockets(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        self.sockets = []
+
+    async def done(self) -> None:
+        await self.probe.stop()
+        if self._state_checks is not None:
+            self._state_checks.cancel()
+        if self.server is not None:
+            self.server.stop()
+        self._close_sockets()
