@@ -609,7 +609,7 @@ def test_oversized_request_is_refused(stack: Stack, case: str) -> None:
 
 NON_REGISTRY = ["/", "/debug/vars", "/debug/pprof/", "/metrics", "/v1/_ping",
                 "/v1/repositories/public/app/images", "/v1/search?q=app", "/V2/",
-                "/V2/public/app/manifests/1", "/v2token", "/v3/", "/favicon.ico", "*"]
+                "/V2/public/app/manifests/1", "/v2token", "/v3/", "/favicon.ico"]
 
 
 @pytest.mark.parametrize("anonymous", [True, False], ids=["anonymous", "with-token"])
@@ -620,6 +620,17 @@ def test_non_registry_path_is_404(stack: Stack, ci_token: str, path: str,
     assert attempt.reply.status == 404, (attempt.reply.status, attempt.reply.body)
     assert attempt.reply.header("www-authenticate") is None
     assert attempt.reply.error_codes() == [NO_ROUTE], attempt.reply.body
+    attempt.assert_nothing_forwarded()
+
+
+@pytest.mark.parametrize("target", ["*", "v2/", "/v2/ x"])
+def test_a_target_outside_the_origin_form_is_400(stack: Stack, ci_token: str,
+                                                  target: str) -> None:
+    # An asterisk-form or relative target, or one with spaces or controls (possible in an
+    # HTTP/2 :path, which goes into the registry's request line), is never routed.
+    attempt = stack.attempt("GET", target, ci_token)
+    assert attempt.reply.status == 400, (attempt.reply.status, attempt.reply.body)
+    assert attempt.reply.header("www-authenticate") is None
     attempt.assert_nothing_forwarded()
 
 
