@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import time
 from collections.abc import Callable
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from dataclasses import field
@@ -38,6 +39,9 @@ from tests.support.conformance import MANIFEST_TYPE
 from tests.support.conformance import Endpoint
 from tests.support.conformance import image_manifest
 from tests.support.conformance import observe
+from tests.support.invariant import RegistryWatch
+from tests.support.invariant import assert_registry_saw_only_decided
+from tests.support.invariant import capability_redactor
 from tests.support.proxy import start_proxy
 from tests.unit.helpers import build_runtime
 
@@ -243,6 +247,7 @@ class Sides:
     distribution: Endpoint
     mint: Callable[..., str]
     seeded: dict[str, str]
+    invariant: RegistryWatch
 
 
 @pytest.fixture(scope="module")
@@ -262,8 +267,11 @@ def sides(tmp_path_factory: pytest.TempPathFactory, certs_dir: Path,
         plain = RegistryProcess(workdir / "plain")
         plain.start()
         stack.callback(plain.stop)
+        # Everything reaching the registry behind regauth was decided by regauth (issue 14).
+        invariant = RegistryWatch(plain, redact=capability_redactor(workdir / "policy.yaml"))
         proxy = start_proxy(workdir / "proxy", certs_dir, workdir / "policy.yaml", plain.url)
         stack.callback(proxy.stop)
+        invariant.add_exchange_log(proxy.log_path)
         bundle = workdir / "bundle.pem"
         bundle.write_text(pki.bundle_pem(pki.load_signing_keys(certs_dir)))
         token_mode = RegistryProcess(workdir / "token", token=TokenAuth(
@@ -279,7 +287,14 @@ def sides(tmp_path_factory: pytest.TempPathFactory, certs_dir: Path,
             side.push_blob("conf/app", CONFIG, token)
             seeded["manifest"] = side.push_manifest("conf/app", "v1", MANIFEST, token)
             seeded["source"] = side.push_blob("conf/src", SOURCE_BLOB, token)
-        yield Sides(regauth, distribution, mint, seeded)
+        yield Sides(regauth, distribution, mint, seeded, invariant)
+
+
+@pytest.fixture(autouse=True)
+def registry_saw_only_decided(sides: Sides) -> Iterator[None]:
+    """Every case ends with the invariant of issue 14 (tests/support/invariant.py)."""
+    yield
+    assert_registry_saw_only_decided(sides.invariant)
 
 
 def _authorization(sides: Sides, case: Case, state: str) -> dict[str, str]:

@@ -55,7 +55,7 @@ def _serve_args() -> dict[str, str]:
     args = container["args"]
     assert args[0] == "serve"
     parsed = build_parser().parse_args(args)  # regauth itself accepts these arguments
-    assert parsed.func.__name__ == "cmd_serve"
+    assert parsed.func.__name__ == "serve"
     return {k: v for k, _, v in (a.partition("=") for a in args[1:])}
 
 

@@ -83,7 +83,9 @@ class MetricsObserver:
         response = flow.response
         if state.kind == "token":
             if response is not None:
-                self.metrics.token_answered(response.status_code, state.token_record or {},
+                trace = state.token_trace
+                self.metrics.token_answered(response.status_code,
+                                            trace.as_record() if trace is not None else {},
                                             state.client_authorization is not None)
             return
         if state.kind == "jwks":
