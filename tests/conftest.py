@@ -21,6 +21,9 @@ from regauth.registry_process import free_port
 from tests.support.docker import DockerClient
 from tests.support.docker import Dockerd
 from tests.support.docker import daemon_trust
+from tests.support.invariant import RegistryWatch
+from tests.support.invariant import assert_registry_saw_only_decided
+from tests.support.invariant import capability_redactor
 from tests.support.oci import make_layout
 from tests.support.podman import PodmanClient
 from tests.support.podman import PodmanStorage
@@ -119,7 +122,19 @@ def write_policy(tmp_path: Path, password_hashes: dict[str, str]) -> Callable[..
 
 
 @pytest.fixture
-def make_registry(tmp_path: Path, certs_dir: Path) -> Iterator[Callable[..., RegistryProcess]]:
+def registry_watches() -> dict[str, RegistryWatch]:
+    """Per test: a RegistryWatch (tests/support/invariant.py) for every registry `make_registry`
+    started, by URL; `make_proxy` adds each regauth in front of one."""
+    return {}
+
+
+@pytest.fixture
+def make_registry(tmp_path: Path, certs_dir: Path, registry_watches: dict[str, RegistryWatch],
+                  request: pytest.FixtureRequest) -> Iterator[Callable[..., RegistryProcess]]:
+    """Start real registries; at the end of the test, every registry with a regauth in front of
+    it must have seen only requests regauth decided (issue 14's invariant). Tests that talk to
+    a registry directly on purpose use `registry_watches[url].direct(...)`, or are marked
+    `no_invariant` with the reason."""
     started: list[RegistryProcess] = []
 
     def make(auth: str = "none", name: str = "registry", realm: str | None = None,
@@ -135,15 +150,26 @@ def make_registry(tmp_path: Path, certs_dir: Path) -> Iterator[Callable[..., Reg
                                    htpasswd=htpasswd if auth == "htpasswd" else None, tls=tls)
         registry.start()
         started.append(registry)
+        # Regauth's own upstream discovery (inject with Bearer credentials) is allowed: it
+        # carries its own User-Agent.
+        registry_watches[registry.url] = RegistryWatch(registry, upstream_probes=1000)
         return registry
 
     yield make
-    for registry in started:
-        registry.stop()
+    try:
+        if request.node.get_closest_marker("no_invariant") is None:
+            for registry in started:
+                watch = registry_watches[registry.url]
+                if watch.exchange_logs:
+                    assert_registry_saw_only_decided(watch)
+    finally:
+        for registry in started:
+            registry.stop()
 
 
 @pytest.fixture
-def make_proxy(tmp_path: Path, certs_dir: Path) -> Iterator[Callable[..., ProxyProcess]]:
+def make_proxy(tmp_path: Path, certs_dir: Path, registry_watches: dict[str, RegistryWatch]
+               ) -> Iterator[Callable[..., ProxyProcess]]:
     started: list[ProxyProcess] = []
 
     def make(policy: Path, upstream: str | None, name: str = "proxy", **kwargs: object
@@ -152,6 +178,11 @@ def make_proxy(tmp_path: Path, certs_dir: Path) -> Iterator[Callable[..., ProxyP
         proxy = start_proxy(tmp_path / name, policy=policy, upstream=upstream,
                             **kwargs)  # type: ignore[arg-type]
         started.append(proxy)
+        watch = registry_watches.get(upstream or "")
+        if watch is not None:
+            env = kwargs.get("env")
+            watch.redact = capability_redactor(policy, env if isinstance(env, dict) else None)
+            watch.add_exchange_log(proxy.log_path)
         return proxy
 
     yield make

@@ -24,6 +24,9 @@ from pathlib import Path
 import yaml
 
 REGISTRY_BINARY = "docker-registry"
+# The start-up readiness check's User-Agent: regauth's own request, told apart in the
+# registry's access log from anything regauth forwards.
+READY_AGENT = "regauth-registry-start"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -142,7 +145,9 @@ class RegistryProcess:
                                    f"see {self.log_path}")
             try:
                 context = ssl._create_unverified_context() if self.tls else None  # readiness only
-                urllib.request.urlopen(f"{self.url}/v2/", timeout=1, context=context).close()
+                probe = urllib.request.Request(f"{self.url}/v2/",
+                                               headers={"User-Agent": READY_AGENT})
+                urllib.request.urlopen(probe, timeout=1, context=context).close()
                 return
             except urllib.error.HTTPError:
                 return  # 401 in token/htpasswd mode: it is up

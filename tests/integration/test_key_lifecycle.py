@@ -148,7 +148,7 @@ def _ci_token(proxy: ProxyProcess) -> str:
 
 @pytest.mark.parametrize("mode", ["delegate", "enforce"])
 def test_a_registry_with_a_stale_bundle_names_the_key_it_does_not_trust(
-        tmp_path, write_policy, make_registry, make_proxy, mode):
+        tmp_path, write_policy, make_registry, make_proxy, registry_watches, mode):
     certs = tmp_path / "certs"
     pki.init_certs(certs)
     port = free_port()
@@ -164,14 +164,12 @@ def test_a_registry_with_a_stale_bundle_names_the_key_it_does_not_trust(
     wait_for_output(proxy, f"tokens are signed with key {name}")
     kid = libtrust_kid(next(k for k in pki.load_signing_keys(certs)
                             if k.name == name).public_key)
-    direct = urllib.request.Request(f"{registry.url}/v2/demo/app/blobs/uploads/",
-                                    method="POST", headers={"Authorization": "Bearer x"})
     refused = [_upload_start(proxy, _ci_token(proxy)) for _ in range(3)]
     # The client gets the registry's answer: its 401 and its error body.
-    try:
-        urllib.request.urlopen(direct)
-    except urllib.error.HTTPError as e:
-        registry_body = json.loads(e.read())
+    status, _, body = registry_watches[registry.url].direct(
+        "POST", "/v2/demo/app/blobs/uploads/", b"", {"Authorization": "Bearer x"})
+    assert status == 401
+    registry_body = json.loads(body)
     for reply in refused:
         assert reply.status == 401
         assert reply.json()["errors"][0]["code"] == registry_body["errors"][0]["code"]

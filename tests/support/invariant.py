@@ -61,8 +61,10 @@ from urllib.parse import parse_qsl
 
 # What regauth's upstream-credential requests send today (urllib's default agent).
 UPSTREAM_PROBE_AGENT = "regauth-upstream-auth"
-# The admin listener's readiness probe (mitm/upstream_probe.py): `GET /v2/`, no credentials.
-READINESS_AGENT = "regauth-readiness"
+# regauth's own `GET /v2/`s without credentials: the admin listener's readiness probe
+# (mitm/upstream_probe.py) and the start-up check of a (re)started registry
+# (registry_process.READY_AGENT).
+OWN_PROBE_AGENTS = frozenset({"regauth-readiness", "regauth-registry-start"})
 DIRECT_AGENT = "regauth-tests-direct/"
 _PROBE_KEY = ("GET", "/v2/")
 
@@ -315,8 +317,8 @@ class RegistryWatch:
             if entry.user_agent in self._direct_agents:
                 continue
             key = (entry.method, logged_path(entry.uri, self.redact))
-            if key == _PROBE_KEY and entry.user_agent == READINESS_AGENT:
-                continue  # regauth's own readiness probe, not a client's request
+            if key == _PROBE_KEY and entry.user_agent in OWN_PROBE_AGENTS:
+                continue  # regauth's own probe, not a client's request
             served.setdefault(key, []).append(
                 f"{entry.request_line} -> {entry.status} (agent {entry.user_agent!r})")
             if key == _PROBE_KEY and entry.user_agent.startswith(UPSTREAM_PROBE_AGENT):
