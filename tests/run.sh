@@ -12,7 +12,7 @@ cd "$(dirname "$(readlink -f "$0")")/.."
 declare -A packages=([docker-registry]=docker-registry [skopeo]=skopeo [ctr]=containerd
                      [haproxy]=haproxy [redis-server]=redis-server [systemd-analyze]=systemd
                      [containerd]=containerd [curl]=curl [htpasswd]=apache2-utils
-                     [faketime]=faketime [openssl]=openssl
+                     [faketime]=faketime [openssl]=openssl [git]=git [prlimit]=util-linux
                      [/usr/sbin/dockerd]=docker.io [/usr/bin/docker]=docker.io
                      [/usr/bin/podman]=podman)
 missing=()
