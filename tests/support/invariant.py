@@ -61,15 +61,17 @@ from urllib.parse import parse_qsl
 
 # What regauth's upstream-credential requests send today (urllib's default agent).
 UPSTREAM_PROBE_AGENT = "regauth-upstream-auth"
-# regauth's own `GET /v2/`s without credentials: the admin listener's readiness probe
-# (mitm/upstream_probe.py) and the start-up check of a (re)started registry
-# (registry_process.READY_AGENT).
-OWN_PROBE_AGENTS = frozenset({"regauth-readiness", "regauth-registry-start"})
+# regauth's own `GET /v2/`s: the readiness probe (mitm/upstream_probe.py), the start-up check
+# of a (re)started registry (registry_process.READY_AGENT), and in delegate mode the delegate
+# check's request with a probe token for no access (upstream_probe.DELEGATE_AGENT).
+OWN_PROBE_AGENTS = frozenset({"regauth-readiness", "regauth-registry-start",
+                              "regauth-delegate-check"})
 DIRECT_AGENT = "regauth-tests-direct/"
 _PROBE_KEY = ("GET", "/v2/")
 
 # mitm/records.py: query keys never written to the exchange log.
-_SECRET_QUERY_KEYS = ("password", "refresh_token", "token", "access_token", "client_secret")
+_SECRET_QUERY_KEYS = ("password", "refresh_token", "token", "access_token", "client_secret",
+                      "_state")
 
 _QUOTED = r'((?:[^"\\]|\\.)*)'
 _ACCESS_LINE = re.compile(

@@ -104,6 +104,7 @@ def mitmproxy_args(config: ServeConfig, web_password_hash: str | None) -> list[s
 
 
 def _master_class(web: bool, embedded: EmbeddedRegistry | None = None) -> type:
+    from regauth.mitm import log_safety
     from regauth.mitm.addons_list import make_addons
     from regauth.mitm.options_policy import OptionPolicy
 
@@ -119,6 +120,9 @@ def _master_class(web: bool, embedded: EmbeddedRegistry | None = None) -> type:
     class RegauthMaster(Base):  # type: ignore[misc, valid-type]
         def __init__(self, options, **kwargs) -> None:  # type: ignore[no-untyped-def]
             super().__init__(options, **kwargs)
+            # The master's addons installed the console and event-log handlers: from now on
+            # every record they show has capability ids hidden and control characters escaped.
+            log_safety.install()
             prune_inert_addons(self.addons)
             addons = make_addons(embedded)
             policy = next(a for a in addons if isinstance(a, OptionPolicy))

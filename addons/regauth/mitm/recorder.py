@@ -2,8 +2,10 @@
 
 When a flow ends (`response` or `error`), its record is built (`records.build_record`) and
 written to the JSONL exchange log, the flow is linked to its conversation (challenge → token
-request → retries), its secrets are removed from the stored copy (`scrub`), and it gets a
-one-line comment and a marker for mitmweb.
+request → retries; a presented token links only when it is genuine, `records.trusted_jti`),
+its secrets are removed from the stored copy (`scrub`), and it gets a one-line comment and a
+marker for mitmweb. The comment is what mitmweb, its exports and flow files show: capability
+ids hidden and control characters escaped before it is set (`scrub.shown_text`).
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from regauth import rewrite
 from regauth.exchange import Conversations
 from regauth.exchange import new_id
 from regauth.exchange_log import ExchangeLog
+from regauth.mitm import scrub
 from regauth.mitm.config_loader import ConfigLoader
 from regauth.mitm.flow_state import FlowState
 from regauth.mitm.flow_state import FlowStates
 from regauth.mitm.guard import fail_closed
 from regauth.mitm.records import build_record
 from regauth.mitm.records import comment_and_marker
+from regauth.mitm.records import trusted_jti
 from regauth.mitm.scrub import scrub_request
 from regauth.mitm.scrub import scrub_token_response
 
@@ -34,6 +38,8 @@ class Recorder:
         self.states = states
         self.conversations = Conversations()
         self.exchange_log: ExchangeLog | None = None
+        # What mitmweb and the console show hides the ids of the policy in force.
+        scrub.SHOWN.follow(lambda: config.active)
 
     def load(self, loader) -> None:  # type: ignore[no-untyped-def]
         loader.add_option("regauth_log", str, "logs/exchange.jsonl",
@@ -86,12 +92,14 @@ class Recorder:
                 if value.lower().startswith("bearer"):
                     challenge_scopes = rewrite.challenge_scopes(value)
                     break
+        # A request presenting a genuine token stays in the conversation that issued it; a
+        # forged one naming that token's jti does not.
+        issued_in = self.conversations.for_token(trusted_jti(flow, state))
         if challenge_scopes is not None and state.kind == "registry":
-            # A retry that presented a token stays in the conversation that issued it.
-            state.conversation = self.conversations.challenged(
-                client_ip, challenge_scopes, self.conversations.for_token(state.presented_jti()))
+            state.conversation = self.conversations.challenged(client_ip, challenge_scopes,
+                                                               issued_in)
         elif state.conversation is None:
-            state.conversation = self.conversations.for_token(state.presented_jti()) or new_id()
+            state.conversation = issued_in or new_id()
 
     def _finish(self, flow: http.HTTPFlow, state: FlowState) -> None:
         client_ip = flow.client_conn.peername[0] if flow.client_conn.peername else ""
@@ -103,7 +111,7 @@ class Recorder:
             loop = asyncio.get_running_loop()
             loop.call_later(1.0, scrub_token_response, flow.response)
         comment, marker = comment_and_marker(flow, state, record)
-        flow.comment = comment
+        flow.comment = scrub.shown_text(comment)
         flow.marked = marker
         if self.exchange_log is not None:
             self.exchange_log.write(record)

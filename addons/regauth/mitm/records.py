@@ -8,8 +8,13 @@ from mitmproxy import http
 
 from regauth.challenge import parse_challenges
 from regauth.mitm.flow_state import FlowState
+from regauth.safe_text import quote
 
-_SECRET_QUERY_KEYS = ("password", "refresh_token", "token", "access_token", "client_secret")
+# Never written: credentials, and distribution's `_state` upload parameter (base64 JSON that
+# names the repository, so a capability id would pass the redactor inside it; the upload's
+# UUID in the path already identifies it).
+_SECRET_QUERY_KEYS = ("password", "refresh_token", "token", "access_token", "client_secret",
+                      "_state")
 
 
 def _logged_path(flow: http.HTTPFlow) -> str:
@@ -53,7 +58,8 @@ def build_record(flow: http.HTTPFlow, state: FlowState, sent_challenges: list[st
         record["route"] = state.route.kind
         record["required"] = state.route.required_strings
     if state.auth is not None:
-        record["auth"] = state.auth
+        record["auth"] = state.auth if state.kind == "token" else \
+            {**state.auth, "checked_by": checked_by(state)}
     gate = state.gate_record
     if gate is not None:
         record["decision"] = gate
@@ -94,12 +100,47 @@ def build_record(flow: http.HTTPFlow, state: FlowState, sent_challenges: list[st
     return record
 
 
+def checked_by(state: FlowState) -> str | None:
+    """Who checked the credential a request presented (`auth.checked_by` in the record):
+    `regauth` when its gate verified the token (enforce mode, also when it then found the
+    scope insufficient), `registry` when regauth forwarded it unchecked in delegate mode (the
+    registry decides), None when nobody did (refused as invalid, not a token, or never
+    forwarded). `regauth trace` attributes a request to an account only when it is `regauth`;
+    anything else a token says is a claim. Token requests have none: their record says who
+    logged in (`token_response.account`, set only when the login succeeded)."""
+    if state.token is not None:
+        return "regauth"
+    active = state.active
+    if state.answered_by == "upstream" and active is not None and \
+            active.runtime.upstream.mode == "delegate":
+        return "registry"
+    return None
+
+
+def trusted_jti(flow: http.HTTPFlow, state: FlowState) -> str | None:
+    """The `jti` of the token a request presented, when the token is genuine: verified by
+    regauth, or (delegate mode) accepted by the registry (any answer but 401, or a 401 for
+    insufficient scope, which it gives only to a valid token). Only such a jti puts a request
+    in the conversation that issued the token: anyone can write a token that names another
+    client's jti, and its requests must not join that client's story."""
+    if state.token is not None:
+        return state.token.jti
+    if checked_by(state) != "registry" or flow.response is None:
+        return None
+    if flow.response.status_code == 401 and not any(
+            c.get("error") == "insufficient_scope" for c in state.upstream_challenge):
+        return None
+    return state.presented_jti()
+
+
 def comment_and_marker(flow: http.HTTPFlow, state: FlowState,
                        record: dict[str, object]) -> tuple[str, str]:
     """One line for mitmweb's comment column, and an emoji name for the marker column.
 
     The comment ends with `[conv ID]`, the record's conversation: mitmweb's filter
-    `~comment ID` then shows that challenge → token → retry exchange end to end.
+    `~comment ID` then shows that challenge → token → retry exchange end to end. It is raw
+    text (what clients sent, capability ids): the recorder hides ids and escapes it before it
+    is set (`scrub.shown_text`).
     """
     text, marker = _describe(flow, state, record)
     conversation = record.get("conversation")
@@ -108,14 +149,15 @@ def comment_and_marker(flow: http.HTTPFlow, state: FlowState,
 
 def _who(state: FlowState) -> str:
     """Whose request it was: the verified token's subject; in delegate mode (regauth does not
-    verify) the subject the token claims, said to be checked by the registry."""
+    verify) the subject the token claims, in quotes and said to be claimed, as `regauth trace`
+    shows it (`sub='ci' (claimed, checked by the registry)`)."""
     if state.token is not None:
         return state.token.subject or "anonymous"
     jwt = (state.auth or {}).get("jwt")
     if isinstance(jwt, dict) and isinstance(jwt.get("claims"), dict):
         subject = jwt["claims"].get("sub")
-        name = subject if isinstance(subject, str) and subject else "anonymous"
-        return f"{name[:64]} (token checked by the registry)"
+        name = subject if isinstance(subject, str) else ""
+        return f"sub={quote(name, 64)} (claimed, checked by the registry)"
     return "no token"
 
 

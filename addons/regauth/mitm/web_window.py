@@ -1,8 +1,11 @@
 """mitmweb as a read-only window onto regauth: it shows flows, it never changes them.
 
 What mitmweb shows or exports is built from a secret-free copy of each flow
-(`scrub.display_copy`): the `/updates` websocket and `/flows` (both through `flow_to_json`),
-`/flows/dump`, and the content endpoints. What could change how a request is decided,
+(`scrub.display_copy`: no credentials, capability ids shown as `<id:HASH10>`, comments
+escaped): the `/updates` websocket and `/flows` (both through `flow_to_json`), `/flows/dump`,
+and the content endpoints. Filters match that copy too, so naming a secret or a capability id
+in a filter matches nothing. The event log shows console records, made safe by
+`log_safety.SafeRecords`. What could change how a request is decided,
 modified, routed or replayed is refused with 403 and nothing applied: editing, reverting,
 duplicating, replaying, resuming and killing flows, loading flow files, and every command not
 in `VIEW_COMMANDS`. Option changes go through `OptionPolicy`, which accepts only view options at

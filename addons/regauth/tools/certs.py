@@ -17,6 +17,7 @@ from regauth import keystate
 from regauth.keyids import libtrust_kid
 from regauth.keyids import rfc7638_thumbprint
 from regauth.policy import TokenSettings
+from regauth.safe_text import escape
 from regauth.tools import EXIT_FINDING
 from regauth.tools import EXIT_INPUT
 from regauth.tools import EXIT_OK
@@ -40,9 +41,9 @@ def load_token_settings(policy: Path, quiet: bool) -> TokenSettings | None:
     except (PolicyError, OSError) as e:
         problems = [str(p) for p in getattr(e, "problems", [])] or [str(e)]
         if quiet:
-            print(f"regauth certs: {policy} not used ({problems[0]})", file=sys.stderr)
+            print(escape(f"regauth certs: {policy} not used ({problems[0]})"), file=sys.stderr)
         for problem in [] if quiet else problems:
-            print(problem, file=sys.stderr)
+            print(escape(problem), file=sys.stderr)  # problems quote the policy file
         return None
 
 

@@ -14,6 +14,7 @@ from typing import IO
 from regauth.policy_loader import PolicyError
 from regauth.policy_loader import Problem
 from regauth.policy_loader import load_policy
+from regauth.safe_text import escape
 from regauth.tools import EXIT_FINDING
 from regauth.tools import EXIT_OK
 from regauth.tools.render import Printer
@@ -33,12 +34,12 @@ def check_files(files: list[str], no_secrets: bool, out: Printer | None = None,
             policy = load_policy(Path(file), secret_notes=notes)
         except PolicyError as e:
             for problem in e.problems:
-                err.write(f"{problem}\n")
+                err.write(escape(str(problem)) + "\n")  # quotes the file: untrusted
             status = EXIT_FINDING
             continue
         for note in notes or []:
-            err.write(f"{note.file}:{note.line}:{note.column}: note: {note.message} "
-                      "(not checked: --no-secrets)\n")
+            err.write(escape(f"{note.file}:{note.line}:{note.column}: note: {note.message} "
+                             "(not checked: --no-secrets)") + "\n")
         skipped = f", {len(notes)} secrets not checked" if notes else ""
         out.line((f"{file}: ok", "green"),
                  f" (service {policy.service}, {len(policy.accounts)} accounts, "

@@ -10,9 +10,16 @@ import sys
 from pathlib import Path
 
 from regauth import pki
+from regauth.safe_text import escape
 
 EXIT_USAGE = 2
 EXIT_INVALID = 1
+
+
+def print_error(text: str) -> None:
+    """One line on stderr, escaped: problems quote policy files, errors quote paths and
+    arguments (see regauth.safe_text)."""
+    print(escape(text), file=sys.stderr)
 
 
 def certs_init(args: argparse.Namespace) -> int:
@@ -80,11 +87,11 @@ def policy_test(args: argparse.Namespace) -> int:
         tests = policy_tests.load_tests(Path(args.tests))
     except PolicyError as e:
         for problem in e.problems:
-            print(problem, file=sys.stderr)
+            print_error(str(problem))
         return EXIT_INPUT
     except policy_tests.TestFileError as e:
         for problem in e.problems:
-            print(problem, file=sys.stderr)
+            print_error(str(problem))
         return EXIT_INPUT
     outcomes = [policy_tests.run_test(policy, test) for test in tests]
     if args.junit:
@@ -104,7 +111,7 @@ def policy_diff(args: argparse.Namespace) -> int:
         new = load_for_decisions(Path(args.new))
     except PolicyError as e:
         for problem in e.problems:
-            print(problem, file=sys.stderr)
+            print_error(str(problem))
         return EXIT_INPUT
     result = policy_diff.diff_policies(old, new)
     if args.json:
@@ -126,14 +133,13 @@ def replay(args: argparse.Namespace) -> int:
         log = read_log(Path(args.log))
     except PolicyError as e:
         for problem in e.problems:
-            print(problem, file=sys.stderr)
+            print_error(str(problem))
         return EXIT_INPUT
     except OSError as e:
-        print(f"regauth replay: cannot read {args.log}: {e.strerror or e}", file=sys.stderr)
+        print_error(f"regauth replay: cannot read {args.log}: {e.strerror or e}")
         return EXIT_INPUT
     if log.skipped:
-        print(f"regauth replay: {log.skipped} lines of {args.log} are not exchange records",
-              file=sys.stderr)
+        print_error(f"regauth replay: {log.skipped} lines of {args.log} are not exchange records")
     result = replay.replay(log.entries, policy)
     if args.json:
         print_json(replay.as_json(result))
@@ -154,7 +160,7 @@ def trace(args: argparse.Namespace) -> int:
     try:
         since = trace.parse_duration(args.since) if args.since else None
     except ValueError as e:
-        print(f"regauth trace: {e}", file=sys.stderr)
+        print_error(f"regauth trace: {e}")
         return EXIT_INPUT
     filters = trace.Filters(args.conversation, args.repository, args.account, since)
     path = Path(args.log)
@@ -168,17 +174,16 @@ def trace(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             pass
         except OSError as e:
-            print(f"regauth trace: cannot read {args.log}: {e.strerror or e}", file=sys.stderr)
+            print_error(f"regauth trace: cannot read {args.log}: {e.strerror or e}")
             return EXIT_INPUT
         return EXIT_OK
     try:
         log = read_log(path)
     except OSError as e:
-        print(f"regauth trace: cannot read {args.log}: {e.strerror or e}", file=sys.stderr)
+        print_error(f"regauth trace: cannot read {args.log}: {e.strerror or e}")
         return EXIT_INPUT
     if log.skipped:
-        print(f"regauth trace: {log.skipped} lines of {args.log} are not exchange records",
-              file=sys.stderr)
+        print_error(f"regauth trace: {log.skipped} lines of {args.log} are not exchange records")
     found = trace.analyse(log.entries, filters, dt.datetime.now(dt.UTC))
     if args.json:
         print_json({"log": str(path), "skipped_lines": log.skipped,
@@ -198,28 +203,32 @@ def policy_explain(args: argparse.Namespace) -> int:
     from regauth.policy_loader import PolicyError
     from regauth.policy_loader import load_policy
     from regauth.scope import parse_scopes
+    from regauth.tools.render import Printer
 
     try:
         policy = load_policy(Path(args.file))
         scopes = parse_scopes(args.scopes)
     except PolicyError as e:
         for problem in e.problems:
-            print(problem, file=sys.stderr)
+            print_error(str(problem))
         return EXIT_INVALID
     except ValueError as e:
-        print(f"regauth policy explain: {e}", file=sys.stderr)
+        print_error(f"regauth policy explain: {e}")
         return EXIT_USAGE
     account = None
     if args.account and args.account != "anonymous":
         account = policy.accounts.get(args.account)
         if account is None:
-            print(f"unknown account {args.account!r}", file=sys.stderr)
+            print_error(f"unknown account {args.account!r}")
             return EXIT_USAGE
+    out = Printer()
     for scope in scopes:
         decision = policy.decide(Identity(account), scope, args.ip)
         rule = decision.rule.describe() if decision.rule else "default deny"
         granted = ",".join(decision.granted) or "-"
-        print(f"{scope}: {decision.outcome} [{granted}] by {rule}")
+        # The rule's comment comes from the policy file: rendered like every tool's output.
+        style = {"granted": "green", "partial": "yellow"}.get(decision.outcome, "red")
+        out.line(f"{scope}: ", (f"{decision.outcome} [{granted}]", style), f" by {rule}")
     return 0
 
 
@@ -254,7 +263,7 @@ def serve(args: argparse.Namespace) -> int:
         return serve(config)
     except PolicyError as e:
         for problem in e.problems:
-            print(problem, file=sys.stderr)
+            print_error(str(problem))
         return EXIT_INVALID
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"regauth serve: {e}", file=sys.stderr)

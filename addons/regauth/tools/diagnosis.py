@@ -24,6 +24,7 @@ import email.utils
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from regauth.safe_text import quote
 from regauth.tools.log_records import Conversation
 from regauth.tools.log_records import Entry
 
@@ -58,6 +59,11 @@ class Context:
     end: dt.datetime | None  # the time of the last record, or now if later
 
 
+def _q(value: object) -> str:
+    """An untrusted value between quotes (safe_text.quote); a non-string as Python shows it."""
+    return quote(value) if isinstance(value, str) else repr(value)
+
+
 def _challenge_error(entry: Entry) -> str | None:
     challenge = entry.bearer_challenge
     error = challenge.get("error") if challenge else None
@@ -87,7 +93,7 @@ def _rule_text(decision: dict[str, object]) -> str:
     if decision.get("line"):
         text += f" (line {decision['line']})"
     if decision.get("comment"):
-        text += f" {decision['comment']!r}"
+        text += f" {quote(str(decision['comment']))}"
     return text
 
 
@@ -130,7 +136,7 @@ def bad_credentials(c: Conversation, ctx: Context) -> list[Diagnosis]:
     for entry in c.entries:
         if entry.kind == "token" and entry.status == 401:
             user = entry.token_request.get("username") or entry.basic_username
-            who = f"user {user!r}" if user else "a refresh token"
+            who = f"user {_q(user)}" if user else "a refresh token"
             return [Diagnosis(
                 "bad-credentials", "bad credentials or unknown account",
                 f"the token endpoint refused {who}: {entry.token_refused or 'unauthorized'}",
@@ -146,7 +152,7 @@ def rate_limited(c: Conversation, ctx: Context) -> list[Diagnosis]:
             user = entry.token_request.get("username") or entry.basic_username or "?"
             return [Diagnosis(
                 "rate-limited", "rate limited",
-                f"too many failed logins for {user!r} from {entry.client_ip}: "
+                f"too many failed logins for {_q(user)} from {entry.client_ip}: "
                 f"{entry.token_refused or '429'}",
                 "fix the credentials first (the failed logins before this one), then wait for "
                 "the Retry-After period", entry.line)]
@@ -176,7 +182,7 @@ def insufficient_scope(c: Conversation, ctx: Context) -> list[Diagnosis]:
     for entry in c.entries:
         if not _is_challenge(entry) or _challenge_error(entry) != "insufficient_scope":
             continue
-        token = grants.get(entry.presented_jti or "")
+        token = grants.get(entry.verified_jti or "")
         if token is None:
             continue
         missing = _scopes(entry.bearer_challenge) or \
@@ -215,16 +221,16 @@ def service_mismatch(c: Conversation, ctx: Context) -> list[Diagnosis]:
                     theirs != ours:
                 return [Diagnosis(
                     "service-mismatch", "service mismatch",
-                    f"the registry challenges for service {theirs!r}, the policy's service is "
-                    f"{ours!r}: the registry refuses tokens whose audience is {ours!r}",
-                    f"set the registry's auth.token.service to {ours!r} (or the policy's "
-                    f"`service:` to {theirs!r})", entry.line)]
+                    f"the registry challenges for service {_q(theirs)}, the policy's service "
+                    f"is {_q(ours)}: the registry refuses tokens whose audience is {_q(ours)}",
+                    f"set the registry's auth.token.service to {_q(ours)} (or the policy's "
+                    f"`service:` to {_q(theirs)})", entry.line)]
         refused = entry.token_refused or ""
         if entry.kind == "token" and entry.status == 400 and "for service" in refused:
             asked = entry.token_request.get("service")
             return [Diagnosis(
                 "service-mismatch", "service mismatch",
-                f"the client asked for a token for service {asked!r}: {refused}",
+                f"the client asked for a token for service {_q(asked)}: {refused}",
                 "the client's realm configuration names another service than the policy's; "
                 "use the challenge regauth sends", entry.line)]
     return []
@@ -233,7 +239,7 @@ def service_mismatch(c: Conversation, ctx: Context) -> list[Diagnosis]:
 def basic_on_registry(c: Conversation, ctx: Context) -> list[Diagnosis]:
     for entry in c.entries:
         if entry.kind == "registry" and entry.auth_scheme.lower() == "basic":
-            user = f" (user {entry.basic_username!r})" if entry.basic_username else ""
+            user = f" (user {_q(entry.basic_username)})" if entry.basic_username else ""
             return [Diagnosis(
                 "basic-on-registry", "Basic credentials sent to a registry route",
                 f"{entry.method} {entry.path} carried Basic credentials{user}; registry routes "
@@ -326,10 +332,10 @@ def _refusal_cause(entry: Entry, claims: dict[str, object]) -> tuple[str, str]:
     skew = "" if date else " or its clock is off by more than 60 s (the log has no registry " \
         "Date to tell)"
     return (f"a token-mode registry answered invalid_token to a token regauth issued "
-            f"(iss {iss!r}, aud {claims.get('aud')!r}){kid}: it does not trust the signing "
+            f"(iss {_q(iss)}, aud {_q(claims.get('aud'))}){kid}: it does not trust the signing "
             f"key (rootcertbundle), expects another issuer{skew}",
             f"compare the registry's auth.token.rootcertbundle with `regauth certs bundle`, "
-            f"its auth.token.issuer with {iss!r}, and its clock with regauth's; the registry's "
+            f"its auth.token.issuer with {_q(iss)}, and its clock with regauth's; the registry's "
             "own log names the reason")
 
 

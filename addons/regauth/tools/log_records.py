@@ -6,8 +6,14 @@ field is optional, so logs from older and newer regauth versions both read.
 
 Conversations: the proxy links a challenge, the token request that follows and every request
 presenting the issued token under one `conversation` id. A later challenge that presents a token
-(`insufficient_scope`, `invalid_token`) starts a new id in the log; here it is joined to the
-conversation that issued the token (by its `jti`), so a client's retries read as one story.
+(`insufficient_scope`) starts a new id in the log; here it is joined to the conversation that
+issued the token (by its `jti`), so a client's retries read as one story. Only a token known to
+be genuine joins (`Entry.verified_jti`): a forged token naming another conversation's `jti`
+stays in its own.
+
+Identity: `Entry.account` is who regauth verified a record acted as; a name a client merely
+sent (a forged token's `sub`, a Basic user name, a refused login) is an `Entry.claim`, shown as
+unverified and never matched by `trace --account`.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 from typing import IO
+
+from regauth.safe_text import quote
 
 
 @dataclass(frozen=True)
@@ -181,15 +189,77 @@ class Entry:
         return value if isinstance(value, str) else None
 
     @property
+    def checked_by(self) -> str | None:
+        """Who checked the credential this registry request presented: `regauth` (its gate
+        verified the token), `registry` (delegate mode: regauth forwarded it unchecked) or None
+        (nobody: refused as invalid, or a Basic credential on a registry route).
+
+        Logs written before `auth.checked_by` existed say it by `decision.verified_token`, the
+        gate's record of a token it verified; without one, nobody verified anything."""
+        auth = self._dict("auth")
+        if "checked_by" in auth:
+            value = auth.get("checked_by")
+            return value if value in ("regauth", "registry") else None
+        return "regauth" if isinstance(self._dict("decision").get("verified_token"), dict) \
+            else None
+
+    @property
     def account(self) -> str | None:
-        """Who this record acted as: the token's account, the Basic user, or the JWT `sub`."""
+        """Who this record acted as, only as far as regauth verified it: the account a token
+        was issued to (`token_response.account`: regauth checked the password or refresh
+        token), or the subject of a token regauth's gate verified (`anonymous` for an anonymous
+        token; `ISSUER:SUBJECT` for a trusted issuer's, whose subjects are not regauth's
+        accounts). Never a name a client merely sent: see `claim`."""
         if self.kind == "token":
-            return self.token_account or self.basic_username or \
-                _str(self.token_request.get("username"))
+            return self.token_account
+        if self.checked_by != "regauth":
+            return None
+        verified = self._dict("decision").get("verified_token")
+        if not isinstance(verified, dict):
+            return None
+        subject = verified.get("subject")
+        name = subject if isinstance(subject, str) and subject else "anonymous"
+        source = verified.get("source")
+        return name if source in (None, "regauth") else f"{source}:{name}"
+
+    @property
+    def claim(self) -> str | None:
+        """A name this record carried that regauth did not verify, said as such:
+        `sub='alice' (unverified)` (a token regauth did not verify, or refused), `sub='ci'
+        (claimed, checked by the registry)` (delegate mode), `user='bob' (unverified)` (a Basic
+        user name on a registry route, or a login the token endpoint did not accept). Raw text:
+        the renderer escapes it; the quotes keep where the name ends beyond doubt."""
+        if self.account is not None:
+            return None
+        if self.kind == "token":
+            user = _str(self.token_request.get("username")) or self.basic_username
+            return f"user={quote(user, 64)} (unverified)" if user is not None else None
+        how = "claimed, checked by the registry" if self.checked_by == "registry" \
+            else "unverified"
         sub = self.jwt_claims.get("sub")
         if isinstance(sub, str):
-            return sub or "anonymous"
-        return self.basic_username
+            return f"sub={quote(sub, 64)} ({how})"
+        if self.basic_username is not None:
+            return f"user={quote(self.basic_username, 64)} ({how})"
+        return None
+
+    @property
+    def verified_jti(self) -> str | None:
+        """The presented token's `jti` when the token is known to be genuine: regauth verified
+        it, or (delegate mode) the registry accepted it (any answer but 401, or a 401 for
+        insufficient scope, which it gives only to a valid token). Only such a jti joins a
+        conversation: anyone can write a token naming someone else's jti."""
+        jti = self.presented_jti
+        if jti is None:
+            return None
+        by = self.checked_by
+        if by == "regauth":
+            return jti
+        if by == "registry" and self.status is not None and (
+                self.status != 401 or any(c.get("error") == "insufficient_scope"
+                                          for c in self.upstream_challenges)):
+            return jti
+        return None
 
     @property
     def names(self) -> set[str]:
@@ -274,7 +344,13 @@ class Conversation:
 
     @property
     def accounts(self) -> list[str]:
+        """Accounts regauth verified in this conversation (Entry.account)."""
         return list(dict.fromkeys(a for e in self.entries if (a := e.account)))
+
+    @property
+    def claims(self) -> list[str]:
+        """Names carried and not verified (Entry.claim), as shown."""
+        return list(dict.fromkeys(c for e in self.entries if (c := e.claim)))
 
     @property
     def names(self) -> list[str]:
@@ -302,7 +378,7 @@ def conversations(entries: Iterable[Entry]) -> list[Conversation]:
         cid = entry.conversation
         if cid not in first_seen:
             first_seen[cid] = entry
-            jti = entry.presented_jti
+            jti = entry.verified_jti
             origin = issued_in.get(jti) if jti else None
             if origin is not None and find(origin) != find(cid):
                 parent[find(cid)] = find(origin)

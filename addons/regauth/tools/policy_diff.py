@@ -20,6 +20,7 @@ from dataclasses import field
 from regauth.policy import Decision
 from regauth.policy import Identity
 from regauth.policy import Policy
+from regauth.safe_text import quote
 from regauth.scope import REGISTRY
 from regauth.scope import REPOSITORY
 from regauth.scope import ResourceScope
@@ -58,7 +59,7 @@ class RuleRef:
         location = f"{policy.source}:{rule.line}"
         text = f"rule {rule.index} ({location})"
         if rule.comment:
-            text += f" {rule.comment!r}"
+            text += f" {quote(rule.comment)}"
         return cls(text, rule.index, location, rule.comment)
 
     def as_json(self) -> dict[str, object]:

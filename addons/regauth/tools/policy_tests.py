@@ -27,6 +27,7 @@ from regauth import yamlpos
 from regauth.policy import Decision
 from regauth.policy import Identity
 from regauth.policy import Policy
+from regauth.safe_text import escape
 from regauth.scope import ACTIONS
 from regauth.scope import ResourceScope
 from regauth.scope import canonical_actions
@@ -217,20 +218,25 @@ def report(policy: Policy, tests_file: str, outcomes: list[Outcome],
 
 
 def junit_xml(policy: Policy, tests_file: str, outcomes: list[Outcome]) -> bytes:
-    """JUnit XML (the schema CI systems read: testsuites/testsuite/testcase/failure)."""
+    """JUnit XML (the schema CI systems read: testsuites/testsuite/testcase/failure).
+
+    Text from the tests file and the policy is escaped like every other output: CI pages show
+    it, and XML 1.0 cannot even hold most control characters."""
     failures = sum(1 for o in outcomes if not o.passed)
     suites = ET.Element("testsuites", tests=str(len(outcomes)), failures=str(failures))
-    suite = ET.SubElement(suites, "testsuite", name=f"regauth policy {policy.source}",
+    suite = ET.SubElement(suites, "testsuite", name=escape(f"regauth policy {policy.source}"),
                           tests=str(len(outcomes)), failures=str(failures), errors="0",
                           skipped="0")
     for outcome in outcomes:
         test = outcome.test
-        case = ET.SubElement(suite, "testcase", name=test.name, classname=tests_file,
-                             file=tests_file, line=str(test.line))
+        case = ET.SubElement(suite, "testcase", name=escape(test.name),
+                             classname=escape(tests_file), file=escape(tests_file),
+                             line=str(test.line))
         if not outcome.passed:
             rule = describe_rule(policy, outcome.decision) if outcome.decision else "-"
-            failure = ET.SubElement(case, "failure", message="; ".join(outcome.failures),
+            failure = ET.SubElement(case, "failure", message=escape("; ".join(outcome.failures)),
                                     type="PolicyTestFailure")
-            failure.text = (f"{test.account} asks {test.scope}\n" +
-                            "\n".join(outcome.failures) + f"\ndecided by {rule}\n")
+            failure.text = "\n".join(escape(line) for line in (
+                f"{test.account} asks {test.scope}", *outcome.failures,
+                f"decided by {rule}")) + "\n"
     return ET.tostring(suites, encoding="utf-8", xml_declaration=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from regauth.policy import Identity
 from regauth.policy import Policy
+from regauth.safe_text import quote
 from regauth.scope import parse_scope
 from regauth.tools import EXIT_FINDING
 from regauth.tools import EXIT_OK
@@ -85,7 +86,7 @@ def _old_rule(decision: dict[str, object]) -> str:
     if decision.get("line"):
         text += f" (line {decision['line']})"
     if decision.get("comment"):
-        text += f" {decision['comment']!r}"
+        text += f" {quote(str(decision['comment']))}"
     return text
 
 
@@ -94,7 +95,7 @@ def _new_rule(policy: Policy, rule_index: int | None) -> str:
         return "default deny"
     rule = policy.rules[rule_index - 1]
     text = f"rule {rule.index} ({policy.source}:{rule.line})"
-    return text + (f" {rule.comment!r}" if rule.comment else "")
+    return text + (f" {quote(rule.comment)}" if rule.comment else "")
 
 
 def replay(entries: list[Entry], policy: Policy) -> ReplayResult:
@@ -129,7 +130,7 @@ def replay(entries: list[Entry], policy: Policy) -> ReplayResult:
             old = {str(a) for a in decision.get("granted", []) or []}  # type: ignore[union-attr]
             if identity is None:
                 new_granted: tuple[str, ...] = ()
-                new_rule = f"account {account!r} is not in {policy.source}"
+                new_rule = f"account {quote(account)} is not in {policy.source}"
             else:
                 new_decision = policy.decide(identity, scope, address)
                 new_granted = new_decision.granted

@@ -2,9 +2,11 @@
 [--since DURATION] [--json]`: conversations as readable sequences, with diagnoses.
 
 A conversation reads client → challenge → token request → grant (with rule) → retry → result,
-each step with its offset from the conversation's first record. Runs of alike requests (the
-PATCHes of an upload) are one line with a count. Every conversation is checked against the
-known failure patterns of `diagnosis`.
+each step with its offset from the conversation's first record. The client is named by the
+accounts regauth verified; names it did not verify (a token's `sub`, a Basic user name) are
+shown as claims, `claims sub='alice' (unverified)`, and `--account` never matches them. Runs
+of alike requests (the PATCHes of an upload) are one line with a count. Every conversation is
+checked against the known failure patterns of `diagnosis`.
 
 `--follow` prints what the log already holds, then waits for new records and prints each
 conversation once it has been quiet for QUIET seconds (again, marked updated, if it grows).
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from regauth.safe_text import quote
 from regauth.tools.diagnosis import Context
 from regauth.tools.diagnosis import Diagnosis
 from regauth.tools.diagnosis import diagnose
@@ -54,6 +57,8 @@ class Filters:
     since: dt.timedelta | None = None
 
     def keep(self, c: Conversation, now: dt.datetime) -> bool:
+        """`account` matches only accounts regauth verified (Conversation.accounts), never a
+        name a client merely sent."""
         if self.conversation and not any(i.startswith(self.conversation)
                                          for i in [c.id, *c.merged]):
             return False
@@ -101,21 +106,33 @@ def _challenge_text(entry: Entry) -> str:
     return text
 
 
+def client_text(c: Conversation) -> str:
+    """`ADDRESS as ACCOUNT, claims sub='x' (unverified)`: the accounts regauth verified, then
+    the names sent that it did not (Entry.account, Entry.claim)."""
+    text = c.entries[0].client_ip or "?"
+    if c.accounts:
+        text += f" as {', '.join(c.accounts)}"
+    if c.claims:
+        text += ("," if c.accounts else "") + f" claims {', '.join(c.claims)}"
+    return text
+
+
 def steps(c: Conversation) -> list[Step]:
     start = c.start
     out: list[Step] = []
     issued: set[str] = set()
     retried: set[str] = set()
     first = c.entries[0]
-    out.append(Step(0.0, "client", f"{first.client_ip or '?'}"
-                    + (f" as {', '.join(c.accounts)}" if c.accounts else ""), first.line))
+    out.append(Step(0.0, "client", client_text(c), first.line))
     for entry in c.entries:
         offset = _offset(entry, start)
         if entry.kind == "token":
-            who = entry.token_account or entry.token_request.get("username") or "anonymous"
+            # Only a login regauth accepted names an account; a refused one is a claim.
+            who = f"as {entry.token_account}" if entry.token_account else \
+                f"claims {entry.claim}" if entry.claim else "as anonymous"
             grant_type = entry.token_request.get("grant_type") or entry.method
             out.append(Step(offset, "token request",
-                            f"{entry.method} ({grant_type}) as {who} for "
+                            f"{entry.method} ({grant_type}) {who} for "
                             f"{' '.join(entry.requested) or '(no scope)'}", entry.line))
             if entry.status != 200:
                 out.append(Step(offset, "refused", f"{entry.status}: "
@@ -126,7 +143,7 @@ def steps(c: Conversation) -> list[Step]:
                 rule = d.get("rule")
                 by = "default deny" if rule in (None, "default deny") else \
                     f"rule {rule}" + (f" (line {d['line']})" if d.get("line") else "") + \
-                    (f" {d['comment']!r}" if d.get("comment") else "")
+                    (f" {quote(str(d['comment']))}" if d.get("comment") else "")
                 granted = ",".join(str(a) for a in d.get("granted", []) or []) or "-"  # type: ignore[union-attr]
                 out.append(Step(offset, "grant", f"{d.get('scope')} → {d.get('outcome')} "
                                 f"[{granted}] by {by}", entry.line,
@@ -138,7 +155,7 @@ def steps(c: Conversation) -> list[Step]:
             out.append(Step(offset, "challenge", _challenge_text(entry), entry.line,
                             failed=bool((entry.bearer_challenge or {}).get("error"))))
             continue
-        jti = entry.presented_jti
+        jti = entry.verified_jti  # a forged token naming an issued jti is no retry
         kind = "request"
         if jti and jti in issued and jti not in retried:
             kind = "retry"  # the first request presenting a token issued here
@@ -208,6 +225,7 @@ def as_json(c: Conversation, diagnoses: list[Diagnosis]) -> dict[str, object]:
     start = c.start
     result, ok = result_of(c)
     return {"id": c.id, "merged": c.merged, "clients": c.clients, "accounts": c.accounts,
+            "claims": c.claims,
             "repositories": c.names, "start": start.isoformat() if start else None,
             "duration_s": round((c.end - start).total_seconds(), 3) if c.end and start
             else None, "result": result, "ok": ok,

@@ -36,6 +36,7 @@ from regauth.policy import Account
 from regauth.policy import Identity
 from regauth.policy import Network
 from regauth.policy import Policy
+from regauth.safe_text import quote
 from regauth.scope import REPOSITORY
 
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-._/"
@@ -132,7 +133,7 @@ def name_witnesses(expressions: Iterable[str]) -> NameWitnesses:
             parsed.append(parse_pattern(expression))
             readable.append(expression)
         except Exception as e:  # interegular raises several types for unsupported syntax
-            notes.append(f"cannot analyse the regular expression {expression!r} "
+            notes.append(f"cannot analyse the regular expression {quote(expression)} "
                          f"({type(e).__name__}); names for it are a sample")
     components = []
     for p in [parse_pattern(grammar.NAME), *parsed]:
@@ -155,7 +156,7 @@ def name_witnesses(expressions: Iterable[str]) -> NameWitnesses:
         index = readable.index(expression) + 1
         for name, vector in zip(names, vectors, strict=True):
             if vector[index - 1] != (compiled.fullmatch(name) is not None):
-                notes.append(f"the expression {expression!r} is not analysed exactly; "
+                notes.append(f"the expression {quote(expression)} is not analysed exactly; "
                              "names for it are a sample")
                 break
     return NameWitnesses(tuple(names), not notes, tuple(notes))

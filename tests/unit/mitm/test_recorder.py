@@ -490,5 +490,6 @@ async def test_a_delegated_request_names_the_subject_its_token_claims(write_poli
         token = harness.config.active.runtime.issuer.issue_access("ci", []).token
         flow = await harness.cycle(registry_flow("/v2/public/app/manifests/1",
                                                  headers={"Authorization": f"Bearer {token}"}))
-    assert flow.comment.startswith("200 ci (token checked by the registry) → "
+    # Named as `regauth trace` does: a claim, in quotes (issue 20: a claim is not an account).
+    assert flow.comment.startswith("200 sub='ci' (claimed, checked by the registry) → "
                                    "repository:public/app:pull [conv "), flow.comment

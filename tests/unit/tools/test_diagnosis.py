@@ -76,8 +76,12 @@ def test_torn_and_foreign_lines_are_skipped_and_fields_optional() -> None:
 def test_a_challenge_presenting_a_token_joins_the_conversation_that_issued_it() -> None:
     token = {"time": "2026-01-01T00:00:00+00:00", "conversation": "a", "kind": "token",
              "status": 200, "token_response": {"jti": "j1", "account": "ci"}}
+    # The token verified (an insufficient-scope refusal): a forged one does not join
+    # (tests/unit/tools/test_untrusted_output.py).
     retry = {"time": "2026-01-01T00:00:01+00:00", "conversation": "b", "kind": "registry",
-             "status": 401, "auth": {"scheme": "Bearer", "jwt": {"claims": {"jti": "j1"}}}}
+             "status": 401, "auth": {"scheme": "Bearer", "jwt": {"claims": {"jti": "j1"}}},
+             "decision": {"forward": False, "reason": "insufficient scope",
+                          "verified_token": {"subject": "ci", "source": "regauth"}}}
     [c] = conversations(parse_lines([json.dumps(token), json.dumps(retry)]).entries)
     assert c.id == "a" and c.merged == ["b"]
 
