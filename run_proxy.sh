@@ -20,6 +20,8 @@ usage: ./run_proxy.sh [options] [-- extra mitmproxy arguments]
   --policy FILE       policy (default policies/default.yaml) [REGAUTH_POLICY]
   --log FILE          exchange log (default logs/exchange.jsonl) [REGAUTH_LOG]
   --web               mitmweb on 127.0.0.1:8081 behind a printed token [REGAUTH_WEB=1]
+  --delegate-unchecked  delegate mode: forward even if the registry does not check
+                      regauth's tokens (test setups only) [REGAUTH_DELEGATE_UNCHECKED=1]
   --setup-only        create .venv and certs/, then exit (used by tests/run.sh)
   -h, --help          this help
 USAGE
@@ -40,6 +42,7 @@ while [ $# -gt 0 ]; do
     --certs-dir) [ $# -ge 2 ] || die "--certs-dir needs a value"; certs_dir=$2; shift 2 ;;
     --policy) [ $# -ge 2 ] || die "--policy needs a value"; policy=$2; shift 2 ;;
     --web) args+=(--web); shift ;;
+    --delegate-unchecked) args+=(--delegate-unchecked); shift ;;
     --setup-only) setup_only=1; shift ;;
     -h|--help) usage; exit 0 ;;
     --) shift; break ;;

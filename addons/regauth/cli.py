@@ -137,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--state", default=_env("REGAUTH_STATE", ""), metavar="URL",
                        help="login-limit counters: redis://HOST:PORT/DB shared by replicas "
                             "(default: in this process)")
+    serve.add_argument("--delegate-unchecked", action="store_true",
+                       default=_env("REGAUTH_DELEGATE_UNCHECKED", "") in ("1", "true", "yes"),
+                       help="delegate mode: forward even when the registry does not check "
+                            "regauth's tokens (an open registry); for test setups only, "
+                            "logged as a warning")
     serve.add_argument("extra", nargs=argparse.REMAINDER,
                        help="after --: extra mitmproxy arguments")
     serve.set_defaults(func=commands.serve)
@@ -148,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "extra", None) and args.extra[0] == "--":
         args.extra = args.extra[1:]
+    if getattr(args, "delegate_unchecked", False):
+        # The option of the delegate gate (mitm/delegate_gate.py), set at start only.
+        args.extra = ["--set", "regauth_delegate_unchecked=true", *args.extra]
     try:
         return int(args.func(args))
     except (ValueError, OSError) as e:

@@ -6,7 +6,12 @@ A load balancer or Kubernetes sends a replica traffic only while `/readyz` answe
 - a policy and a signing key are loaded (without them every request is refused with 503);
 - the signing certificate has not expired (registries check the `x5c` certificate);
 - the upstream registry answered the probe (`GET /v2/`, any HTTP status counts: a 401 is an
-  alive registry) within the last `window` seconds.
+  alive registry) within the last `window` seconds;
+- in delegate mode, the delegate check passed (`regauth.delegate_check`): the registry
+  challenges anonymous requests for regauth's realm and service and accepts regauth's tokens.
+
+Warnings (the delegate check's opt-out) do not make a replica unready; `/readyz` shows them as
+`warning: …` lines after `ready`.
 
 Liveness (`/healthz`) is simpler: the handler runs on the proxy's event loop, so any answer
 proves that the process and its loop respond.
@@ -14,6 +19,7 @@ proves that the process and its loop respond.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -21,15 +27,20 @@ from dataclasses import dataclass
 class Readiness:
     ready: bool
     reasons: tuple[str, ...]  # why not ready; empty when ready
+    warnings: tuple[str, ...] = ()  # shown, but no reason to be unready
 
     def body(self) -> str:
-        return "ready\n" if self.ready else "".join(f"not ready: {r}\n" for r in self.reasons)
+        head = "ready\n" if self.ready else "".join(f"not ready: {r}\n" for r in self.reasons)
+        return head + "".join(f"warning: {w}\n" for w in self.warnings)
 
 
 def readiness(policy_loaded: bool, signer_not_after: float | None, upstream_answered: float | None,
-              upstream_error: str | None, now: float, window: float) -> Readiness:
+              upstream_error: str | None, now: float, window: float, *,
+              delegate: str | None = None, warnings: Sequence[str] = ()) -> Readiness:
     """`signer_not_after` and `upstream_answered` are Unix times (None: no key / never
-    answered); `upstream_error` is the last probe failure, for the reason text."""
+    answered); `upstream_error` is the last probe failure, for the reason text; `delegate` is
+    why the delegate check does not pass (None: it passes, or does not apply); `warnings` are
+    lines shown whatever the outcome."""
     reasons: list[str] = []
     if not policy_loaded:
         reasons.append("no valid policy and signing key loaded")
@@ -43,4 +54,6 @@ def readiness(policy_loaded: bool, signer_not_after: float | None, upstream_answ
     elif now - upstream_answered > window:
         reasons.append(f"the upstream registry has not answered for {now - upstream_answered:.0f}"
                        f" s" + (f" ({upstream_error})" if upstream_error else ""))
-    return Readiness(not reasons, tuple(reasons))
+    if delegate:
+        reasons.append(delegate)
+    return Readiness(not reasons, tuple(reasons), tuple(warnings))

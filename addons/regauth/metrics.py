@@ -17,7 +17,9 @@ Per request (incremented by the observer):
 - `regauth_login_failures_total`, `regauth_rate_limited_total`.
 Read at scrape time (`add_sampler`, see mitm/admin.py): policy reloads and the last success,
 the signing certificate's notAfter, exchange-log records dropped, client connections by
-state, upstream and shared-store availability, shared-store errors.
+state, upstream and shared-store availability, shared-store errors, and in delegate mode the
+delegate check (`regauth_delegate_check{result}` one-hot over `delegate_check.KINDS`,
+`regauth_delegate_refusing`, `regauth_delegate_unchecked`).
 """
 
 from __future__ import annotations

@@ -238,8 +238,17 @@ def test_readiness_waits_for_an_upstream_that_never_answered(write_policy, make_
 @pytest.mark.parametrize("mode", ["enforce", "delegate"])
 def test_the_admin_routes_are_not_reachable_through_the_proxy_port(
         write_policy, make_registry, make_proxy, mode):
-    registry = make_registry()
-    proxy = make_proxy(write_policy(mode=mode), registry.url, admin_listen=ADMIN)
+    from regauth.registry_process import free_port
+
+    if mode == "delegate":
+        # Delegate mode forwards only to a registry that checks regauth's tokens (else 503).
+        port = free_port()
+        registry = make_registry("token", realm=f"https://localhost:{port}/v2/token")
+        proxy = make_proxy(write_policy(mode=mode), registry.url, admin_listen=ADMIN,
+                           port=port)
+    else:
+        registry = make_registry()
+        proxy = make_proxy(write_policy(mode=mode), registry.url, admin_listen=ADMIN)
     assert get(proxy.admin_port, "/metrics")[0] == 200
     for path in ("/metrics", "/healthz", "/readyz"):
         reply = request(proxy.port, proxy.ca, "GET", path)

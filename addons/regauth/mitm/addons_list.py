@@ -3,11 +3,13 @@
 Order matters: connection limits first (a refused connection goes no further), option
 policing next (a refused option stops everything; the launcher also moves it to the very front
 of mitmproxy's chain), then the configuration snapshot, the embedded registry when regauth runs
-one (it holds requests while the registry restarts, before they are decided), the shared
-login-limit store, the request handler, the response rewriter, the upstream key watch (it
-reads the upstream's challenges the rewriter kept), the metrics observer (before the recorder
-drops each flow's state), the recorder (it records what they left), the admin listener, and
-the guard last (it kills whatever no decision allowed).
+one (it holds requests while the registry restarts, before they are decided), the delegate
+gate (in delegate mode it holds or refuses requests until the registry is known to check
+regauth's tokens, also before they are decided), the shared login-limit store, the request
+handler, the response rewriter, the upstream key watch (it reads the upstream's challenges the
+rewriter kept), the metrics observer (before the recorder drops each flow's state), the
+recorder (it records what they left), the admin listener (its upstream probe also runs the
+delegate check), and the guard last (it kills whatever no decision allowed).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from regauth.mitm import stream_isolation
 from regauth.mitm.admin import AdminServer
 from regauth.mitm.config_loader import ConfigLoader
 from regauth.mitm.conn_limits import ConnectionLimits
+from regauth.mitm.delegate_gate import DelegateGate
 from regauth.mitm.embedded_registry import EmbeddedRegistry
 from regauth.mitm.flow_state import FlowStates
 from regauth.mitm.guard import RegauthGuard
@@ -46,10 +49,14 @@ def make_addons(embedded: EmbeddedRegistry | None = None) -> list[object]:
     # listener.
     shared = SharedState(handler)
     observer = MetricsObserver(Metrics(), states)
-    admin = AdminServer(observer.metrics, config, recorder, observer, shared)
+    # Delegate mode forwards only while the registry checks regauth's tokens (issue 20, A2):
+    # the admin listener's upstream probe runs the check, the gate holds or refuses requests.
+    delegate = DelegateGate(config)
+    admin = AdminServer(observer.metrics, config, recorder, observer, shared, delegate)
     first: list[object] = [ConnectionLimits(), OptionPolicy(), config]
     if embedded is not None:
         embedded.attach(config)
         first.append(embedded)
+    first.append(delegate)
     return [*first, shared, handler, ResponseRewriter(states), keys, observer, recorder, admin,
             RegauthGuard()]

@@ -11,6 +11,11 @@ port: the proxy only ever forwards to its upstream.
   respond (liveness).
 - `GET /readyz`: 200 `ready`, or 503 with one `not ready: REASON` line per reason
   (`regauth.health`); the upstream is probed every `regauth_upstream_check_seconds`.
+
+The upstream probe belongs to this addon but does not depend on the listener: in delegate mode
+it also runs the delegate check (`mitm/delegate_gate.py`), whose verdict decides whether
+anything is forwarded, so it runs with `regauth_admin_listen=off` too (then for that alone);
+outside delegate mode and without the listener it does not run.
 """
 
 from __future__ import annotations
@@ -31,10 +36,12 @@ from tornado import web
 from tornado.httpserver import HTTPServer
 
 from regauth import health
+from regauth.delegate_check import KINDS
 from regauth.metrics import Metrics
 from regauth.metrics import counter
 from regauth.metrics import gauge
 from regauth.mitm.config_loader import ConfigLoader
+from regauth.mitm.delegate_gate import DelegateGate
 from regauth.mitm.metrics_observer import MetricsObserver
 from regauth.mitm.recorder import Recorder
 from regauth.mitm.shared_state import SharedState
@@ -77,15 +84,19 @@ class AdminServer:
     that read, at scrape time, what other addons already count."""
 
     def __init__(self, metrics: Metrics, config: ConfigLoader, recorder: Recorder,
-                 observer: MetricsObserver, shared: SharedState) -> None:
+                 observer: MetricsObserver, shared: SharedState,
+                 delegate: DelegateGate | None = None) -> None:
         self.metrics = metrics
         self.config = config
         self.recorder = recorder
         self.observer = observer
         self.shared = shared
+        self.delegate = delegate
         self.sockets: list[socket.socket] = []
         self.server: HTTPServer | None = None
-        self.probe = UpstreamProbe(self._probe_target, 2.0)
+        self.probe = UpstreamProbe(self._probe_target, 2.0, delegate)
+        if delegate is not None:
+            delegate.probe = self.probe
         self._seen_active: object = None
         self._loaded_at: float | None = None
         self._started = False
@@ -98,8 +109,9 @@ class AdminServer:
                           "HOST:PORT of the admin listener (/metrics, /healthz, /readyz), or "
                           "off.")
         loader.add_option("regauth_upstream_check_seconds", int, 2,
-                          "How often the readiness probe asks the upstream for /v2/; /readyz "
-                          "fails when it has not answered for three times this long.")
+                          "How often the upstream probe asks the upstream for /v2/ (readiness, "
+                          "and in delegate mode the delegate check); /readyz fails when it has "
+                          "not answered for three times this long.")
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -139,6 +151,11 @@ class AdminServer:
         if self.bind_error:
             logger.error("regauth: %s", self.bind_error)  # errorcheck exits on this
             return
+        # Without the listener the probe still runs the delegate check; outside delegate
+        # mode it does not run at all (the gate starts it if a reload enters delegate mode).
+        self.probe.readiness = bool(self.sockets)
+        if self.sockets or (self.delegate is not None and self.delegate.wanted() is not None):
+            self.probe.start()
         if not self.sockets:
             return
         app = web.Application([
@@ -152,7 +169,6 @@ class AdminServer:
         shown = f"[{host}]" if ":" in host else host
         logger.info("regauth admin listening at http://%s:%d/ (/metrics, /healthz, /readyz)",
                     shown, port)
-        self.probe.start()
         if self.shared.store is not None:
             self._state_checks = asyncio.get_running_loop().create_task(
                 self._check_state(), name="regauth state store check")
@@ -182,8 +198,11 @@ class AdminServer:
         signer = active.runtime.keyring.signer if active is not None else None
         not_after = signer.certificate.not_valid_after_utc.timestamp() \
             if signer is not None and signer.private_key is not None else None
+        delegate = self.delegate
         return health.readiness(active is not None, not_after, self.probe.answered,
-                                self.probe.error, time.time(), self.probe.window)
+                                self.probe.error, time.time(), self.probe.window,
+                                delegate=delegate.readiness_problem() if delegate else None,
+                                warnings=delegate.readiness_warnings() if delegate else ())
 
     def _sample(self) -> Iterator[Metric]:
         reloads = self.config.reloads
@@ -210,6 +229,7 @@ class AdminServer:
                     ("state",))
         yield gauge("regauth_upstream_up", "1 while the upstream answered the readiness probe "
                     "within its window", [({}, float(self.readiness_upstream()))])
+        yield from self._sample_delegate()
         store = self.shared.store
         if store is not None:
             yield gauge("regauth_state_store_up", "1 while the shared state store (Redis) "
@@ -217,6 +237,22 @@ class AdminServer:
             yield counter("regauth_state_store_errors", "Login-limit operations served from "
                           "this process's memory because the shared store failed",
                           [({}, float(store.errors))])
+
+    def _sample_delegate(self) -> Iterator[Metric]:
+        """The delegate check, in delegate mode only: the verdict as a one-hot gauge over the
+        closed set KINDS, whether requests are refused because of it, and the opt-out."""
+        delegate = self.delegate
+        result = delegate.result() if delegate is not None else None
+        if delegate is None or result is None:
+            return
+        yield gauge("regauth_delegate_check", "The delegate check's verdict on the registry "
+                    "(1 for the current result)",
+                    [({"result": kind}, float(kind == result)) for kind in KINDS], ("result",))
+        yield gauge("regauth_delegate_refusing", "1 while registry requests are refused "
+                    "because the registry is not known to check regauth's tokens",
+                    [({}, float(delegate.refusing()))])
+        yield gauge("regauth_delegate_unchecked", "1 when the delegate check is not enforced "
+                    "(--delegate-unchecked)", [({}, float(delegate.unchecked))])
 
     def readiness_upstream(self) -> bool:
         answered = self.probe.answered

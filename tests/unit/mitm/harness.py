@@ -10,6 +10,10 @@ exception escape, so a hook that raises fails the test instead of being logged.
 
 A request refused through the refusal sink is really sent to the sink (a loopback socket the
 request handler opened), and its answer is what the flow gets.
+
+regauth's own requests to the upstream (the readiness probe and, in delegate mode, the delegate
+check) go to `Harness.registry`, a `FakeRegistry` answering like a token-mode distribution that
+trusts regauth unless a test says otherwise.
 """
 
 from __future__ import annotations
@@ -43,9 +47,12 @@ from mitmproxy.test import taddons
 from mitmproxy.test import tflow
 from mitmproxy.test import tutils
 
+from regauth.delegate_check import Reply
 from regauth.mitm.addons_list import make_addons
+from regauth.mitm.admin import AdminServer
 from regauth.mitm.config_loader import ConfigLoader
 from regauth.mitm.conn_limits import ConnectionLimits
+from regauth.mitm.delegate_gate import DelegateGate
 from regauth.mitm.flow_state import FlowStates
 from regauth.mitm.guard import RegauthGuard
 from regauth.mitm.options_policy import OptionPolicy
@@ -88,6 +95,34 @@ def restoring_log_handlers() -> Iterator[None]:
                 root.removeHandler(handler)
 
 
+@dataclass
+class FakeRegistry:
+    """What the upstream answers regauth's own `GET /v2/` (the upstream probe's `fetch`).
+
+    `anonymous` and `with_token` are the answers without and with an Authorization header
+    (default: a token-mode registry for regauth's realm and service, accepting its tokens);
+    `error`, when set, is raised instead; `gate`, when set, is awaited before answering.
+    `seen` lists (User-Agent, Authorization) of every request.
+    """
+
+    anonymous: Reply = field(default_factory=lambda: Reply(401, (
+        f'Bearer realm="{PUBLIC}/v2/token",service="{SERVICE}"',)))
+    with_token: Reply = field(default_factory=lambda: Reply(200))
+    error: Exception | None = None
+    gate: asyncio.Event | None = None
+    seen: list[tuple[str, str | None]] = field(default_factory=list)
+
+    async def fetch(self, origin: object, context: object, timeout: float,
+                    agent: str = "regauth-readiness",
+                    authorization: str | None = None) -> Reply:
+        self.seen.append((agent, authorization))
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.error is not None:
+            raise self.error
+        return self.with_token if authorization else self.anonymous
+
+
 def killed(flow: http.HTTPFlow) -> bool:
     return flow.error is not None and flow.error.msg == mflow.Error.KILLED_MESSAGE
 
@@ -104,6 +139,9 @@ class Harness:
     recorder: Recorder
     guard: RegauthGuard
     log: Path | None = None
+    admin: AdminServer | None = None
+    delegate: DelegateGate | None = None
+    registry: FakeRegistry = field(default_factory=FakeRegistry)
     # What went on the wire, per flow: to the upstream (or the sink), and to the client.
     sent_upstream: dict[str, bytes] = field(default_factory=dict)
     sent_to_client: dict[str, bytes] = field(default_factory=dict)
@@ -236,13 +274,18 @@ def _feed(stream: Callable[[bytes], bytes | list[bytes]], body: bytes) -> bytes:
 
 @asynccontextmanager
 async def running(policy: Path | None, certs_dir: Path, log: Path | None = None,
+                  registry: FakeRegistry | None = None,
                   **options: object) -> AsyncIterator[Harness]:
-    """The configured, running addon chain; `policy=None` runs without a policy."""
+    """The configured, running addon chain; `policy=None` runs without a policy; `registry`
+    answers regauth's own requests to the upstream (default: a registry trusting regauth)."""
     addons = make_addons()
     by_type = {type(addon): addon for addon in addons}
     harness = Harness(None, *(by_type[t] for t in (  # type: ignore[arg-type]
         ConnectionLimits, OptionPolicy, ConfigLoader, RequestHandler, ResponseRewriter,
-        UpstreamKeyWatch, Recorder, RegauthGuard)), log=log)
+        UpstreamKeyWatch, Recorder, RegauthGuard)), log=log,
+        admin=by_type[AdminServer], delegate=by_type[DelegateGate],  # type: ignore[arg-type]
+        registry=registry or FakeRegistry())
+    harness.admin.probe.fetch = harness.registry.fetch  # type: ignore[union-attr]
     with restoring_log_handlers(), taddons.context(*addons) as tctx:
         harness.tctx = tctx
         settings: dict[str, object] = {
