@@ -15,6 +15,9 @@
   networks (login_limits.py); past a limit, requests are refused with a retry delay before any
   bcrypt runs. A login verified in the last minute still succeeds, so a guesser cannot lock the
   real client out.
+- `needs_check` tells the token service which pairs it can answer from memory alone (cached,
+  refused in the last minute, no password attempt at all): those never wait for a login
+  thread, and never take a place in the login queue (login_queue.py).
 """
 
 from __future__ import annotations
@@ -135,6 +138,25 @@ class Authenticator:
         key = self._memo_key(username, password.encode("utf-8", "surrogateescape"),
                              account.password_hash)
         return self._verified.holds(key, self.clock() + margin)
+
+    def needs_check(self, accounts: dict[str, Account], username: str, password: str,
+                    margin: float = 5.0) -> bool:
+        """Whether `authenticate` may consult the login limits or run bcrypt for this pair
+        within the next `margin` seconds. False when it decides from memory alone, nothing
+        blocking and nothing counted: no password attempt at all, verified in the last
+        `cache_ttl` s, or refused in the last `refused_ttl` s (the entry lasting `margin` s
+        more, so it cannot expire before the answer). Such requests never wait in the login
+        queue: a client repeating a refused password (containerd's GET after its POST) is
+        answered at once, and so is one whose login is cached."""
+        raw = password.encode("utf-8", "surrogateescape")
+        if not is_password_attempt(username, raw):
+            return False
+        account = accounts.get(username)
+        key = self._memo_key(username, raw, account.password_hash if account else None)
+        later = self.clock() + margin
+        if account is not None and self._verified.holds(key, later):
+            return False
+        return not self._refused.holds(key, later)
 
     def authenticate(self, accounts: dict[str, Account], username: str, password: str,
                      client: str) -> Account:

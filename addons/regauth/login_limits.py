@@ -19,10 +19,11 @@ only to the limits of its own network, while new networks wait. Logins verified 
 60 s and refresh tokens bypass the limits altogether (see credentials.py, token_service.py).
 
 The counters live behind `AttemptStore`, two methods over keyed timestamps.
-`MemoryAttemptStore` keeps them in this process. A store shared by several regauth instances
-(e.g. Redis: one sorted set per key, `ZADD key at at` + `ZREMRANGEBYSCORE key -inf at-keep`
-+ `EXPIRE key keep` in `add`, `ZRANGEBYSCORE key (since +inf` in `recent`) needs a clock that
-all instances share: pass `clock=time.time` to `LoginLimiter`.
+`MemoryAttemptStore` keeps them in this process, bounded, with the known networks in a budget
+of their own: failures (which anyone can cause) never evict them. A store shared by several
+regauth instances (e.g. Redis: one sorted set per key, `ZADD key at at` + `ZREMRANGEBYSCORE key
+-inf at-keep` + `EXPIRE key keep` in `add`, `ZRANGEBYSCORE key (since +inf` in `recent`) needs
+a clock that all instances share: pass `clock=time.time` to `LoginLimiter`.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ from typing import Protocol
 class RateLimited(Exception):
     """Too many failed logins; `retry_after` is in whole seconds (for `Retry-After`)."""
 
-    def __init__(self, retry_after: int, limit: str) -> None:
-        super().__init__(f"too many failed logins; retry after {retry_after} s")
+    def __init__(self, retry_after: int, limit: str, message: str | None = None) -> None:
+        super().__init__(message or f"too many failed logins; retry after {retry_after} s")
         self.retry_after = retry_after
         self.limit = limit  # which limit was reached, for the exchange log
 
@@ -59,33 +60,59 @@ class AttemptStore(Protocol):
         """The times of the events under `key` later than `since`, oldest first."""
 
 
+KNOWN_PREFIX = "login-success:"  # keys that only a successful login (a valid password) writes
+
+
 @dataclass
 class MemoryAttemptStore:
-    """In-process `AttemptStore`, bounded: at most `max_keys` keys (least recently written
-    dropped first) and `max_events` events per key (oldest dropped first)."""
+    """In-process `AttemptStore`, bounded, with two budgets that never compete:
+
+    - keys under `KNOWN_PREFIX` (the networks an account logged in from: written only after a
+      password was verified): at most `max_known_keys` (least recently written dropped first)
+      and `max_known_events` events per key (only whether there is a recent one matters);
+    - every other key (failed logins, which anyone can cause): at most `max_keys` keys (least
+      recently written dropped first) and `max_events` events per key (oldest first).
+
+    An attacker failing from many networks therefore evicts only failure keys (what a limit
+    counts), never the record that exempts an account's usual network from the per-account
+    ceiling: with one budget, 10,000 failed networks made `ci` a stranger on its own network.
+    Memory (measured, CPython 3.12): about 1 KB per key (mostly its deque) and 45 bytes per
+    further event, so at the defaults about 10 MB for known networks, and 10 MB plus the
+    failure events within their windows (at most 256 per key) for failures.
+    """
 
     max_keys: int = 10000
     max_events: int = 256
+    max_known_keys: int = 10000
+    max_known_events: int = 1
     _events: OrderedDict[str, deque[float]] = field(default_factory=OrderedDict)
+    _known: OrderedDict[str, deque[float]] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _budget(self, key: str) -> tuple[OrderedDict[str, deque[float]], int, int]:
+        if key.startswith(KNOWN_PREFIX):
+            return self._known, self.max_known_keys, self.max_known_events
+        return self._events, self.max_keys, self.max_events
 
     def add(self, keys: Sequence[str], at: float, keep: float) -> None:
         with self._lock:
             for key in keys:
-                events = self._events.pop(key, None) or deque(maxlen=self.max_events)
+                entries, max_keys, max_events = self._budget(key)
+                events = entries.pop(key, None) or deque(maxlen=max_events)
                 while events and events[0] < at - keep:
                     events.popleft()
                 events.append(at)
-                self._events[key] = events
-            while len(self._events) > self.max_keys:
-                self._events.popitem(last=False)
+                entries[key] = events
+                while len(entries) > max_keys:
+                    entries.popitem(last=False)
 
     def recent(self, key: str, since: float) -> list[float]:
         with self._lock:
-            return [t for t in self._events.get(key, ()) if t > since]
+            entries = self._budget(key)[0]
+            return [t for t in entries.get(key, ()) if t > since]
 
     def __len__(self) -> int:
-        return len(self._events)
+        return len(self._events) + len(self._known)
 
 
 @dataclass(frozen=True)
@@ -134,7 +161,20 @@ class LoginLimiter:
 
     @staticmethod
     def _known_key(username: str, client: str) -> str:
-        return f"login-success:account-network:{username}:{client_network(client)}"
+        return f"{KNOWN_PREFIX}account-network:{username}:{client_network(client)}"
+
+    def known_here(self, username: str, client: str) -> bool:
+        """Whether this process remembers a successful login of `username` from the client's
+        network within `known_network_ttl`. Never blocks: it reads the in-process memory only
+        (the store itself, or the memory behind a shared store: `FallbackAttemptStore.fallback`
+        records every event), so another replica's successes are not seen. A scheduling hint
+        for the login queue (mitm/login_pool.py), never a limit decision."""
+        local = self.store if isinstance(self.store, MemoryAttemptStore) else \
+            getattr(self.store, "fallback", None)
+        if not isinstance(local, MemoryAttemptStore):
+            return False
+        return bool(local.recent(self._known_key(username, client),
+                                 self.clock() - self.known_network_ttl))
 
     def check(self, username: str, client: str) -> None:
         """Raise RateLimited if any limit that applies is reached. Cheap: no bcrypt."""

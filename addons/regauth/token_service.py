@@ -110,32 +110,59 @@ def _basic_challenge(runtime: Runtime) -> dict[str, str]:
     return {"WWW-Authenticate": f'Basic realm="{runtime.policy.service}"'}
 
 
-def may_block(runtime: Runtime, authenticator: Authenticator, request: TokenRequest) -> bool:
-    """Whether answering `request` may run bcrypt or consult a shared login-limit store (then
-    it belongs on a worker thread). False for anonymous requests, refresh grants and a Basic
-    pair verified within the login cache: those cost a signature and no waiting."""
-    form = request.form
-    if form is not None:
-        return form.get("grant_type") != ["refresh_token"]
+def password_pair(request: TokenRequest) -> tuple[str, str] | None:
+    """The (account name, password) whose check `request` asks for, if it can be read without
+    refusing the request: Basic `user:password` with a non-empty user on GET, or on POST a form
+    with grant_type=password and one username and one password (each may be repeated with the
+    same value, as `_first` allows). None for anything else: anonymous, refresh tokens, other
+    schemes, malformed credentials, an ambiguous or incomplete form."""
+    if request.method == "POST":
+        form = request.form
+        if form is None or set(form.get("grant_type", ())) != {"password"}:
+            return None
+        usernames, passwords = set(form.get("username", ())), set(form.get("password", ()))
+        if len(usernames) != 1 or len(passwords) != 1:
+            return None
+        return usernames.pop(), passwords.pop()
     if not request.authorization:
-        return False
+        return None
     scheme, credentials = split_authorization(request.authorization)
     if scheme.lower() != "basic":
-        return False  # refused without a password check
+        return None
     try:
         username, password = parse_basic(credentials)
     except ValueError:
-        return False
-    return username != "" and not authenticator.verified_recently(runtime.policy.accounts,
-                                                                  username, password)
+        return None
+    return (username, password) if username != "" else None
+
+
+def may_block(runtime: Runtime, authenticator: Authenticator, request: TokenRequest) -> bool:
+    """Whether answering `request` may run bcrypt or consult a shared login-limit store (then
+    it belongs on a worker thread, through the login queue). False for anonymous requests,
+    refresh grants and a password pair the authenticator decides from memory (verified or
+    refused within its caches, or no password attempt at all): those cost a signature and no
+    waiting. True for a POST form it cannot read (conservative: the form may still be a
+    password grant)."""
+    pair = password_pair(request)
+    if pair is not None:
+        return authenticator.needs_check(runtime.policy.accounts, *pair)
+    if request.method == "POST":
+        form = request.form
+        return form is not None and form.get("grant_type") != ["refresh_token"]
+    return False
 
 
 def handle_token_request(runtime: Runtime, authenticator: Authenticator,
-                         request: TokenRequest) -> TokenResponse:
-    """Answer one token request. Blocking: may run bcrypt, so call it off the event loop."""
+                         request: TokenRequest,
+                         refuse_login: RateLimited | None = None) -> TokenResponse:
+    """Answer one token request. Blocking: may run bcrypt, so call it off the event loop.
+
+    `refuse_login`: refuse a password check with this instead of running it (the login queue
+    had no room: mitm/login_pool.py); nothing is checked or counted, so it never blocks, and
+    every other refusal (a malformed scope, a wrong service, ...) comes first as usual."""
     trace = TokenTrace(request.method)
     try:
-        return _handle(runtime, authenticator, request, trace)
+        return _handle(runtime, authenticator, request, trace, refuse_login)
     except TokenError as e:
         trace.refused = e.message
         answer = e.answer()
@@ -143,7 +170,7 @@ def handle_token_request(runtime: Runtime, authenticator: Authenticator,
 
 
 def _handle(runtime: Runtime, authenticator: Authenticator, request: TokenRequest,
-            trace: TokenTrace) -> TokenResponse:
+            trace: TokenTrace, refuse_login: RateLimited | None) -> TokenResponse:
     policy = runtime.policy
     if request.method == "POST":
         if request.form is None:
@@ -171,7 +198,8 @@ def _handle(runtime: Runtime, authenticator: Authenticator, request: TokenReques
         raise TokenError(400, "UNSUPPORTED", "invalid_scope", f"malformed scope: {e}") from None
     trace.requested = [str(s) for s in scopes]
 
-    account, refresh_in = _identify(runtime, authenticator, request, params, grant_type, trace)
+    account, refresh_in = _identify(runtime, authenticator, request, params, grant_type, trace,
+                                    refuse_login)
     identity = Identity(account)
     trace.account = identity.name or "anonymous"
 
@@ -203,8 +231,8 @@ def _handle(runtime: Runtime, authenticator: Authenticator, request: TokenReques
 
 
 def _identify(runtime: Runtime, authenticator: Authenticator, request: TokenRequest,
-              params: dict[str, list[str]], grant_type: str | None,
-              trace: TokenTrace) -> tuple[Account | None, str | None]:
+              params: dict[str, list[str]], grant_type: str | None, trace: TokenTrace,
+              refuse_login: RateLimited | None) -> tuple[Account | None, str | None]:
     """The authenticated account (None for anonymous) and, for refresh grants, the refresh
     token to send back (the one presented: oauth.md returns the same token)."""
     if grant_type == "refresh_token":
@@ -221,7 +249,7 @@ def _identify(runtime: Runtime, authenticator: Authenticator, request: TokenRequ
             raise TokenError(400, "UNSUPPORTED", "invalid_request",
                            "username and password are required for grant_type=password")
         return _login(runtime, authenticator, username, password, request.client_ip,
-                      trace), None
+                      trace, refuse_login), None
     if grant_type is not None:
         raise TokenError(400, "UNSUPPORTED", "unsupported_grant_type",
                        "grant_type must be password or refresh_token")
@@ -248,7 +276,8 @@ def _identify(runtime: Runtime, authenticator: Authenticator, request: TokenRequ
     if account_param is not None and account_param != username:
         raise TokenError(400, "UNSUPPORTED", "invalid_request",
                        "the account parameter does not match the credentials")
-    return _login(runtime, authenticator, username, password, request.client_ip, trace), None
+    return _login(runtime, authenticator, username, password, request.client_ip, trace,
+                  refuse_login), None
 
 
 def _refresh(runtime: Runtime, token: str, trace: TokenTrace, form: str) -> Account:
@@ -267,11 +296,13 @@ def _refresh(runtime: Runtime, token: str, trace: TokenTrace, form: str) -> Acco
 
 
 def _login(runtime: Runtime, authenticator: Authenticator, username: str, password: str,
-           client_ip: str, trace: TokenTrace) -> Account:
+           client_ip: str, trace: TokenTrace, refuse_login: RateLimited | None) -> Account:
     trace.username = username[:128]
     trace.credential = "password"
     trace.failed_login_counted = False
     try:
+        if refuse_login is not None:
+            raise refuse_login
         return authenticator.authenticate(runtime.policy.accounts, username, password, client_ip)
     except RateLimited as e:
         trace.rate_limited = e.limit

@@ -27,6 +27,7 @@ from regauth.authorization import describe
 from regauth.credentials import Authenticator
 from regauth.errors import Answer
 from regauth.errors import RegistryError
+from regauth.login_queue import WORKERS
 from regauth.mitm.config_loader import ConfigLoader
 from regauth.mitm.flow_state import FlowState
 from regauth.mitm.flow_state import FlowStates
@@ -34,6 +35,7 @@ from regauth.mitm.framing import body_absent
 from regauth.mitm.guard import FORWARD_MARK
 from regauth.mitm.guard import LOCAL_MARK
 from regauth.mitm.guard import fail_closed
+from regauth.mitm.login_pool import LoginPool
 from regauth.mitm.refusal_sink import NONCE_HEADER
 from regauth.mitm.refusal_sink import RefusalSink
 from regauth.mitm.scrub import CLIENT_AUTHORIZATION
@@ -41,8 +43,6 @@ from regauth.mitm.scrub import redact_authorization
 from regauth.mitm.scrub import scrub_request
 from regauth.mitm.stream_isolation import DISCARD_MARK
 from regauth.runtime import Active
-from regauth.token_service import handle_token_request
-from regauth.token_service import may_block
 from regauth.upstream_auth import UpstreamAuthError
 
 logger = logging.getLogger(__name__)
@@ -93,8 +93,11 @@ class RequestHandler:
         self.states = states
         self.authenticator = Authenticator()
         self.sink = RefusalSink()
-        # bcrypt runs here, bounded, so failed logins cannot take every thread of the loop.
-        self.login_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="regauth-login")
+        # bcrypt runs here, bounded, so failed logins cannot take every thread of the loop;
+        # the login queue decides whose check runs next (mitm/login_pool.py).
+        self.login_pool = ThreadPoolExecutor(max_workers=WORKERS,
+                                             thread_name_prefix="regauth-login")
+        self.logins = LoginPool(self.login_pool)
 
     async def running(self) -> None:
         await self.sink.start()
@@ -214,14 +217,7 @@ class RequestHandler:
                      decision: front.IssueToken) -> None:
         active = state.active
         assert active is not None
-        if may_block(active.runtime, self.authenticator, decision.request):
-            response = await asyncio.get_running_loop().run_in_executor(
-                self.login_pool, handle_token_request, active.runtime, self.authenticator,
-                decision.request)
-        else:
-            # No bcrypt and no shared store to wait for: a thread hand-off would cost more
-            # than the signature (bench/control.py).
-            response = handle_token_request(active.runtime, self.authenticator,
+        response = await self.logins.answer(active.runtime, self.authenticator,
                                             decision.request)
         state.token_trace = response.trace
         answer = front.token_answer(response)

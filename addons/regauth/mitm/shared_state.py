@@ -3,7 +3,10 @@
 Empty (or `memory`): in this process, as before. `redis://HOST:PORT/DB`: in Redis, shared by
 every replica, with this process's memory as the fallback during an outage. The store is
 chosen once, before any request (the option cannot change while regauth runs), and handed to
-the request handler's authenticator; nothing else reads it.
+the request handler's authenticator; nothing else reads it (the login queue's hint, whether an
+account is known on a network, reads only the memory behind it: `LoginLimiter.known_here`).
+Both the in-process store and that memory keep known networks in a budget failures cannot
+evict (`login_limits.MemoryAttemptStore`).
 """
 
 from __future__ import annotations
