@@ -37,6 +37,7 @@ from regauth import gate
 from regauth.errors import Answer
 from regauth.errors import RegistryError
 from regauth.gate import GateDecision
+from regauth.request_bounds import check_fields
 from regauth.routes import JWKS_PATH
 from regauth.routes import TOKEN_PATH
 from regauth.routes import RouteError
@@ -68,7 +69,11 @@ class RequestView:
     HTTP/3 HEADERS frame that ends the stream); `to_upstream` is True for a live reverse-proxy
     request aimed at the guarded upstream (not a replay, not another destination);
     `upstream_unavailable` says why the upstream cannot take requests now (regauth's embedded
-    registry did not come back in time from a restart), empty when it can.
+    registry did not come back in time from a restart, every registry connection regauth
+    allows is open, or in delegate mode the registry is not known to check regauth's tokens),
+    empty when it can; `shed` says why this connection only gets a 503
+    (accepted past regauth's connection ceiling), empty otherwise; `header_fields` holds every
+    header field as received (name, value), for the head bounds of `request_bounds`.
     """
 
     method: str
@@ -82,6 +87,8 @@ class RequestView:
     client_ip: str = ""
     to_upstream: bool = True
     upstream_unavailable: str = ""
+    shed: str = ""
+    header_fields: tuple[tuple[bytes, bytes], ...] = ()
 
     @property
     def path(self) -> str:
@@ -182,6 +189,18 @@ def _respond(view: RequestView, active: Active | None, error: RegistryError,
 def decide(active: Active | None, view: RequestView) -> Decision:
     """The one decision for a request, from its line and headers. Never raises for any input:
     every refusal is a `Respond` with distribution's status and error code."""
+    if view.shed:
+        headers = {"Retry-After": "1"}
+        if not view.multiplexed:
+            headers["Connection"] = "close"
+        return _respond(view, active, RegistryError(503, "UNAVAILABLE", view.shed,
+                                                    headers=headers))
+    too_large = check_fields(view.target, view.method, view.header_fields)
+    if too_large is not None:
+        # HTTP/1.1 heads are refused before they are parsed (mitm/head_limits.py); an HTTP/2
+        # head arrives decoded and is judged here, on its own stream.
+        return _respond(view, active, RegistryError(too_large.status, "UNSUPPORTED",
+                                                    too_large.reason))
     if active is None:
         return _respond(view, None, RegistryError(503, "UNAVAILABLE", "regauth has no valid "
                                                   "policy loaded; nothing is forwarded"))

@@ -15,8 +15,11 @@ delegate check), and the guard last (it kills whatever no decision allowed).
 from __future__ import annotations
 
 from regauth.metrics import Metrics
+from regauth.mitm import body_limits
 from regauth.mitm import error_pages
 from regauth.mitm import framing
+from regauth.mitm import h2_limits
+from regauth.mitm import head_limits
 from regauth.mitm import jwt_view
 from regauth.mitm import stream_isolation
 from regauth.mitm.admin import AdminServer
@@ -39,6 +42,9 @@ def make_addons(embedded: EmbeddedRegistry | None = None) -> list[object]:
     error_pages.install()
     framing.install()
     stream_isolation.install()
+    head_limits.install()
+    h2_limits.install()
+    body_limits.install()
     jwt_view.register()
     config = ConfigLoader()
     states = FlowStates()

@@ -47,9 +47,13 @@ from regauth.upstream_auth import UpstreamAuthError
 
 logger = logging.getLogger(__name__)
 
-# Set by an adapter that could not get the upstream ready in time (the embedded registry):
-# why, for the front door to refuse the request with 503.
+# Set by an adapter that cannot let requests reach the upstream now (the embedded registry is
+# restarting, every registry connection allowed is open, the delegate check has not passed):
+# why, for the front door to refuse registry requests with 503.
 UPSTREAM_UNAVAILABLE = "regauth.upstream_unavailable"
+# Set by the connection limits on a connection accepted past the connection ceiling: why, for
+# the front door to answer its request with 503 and close it.
+SHED = "regauth.shed"
 
 
 def _goes_to_upstream(flow: http.HTTPFlow, active: Active | None) -> bool:
@@ -82,6 +86,8 @@ def request_view(flow: http.HTTPFlow, active: Active | None) -> front.RequestVie
         client_ip=peer[0] if peer else "",
         to_upstream=_goes_to_upstream(flow, active),
         upstream_unavailable=str(flow.metadata.get(UPSTREAM_UNAVAILABLE, "")),
+        shed=str(flow.metadata.get(SHED, "")),
+        header_fields=tuple(headers.fields),
     )
 
 

@@ -20,6 +20,7 @@ from mitmproxy.test import tflow
 
 from regauth.mitm import conn_limits
 from regauth.mitm.conn_limits import ConnectionLimits
+from regauth.mitm.refusal_log import RefusalLog
 from tests.unit.mitm.harness import UPSTREAM
 from tests.unit.mitm.harness import killed
 from tests.unit.mitm.harness import registry_flow
@@ -53,7 +54,7 @@ def _timer_in(limits, client) -> float | None:
 
 @pytest.fixture
 def limits():
-    addon = ConnectionLimits()
+    addon = ConnectionLimits(RefusalLog())
     with taddons.context(addon) as tctx:
         yield addon, tctx
 
@@ -205,8 +206,8 @@ async def test_closed_connections_are_logged_once_per_address_and_reason_a_minut
     assert len(lines) == 2 and addon.closed == {"cap": 5}
     assert all(r.levelno == logging.WARNING for r in caplog.records
                if r.name == conn_limits.__name__)
-    key = ("10.0.0.1", "cap")
-    addon._last_log[key] -= conn_limits._LOG_INTERVAL  # a minute later
+    now = addon.log.clock()
+    addon.log.clock = lambda: now + addon.log.interval  # a minute later
     addon.client_connected(_client(port=6))
     last = [r.getMessage() for r in caplog.records if r.name == conn_limits.__name__][-1]
     assert last.endswith("(3 more like it in the last minute)")
@@ -225,7 +226,7 @@ async def test_a_timer_for_a_connection_already_gone_does_nothing(limits, caplog
 
 @run
 async def test_a_timer_for_a_connection_the_proxy_server_no_longer_has_does_nothing(caplog):
-    addon, server = ConnectionLimits(), Proxyserver()
+    addon, server = ConnectionLimits(RefusalLog()), Proxyserver()
     with taddons.context(server, addon):
         client = _client()
         addon.client_connected(client)
@@ -250,3 +251,84 @@ async def test_in_the_chain_every_flow_ends_whoever_answers_it(write_policy, cer
         assert killed(flow)
         harness.limits.client_disconnected(client)
     assert harness.limits.open_connections == 0
+
+
+@run
+async def test_past_the_ceiling_connections_get_a_503_then_are_refused(limits):
+    addon, tctx = limits
+    tctx.configure(addon, regauth_max_connections=3, regauth_max_connections_per_address=0)
+    clients = [_client(port=p) for p in range(3 + conn_limits.SHED_MARGIN + 1)]
+    for client in clients:
+        addon.client_connected(client)
+    normal, shed, refused = (clients[:3], clients[3:3 + conn_limits.SHED_MARGIN],
+                             clients[3 + conn_limits.SHED_MARGIN:])
+    assert not any(addon._conns[c.id].shed for c in normal)
+    assert all(addon._conns[c.id].shed for c in shed)
+    assert [c.error for c in refused] == [
+        f"regauth: more than {3 + conn_limits.SHED_MARGIN} connections open"]
+    assert _timer_in(addon, shed[0]) == conn_limits.SHED_HEAD_TIMEOUT
+    assert addon.closed["shed"] == conn_limits.SHED_MARGIN and addon.closed["overloaded"] == 1
+    flow = _flow_on(shed[0])
+    addon.requestheaders(flow)
+    assert "connection limit (3 connections)" in flow.metadata[conn_limits.SHED]
+    addon.response(flow)
+    assert _timer_in(addon, shed[0]) == 1  # closed soon after its 503
+    calm = _flow_on(normal[0])
+    addon.requestheaders(calm)
+    assert conn_limits.SHED not in calm.metadata
+
+
+@run
+async def test_registry_connections_are_bounded(limits):
+    from mitmproxy.proxy import server_hooks
+
+    addon, tctx = limits
+    tctx.configure(addon, regauth_max_upstream_connections=2)
+    client = _client()
+    addon.client_connected(client)
+
+    def connect():
+        data = server_hooks.ServerConnectionHookData(client=client,
+                                                      server=tflow.tserver_conn())
+        addon.server_connect(data)
+        return data
+
+    first, second = connect(), connect()
+    assert addon.upstream_open == 2 and first.server.error is None
+    flow = _flow_on(client)
+    addon.requestheaders(flow)  # at the ceiling: registry requests are shed with 503
+    assert "registry connection limit (2)" in flow.metadata[conn_limits.UPSTREAM_UNAVAILABLE]
+    extra = [connect() for _ in range(conn_limits.SHED_MARGIN + 1)]
+    assert extra[-1].server.error == conn_limits.UPSTREAM_LIMIT_MESSAGE
+    assert all(d.server.error is None for d in extra[:-1])
+    addon.server_connect_error(extra[-1])  # a refused one was never counted
+    assert addon.upstream_open == 2 + conn_limits.SHED_MARGIN
+    for data in (first, second, *extra[:-1]):
+        addon.server_disconnected(data)
+        addon.server_disconnected(data)  # closing twice releases once
+    assert addon.upstream_open == 0
+    later = _flow_on(client)
+    addon.requestheaders(later)
+    assert conn_limits.UPSTREAM_UNAVAILABLE not in later.metadata
+
+
+def test_the_default_ceilings_stay_below_the_descriptor_limit():
+    for descriptors in (1024, 4096, 65536, 1 << 20):
+        clients, upstream = conn_limits.default_ceilings(descriptors)
+        worst = clients + conn_limits.SHED_MARGIN + upstream + conn_limits.SHED_MARGIN
+        assert worst + conn_limits.FD_RESERVE // 2 <= descriptors + conn_limits.SHED_MARGIN
+        assert clients >= 400
+    assert conn_limits.descriptor_limit() >= 1024
+
+
+def test_the_refusal_log_is_bounded_whatever_the_number_of_addresses(caplog):
+    log = RefusalLog(max_entries=100)
+    with caplog.at_level(logging.ERROR, logger=conn_limits.__name__):
+        for n in range(100_000):
+            log.note(f"10.{n >> 16}.{(n >> 8) & 255}.{n & 255}", "cap", "refused")
+            log.note(f"10.{n >> 16}.{(n >> 8) & 255}.{n & 255}", "cap", "refused")
+    assert len(log) == 100 and log.counts["cap"] == 200_000
+    log.note("192.0.2.1", "cap", "refused")
+    # the entry it evicted had one refusal not logged yet: it is said, not kept
+    assert caplog.messages[-1] == "regauth: refused (1 more from other addresses not shown)"
+    assert len(log) == 100
