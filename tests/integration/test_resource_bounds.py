@@ -27,6 +27,7 @@ import pytest
 from tests.conftest import PASSWORDS
 from tests.conftest import SERVICE
 from tests.support import httpclient
+from tests.support.admin import scrape
 from tests.support.dos import continuation_flood
 from tests.support.dos import cpu_seconds
 from tests.support.dos import head_flood
@@ -227,7 +228,8 @@ def test_connections_past_the_descriptor_budget_are_shed_not_failed(write_policy
     shedding margin are closed at once, accept() never fails, and once the flood is gone the
     legitimate client is served again."""
     registry = make_registry()
-    proxy = make_proxy(write_policy(), registry.url, prefix=["prlimit", "--nofile=256:256"])
+    proxy = make_proxy(write_policy(), registry.url, prefix=["prlimit", "--nofile=256:256"],
+                       admin_listen="127.0.0.1:0")
     held = [tls_socket(proxy.port, proxy.ca, source=f"127.0.4.{n % 5 + 1}", timeout=5)
             for n in range(40)]
     shed = httpclient.request(proxy.port, proxy.ca, "GET", "/v2/", timeout=10)
@@ -253,3 +255,6 @@ def test_connections_past_the_descriptor_budget_are_shed_not_failed(write_policy
     output = proxy.output()
     assert "Too many open files" not in output
     assert "shedding load" in output and "refused connections:" in output
+    metrics = scrape(proxy.admin_port)
+    assert metrics.value("regauth_connections_refused_total", reason="shed") >= 1
+    assert metrics.value("regauth_connections_refused_total", reason="overloaded") >= 150

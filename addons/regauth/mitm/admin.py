@@ -44,6 +44,8 @@ from regauth.mitm.config_loader import ConfigLoader
 from regauth.mitm.delegate_gate import DelegateGate
 from regauth.mitm.metrics_observer import MetricsObserver
 from regauth.mitm.recorder import Recorder
+from regauth.mitm.refusal_log import REASONS
+from regauth.mitm.refusal_log import refusals
 from regauth.mitm.shared_state import SharedState
 from regauth.mitm.upstream_probe import UpstreamProbe
 from regauth.urls import Origin
@@ -227,6 +229,10 @@ class AdminServer:
         yield gauge("regauth_client_connections", "Client connections by state",
                     [({"state": s}, n) for s, n in self.observer.connection_states().items()],
                     ("state",))
+        yield counter("regauth_connections_refused", "Connections, request heads and HTTP/2 "
+                      "streams refused or closed by regauth's connection limits, by reason",
+                      [({"reason": r}, float(refusals.counts.get(r, 0))) for r in REASONS],
+                      ("reason",))
         yield gauge("regauth_upstream_up", "1 while the upstream answered the readiness probe "
                     "within its window", [({}, float(self.readiness_upstream()))])
         yield from self._sample_delegate()

@@ -18,6 +18,16 @@ from collections.abc import Callable
 
 logger = logging.getLogger("regauth.mitm.conn_limits")
 
+# Every reason a connection, a request head or a stream is refused for (metric labels: a closed
+# vocabulary). Connections: head_timeout, idle_timeout (timeouts), cap (per address),
+# overloaded (past the connection ceiling and its shedding margin), shed (past the ceiling:
+# answered 503), upstream_limit (a registry connection past its ceiling). Request heads:
+# head_too_large, request_line_too_long, bad_head, header_block_too_large (HTTP/2). HTTP/2:
+# h2_rapid_reset (connection closed), h2_streams_cancelled (streams opened and reset in one
+# read, dropped unseen). Bodies: body_too_slow.
+REASONS = ("head_timeout", "idle_timeout", "cap", "overloaded", "shed", "upstream_limit",
+           "head_too_large", "request_line_too_long", "bad_head", "header_block_too_large",
+           "h2_rapid_reset", "h2_streams_cancelled", "body_too_slow")
 INTERVAL = 60.0  # seconds between two lines for one address and reason
 MAX_ENTRIES = 4096  # (address, reason) pairs remembered for the interval
 

@@ -8,6 +8,7 @@ of the same client) and returns what it recognised, in registry terms, with a hi
 | `no-token-request` | a challenge with no token request from that client afterwards |
 | `bad-credentials` | the token endpoint refused the login (wrong password or unknown account) |
 | `rate-limited` | the token endpoint answered 429 (too many failed logins) |
+| `login-queue` | 429 from the login queue (too many of the network's logins waiting) |
 | `partial-grant` | a token granted less than requested, and which rule decided |
 | `insufficient-scope` | a request with a token from this conversation got insufficient_scope |
 | `service-mismatch` | the registry's `auth.token.service` (or the client's) is not the policy's |
@@ -15,6 +16,9 @@ of the same client) and returns what it recognised, in registry terms, with a hi
 | `challenge-loop` | the same challenge to the same client over and over |
 | `registry-refused-token` | a token-mode registry refused regauth's token (invalid_token) |
 | `upstream-credentials-refused` | the upstream refused the credentials regauth injected |
+| `delegate-check-refused` | delegate mode: the registry is not known to check regauth's tokens |
+| `regauth-overloaded` | 503 from regauth's connection or registry-connection ceiling |
+| `body-too-slow` | regauth cut a request whose body stopped arriving (`regauth_body_min_rate`) |
 """
 
 from __future__ import annotations
@@ -150,6 +154,16 @@ def rate_limited(c: Conversation, ctx: Context) -> list[Diagnosis]:
     for entry in c.entries:
         if entry.kind == "token" and entry.status == 429:
             user = entry.token_request.get("username") or entry.basic_username or "?"
+            limit = entry.token_response.get("rate_limited")
+            if isinstance(limit, str) and limit.startswith("login queue"):
+                return [Diagnosis(
+                    "login-queue", "refused by the login queue",
+                    f"{_q(user)} from {entry.client_ip}: {limit} (too many logins from that "
+                    "network were waiting for a password check; nothing was checked or counted)",
+                    "retry after a second; many parallel logins from one host with the same "
+                    "credentials share one check, different ones wait their turn (4 at most "
+                    "per network): use a refresh token (docker login) or fewer parallel logins",
+                    entry.line)]
             return [Diagnosis(
                 "rate-limited", "rate limited",
                 f"too many failed logins for {_q(user)} from {entry.client_ip}: "
@@ -352,9 +366,62 @@ def upstream_credentials_refused(c: Conversation, ctx: Context) -> list[Diagnosi
     return []
 
 
+def delegate_check_refused(c: Conversation, ctx: Context) -> list[Diagnosis]:
+    for entry in c.entries:
+        reason = entry.reason
+        if entry.status != 503 or not reason.startswith("delegate check "):
+            continue
+        pending = reason.startswith("delegate check pending")
+        detail = reason.removesuffix("; retry shortly")
+        if pending:
+            title = "delegate mode refused to forward: the registry has not been checked yet"
+            hint = ("regauth could not reach the registry, or it answered 5xx: see /readyz on "
+                    "the admin listener and regauth's log; requests are refused until the "
+                    "check passes")
+        else:
+            title = "delegate mode refused to forward: the registry does not check regauth's " \
+                "tokens"
+            hint = ("in delegate mode the registry must check regauth's tokens itself: "
+                    "configure its auth.token (realm <public URL>/v2/token, the policy's "
+                    "service and issuer, rootcertbundle from `regauth certs bundle`) and "
+                    "restart it; /readyz names the problem in full. --delegate-unchecked "
+                    "forwards anyway, for test setups only")
+        return [Diagnosis("delegate-check-refused", title, f"{entry.method} {entry.path}: "
+                          f"{detail}", hint, entry.line)]
+    return []
+
+
+def regauth_overloaded(c: Conversation, ctx: Context) -> list[Diagnosis]:
+    for entry in c.entries:
+        reason = entry.reason
+        if entry.status == 503 and "connection limit" in reason:
+            return [Diagnosis(
+                "regauth-overloaded", "regauth shed the request (connection limits)",
+                f"{entry.method} {entry.path}: {reason}",
+                "clients retry after Retry-After; if it persists, see "
+                "regauth_connections_refused_total and raise regauth_max_connections or "
+                "regauth_max_upstream_connections (each needs file descriptors), or add a "
+                "replica", entry.line)]
+    return []
+
+
+def body_too_slow(c: Conversation, ctx: Context) -> list[Diagnosis]:
+    for entry in c.entries:
+        error = entry.error or ""
+        if "body too slow" in error or "token request body incomplete" in error:
+            return [Diagnosis(
+                "body-too-slow", "request cut: its body stopped arriving",
+                f"{entry.method} {entry.path}: {error}",
+                "a client (or a network path) that cannot send 1 KiB/s for 30 s is cut; "
+                "check the client's uplink, or raise regauth_body_timeout / "
+                "regauth_body_min_rate", entry.line)]
+    return []
+
+
 DETECTORS: tuple[Callable[[Conversation, Context], list[Diagnosis]], ...] = (
     bad_credentials, rate_limited, service_mismatch, basic_on_registry, partial_grant,
-    insufficient_scope, registry_refused_token, upstream_credentials_refused, challenge_loop,
+    insufficient_scope, registry_refused_token, upstream_credentials_refused,
+    delegate_check_refused, regauth_overloaded, body_too_slow, challenge_loop,
     no_token_request,
 )
 

@@ -179,6 +179,13 @@ class Entry:
         return value if isinstance(value, str) else None
 
     @property
+    def error(self) -> str | None:
+        """The flow's error, when it ended without a complete answer (mitmproxy's or regauth's
+        words: a cut body, a reset stream, a lost connection)."""
+        value = self._get("error")
+        return value if isinstance(value, str) else None
+
+    @property
     def injected(self) -> bool:
         return self._get("upstream_credentials") == "injected"
 

@@ -93,3 +93,45 @@ def test_replay_classification() -> None:
     assert classify({"pull", "push"}, {"pull"}) == "narrower"
     assert classify({"pull"}, {"pull", "push"}) == "wider"
     assert classify({"pull"}, {"push"}) == "different"
+
+
+def _answered_by_regauth(status: int, reason: str = "", **extra: object) -> dict[str, object]:
+    record: dict[str, object] = {
+        "time": dt.datetime.fromtimestamp(NBF + 1, dt.UTC).isoformat(),
+        "conversation": "c2", "client": "10.0.0.6:4000", "method": "PUT",
+        "path": "/v2/app/blobs/uploads/u1", "kind": "registry", "status": status,
+        "answered_by": "regauth", "decision": {"forward": False, "reason": reason},
+    }
+    record.update(extra)
+    return record
+
+
+def test_the_login_queue_is_named_apart_from_failed_logins() -> None:
+    [found] = _diagnose({
+        "time": dt.datetime.fromtimestamp(NBF + 1, dt.UTC).isoformat(), "conversation": "c3",
+        "client": "10.0.0.7:4000", "method": "GET", "path": "/v2/token", "kind": "token",
+        "status": 429, "answered_by": "regauth",
+        "token_request": {"username": "ci"},
+        "token_response": {"rate_limited": "login queue", "refused": "busy"}})
+    assert found.code == "login-queue" and "nothing was checked or counted" in found.detail
+    assert "fix the credentials" not in found.hint
+
+
+def test_a_refusal_by_the_delegate_check_is_named() -> None:
+    [failed] = _diagnose(_answered_by_regauth(
+        503, "delegate check failed: the registry behind regauth answers without "
+             "authentication; retry shortly"))
+    assert failed.code == "delegate-check-refused" and "auth.token" in failed.hint
+    assert not failed.detail.endswith("retry shortly")
+    [pending] = _diagnose(_answered_by_regauth(503, "delegate check pending: …"))
+    assert "not been checked yet" in pending.title
+
+
+def test_load_shedding_and_cut_bodies_are_named() -> None:
+    [shed] = _diagnose(_answered_by_regauth(
+        503, "regauth is at its connection limit (32 connections); retry shortly"))
+    assert shed.code == "regauth-overloaded"
+    [slow] = _diagnose(_answered_by_regauth(
+        200, "", status_=None, error="request body too slow: 3 bytes in 3 s, less than 1024 "
+                                    "bytes/s (regauth_body_min_rate)"))
+    assert slow.code == "body-too-slow" and "regauth_body_min_rate" in slow.hint
