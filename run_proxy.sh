@@ -22,6 +22,10 @@ usage: ./run_proxy.sh [options] [-- extra mitmproxy arguments]
   --web               mitmweb on 127.0.0.1:8081 behind a printed token [REGAUTH_WEB=1]
   --delegate-unchecked  delegate mode: forward even if the registry does not check
                       regauth's tokens (test setups only) [REGAUTH_DELEGATE_UNCHECKED=1]
+  --proxy-protocol CIDR[,CIDR...]  load balancers sending a PROXY protocol header
+                      (required from them, refused from others) [REGAUTH_PROXY_PROTOCOL]
+  --allow-plain-http  also serve plain HTTP on the proxy port (test setups only)
+                      [REGAUTH_ALLOW_PLAIN_HTTP=1]
   --setup-only        create .venv and certs/, then exit (used by tests/run.sh)
   -h, --help          this help
 USAGE
@@ -37,12 +41,12 @@ policy=${REGAUTH_POLICY:-policies/default.yaml}
 while [ $# -gt 0 ]; do
   case "$1" in
     --upstream) [ $# -ge 2 ] || die "--upstream needs a URL"; upstream=$2; shift 2 ;;
-    --upstream-ca|--listen|--public-url|--log)
+    --upstream-ca|--listen|--public-url|--log|--proxy-protocol)
       [ $# -ge 2 ] || die "$1 needs a value"; args+=("$1" "$2"); shift 2 ;;
     --certs-dir) [ $# -ge 2 ] || die "--certs-dir needs a value"; certs_dir=$2; shift 2 ;;
     --policy) [ $# -ge 2 ] || die "--policy needs a value"; policy=$2; shift 2 ;;
     --web) args+=(--web); shift ;;
-    --delegate-unchecked) args+=(--delegate-unchecked); shift ;;
+    --delegate-unchecked|--allow-plain-http) args+=("$1"); shift ;;
     --setup-only) setup_only=1; shift ;;
     -h|--help) usage; exit 0 ;;
     --) shift; break ;;

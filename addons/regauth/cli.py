@@ -142,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="delegate mode: forward even when the registry does not check "
                             "regauth's tokens (an open registry); for test setups only, "
                             "logged as a warning")
+    serve.add_argument("--proxy-protocol", default=_env("REGAUTH_PROXY_PROTOCOL", ""),
+                       metavar="CIDR[,CIDR...]",
+                       help="load balancers that send a PROXY protocol header (v1 or v2): "
+                            "required from them, refused from everyone else (default: none)")
+    serve.add_argument("--allow-plain-http", action="store_true",
+                       default=_env("REGAUTH_ALLOW_PLAIN_HTTP", "") in ("1", "true", "yes"),
+                       help="also serve plain HTTP on the proxy port (test setups only: "
+                            "clients would send passwords in clear text)")
     serve.add_argument("extra", nargs=argparse.REMAINDER,
                        help="after --: extra mitmproxy arguments")
     serve.set_defaults(func=commands.serve)
@@ -153,9 +161,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "extra", None) and args.extra[0] == "--":
         args.extra = args.extra[1:]
-    if getattr(args, "delegate_unchecked", False):
-        # The option of the delegate gate (mitm/delegate_gate.py), set at start only.
-        args.extra = ["--set", "regauth_delegate_unchecked=true", *args.extra]
     try:
         return int(args.func(args))
     except (ValueError, OSError) as e:

@@ -54,9 +54,11 @@ def _trickle_until_closed(sock: socket.socket, limit: float) -> float:
 @pytest.fixture
 def limited(write_policy, make_registry, make_proxy):
     registry = make_registry()
+    # Plain HTTP allowed: the timeouts are easiest to show with raw request bytes (the TLS
+    # variants run too).
     return make_proxy(write_policy(), registry.url, extra=[
         "--set", "regauth_head_timeout=2", "--set", "regauth_idle_timeout=3",
-        "--set", "regauth_max_connections_per_address=220"])
+        "--set", "regauth_max_connections_per_address=220", "--set", "regauth_plain_http=true"])
 
 
 def test_the_default_head_timeout_is_at_most_30_seconds():

@@ -112,3 +112,36 @@ def test_memory_is_bounded():
         conv.token_issued(f"jti-{i}", "conv")
     assert conv.for_token("jti-0") is None
     assert conv.for_token("jti-4") == "conv"
+
+
+def test_two_accounts_behind_one_address_are_two_conversations():
+    conv = Conversations(clock=FakeClock())
+    scope = ["repository:teams/web/app:pull,push"]
+    first = conv.challenged("203.0.113.7", scope)
+    second = conv.challenged("203.0.113.7", scope)  # another client behind the same NAT
+    alice = conv.token_requested("203.0.113.7", scope, "alice")
+    bob = conv.token_requested("203.0.113.7", scope, "bob")
+    assert alice == second  # the latest matching challenge, now alice's
+    assert bob == first  # not alice's: the other unbound challenge
+    carol = conv.token_requested("203.0.113.7", scope, "carol")
+    assert carol not in (alice, bob)  # no challenge of nobody's left: a conversation of its own
+    assert conv.token_requested("203.0.113.7", scope, "alice") == alice
+
+
+def test_a_refused_login_does_not_bind_a_conversation():
+    conv = Conversations(clock=FakeClock())
+    cid = conv.challenged("10.0.0.1", ["repository:a:pull"])
+    assert conv.token_requested("10.0.0.1", ["repository:a:pull"], None) == cid
+    assert conv.token_requested("10.0.0.1", ["repository:a:pull"], "alice") == cid
+
+
+def test_a_challenge_to_a_token_holder_belongs_to_that_account():
+    conv = Conversations(clock=FakeClock())
+    cid = conv.token_requested("10.0.0.1", ["repository:a:pull"], "alice")
+    conv.token_issued("jti-a", cid, "alice")
+    assert conv.identity_of_token("jti-a") == "alice" and conv.identity_of_token("x") is None
+    again = conv.challenged("10.0.0.1", ["repository:a:pull,push"], conv.for_token("jti-a"),
+                            conv.identity_of_token("jti-a"))
+    assert again == cid
+    assert conv.token_requested("10.0.0.1", ["repository:a:pull,push"], "bob") != cid
+    assert conv.token_requested("10.0.0.1", ["repository:a:pull,push"], "alice") == cid

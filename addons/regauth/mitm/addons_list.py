@@ -1,15 +1,15 @@
-"""The addons regauth adds to a mitmproxy master, in order.
-
-Order matters: connection limits first (a refused connection goes no further), option
-policing next (a refused option stops everything; the launcher also moves it to the very front
-of mitmproxy's chain), then the configuration snapshot, the embedded registry when regauth runs
-one (it holds requests while the registry restarts, before they are decided), the delegate
-gate (in delegate mode it holds or refuses requests until the registry is known to check
-regauth's tokens, also before they are decided), the shared login-limit store, the request
-handler, the response rewriter, the upstream key watch (it reads the upstream's challenges the
-rewriter kept), the metrics observer (before the recorder drops each flow's state), the
-recorder (it records what they left), the admin listener (its upstream probe also runs the
-delegate check), and the guard last (it kills whatever no decision allowed).
+"""The addons regauth adds to a mitmproxy master, in order. Order matters: the listener's addons
+first (the PROXY protocol and what a connection's first bytes may be, `proxy_header` and
+`first_bytes`), connection limits next (a refused connection goes no further), option policing
+next (a refused option stops everything; the launcher also moves it to the very front of
+mitmproxy's chain), then the configuration snapshot, the embedded registry when regauth runs
+one (it holds requests while the registry restarts, before they are decided), the delegate gate
+(in delegate mode it holds or refuses requests until the registry is known to check regauth's
+tokens, also before they are decided), the shared login-limit store, the request handler, the
+response rewriter, the upstream key watch (it reads the upstream's challenges the rewriter
+kept), the metrics observer (before the recorder drops each flow's state), the recorder (it
+records what they left), the admin listener (its upstream probe also runs the delegate check),
+and the guard last (it kills whatever no decision allowed).
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from __future__ import annotations
 from regauth.metrics import Metrics
 from regauth.mitm import body_limits
 from regauth.mitm import error_pages
+from regauth.mitm import first_bytes
 from regauth.mitm import framing
 from regauth.mitm import h2_limits
 from regauth.mitm import head_limits
 from regauth.mitm import jwt_view
+from regauth.mitm import proxy_header
 from regauth.mitm import stream_isolation
 from regauth.mitm.admin import AdminServer
 from regauth.mitm.config_loader import ConfigLoader
@@ -45,6 +47,8 @@ def make_addons(embedded: EmbeddedRegistry | None = None) -> list[object]:
     head_limits.install()
     h2_limits.install()
     body_limits.install()
+    proxy_header.install()
+    first_bytes.install()
     jwt_view.register()
     config = ConfigLoader()
     states = FlowStates()
@@ -59,7 +63,10 @@ def make_addons(embedded: EmbeddedRegistry | None = None) -> list[object]:
     # the admin listener's upstream probe runs the check, the gate holds or refuses requests.
     delegate = DelegateGate(config)
     admin = AdminServer(observer.metrics, config, recorder, observer, shared, delegate)
-    first: list[object] = [ConnectionLimits(), OptionPolicy(), config]
+    # The listener's addons first: what a connection's first bytes may be, the PROXY protocol
+    # (a flow's `via` is set before anything records it), then the connection limits.
+    first: list[object] = [proxy_header.ProxyHeaders(), first_bytes.FirstBytes(),
+                           ConnectionLimits(), OptionPolicy(), config]
     if embedded is not None:
         embedded.attach(config)
         first.append(embedded)

@@ -45,6 +45,9 @@ class ServeConfig:
     # warning: a second regauth on one host should not fail for want of the default port).
     admin_listen: str | None = None
     state: str = ""  # login-limit counters: "" in memory, or redis://HOST:PORT/DB
+    delegate_unchecked: bool = False  # forward in delegate mode whatever the registry checks
+    proxy_protocol: str = ""  # CIDR[,CIDR...] of the balancers sending a PROXY header
+    plain_http: bool = False  # serve plain HTTP besides TLS on the proxy port (tests only)
 
 
 DEFAULT_ADMIN_LISTEN = "127.0.0.1:9090"
@@ -86,6 +89,12 @@ def mitmproxy_args(config: ServeConfig, web_password_hash: str | None) -> list[s
     ]
     if config.state:
         args += ["--set", f"regauth_state={config.state}"]
+    if config.delegate_unchecked:
+        args += ["--set", "regauth_delegate_unchecked=true"]
+    if config.proxy_protocol:
+        args += ["--set", f"regauth_proxy_protocol={config.proxy_protocol}"]
+    if config.plain_http:
+        args += ["--set", "regauth_plain_http=true"]
     if config.upstream_ca is not None:
         args += ["--set", f"ssl_verify_upstream_trusted_ca={config.upstream_ca}",
                  "--set", f"regauth_upstream_ca={config.upstream_ca}"]

@@ -81,10 +81,13 @@ class Recorder:
         """Put the flow in its conversation (see regauth.exchange)."""
         trace = state.token_trace
         if state.kind == "token" and trace is not None:
-            state.conversation = self.conversations.token_requested(client_ip,
-                                                                    trace.requested or [])
+            # Only an issued token names an account regauth checked (a refused login's user
+            # name is a claim): it binds the conversation (regauth.exchange).
+            identity = (trace.account or "anonymous") if trace.jti else None
+            state.conversation = self.conversations.token_requested(
+                client_ip, trace.requested or [], identity)
             if trace.jti:
-                self.conversations.token_issued(trace.jti, state.conversation)
+                self.conversations.token_issued(trace.jti, state.conversation, identity)
             return
         challenge_scopes = None
         if flow.response is not None and flow.response.status_code == 401:
@@ -94,10 +97,12 @@ class Recorder:
                     break
         # A request presenting a genuine token stays in the conversation that issued it; a
         # forged one naming that token's jti does not.
-        issued_in = self.conversations.for_token(trusted_jti(flow, state))
+        jti = trusted_jti(flow, state)
+        issued_in = self.conversations.for_token(jti)
         if challenge_scopes is not None and state.kind == "registry":
-            state.conversation = self.conversations.challenged(client_ip, challenge_scopes,
-                                                               issued_in)
+            state.conversation = self.conversations.challenged(
+                client_ip, challenge_scopes, issued_in,
+                self.conversations.identity_of_token(jti))
         elif state.conversation is None:
             state.conversation = issued_in or new_id()
 

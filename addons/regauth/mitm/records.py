@@ -8,6 +8,7 @@ from mitmproxy import http
 
 from regauth.challenge import parse_challenges
 from regauth.mitm.flow_state import FlowState
+from regauth.mitm.proxy_header import VIA
 from regauth.safe_text import quote
 
 # Never written: credentials, and distribution's `_state` upload parameter (base64 JSON that
@@ -53,6 +54,10 @@ def build_record(flow: http.HTTPFlow, state: FlowState, sent_challenges: list[st
         "status": response.status_code if response is not None else None,
         "answered_by": state.answered_by or None,
     }
+    via = flow.metadata.get(VIA)
+    if isinstance(via, str):
+        # The load balancer whose PROXY protocol header named `client`.
+        record["via"] = via
     if state.route is not None:
         record["repository"] = state.route.repository
         record["route"] = state.route.kind

@@ -24,10 +24,13 @@ logger = logging.getLogger("regauth.mitm.conn_limits")
 # answered 503), upstream_limit (a registry connection past its ceiling). Request heads:
 # head_too_large, request_line_too_long, bad_head, header_block_too_large (HTTP/2). HTTP/2:
 # h2_rapid_reset (connection closed), h2_streams_cancelled (streams opened and reset in one
-# read, dropped unseen). Bodies: body_too_slow.
+# read, dropped unseen). Bodies: body_too_slow. First bytes: plain_http (plain HTTP on the TLS
+# port), proxy_header_untrusted (a PROXY header from a peer not named in
+# regauth_proxy_protocol), proxy_header (a trusted balancer's header missing or invalid).
 REASONS = ("head_timeout", "idle_timeout", "cap", "overloaded", "shed", "upstream_limit",
            "head_too_large", "request_line_too_long", "bad_head", "header_block_too_large",
-           "h2_rapid_reset", "h2_streams_cancelled", "body_too_slow")
+           "h2_rapid_reset", "h2_streams_cancelled", "body_too_slow", "plain_http",
+           "proxy_header_untrusted", "proxy_header")
 INTERVAL = 60.0  # seconds between two lines for one address and reason
 MAX_ENTRIES = 4096  # (address, reason) pairs remembered for the interval
 

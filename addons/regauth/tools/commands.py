@@ -235,6 +235,7 @@ def policy_explain(args: argparse.Namespace) -> int:
 def serve(args: argparse.Namespace) -> int:
     from regauth.mitm.launcher import ServeConfig
     from regauth.mitm.launcher import serve
+    from regauth.mitm.proxy_header import parse_networks
     from regauth.policy_loader import PolicyError
     from regauth.shared_state import parse_state_url
     from regauth.urls import default_public_url
@@ -246,6 +247,7 @@ def serve(args: argparse.Namespace) -> int:
         if args.admin_listen is not None and args.admin_listen.lower() != "off":
             parse_listen(args.admin_listen)
         parse_state_url(args.state)
+        parse_networks(args.proxy_protocol)
         upstream = parse_origin(args.upstream).url if args.upstream else None
         public_url = args.public_url or default_public_url(host, port)
         parse_origin(public_url)
@@ -259,7 +261,10 @@ def serve(args: argparse.Namespace) -> int:
                              Path(args.log), Path(args.upstream_ca) if args.upstream_ca else None,
                              args.web, args.web_port, tuple(args.extra),
                              registry_dir=None if upstream else Path(args.registry_dir),
-                             admin_listen=args.admin_listen, state=args.state)
+                             admin_listen=args.admin_listen, state=args.state,
+                             delegate_unchecked=args.delegate_unchecked,
+                             proxy_protocol=args.proxy_protocol,
+                             plain_http=args.allow_plain_http)
         return serve(config)
     except PolicyError as e:
         for problem in e.problems:

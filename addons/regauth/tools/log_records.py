@@ -69,6 +69,12 @@ class Entry:
         return host.strip("[]")
 
     @property
+    def via(self) -> str | None:
+        """The load balancer whose PROXY protocol header named the client, if any."""
+        value = self._get("via")
+        return value if isinstance(value, str) else None
+
+    @property
     def kind(self) -> str:
         return str(self._get("kind") or "")
 

@@ -110,6 +110,9 @@ def client_text(c: Conversation) -> str:
     """`ADDRESS as ACCOUNT, claims sub='x' (unverified)`: the accounts regauth verified, then
     the names sent that it did not (Entry.account, Entry.claim)."""
     text = c.entries[0].client_ip or "?"
+    via = c.entries[0].via
+    if via:
+        text += f" (via {via})"
     if c.accounts:
         text += f" as {', '.join(c.accounts)}"
     if c.claims:

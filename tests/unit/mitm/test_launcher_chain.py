@@ -45,7 +45,8 @@ def test_the_chain_of_regauth_serve():
     assert isinstance(chain[-2], RegauthAddons)
     assert isinstance(chain[0], OptionPolicy)  # sees every option change first
     children = [type(a).__name__ for a in chain[-2].addons]
-    assert children == ["ConnectionLimits", "ConfigLoader", "DelegateGate", "SharedState",
+    assert children == ["ProxyHeaders", "FirstBytes", "ConnectionLimits", "ConfigLoader",
+                        "DelegateGate", "SharedState",
                         "RequestHandler", "ResponseRewriter", "UpstreamKeyWatch",
                         "MetricsObserver", "Recorder", "AdminServer"]
     for name in ("requesthandler", "recorder", "adminserver", "disableh2c", "tlsconfig",
