@@ -77,13 +77,24 @@ class ProxyProcess:
         return peak_rss_kib(self.pid)
 
     def stop(self) -> int:
+        """SIGTERM to the whole process group (the process was started in a session of its
+        own): a wrapper such as `faketime` forks regauth as its child, and signalling the
+        wrapper alone left regauth running after the test."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        else:
+            try:  # the wrapper is gone; its child may not be
+                os.killpg(self.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         return self.process.returncode
 
 
