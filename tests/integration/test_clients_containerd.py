@@ -44,18 +44,18 @@ def imported(containerd, proxy, tmp_path, ref):
     return f"{base}:{tag}"
 
 
-def tls(proxy):
-    return ["--tlscacert", str(proxy.ca)]
+def tls(containerd, proxy):
+    return containerd.trusting(proxy.netloc, proxy.ca)
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_ctr_push_and_pull_with_credentials(guarded, containerd, tmp_path, mode):
     proxy = guarded(mode).proxy
     image = imported(containerd, proxy, tmp_path, f"apps/ctr-{mode}:1")
-    pushed = containerd.ctr("images", "push", *tls(proxy), "--user", CI, image)
+    pushed = containerd.ctr("images", "push", *tls(containerd, proxy), "--user", CI, image)
     assert pushed.ok, pushed.output
     assert containerd.ctr("images", "rm", image).ok
-    pulled = containerd.ctr("images", "pull", *tls(proxy), "--user", CI, image)
+    pulled = containerd.ctr("images", "pull", *tls(containerd, proxy), "--user", CI, image)
     assert pulled.ok, pulled.output
     tokens = [r for r in proxy.records() if r["kind"] == "token"]
     assert tokens and all(r["status"] == 200 for r in tokens), tokens
@@ -66,8 +66,8 @@ def test_ctr_push_and_pull_with_credentials(guarded, containerd, tmp_path, mode)
 def test_ctr_wrong_password_is_refused(guarded, containerd, tmp_path):
     proxy = guarded("enforce").proxy
     image = imported(containerd, proxy, tmp_path, "apps/ctr-wrong:1")
-    pushed = containerd.ctr("images", "push", *tls(proxy), "--user", "ci:not-the-password",
-                            image)
+    pushed = containerd.ctr("images", "push", *tls(containerd, proxy), "--user",
+                            "ci:not-the-password", image)
     assert refused(pushed), pushed.output
     failures = [r for r in proxy.records() if r["kind"] == "token" and r["status"] == 401]
     # containerd retries the refused POST grant as GET + Basic: one guess, counted once.
@@ -81,19 +81,19 @@ def test_ctr_anonymous(guarded, containerd, tmp_path):
     public = imported(containerd, proxy, tmp_path, "public/ctr:1")
     private = imported(containerd, proxy, tmp_path, "apps/ctr-secret:1")
     for image in (public, private):
-        assert containerd.ctr("images", "push", *tls(proxy), "--user", CI, image).ok
+        assert containerd.ctr("images", "push", *tls(containerd, proxy), "--user", CI, image).ok
         assert containerd.ctr("images", "rm", image).ok
 
-    pulled = containerd.ctr("images", "pull", *tls(proxy), public)
+    pulled = containerd.ctr("images", "pull", *tls(containerd, proxy), public)
     assert pulled.ok, pulled.output
-    assert refused(containerd.ctr("images", "pull", *tls(proxy), private))
+    assert refused(containerd.ctr("images", "pull", *tls(containerd, proxy), private))
 
     build = imported(containerd, proxy, tmp_path, f"builds/{build_id()}:1")
-    pushed = containerd.ctr("images", "push", *tls(proxy), build)
+    pushed = containerd.ctr("images", "push", *tls(containerd, proxy), build)
     assert pushed.ok, pushed.output
     poison = f"{proxy.netloc}/cache/poison:1"
     assert containerd.ctr("images", "tag", build, poison).ok
-    assert refused(containerd.ctr("images", "push", *tls(proxy), poison))
+    assert refused(containerd.ctr("images", "push", *tls(containerd, proxy), poison))
     assert not any(line.startswith(("PUT /v2/cache/", "POST /v2/cache/", "PATCH /v2/cache/"))
                    for line in registry.requests_seen())
 
@@ -104,13 +104,13 @@ def test_ctr_pull_with_a_refresh_token(guarded, containerd, tmp_path):
     # with an identity token from a docker config in CRI.
     proxy = guarded("enforce").proxy
     image = imported(containerd, proxy, tmp_path, "apps/ctr-refresh:1")
-    assert containerd.ctr("images", "push", *tls(proxy), "--user", CI, image).ok
+    assert containerd.ctr("images", "push", *tls(containerd, proxy), "--user", CI, image).ok
     assert containerd.ctr("images", "rm", image).ok
     login = httpclient.get_token(proxy.port, proxy.ca, [], SERVICE, ("ci", PASSWORDS["ci"]),
                                  offline_token="true", client_id="tests")
     refresh = login.json()["refresh_token"]
     before = len(proxy.records())
-    pulled = containerd.ctr("images", "pull", *tls(proxy), "--refresh", refresh, image)
+    pulled = containerd.ctr("images", "pull", *tls(containerd, proxy), "--refresh", refresh, image)
     assert pulled.ok, pulled.output
     tokens = [r for r in proxy.records()[before:] if r["kind"] == "token"]
     assert tokens and all(r["status"] == 200 for r in tokens), tokens

@@ -61,7 +61,7 @@ def test_enforce_mode_skopeo_and_ctr_with_regauth_tokens(write_policy, make_regi
     # ctr: push with --user (POST password grant), anonymous pull.
     image = archive(path, tmp_path / "image.tar")
     ref = f"{proxy.netloc}/demo/enforced"
-    tls = ["--tlscacert", str(proxy.ca)]
+    tls = containerd.trusting(proxy.netloc, proxy.ca)
     assert containerd.ctr("images", "import", "--base-name", ref, str(image)).ok
     assert containerd.ctr("images", "push", *tls, "--user", CI, f"{ref}:latest").ok
     assert containerd.ctr("images", "rm", f"{ref}:latest").ok

@@ -77,7 +77,7 @@ def test_ctr_push_with_user_and_anonymous_pull(token_registry_proxy, layout, con
     path, digest = layout
     image = archive(path, tmp_path / "image.tar")
     source = f"{proxy.netloc}/public/ctr-src"
-    tls = ["--tlscacert", str(proxy.ca)]
+    tls = containerd.trusting(proxy.netloc, proxy.ca)
     assert containerd.ctr("images", "import", "--base-name", source, str(image)).ok
     pushed = containerd.ctr("images", "push", *tls, "--user", CI, f"{source}:latest")
     assert pushed.ok, pushed.output

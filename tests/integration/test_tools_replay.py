@@ -44,7 +44,7 @@ def traffic(write_policy, make_registry, make_proxy, layout, containerd, tmp_pat
     ref = f"{proxy.netloc}/demo/ctr:latest"
     assert containerd.ctr("images", "import", "--base-name", f"{proxy.netloc}/demo/ctr",
                           str(archive(path, tmp_path / "image.tar"))).ok
-    assert containerd.ctr("images", "push", "--tlscacert", str(proxy.ca), "--user",
+    assert containerd.ctr("images", "push", *containerd.trusting(proxy.netloc, proxy.ca), "--user",
                           f"ci:{PASSWORDS['ci']}", ref).ok
     return proxy, policy
 

@@ -64,6 +64,21 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         return run(["ctr", "--address", str(self.socket), "--namespace", "regauth-tests", *args],
                    timeout)
 
+    def trusting(self, netloc: str, ca: Path) -> list[str]:
+        """ctr options for a registry at `netloc` served over TLS with `ca`: a hosts.toml, as
+        the README's containerd snippet has it. (`--tlscacert` alone is not enough for a
+        `localhost` registry: containerd 1.6 speaks plain HTTP to localhost first, and regauth
+        answers plain HTTP with a 400 asking for TLS.)"""
+        hosts = self.workdir / "certs.d"
+        directory = hosts / netloc
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "hosts.toml").write_text(f"""server = "https://{netloc}"
+[host."https://{netloc}"]
+  capabilities = ["pull", "resolve", "push"]
+  ca = "{ca}"
+""")
+        return ["--hosts-dir", str(hosts)]
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import jwt
 import pytest
@@ -293,21 +294,26 @@ def test_readiness_with_the_delegate_check():
 
 
 @pytest.mark.parametrize("argv, env, expected", [
-    (["serve", "--delegate-unchecked"], {}, ["--set", "regauth_delegate_unchecked=true"]),
-    (["serve", "--delegate-unchecked", "--", "--set", "x=1"], {},
-     ["--set", "regauth_delegate_unchecked=true", "--set", "x=1"]),
-    (["serve"], {"REGAUTH_DELEGATE_UNCHECKED": "1"}, ["--set", "regauth_delegate_unchecked=true"]),
-    (["serve"], {"REGAUTH_DELEGATE_UNCHECKED": "0"}, []),
-    (["serve", "--", "--set", "x=1"], {}, ["--set", "x=1"]),
+    (["serve", "--delegate-unchecked"], {}, True),
+    (["serve", "--delegate-unchecked", "--", "--set", "x=1"], {}, True),
+    (["serve"], {"REGAUTH_DELEGATE_UNCHECKED": "1"}, True),
+    (["serve"], {"REGAUTH_DELEGATE_UNCHECKED": "0"}, False),
+    (["serve", "--", "--set", "x=1"], {}, False),
 ])
 def test_regauth_serve_delegate_unchecked(argv, env, expected, monkeypatch):
     from regauth import cli
+    from regauth.mitm.launcher import ServeConfig
+    from regauth.mitm.launcher import mitmproxy_args
     from regauth.tools import commands
 
     seen = []
-    monkeypatch.setattr(commands, "serve", lambda args: seen.append(list(args.extra)) or 0)
+    monkeypatch.setattr(commands, "serve", lambda args: seen.append(args) or 0)
     monkeypatch.delenv("REGAUTH_DELEGATE_UNCHECKED", raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert cli.main(argv) == 0
-    assert seen == [expected]
+    assert [args.delegate_unchecked for args in seen] == [expected]
+    config = ServeConfig("http://127.0.0.1:5000", "127.0.0.1", 5443, "https://localhost:5443",
+                         Path("certs"), Path("p.yaml"), Path("l.jsonl"), admin_listen="off",
+                         delegate_unchecked=expected)
+    assert ("regauth_delegate_unchecked=true" in mitmproxy_args(config, None)) is expected

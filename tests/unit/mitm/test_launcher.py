@@ -126,7 +126,8 @@ def test_regauth_serve_starts_with_its_addons_in_place(web, tmp_path, certs_dir,
     assert names[0] == "OptionPolicy"
     group = chain[names.index("RegauthAddons")]
     ours = ["ProxyHeaders", "FirstBytes", "ConnectionLimits", "ConfigLoader", "DelegateGate",
-            "SharedState", "RequestHandler", "ResponseRewriter", "UpstreamKeyWatch", "MetricsObserver", "Recorder", "AdminServer"]
+            "SharedState", "RequestHandler", "ResponseRewriter", "UpstreamKeyWatch",
+            "MetricsObserver", "Recorder", "AdminServer"]
     assert [type(a).__name__ for a in group.addons] == ours
     assert isinstance(chain[-1], RegauthGuard)
     if web:
