@@ -20,6 +20,7 @@ _PARAM_RE = re.compile(
     rf"(?P<key>{_TOKEN})[ \t]*=[ \t]*(?:\"(?P<quoted>(?:[^\"\\]|\\.)*)\"|(?P<token>{_TOKEN}))"
 )
 _TOKEN68_RE = re.compile(r"[A-Za-z0-9._~+/-]+=*(?=[ \t]*(?:,|$))")
+# Both match the empty string, so their match() is never None (the union-attr ignores below).
 _SEPARATORS_RE = re.compile(r"[ \t,]*")
 _SPACES_RE = re.compile(r"[ \t]*")
 _ESCAPE_RE = re.compile(r"\\(.)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import overload
 
 from regauth import pki
 from regauth.tools import commands
@@ -16,6 +17,10 @@ from regauth.tools import commands
 EXIT_INVALID = 1
 
 
+@overload
+def _env(name: str, default: str) -> str: ...
+@overload
+def _env(name: str, default: None = None) -> str | None: ...
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
     return value if value else default

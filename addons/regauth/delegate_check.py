@@ -173,7 +173,7 @@ def _same_url(a: str, b: str) -> bool:
         return a == b
     defaults = {"http": 80, "https": 443}
 
-    def norm(u, port):  # type: ignore[no-untyped-def]
+    def norm(u, port):
         scheme = u.scheme.lower()
         return (scheme, (u.hostname or "").lower(), port or defaults.get(scheme),
                 u.path or "/", u.query)

@@ -47,6 +47,7 @@ from regauth.runtime import Active
 from regauth.token_service import MAX_FORM_BYTES
 from regauth.token_service import TokenRequest
 from regauth.token_service import TokenResponse
+from regauth.token_trace import TokenMethod
 
 Kind = Literal["registry", "token", "jwks", "other"]
 
@@ -316,7 +317,7 @@ def _token_endpoint(active: Active, view: RequestView) -> Decision:
             _framing(view, takes_body=False)
         except RegistryError as e:
             return _respond(view, active, e, f"refused framing: {e.message}")
-        return _issue(active, view, None)
+        return _issue(active, view, "GET", None)
     if view.method != "POST":
         return _respond(view, active, RegistryError(405, "UNSUPPORTED", "the token endpoint "
                                                     "accepts GET and POST"))
@@ -347,17 +348,18 @@ def token_form(active: Active, view: RequestView, body: bytes) -> Decision:
                 form.setdefault(key, []).append(value)
         except (UnicodeDecodeError, ValueError):
             form = None
-    return _issue(active, view, form)
+    return _issue(active, view, "POST", form)
 
 
-def _issue(active: Active, view: RequestView, form: dict[str, list[str]] | None) -> Decision:
+def _issue(active: Active, view: RequestView, method: TokenMethod,
+           form: dict[str, list[str]] | None) -> Decision:
     try:
         query = parse_query(view.target.partition("?")[2])
     except RouteError as e:
         return _respond(view, active, RegistryError(e.status, e.code, "token request refused: "
                                                     f"{e.message}"))
     authorization = view.authorization[0] if view.authorization else None
-    return IssueToken(TokenRequest(view.method, query, form, authorization, view.client_ip))
+    return IssueToken(TokenRequest(method, query, form, authorization, view.client_ip))
 
 
 def token_answer(response: TokenResponse) -> Respond:

@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+# What verifies a trusted issuer's tokens: an HS256 shared secret, or an ES256/RS256 public key.
+VerificationKey = bytes | PublicKey
 
 _CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 
@@ -43,9 +45,10 @@ def public_jwk(public_key: PublicKey) -> dict[str, str]:
         return {"crv": curve, "kty": "EC", "x": _b64u_int(numbers.x, size),
                 "y": _b64u_int(numbers.y, size)}
     if isinstance(public_key, rsa.RSAPublicKey):
-        numbers = public_key.public_numbers()
-        return {"e": _b64u_int(numbers.e, (numbers.e.bit_length() + 7) // 8), "kty": "RSA",
-                "n": _b64u_int(numbers.n, (numbers.n.bit_length() + 7) // 8)}
+        rsa_numbers = public_key.public_numbers()
+        e, n = rsa_numbers.e, rsa_numbers.n
+        return {"e": _b64u_int(e, (e.bit_length() + 7) // 8), "kty": "RSA",
+                "n": _b64u_int(n, (n.bit_length() + 7) // 8)}
     raise ValueError("unsupported key type")
 
 

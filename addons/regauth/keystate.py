@@ -206,7 +206,8 @@ def lifecycle(certs_dir: Path, now: float) -> Lifecycle:
     keys = pki.load_signing_keys(certs_dir)
     activations = read_activations(certs_dir)
     managed = activations is not None
-    return derive(keys, activations if managed else implied_activations(keys), now, managed)
+    return derive(keys, implied_activations(keys) if activations is None else activations, now,
+                  managed)
 
 
 def _current(certs_dir: Path, keys: list[SigningKey]) -> Activations:

@@ -89,7 +89,7 @@ def compile_linear(regex: str) -> Matcher:
     Raises ValueError if RE2 cannot compile it (a bug in the generator, or a pattern too large
     for RE2's memory budget)."""
     try:
-        return re2.compile(regex, _OPTIONS)  # type: ignore[no-any-return]
+        return re2.compile(regex, _OPTIONS)
     except re2.error as e:
         raise ValueError(f"cannot compile {regex!r} for linear-time matching: "
                          f"{_re2_message(e)}") from None
@@ -114,7 +114,7 @@ def compile_policy_regex(source: str) -> Matcher:
     if python_refusal is not None:
         raise python_refusal
     _check_braces(source)
-    return compiled  # type: ignore[no-any-return]
+    return compiled
 
 
 # -- refusals from RE2 -------------------------------------------------------------------------

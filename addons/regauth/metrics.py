@@ -153,7 +153,7 @@ class Metrics:
         """Register a function producing metric families at scrape time."""
         self.registry.register(_Sampled(sample))
 
-    def _child(self, metric: Counter | Histogram, *labels: str):  # type: ignore[no-untyped-def]
+    def _child(self, metric: Counter | Histogram, *labels: str):
         key = (id(metric), *labels)
         child = self._children.get(key)
         if child is None:

@@ -174,7 +174,7 @@ class _NoValue(Exception):
     """A placeholder has no value for this account, so the pattern cannot match."""
 
 
-def _segment_regex(segment: Segment, substitute) -> str:  # type: ignore[no-untyped-def]
+def _segment_regex(segment: Segment, substitute) -> str:
     if segment.kind == "literal":
         return re.escape(segment.text)
     if segment.kind == "star":

@@ -262,7 +262,10 @@ def load_signing_keys(certs_dir: Path) -> list[SigningKey]:
             cert = x509.load_pem_x509_certificate(crt_path.read_bytes())
         except ValueError as e:
             raise ValueError(f"{crt_path}: not a PEM certificate ({e})") from None
-        algorithm_for(cert.public_key())  # type: ignore[arg-type]
+        public_key = cert.public_key()
+        if not isinstance(public_key, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey)):
+            raise ValueError("unsupported key type")  # as algorithm_for says it
+        algorithm_for(public_key)
         key_path = certs_dir / PRIVATE_DIR / f"{name}.key"
         private_key = None
         if key_path.exists():
@@ -272,7 +275,7 @@ def load_signing_keys(certs_dir: Path) -> list[SigningKey]:
             loaded = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
             if not isinstance(loaded, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
                 raise ValueError(f"{key_path}: unsupported key type")
-            if loaded.public_key().public_numbers() != cert.public_key().public_numbers():
+            if loaded.public_key().public_numbers() != public_key.public_numbers():
                 raise ValueError(f"{key_path} does not match {crt_path}")
             private_key = loaded
         keys.append(SigningKey(name, cert, private_key))

@@ -10,6 +10,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from dataclasses import field
+from typing import TYPE_CHECKING
 
 from regauth.patterns import Capability
 from regauth.patterns import RepositoryPattern
@@ -17,6 +18,9 @@ from regauth.scope import REGISTRY
 from regauth.scope import REPOSITORY
 from regauth.scope import ResourceScope
 from regauth.scope import canonical_actions
+
+if TYPE_CHECKING:
+    from regauth.keyids import VerificationKey
 
 ANONYMOUS = "anonymous"
 AUTHENTICATED = "authenticated"
@@ -186,7 +190,7 @@ class TrustedIssuer:
     issuer: str
     audience: str
     algorithms: tuple[str, ...]
-    keys: tuple[object, ...]  # bytes secret (HS256) or public keys
+    keys: tuple[VerificationKey, ...]  # bytes secret (HS256) or public keys
     key_ids: tuple[str | None, ...]
     claims: str  # "access", "repos" or "repo_access"
     action_map: dict[str, tuple[str, ...]]

@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from regauth import yamlpos
 from regauth.keyids import KID_FORMATS
+from regauth.keyids import PublicKey
+from regauth.keyids import VerificationKey
 from regauth.patterns import Capability
 from regauth.patterns import RepositoryPattern
 from regauth.patterns import compile_glob
@@ -236,7 +238,7 @@ class _Loader:
         return Policy(self.file, service, issuer, token, accounts, capabilities, tuple(rules),
                       tuple(upstreams), tuple(issuers))
 
-    def guard(self, fn: Callable[[], object]):  # type: ignore[no-untyped-def]
+    def guard(self, fn: Callable[[], T]) -> T | None:
         try:
             return fn()
         except _Invalid:
@@ -562,7 +564,7 @@ class _Loader:
         if algorithm not in ("HS256", "RS256", "ES256"):
             raise self.fail(t.where("algorithm"), f"{what}: algorithm must be HS256, RS256 or "
                                                   "ES256")
-        keys: list[object] = []
+        keys: list[VerificationKey] = []
         kids: list[str | None] = []
         wrong = [k for k in t if k in (("public_key_file", "jwks_file") if algorithm == "HS256"
                                        else ("secret", "secret_env", "secret_file"))]
@@ -604,7 +606,8 @@ class _Loader:
         return TrustedIssuer(issuer, audience, (algorithm,), tuple(keys), tuple(kids), claims,
                              action_map, repos_actions, comment, where.line)
 
-    def public_keys(self, t: Map, what: str, algorithm: str) -> list[tuple[object, str | None]]:
+    def public_keys(self, t: Map, what: str, algorithm: str
+                    ) -> list[tuple[PublicKey, str | None]]:
         given = [k for k in ("public_key_file", "jwks_file") if k in t]
         if len(given) != 1:
             raise self.fail(t.position, f"{what}: {algorithm} needs exactly one of "
@@ -621,7 +624,8 @@ class _Loader:
         except ValueError as e:
             raise self.fail(t.where(key), f"{what}: cannot use {path}: {e}") from None
         expected = ec.EllipticCurvePublicKey if algorithm == "ES256" else rsa.RSAPublicKey
-        out: list[tuple[object, str | None]] = []
+        found: list[tuple[object, str | None]] = []
+        public: object  # any key type the file holds: checked against `expected` below
         try:
             if key == "public_key_file":
                 if b"BEGIN CERTIFICATE" in data:
@@ -629,18 +633,20 @@ class _Loader:
                     public = x509.load_pem_x509_certificate(data).public_key()
                 else:
                     public = serialization.load_pem_public_key(data)
-                out.append((public, None))
+                found.append((public, None))
             else:
                 import jwt
                 for entry in json.loads(data).get("keys", []):
                     public = jwt.PyJWK(entry).key
-                    out.append((public, entry.get("kid")))
+                    found.append((public, entry.get("kid")))
         except (ValueError, TypeError, AttributeError) as e:
             raise self.fail(t.where(key), f"{what}: cannot read keys from {path}: {e}") from None
-        for public, _ in out:
+        out: list[tuple[PublicKey, str | None]] = []
+        for public, kid in found:
             if not isinstance(public, expected):
                 raise self.fail(t.where(key), f"{what}: a key in {path} does not fit "
                                               f"{algorithm}")
+            out.append((public, kid))
         if not out:
             raise self.fail(t.where(key), f"{what}: no keys in {path}")
         return out

@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from collections.abc import Sequence
+from typing import cast
 from urllib.parse import urlsplit
 
 from regauth.login_limits import AttemptStore
@@ -86,8 +87,10 @@ class RedisAttemptStore:
                                                               MAX_EVENTS])
 
     def recent(self, key: str, since: float) -> list[float]:
-        pairs = self.client.zrangebyscore(KEY_PREFIX + key, f"({since!r}", "+inf",
-                                          withscores=True)
+        # withscores=True: (member, score) pairs; redis-py's return type covers every flag.
+        pairs = cast(list[tuple[bytes, float]],
+                     self.client.zrangebyscore(KEY_PREFIX + key, f"({since!r}", "+inf",
+                                               withscores=True))
         return [float(score) for _, score in pairs]
 
     def ping(self) -> bool:

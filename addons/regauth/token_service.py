@@ -27,7 +27,6 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 from dataclasses import field
-from typing import Literal
 
 from regauth.authorization import parse_basic
 from regauth.authorization import split_authorization
@@ -41,6 +40,8 @@ from regauth.policy import Identity
 from regauth.runtime import Runtime
 from regauth.scope import format_scopes
 from regauth.scope import parse_scopes
+from regauth.token_trace import GrantType
+from regauth.token_trace import TokenMethod
 from regauth.token_trace import TokenTrace
 from regauth.tokens import InvalidToken
 
@@ -58,7 +59,7 @@ class TokenRequest:
     query parameters, the parsed form of a POST (None if it was not a form), the
     Authorization header, and the client's address."""
 
-    method: Literal["GET", "POST"] | str
+    method: TokenMethod
     query: dict[str, list[str]]
     form: dict[str, list[str]] | None
     authorization: str | None
@@ -94,6 +95,9 @@ class TokenError(RegistryError):
 
     def answer(self) -> Answer:
         return Answer(self.status, {**_NO_STORE, **self.headers}, self.body())
+
+
+_GRANT_TYPES: dict[str, GrantType] = {"password": "password", "refresh_token": "refresh_token"}
 
 
 def _first(params: dict[str, list[str]], key: str) -> str | None:
@@ -183,7 +187,8 @@ def _handle(runtime: Runtime, authenticator: Authenticator, request: TokenReques
     else:  # GET: the front door refuses every other method (405)
         params = request.query
         grant_type = None
-    trace.grant_type = grant_type or "get"
+    # Logged only from the vocabulary: another grant_type is refused by _identify.
+    trace.grant_type = "get" if grant_type is None else _GRANT_TYPES.get(grant_type)
     client_id = _first(params, "client_id")
     if client_id is not None:
         trace.client_id = client_id[:128]

@@ -14,7 +14,8 @@ from typing import Literal
 
 from regauth.policy import Decision
 
-GrantType = Literal["get", "password", "refresh_token"]
+TokenMethod = Literal["GET", "POST"]  # the front door answers every other method 405
+GrantType = Literal["get", "password", "refresh_token"]  # "get": no grant_type (a GET)
 Credential = Literal["password", "refresh_token", "refresh_token (basic)"]
 
 _REQUEST_KEYS = ("method", "grant_type", "service", "client_id", "username", "requested")
@@ -22,8 +23,8 @@ _REQUEST_KEYS = ("method", "grant_type", "service", "client_id", "username", "re
 
 @dataclass
 class TokenTrace:
-    method: str
-    grant_type: GrantType | str | None = None
+    method: TokenMethod
+    grant_type: GrantType | None = None  # None: a grant_type outside the vocabulary (refused)
     client_id: str | None = None
     service: str | None = None
     service_given: bool = False  # the request got as far as reading `service` (even if None)

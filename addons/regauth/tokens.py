@@ -21,12 +21,14 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from dataclasses import field
 
 import jwt
 
 from regauth import strict_json
+from regauth.keyids import VerificationKey
 from regauth.keyids import key_id
 from regauth.keyids import libtrust_kid
 from regauth.keyids import public_jwk
@@ -145,7 +147,9 @@ class TokenIssuer:
 
     def _sign(self, claims: dict[str, object], typ: str) -> str:
         signer = self.keyring.signer
-        return jwt.encode(claims, signer.private_key, algorithm=signer.algorithm,
+        private_key = signer.private_key
+        assert private_key is not None  # KeyRing picks its signer among keys with a private key
+        return jwt.encode(claims, private_key, algorithm=signer.algorithm,
                           headers=self._headers(typ))
 
     def issue_access(self, subject: str, access: list[ResourceScope]) -> IssuedToken:
@@ -300,7 +304,7 @@ class TokenVerifier:
             raise InvalidToken("unknown key id")
         return key
 
-    def _decode(self, token: str, key: object, alg: str, allowed: str, audience: str,
+    def _decode(self, token: str, key: VerificationKey, alg: str, allowed: str, audience: str,
                 issuer: str) -> dict[str, object]:
         if alg != allowed:
             raise InvalidToken(f"algorithm {alg} is not accepted for this key (only {allowed})")
@@ -401,11 +405,12 @@ def _explain(error: Exception) -> InvalidToken:
 def _verified(claims: dict[str, object], grants: tuple[ResourceScope, ...],
               source: str, signing_key: str | None = None) -> VerifiedToken:
     exp = claims.get("exp")
-    aud = claims.get("aud")
+    aud = claims.get("aud")  # PyJWT checked it against the audience: a string or a list of them
+    audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
     return VerifiedToken(
         issuer=str(claims.get("iss")),
         subject=str(claims.get("sub", "")),
-        audience=aud if isinstance(aud, str) else ",".join(map(str, aud or [])),
+        audience=",".join(map(str, audiences)),
         jti=str(claims["jti"]) if "jti" in claims else None,
         expires_at=int(exp) if isinstance(exp, (int, float)) else 0,
         grants=grants,
@@ -434,7 +439,7 @@ def _access_claim(value: object) -> tuple[ResourceScope, ...]:
     return tuple(grants)
 
 
-def _map_actions(names: list[object], trusted: TrustedIssuer) -> list[str]:
+def _map_actions(names: Iterable[object], trusted: TrustedIssuer) -> list[str]:
     mapped: list[str] = []
     for name in names:
         mapped.extend(trusted.action_map.get(str(name), ()))

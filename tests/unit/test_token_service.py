@@ -274,6 +274,15 @@ def test_unsupported_grant_type_is_400(runtime, auth, grant_type):
     _assert_refused(response, 400, "unsupported_grant_type")
 
 
+@pytest.mark.parametrize("grant_type", ["client_credentials", ""])
+def test_the_log_names_only_grant_types_regauth_knows(runtime, auth, grant_type):
+    # Neither the client's text nor, for an empty one, `get` (which is a GET without one).
+    response = _post(runtime, auth, grant_type=grant_type, username="ci",
+                     password=PASSWORDS["ci"])
+    _assert_refused(response, 400, "unsupported_grant_type")
+    assert "grant_type" not in response.record and response.record["method"] == "POST"
+
+
 def test_missing_grant_type_is_400(runtime, auth):
     response = _post(runtime, auth, username="ci", password=PASSWORDS["ci"])
     _assert_refused(response, 400, "invalid_request")

@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator
 
 from mitmproxy import ctx
+from mitmproxy.addonmanager import Loader
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client import generate_latest
 from prometheus_client.metrics_core import Metric
@@ -106,7 +107,7 @@ class AdminServer:
         self._state_checks: asyncio.Task[None] | None = None
         metrics.add_sampler(self._sample)
 
-    def load(self, loader) -> None:  # type: ignore[no-untyped-def]
+    def load(self, loader: Loader) -> None:
         loader.add_option("regauth_admin_listen", str, "off",
                           "HOST:PORT of the admin listener (/metrics, /healthz, /readyz), or "
                           "off.")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from mitmproxy import ctx
 from mitmproxy import exceptions
+from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.proxy.mode_specs import ReverseMode
 from mitmproxy.utils import asyncio_utils
@@ -102,7 +103,7 @@ class ConfigLoader:
         self.before_swap: list[Callable[[Active], Awaitable[None]]] = []
         self._change_tried: float | None = None  # a scheduled key activation already tried
 
-    def load(self, loader) -> None:  # type: ignore[no-untyped-def]
+    def load(self, loader: Loader) -> None:
         loader.add_option("regauth_policy", str, "",
                           "Policy file (YAML, format v1). Without one, every request is refused.")
         loader.add_option("regauth_certs_dir", str, "certs",

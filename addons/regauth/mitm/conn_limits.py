@@ -41,6 +41,7 @@ from mitmproxy import connection
 from mitmproxy import ctx
 from mitmproxy import exceptions
 from mitmproxy import http
+from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import server_hooks
 
 from regauth.mitm import body_limits
@@ -105,7 +106,7 @@ class ConnectionLimits:
         overloaded, shed, body_too_slow, head_too_large, …)."""
         return self.log.counts
 
-    def load(self, loader) -> None:  # type: ignore[no-untyped-def]
+    def load(self, loader: Loader) -> None:
         loader.add_option("regauth_head_timeout", int, 30,
                           "Seconds a new connection has to send its first request's headers "
                           "(TLS handshake included); 0 disables.")

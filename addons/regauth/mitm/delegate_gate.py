@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from mitmproxy import ctx
 from mitmproxy import http
+from mitmproxy.addonmanager import Loader
 
 from regauth.delegate_check import Expected
 from regauth.delegate_check import Tracker
@@ -76,7 +77,7 @@ class DelegateGate:
         self._settled: asyncio.Event | None = None
         self._reminded: float | None = None
 
-    def load(self, loader) -> None:  # type: ignore[no-untyped-def]
+    def load(self, loader: Loader) -> None:
         loader.add_option("regauth_delegate_unchecked", bool, False,
                           "Delegate mode: forward even when the registry does not check "
                           "regauth's tokens (an open registry). For test setups only.")

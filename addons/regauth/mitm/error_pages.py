@@ -38,5 +38,5 @@ def install() -> None:
             not callable(getattr(_http2, "format_error", None)):
         raise RuntimeError("this mitmproxy version has no make_error_response/format_error to "
                            "replace; regauth needs mitmproxy 12.3")
-    _http1.make_error_response = _make_error_response  # type: ignore[assignment]
-    _http2.format_error = registry_error  # type: ignore[assignment]
+    _http1.make_error_response = _make_error_response
+    _http2.format_error = registry_error

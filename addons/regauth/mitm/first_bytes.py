@@ -29,6 +29,7 @@ import logging
 from typing import Any
 
 from mitmproxy import ctx
+from mitmproxy.addonmanager import Loader
 from mitmproxy.addons import next_layer
 from mitmproxy.net.tls import starts_like_tls_record
 from mitmproxy.proxy import commands
@@ -116,13 +117,14 @@ def _wrap() -> None:
                                      "(regauth_proxy_protocol)")
         return Refuse(context)
 
+    # The patch itself: mypy's method-assign flags every assignment to a method.
     next_layer.NextLayer._next_layer = _next_layer  # type: ignore[method-assign]
 
 
 class FirstBytes:
     """The addon: the plain-HTTP opt-in."""
 
-    def load(self, loader) -> None:  # type: ignore[no-untyped-def]
+    def load(self, loader: Loader) -> None:
         loader.add_option("regauth_plain_http", bool, False,
                           "Serve plain HTTP on the proxy port besides TLS (test setups only: "
                           "clients would send passwords and tokens in clear text).")

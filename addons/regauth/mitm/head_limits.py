@@ -25,6 +25,7 @@ from typing import Any
 import h2.exceptions
 import h2.frame_buffer
 from h11._receivebuffer import ReceiveBuffer
+from hyperframe.frame import Frame
 from mitmproxy import http
 from mitmproxy.net.http.http1 import assemble_response
 from mitmproxy.proxy import commands
@@ -85,6 +86,7 @@ def _wrap_read_headers() -> None:
             return
         yield from read_headers(self, event)
 
+    # The patch itself: mypy's method-assign flags every assignment to a method.
     _http1.Http1Server.read_headers = wrapped  # type: ignore[method-assign]
 
 
@@ -92,7 +94,7 @@ def _wrap_header_buffer() -> None:
     update = h2.frame_buffer.FrameBuffer._update_header_buffer
 
     @functools.wraps(update)
-    def wrapped(self: Any, frame: Any) -> Any:
+    def wrapped(self: h2.frame_buffer.FrameBuffer, frame: Frame | None) -> Frame | None:
         result = update(self, frame)
         pending = self._headers_buffer
         if pending and sum(len(f.data) for f in pending) > MAX_HEAD_BYTES:
@@ -102,7 +104,8 @@ def _wrap_header_buffer() -> None:
                 f"header block larger than {MAX_HEAD_BYTES} bytes")
         return result
 
-    h2.frame_buffer.FrameBuffer._update_header_buffer = wrapped  # type: ignore[method-assign]
+    # The patch (method-assign); functools.wraps makes a _Wrapped, not a method (assignment).
+    h2.frame_buffer.FrameBuffer._update_header_buffer = wrapped  # type: ignore[method-assign, assignment]
 
 
 def install() -> None:

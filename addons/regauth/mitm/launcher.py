@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from typing import Any
 
 from regauth import pki
 from regauth.runtime import build_runtime
@@ -23,6 +24,10 @@ from regauth.trust import trust_instructions
 from regauth.urls import parse_origin
 
 if TYPE_CHECKING:
+    from mitmproxy.addonmanager import AddonManager
+    from mitmproxy.master import Master
+    from mitmproxy.options import Options
+
     from regauth.mitm.embedded_registry import EmbeddedRegistry
 
 logger = logging.getLogger(__name__)
@@ -112,7 +117,7 @@ def mitmproxy_args(config: ServeConfig, web_password_hash: str | None) -> list[s
     return args + list(config.extra)
 
 
-def _master_class(web: bool, embedded: EmbeddedRegistry | None = None) -> type:
+def _master_class(web: bool, embedded: EmbeddedRegistry | None = None) -> type[Master]:
     from regauth.mitm import log_safety
     from regauth.mitm.addons_list import make_addons
     from regauth.mitm.options_policy import OptionPolicy
@@ -124,10 +129,11 @@ def _master_class(web: bool, embedded: EmbeddedRegistry | None = None) -> type:
 
         web_window.install()  # before the web application is built
     else:
+        # mypy takes Base to be WebMaster (the first import); either is a Master.
         from mitmproxy.tools.dump import DumpMaster as Base  # type: ignore[assignment]
 
-    class RegauthMaster(Base):  # type: ignore[misc, valid-type]
-        def __init__(self, options, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    class RegauthMaster(Base):
+        def __init__(self, options: Options, **kwargs: Any) -> None:
             super().__init__(options, **kwargs)
             # The master's addons installed the console and event-log handlers: from now on
             # every record they show has capability ids hidden and control characters escaped.
@@ -164,7 +170,7 @@ INERT_ADDONS = frozenset({
 })
 
 
-def prune_inert_addons(manager) -> None:  # type: ignore[no-untyped-def]
+def prune_inert_addons(manager: AddonManager) -> None:
     """Take INERT_ADDONS out of the event chain; their options and commands stay."""
     manager.chain = [a for a in manager.chain if type(a).__name__ not in INERT_ADDONS]
 

@@ -13,6 +13,8 @@ change; any other change is refused and mitmproxy rolls it back, so nothing is a
 from __future__ import annotations
 
 from collections.abc import Callable
+from collections.abc import Sequence
+from typing import cast
 
 from mitmproxy import ctx
 from mitmproxy import exceptions
@@ -43,7 +45,9 @@ STARTUP_OPTIONS = VIEW_OPTIONS | frozenset({
 
 def _one_reverse_mode(value: object) -> str | None:
     try:
-        upstream_from_modes(list(value))  # type: ignore[call-overload]
+        # mitmproxy checks an option's type before any addon sees the value: `mode` is a
+        # Sequence[str].
+        upstream_from_modes(list(cast(Sequence[str], value)))
     except ValueError as e:
         return str(e)
     return None

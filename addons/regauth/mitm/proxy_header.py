@@ -38,6 +38,7 @@ from typing import Any
 from mitmproxy import ctx
 from mitmproxy import exceptions
 from mitmproxy import http
+from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import mode_servers
 from mitmproxy.proxy.mode_specs import ReverseMode
 from mitmproxy.utils import human
@@ -131,7 +132,7 @@ class ProxyHeaders:
     def __init__(self) -> None:
         self.networks: tuple[Network, ...] = ()
 
-    def load(self, loader) -> None:  # type: ignore[no-untyped-def]
+    def load(self, loader: Loader) -> None:
         loader.add_option("regauth_proxy_protocol", str, "",
                           "Networks (CIDR[,CIDR...]) of the load balancers that send a PROXY "
                           "protocol header (v1 or v2); required from them, refused from "
@@ -195,5 +196,6 @@ def install() -> None:
     async def wrapped(self: Any, reader: Any, writer: Any = None) -> None:
         await _accept(handle_stream, self, reader, writer)
 
+    # The patch itself: mypy's method-assign flags every assignment to a method.
     mode_servers.ServerInstance.handle_stream = wrapped  # type: ignore[method-assign]
     setattr(mode_servers.ServerInstance, _INSTALLED, True)

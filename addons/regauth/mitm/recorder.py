@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mitmproxy import ctx
 from mitmproxy import http
+from mitmproxy.addonmanager import Loader
 
 from regauth import rewrite
 from regauth.exchange import Conversations
@@ -41,7 +42,7 @@ class Recorder:
         # What mitmweb and the console show hides the ids of the policy in force.
         scrub.SHOWN.follow(lambda: config.active)
 
-    def load(self, loader) -> None:  # type: ignore[no-untyped-def]
+    def load(self, loader: Loader) -> None:
         loader.add_option("regauth_log", str, "logs/exchange.jsonl",
                           "JSONL exchange log file.")
 

@@ -187,7 +187,7 @@ def _describe(flow: http.HTTPFlow, state: FlowState,
         return text, ":key:"
     challenge = record.get("challenge")
     if status == 401 and isinstance(challenge, dict):
-        scopes = " ".join(challenge.get("scopes", [])) or "(no scope)"  # type: ignore[arg-type]
+        scopes = " ".join(challenge.get("scopes", [])) or "(no scope)"
         origin = "upstream " if state.answered_by == "upstream" else ""
         error = challenge.get("error")
         text = f"{origin}401 challenge → scope {scopes}"

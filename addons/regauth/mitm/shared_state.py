@@ -16,6 +16,7 @@ import logging
 import time
 
 from mitmproxy import ctx
+from mitmproxy.addonmanager import Loader
 
 from regauth.login_limits import LoginLimiter
 from regauth.mitm.request_handler import RequestHandler
@@ -32,7 +33,7 @@ class SharedState:
         self.store: FallbackAttemptStore | None = None
         self.error: str | None = None
 
-    def load(self, loader) -> None:  # type: ignore[no-untyped-def]
+    def load(self, loader: Loader) -> None:
         loader.add_option("regauth_state", str, "",
                           "Where login-failure counters live: empty for this process, or "
                           "redis://HOST:PORT/DB to share them between replicas.")

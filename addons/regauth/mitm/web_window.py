@@ -21,9 +21,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from io import BytesIO
 from typing import Any
+from typing import Protocol
+from typing import cast
 
 from mitmproxy import flowfilter
+from mitmproxy import http
 from mitmproxy import io
+from mitmproxy.flow import Flow
 from mitmproxy.tools.web import app
 
 from regauth.mitm.options_policy import VIEW_OPTIONS
@@ -52,6 +56,12 @@ def _refuse(*_args: Any, **_kwargs: Any) -> None:
     raise app.APIError(403, _READ_ONLY)
 
 
+def _shown(flow: Flow) -> http.HTTPFlow:
+    """`display_copy` of a flow from mitmweb's view: regauth's proxy mode carries HTTP only."""
+    assert isinstance(flow, http.HTTPFlow)
+    return display_copy(flow)
+
+
 class FlowHandler(app.FlowHandler):
     def put(self, flow_id: str) -> None:
         update = self.json
@@ -76,18 +86,19 @@ class FlowContent(app.FlowContent):
     post = _refuse
 
     @property
-    def flow(self) -> Any:
-        return display_copy(super().flow)
+    def flow(self) -> http.HTTPFlow:
+        return _shown(super().flow)
 
 
 class FlowContentView(app.FlowContentView):
     @property
-    def flow(self) -> Any:
-        return display_copy(super().flow)
+    def flow(self) -> http.HTTPFlow:
+        return _shown(super().flow)
 
 
 class DumpFlows(app.DumpFlows):
-    post = _refuse
+    # Refused at once, like every post here: a plain function where mitmweb has a coroutine.
+    post = _refuse  # type: ignore[assignment]
 
     def get(self) -> None:
         self.set_header("Content-Disposition", "attachment; filename=flows")
@@ -116,11 +127,12 @@ class ExecuteCommand(app.ExecuteCommand):
         super().post(cmd)
 
 
-def _refusing(base: type) -> type:
-    return type(base.__name__, (base,), {"post": _refuse})
+def _refusing(base: type[app.RequestHandler]) -> type[app.RequestHandler]:
+    # type() makes a subclass of `base`; mypy types a three-argument type() call as plain `type`.
+    return cast(type[app.RequestHandler], type(base.__name__, (base,), {"post": _refuse}))
 
 
-_REPLACEMENTS: dict[type, Callable[[], type]] = {
+_REPLACEMENTS: dict[type, Callable[[], type[app.RequestHandler]]] = {
     app.FlowHandler: lambda: FlowHandler,
     app.FlowContent: lambda: FlowContent,
     app.FlowContentView: lambda: FlowContentView,
@@ -136,10 +148,17 @@ _REPLACEMENTS: dict[type, Callable[[], type]] = {
 }
 
 
-def _flow_to_json(original: Callable[[Any], dict]) -> Callable[[Any], dict]:
-    def flow_to_json(flow: Any) -> dict:
-        return original(display_copy(flow) if hasattr(flow, "request") else flow)
+class _FlowToJson(Protocol):
+    """`app.flow_to_json`'s signature (a Callable type would drop the parameter's name)."""
 
+    def __call__(self, flow: Flow) -> dict: ...
+
+
+def _flow_to_json(original: _FlowToJson) -> _FlowToJson:
+    def flow_to_json(flow: Flow) -> dict:
+        return original(display_copy(flow) if isinstance(flow, http.HTTPFlow) else flow)
+
+    # The mark that install() has run; a function object takes any attribute.
     flow_to_json.regauth = True  # type: ignore[attr-defined]
     return flow_to_json
 
@@ -148,20 +167,28 @@ class _ShownFilter:
     """A flow filter evaluated on what mitmweb shows (`display_copy`), not on the flow: a
     filter such as `~hq <guess>` must not confirm a secret one guess at a time."""
 
-    def __init__(self, original: Any) -> None:
+    def __init__(self, original: flowfilter.TFilter) -> None:
         self.original = original
+        self.pattern = original.pattern  # TFilter's one attribute; the rest via __getattr__
 
-    def __call__(self, flow: Any) -> bool:
-        return bool(self.original(display_copy(flow) if hasattr(flow, "request") else flow))
+    def __call__(self, f: Flow) -> bool:  # TFilter's signature, parameter name included
+        return bool(self.original(display_copy(f) if isinstance(f, http.HTTPFlow) else f))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.original, name)
 
 
-def _shown_filters(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    def parse_shown(spec: str) -> Any:
-        return _ShownFilter(parse(spec))
+class _ParseFilter(Protocol):
+    """`flowfilter.parse`'s signature (a Callable type would drop the parameter's name)."""
 
+    def __call__(self, s: str) -> flowfilter.TFilter: ...
+
+
+def _shown_filters(parse: _ParseFilter) -> _ParseFilter:
+    def parse_shown(s: str) -> flowfilter.TFilter:
+        return _ShownFilter(parse(s))
+
+    # The mark that install() has run; a function object takes any attribute.
     parse_shown.regauth = True  # type: ignore[attr-defined]
     return parse_shown
 

@@ -90,8 +90,8 @@ def policy_test(args: argparse.Namespace) -> int:
             print_error(str(problem))
         return EXIT_INPUT
     except policy_tests.TestFileError as e:
-        for problem in e.problems:
-            print_error(str(problem))
+        for message in e.problems:
+            print_error(str(message))
         return EXIT_INPUT
     outcomes = [policy_tests.run_test(policy, test) for test in tests]
     if args.junit:

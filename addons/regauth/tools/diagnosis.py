@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from regauth.safe_text import quote
 from regauth.tools.log_records import Conversation
 from regauth.tools.log_records import Entry
+from regauth.tools.log_records import str_list
 
 # Clients ask for a token within milliseconds of a challenge; one that has not asked this
 # long afterwards (or did something else meanwhile) is not going to.
@@ -86,7 +87,7 @@ def _is_challenge(entry: Entry) -> bool:
 def _scopes(challenge: dict[str, object] | None) -> list[str]:
     if not challenge:
         return []
-    return [str(s) for s in challenge.get("scopes", []) or []]  # type: ignore[union-attr]
+    return str_list(challenge.get("scopes"))
 
 
 def _rule_text(decision: dict[str, object]) -> str:
@@ -178,7 +179,7 @@ def partial_grant(c: Conversation, ctx: Context) -> list[Diagnosis]:
         short = [d for d in entry.decisions if d.get("outcome") != "granted"]
         if entry.kind != "token" or not short:
             continue
-        parts = [f"{d.get('scope')} → [{','.join(map(str, d.get('granted') or [])) or '-'}] "  # type: ignore[call-overload]
+        parts = [f"{d.get('scope')} → [{','.join(str_list(d.get('granted'))) or '-'}] "
                  f"by {_rule_text(d)}" for d in short]
         who = entry.token_account or "anonymous"
         return [Diagnosis(
@@ -268,7 +269,8 @@ def challenge_loop(c: Conversation, ctx: Context) -> list[Diagnosis]:
     """The same challenge (request, scopes, error) LOOP_COUNT times within LOOP_WINDOW in one
     conversation: the client keeps fetching tokens that never cover the request. (Separate
     client runs from one address are separate conversations and never count.)"""
-    by_key: dict[tuple[object, ...], list[Entry]] = {}
+    # (client, method, path, scopes, error)
+    by_key: dict[tuple[str, str, str, tuple[str, ...], str | None], list[Entry]] = {}
     for entry in c.entries:
         if _is_challenge(entry) and entry.time is not None:
             key = (entry.client_ip, entry.method, entry.path.partition("?")[0],
@@ -286,7 +288,7 @@ def challenge_loop(c: Conversation, ctx: Context) -> list[Diagnosis]:
             tokens = sum(1 for e in c.entries if e.kind == "token" and e.time
                          and first.time <= e.time <= last.time)
             error = f" ({key[4]})" if key[4] else ""
-            scopes = " ".join(key[3])  # type: ignore[arg-type]
+            scopes = " ".join(key[3])
             return [Diagnosis(
                 "challenge-loop", "the same challenge repeated in a loop",
                 f"{first.client_ip} got the same challenge{error} for {first.method} {key[2]} "
@@ -340,7 +342,7 @@ def _refusal_cause(entry: Entry, claims: dict[str, object]) -> tuple[str, str]:
     kid = ""
     jwt = entry.raw.get("auth")
     if isinstance(jwt, dict) and isinstance(jwt.get("jwt"), dict):
-        header = jwt["jwt"].get("header")  # type: ignore[union-attr]
+        header = jwt["jwt"].get("header")
         if isinstance(header, dict) and header.get("kid"):
             kid = f" (kid {header['kid']})"
     skew = "" if date else " or its clock is off by more than 60 s (the log has no registry " \

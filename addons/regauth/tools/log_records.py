@@ -280,7 +280,7 @@ class Entry:
         names = {self.repository} if self.repository else set()
         scopes = list(self.requested) + self.required
         for c in self.challenges + self.upstream_challenges:
-            scopes += [str(s) for s in c.get("scopes", []) or []]  # type: ignore[union-attr]
+            scopes += str_list(c.get("scopes"))
         for scope in scopes:
             parts = scope.split(":")
             if len(parts) >= 3 and parts[0] == "repository":
@@ -290,6 +290,12 @@ class Entry:
 
 def _str(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def str_list(value: object) -> list[str]:
+    """A field that holds a JSON list (scopes, granted actions), as strings; anything else
+    (absent, null, a foreign value) reads as empty, like every other field here."""
+    return [str(v) for v in value] if isinstance(value, list) else []
 
 
 @dataclass

@@ -23,6 +23,7 @@ from regauth.scope import parse_scope
 from regauth.tools import EXIT_FINDING
 from regauth.tools import EXIT_OK
 from regauth.tools.log_records import Entry
+from regauth.tools.log_records import str_list
 from regauth.tools.render import Printer
 
 KINDS = ("granted→denied", "denied→granted", "narrower", "wider", "different")
@@ -127,7 +128,7 @@ def replay(entries: list[Entry], policy: Policy) -> ReplayResult:
                 result.redacted += 1
                 continue
             result.decisions += 1
-            old = {str(a) for a in decision.get("granted", []) or []}  # type: ignore[union-attr]
+            old = set(str_list(decision.get("granted")))
             if identity is None:
                 new_granted: tuple[str, ...] = ()
                 new_rule = f"account {quote(account)} is not in {policy.source}"

@@ -29,6 +29,7 @@ from regauth.tools.log_records import Conversation
 from regauth.tools.log_records import Entry
 from regauth.tools.log_records import conversations
 from regauth.tools.log_records import parse_lines
+from regauth.tools.log_records import str_list
 from regauth.tools.render import Printer
 
 QUIET = 2.0  # seconds without new records before a followed conversation is printed
@@ -93,7 +94,7 @@ def _offset(entry: Entry, start: dt.datetime | None) -> float:
 
 def _challenge_text(entry: Entry) -> str:
     challenge = entry.bearer_challenge or {}
-    scopes = " ".join(str(s) for s in challenge.get("scopes", []) or []) or "(no scope)"  # type: ignore[union-attr]
+    scopes = " ".join(str_list(challenge.get("scopes"))) or "(no scope)"
     error = challenge.get("error")
     by = "registry" if entry.answered_by == "upstream" else "regauth"
     text = f"{entry.method} {entry.path} → 401 from {by}, Bearer scope {scopes}"
@@ -147,7 +148,7 @@ def steps(c: Conversation) -> list[Step]:
                 by = "default deny" if rule in (None, "default deny") else \
                     f"rule {rule}" + (f" (line {d['line']})" if d.get("line") else "") + \
                     (f" {quote(str(d['comment']))}" if d.get("comment") else "")
-                granted = ",".join(str(a) for a in d.get("granted", []) or []) or "-"  # type: ignore[union-attr]
+                granted = ",".join(str_list(d.get("granted"))) or "-"
                 out.append(Step(offset, "grant", f"{d.get('scope')} → {d.get('outcome')} "
                                 f"[{granted}] by {by}", entry.line,
                                 failed=d.get("outcome") != "granted"))

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 from interegular import parse_pattern
 from interegular.fsm import FSM
+from interegular.fsm import State
+from interegular.fsm import TransitionKey
 from interegular.fsm import anything_else
 
 from regauth import grammar
@@ -101,13 +103,18 @@ class NameWitnesses:
 @dataclass
 class _Component:
     fsm: FSM
-    live: frozenset[object]
-    symbols: dict[str, object]  # name character -> this automaton's transition key
+    live: frozenset[State]
+    symbols: dict[str, TransitionKey]  # name character -> this automaton's transition key
 
 
-def _live_states(fsm: FSM) -> frozenset[object]:
+# A state of the product automaton: one state per component, None where that component can no
+# longer reach a final state.
+_Product = tuple[State | None, ...]
+
+
+def _live_states(fsm: FSM) -> frozenset[State]:
     """States from which a final state is reachable."""
-    reverse: dict[object, set[object]] = {}
+    reverse: dict[State, set[State]] = {}
     for state, transitions in fsm.map.items():
         for target in transitions.values():
             reverse.setdefault(target, set()).add(state)
@@ -164,8 +171,8 @@ def name_witnesses(expressions: Iterable[str]) -> NameWitnesses:
 
 def _search(components: list[_Component], symbols: list[str]
             ) -> tuple[list[str], list[tuple[bool, ...]], bool]:
-    def step(state: tuple[object, ...], char: str) -> tuple[object, ...] | None:
-        out = []
+    def step(state: _Product, char: str) -> _Product | None:
+        out: list[State | None] = []
         for component, current in zip(components, state, strict=True):
             if current is None:
                 out.append(None)
@@ -177,9 +184,9 @@ def _search(components: list[_Component], symbols: list[str]
     start = tuple(c.fsm.initial if c.fsm.initial in c.live else None for c in components)
     if start[0] is None:
         return [], [], False
-    parent: dict[tuple[object, ...], tuple[tuple[object, ...], str] | None] = {start: None}
+    parent: dict[_Product, tuple[_Product, str] | None] = {start: None}
     queue = deque([(start, 0)])
-    seen_vectors: dict[tuple[bool, ...], tuple[object, ...]] = {}
+    seen_vectors: dict[tuple[bool, ...], _Product] = {}
     while queue:
         state, depth = queue.popleft()
         if state[0] in components[0].fsm.finals:
@@ -199,8 +206,8 @@ def _search(components: list[_Component], symbols: list[str]
     return _spell(seen_vectors.values(), parent), list(seen_vectors), False
 
 
-def _spell(states: Iterable[tuple[object, ...]],
-           parent: dict[tuple[object, ...], tuple[tuple[object, ...], str] | None]) -> list[str]:
+def _spell(states: Iterable[_Product],
+           parent: dict[_Product, tuple[_Product, str] | None]) -> list[str]:
     names = []
     for state in states:
         chars = []
@@ -222,7 +229,8 @@ class AddressClass:
     last: ipaddress.IPv4Address | ipaddress.IPv6Address
 
     def label(self) -> str:
-        networks = list(ipaddress.summarize_address_range(self.first, self.last))
+        networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = [
+            *ipaddress.summarize_address_range(self.first, self.last)]
         return networks[0].with_prefixlen if len(networks) == 1 else f"{self.first}-{self.last}"
 
 

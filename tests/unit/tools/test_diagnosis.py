@@ -73,6 +73,24 @@ def test_torn_and_foreign_lines_are_skipped_and_fields_optional() -> None:
     assert [c.id for c in conversations(read.entries)] == ["line-1", "line-5"]
 
 
+def test_list_fields_holding_something_else_read_as_empty() -> None:
+    from regauth.tools import trace
+
+    challenge = {"time": "2026-01-01T00:00:00+00:00", "conversation": "a", "kind": "registry",
+                 "status": 401, "challenge": {"scheme": "Bearer", "scopes": 5},
+                 "upstream_challenge": [{"scheme": "Bearer", "scopes": "repository:x:pull"}]}
+    token = {"time": "2026-01-01T00:00:01+00:00", "conversation": "a", "kind": "token",
+             "status": 200, "token_response": {"decisions": [{"scope": "s", "granted": 7}]}}
+    read = parse_lines([json.dumps(challenge), json.dumps(token)])
+    assert [e.names for e in read.entries] == [set(), set()]
+    [c] = conversations(read.entries)
+    texts = [step.text for step in trace.steps(c)]
+    assert any("Bearer scope (no scope)" in t for t in texts)
+    assert any("[-]" in t for t in texts)
+    [found] = _diagnose(challenge, token)
+    assert found.code == "partial-grant" and "s → [-]" in found.detail
+
+
 def test_a_challenge_presenting_a_token_joins_the_conversation_that_issued_it() -> None:
     token = {"time": "2026-01-01T00:00:00+00:00", "conversation": "a", "kind": "token",
              "status": 200, "token_response": {"jti": "j1", "account": "ci"}}

@@ -1,0 +1,1 @@
+"""regauth: an auth proxy for container registries (see README.md)."""
