@@ -36,6 +36,9 @@ import bcrypt
 from regauth.login_limits import LoginLimiter
 from regauth.policy import Account
 
+# Seconds a cached login must still hold to be answered from memory on the event loop; inside
+# its last CACHE_MARGIN seconds it goes to the login queue and is checked (and renewed) again.
+CACHE_MARGIN = 5.0
 MAX_PASSWORD_BYTES = 72  # bcrypt's limit; longer passwords are refused, never truncated
 # The policy loader's account-name grammar (policy_loader._ACCOUNT_NAME_RE; a unit test keeps
 # the two equal): a name outside it can never log in.
@@ -128,7 +131,7 @@ class Authenticator:
         return hashlib.sha256(b"\0".join([username.encode(), raw, stored or b""])).digest()
 
     def verified_recently(self, accounts: dict[str, Account], username: str,
-                          password: str, margin: float = 5.0) -> bool:
+                          password: str, margin: float = CACHE_MARGIN) -> bool:
         """Whether `authenticate` would accept this pair from its memo (no bcrypt, no limit
         check, nothing blocking) for at least another `margin` seconds: the token service may
         then answer on the event loop without the entry expiring in between."""
@@ -140,7 +143,7 @@ class Authenticator:
         return self._verified.holds(key, self.clock() + margin)
 
     def needs_check(self, accounts: dict[str, Account], username: str, password: str,
-                    margin: float = 5.0) -> bool:
+                    margin: float = CACHE_MARGIN) -> bool:
         """Whether `authenticate` may consult the login limits or run bcrypt for this pair
         within the next `margin` seconds. False when it decides from memory alone, nothing
         blocking and nothing counted: no password attempt at all, verified in the last
@@ -159,13 +162,18 @@ class Authenticator:
         return not self._refused.holds(key, later)
 
     def authenticate(self, accounts: dict[str, Account], username: str, password: str,
-                     client: str) -> Account:
+                     client: str, renew_within: float = 0.0) -> Account:
         """Return the account, or raise AuthenticationFailed or login_limits.RateLimited.
 
         Order: not a password attempt (refused, not counted) → verified in the last
         `cache_ttl` s (accepted, even while a limit is reached: a guesser sharing the client's
         address cannot lock it out) → refused in the last `refused_ttl` s (refused, not
         counted again) → limits (RateLimited) → bcrypt (a failure is counted).
+
+        `renew_within` (seconds): a verified entry that expires sooner is checked again with
+        bcrypt (no limit applies: it was verified) and renewed. The login queue passes
+        `CACHE_MARGIN`, the margin `needs_check` sends logins to the queue with, so that the
+        one check it runs renews the entry for every identical login waiting behind it.
         """
         raw = password.encode("utf-8", "surrogateescape")
         if not is_password_attempt(username, raw):
@@ -175,11 +183,13 @@ class Authenticator:
         stored = account.password_hash if account else None
         memo_key = self._memo_key(username, raw, stored)
         now = self.clock()
-        if account is not None and self._verified.holds(memo_key, now):
+        if account is not None and self._verified.holds(memo_key, now + renew_within):
             return account
-        if self._refused.holds(memo_key, now):
+        renewing = account is not None and self._verified.holds(memo_key, now)
+        if not renewing and self._refused.holds(memo_key, now):
             raise AuthenticationFailed(counted=False)
-        self.limiter.check(username, client)
+        if not renewing:
+            self.limiter.check(username, client)
         reference = stored if stored is not None else self._dummy(
             max((_cost(a.password_hash) for a in accounts.values()), default=12))
         ok = bcrypt.checkpw(raw, reference)

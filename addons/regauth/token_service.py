@@ -156,17 +156,29 @@ def may_block(runtime: Runtime, authenticator: Authenticator, request: TokenRequ
     return False
 
 
+@dataclass(frozen=True)
+class _Login:
+    """How a password check is run for this request (see `handle_token_request`)."""
+
+    refuse: RateLimited | None = None
+    renew_within: float = 0.0
+
+
 def handle_token_request(runtime: Runtime, authenticator: Authenticator,
                          request: TokenRequest,
-                         refuse_login: RateLimited | None = None) -> TokenResponse:
+                         refuse_login: RateLimited | None = None,
+                         renew_within: float = 0.0) -> TokenResponse:
     """Answer one token request. Blocking: may run bcrypt, so call it off the event loop.
 
     `refuse_login`: refuse a password check with this instead of running it (the login queue
     had no room: mitm/login_pool.py); nothing is checked or counted, so it never blocks, and
-    every other refusal (a malformed scope, a wrong service, ...) comes first as usual."""
+    every other refusal (a malformed scope, a wrong service, ...) comes first as usual.
+    `renew_within`: see `Authenticator.authenticate` (the login queue's checks renew a cached
+    login about to expire)."""
     trace = TokenTrace(request.method)
     try:
-        return _handle(runtime, authenticator, request, trace, refuse_login)
+        return _handle(runtime, authenticator, request, trace,
+                       _Login(refuse_login, renew_within))
     except TokenError as e:
         trace.refused = e.message
         answer = e.answer()
@@ -174,7 +186,7 @@ def handle_token_request(runtime: Runtime, authenticator: Authenticator,
 
 
 def _handle(runtime: Runtime, authenticator: Authenticator, request: TokenRequest,
-            trace: TokenTrace, refuse_login: RateLimited | None) -> TokenResponse:
+            trace: TokenTrace, login: _Login) -> TokenResponse:
     policy = runtime.policy
     if request.method == "POST":
         if request.form is None:
@@ -204,7 +216,7 @@ def _handle(runtime: Runtime, authenticator: Authenticator, request: TokenReques
     trace.requested = [str(s) for s in scopes]
 
     account, refresh_in = _identify(runtime, authenticator, request, params, grant_type, trace,
-                                    refuse_login)
+                                    login)
     identity = Identity(account)
     trace.account = identity.name or "anonymous"
 
@@ -237,7 +249,7 @@ def _handle(runtime: Runtime, authenticator: Authenticator, request: TokenReques
 
 def _identify(runtime: Runtime, authenticator: Authenticator, request: TokenRequest,
               params: dict[str, list[str]], grant_type: str | None, trace: TokenTrace,
-              refuse_login: RateLimited | None) -> tuple[Account | None, str | None]:
+              login: _Login) -> tuple[Account | None, str | None]:
     """The authenticated account (None for anonymous) and, for refresh grants, the refresh
     token to send back (the one presented: oauth.md returns the same token)."""
     if grant_type == "refresh_token":
@@ -254,7 +266,7 @@ def _identify(runtime: Runtime, authenticator: Authenticator, request: TokenRequ
             raise TokenError(400, "UNSUPPORTED", "invalid_request",
                            "username and password are required for grant_type=password")
         return _login(runtime, authenticator, username, password, request.client_ip,
-                      trace, refuse_login), None
+                      trace, login), None
     if grant_type is not None:
         raise TokenError(400, "UNSUPPORTED", "unsupported_grant_type",
                        "grant_type must be password or refresh_token")
@@ -282,7 +294,7 @@ def _identify(runtime: Runtime, authenticator: Authenticator, request: TokenRequ
         raise TokenError(400, "UNSUPPORTED", "invalid_request",
                        "the account parameter does not match the credentials")
     return _login(runtime, authenticator, username, password, request.client_ip, trace,
-                  refuse_login), None
+                  login), None
 
 
 def _refresh(runtime: Runtime, token: str, trace: TokenTrace, form: str) -> Account:
@@ -301,14 +313,15 @@ def _refresh(runtime: Runtime, token: str, trace: TokenTrace, form: str) -> Acco
 
 
 def _login(runtime: Runtime, authenticator: Authenticator, username: str, password: str,
-           client_ip: str, trace: TokenTrace, refuse_login: RateLimited | None) -> Account:
+           client_ip: str, trace: TokenTrace, login: _Login) -> Account:
     trace.username = username[:128]
     trace.credential = "password"
     trace.failed_login_counted = False
     try:
-        if refuse_login is not None:
-            raise refuse_login
-        return authenticator.authenticate(runtime.policy.accounts, username, password, client_ip)
+        if login.refuse is not None:
+            raise login.refuse
+        return authenticator.authenticate(runtime.policy.accounts, username, password, client_ip,
+                                          login.renew_within)
     except RateLimited as e:
         trace.rate_limited = e.limit
         raise TokenError(429, "TOOMANYREQUESTS", "slow_down", str(e),

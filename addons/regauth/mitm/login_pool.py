@@ -31,6 +31,7 @@ from collections.abc import Hashable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
+from regauth.credentials import CACHE_MARGIN
 from regauth.credentials import Authenticator
 from regauth.login_limits import RateLimited
 from regauth.login_limits import client_network
@@ -104,7 +105,10 @@ class LoginPool:
                    request: TokenRequest, source: Hashable, known: bool,
                    key: Hashable | None) -> TokenResponse | Refusal:
         loop = asyncio.get_running_loop()
-        job = _Job(functools.partial(handle_token_request, runtime, authenticator, request),
+        # A queued check also renews a cached login in its last seconds (needs_check sent it
+        # here), so the identical logins that follow it find it cached again.
+        job = _Job(functools.partial(handle_token_request, runtime, authenticator, request,
+                                     renew_within=CACHE_MARGIN),
                    loop.create_future(), key)
         # Retrieved even when its waiter is gone, so asyncio never reports it as lost.
         job.outcome.add_done_callback(lambda f: f.cancelled() or f.exception())
