@@ -177,15 +177,25 @@ def one_setup(root: Path, replicas_used: int, blobs: list[Blob], certs: Path, po
                        "--admin-listen", f"127.0.0.1:{admin}", "--public-url",
                        f"https://localhost:{front}", "--state", f"redis://127.0.0.1:{redis_port}/0",
                        "--certs-dir", str(certs), "--policy", str(policy), "--log",
-                       str(root / f"replica{i}" / "exchange.jsonl"), "--upstream", registry.url]
+                       str(root / f"replica{i}" / "exchange.jsonl"), "--upstream", registry.url,
+                       # haproxy.cfg sends a PROXY v2 header (send-proxy-v2) from 127.0.0.1
+                       "--proxy-protocol", "127.0.0.1/32"]
             proxy = spawn(f"replica{i}", command, root, port)
             stack.callback(proxy.stop)
-            wait_ready(Endpoint(port, tls_context(certs / pki.CA_CERT), host="localhost"), proxy)
+            # Not wait_ready: a replica refuses connections from 127.0.0.1 without a header.
+            deadline = time.monotonic() + 60
+            while "listening at" not in proxy.output_path.read_text(errors="replace"):
+                proxy.check_alive()
+                if time.monotonic() > deadline:
+                    raise BenchError(f"replica{i} did not start:\n{proxy.output_tail()}")
+                time.sleep(0.2)
             replicas.append((proxy, port, admin))
         backends = [(replicas[0][1], replicas[0][2])] * 2 if replicas_used == 1 else \
             [(port, admin) for _, port, admin in replicas]
         haproxy = start_haproxy(root, front, backends)
         stack.callback(stop, haproxy)
+        wait_ready(Endpoint(front, tls_context(certs / pki.CA_CERT), host="localhost"),
+                   replicas[0][0])  # through HAProxy, with the header
         pids = {"registry": registry.process.pid if registry.process else 0,  # type: ignore[union-attr]
                 "haproxy": haproxy.pid, "replica1": replicas[0][0].pid,
                 "replica2": replicas[1][0].pid}

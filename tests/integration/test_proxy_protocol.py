@@ -203,7 +203,7 @@ def test_plain_http_gets_one_400_asking_for_tls_and_nothing_else(direct):
         closed, _, answer = closed_without_answer(
             direct.port, f"GET {target} HTTP/1.1\r\nHost: localhost\r\n"
                          f"Authorization: {basic()['Authorization']}\r\n\r\n".encode())
-        assert closed and answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer[:100]
+        assert closed and answer.startswith(b"HTTP/1.1 400 Bad Request: "), answer[:100]
         assert b"WWW-Authenticate" not in answer and b"token" not in answer.lower().split(
             b"\r\n\r\n")[0]
         assert b"TLS only" in answer and b"https://" in answer

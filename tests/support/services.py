@@ -83,16 +83,48 @@ class Replica:
     admin_port: int
 
 
+SEND_PROXY = " send-proxy-v2"
+
+
+def without_send_proxy(text: str) -> str:
+    """The shipped config with `send-proxy-v2` taken off its `default-server` line: HAProxy
+    then connects to the replicas without a PROXY protocol header (for replicas started
+    without `--proxy-protocol`). Raises if the config no longer has that line."""
+    lines = text.splitlines(keepends=True)
+    found = [i for i, line in enumerate(lines)
+             if line.lstrip().startswith("default-server") and SEND_PROXY in line]
+    if len(found) != 1:
+        raise ValueError("haproxy.cfg: expected one `default-server ... send-proxy-v2` line")
+    lines[found[0]] = lines[found[0]].replace(SEND_PROXY, "")
+    return "".join(lines)
+
+
 @dataclass
 class HAProxy:
     """HAProxy running the shipped `deploy/haproxy/haproxy.cfg`, its addresses from the
-    environment (as systemd or a container would set them)."""
+    environment (as systemd or a container would set them).
+
+    `proxy_protocol=True` runs the file as shipped: every connection to a replica starts with a
+    PROXY v2 header, so the replicas must run with `--proxy-protocol 127.0.0.1/32`
+    (REGAUTH_PROXY_PROTOCOL), and refuse connections from 127.0.0.1 without a header (tests
+    then reach them through HAProxy, or send the header themselves). `False` (the default)
+    runs it with `send-proxy-v2` taken out (`without_send_proxy`, written to the work
+    directory), for replicas without the option that tests also call directly
+    (test_scale_out.py)."""
 
     workdir: Path
     replicas: list[Replica]
     port: int = field(default_factory=free_port)
     stats_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    proxy_protocol: bool = False
+
+    @property
+    def config(self) -> Path:
+        """The config file HAProxy runs: the shipped one, or its copy without send-proxy-v2."""
+        if self.proxy_protocol:
+            return HAPROXY_CONFIG
+        return self.workdir / "haproxy-no-proxy-protocol.cfg"
 
     def environment(self) -> dict[str, str]:
         env = {"REGAUTH_FRONTEND": f"127.0.0.1:{self.port}",
@@ -108,14 +140,16 @@ class HAProxy:
         if binary is None:
             raise FileNotFoundError("haproxy is not installed (apt-get install haproxy)")
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.proxy_protocol:
+            self.config.write_text(without_send_proxy(HAPROXY_CONFIG.read_text()))
         env = {**os.environ, **self.environment()}
-        check = subprocess.run([binary, "-c", "-f", str(HAPROXY_CONFIG)], env=env,
+        check = subprocess.run([binary, "-c", "-f", str(self.config)], env=env,
                                capture_output=True, text=True)
         if check.returncode != 0:
             raise RuntimeError(f"haproxy -c failed:\n{check.stdout}{check.stderr}")
         log = (self.workdir / "haproxy.log").open("ab")
         # -db: stay in the foreground (this process is the one to stop).
-        self.process = subprocess.Popen([binary, "-db", "-f", str(HAPROXY_CONFIG)], env=env,
+        self.process = subprocess.Popen([binary, "-db", "-f", str(self.config)], env=env,
                                         stdout=log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
         deadline = time.monotonic() + 20

@@ -120,6 +120,25 @@ def test_the_haproxy_config_is_valid_and_checks_readiness():
     assert "mode tcp" in text and "uri /readyz" in text and "http-check expect status 200" in text
 
 
+def test_haproxy_names_clients_with_the_proxy_protocol_and_checks_without():
+    """Every connection to a replica starts with a PROXY v2 header (the replicas run with
+    --proxy-protocol); the readiness checks go to the admin port without one (HAProxy sends it
+    on checks only with `check-send-proxy`, or without a check `port`).
+    tests/integration/test_proxy_protocol_haproxy.py runs this for real."""
+    lines = [line.split("#", 1)[0].split() for line in
+             (DEPLOY / "haproxy" / "haproxy.cfg").read_text().splitlines()]
+    [default_server] = [words for words in lines if words[:1] == ["default-server"]]
+    assert "send-proxy-v2" in default_server
+    servers = [words for words in lines if words[:1] == ["server"]]
+    assert len(servers) >= 2
+    for words in servers + [default_server]:
+        assert not any(w.startswith("check-send-proxy") or w == "no-send-proxy-v2"
+                       for w in words), words
+    for words in servers:
+        assert "check" in words and words[words.index("port") + 1].endswith('_ADMIN}"'), words
+    assert "--proxy-protocol" in (DEPLOY / "haproxy" / "haproxy.cfg").read_text()
+
+
 def test_the_systemd_units_verify(tmp_path):
     regauth = Path(sys.executable).with_name("regauth")
     for unit in (DEPLOY / "systemd").glob("*.service"):
@@ -133,6 +152,24 @@ def test_the_systemd_units_verify(tmp_path):
     assert done.returncode == 0 and not done.stderr.strip(), done.stderr
 
 
+def test_the_systemd_replicas_trust_haproxy_on_their_host():
+    """HAProxy (deploy/haproxy/haproxy.cfg) sends a PROXY header from the replicas' host: the
+    shared environment names that address, and nothing broader."""
+    import ipaddress
+
+    from regauth.mitm.proxy_header import parse_networks
+
+    values = dict(line.split("=", 1) for line in
+                  (DEPLOY / "systemd" / "regauth.env.example").read_text().splitlines()
+                  if line and not line.startswith("#"))
+    networks = parse_networks(values["REGAUTH_PROXY_PROTOCOL"])
+    assert networks == (ipaddress.ip_network("127.0.0.1/32"),)
+    replica = dict(line.split("=", 1) for line in
+                   (DEPLOY / "systemd" / "replica-1.env.example").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    assert ipaddress.ip_address(replica["REGAUTH_LISTEN"].rpartition(":")[0]) in networks[0]
+
+
 def test_the_systemd_environment_examples_name_variables_regauth_reads():
     import regauth.cli
 
@@ -142,3 +179,37 @@ def test_the_systemd_environment_examples_name_variables_regauth_reads():
             if line and not line.startswith("#"):
                 name = shlex.split(line)[0].partition("=")[0]
                 assert f'_env("{name}"' in source, (example.name, name)
+
+
+def test_the_deployment_sends_no_proxy_protocol_by_default_and_the_alternative_is_valid():
+    """The default Service keeps client addresses (externalTrafficPolicy: Local), so the pods
+    run without --proxy-protocol (a header would be required from the peers it names). The
+    commented alternative (NLB annotations, the --proxy-protocol argument) is valid once
+    uncommented."""
+    from regauth.mitm.proxy_header import parse_networks
+
+    service = _kind("Service", "regauth")
+    assert service["spec"]["externalTrafficPolicy"] == "Local"
+    args = _serve_args()
+    assert "--proxy-protocol" not in args
+    text = (K8S / "regauth.yaml").read_text()
+    lines = text.splitlines()
+    start = lines.index("  # annotations:")
+    block = [lines[start].replace("# ", "", 1)]
+    for line in lines[start + 1:]:
+        if not line.startswith("  #   "):
+            break
+        block.append(line.replace("#", " ", 1))
+    annotations = yaml.safe_load("\n".join(block))["annotations"]
+    assert annotations["service.beta.kubernetes.io/aws-load-balancer-proxy-protocol"] == "*"
+    assert annotations["service.beta.kubernetes.io/aws-load-balancer-healthcheck-port"] == \
+        str(int(args["--admin-listen"].rpartition(":")[2]))
+    alternative = yaml.safe_load(yaml.safe_dump(service))
+    alternative["metadata"]["annotations"] = annotations
+    for version in VERSIONS:
+        kubernetes_validate.validate(alternative, version, strict=True)
+    [commented] = [line.split("# - ", 1)[1] for line in lines
+                   if line.strip().startswith("# - --proxy-protocol=")]
+    container = _kind("Deployment", "regauth")["spec"]["template"]["spec"]["containers"][0]
+    parsed = build_parser().parse_args([*container["args"], commented])
+    assert parse_networks(parsed.proxy_protocol)

@@ -52,7 +52,10 @@ TLS_ONLY = ("regauth: this port speaks TLS only: use https:// (a registry client
 
 def _answer_400() -> bytes:
     body = json.dumps({"errors": [{"code": "UNSUPPORTED", "message": TLS_ONLY}]}).encode()
-    head = ["HTTP/1.1 400 Bad Request", f"Content-Length: {len(body)}", "Connection: close",
+    # The reason phrase says it too: clients that fail on a HEAD (containerd resolves with
+    # one) have no body to show, and print the status line as they got it.
+    head = ["HTTP/1.1 400 Bad Request: this port speaks TLS only, use https://",
+            f"Content-Length: {len(body)}", "Connection: close",
             *(f"{name}: {value}" for name, value in JSON_HEADERS.items())]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 

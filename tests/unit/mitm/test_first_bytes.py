@@ -28,7 +28,8 @@ def test_classify(data, plain, kind):
 
 def test_the_plain_http_answer_asks_for_tls_and_closes():
     head, _, body = ANSWER_400.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    status = b"HTTP/1.1 400 Bad Request: this port speaks TLS only, use https://\r\n"
+    assert head.startswith(status)  # what clients that show only the status line print
     assert b"Connection: close" in head and b"WWW-Authenticate" not in head
     assert f"Content-Length: {len(body)}".encode() in head
     [error] = json.loads(body)["errors"]
