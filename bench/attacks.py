@@ -46,10 +46,10 @@ from bench import workspace
 from tests.support import dos
 from tests.support.legit import LegitClient
 
-from regauth import pki
-from regauth.credentials import hash_password
-from regauth.registry_process import RegistryProcess
-from regauth.registry_process import free_port
+from regauth.logins.credentials import hash_password
+from regauth.ops import pki
+from regauth.ops.registry_process import RegistryProcess
+from regauth.ops.registry_process import free_port
 
 SERVICE = "regauth-bench"
 PASSWORD = "bench-attack-password"

@@ -45,10 +45,10 @@ from types import FrameType
 from urllib.parse import urlencode
 from urllib.parse import urlsplit
 
-from regauth import pki
-from regauth.credentials import hash_password
-from regauth.registry_process import RegistryProcess
-from regauth.registry_process import free_port
+from regauth.logins.credentials import hash_password
+from regauth.ops import pki
+from regauth.ops.registry_process import RegistryProcess
+from regauth.ops.registry_process import free_port
 
 CHUNK = 1024 * 1024
 BIN_DIR = Path(sys.executable).parent

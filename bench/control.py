@@ -59,10 +59,10 @@ from measure import observer_cost
 from measure import percentile
 from measure import token_rate
 
-from regauth import pki
-from regauth.credentials import hash_password
-from regauth.registry_process import RegistryProcess
-from regauth.registry_process import free_port
+from regauth.logins.credentials import hash_password
+from regauth.ops import pki
+from regauth.ops.registry_process import RegistryProcess
+from regauth.ops.registry_process import free_port
 
 SERVICE = "regauth-bench"
 ACCOUNT = "bench"

@@ -56,10 +56,10 @@ from bench import versions
 from bench import wait_ready
 from bench import workspace
 
-from regauth import pki
-from regauth.credentials import hash_password
-from regauth.registry_process import RegistryProcess
-from regauth.registry_process import free_port
+from regauth.logins.credentials import hash_password
+from regauth.ops import pki
+from regauth.ops.registry_process import RegistryProcess
+from regauth.ops.registry_process import free_port
 
 # The attack is the acceptance test's: import it from the repository's test support.
 sys.path.append(str(Path(__file__).resolve().parents[1]))

@@ -138,10 +138,10 @@ def observer_cost(repeat: int = 20000) -> tuple[float, float]:
 
     from regauth.front import Forward
     from regauth.gate import GateDecision
-    from regauth.metrics import Metrics
     from regauth.mitm.flow_state import FlowStates
     from regauth.mitm.metrics_observer import MetricsObserver
-    from regauth.routes import match_route
+    from regauth.ops.metrics import Metrics
+    from regauth.protocol.routes import match_route
 
     states = FlowStates()
     observer = MetricsObserver(Metrics(), states)

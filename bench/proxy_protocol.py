@@ -60,10 +60,10 @@ from measure import Rate
 from measure import cpu_seconds
 from measure import token_rate
 
-from regauth import pki
-from regauth.credentials import hash_password
-from regauth.registry_process import RegistryProcess
-from regauth.registry_process import free_port
+from regauth.logins.credentials import hash_password
+from regauth.ops import pki
+from regauth.ops.registry_process import RegistryProcess
+from regauth.ops.registry_process import free_port
 
 HAPROXY_CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "haproxy" / "haproxy.cfg"
 SEND_PROXY = " send-proxy-v2"
@@ -216,7 +216,7 @@ def in_process_cost(repeat: int = 20000) -> tuple[float, float]:
     from mitmproxy.test import tflow
     from mitmproxy.utils import human
 
-    from regauth.mitm import proxy_header
+    from regauth.mitm.patches import proxy_header
 
     header = (b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c" + bytes([127, 0, 0, 2, 127, 0, 0, 1])
               + (40000).to_bytes(2, "big") + (443).to_bytes(2, "big"))

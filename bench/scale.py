@@ -49,10 +49,10 @@ from bench import wait_ready
 from bench import workspace
 from measure import cpu_seconds
 
-from regauth import pki
-from regauth.credentials import hash_password
-from regauth.registry_process import RegistryProcess
-from regauth.registry_process import free_port
+from regauth.logins.credentials import hash_password
+from regauth.ops import pki
+from regauth.ops.registry_process import RegistryProcess
+from regauth.ops.registry_process import free_port
 
 SERVICE = "regauth-scale"
 ACCOUNT = "bench"

@@ -51,9 +51,9 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlencode
 
-from regauth import pki
-from regauth.credentials import hash_password
-from regauth.registry_process import free_port
+from regauth.logins.credentials import hash_password
+from regauth.ops import pki
+from regauth.ops.registry_process import free_port
 
 REGAUTH = Path(sys.executable).parent / "regauth"
 SERVICE = "regauth-soak"

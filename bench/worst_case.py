@@ -48,15 +48,15 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis import target
 
-from regauth import challenge
-from regauth import grammar
-from regauth import jwt_inspect
-from regauth import routes
-from regauth import scope
-from regauth.patterns import compile_glob
-from regauth.patterns import compile_regex
-from regauth.policy import Identity
-from regauth.policy_loader import load_policy_text
+from regauth.policy.load import load_policy_text
+from regauth.policy.model import Identity
+from regauth.policy.patterns import compile_glob
+from regauth.policy.patterns import compile_regex
+from regauth.protocol import challenge
+from regauth.protocol import grammar
+from regauth.protocol import jwt_inspect
+from regauth.protocol import routes
+from regauth.protocol import scope
 
 NAME_MAX = grammar.MAX_NAME_LENGTH  # 255
 PATH_MAX = routes.MAX_PATH_LENGTH  # 2048

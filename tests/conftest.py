@@ -14,10 +14,10 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from regauth import pki
-from regauth.registry_process import RegistryProcess
-from regauth.registry_process import TokenAuth
-from regauth.registry_process import free_port
+from regauth.ops import pki
+from regauth.ops.registry_process import RegistryProcess
+from regauth.ops.registry_process import TokenAuth
+from regauth.ops.registry_process import free_port
 from tests.support.docker import DockerClient
 from tests.support.docker import Dockerd
 from tests.support.docker import daemon_trust
@@ -220,7 +220,7 @@ def token_registry_proxy(write_policy: Callable[..., Path],
                          ) -> tuple[RegistryProcess, ProxyProcess]:
     """A real registry in token mode trusting regauth's key, behind regauth in delegate mode:
     the registry alone decides whether regauth's tokens are good."""
-    from regauth.registry_process import free_port
+    from regauth.ops.registry_process import free_port
 
     port = free_port()
     policy = write_policy(mode="delegate")

@@ -11,7 +11,7 @@ import os
 import sys
 from typing import overload
 
-from regauth import pki
+from regauth.ops import pki
 from regauth.tools import commands
 
 EXIT_INVALID = 1

@@ -46,9 +46,9 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
-from regauth.challenge import Challenge
-from regauth.challenge import parse_challenges
-from regauth.tokens import TokenIssuer
+from regauth.protocol.challenge import Challenge
+from regauth.protocol.challenge import parse_challenges
+from regauth.tokens.issue import TokenIssuer
 
 Kind = Literal["ok", "open", "wrong_scheme", "unexpected_status", "service_mismatch",
                "token_refused", "realm_mismatch", "unverified"]

@@ -34,15 +34,15 @@ from typing import Literal
 from urllib.parse import parse_qsl
 
 from regauth import gate
-from regauth.errors import Answer
-from regauth.errors import RegistryError
 from regauth.gate import GateDecision
-from regauth.request_bounds import check_fields
-from regauth.routes import JWKS_PATH
-from regauth.routes import TOKEN_PATH
-from regauth.routes import RouteError
-from regauth.routes import is_registry_path
-from regauth.routes import parse_query
+from regauth.protocol.errors import Answer
+from regauth.protocol.errors import RegistryError
+from regauth.protocol.request_bounds import check_fields
+from regauth.protocol.routes import JWKS_PATH
+from regauth.protocol.routes import TOKEN_PATH
+from regauth.protocol.routes import RouteError
+from regauth.protocol.routes import is_registry_path
+from regauth.protocol.routes import parse_query
 from regauth.runtime import Active
 from regauth.token_service import MAX_FORM_BYTES
 from regauth.token_service import TokenRequest
@@ -198,7 +198,7 @@ def decide(active: Active | None, view: RequestView) -> Decision:
                                                     headers=headers))
     too_large = check_fields(view.target, view.method, view.header_fields)
     if too_large is not None:
-        # HTTP/1.1 heads are refused before they are parsed (mitm/head_limits.py); an HTTP/2
+        # HTTP/1.1 heads are refused before they are parsed (mitm/patches/head_limits.py); an HTTP/2
         # head arrives decoded and is judged here, on its own stream.
         return _respond(view, active, RegistryError(too_large.status, "UNSUPPORTED",
                                                     too_large.reason))

@@ -15,21 +15,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from regauth import challenge
-from regauth.authorization import safe_scheme
-from regauth.authorization import split_authorization
-from regauth.errors import Answer
-from regauth.errors import RegistryError
-from regauth.errors import access_detail
-from regauth.routes import Route
-from regauth.routes import RouteError
-from regauth.routes import check_body_type
-from regauth.routes import check_canonical
-from regauth.routes import is_registry_path
-from regauth.routes import match_route
+from regauth.protocol import challenge
+from regauth.protocol.auth_header import safe_scheme
+from regauth.protocol.auth_header import split_authorization
+from regauth.protocol.errors import Answer
+from regauth.protocol.errors import RegistryError
+from regauth.protocol.errors import access_detail
+from regauth.protocol.routes import Route
+from regauth.protocol.routes import RouteError
+from regauth.protocol.routes import check_body_type
+from regauth.protocol.routes import check_canonical
+from regauth.protocol.routes import is_registry_path
+from regauth.protocol.routes import match_route
 from regauth.runtime import Runtime
-from regauth.tokens import InvalidToken
-from regauth.tokens import VerifiedToken
+from regauth.tokens.claims import InvalidToken
+from regauth.tokens.verify import VerifiedToken
 
 MAX_AUTHORIZATION_LENGTH = 8192
 

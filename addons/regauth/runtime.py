@@ -8,17 +8,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from regauth import keystate
-from regauth import pki
-from regauth.policy import Policy
-from regauth.policy import Upstream
-from regauth.policy_loader import load_policy
-from regauth.routes import TOKEN_PATH
-from regauth.tokens import KeyRing
-from regauth.tokens import TokenIssuer
-from regauth.tokens import TokenVerifier
+from regauth.ops import pki
+from regauth.policy.load import load_policy
+from regauth.policy.model import Policy
+from regauth.policy.model import Upstream
+from regauth.protocol.routes import TOKEN_PATH
+from regauth.protocol.urls import Origin
+from regauth.tokens import keystate
+from regauth.tokens.issue import TokenIssuer
+from regauth.tokens.keyring import KeyRing
+from regauth.tokens.verify import TokenVerifier
 from regauth.upstream_auth import UpstreamAuth
-from regauth.urls import Origin
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def _hide(m: re.Match[str]) -> str:
 def build_runtime(policy_path: Path, certs_dir: Path, upstream_url: str,
                   now: float | None = None) -> Runtime:
     """Load and cross-check policy, keys and upstream; raise ValueError (or PolicyError).
-    The signing key is the one the key lifecycle (`regauth.keystate`) names at `now`."""
+    The signing key is the one the key lifecycle (`regauth.tokens.keystate`) names at `now`."""
     policy = load_policy(policy_path)
     keys = pki.load_signing_keys(certs_dir)
     lifecycle = keystate.resolve(certs_dir, keys, policy.token.signing_key,

@@ -28,22 +28,22 @@ import json
 from dataclasses import dataclass
 from dataclasses import field
 
-from regauth.authorization import parse_basic
-from regauth.authorization import split_authorization
-from regauth.credentials import AuthenticationFailed
-from regauth.credentials import Authenticator
-from regauth.errors import Answer
-from regauth.errors import RegistryError
-from regauth.login_limits import RateLimited
-from regauth.policy import Account
-from regauth.policy import Identity
+from regauth.logins.credentials import AuthenticationFailed
+from regauth.logins.credentials import Authenticator
+from regauth.logins.limits import RateLimited
+from regauth.policy.model import Account
+from regauth.policy.model import Identity
+from regauth.protocol.auth_header import parse_basic
+from regauth.protocol.auth_header import split_authorization
+from regauth.protocol.errors import Answer
+from regauth.protocol.errors import RegistryError
+from regauth.protocol.scope import format_scopes
+from regauth.protocol.scope import parse_scopes
 from regauth.runtime import Runtime
-from regauth.scope import format_scopes
-from regauth.scope import parse_scopes
 from regauth.token_trace import GrantType
 from regauth.token_trace import TokenMethod
 from regauth.token_trace import TokenTrace
-from regauth.tokens import InvalidToken
+from regauth.tokens.claims import InvalidToken
 
 MAX_FORM_BYTES = 64 * 1024
 _TRUE = ("true", "1", "yes")

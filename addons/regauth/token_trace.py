@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Literal
 
-from regauth.policy import Decision
+from regauth.policy.model import Decision
 
 TokenMethod = Literal["GET", "POST"]  # the front door answers every other method 405
 GrantType = Literal["get", "password", "refresh_token"]  # "get": no grant_type (a GET)

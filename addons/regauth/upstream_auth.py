@@ -9,24 +9,21 @@ the token and renews it before it expires. Redirects are never followed with cre
 from __future__ import annotations
 
 import base64
-import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 from urllib.parse import urlencode
 from urllib.parse import urlsplit
 
-from regauth import challenge
-from regauth import strict_json
-from regauth.policy import UpstreamCredentials
-from regauth.scope import ResourceScope
-from regauth.urls import DEFAULT_PORTS
-from regauth.urls import Origin
-from regauth.urls import parse_origin
+from regauth.policy.model import UpstreamCredentials
+from regauth.protocol import challenge
+from regauth.protocol import strict_json
+from regauth.protocol.scope import ResourceScope
+from regauth.protocol.urls import DEFAULT_PORTS
+from regauth.protocol.urls import Origin
+from regauth.protocol.urls import parse_origin
 
 MAX_TOKEN_RESPONSE = 1024 * 1024
 USER_AGENT = "regauth-upstream-auth"
@@ -53,35 +50,6 @@ class HttpResult:
 
 
 Fetcher = Callable[[str, dict[str, str]], HttpResult]
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None
-
-
-def make_fetcher(ssl_context: ssl.SSLContext | None, timeout: float = 15.0) -> Fetcher:
-    opener = urllib.request.build_opener(
-        _NoRedirect(), urllib.request.HTTPSHandler(context=ssl_context),
-        urllib.request.ProxyHandler({}))
-
-    def fetch(url: str, headers: dict[str, str]) -> HttpResult:
-        # A name of its own, so the registry's access log tells regauth's own requests apart.
-        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **headers})
-        try:
-            with opener.open(request, timeout=timeout) as response:
-                return HttpResult(response.status, {k.lower(): v for k, v in
-                                                    response.headers.items()},
-                                  response.read(MAX_TOKEN_RESPONSE),
-                                  tuple(response.headers.get_all("www-authenticate") or ()))
-        except urllib.error.HTTPError as e:
-            return HttpResult(e.code, {k.lower(): v for k, v in e.headers.items()},
-                              e.read(MAX_TOKEN_RESPONSE),
-                              tuple(e.headers.get_all("www-authenticate") or ()))
-        except (OSError, ValueError) as e:
-            raise UpstreamAuthError(f"cannot reach {urlsplit(url).netloc}: {e}") from None
-
-    return fetch
 
 
 def check_realm(realm: str, upstream: Origin, allowed_hosts: tuple[str, ...]) -> Origin:

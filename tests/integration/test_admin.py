@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from regauth import pki
-from regauth.registry_process import RegistryProcess
+from regauth.ops import pki
+from regauth.ops.registry_process import RegistryProcess
 from tests.conftest import PASSWORDS
 from tests.conftest import SERVICE
 from tests.support.admin import get
@@ -227,7 +227,7 @@ def test_health_and_readiness_follow_the_upstream(write_policy, tmp_path, make_p
 
 
 def test_readiness_waits_for_an_upstream_that_never_answered(write_policy, make_proxy):
-    from regauth.registry_process import free_port
+    from regauth.ops.registry_process import free_port
 
     proxy = make_proxy(write_policy(), f"http://127.0.0.1:{free_port()}", extra=FAST_PROBE,
                        admin_listen=ADMIN)
@@ -238,7 +238,7 @@ def test_readiness_waits_for_an_upstream_that_never_answered(write_policy, make_
 @pytest.mark.parametrize("mode", ["enforce", "delegate"])
 def test_the_admin_routes_are_not_reachable_through_the_proxy_port(
         write_policy, make_registry, make_proxy, mode):
-    from regauth.registry_process import free_port
+    from regauth.ops.registry_process import free_port
 
     if mode == "delegate":
         # Delegate mode forwards only to a registry that checks regauth's tokens (else 503).

@@ -15,7 +15,7 @@ from http.server import ThreadingHTTPServer
 
 import pytest
 
-from regauth.challenge import parse_challenges
+from regauth.protocol.challenge import parse_challenges
 from tests.conftest import SERVICE
 from tests.support import httpclient
 

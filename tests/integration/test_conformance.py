@@ -28,10 +28,10 @@ from pathlib import Path
 
 import pytest
 
-from regauth import pki
-from regauth.registry_process import RegistryProcess
-from regauth.registry_process import TokenAuth
-from regauth.scope import parse_scope
+from regauth.ops import pki
+from regauth.ops.registry_process import RegistryProcess
+from regauth.ops.registry_process import TokenAuth
+from regauth.protocol.scope import parse_scope
 from tests.conftest import ISSUER
 from tests.conftest import SERVICE
 from tests.conftest import policy_text

@@ -19,10 +19,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from regauth import pki
-from regauth.registry_process import RegistryProcess
-from regauth.registry_process import TokenAuth
-from regauth.registry_process import free_port
+from regauth.ops import pki
+from regauth.ops.registry_process import RegistryProcess
+from regauth.ops.registry_process import TokenAuth
+from regauth.ops.registry_process import free_port
 from tests.conftest import ISSUER
 from tests.conftest import PASSWORDS
 from tests.conftest import SERVICE

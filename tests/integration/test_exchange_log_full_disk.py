@@ -10,7 +10,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from regauth.exchange_log import ExchangeLog
+from regauth.ops.exchange_log import ExchangeLog
 
 
 def _privileged(*command: str) -> list[str]:

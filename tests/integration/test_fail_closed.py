@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from regauth import pki
-from regauth.registry_process import free_port
+from regauth.ops import pki
+from regauth.ops.registry_process import free_port
 from tests.support import httpclient
 from tests.support.proxy import start_proxy
 

@@ -6,8 +6,8 @@ import json
 import subprocess
 import time
 
-from regauth import pki
-from regauth.registry_process import free_port
+from regauth.ops import pki
+from regauth.ops.registry_process import free_port
 from tests.conftest import PASSWORDS
 from tests.conftest import SERVICE
 from tests.support import httpclient

@@ -7,8 +7,8 @@ import subprocess
 import sys
 import time
 
-from regauth import pki
-from regauth.registry_process import free_port
+from regauth.ops import pki
+from regauth.ops.registry_process import free_port
 from tests.conftest import PASSWORDS
 from tests.conftest import SERVICE
 from tests.conftest import bcrypt_hash

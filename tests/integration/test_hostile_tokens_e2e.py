@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from regauth.registry_process import RegistryProcess
+from regauth.ops.registry_process import RegistryProcess
 from tests.support import httpclient
 from tests.support.proxy import ProxyProcess
 

@@ -56,7 +56,7 @@ import bcrypt
 import pytest
 import yaml
 
-from regauth import pki
+from regauth.ops import pki
 from tests.support.docker import DockerClient
 from tests.support.docker import Dockerd
 from tests.support.podman import PODMAN

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from regauth.registry_process import RegistryProcess
-from regauth.registry_process import free_port
+from regauth.ops.registry_process import RegistryProcess
+from regauth.ops.registry_process import free_port
 from tests.conftest import PASSWORDS
 from tests.conftest import SERVICE
 from tests.conftest import build_id

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from regauth import keystate
-from regauth import pki
-from regauth.keyids import libtrust_kid
-from regauth.registry_process import free_port
+from regauth.ops import pki
+from regauth.ops.registry_process import free_port
+from regauth.tokens import keystate
+from regauth.tokens.keyids import libtrust_kid
 from tests.conftest import PASSWORDS
 from tests.conftest import SERVICE
 from tests.support.httpclient import Reply

@@ -16,11 +16,11 @@ import pytest
 import redis
 import yaml
 
-from regauth.login_limits import LoginLimiter
-from regauth.login_limits import RateLimited
-from regauth.shared_state import KEY_PREFIX
-from regauth.shared_state import FallbackAttemptStore
-from regauth.shared_state import RedisAttemptStore
+from regauth.logins.limits import LoginLimiter
+from regauth.logins.limits import RateLimited
+from regauth.logins.redis_store import KEY_PREFIX
+from regauth.logins.redis_store import FallbackAttemptStore
+from regauth.logins.redis_store import RedisAttemptStore
 from tests.support.services import Redis
 
 pytestmark = pytest.mark.integration

@@ -24,8 +24,8 @@ from collections import Counter
 import bcrypt
 import pytest
 
-from regauth.login_queue import PER_SOURCE
-from regauth.login_queue import WORKERS
+from regauth.logins.queue import PER_SOURCE
+from regauth.logins.queue import WORKERS
 from tests.conftest import PASSWORDS
 from tests.conftest import SERVICE
 from tests.conftest import policy_text

@@ -9,7 +9,7 @@ import urllib.request
 
 from mitmproxy.utils.emoji import emoji
 
-from regauth.registry_process import free_port
+from regauth.ops.registry_process import free_port
 from tests.conftest import PASSWORDS
 from tests.conftest import SERVICE
 from tests.support import httpclient

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from regauth.registry_process import free_port
+from regauth.ops.registry_process import free_port
 from tests.conftest import build_id
 from tests.support.invariant import LogOnly
 from tests.support.invariant import RegistryWatch

@@ -25,8 +25,8 @@ from pathlib import Path
 import jwt
 import pytest
 
-from regauth.registry_process import RegistryProcess
-from regauth.registry_process import free_port
+from regauth.ops.registry_process import RegistryProcess
+from regauth.ops.registry_process import free_port
 from tests.conftest import CLIENT_RULES
 from tests.conftest import PASSWORDS
 from tests.conftest import SERVICE

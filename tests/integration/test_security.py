@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from regauth.registry_process import RegistryProcess
+from regauth.ops.registry_process import RegistryProcess
 from tests.conftest import ISSUER
 from tests.conftest import PASSWORDS
 from tests.conftest import SERVICE

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from regauth.login_limits import LoginLimiter
-from regauth.login_limits import MemoryAttemptStore
-from regauth.login_limits import RateLimited
-from regauth.shared_state import KEY_PREFIX
-from regauth.shared_state import FallbackAttemptStore
-from regauth.shared_state import RedisAttemptStore
-from regauth.shared_state import open_store
-from regauth.shared_state import parse_state_url
+from regauth.logins.limits import LoginLimiter
+from regauth.logins.limits import MemoryAttemptStore
+from regauth.logins.limits import RateLimited
+from regauth.logins.redis_store import KEY_PREFIX
+from regauth.logins.redis_store import FallbackAttemptStore
+from regauth.logins.redis_store import RedisAttemptStore
+from regauth.logins.redis_store import open_store
+from regauth.logins.redis_store import parse_state_url
 from tests.support.services import Redis
 
 pytestmark = pytest.mark.integration
@@ -98,7 +98,7 @@ def test_an_outage_falls_back_to_memory_logged_once_and_counted(redis_server, ca
     limiter = LoginLimiter(store=store, clock=time.time)
     limiter.failed("alice", "10.0.0.7")  # shared, and remembered locally
     redis_server.stop()
-    caplog.set_level(logging.WARNING, logger="regauth.shared_state")
+    caplog.set_level(logging.WARNING, logger="regauth.logins.redis_store")
     started = time.monotonic()
     for _ in range(4):
         limiter.check("alice", "10.0.0.7")
@@ -124,7 +124,7 @@ def test_an_outage_falls_back_to_memory_logged_once_and_counted(redis_server, ca
 
 
 def test_an_unreachable_redis_at_start_is_an_outage_not_an_error(tmp_path):
-    from regauth.registry_process import free_port
+    from regauth.ops.registry_process import free_port
 
     store = open_store(f"redis://127.0.0.1:{free_port()}/0")
     assert store is not None

@@ -26,10 +26,10 @@ from urllib.parse import urlsplit
 import pytest
 from hyperframe.frame import DataFrame
 
-from regauth import pki
-from regauth.registry_process import RegistryProcess
-from regauth.registry_process import TokenAuth
-from regauth.registry_process import free_port
+from regauth.ops import pki
+from regauth.ops.registry_process import RegistryProcess
+from regauth.ops.registry_process import TokenAuth
+from regauth.ops.registry_process import free_port
 from tests.conftest import ISSUER
 from tests.conftest import SERVICE
 from tests.conftest import bcrypt_hash

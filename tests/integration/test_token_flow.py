@@ -17,8 +17,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from regauth import keyids
-from regauth import pki
+from regauth.ops import pki
+from regauth.tokens import keyids
 from tests.conftest import ISSUER
 from tests.conftest import PASSWORDS
 from tests.conftest import SERVICE
@@ -165,7 +165,7 @@ def _wait_for(condition, timeout: float = 6.0) -> None:
 
 
 def test_expires_in_is_honoured(write_policy, make_registry, make_proxy, certs_dir):
-    from regauth.registry_process import free_port
+    from regauth.ops.registry_process import free_port
 
     port = free_port()
     registry = make_registry("token", realm=f"https://localhost:{port}/v2/token")

@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 
 from mitmproxy import io as mitm_io
 
-from regauth.registry_process import free_port
+from regauth.ops.registry_process import free_port
 from tests.conftest import PASSWORDS
 from tests.conftest import SERVICE
 from tests.conftest import build_id

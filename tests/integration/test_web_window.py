@@ -36,9 +36,9 @@ import pytest
 from mitmproxy import io as mitm_io
 from mitmproxy.test import tflow
 
-from regauth import pki
-from regauth.registry_process import RegistryProcess
-from regauth.registry_process import free_port
+from regauth.ops import pki
+from regauth.ops.registry_process import RegistryProcess
+from regauth.ops.registry_process import free_port
 from tests.conftest import PASSWORDS
 from tests.conftest import SERVICE
 from tests.conftest import bcrypt_hash

@@ -11,10 +11,10 @@ import string
 from hypothesis import given
 from hypothesis import strategies as st
 
-from regauth.authorization import describe
-from regauth.authorization import parse_basic
-from regauth.authorization import safe_scheme
-from regauth.authorization import split_authorization
+from regauth.protocol.auth_header import describe
+from regauth.protocol.auth_header import parse_basic
+from regauth.protocol.auth_header import safe_scheme
+from regauth.protocol.auth_header import split_authorization
 from tests.property.strategies import any_text
 from tests.property.strategies import b64url
 from tests.property.strategies import json_bytes

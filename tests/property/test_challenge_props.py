@@ -9,10 +9,10 @@ import string
 from hypothesis import given
 from hypothesis import strategies as st
 
-from regauth.challenge import build_bearer
-from regauth.challenge import parse_challenges
-from regauth.challenge import render
-from regauth.scope import parse_scope
+from regauth.protocol.challenge import build_bearer
+from regauth.protocol.challenge import parse_challenges
+from regauth.protocol.challenge import render
+from regauth.protocol.scope import parse_scope
 from tests.property.strategies import any_text
 from tests.property.strategies import text_from
 

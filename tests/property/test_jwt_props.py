@@ -20,19 +20,19 @@ from hypothesis import event
 from hypothesis import given
 from hypothesis import strategies as st
 
-from regauth import pki
-from regauth.jwt_inspect import decode_unverified
-from regauth.keyids import libtrust_kid
-from regauth.policy import Account
-from regauth.policy import TrustedIssuer
-from regauth.tokens import ACCESS_TYP
-from regauth.tokens import REFRESH_TYP
-from regauth.tokens import InvalidToken
-from regauth.tokens import KeyRing
-from regauth.tokens import TokenVerifier
-from regauth.tokens import VerifiedToken
-from regauth.tokens import _split
-from regauth.tokens import credential_fingerprint
+from regauth.ops import pki
+from regauth.policy.model import Account
+from regauth.policy.model import TrustedIssuer
+from regauth.protocol.jwt_inspect import decode_unverified
+from regauth.tokens.claims import InvalidToken
+from regauth.tokens.issue import ACCESS_TYP
+from regauth.tokens.issue import REFRESH_TYP
+from regauth.tokens.issue import credential_fingerprint
+from regauth.tokens.keyids import libtrust_kid
+from regauth.tokens.keyring import KeyRing
+from regauth.tokens.verify import TokenVerifier
+from regauth.tokens.verify import VerifiedToken
+from regauth.tokens.verify import _split
 from tests.property.strategies import any_text
 from tests.property.strategies import b64url
 from tests.property.strategies import json_bytes

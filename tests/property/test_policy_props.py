@@ -19,11 +19,11 @@ from hypothesis import event
 from hypothesis import given
 from hypothesis import strategies as st
 
-from regauth import yamlpos
-from regauth.policy import Policy
-from regauth.policy_loader import PolicyError
-from regauth.policy_loader import load_policy
-from regauth.policy_loader import load_policy_text
+from regauth.policy import yamlpos
+from regauth.policy.load import PolicyError
+from regauth.policy.load import load_policy
+from regauth.policy.load import load_policy_text
+from regauth.policy.model import Policy
 from tests.property.strategies import any_text
 from tests.property.strategies import json_scalars
 from tests.property.strategies import json_values

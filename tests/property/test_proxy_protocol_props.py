@@ -38,13 +38,13 @@ from hypothesis import note
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from regauth.proxy_protocol import MAX_HEADER_BYTES
-from regauth.proxy_protocol import MAX_V1_BYTES
-from regauth.proxy_protocol import MAX_V2_LENGTH
-from regauth.proxy_protocol import NeedMore
-from regauth.proxy_protocol import ProxyHeader
-from regauth.proxy_protocol import ProxyProtocolError
-from regauth.proxy_protocol import parse
+from regauth.protocol.proxy_protocol import MAX_HEADER_BYTES
+from regauth.protocol.proxy_protocol import MAX_V1_BYTES
+from regauth.protocol.proxy_protocol import MAX_V2_LENGTH
+from regauth.protocol.proxy_protocol import NeedMore
+from regauth.protocol.proxy_protocol import ProxyHeader
+from regauth.protocol.proxy_protocol import ProxyProtocolError
+from regauth.protocol.proxy_protocol import parse
 
 MIN_EXAMPLES = 10_000
 fuzz = settings(max_examples=max(MIN_EXAMPLES, settings().max_examples))

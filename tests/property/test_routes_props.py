@@ -9,11 +9,11 @@ import string
 from hypothesis import given
 from hypothesis import strategies as st
 
-from regauth.routes import RouteError
-from regauth.routes import check_body_type
-from regauth.routes import check_canonical
-from regauth.routes import match_route
-from regauth.routes import parse_query
+from regauth.protocol.routes import RouteError
+from regauth.protocol.routes import check_body_type
+from regauth.protocol.routes import check_canonical
+from regauth.protocol.routes import match_route
+from regauth.protocol.routes import parse_query
 from tests.property.strategies import any_text
 from tests.property.strategies import text_from
 

@@ -1,4 +1,4 @@
-"""regauth.safe_text.escape, for any text: nothing a terminal acts on survives, nothing is lost
+"""regauth.ops.safe_text.escape, for any text: nothing a terminal acts on survives, nothing is lost
 (a reader can always tell what the input was), and plain text is left alone."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from hypothesis import example
 from hypothesis import given
 from hypothesis import strategies as st
 
-from regauth.safe_text import escape
-from regauth.safe_text import must_escape
+from regauth.ops.safe_text import escape
+from regauth.ops.safe_text import must_escape
 
 # Text biased towards what matters: controls, bidi and format characters, backslashes and the
 # letters that follow a backslash in an escape.

@@ -8,9 +8,9 @@ import string
 from hypothesis import given
 from hypothesis import strategies as st
 
-from regauth.scope import MAX_SCOPES
-from regauth.scope import parse_scope
-from regauth.scope import parse_scopes
+from regauth.protocol.scope import MAX_SCOPES
+from regauth.protocol.scope import parse_scope
+from regauth.protocol.scope import parse_scopes
 from tests.property.strategies import any_text
 from tests.property.strategies import text_from
 

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from regauth.credentials import Authenticator
-from regauth.routes import RouteError
-from regauth.routes import parse_query
+from regauth.logins.credentials import Authenticator
+from regauth.protocol.routes import RouteError
+from regauth.protocol.routes import parse_query
 from regauth.runtime import Runtime
 from regauth.token_service import TokenRequest
 from regauth.token_service import handle_token_request

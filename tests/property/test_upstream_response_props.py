@@ -10,8 +10,9 @@ import string
 from hypothesis import given
 from hypothesis import strategies as st
 
-from regauth.policy import UpstreamCredentials
-from regauth.scope import parse_scope
+from regauth.policy.model import UpstreamCredentials
+from regauth.protocol.scope import parse_scope
+from regauth.protocol.urls import parse_origin
 from regauth.upstream_auth import MAX_EXPIRES_IN
 from regauth.upstream_auth import MIN_EXPIRES_IN
 from regauth.upstream_auth import HttpResult
@@ -19,7 +20,6 @@ from regauth.upstream_auth import UpstreamAuth
 from regauth.upstream_auth import UpstreamAuthError
 from regauth.upstream_auth import check_realm
 from regauth.upstream_auth import parse_token_response
-from regauth.urls import parse_origin
 from tests.property.strategies import any_text
 from tests.property.strategies import json_bytes
 from tests.property.strategies import json_scalars

@@ -30,9 +30,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from regauth.keyids import libtrust_kid
-from regauth.keyids import public_jwk
-from regauth.registry_process import RegistryProcess
+from regauth.ops.registry_process import RegistryProcess
+from regauth.tokens.keyids import libtrust_kid
+from regauth.tokens.keyids import public_jwk
 
 ACCESS_TYP = "registry-access+jwt"
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from regauth.challenge import parse_challenges
+from regauth.protocol.challenge import parse_challenges
 from tests.support.httpclient import Reply
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"

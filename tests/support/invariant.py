@@ -189,7 +189,7 @@ def capability_redactor(policy_path: Path, env: dict[str, str] | None = None
                         ) -> Callable[[str], str] | None:
     """The exchange log's capability-id redaction for a policy file (`Runtime.redact`);
     `env`: variables the policy's secrets are read from while it loads."""
-    from regauth.policy_loader import load_policy
+    from regauth.policy.load import load_policy
     from regauth.runtime import _hide  # the same hash, so the comparison stays exact
 
     saved = {name: os.environ.get(name) for name in env or {}}

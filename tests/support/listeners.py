@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from regauth import pki
+from regauth.ops import pki
 
 
 def server_cert(ca_dir: Path, out_dir: Path, name: str = "server") -> tuple[Path, Path]:

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from regauth.registry_process import free_port
+from regauth.ops.registry_process import free_port
 
 REGAUTH = Path(sys.executable).with_name("regauth")
 

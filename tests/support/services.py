@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 
-from regauth.registry_process import free_port
+from regauth.ops.registry_process import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 HAPROXY_CONFIG = REPO / "deploy" / "haproxy" / "haproxy.cfg"

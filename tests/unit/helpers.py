@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from regauth import runtime
+from regauth.protocol.scope import ResourceScope
+from regauth.protocol.scope import parse_scope
 from regauth.runtime import Runtime
-from regauth.scope import ResourceScope
-from regauth.scope import parse_scope
 
 DIGEST = "sha256:" + "a" * 64
 BUILD_ID = "0123456789abcdefghijklmnop"  # 26 characters of [a-z0-9]

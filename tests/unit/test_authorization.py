@@ -3,11 +3,11 @@ import json
 
 import pytest
 
-from regauth.authorization import describe
-from regauth.authorization import parse_basic
-from regauth.authorization import split_authorization
-from regauth.jwt_inspect import decode_unverified
-from regauth.jwt_inspect import find_jwts
+from regauth.protocol.auth_header import describe
+from regauth.protocol.auth_header import parse_basic
+from regauth.protocol.auth_header import split_authorization
+from regauth.protocol.jwt_inspect import decode_unverified
+from regauth.protocol.jwt_inspect import find_jwts
 
 
 def _b64u(obj):

@@ -2,10 +2,10 @@ import random
 
 import pytest
 
-from regauth.challenge import Challenge
-from regauth.challenge import build_bearer
-from regauth.challenge import parse_challenges
-from regauth.challenge import render
+from regauth.protocol.challenge import Challenge
+from regauth.protocol.challenge import build_bearer
+from regauth.protocol.challenge import parse_challenges
+from regauth.protocol.challenge import render
 from tests.unit.helpers import scope
 
 

@@ -1,16 +1,16 @@
 import bcrypt
 import pytest
 
-from regauth import credentials
-from regauth.credentials import AuthenticationFailed
-from regauth.credentials import Authenticator
-from regauth.credentials import hash_password
-from regauth.credentials import is_password_attempt
-from regauth.login_limits import Limit
-from regauth.login_limits import LoginLimiter
-from regauth.login_limits import RateLimited
-from regauth.policy import Account
-from regauth.policy_loader import _ACCOUNT_NAME_RE
+from regauth.logins import credentials
+from regauth.logins.credentials import AuthenticationFailed
+from regauth.logins.credentials import Authenticator
+from regauth.logins.credentials import hash_password
+from regauth.logins.credentials import is_password_attempt
+from regauth.logins.limits import Limit
+from regauth.logins.limits import LoginLimiter
+from regauth.logins.limits import RateLimited
+from regauth.policy.load import _ACCOUNT_NAME_RE
+from regauth.policy.model import Account
 from tests.unit.helpers import FakeClock
 
 PASSWORD = "correct horse"
@@ -273,8 +273,8 @@ def test_the_recently_verified_rule_outlasts_every_limit(accounts):
 
 
 def test_verified_recently_says_when_no_bcrypt_will_run():
-    from regauth.credentials import Authenticator
-    from regauth.policy import Account
+    from regauth.logins.credentials import Authenticator
+    from regauth.policy.model import Account
     from tests.unit.helpers import FakeClock
 
     clock = FakeClock()

@@ -9,7 +9,6 @@ import jwt
 import pytest
 
 from regauth import delegate_check
-from regauth import health
 from regauth.delegate_check import KINDS
 from regauth.delegate_check import REFUSAL_PREFIX
 from regauth.delegate_check import REFUSING
@@ -22,8 +21,9 @@ from regauth.delegate_check import judge
 from regauth.delegate_check import needs_token_probe
 from regauth.delegate_check import probe_token
 from regauth.delegate_check import unverified
+from regauth.ops import health
 from regauth.runtime import build_runtime
-from regauth.tokens import ACCESS_TYP
+from regauth.tokens.issue import ACCESS_TYP
 from tests.conftest import ISSUER
 from tests.conftest import SERVICE
 

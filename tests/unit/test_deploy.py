@@ -157,7 +157,7 @@ def test_the_systemd_replicas_trust_haproxy_on_their_host():
     shared environment names that address, and nothing broader."""
     import ipaddress
 
-    from regauth.mitm.proxy_header import parse_networks
+    from regauth.mitm.patches.proxy_header import parse_networks
 
     values = dict(line.split("=", 1) for line in
                   (DEPLOY / "systemd" / "regauth.env.example").read_text().splitlines()
@@ -186,7 +186,7 @@ def test_the_deployment_sends_no_proxy_protocol_by_default_and_the_alternative_i
     run without --proxy-protocol (a header would be required from the peers it names). The
     commented alternative (NLB annotations, the --proxy-protocol argument) is valid once
     uncommented."""
-    from regauth.mitm.proxy_header import parse_networks
+    from regauth.mitm.patches.proxy_header import parse_networks
 
     service = _kind("Service", "regauth")
     assert service["spec"]["externalTrafficPolicy"] == "Local"

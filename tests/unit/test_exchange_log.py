@@ -4,9 +4,9 @@ import os
 
 import pytest
 
-from regauth import exchange_log
-from regauth.exchange_log import ExchangeLog
-from regauth.exchange_log import scrub
+from regauth.ops import exchange_log
+from regauth.ops.exchange_log import ExchangeLog
+from regauth.ops.exchange_log import scrub
 
 
 def _lines(path):
@@ -107,7 +107,7 @@ def test_failing_write_returns_false_logs_and_recovers(tmp_path, caplog):
     path = tmp_path / "exchange.jsonl"
     path.mkdir()  # a directory where the log file should be
     log = ExchangeLog(path)
-    with caplog.at_level(logging.WARNING, logger="regauth.exchange_log"):
+    with caplog.at_level(logging.WARNING, logger="regauth.ops.exchange_log"):
         assert log.write({"n": 1}) is False
         assert log.write({"n": 2}) is False
         errors = [r for r in caplog.records if r.levelno == logging.ERROR]
@@ -132,7 +132,7 @@ def test_write_error_on_an_open_file_does_not_raise(tmp_path, caplog, monkeypatc
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(exchange_log, "_write", full)
-    with caplog.at_level(logging.ERROR, logger="regauth.exchange_log"):
+    with caplog.at_level(logging.ERROR, logger="regauth.ops.exchange_log"):
         assert log.write({"n": 2}) is False
     assert any("No space left on device" in r.getMessage() for r in caplog.records)
     monkeypatch.undo()
@@ -238,7 +238,7 @@ def test_records_that_cannot_be_serialized_are_counted_not_raised(tmp_path, capl
     log = ExchangeLog(path)
     circular: dict[str, object] = {}
     circular["self"] = circular
-    with caplog.at_level(logging.ERROR, logger="regauth.exchange_log"):
+    with caplog.at_level(logging.ERROR, logger="regauth.ops.exchange_log"):
         assert log.write(circular) is False
     assert "unserializable record" in caplog.records[0].getMessage()
     assert log.write({"nan": float("nan"), "inf": [float("-inf")]})
@@ -253,7 +253,7 @@ def test_the_count_of_lost_records_is_reported_on_recovery(tmp_path, caplog, mon
     log = ExchangeLog(tmp_path / "x.jsonl")
     write, disk = _short_then_full(0)
     monkeypatch.setattr(exchange_log, "_write", write)
-    with caplog.at_level(logging.WARNING, logger="regauth.exchange_log"):
+    with caplog.at_level(logging.WARNING, logger="regauth.ops.exchange_log"):
         for n in range(3):
             assert log.write({"n": n}) is False
         disk["left"] = 10**9

@@ -12,8 +12,8 @@ from regauth.front import IssueToken
 from regauth.front import ReadTokenForm
 from regauth.front import RequestView
 from regauth.front import Respond
+from regauth.protocol.urls import parse_origin
 from regauth.runtime import Active
-from regauth.urls import parse_origin
 from tests.conftest import policy_text
 from tests.unit.helpers import DIGEST
 from tests.unit.helpers import build_runtime

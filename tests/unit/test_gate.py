@@ -3,8 +3,8 @@ import json
 import pytest
 
 from regauth import gate
-from regauth.challenge import parse_challenges
-from regauth.tokens import TokenIssuer
+from regauth.protocol.challenge import parse_challenges
+from regauth.tokens.issue import TokenIssuer
 from tests.conftest import SERVICE
 from tests.conftest import policy_text
 from tests.unit.helpers import DIGEST

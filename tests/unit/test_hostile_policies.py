@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from regauth import policy_loader
-from regauth import yamlpos
-from regauth.policy_loader import PolicyError
-from regauth.policy_loader import load_policy
-from regauth.policy_loader import load_policy_text
+from regauth.policy import load
+from regauth.policy import yamlpos
+from regauth.policy.load import PolicyError
+from regauth.policy.load import load_policy
+from regauth.policy.load import load_policy_text
 
 PROBLEM_RE = re.compile(r"[^\n]+:\d+:\d+: [^\n]+")
 DEEP = 33  # yamlpos.MAX_DEPTH + 1
@@ -95,7 +95,7 @@ def test_an_unexpected_loader_defect_is_a_policy_error_at_its_position(monkeypat
         where = root.where("token")
         raise TypeError(f"unexpected {where}")
 
-    monkeypatch.setattr(policy_loader._Loader, "token_settings", broken)
+    monkeypatch.setattr(load._Loader, "token_settings", broken)
     problems = _problems("version: 1\nservice: s\ntoken:\n  lifetime: 300\nrules: []\n")
     assert any(p.startswith("p.yaml:4:3: cannot check this part of the policy (internal "
                             "error TypeError") for p in problems), problems

@@ -14,19 +14,19 @@ import time
 import jwt
 import pytest
 
-from regauth import pki
 from regauth import upstream_auth
-from regauth.authorization import describe
-from regauth.authorization import parse_basic
-from regauth.jwt_inspect import decode_unverified
-from regauth.keyids import libtrust_kid
-from regauth.policy import Account
-from regauth.tokens import ACCESS_TYP
-from regauth.tokens import REFRESH_TYP
-from regauth.tokens import InvalidToken
-from regauth.tokens import KeyRing
-from regauth.tokens import TokenVerifier
-from regauth.tokens import _split
+from regauth.ops import pki
+from regauth.policy.model import Account
+from regauth.protocol.auth_header import describe
+from regauth.protocol.auth_header import parse_basic
+from regauth.protocol.jwt_inspect import decode_unverified
+from regauth.tokens.claims import InvalidToken
+from regauth.tokens.issue import ACCESS_TYP
+from regauth.tokens.issue import REFRESH_TYP
+from regauth.tokens.keyids import libtrust_kid
+from regauth.tokens.keyring import KeyRing
+from regauth.tokens.verify import TokenVerifier
+from regauth.tokens.verify import _split
 from regauth.upstream_auth import UpstreamAuthError
 
 SERVICE = "registry.test"

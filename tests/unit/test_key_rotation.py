@@ -6,13 +6,13 @@ import time
 
 import pytest
 
-from regauth import pki
-from regauth.policy import TokenSettings
-from regauth.scope import parse_scope
-from regauth.tokens import InvalidToken
-from regauth.tokens import KeyRing
-from regauth.tokens import TokenIssuer
-from regauth.tokens import TokenVerifier
+from regauth.ops import pki
+from regauth.policy.model import TokenSettings
+from regauth.protocol.scope import parse_scope
+from regauth.tokens.claims import InvalidToken
+from regauth.tokens.issue import TokenIssuer
+from regauth.tokens.keyring import KeyRing
+from regauth.tokens.verify import TokenVerifier
 
 
 def _issuer(certs, pinned=None):

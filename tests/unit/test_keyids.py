@@ -5,10 +5,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from regauth.keyids import key_id
-from regauth.keyids import libtrust_kid
-from regauth.keyids import public_jwk
-from regauth.keyids import rfc7638_thumbprint
+from regauth.tokens.keyids import key_id
+from regauth.tokens.keyids import libtrust_kid
+from regauth.tokens.keyids import public_jwk
+from regauth.tokens.keyids import rfc7638_thumbprint
 
 # distribution docs/spec/auth/jwt.md example key (protocol.md section 2.3)
 SPEC_X = "m7zUpx3b-zmVE5cymSs64POG9QcyEpJaYCD82-549_Q"

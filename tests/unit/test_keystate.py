@@ -1,4 +1,4 @@
-"""The signing-key lifecycle (regauth.keystate): staged rotation, activation, retirement."""
+"""The signing-key lifecycle (regauth.tokens.keystate): staged rotation, activation, retirement."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import time
 
 import pytest
 
-from regauth import keystate
-from regauth import pki
-from regauth.keyids import libtrust_kid
-from regauth.policy import TokenSettings
-from regauth.scope import parse_scope
-from regauth.tokens import KeyRing
-from regauth.tokens import TokenIssuer
-from regauth.tokens import TokenVerifier
+from regauth.ops import pki
+from regauth.policy.model import TokenSettings
+from regauth.protocol.scope import parse_scope
+from regauth.tokens import keystate
+from regauth.tokens.issue import TokenIssuer
+from regauth.tokens.keyids import libtrust_kid
+from regauth.tokens.keyring import KeyRing
+from regauth.tokens.verify import TokenVerifier
 from tests.unit.helpers import build_runtime
 
 SETTINGS = TokenSettings(lifetime=300, refresh_lifetime=3600)

@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from regauth.login_limits import KNOWN_PREFIX
-from regauth.login_limits import LoginLimiter
-from regauth.login_limits import MemoryAttemptStore
-from regauth.login_limits import RateLimited
-from regauth.shared_state import FallbackAttemptStore
+from regauth.logins.limits import KNOWN_PREFIX
+from regauth.logins.limits import LoginLimiter
+from regauth.logins.limits import MemoryAttemptStore
+from regauth.logins.limits import RateLimited
+from regauth.logins.redis_store import FallbackAttemptStore
 from tests.unit.helpers import FakeClock
 
 USUAL = "198.51.100.7"  # where ci's runner logs in from

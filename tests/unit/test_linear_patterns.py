@@ -13,14 +13,14 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from regauth.jwt_inspect import JWT_RE
-from regauth.jwt_inspect import find_jwts
-from regauth.patterns import compile_glob
-from regauth.patterns import compile_regex
-from regauth.policy import Account
-from regauth.policy import Identity
-from regauth.policy_loader import load_policy_text
-from regauth.scope import parse_scope
+from regauth.policy.load import load_policy_text
+from regauth.policy.model import Account
+from regauth.policy.model import Identity
+from regauth.policy.patterns import compile_glob
+from regauth.policy.patterns import compile_regex
+from regauth.protocol.jwt_inspect import JWT_RE
+from regauth.protocol.jwt_inspect import find_jwts
+from regauth.protocol.scope import parse_scope
 
 HASH = "$2b$04$" + "N" * 53
 

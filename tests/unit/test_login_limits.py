@@ -2,11 +2,11 @@ import threading
 
 import pytest
 
-from regauth.login_limits import Limit
-from regauth.login_limits import LoginLimiter
-from regauth.login_limits import MemoryAttemptStore
-from regauth.login_limits import RateLimited
-from regauth.login_limits import client_network
+from regauth.logins.limits import Limit
+from regauth.logins.limits import LoginLimiter
+from regauth.logins.limits import MemoryAttemptStore
+from regauth.logins.limits import RateLimited
+from regauth.logins.limits import client_network
 from tests.unit.helpers import FakeClock
 
 

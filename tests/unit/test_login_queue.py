@@ -1,4 +1,4 @@
-"""The login queue (regauth.login_queue), step by step and in simulated time: admission per
+"""The login queue (regauth.logins.queue), step by step and in simulated time: admission per
 source and per lane, round robin, the global bound with eviction, the known lane.
 
 No threads: a test calls submit/take/finish the way mitm/login_pool.py does, and
@@ -17,13 +17,13 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from regauth.login_queue import MAX_WAITING
-from regauth.login_queue import PER_SOURCE
-from regauth.login_queue import QUEUE_FULL
-from regauth.login_queue import SOURCE_BUSY
-from regauth.login_queue import WORKERS
-from regauth.login_queue import FairQueue
-from regauth.login_queue import Refusal
+from regauth.logins.queue import MAX_WAITING
+from regauth.logins.queue import PER_SOURCE
+from regauth.logins.queue import QUEUE_FULL
+from regauth.logins.queue import SOURCE_BUSY
+from regauth.logins.queue import WORKERS
+from regauth.logins.queue import FairQueue
+from regauth.logins.queue import Refusal
 
 BCRYPT = 0.23  # seconds per check, as measured in issue 20 (cost 12)
 

@@ -1,4 +1,5 @@
-"""Metric labels and readiness, decided without I/O (`regauth.metrics`, `regauth.health`)."""
+"""Metric labels and readiness, decided without I/O (`regauth.ops.metrics`,
+`regauth.ops.health`)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from regauth import health
-from regauth.errors import Answer
 from regauth.gate import GateDecision
-from regauth.metrics import Metrics
-from regauth.metrics import gate_outcome
-from regauth.metrics import scope_labels
-from regauth.metrics import token_labels
+from regauth.ops import health
+from regauth.ops.metrics import Metrics
+from regauth.ops.metrics import gate_outcome
+from regauth.ops.metrics import scope_labels
+from regauth.ops.metrics import token_labels
+from regauth.protocol.errors import Answer
 
 
 @pytest.mark.parametrize("status, record, has_credentials, expected", [

@@ -23,11 +23,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jsonschema import Draft202012Validator
 
-from regauth.policy import Identity
-from regauth.policy_loader import PolicyError
-from regauth.policy_loader import load_policy
-from regauth.policy_loader import load_policy_text
-from regauth.scope import parse_scope
+from regauth.policy.load import PolicyError
+from regauth.policy.load import load_policy
+from regauth.policy.load import load_policy_text
+from regauth.policy.model import Identity
+from regauth.protocol.scope import parse_scope
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = ROOT / "policies"

@@ -2,9 +2,9 @@ import textwrap
 
 import pytest
 
-from regauth.policy_loader import PolicyError
-from regauth.policy_loader import load_policy
-from regauth.policy_loader import load_policy_text
+from regauth.policy.load import PolicyError
+from regauth.policy.load import load_policy
+from regauth.policy.load import load_policy_text
 
 HASH = "$2b$04$" + "N" * 53
 FILE = "p.yaml"

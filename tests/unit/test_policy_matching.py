@@ -1,7 +1,7 @@
 import pytest
 
-from regauth.policy import Identity
-from regauth.policy_loader import load_policy_text
+from regauth.policy.load import load_policy_text
+from regauth.policy.model import Identity
 from tests.unit.helpers import BUILD_ID
 from tests.unit.helpers import scope
 

@@ -8,18 +8,18 @@ from typing import Literal
 
 import pytest
 
-from regauth.proxy_protocol import MAX_HEADER_BYTES
-from regauth.proxy_protocol import MAX_V1_BYTES
-from regauth.proxy_protocol import MAX_V2_LENGTH
-from regauth.proxy_protocol import V2_SIGNATURE
-from regauth.proxy_protocol import Address
-from regauth.proxy_protocol import Command
-from regauth.proxy_protocol import Family
-from regauth.proxy_protocol import NeedMore
-from regauth.proxy_protocol import ProxyHeader
-from regauth.proxy_protocol import ProxyProtocolError
-from regauth.proxy_protocol import Tlv
-from regauth.proxy_protocol import parse
+from regauth.protocol.proxy_protocol import MAX_HEADER_BYTES
+from regauth.protocol.proxy_protocol import MAX_V1_BYTES
+from regauth.protocol.proxy_protocol import MAX_V2_LENGTH
+from regauth.protocol.proxy_protocol import V2_SIGNATURE
+from regauth.protocol.proxy_protocol import Address
+from regauth.protocol.proxy_protocol import Command
+from regauth.protocol.proxy_protocol import Family
+from regauth.protocol.proxy_protocol import NeedMore
+from regauth.protocol.proxy_protocol import ProxyHeader
+from regauth.protocol.proxy_protocol import ProxyProtocolError
+from regauth.protocol.proxy_protocol import Tlv
+from regauth.protocol.proxy_protocol import parse
 
 SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 TLS_HELLO = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(32)

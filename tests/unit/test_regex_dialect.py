@@ -16,12 +16,12 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from regauth.linear_regex import RegexError
-from regauth.linear_regex import compile_policy_regex
-from regauth.policy import Identity
-from regauth.policy_loader import PolicyError
-from regauth.policy_loader import load_policy_text
-from regauth.scope import parse_scope
+from regauth.policy.linear_regex import RegexError
+from regauth.policy.linear_regex import compile_policy_regex
+from regauth.policy.load import PolicyError
+from regauth.policy.load import load_policy_text
+from regauth.policy.model import Identity
+from regauth.protocol.scope import parse_scope
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,4 @@
-"""Request-head bounds (regauth.request_bounds): one contract for HTTP/1.1 bytes and HTTP/2
+"""Request-head bounds (regauth.protocol.request_bounds): one contract for HTTP/1.1 bytes and HTTP/2
 fields, judged incrementally and in linear time."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from regauth.request_bounds import MAX_FIELD_LINE
-from regauth.request_bounds import MAX_FIELDS
-from regauth.request_bounds import MAX_HEAD_BYTES
-from regauth.request_bounds import MAX_REQUEST_LINE
-from regauth.request_bounds import Http1HeadScanner
-from regauth.request_bounds import check_fields
+from regauth.protocol.request_bounds import MAX_FIELD_LINE
+from regauth.protocol.request_bounds import MAX_FIELDS
+from regauth.protocol.request_bounds import MAX_HEAD_BYTES
+from regauth.protocol.request_bounds import MAX_REQUEST_LINE
+from regauth.protocol.request_bounds import Http1HeadScanner
+from regauth.protocol.request_bounds import check_fields
 
 OK_HEAD = (b"PUT /v2/a/blobs/uploads/x?digest=sha256:00 HTTP/1.1\r\nHost: localhost\r\n"
            b"Authorization: Bearer " + b"a" * 8000 + b"\r\nContent-Length: 4\r\n\r\nbody")

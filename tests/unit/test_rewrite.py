@@ -1,12 +1,12 @@
 import pytest
 
-from regauth.challenge import parse_challenges
-from regauth.rewrite import challenge_scopes
-from regauth.rewrite import relative_location
-from regauth.rewrite import rewrite_challenge
-from regauth.rewrite import rewrite_link
-from regauth.rewrite import rewrite_url
-from regauth.urls import parse_origin
+from regauth.protocol.challenge import parse_challenges
+from regauth.protocol.rewrite import challenge_scopes
+from regauth.protocol.rewrite import relative_location
+from regauth.protocol.rewrite import rewrite_challenge
+from regauth.protocol.rewrite import rewrite_link
+from regauth.protocol.rewrite import rewrite_url
+from regauth.protocol.urls import parse_origin
 
 PUBLIC = parse_origin("https://proxy.test:5443")
 REALM = "https://proxy.test:5443/v2/token"

@@ -1,11 +1,11 @@
 import pytest
 
-from regauth.routes import MAX_PATH_LENGTH
-from regauth.routes import RouteError
-from regauth.routes import check_canonical
-from regauth.routes import is_registry_path
-from regauth.routes import match_route
-from regauth.routes import parse_query
+from regauth.protocol.routes import MAX_PATH_LENGTH
+from regauth.protocol.routes import RouteError
+from regauth.protocol.routes import check_canonical
+from regauth.protocol.routes import is_registry_path
+from regauth.protocol.routes import match_route
+from regauth.protocol.routes import parse_query
 from tests.unit.helpers import DIGEST
 
 OTHER = "sha256:" + "b" * 64

@@ -1,13 +1,13 @@
-"""regauth.safe_text: what untrusted text looks like once escaped (issue 20, item 10)."""
+"""regauth.ops.safe_text: what untrusted text looks like once escaped (issue 20, item 10)."""
 
 from __future__ import annotations
 
 import pytest
 
-from regauth.safe_text import escape
-from regauth.safe_text import escape_lines
-from regauth.safe_text import is_safe
-from regauth.safe_text import quote
+from regauth.ops.safe_text import escape
+from regauth.ops.safe_text import escape_lines
+from regauth.ops.safe_text import is_safe
+from regauth.ops.safe_text import quote
 
 OSC52 = "\x1b]52;c;Y3VybCBldmlsIHwgc2g=\x07"
 

@@ -1,14 +1,14 @@
 import pytest
 
-from regauth import grammar
-from regauth.scope import MAX_SCOPE_LENGTH
-from regauth.scope import MAX_SCOPES
-from regauth.scope import ResourceScope
-from regauth.scope import canonical_actions
-from regauth.scope import covers
-from regauth.scope import format_scopes
-from regauth.scope import parse_scope
-from regauth.scope import parse_scopes
+from regauth.protocol import grammar
+from regauth.protocol.scope import MAX_SCOPE_LENGTH
+from regauth.protocol.scope import MAX_SCOPES
+from regauth.protocol.scope import ResourceScope
+from regauth.protocol.scope import canonical_actions
+from regauth.protocol.scope import covers
+from regauth.protocol.scope import format_scopes
+from regauth.protocol.scope import parse_scope
+from regauth.protocol.scope import parse_scopes
 
 
 @pytest.mark.parametrize(

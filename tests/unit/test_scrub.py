@@ -7,7 +7,7 @@ from mitmproxy.test import tutils
 from regauth.mitm.scrub import redact_authorization
 from regauth.mitm.scrub import scrub_request
 from regauth.mitm.scrub import scrub_token_response
-from regauth.policy_loader import load_policy_text
+from regauth.policy.load import load_policy_text
 from tests.conftest import policy_text
 
 

@@ -7,14 +7,14 @@ import time
 import bcrypt
 import pytest
 
-from regauth import credentials
-from regauth.credentials import Authenticator
-from regauth.login_limits import Limit
-from regauth.login_limits import LoginLimiter
-from regauth.policy import Account
+from regauth.logins import credentials
+from regauth.logins.credentials import Authenticator
+from regauth.logins.limits import Limit
+from regauth.logins.limits import LoginLimiter
+from regauth.policy.model import Account
 from regauth.token_service import TokenRequest
 from regauth.token_service import handle_token_request
-from regauth.tokens import InvalidToken
+from regauth.tokens.claims import InvalidToken
 from tests.conftest import ISSUER
 from tests.conftest import PASSWORDS
 from tests.conftest import SERVICE

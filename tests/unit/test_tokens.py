@@ -10,21 +10,21 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from regauth import pki
-from regauth.keyids import libtrust_kid
-from regauth.keyids import public_jwk
-from regauth.keyids import rfc7638_thumbprint
-from regauth.policy import Account
-from regauth.policy import TokenSettings
-from regauth.policy_loader import load_policy_text
-from regauth.tokens import ACCESS_TYP
-from regauth.tokens import DEFAULT_LEEWAY
-from regauth.tokens import MAX_TOKEN_LENGTH
-from regauth.tokens import REFRESH_TYP
-from regauth.tokens import InvalidToken
-from regauth.tokens import KeyRing
-from regauth.tokens import TokenIssuer
-from regauth.tokens import TokenVerifier
+from regauth.ops import pki
+from regauth.policy.load import load_policy_text
+from regauth.policy.model import Account
+from regauth.policy.model import TokenSettings
+from regauth.tokens.claims import InvalidToken
+from regauth.tokens.issue import ACCESS_TYP
+from regauth.tokens.issue import REFRESH_TYP
+from regauth.tokens.issue import TokenIssuer
+from regauth.tokens.keyids import libtrust_kid
+from regauth.tokens.keyids import public_jwk
+from regauth.tokens.keyids import rfc7638_thumbprint
+from regauth.tokens.keyring import KeyRing
+from regauth.tokens.verify import DEFAULT_LEEWAY
+from regauth.tokens.verify import MAX_TOKEN_LENGTH
+from regauth.tokens.verify import TokenVerifier
 from tests.unit.helpers import FakeClock
 from tests.unit.helpers import scope
 

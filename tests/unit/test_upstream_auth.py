@@ -5,12 +5,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from regauth.policy import UpstreamCredentials
+from regauth.policy.model import UpstreamCredentials
+from regauth.protocol.urls import parse_origin
 from regauth.upstream_auth import HttpResult
 from regauth.upstream_auth import UpstreamAuth
 from regauth.upstream_auth import UpstreamAuthError
 from regauth.upstream_auth import check_realm
-from regauth.urls import parse_origin
 from tests.unit.helpers import FakeClock
 from tests.unit.helpers import scope
 

@@ -1,11 +1,11 @@
 import pytest
 
-from regauth.urls import Origin
-from regauth.urls import default_public_url
-from regauth.urls import is_ip_literal
-from regauth.urls import normalize_url
-from regauth.urls import parse_listen
-from regauth.urls import parse_origin
+from regauth.ops.public_url import default_public_url
+from regauth.protocol.urls import Origin
+from regauth.protocol.urls import is_ip_literal
+from regauth.protocol.urls import normalize_url
+from regauth.protocol.urls import parse_listen
+from regauth.protocol.urls import parse_origin
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,11 @@
 import pytest
 
-from regauth import yamlpos
-from regauth.yamlpos import Map
-from regauth.yamlpos import Position
-from regauth.yamlpos import Seq
-from regauth.yamlpos import Str
-from regauth.yamlpos import YamlError
+from regauth.policy import yamlpos
+from regauth.policy.yamlpos import Map
+from regauth.policy.yamlpos import Position
+from regauth.policy.yamlpos import Seq
+from regauth.policy.yamlpos import Str
+from regauth.policy.yamlpos import YamlError
 
 DOC = """\
 version: 1

@@ -1,1 +1,3 @@
-"""mitmproxy adapters: thin addons that hand flows to the sans-IO core in `regauth`."""
+"""mitmproxy adapters: thin addons that carry out the sans-IO core's decisions, in the order
+of `addons_list.py`; `patches/` holds every replacement of a private mitmproxy, mitmweb or
+hyper-h2 object, with its reason."""

@@ -14,41 +14,28 @@ and the guard last (it kills whatever no decision allowed).
 
 from __future__ import annotations
 
-from regauth.metrics import Metrics
-from regauth.mitm import body_limits
-from regauth.mitm import error_pages
-from regauth.mitm import first_bytes
-from regauth.mitm import framing
-from regauth.mitm import h2_limits
-from regauth.mitm import head_limits
 from regauth.mitm import jwt_view
-from regauth.mitm import proxy_header
-from regauth.mitm import stream_isolation
+from regauth.mitm import patches
 from regauth.mitm.admin import AdminServer
 from regauth.mitm.config_loader import ConfigLoader
 from regauth.mitm.conn_limits import ConnectionLimits
 from regauth.mitm.delegate_gate import DelegateGate
 from regauth.mitm.embedded_registry import EmbeddedRegistry
+from regauth.mitm.fail_closed import RegauthGuard
 from regauth.mitm.flow_state import FlowStates
-from regauth.mitm.guard import RegauthGuard
+from regauth.mitm.listener import Listener
+from regauth.mitm.login_store import SharedState
 from regauth.mitm.metrics_observer import MetricsObserver
 from regauth.mitm.options_policy import OptionPolicy
 from regauth.mitm.recorder import Recorder
 from regauth.mitm.request_handler import RequestHandler
 from regauth.mitm.response_rewriter import ResponseRewriter
-from regauth.mitm.shared_state import SharedState
 from regauth.mitm.upstream_keys import UpstreamKeyWatch
+from regauth.ops.metrics import Metrics
 
 
 def make_addons(embedded: EmbeddedRegistry | None = None) -> list[object]:
-    error_pages.install()
-    framing.install()
-    stream_isolation.install()
-    head_limits.install()
-    h2_limits.install()
-    body_limits.install()
-    proxy_header.install()
-    first_bytes.install()
+    patches.install_all()
     jwt_view.register()
     config = ConfigLoader()
     states = FlowStates()
@@ -65,8 +52,7 @@ def make_addons(embedded: EmbeddedRegistry | None = None) -> list[object]:
     admin = AdminServer(observer.metrics, config, recorder, observer, shared, delegate)
     # The listener's addons first: what a connection's first bytes may be, the PROXY protocol
     # (a flow's `via` is set before anything records it), then the connection limits.
-    first: list[object] = [proxy_header.ProxyHeaders(), first_bytes.FirstBytes(),
-                           ConnectionLimits(), OptionPolicy(), config]
+    first: list[object] = [Listener(), ConnectionLimits(), OptionPolicy(), config]
     if embedded is not None:
         embedded.attach(config)
         first.append(embedded)

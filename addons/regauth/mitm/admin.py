@@ -6,11 +6,11 @@ bound while options are applied, so a port that cannot be bound stops regauth at
 depends on it) on the proxy's event loop. It is a separate socket, never a route of the proxy
 port: the proxy only ever forwards to its upstream.
 
-- `GET /metrics`: Prometheus text format (`regauth.metrics`).
+- `GET /metrics`: Prometheus text format (`regauth.ops.metrics`).
 - `GET /healthz`: 200 `ok` whenever the handler runs, i.e. the process and its event loop
   respond (liveness).
 - `GET /readyz`: 200 `ready`, or 503 with one `not ready: REASON` line per reason
-  (`regauth.health`); the upstream is probed every `regauth_upstream_check_seconds`.
+  (`regauth.ops.health`); the upstream is probed every `regauth_upstream_check_seconds`.
 
 The upstream probe belongs to this addon but does not depend on the listener: in delegate mode
 it also runs the delegate check (`mitm/delegate_gate.py`), whose verdict decides whether
@@ -36,21 +36,21 @@ from tornado import netutil
 from tornado import web
 from tornado.httpserver import HTTPServer
 
-from regauth import health
 from regauth.delegate_check import KINDS
-from regauth.metrics import Metrics
-from regauth.metrics import counter
-from regauth.metrics import gauge
 from regauth.mitm.config_loader import ConfigLoader
 from regauth.mitm.delegate_gate import DelegateGate
+from regauth.mitm.login_store import SharedState
 from regauth.mitm.metrics_observer import MetricsObserver
 from regauth.mitm.recorder import Recorder
 from regauth.mitm.refusal_log import REASONS
 from regauth.mitm.refusal_log import refusals
-from regauth.mitm.shared_state import SharedState
 from regauth.mitm.upstream_probe import UpstreamProbe
-from regauth.urls import Origin
-from regauth.urls import parse_listen
+from regauth.ops import health
+from regauth.ops.metrics import Metrics
+from regauth.ops.metrics import counter
+from regauth.ops.metrics import gauge
+from regauth.protocol.urls import Origin
+from regauth.protocol.urls import parse_listen
 
 logger = logging.getLogger(__name__)
 

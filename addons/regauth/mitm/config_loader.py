@@ -28,16 +28,16 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.proxy.mode_specs import ReverseMode
 from mitmproxy.utils import asyncio_utils
 
-from regauth import keystate
-from regauth import pki
-from regauth.policy_loader import PolicyError
+from regauth.ops import pki
+from regauth.ops.fetch import make_fetcher
+from regauth.ops.public_url import default_public_url
+from regauth.policy.load import PolicyError
+from regauth.protocol.urls import Origin
+from regauth.protocol.urls import parse_origin
 from regauth.runtime import Active
 from regauth.runtime import build_runtime
+from regauth.tokens import keystate
 from regauth.upstream_auth import UpstreamAuth
-from regauth.upstream_auth import make_fetcher
-from regauth.urls import Origin
-from regauth.urls import default_public_url
-from regauth.urls import parse_origin
 
 logger = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ from mitmproxy import http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import server_hooks
 
-from regauth.mitm import body_limits
+from regauth.mitm.patches import body_limits
 from regauth.mitm.refusal_log import RefusalLog
 from regauth.mitm.refusal_log import refusals
 from regauth.mitm.request_handler import SHED

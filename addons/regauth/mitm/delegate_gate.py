@@ -38,13 +38,13 @@ from regauth.delegate_check import Expected
 from regauth.delegate_check import Tracker
 from regauth.delegate_check import Verdict
 from regauth.delegate_check import probe_token
-from regauth.keyids import key_id
 from regauth.mitm.config_loader import ConfigLoader
-from regauth.mitm.guard import fail_closed
+from regauth.mitm.fail_closed import fail_closed
 from regauth.mitm.request_handler import UPSTREAM_UNAVAILABLE
-from regauth.routes import JWKS_PATH
-from regauth.routes import TOKEN_PATH
+from regauth.protocol.routes import JWKS_PATH
+from regauth.protocol.routes import TOKEN_PATH
 from regauth.runtime import Active
+from regauth.tokens.keyids import key_id
 
 if TYPE_CHECKING:
     from regauth.mitm.upstream_probe import UpstreamProbe

@@ -32,15 +32,15 @@ from pathlib import Path
 
 from mitmproxy import http
 
-from regauth import pki
 from regauth.mitm.config_loader import ConfigLoader
-from regauth.mitm.guard import fail_closed
+from regauth.mitm.fail_closed import fail_closed
 from regauth.mitm.request_handler import UPSTREAM_UNAVAILABLE
-from regauth.policy_loader import load_policy
-from regauth.registry_process import RegistryProcess
-from regauth.registry_process import TokenAuth
-from regauth.routes import JWKS_PATH
-from regauth.routes import TOKEN_PATH
+from regauth.ops import pki
+from regauth.ops.registry_process import RegistryProcess
+from regauth.ops.registry_process import TokenAuth
+from regauth.policy.load import load_policy
+from regauth.protocol.routes import JWKS_PATH
+from regauth.protocol.routes import TOKEN_PATH
 from regauth.runtime import Active
 
 logger = logging.getLogger(__name__)

@@ -23,10 +23,10 @@ from regauth.front import Kind
 from regauth.front import RequestView
 from regauth.front import Respond
 from regauth.gate import GateDecision
-from regauth.routes import Route
+from regauth.protocol.routes import Route
 from regauth.runtime import Active
 from regauth.token_trace import TokenTrace
-from regauth.tokens import VerifiedToken
+from regauth.tokens.verify import VerifiedToken
 
 AnsweredBy = Literal["regauth", "upstream", ""]
 

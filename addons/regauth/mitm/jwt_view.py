@@ -10,8 +10,8 @@ import json
 from mitmproxy import contentviews
 from mitmproxy import http
 
-from regauth.jwt_inspect import decode_unverified
-from regauth.jwt_inspect import find_jwts
+from regauth.protocol.jwt_inspect import decode_unverified
+from regauth.protocol.jwt_inspect import find_jwts
 
 
 def _tokens(data: bytes, metadata: contentviews.Metadata) -> list[tuple[str, str]]:

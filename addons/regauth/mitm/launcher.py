@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
-from regauth import pki
+from regauth.ops import pki
+from regauth.ops.trust import trust_instructions
+from regauth.protocol.urls import parse_origin
 from regauth.runtime import build_runtime
-from regauth.trust import trust_instructions
-from regauth.urls import parse_origin
 
 if TYPE_CHECKING:
     from mitmproxy.addonmanager import AddonManager
@@ -125,7 +125,7 @@ def _master_class(web: bool, embedded: EmbeddedRegistry | None = None) -> type[M
     if web:
         from mitmproxy.tools.web.master import WebMaster as Base
 
-        from regauth.mitm import web_window
+        from regauth.mitm.patches import web_window
 
         web_window.install()  # before the web application is built
     else:

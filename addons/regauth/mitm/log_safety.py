@@ -8,7 +8,7 @@ quote what failed to parse. Two things must not reach the operator's terminal or
   the exchange log's form (`scrub.SHOWN`, which follows the policy in force);
 - control characters: an escape sequence in a record would act on the terminal (OSC 52
   writes the clipboard, a carriage return and cursor movement paint a forged line). Each is
-  written as a visible escape (`regauth.safe_text`). A line break stays a line break (regauth's
+  written as a visible escape (`regauth.ops.safe_text`). A line break stays a line break (regauth's
   own messages list a policy's problems one per line, tracebacks span lines), but every line
   after a record's first is indented, so no text in a record can pass for a record of its own
   (records start with their `[time]`).
@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Callable
 
 from regauth.mitm import scrub
-from regauth.safe_text import escape_lines
+from regauth.ops.safe_text import escape_lines
 
 # Set on a record once rewritten: every handler runs the filter, the record is rewritten once.
 _DONE = "regauth_safe"

@@ -1,10 +1,10 @@
 """Runs the token requests that must check a password on the login threads, in the login
-queue's order (`regauth.login_queue`), and everything else on the event loop.
+queue's order (`regauth.logins.queue`), and everything else on the event loop.
 
 - A request that cannot block (anonymous, refresh grants, a pair the authenticator decides
   from memory: `token_service.may_block`) is answered on the event loop, never queued.
 - Any other request becomes a job of its *source*, the client network
-  (`login_limits.client_network`), in the known lane if this process remembers the account
+  (`logins.limits.client_network`), in the known lane if this process remembers the account
   logging in from that network (`LoginLimiter.known_here`). The queue admits it, or it is
   answered at once with `429 TOOMANYREQUESTS`, `Retry-After: 1` and `rate_limited: "login
   queue"` (or `"login queue full"`) in the exchange log: nothing was checked, so nothing is
@@ -31,14 +31,14 @@ from collections.abc import Hashable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-from regauth.credentials import CACHE_MARGIN
-from regauth.credentials import Authenticator
-from regauth.login_limits import RateLimited
-from regauth.login_limits import client_network
-from regauth.login_queue import SOURCE_BUSY
-from regauth.login_queue import FairQueue
-from regauth.login_queue import Refusal
-from regauth.login_queue import Taken
+from regauth.logins.credentials import CACHE_MARGIN
+from regauth.logins.credentials import Authenticator
+from regauth.logins.limits import RateLimited
+from regauth.logins.limits import client_network
+from regauth.logins.queue import SOURCE_BUSY
+from regauth.logins.queue import FairQueue
+from regauth.logins.queue import Refusal
+from regauth.logins.queue import Taken
 from regauth.runtime import Runtime
 from regauth.token_service import TokenRequest
 from regauth.token_service import TokenResponse

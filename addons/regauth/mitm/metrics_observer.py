@@ -1,4 +1,4 @@
-"""Counts what happened to each finished flow (`regauth.metrics`); decides nothing.
+"""Counts what happened to each finished flow (`regauth.ops.metrics`); decides nothing.
 
 It runs after the response rewriter and before the recorder (which drops the flow's state), so
 it sees each flow's final decision and answer: token requests (with their scope decisions,
@@ -19,12 +19,12 @@ import time
 from mitmproxy import connection
 from mitmproxy import http
 
-from regauth import metrics
 from regauth.front import Forward
 from regauth.front import Respond
-from regauth.metrics import Metrics
 from regauth.mitm.flow_state import FlowState
 from regauth.mitm.flow_state import FlowStates
+from regauth.ops import metrics
+from regauth.ops.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 _REPORT_INTERVAL = 60.0

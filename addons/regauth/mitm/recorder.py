@@ -17,20 +17,20 @@ from mitmproxy import ctx
 from mitmproxy import http
 from mitmproxy.addonmanager import Loader
 
-from regauth import rewrite
-from regauth.exchange import Conversations
-from regauth.exchange import new_id
-from regauth.exchange_log import ExchangeLog
 from regauth.mitm import scrub
 from regauth.mitm.config_loader import ConfigLoader
+from regauth.mitm.fail_closed import fail_closed
 from regauth.mitm.flow_state import FlowState
 from regauth.mitm.flow_state import FlowStates
-from regauth.mitm.guard import fail_closed
 from regauth.mitm.records import build_record
 from regauth.mitm.records import comment_and_marker
 from regauth.mitm.records import trusted_jti
 from regauth.mitm.scrub import scrub_request
 from regauth.mitm.scrub import scrub_token_response
+from regauth.ops.exchange import Conversations
+from regauth.ops.exchange import new_id
+from regauth.ops.exchange_log import ExchangeLog
+from regauth.protocol import rewrite
 
 
 class Recorder:
@@ -79,11 +79,11 @@ class Recorder:
 
     def _link(self, flow: http.HTTPFlow, state: FlowState, client_ip: str,
               sent: list[str]) -> None:
-        """Put the flow in its conversation (see regauth.exchange)."""
+        """Put the flow in its conversation (see regauth.ops.exchange)."""
         trace = state.token_trace
         if state.kind == "token" and trace is not None:
             # Only an issued token names an account regauth checked (a refused login's user
-            # name is a claim): it binds the conversation (regauth.exchange).
+            # name is a claim): it binds the conversation (regauth.ops.exchange).
             identity = (trace.account or "anonymous") if trace.jti else None
             state.conversation = self.conversations.token_requested(
                 client_ip, trace.requested or [], identity)

@@ -6,10 +6,10 @@ import datetime as dt
 
 from mitmproxy import http
 
-from regauth.challenge import parse_challenges
 from regauth.mitm.flow_state import FlowState
-from regauth.mitm.proxy_header import VIA
-from regauth.safe_text import quote
+from regauth.mitm.patches.proxy_header import VIA
+from regauth.ops.safe_text import quote
+from regauth.protocol.challenge import parse_challenges
 
 # Never written: credentials, and distribution's `_state` upload parameter (base64 JSON that
 # names the repository, so a capability id would pass the redactor inside it; the upload's

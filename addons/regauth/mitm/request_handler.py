@@ -23,25 +23,25 @@ from mitmproxy.proxy import server_hooks
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from regauth import front
-from regauth.authorization import describe
-from regauth.credentials import Authenticator
-from regauth.errors import Answer
-from regauth.errors import RegistryError
-from regauth.login_queue import WORKERS
+from regauth.logins.credentials import Authenticator
+from regauth.logins.queue import WORKERS
 from regauth.mitm.config_loader import ConfigLoader
+from regauth.mitm.fail_closed import FORWARD_MARK
+from regauth.mitm.fail_closed import LOCAL_MARK
+from regauth.mitm.fail_closed import fail_closed
 from regauth.mitm.flow_state import FlowState
 from regauth.mitm.flow_state import FlowStates
-from regauth.mitm.framing import body_absent
-from regauth.mitm.guard import FORWARD_MARK
-from regauth.mitm.guard import LOCAL_MARK
-from regauth.mitm.guard import fail_closed
 from regauth.mitm.login_pool import LoginPool
+from regauth.mitm.patches.framing import body_absent
+from regauth.mitm.patches.stream_isolation import DISCARD_MARK
 from regauth.mitm.refusal_sink import NONCE_HEADER
 from regauth.mitm.refusal_sink import RefusalSink
 from regauth.mitm.scrub import CLIENT_AUTHORIZATION
 from regauth.mitm.scrub import redact_authorization
 from regauth.mitm.scrub import scrub_request
-from regauth.mitm.stream_isolation import DISCARD_MARK
+from regauth.protocol.auth_header import describe
+from regauth.protocol.errors import Answer
+from regauth.protocol.errors import RegistryError
 from regauth.runtime import Active
 from regauth.upstream_auth import UpstreamAuthError
 

@@ -1,4 +1,4 @@
-"""What the upstream answers, made fit for clients of the proxy (`regauth.rewrite`).
+"""What the upstream answers, made fit for clients of the proxy (`regauth.protocol.rewrite`).
 
 - URLs pointing at the upstream stay on the proxy (relative upload Locations, Link pages).
 - The challenges of a `/v2/` response become one Bearer challenge with regauth's realm and
@@ -17,12 +17,12 @@ from collections.abc import Callable
 
 from mitmproxy import http
 
-from regauth import rewrite
-from regauth.errors import RegistryError
+from regauth.mitm.fail_closed import fail_closed
 from regauth.mitm.flow_state import FlowState
 from regauth.mitm.flow_state import FlowStates
-from regauth.mitm.guard import fail_closed
-from regauth.routes import is_registry_path
+from regauth.protocol import rewrite
+from regauth.protocol.errors import RegistryError
+from regauth.protocol.routes import is_registry_path
 
 KEEP_FOR_DISPLAY = 64 * 1024  # bytes of a streamed response body kept for mitmweb
 

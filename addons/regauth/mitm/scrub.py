@@ -29,11 +29,11 @@ from urllib.parse import urlencode
 import re2
 from mitmproxy import http
 
-from regauth.authorization import split_authorization
+from regauth.ops.safe_text import escape
+from regauth.ops.safe_text import is_safe
+from regauth.protocol.auth_header import split_authorization
 from regauth.runtime import Active
 from regauth.runtime import Runtime
-from regauth.safe_text import escape
-from regauth.safe_text import is_safe
 
 REDACTED = "<redacted>"
 _FORM_SECRETS = ("password", "refresh_token", "client_secret")
@@ -284,7 +284,7 @@ SHOWN = CapabilityRedaction()
 
 def shown_text(text: str) -> str:
     """Text for mitmweb or the console that regauth made from a flow (a comment): capability
-    ids hidden, control characters escaped (regauth.safe_text)."""
+    ids hidden, control characters escaped (regauth.ops.safe_text)."""
     return escape(SHOWN(text))
 
 

@@ -1,4 +1,4 @@
-"""Names a signing key the upstream registry does not trust (`regauth.refused_keys` decides).
+"""Names a signing key the upstream registry does not trust (`regauth.tokens.refused_keys` decides).
 
 When a token-mode upstream answers 401 to a token regauth issued and that verifies (delegate
 mode, or enforce mode in front of a token-mode registry), this addon logs, once per key id:
@@ -16,8 +16,8 @@ import time
 
 from mitmproxy import http
 
-from regauth import refused_keys
 from regauth.mitm.flow_state import FlowStates
+from regauth.tokens import refused_keys
 
 logger = logging.getLogger(__name__)
 

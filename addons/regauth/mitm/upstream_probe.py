@@ -32,7 +32,7 @@ from regauth.delegate_check import Reply
 from regauth.delegate_check import clock_skew
 from regauth.delegate_check import judge
 from regauth.delegate_check import needs_token_probe
-from regauth.urls import Origin
+from regauth.protocol.urls import Origin
 
 if TYPE_CHECKING:
     from regauth.mitm.delegate_gate import DelegateGate

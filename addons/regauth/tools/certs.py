@@ -1,4 +1,5 @@
-"""`regauth certs list|rotate|activate|retire`: the signing keys' lifecycle (`regauth.keystate`).
+"""`regauth certs list|rotate|activate|retire`: the signing keys' lifecycle
+(`regauth.tokens.keystate`).
 
 These commands only read and write the certs directory; a running `regauth serve` sees the
 change at its next check (about a second), restarts its embedded registry when the trusted keys
@@ -13,11 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-from regauth import keystate
-from regauth.keyids import libtrust_kid
-from regauth.keyids import rfc7638_thumbprint
-from regauth.policy import TokenSettings
-from regauth.safe_text import escape
+from regauth.ops.safe_text import escape
+from regauth.policy.model import TokenSettings
+from regauth.tokens import keystate
+from regauth.tokens.keyids import libtrust_kid
+from regauth.tokens.keyids import rfc7638_thumbprint
 from regauth.tools import EXIT_FINDING
 from regauth.tools import EXIT_INPUT
 from regauth.tools import EXIT_OK

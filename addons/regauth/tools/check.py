@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 from typing import IO
 
-from regauth.policy_loader import PolicyError
-from regauth.policy_loader import Problem
-from regauth.policy_loader import load_policy
-from regauth.safe_text import escape
+from regauth.ops.safe_text import escape
+from regauth.policy.load import PolicyError
+from regauth.policy.load import Problem
+from regauth.policy.load import load_policy
 from regauth.tools import EXIT_FINDING
 from regauth.tools import EXIT_OK
 from regauth.tools.render import Printer

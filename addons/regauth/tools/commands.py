@@ -9,8 +9,8 @@ import getpass
 import sys
 from pathlib import Path
 
-from regauth import pki
-from regauth.safe_text import escape
+from regauth.ops import pki
+from regauth.ops.safe_text import escape
 
 EXIT_USAGE = 2
 EXIT_INVALID = 1
@@ -18,7 +18,7 @@ EXIT_INVALID = 1
 
 def print_error(text: str) -> None:
     """One line on stderr, escaped: problems quote policy files, errors quote paths and
-    arguments (see regauth.safe_text)."""
+    arguments (see regauth.ops.safe_text)."""
     print(escape(text), file=sys.stderr)
 
 
@@ -49,7 +49,7 @@ def certs_lifecycle(args: argparse.Namespace) -> int:
 
 
 def passwd(args: argparse.Namespace) -> int:
-    from regauth.credentials import hash_password
+    from regauth.logins.credentials import hash_password
 
     if args.stdin:
         password = sys.stdin.readline().rstrip("\n")
@@ -199,10 +199,10 @@ def trace(args: argparse.Namespace) -> int:
 
 def policy_explain(args: argparse.Namespace) -> int:
     """Show which rule decides each scope for an account, without issuing anything."""
-    from regauth.policy import Identity
-    from regauth.policy_loader import PolicyError
-    from regauth.policy_loader import load_policy
-    from regauth.scope import parse_scopes
+    from regauth.policy.load import PolicyError
+    from regauth.policy.load import load_policy
+    from regauth.policy.model import Identity
+    from regauth.protocol.scope import parse_scopes
     from regauth.tools.render import Printer
 
     try:
@@ -233,14 +233,14 @@ def policy_explain(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from regauth.logins.redis_store import parse_state_url
     from regauth.mitm.launcher import ServeConfig
     from regauth.mitm.launcher import serve
-    from regauth.mitm.proxy_header import parse_networks
-    from regauth.policy_loader import PolicyError
-    from regauth.shared_state import parse_state_url
-    from regauth.urls import default_public_url
-    from regauth.urls import parse_listen
-    from regauth.urls import parse_origin
+    from regauth.mitm.patches.proxy_header import parse_networks
+    from regauth.ops.public_url import default_public_url
+    from regauth.policy.load import PolicyError
+    from regauth.protocol.urls import parse_listen
+    from regauth.protocol.urls import parse_origin
 
     try:
         host, port = parse_listen(args.listen)

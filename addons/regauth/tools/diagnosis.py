@@ -28,7 +28,7 @@ import email.utils
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from regauth.safe_text import quote
+from regauth.ops.safe_text import quote
 from regauth.tools.log_records import Conversation
 from regauth.tools.log_records import Entry
 from regauth.tools.log_records import str_list

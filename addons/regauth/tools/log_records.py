@@ -27,7 +27,7 @@ from dataclasses import field
 from pathlib import Path
 from typing import IO
 
-from regauth.safe_text import quote
+from regauth.ops.safe_text import quote
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from dataclasses import field
 
-from regauth.policy import Decision
-from regauth.policy import Identity
-from regauth.policy import Policy
-from regauth.safe_text import quote
-from regauth.scope import REGISTRY
-from regauth.scope import REPOSITORY
-from regauth.scope import ResourceScope
+from regauth.ops.safe_text import quote
+from regauth.policy.model import Decision
+from regauth.policy.model import Identity
+from regauth.policy.model import Policy
+from regauth.protocol.scope import REGISTRY
+from regauth.protocol.scope import REPOSITORY
+from regauth.protocol.scope import ResourceScope
 from regauth.tools import EXIT_FINDING
 from regauth.tools import EXIT_OK
 from regauth.tools.render import Printer

@@ -23,15 +23,15 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from regauth import yamlpos
-from regauth.policy import Decision
-from regauth.policy import Identity
-from regauth.policy import Policy
-from regauth.safe_text import escape
-from regauth.scope import ACTIONS
-from regauth.scope import ResourceScope
-from regauth.scope import canonical_actions
-from regauth.scope import parse_scopes
+from regauth.ops.safe_text import escape
+from regauth.policy import yamlpos
+from regauth.policy.model import Decision
+from regauth.policy.model import Identity
+from regauth.policy.model import Policy
+from regauth.protocol.scope import ACTIONS
+from regauth.protocol.scope import ResourceScope
+from regauth.protocol.scope import canonical_actions
+from regauth.protocol.scope import parse_scopes
 from regauth.tools import EXIT_FINDING
 from regauth.tools import EXIT_OK
 from regauth.tools.render import Printer

@@ -21,7 +21,7 @@ from typing import IO
 from rich.console import Console
 from rich.text import Text
 
-from regauth.safe_text import escape
+from regauth.ops.safe_text import escape
 
 Segment = str | tuple[str, str]
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from regauth.policy import Identity
-from regauth.policy import Policy
-from regauth.safe_text import quote
-from regauth.scope import parse_scope
+from regauth.ops.safe_text import quote
+from regauth.policy.model import Identity
+from regauth.policy.model import Policy
+from regauth.protocol.scope import parse_scope
 from regauth.tools import EXIT_FINDING
 from regauth.tools import EXIT_OK
 from regauth.tools.log_records import Entry

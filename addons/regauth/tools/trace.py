@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from regauth.safe_text import quote
+from regauth.ops.safe_text import quote
 from regauth.tools.diagnosis import Context
 from regauth.tools.diagnosis import Diagnosis
 from regauth.tools.diagnosis import diagnose

@@ -32,14 +32,14 @@ from interegular.fsm import State
 from interegular.fsm import TransitionKey
 from interegular.fsm import anything_else
 
-from regauth import grammar
-from regauth.patterns import RepositoryPattern
-from regauth.policy import Account
-from regauth.policy import Identity
-from regauth.policy import Network
-from regauth.policy import Policy
-from regauth.safe_text import quote
-from regauth.scope import REPOSITORY
+from regauth.ops.safe_text import quote
+from regauth.policy.model import Account
+from regauth.policy.model import Identity
+from regauth.policy.model import Network
+from regauth.policy.model import Policy
+from regauth.policy.patterns import RepositoryPattern
+from regauth.protocol import grammar
+from regauth.protocol.scope import REPOSITORY
 
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-._/"
 _TOKEN_RE = re.compile(r"\$\{(?P<var>account|group|labels\.[a-z0-9_-]+)\}|\*")

@@ -53,8 +53,8 @@ from regauth.mitm.admin import AdminServer
 from regauth.mitm.config_loader import ConfigLoader
 from regauth.mitm.conn_limits import ConnectionLimits
 from regauth.mitm.delegate_gate import DelegateGate
+from regauth.mitm.fail_closed import RegauthGuard
 from regauth.mitm.flow_state import FlowStates
-from regauth.mitm.guard import RegauthGuard
 from regauth.mitm.options_policy import OptionPolicy
 from regauth.mitm.recorder import Recorder
 from regauth.mitm.request_handler import RequestHandler
@@ -324,7 +324,7 @@ def registry_flow(path: str = "/v2/public/app/manifests/1", method: str = "GET",
 
     HTTP/1 requests with a body get a Content-Length unless `headers` frame it; an HTTP/2
     request whose HEADERS frame ended the stream (`end_stream`, default: no body) has an empty
-    body already (regauth.mitm.framing), any other one none yet.
+    body already (regauth.mitm.patches.framing), any other one none yet.
     """
     pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
     names = {k.lower() for k, _ in pairs}

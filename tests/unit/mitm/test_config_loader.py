@@ -18,11 +18,11 @@ import pytest
 from mitmproxy import exceptions
 from mitmproxy.test import taddons
 
-from regauth import pki
 from regauth.mitm import config_loader
 from regauth.mitm.config_loader import ConfigLoader
 from regauth.mitm.config_loader import upstream_from_modes
-from regauth.urls import Origin
+from regauth.ops import pki
+from regauth.protocol.urls import Origin
 from tests.conftest import policy_text
 from tests.unit.mitm.harness import PUBLIC
 from tests.unit.mitm.harness import UPSTREAM

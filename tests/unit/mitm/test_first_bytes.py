@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from regauth.mitm.first_bytes import ANSWER_400
-from regauth.mitm.first_bytes import classify
+from regauth.mitm.patches.first_bytes import ANSWER_400
+from regauth.mitm.patches.first_bytes import classify
 from tests.support.proxyproto import v1
 from tests.support.proxyproto import v2
 

@@ -15,7 +15,7 @@ import pytest
 from mitmproxy.test import tflow
 from mitmproxy.test import tutils
 
-from regauth.mitm import guard
+from regauth.mitm import fail_closed
 from regauth.mitm.recorder import Recorder
 from regauth.mitm.request_handler import RequestHandler
 from regauth.mitm.response_rewriter import ResponseRewriter
@@ -36,7 +36,7 @@ UPLOAD = "/v2/public/app/blobs/uploads/abc?digest=sha256:" + "a" * 64
 
 @pytest.fixture(autouse=True)
 def _fresh_trace_interval(monkeypatch):
-    monkeypatch.setattr(guard, "_last_trace", [float("-inf")])
+    monkeypatch.setattr(fail_closed, "_last_trace", [float("-inf")])
 
 
 def _boom(*_args, **_kwargs):
@@ -44,7 +44,7 @@ def _boom(*_args, **_kwargs):
 
 
 def _failures(caplog) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "regauth.mitm.guard"
+    return [r for r in caplog.records if r.name == "regauth.mitm.fail_closed"
             and "hook failed" in r.getMessage()]
 
 
@@ -79,7 +79,7 @@ async def test_an_exception_in_requestheaders_answers_500(write_policy, certs_di
     assert flow.response is not None and flow.response.status_code == 500
     assert json.loads(flow.response.content)["errors"][0]["code"] == "UNAVAILABLE"
     assert flow.response.headers["Content-Type"] == "application/json"
-    assert guard.FORWARD_MARK not in flow.metadata and flow.metadata[guard.LOCAL_MARK]
+    assert fail_closed.FORWARD_MARK not in flow.metadata and flow.metadata[fail_closed.LOCAL_MARK]
     assert flow.error is None and flow.id not in harness.sent_upstream
     [line] = _failures(caplog)
     assert flow.id in line.getMessage()
@@ -96,7 +96,7 @@ async def test_an_exception_in_request_answers_500_for_a_buffered_body(write_pol
     async with running(write_policy(mode="delegate"), certs_dir) as harness:
         flow = await harness.cycle(registry_flow(UPLOAD, "PUT", {}, b"abc"))
     assert flow.response.status_code == 500
-    assert guard.FORWARD_MARK not in flow.metadata
+    assert fail_closed.FORWARD_MARK not in flow.metadata
     assert flow.id not in harness.sent_upstream
     [line] = _failures(caplog)
     assert "regauth request hook failed" in line.getMessage() and flow.id in line.getMessage()
@@ -116,7 +116,7 @@ async def test_an_exception_in_request_kills_a_streamed_body(write_policy, certs
 @run
 async def test_an_exception_in_responseheaders_kills_the_flow(write_policy, certs_dir,
                                                               monkeypatch, caplog):
-    monkeypatch.setattr("regauth.rewrite.rewrite_challenges", _boom)
+    monkeypatch.setattr("regauth.protocol.rewrite.rewrite_challenges", _boom)
     async with running(write_policy(mode="delegate"), certs_dir) as harness:
         flow = await harness.cycle(registry_flow(), upstream_response(
             401, [("WWW-Authenticate", 'Bearer realm="http://127.0.0.1:5000/token"')]))
@@ -192,7 +192,8 @@ async def test_the_traceback_is_logged_at_most_once_per_interval(write_policy, c
     async with running(write_policy(), certs_dir) as harness:
         first = await harness.cycle(registry_flow())
         second = await harness.cycle(registry_flow())
-        guard._last_trace[0] = time.monotonic() - guard.TRACE_INTERVAL - 1  # a minute later
+        # a minute later
+        fail_closed._last_trace[0] = time.monotonic() - fail_closed.TRACE_INTERVAL - 1
         third = await harness.cycle(registry_flow())
     lines = _failures(caplog)
     assert [line.getMessage().count(f.id) for line, f in
@@ -204,11 +205,11 @@ async def test_the_traceback_is_logged_at_most_once_per_interval(write_policy, c
 @run
 async def test_an_async_and_a_sync_hook_fail_closed_alike():
     class Hooks:
-        @guard.fail_closed
+        @fail_closed.fail_closed
         async def requestheaders(self, flow):
             raise ValueError("async")
 
-        @guard.fail_closed
+        @fail_closed.fail_closed
         def request(self, flow):
             raise ValueError("sync")
 
@@ -220,15 +221,15 @@ async def test_an_async_and_a_sync_hook_fail_closed_alike():
 
 def test_a_failure_after_the_response_exists_kills_instead_of_answering():
     class Hooks:
-        @guard.fail_closed
+        @fail_closed.fail_closed
         def request(self, flow):
             raise ValueError("late")
 
     flow = tflow.tflow(resp=tutils.tresp(status_code=200))
-    flow.metadata[guard.FORWARD_MARK] = True
+    flow.metadata[fail_closed.FORWARD_MARK] = True
     Hooks().request(flow)
     assert killed(flow) and flow.response.status_code == 200
-    assert guard.FORWARD_MARK not in flow.metadata
+    assert fail_closed.FORWARD_MARK not in flow.metadata
 
 
 # --- the guard -------------------------------------------------------------------------------
@@ -236,22 +237,22 @@ def test_a_failure_after_the_response_exists_kills_instead_of_answering():
 
 def test_the_guard_kills_connect_requests():
     flow = tflow.tflow(req=tutils.treq(method=b"CONNECT", path=b"", authority=b"x:443"))
-    guard.RegauthGuard().http_connect(flow)
+    fail_closed.RegauthGuard().http_connect(flow)
     assert killed(flow)
 
 
 def test_the_guard_kills_requests_without_a_decision(caplog):
     undecided = registry_flow()
-    guard.RegauthGuard().requestheaders(undecided)
+    fail_closed.RegauthGuard().requestheaders(undecided)
     assert killed(undecided)
     assert "reached the guard without a regauth decision" in caplog.text
 
 
-@pytest.mark.parametrize("mark", [guard.FORWARD_MARK, guard.LOCAL_MARK])
+@pytest.mark.parametrize("mark", [fail_closed.FORWARD_MARK, fail_closed.LOCAL_MARK])
 def test_the_guard_lets_decided_requests_pass_requestheaders(mark):
     flow = registry_flow()
     flow.metadata[mark] = True
-    guard.RegauthGuard().requestheaders(flow)
+    fail_closed.RegauthGuard().requestheaders(flow)
     assert flow.error is None
 
 
@@ -261,28 +262,28 @@ def test_the_guard_leaves_answered_and_errored_flows_alone(hook):
     errored = tflow.tflow(err=True)
     for flow in (answered, errored):
         before = flow.error
-        getattr(guard.RegauthGuard(), hook)(flow)
+        getattr(fail_closed.RegauthGuard(), hook)(flow)
         assert flow.error is before and flow.live
 
 
 def test_the_guard_kills_a_request_with_no_response_and_no_forward_decision(caplog):
     local = registry_flow()
-    local.metadata[guard.LOCAL_MARK] = True  # e.g. a token form that never got its answer
+    local.metadata[fail_closed.LOCAL_MARK] = True  # e.g. a token form that never got its answer
     nothing = registry_flow()
     for flow in (local, nothing):
-        guard.RegauthGuard().request(flow)
+        fail_closed.RegauthGuard().request(flow)
         assert killed(flow)
     assert caplog.text.count("has no response and no forward decision") == 2
 
 
 def test_the_guard_lets_forwarded_and_sink_bound_requests_pass_request():
     forwarded = registry_flow()
-    forwarded.metadata[guard.FORWARD_MARK] = True
+    forwarded.metadata[fail_closed.FORWARD_MARK] = True
     to_sink = registry_flow()
-    to_sink.metadata[guard.LOCAL_MARK] = True
+    to_sink.metadata[fail_closed.LOCAL_MARK] = True
     to_sink.request.stream = lambda chunk: chunk  # streamed into the refusal sink
     for flow in (forwarded, to_sink):
-        guard.RegauthGuard().request(flow)
+        fail_closed.RegauthGuard().request(flow)
         assert flow.error is None
 
 

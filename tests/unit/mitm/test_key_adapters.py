@@ -12,13 +12,13 @@ import pytest
 from mitmproxy import http
 from mitmproxy.test import tutils
 
-from regauth import keystate
-from regauth import pki
-from regauth.keyids import libtrust_kid
 from regauth.mitm.embedded_registry import EmbeddedRegistry
-from regauth.registry_process import RegistryProcess
-from regauth.registry_process import TokenAuth
-from regauth.scope import parse_scope
+from regauth.ops import pki
+from regauth.ops.registry_process import RegistryProcess
+from regauth.ops.registry_process import TokenAuth
+from regauth.protocol.scope import parse_scope
+from regauth.tokens import keystate
+from regauth.tokens.keyids import libtrust_kid
 from tests.conftest import ISSUER
 from tests.conftest import SERVICE
 from tests.unit.mitm.harness import registry_flow

@@ -17,7 +17,7 @@ from mitmproxy.tools import cmdline
 from mitmproxy.tools.main import process_options
 
 from regauth.mitm import launcher
-from regauth.mitm.guard import RegauthGuard
+from regauth.mitm.fail_closed import RegauthGuard
 from regauth.mitm.launcher import ServeConfig
 from regauth.mitm.launcher import mitmproxy_args
 from regauth.mitm.launcher import place_before_view
@@ -125,7 +125,7 @@ def test_regauth_serve_starts_with_its_addons_in_place(web, tmp_path, certs_dir,
     # The option policy runs first of all (a refused option is never acted on), the guard last.
     assert names[0] == "OptionPolicy"
     group = chain[names.index("RegauthAddons")]
-    ours = ["ProxyHeaders", "FirstBytes", "ConnectionLimits", "ConfigLoader", "DelegateGate",
+    ours = ["Listener", "ConnectionLimits", "ConfigLoader", "DelegateGate",
             "SharedState", "RequestHandler", "ResponseRewriter", "UpstreamKeyWatch",
             "MetricsObserver", "Recorder", "AdminServer"]
     assert [type(a).__name__ for a in group.addons] == ours

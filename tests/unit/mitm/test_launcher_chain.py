@@ -10,7 +10,7 @@ from mitmproxy import options
 from mitmproxy.addons import default_addons
 from mitmproxy.test import taddons
 
-from regauth.mitm.guard import RegauthGuard
+from regauth.mitm.fail_closed import RegauthGuard
 from regauth.mitm.launcher import INERT_ADDONS
 from regauth.mitm.launcher import RegauthAddons
 from regauth.mitm.launcher import _master_class
@@ -45,7 +45,7 @@ def test_the_chain_of_regauth_serve():
     assert isinstance(chain[-2], RegauthAddons)
     assert isinstance(chain[0], OptionPolicy)  # sees every option change first
     children = [type(a).__name__ for a in chain[-2].addons]
-    assert children == ["ProxyHeaders", "FirstBytes", "ConnectionLimits", "ConfigLoader",
+    assert children == ["Listener", "ConnectionLimits", "ConfigLoader",
                         "DelegateGate", "SharedState",
                         "RequestHandler", "ResponseRewriter", "UpstreamKeyWatch",
                         "MetricsObserver", "Recorder", "AdminServer"]

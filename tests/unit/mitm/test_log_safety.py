@@ -23,8 +23,8 @@ from regauth.mitm import scrub
 from regauth.mitm.launcher import _master_class
 from regauth.mitm.log_safety import SafeRecords
 from regauth.mitm.log_safety import install
+from regauth.protocol.urls import parse_origin
 from regauth.runtime import Active
-from regauth.urls import parse_origin
 from tests.conftest import policy_text
 from tests.unit.helpers import BUILD_ID
 from tests.unit.helpers import build_runtime

@@ -18,10 +18,10 @@ from typing import Any
 import bcrypt
 import pytest
 
-from regauth import credentials
-from regauth.credentials import Authenticator
-from regauth.login_limits import LoginLimiter
-from regauth.login_queue import FairQueue
+from regauth.logins import credentials
+from regauth.logins.credentials import Authenticator
+from regauth.logins.limits import LoginLimiter
+from regauth.logins.queue import FairQueue
 from regauth.mitm.login_pool import LoginPool
 from regauth.token_service import TokenRequest
 from regauth.token_service import TokenResponse

@@ -7,11 +7,11 @@ import asyncio
 
 import pytest
 
-from regauth.mitm.proxy_header import is_trusted
-from regauth.mitm.proxy_header import parse_networks
-from regauth.mitm.proxy_header import plain_address
-from regauth.mitm.proxy_header import read_header
-from regauth.proxy_protocol import ProxyProtocolError
+from regauth.mitm.patches.proxy_header import is_trusted
+from regauth.mitm.patches.proxy_header import parse_networks
+from regauth.mitm.patches.proxy_header import plain_address
+from regauth.mitm.patches.proxy_header import read_header
+from regauth.protocol.proxy_protocol import ProxyProtocolError
 from tests.support.proxyproto import v1
 from tests.support.proxyproto import v2
 

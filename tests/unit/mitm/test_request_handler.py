@@ -15,10 +15,10 @@ from mitmproxy.proxy import server_hooks
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import tflow
 
-from regauth.mitm import guard
+from regauth.mitm import fail_closed
+from regauth.mitm.patches.stream_isolation import DISCARD_MARK
 from regauth.mitm.refusal_sink import NONCE_HEADER
 from regauth.mitm.scrub import REDACTED
-from regauth.mitm.stream_isolation import DISCARD_MARK
 from regauth.upstream_auth import UpstreamAuthError
 from tests.conftest import PASSWORDS
 from tests.unit.mitm.harness import PUBLIC
@@ -65,17 +65,18 @@ async def test_requestheaders_leaves_answered_errored_and_dead_flows_alone(case,
         await harness.requests.requestheaders(flow)
         assert harness.states.get(flow) is None
         assert (flow.response, flow.error, dict(flow.request.headers)) == before
-        assert guard.FORWARD_MARK not in flow.metadata and guard.LOCAL_MARK not in flow.metadata
+        assert fail_closed.FORWARD_MARK not in flow.metadata
+        assert fail_closed.LOCAL_MARK not in flow.metadata
 
 
 @run
 async def test_marks_from_an_earlier_life_of_the_flow_decide_nothing(write_policy, certs_dir):
     flow = registry_flow("/v2/public/app/manifests/1")
-    flow.metadata[guard.FORWARD_MARK] = True  # e.g. loaded from a flow file
+    flow.metadata[fail_closed.FORWARD_MARK] = True  # e.g. loaded from a flow file
     async with running(write_policy(), certs_dir) as harness:
         await harness.requests.requestheaders(flow)
     assert _status(flow) == 401
-    assert guard.FORWARD_MARK not in flow.metadata and flow.metadata[guard.LOCAL_MARK]
+    assert fail_closed.FORWARD_MARK not in flow.metadata and flow.metadata[fail_closed.LOCAL_MARK]
 
 
 # --- requestheaders: local answers -----------------------------------------------------------
@@ -104,7 +105,7 @@ async def test_replayed_and_foreign_destination_flows_are_refused(write_policy, 
         for flow in (replayed, elsewhere, other_port, regular):
             await harness.cycle(flow)
             assert _status(flow) == 403 and _code(flow) == "DENIED"
-            assert guard.FORWARD_MARK not in flow.metadata
+            assert fail_closed.FORWARD_MARK not in flow.metadata
             assert flow.id not in harness.sent_upstream
 
 
@@ -113,7 +114,7 @@ async def test_a_challenge_is_answered_locally_with_regauths_realm(write_policy,
     async with running(write_policy(), certs_dir) as harness:
         flow = await harness.cycle(registry_flow("/v2/demo/app/manifests/1"))
         head = await harness.cycle(registry_flow("/v2/demo/app/manifests/1", "HEAD"))
-    assert _status(flow) == 401 and flow.metadata[guard.LOCAL_MARK]
+    assert _status(flow) == 401 and flow.metadata[fail_closed.LOCAL_MARK]
     assert flow.response.headers["WWW-Authenticate"] == (
         f'Bearer realm="{PUBLIC}/v2/token",service="regauth-test",'
         'scope="repository:demo/app:pull"')
@@ -143,7 +144,8 @@ async def test_front_door_refusals_are_answered_and_never_forwarded(method, path
         flow = await harness.cycle(registry_flow(path, method, headers,
                                                  http_version=http_version))
         assert _status(flow) == status
-        assert guard.FORWARD_MARK not in flow.metadata and flow.metadata[guard.LOCAL_MARK]
+        assert fail_closed.FORWARD_MARK not in flow.metadata
+        assert flow.metadata[fail_closed.LOCAL_MARK]
         assert flow.id not in harness.sent_upstream
 
 
@@ -158,7 +160,7 @@ async def test_an_http2_get_whose_stream_stays_open_is_refused(write_policy, cer
         ended = await harness.send(registry_flow("/v2/public/app/manifests/1",
                                                  http_version="HTTP/2.0"))
     assert _status(open_stream) == 400 and open_stream.id not in harness.sent_upstream
-    assert ended.response is None and ended.metadata[guard.FORWARD_MARK]
+    assert ended.response is None and ended.metadata[fail_closed.FORWARD_MARK]
 
 
 @run
@@ -183,7 +185,7 @@ async def test_a_refused_request_with_a_large_body_is_answered_by_the_sink(write
         assert NONCE_HEADER in request.headers and "expect" not in request.headers
         assert "authorization" not in request.headers  # the credentials stop here
         assert flow.response is None and callable(request.stream)
-        assert flow.metadata[DISCARD_MARK] and flow.metadata[guard.LOCAL_MARK]
+        assert flow.metadata[DISCARD_MARK] and flow.metadata[fail_closed.LOCAL_MARK]
         assert harness.states.get(flow).via_sink
 
         flow = registry_flow("/v2/demo/app/blobs/uploads/", "POST", {}, body)
@@ -214,7 +216,7 @@ async def test_a_forwarded_request_gets_the_decided_header_changes(write_policy,
     async with running(write_policy(mode="delegate"), certs_dir) as harness:
         await harness.send(flow)
         assert harness.states.get(flow).answered_by == "upstream"
-    assert flow.metadata.get(guard.FORWARD_MARK) and flow.response is None
+    assert flow.metadata.get(fail_closed.FORWARD_MARK) and flow.response is None
     headers = flow.request.headers
     assert "forwarded" not in headers and "upgrade" not in headers
     assert headers["X-Forwarded-Host"] == "localhost:5443"
@@ -228,7 +230,7 @@ async def test_an_http2_request_keeps_its_authority(write_policy, certs_dir):
     flow = registry_flow("/v2/public/app/manifests/1", http_version="HTTP/2.0")
     async with running(write_policy(mode="delegate"), certs_dir) as harness:
         await harness.send(flow)
-    assert flow.metadata[guard.FORWARD_MARK] and flow.request.authority == "localhost:5443"
+    assert flow.metadata[fail_closed.FORWARD_MARK] and flow.request.authority == "localhost:5443"
 
 
 @run
@@ -237,7 +239,7 @@ async def test_a_token_with_the_access_is_forwarded_with_its_header(write_policy
         token = await get_token(harness, "repository:demo/app:pull,push", user="ci")
         flow = await harness.cycle(registry_flow(
             "/v2/demo/app/manifests/1", headers={"Authorization": f"Bearer {token}"}))
-    assert _status(flow) == 200 and flow.metadata[guard.FORWARD_MARK]
+    assert _status(flow) == 200 and flow.metadata[fail_closed.FORWARD_MARK]
     assert harness.sent_upstream[flow.id] == b""
 
 
@@ -246,7 +248,7 @@ async def test_an_upload_body_gets_a_fixed_content_type(write_policy, certs_dir)
     async with running(write_policy(mode="delegate"), certs_dir) as harness:
         flow = await harness.send(registry_flow(
             UPLOAD, "PUT", {"Content-Type": "text/plain"}, b"abc"))
-    assert flow.metadata[guard.FORWARD_MARK]
+    assert flow.metadata[fail_closed.FORWARD_MARK]
     assert flow.request.headers["Content-Type"] == "application/octet-stream"
     assert flow.request.raw_content == b"abc"
 
@@ -281,7 +283,7 @@ async def test_inject_mode_replaces_the_clients_authorization(write_policy, cert
                              headers={"Authorization": f"Bearer {token}"})
         await harness.send(flow)
         assert harness.states.get(flow).injected
-    assert flow.metadata[guard.FORWARD_MARK]
+    assert flow.metadata[fail_closed.FORWARD_MARK]
     assert flow.request.headers["Authorization"] == basic("robot", "robot-secret")
 
 
@@ -297,7 +299,7 @@ async def test_inject_mode_without_upstream_credentials_is_a_502(write_policy, c
         flow = await harness.cycle(registry_flow(
             "/v2/public/app/manifests/1", headers={"Authorization": f"Bearer {token}"}))
     assert _status(flow) == 502 and _code(flow) == "UNAVAILABLE"
-    assert guard.FORWARD_MARK not in flow.metadata and flow.id not in harness.sent_upstream
+    assert fail_closed.FORWARD_MARK not in flow.metadata and flow.id not in harness.sent_upstream
 
 
 # --- the token endpoint ----------------------------------------------------------------------
@@ -311,7 +313,7 @@ async def test_a_token_get_is_answered_and_its_credentials_leave_the_flow(write_
         await harness.requests.requestheaders(flow)
         # Scrubbed as soon as the request is decided: never forwarded, never shown.
         assert flow.request.headers["Authorization"] == f"Basic {REDACTED}"
-        assert _status(flow) == 200 and flow.metadata[guard.LOCAL_MARK]
+        assert _status(flow) == 200 and flow.metadata[fail_closed.LOCAL_MARK]
     body = json.loads(flow.response.content)
     assert body["scope"] == "repository:demo/app:pull,push" and body["token"]
     assert "refresh_token" not in body
@@ -326,7 +328,7 @@ async def test_a_token_post_is_read_first_then_answered(write_policy, certs_dir)
         flow = token_post(form)
         await harness.hook("requestheaders", flow)  # the guard included
         assert flow.response is None and flow.error is None  # waiting for the form
-        assert flow.metadata[guard.LOCAL_MARK]
+        assert flow.metadata[fail_closed.LOCAL_MARK]
         flow.request.data.content = urlencode(form).encode()
         await harness.hook("request", flow)
     assert _status(flow) == 200
@@ -368,7 +370,7 @@ async def test_a_buffered_body_that_breaks_its_declared_length_is_refused(write_
                              "HTTP/2.0")
         await harness.cycle(flow)
     assert _status(flow) == 400 and _code(flow) == "SIZE_INVALID"
-    assert guard.FORWARD_MARK not in flow.metadata and flow.id not in harness.sent_upstream
+    assert fail_closed.FORWARD_MARK not in flow.metadata and flow.id not in harness.sent_upstream
 
 
 @run

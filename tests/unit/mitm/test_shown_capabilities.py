@@ -23,11 +23,11 @@ from mitmproxy.test import tflow
 from mitmproxy.test import tutils
 
 from regauth.mitm import scrub
-from regauth.mitm import web_window
+from regauth.mitm.patches import web_window
 from regauth.mitm.scrub import CLIENT_AUTHORIZATION
 from regauth.mitm.scrub import display_copy
+from regauth.protocol.urls import parse_origin
 from regauth.runtime import Active
-from regauth.urls import parse_origin
 from tests.conftest import policy_text
 from tests.unit.helpers import BUILD_ID
 from tests.unit.helpers import build_runtime

@@ -12,7 +12,7 @@ from regauth.delegate_check import Reply
 from regauth.mitm.upstream_probe import DELEGATE_AGENT
 from regauth.mitm.upstream_probe import MAX_HEAD_BYTES
 from regauth.mitm.upstream_probe import probe_once
-from regauth.urls import Origin
+from regauth.protocol.urls import Origin
 from tests.unit.mitm.harness import run
 
 

@@ -20,7 +20,7 @@ from mitmproxy.tools.web import app
 from tornado import httputil
 
 from regauth.mitm import launcher
-from regauth.mitm import web_window
+from regauth.mitm.patches import web_window
 from tests.unit.mitm.harness import restoring_log_handlers
 from tests.unit.mitm.harness import run
 

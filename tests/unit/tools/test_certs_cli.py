@@ -8,10 +8,10 @@ import subprocess
 
 import pytest
 
-from regauth import pki
 from regauth.cli import main
-from regauth.keyids import libtrust_kid
-from regauth.keyids import rfc7638_thumbprint
+from regauth.ops import pki
+from regauth.tokens.keyids import libtrust_kid
+from regauth.tokens.keyids import rfc7638_thumbprint
 
 POLICY = """version: 1
 service: svc
