@@ -12,6 +12,8 @@ Setups (all HTTPS on loopback, mitmdump 12 underneath, each its own process):
   mitmdump  bare `mitmdump --mode reverse:REGISTRY`: the 1 KiB blob GET without any auth.
   regauth   `regauth serve` in enforce mode with its admin listener (metrics) on.
   regauth-nometrics  the same with `--admin-listen off` (the metrics observer is then idle).
+  baseline  with `--baseline REGAUTH`: another regauth executable (an earlier commit, installed
+            in a venv of its own), admin listener on, for a before/after ratio in one run.
 
 Token throughput: `--clients` keep-alive HTTP/1.1 connections (an asyncio client in this
 process) send `GET /v2/token?service=…&scope=repository:public/blob:pull` back to back for
@@ -155,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--tmpdir", default=None)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--baseline", default=None, metavar="REGAUTH",
+                        help="another regauth executable (e.g. an earlier commit installed in "
+                             "its own venv) measured in the same run as `baseline`, with the "
+                             "ratio of this regauth to it")
     args = parser.parse_args(argv)
     try:
         with workspace(args.tmpdir, args.keep) as root:
@@ -180,10 +186,15 @@ def run(args: argparse.Namespace, root: Path) -> int:
         stack.callback(registry.stop)
         seed_blob(registry)
         setups: dict[str, Setup] = {}
-        for name, admin in (("regauth", "127.0.0.1:0"), ("regauth-nometrics", "off")):
+        regauths = [("regauth", "127.0.0.1:0", str(REGAUTH)),
+                    ("regauth-nometrics", "off", str(REGAUTH))]
+        if args.baseline:
+            regauths.append(("baseline", "127.0.0.1:0", args.baseline))
+        for name, admin, binary in regauths:
             port = free_port()
-            setups[name] = start(name, regauth_command(name, registry.url, port, certs, policy,
-                                                       root, admin), root, port, certs)
+            command = regauth_command(name, registry.url, port, certs, policy, root, admin)
+            command[0] = binary
+            setups[name] = start(name, command, root, port, certs)
             stack.callback(setups[name].proxy.stop)
         # The fixed answer: a real regauth token response, byte for byte the same size.
         conn = setups["regauth"].endpoint.connect()
@@ -204,15 +215,17 @@ def run(args: argparse.Namespace, root: Path) -> int:
             setups[name] = start(name, command, root, port, certs)
             stack.callback(setups[name].proxy.stop)
         token = json.loads(body)["token"]
-        for name in ("regauth", "regauth-nometrics"):
-            setups[name].endpoint.authorization = f"Bearer {token}"
+        for name in ("regauth", "regauth-nometrics", "baseline"):
+            if name in setups:
+                setups[name].endpoint.authorization = f"Bearer {token}"
         return measure(args, setups, target, basic)
 
 
 def measure(args: argparse.Namespace, setups: dict[str, Setup], target: str,
             basic: str) -> int:
-    token_setups = ("fixed", "regauth", "regauth-nometrics")
-    gate_setups = ("mitmdump", "regauth", "regauth-nometrics")
+    extra = ("baseline",) if "baseline" in setups else ()
+    token_setups = ("fixed", "regauth", "regauth-nometrics", *extra)
+    gate_setups = ("mitmdump", "regauth", "regauth-nometrics", *extra)
     rates: dict[tuple[str, str], list[Rate]] = {}
     latency: dict[str, list[tuple[float, float, float]]] = {}
     for round_no in range(1, args.rounds + 1):
@@ -248,7 +261,9 @@ def report(args: argparse.Namespace, rates: dict[tuple[str, str], list[Rate]],
              "", "| setup | anonymous req/s | vs fixed | CPU us/req | vs fixed (CPU) | "
              "Basic (cached) req/s | vs fixed | CPU us/req | vs fixed (CPU) |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for name in ("fixed", "regauth", "regauth-nometrics"):
+    token_names = [n for n in ("fixed", "regauth", "regauth-nometrics", "baseline")
+                   if (n, "anonymous") in rps]
+    for name in token_names:
         row = [name]
         for kind in ("anonymous", "basic"):
             row += [f"{rps[(name, kind)]:.0f}", f"{rps[(name, kind)] / rps[('fixed', kind)]:.2f}",
@@ -263,7 +278,8 @@ def report(args: argparse.Namespace, rates: dict[tuple[str, str], list[Rate]],
     def med(name: str, i: int) -> float:
         return statistics.median(sample[i] for sample in latency[name])
 
-    for name in ("mitmdump", "regauth", "regauth-nometrics"):
+    for name in [n for n in ("mitmdump", "regauth", "regauth-nometrics", "baseline")
+                 if n in latency]:
         rss = peak_rss_kib(setups[name].proxy.pid) / 1024
         lines.append(f"| {name} | {med(name, 0):.3f} | {med(name, 1):.3f} | "
                      f"{med(name, 0) - med('mitmdump', 0):+.3f} | {med(name, 2):.0f} | "
@@ -275,6 +291,13 @@ def report(args: argparse.Namespace, rates: dict[tuple[str, str], list[Rate]],
     costs.append(f"blob GET {(med('regauth', 2) / med('regauth-nometrics', 2) - 1) * 100:+.1f} %")
     lines += ["", "metrics cost (server CPU per request, admin listener on vs off): " +
               ", ".join(costs)]
+    if "baseline" in latency:
+        ratios = [f"{kind} {rps[('regauth', kind)] / rps[('baseline', kind)]:.2f}x req/s, "
+                  f"{cpu[('baseline', kind)] / cpu[('regauth', kind)]:.2f}x CPU"
+                  for kind in ("anonymous", "basic")]
+        ratios.append(f"blob GET p50 {med('baseline', 0) / med('regauth', 0):.2f}x, "
+                      f"CPU {med('baseline', 2) / med('regauth', 2):.2f}x")
+        lines += ["", "this regauth against the baseline (>1: faster): " + "; ".join(ratios)]
     token_us, gate_us = observer_cost()
     lines += [f"metrics observer, timed in process: {token_us:.1f} us per token request "
               f"({token_us / cpu[('regauth', 'anonymous')] * 100:.1f} % of regauth's CPU per "

@@ -19,10 +19,10 @@ The package map: a sans-IO core that decides, adapters that carry decisions out,
   (`verify`, `claims`), keys a registry refused (`refused_keys`);
 - `logins/`: bcrypt checks and caches (`credentials`), failed-login limits (`limits`), the fair
   login queue (`queue`), the Redis store shared by replicas (`redis_store`);
-- `ops/`: what operators run and read: the exchange log (`exchange`, `exchange_log`),
-  `metrics`, `health`, key files (`pki`), the embedded registry (`registry_process`), trust
-  instructions, escaping for terminals (`safe_text`), the upstream token fetcher (`fetch`),
-  the default public URL;
+- `ops/`: what operators run and read: the exchange log (its record `exchange_record`,
+  written by `exchange_log`, linked into `conversations`), `metrics`, `health`, key files
+  (`pki`), the embedded registry (`registry_process`), trust instructions, escaping for
+  terminals (`safe_text`), the upstream token fetcher (`fetch`), the default public URL;
 - `mitm/`: mitmproxy adapters, one addon per concern, in the order of `mitm/addons_list.py`;
   `mitm/patches/` lists every private mitmproxy, mitmweb and hyper-h2 object replaced;
 - `tools/`: the operator commands (`policy check/test/diff/explain`, `replay`, `trace`,
@@ -36,7 +36,8 @@ The life of a request:
    (registry routes through `gate`, token requests through `token_service` and `policy`);
 4. the request handler carries it out: answers, forwards (`mitm.response_rewriter` rewrites
    what the registry answers), or runs the login queue (`mitm.login_pool`);
-5. `mitm.recorder` writes the exchange record (`ops.exchange_log`) and the mitmweb comment;
+5. `mitm.recorder` writes the exchange record (`ops.exchange_record`, built by
+   `mitm.records`, appended by `ops.exchange_log`) and the mitmweb comment;
 6. `mitm.fail_closed` kills whatever no decision allowed, and contains any exception as a 500.
 
 I/O: `front`, `gate`, `token_service`, `protocol/`, `policy/model`, `policy/patterns` and

@@ -12,9 +12,8 @@ import sys
 from typing import overload
 
 from regauth.ops import pki
+from regauth.tools import EXIT_FAILED
 from regauth.tools import commands
-
-EXIT_INVALID = 1
 
 
 @overload
@@ -170,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except (ValueError, OSError) as e:
         print(f"regauth: {e}", file=sys.stderr)
-        return EXIT_INVALID
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

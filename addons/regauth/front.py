@@ -36,6 +36,7 @@ from urllib.parse import parse_qsl
 from regauth import gate
 from regauth.gate import GateDecision
 from regauth.protocol.errors import Answer
+from regauth.protocol.errors import Code
 from regauth.protocol.errors import RegistryError
 from regauth.protocol.request_bounds import check_fields
 from regauth.protocol.routes import JWKS_PATH
@@ -62,33 +63,39 @@ _TARGET_CHARS = re.compile(r"/[!-~]*")
 
 @dataclass(frozen=True)
 class RequestView:
-    """What the front door needs of a request: plain values, as received.
+    """What the front door needs of a request: plain values, as received (built by
+    `mitm.request_handler` from the request's line and headers; no body)."""
 
-    `method` keeps the client's spelling; `target` is path and query; `authorization`,
-    `content_types` and `content_lengths` hold every value of those headers; `body_absent` is
-    True when the protocol already says no body follows (HTTP/1 without length, an HTTP/2 or
-    HTTP/3 HEADERS frame that ends the stream); `to_upstream` is True for a live reverse-proxy
-    request aimed at the guarded upstream (not a replay, not another destination);
-    `upstream_unavailable` says why the upstream cannot take requests now (regauth's embedded
-    registry did not come back in time from a restart, every registry connection regauth
-    allows is open, or in delegate mode the registry is not known to check regauth's tokens),
-    empty when it can; `shed` says why this connection only gets a 503
-    (accepted past regauth's connection ceiling), empty otherwise; `header_fields` holds every
-    header field as received (name, value), for the head bounds of `request_bounds`.
-    """
-
+    # As the client spelt it: Go dispatches on the exact bytes, so `get` is not read as GET.
     method: str
+    # The request target: path and query, as received.
     target: str
+    # The protocol as mitmproxy names it (`HTTP/1.1`, `HTTP/2.0`, ...): see `multiplexed`.
     http_version: str = "HTTP/1.1"
+    # Every Authorization header value (more than one is refused).
     authorization: tuple[str, ...] = ()
+    # Every Content-Type header value (`routes.check_body_type`).
     content_types: tuple[str, ...] = ()
+    # Every Content-Length header value, unparsed (`declared_length`).
     content_lengths: tuple[str, ...] = ()
+    # The Transfer-Encoding header, or None.
     transfer_encoding: str | None = None
+    # True when the protocol already says no body follows: HTTP/1 without a length, an HTTP/2
+    # or HTTP/3 HEADERS frame that ends the stream.
     body_absent: bool = True
+    # The client's address (after the PROXY protocol, when a load balancer sends it).
     client_ip: str = ""
+    # True for a live reverse-proxy request aimed at the guarded upstream (not a replay, not
+    # another destination).
     to_upstream: bool = True
+    # Why the upstream cannot take requests now, empty when it can: regauth's embedded registry
+    # did not come back in time from a restart, every registry connection regauth allows is
+    # open, or in delegate mode the registry is not known to check regauth's tokens.
     upstream_unavailable: str = ""
+    # Why this connection only gets a 503 (accepted past regauth's connection ceiling), empty
+    # otherwise.
     shed: str = ""
+    # Every header field as received (name, value), for the head bounds of `request_bounds`.
     header_fields: tuple[tuple[bytes, bytes], ...] = ()
 
     @property
@@ -114,10 +121,10 @@ class RequestView:
         if not self.content_lengths:
             return None
         if len(set(self.content_lengths)) > 1:
-            raise RegistryError(400, "SIZE_INVALID", "conflicting Content-Length headers")
+            raise RegistryError(400, Code.SIZE_INVALID, "conflicting Content-Length headers")
         value = self.content_lengths[0].strip()
         if not value.isdigit() or not value.isascii():
-            raise RegistryError(400, "SIZE_INVALID", "malformed Content-Length")
+            raise RegistryError(400, Code.SIZE_INVALID, "malformed Content-Length")
         return int(value)
 
     def may_carry_large_body(self, threshold: int) -> bool:
@@ -194,37 +201,37 @@ def decide(active: Active | None, view: RequestView) -> Decision:
         headers = {"Retry-After": "1"}
         if not view.multiplexed:
             headers["Connection"] = "close"
-        return _respond(view, active, RegistryError(503, "UNAVAILABLE", view.shed,
+        return _respond(view, active, RegistryError(503, Code.UNAVAILABLE, view.shed,
                                                     headers=headers))
     too_large = check_fields(view.target, view.method, view.header_fields)
     if too_large is not None:
         # HTTP/1.1 heads are refused before they are parsed (mitm/patches/head_limits.py); an HTTP/2
         # head arrives decoded and is judged here, on its own stream.
-        return _respond(view, active, RegistryError(too_large.status, "UNSUPPORTED",
+        return _respond(view, active, RegistryError(too_large.status, Code.UNSUPPORTED,
                                                     too_large.reason))
     if active is None:
-        return _respond(view, None, RegistryError(503, "UNAVAILABLE", "regauth has no valid "
+        return _respond(view, None, RegistryError(503, Code.UNAVAILABLE, "regauth has no valid "
                                                   "policy loaded; nothing is forwarded"))
     if not view.to_upstream:
-        return _respond(view, active, RegistryError(403, "DENIED", "regauth forwards only to "
+        return _respond(view, active, RegistryError(403, Code.DENIED, "regauth forwards only to "
                                                     "its upstream registry, and never replays "
                                                     "requests"))
     if view.http_version.upper().startswith("HTTP/3"):
         # regauth serves HTTP/1.1 and HTTP/2 (the launcher turns HTTP/3 off): its framing and
         # stream-isolation rules are proven for those two only.
-        return _respond(view, active, RegistryError(505, "UNSUPPORTED", "HTTP/3 is not served "
+        return _respond(view, active, RegistryError(505, Code.UNSUPPORTED, "HTTP/3 is not served "
                                                     "by regauth; use HTTP/2 or HTTP/1.1"))
     if view.method not in METHODS:
-        return _respond(view, active, RegistryError(405, "UNSUPPORTED", "method not allowed "
+        return _respond(view, active, RegistryError(405, Code.UNSUPPORTED, "method not allowed "
                                                     "(registry methods are upper-case GET, "
                                                     "HEAD, POST, PUT, PATCH, DELETE)"))
     if not _TARGET_CHARS.fullmatch(view.target):
         # HTTP/2 carries :path as a header value: a space, a control character or raw
         # non-ASCII would go into the upstream's HTTP/1.1 request line as it is.
-        return _respond(view, active, RegistryError(400, "UNSUPPORTED", "request target "
+        return _respond(view, active, RegistryError(400, Code.UNSUPPORTED, "request target "
                                                     "outside the URI grammar (RFC 3986)"))
     if len(view.authorization) > 1:
-        return _respond(view, active, RegistryError(400, "UNSUPPORTED", "more than one "
+        return _respond(view, active, RegistryError(400, Code.UNSUPPORTED, "more than one "
                                                     "Authorization header"))
     kind = view.kind
     if kind == "token":
@@ -233,7 +240,7 @@ def decide(active: Active | None, view: RequestView) -> Decision:
         return _jwks(active, view)
     if view.upstream_unavailable:
         return _respond(view, active, RegistryError(
-            503, "UNAVAILABLE", f"{view.upstream_unavailable}; retry shortly",
+            503, Code.UNAVAILABLE, f"{view.upstream_unavailable}; retry shortly",
             headers={"Retry-After": "1"}))
     authorization = view.authorization[0] if view.authorization else None
     decision = gate.decide(active.runtime, view.method, view.target, authorization,
@@ -273,11 +280,11 @@ def _framing(view: RequestView, takes_body: bool) -> tuple[list[tuple[str, str]]
     length = view.declared_length()
     te = view.transfer_encoding
     if te is not None and (te.strip().lower() != "chunked" or length is not None):
-        raise RegistryError(400, "UNSUPPORTED", "unsupported Transfer-Encoding")
+        raise RegistryError(400, Code.UNSUPPORTED, "unsupported Transfer-Encoding")
     if not takes_body:
         if te is not None or (length or 0) > 0 or (length is None and not view.body_absent):
-            raise RegistryError(400, "UNSUPPORTED", f"{view.method} requests on this route "
-                                                    "carry no body")
+            raise RegistryError(400, Code.UNSUPPORTED, f"{view.method} requests on this route "
+                                                       "carry no body")
         return [], length
     if view.multiplexed and length is None and not view.body_absent:
         # The HTTP/1.1 upstream must see where this body ends: chunk it.
@@ -293,14 +300,14 @@ def check_body(decision: Forward, received: int) -> RegistryError | None:
     takes_body = route is not None and route.takes_body
     expected = decision.expected_length
     if (expected is not None and received != expected) or (not takes_body and received):
-        return RegistryError(400, "SIZE_INVALID", "the request body does not match its "
-                                                  "declared length")
+        return RegistryError(400, Code.SIZE_INVALID, "the request body does not match its "
+                                                     "declared length")
     return None
 
 
 def _jwks(active: Active, view: RequestView) -> Decision:
     if view.method not in ("GET", "HEAD"):
-        return _respond(view, active, RegistryError(405, "UNSUPPORTED", "the key set is read "
+        return _respond(view, active, RegistryError(405, Code.UNSUPPORTED, "the key set is read "
                                                     "with GET"))
     try:
         _framing(view, takes_body=False)
@@ -319,7 +326,7 @@ def _token_endpoint(active: Active, view: RequestView) -> Decision:
             return _respond(view, active, e, f"refused framing: {e.message}")
         return _issue(active, view, "GET", None)
     if view.method != "POST":
-        return _respond(view, active, RegistryError(405, "UNSUPPORTED", "the token endpoint "
+        return _respond(view, active, RegistryError(405, Code.UNSUPPORTED, "the token endpoint "
                                                     "accepts GET and POST"))
     try:
         length = view.declared_length()
@@ -327,7 +334,7 @@ def _token_endpoint(active: Active, view: RequestView) -> Decision:
         return _respond(view, active, e)
     if length is None or view.transfer_encoding is not None or length > MAX_FORM_BYTES:
         status = 413 if length is not None and length > MAX_FORM_BYTES else 411
-        return _respond(view, active, RegistryError(status, "SIZE_INVALID", "token requests "
+        return _respond(view, active, RegistryError(status, Code.SIZE_INVALID, "token requests "
                                                     "need a Content-Length of at most "
                                                     f"{MAX_FORM_BYTES}"))
     return ReadTokenForm(length)
@@ -336,7 +343,7 @@ def _token_endpoint(active: Active, view: RequestView) -> Decision:
 def token_form(active: Active, view: RequestView, body: bytes) -> Decision:
     """A token POST once its body (at most MAX_FORM_BYTES) has arrived."""
     if len(body) != view.declared_length():
-        return _respond(view, active, RegistryError(400, "SIZE_INVALID", "the body does not "
+        return _respond(view, active, RegistryError(400, Code.SIZE_INVALID, "the body does not "
                                                     "match its Content-Length"))
     form: dict[str, list[str]] | None = None
     content_type = view.content_types[0] if len(view.content_types) == 1 else ""

@@ -19,6 +19,7 @@ from regauth.protocol import challenge
 from regauth.protocol.auth_header import safe_scheme
 from regauth.protocol.auth_header import split_authorization
 from regauth.protocol.errors import Answer
+from regauth.protocol.errors import Code
 from regauth.protocol.errors import RegistryError
 from regauth.protocol.errors import access_detail
 from regauth.protocol.routes import Route
@@ -56,15 +57,6 @@ class GateDecision:
     def body(self) -> bytes:
         return self.answer.body if self.answer else b""
 
-    @property
-    def record(self) -> dict[str, object]:
-        record: dict[str, object] = {"forward": self.forward, "reason": self.reason}
-        if self.token is not None:
-            record["verified_token"] = {"issuer": self.token.issuer,
-                                        "subject": self.token.subject,
-                                        "source": self.token.source}
-        return record
-
 
 def _refused(error: RegistryError, reason: str, route: Route | None = None,
              token: VerifiedToken | None = None) -> GateDecision:
@@ -84,7 +76,7 @@ class Challenger:
                token: VerifiedToken | None = None) -> GateDecision:
         required = self.route.required
         header = challenge.build_bearer(self.realm, self.service, required, error)
-        refusal = RegistryError(401, "UNAUTHORIZED", message, access_detail(required) or None,
+        refusal = RegistryError(401, Code.UNAUTHORIZED, message, access_detail(required) or None,
                                 {"WWW-Authenticate": header})
         return _refused(refusal, reason, self.route, token)
 
@@ -97,18 +89,19 @@ def decide(runtime: Runtime, method: str, target: str, authorization: str | None
     upper-case methods); `target` is path and query as received.
     """
     path = target.partition("?")[0]
-    enforce = runtime.upstream.mode == "enforce"
+    enforce = runtime.upstream_entry.mode == "enforce"
     if not is_registry_path(path):
         if enforce:
-            return _refused(RegistryError(404, "UNSUPPORTED", "regauth serves only the registry "
-                                                              "API (/v2/)"), "not a registry path")
+            return _refused(RegistryError(404, Code.UNSUPPORTED,
+                                          "regauth serves only the registry API (/v2/)"),
+                            "not a registry path")
         try:
             # '/v2%2F_catalog' is not a /v2/ path here, but it is one to Go after decoding.
             check_canonical(path)
         except RouteError as e:
             return _refused(e, f"refused path: {e.message}")
         if method not in ("GET", "HEAD"):
-            return _refused(RegistryError(405, "UNSUPPORTED", f"method {method} is not "
+            return _refused(RegistryError(405, Code.UNSUPPORTED, f"method {method} is not "
                                           "forwarded outside the registry API"),
                             "method outside the registry API")
         return GateDecision(True, "not a registry path (delegate mode)")

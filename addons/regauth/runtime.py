@@ -11,7 +11,7 @@ from pathlib import Path
 from regauth.ops import pki
 from regauth.policy.load import load_policy
 from regauth.policy.model import Policy
-from regauth.policy.model import Upstream
+from regauth.policy.model import UpstreamEntry
 from regauth.protocol.routes import TOKEN_PATH
 from regauth.protocol.urls import Origin
 from regauth.tokens import keystate
@@ -23,12 +23,17 @@ from regauth.upstream_auth import UpstreamAuth
 
 @dataclass(frozen=True)
 class Runtime:
+    """What a loaded policy and the signing keys imply, checked together (`build_runtime`).
+
+    Immutable; a reload builds a new one, and `Active` carries it with the origins.
+    """
+
     policy: Policy
-    keyring: KeyRing
-    issuer: TokenIssuer
-    verifier: TokenVerifier
-    upstream: Upstream
-    redactor: re.Pattern[str] | None
+    keyring: KeyRing  # the signing keys: regauth's own trust store, and the one that signs
+    issuer: TokenIssuer  # signs access and refresh tokens with the keyring's signer
+    verifier: TokenVerifier  # checks tokens presented to regauth (its own, trusted issuers')
+    upstream_entry: UpstreamEntry  # the policy's `upstreams:` entry for the guarded registry
+    redactor: re.Pattern[str] | None  # capability ids in paths (None: the policy has none)
     # Epoch seconds of the next scheduled key activation (`rotate --activate-after`): the
     # snapshot must be rebuilt then, since another key signs from that moment.
     key_change_at: float | None = None
@@ -55,11 +60,11 @@ def build_runtime(policy_path: Path, certs_dir: Path, upstream_url: str,
     keyring = KeyRing(keys, lifecycle.signer.name)
     issuer = TokenIssuer(keyring, policy.token, policy.service, policy.issuer)
     verifier = TokenVerifier(keyring, policy.service, policy.issuer, policy.trusted_issuers)
-    upstream = policy.upstream_for(upstream_url)
-    if upstream is None:
+    entry = policy.upstream_entry_for(upstream_url)
+    if entry is None:
         raise ValueError(f"{policy_path}: no `upstreams:` entry matches {upstream_url} (add one, "
                          "or a catch-all with url: '*')")
-    return Runtime(policy, keyring, issuer, verifier, upstream, policy.capability_redactor(),
+    return Runtime(policy, keyring, issuer, verifier, entry, policy.capability_redactor(),
                    lifecycle.next_change)
 
 

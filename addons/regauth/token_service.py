@@ -36,7 +36,9 @@ from regauth.policy.model import Identity
 from regauth.protocol.auth_header import parse_basic
 from regauth.protocol.auth_header import split_authorization
 from regauth.protocol.errors import Answer
+from regauth.protocol.errors import Code
 from regauth.protocol.errors import RegistryError
+from regauth.protocol.errors import error_body
 from regauth.protocol.scope import format_scopes
 from regauth.protocol.scope import parse_scopes
 from regauth.runtime import Runtime
@@ -68,11 +70,13 @@ class TokenRequest:
 
 @dataclass
 class TokenResponse:
+    """The answer to a token request, and what the token service did to reach it."""
+
     status: int
-    body: bytes
+    body: bytes  # the token JSON, or the error body of a `TokenError`
     headers: dict[str, str] = field(default_factory=dict)
     trace: TokenTrace = field(default_factory=lambda: TokenTrace("GET"))
-    jti: str | None = None
+    jti: str | None = None  # the issued access token's id, if one was issued
 
     @property
     def record(self) -> dict[str, object]:
@@ -83,15 +87,14 @@ class TokenError(RegistryError):
     """A refusal of the token endpoint: a registry error code for registry clients plus the
     OAuth 2 `error` (RFC 6749 §5.2) for OAuth clients, in one body; never cached."""
 
-    def __init__(self, status: int, code: str, oauth_error: str, message: str,
+    def __init__(self, status: int, code: Code, oauth_error: str, message: str,
                  headers: dict[str, str] | None = None) -> None:
         super().__init__(status, code, message, headers=headers)
         self.oauth_error = oauth_error
 
     def body(self) -> bytes:
-        return json.dumps({"errors": [{"code": self.code, "message": self.message}],
-                           "error": self.oauth_error,
-                           "error_description": self.message}).encode()
+        return error_body(self.code, self.message,
+                          extra={"error": self.oauth_error, "error_description": self.message})
 
     def answer(self) -> Answer:
         return Answer(self.status, {**_NO_STORE, **self.headers}, self.body())
@@ -105,8 +108,8 @@ def _first(params: dict[str, list[str]], key: str) -> str | None:
     if not values:
         return None
     if len(values) > 1 and len(set(values)) > 1:
-        raise TokenError(400, "UNSUPPORTED", "invalid_request",
-                       f"parameter {key!r} given more than once with different values")
+        raise TokenError(400, Code.UNSUPPORTED, "invalid_request",
+                         f"parameter {key!r} given more than once with different values")
     return values[0]
 
 
@@ -190,12 +193,12 @@ def _handle(runtime: Runtime, authenticator: Authenticator, request: TokenReques
     policy = runtime.policy
     if request.method == "POST":
         if request.form is None:
-            raise TokenError(400, "UNSUPPORTED", "invalid_request", "POST requests to the token "
+            raise TokenError(400, Code.UNSUPPORTED, "invalid_request", "POST requests to the token "
                              "endpoint must be application/x-www-form-urlencoded")
         params = request.form
         grant_type = _first(params, "grant_type")
         if grant_type is None:
-            raise TokenError(400, "UNSUPPORTED", "invalid_request", "grant_type is required")
+            raise TokenError(400, Code.UNSUPPORTED, "invalid_request", "grant_type is required")
     else:  # GET: the front door refuses every other method (405)
         params = request.query
         grant_type = None
@@ -207,12 +210,12 @@ def _handle(runtime: Runtime, authenticator: Authenticator, request: TokenReques
     service = _first(params, "service") or None  # an empty value is no choice at all
     trace.service, trace.service_given = service, True
     if service is not None and service != policy.service:
-        raise TokenError(400, "DENIED", "invalid_request",
-                       f"this token service issues tokens for service {policy.service!r} only")
+        raise TokenError(400, Code.DENIED, "invalid_request",
+                         f"this token service issues tokens for service {policy.service!r} only")
     try:
         scopes = parse_scopes(params.get("scope", []))
     except ValueError as e:
-        raise TokenError(400, "UNSUPPORTED", "invalid_scope", f"malformed scope: {e}") from None
+        raise TokenError(400, Code.UNSUPPORTED, "invalid_scope", f"malformed scope: {e}") from None
     trace.requested = [str(s) for s in scopes]
 
     account, refresh_in = _identify(runtime, authenticator, request, params, grant_type, trace,
@@ -255,44 +258,45 @@ def _identify(runtime: Runtime, authenticator: Authenticator, request: TokenRequ
     if grant_type == "refresh_token":
         token = _first(params, "refresh_token")
         if not token:
-            raise TokenError(400, "UNSUPPORTED", "invalid_request", "refresh_token is required")
+            raise TokenError(400, Code.UNSUPPORTED, "invalid_request", "refresh_token is required")
         return _refresh(runtime, token, trace, "form"), token
     if grant_type == "password":
         if _first(params, "client_id") is None:
-            raise TokenError(400, "UNSUPPORTED", "invalid_request", "client_id is required")
+            raise TokenError(400, Code.UNSUPPORTED, "invalid_request", "client_id is required")
         username = _first(params, "username")
         password = _first(params, "password")
         if username is None or password is None:
-            raise TokenError(400, "UNSUPPORTED", "invalid_request",
-                           "username and password are required for grant_type=password")
+            raise TokenError(400, Code.UNSUPPORTED, "invalid_request",
+                             "username and password are required for grant_type=password")
         return _login(runtime, authenticator, username, password, request.client_ip,
                       trace, login), None
     if grant_type is not None:
-        raise TokenError(400, "UNSUPPORTED", "unsupported_grant_type",
-                       "grant_type must be password or refresh_token")
+        raise TokenError(400, Code.UNSUPPORTED, "unsupported_grant_type",
+                         "grant_type must be password or refresh_token")
     if not request.authorization:
         return None, None
     scheme, credentials = split_authorization(request.authorization)
     if scheme.lower() != "basic":
-        raise TokenError(401, "UNAUTHORIZED", "invalid_client", "the token endpoint accepts Basic "
-                       "credentials or none", _basic_challenge(runtime))
+        raise TokenError(401, Code.UNAUTHORIZED, "invalid_client",
+                         "the token endpoint accepts Basic credentials or none",
+                         _basic_challenge(runtime))
     try:
         username, password = parse_basic(credentials)
     except ValueError as e:
-        raise TokenError(401, "UNAUTHORIZED", "invalid_client", str(e),
-                       _basic_challenge(runtime)) from None
+        raise TokenError(401, Code.UNAUTHORIZED, "invalid_client", str(e),
+                         _basic_challenge(runtime)) from None
     account_param = _first(params, "account")
     if username == "":
         # Basic ":" + refresh token: how BuildKit presents the identity token of docker login.
         account = _refresh(runtime, password, trace, "basic")
         if account_param and account_param != account.name:
-            raise TokenError(400, "UNSUPPORTED", "invalid_request",
-                           "the account parameter does not match the refresh token")
+            raise TokenError(400, Code.UNSUPPORTED, "invalid_request",
+                             "the account parameter does not match the refresh token")
         offline = (_first(params, "offline_token") or "").lower() in _TRUE
         return account, (password if offline else None)
     if account_param is not None and account_param != username:
-        raise TokenError(400, "UNSUPPORTED", "invalid_request",
-                       "the account parameter does not match the credentials")
+        raise TokenError(400, Code.UNSUPPORTED, "invalid_request",
+                         "the account parameter does not match the credentials")
     return _login(runtime, authenticator, username, password, request.client_ip, trace,
                   login), None
 
@@ -305,10 +309,10 @@ def _refresh(runtime: Runtime, token: str, trace: TokenTrace, form: str) -> Acco
                                                   runtime.policy.accounts)
     except InvalidToken as e:
         if form == "basic":
-            raise TokenError(401, "UNAUTHORIZED", "invalid_grant", f"refresh token refused: {e}",
-                           _basic_challenge(runtime)) from None
-        raise TokenError(400, "UNAUTHORIZED", "invalid_grant",
-                       f"refresh token refused: {e}") from None
+            raise TokenError(401, Code.UNAUTHORIZED, "invalid_grant", f"refresh token refused: {e}",
+                             _basic_challenge(runtime)) from None
+        raise TokenError(400, Code.UNAUTHORIZED, "invalid_grant",
+                         f"refresh token refused: {e}") from None
     return account
 
 
@@ -324,9 +328,9 @@ def _login(runtime: Runtime, authenticator: Authenticator, username: str, passwo
                                           login.renew_within)
     except RateLimited as e:
         trace.rate_limited = e.limit
-        raise TokenError(429, "TOOMANYREQUESTS", "slow_down", str(e),
-                       {"Retry-After": str(e.retry_after)}) from None
+        raise TokenError(429, Code.TOOMANYREQUESTS, "slow_down", str(e),
+                         {"Retry-After": str(e.retry_after)}) from None
     except AuthenticationFailed as e:
         trace.failed_login_counted = e.counted
-        raise TokenError(401, "UNAUTHORIZED", "invalid_grant", "invalid username or password",
-                       _basic_challenge(runtime)) from None
+        raise TokenError(401, Code.UNAUTHORIZED, "invalid_grant", "invalid username or password",
+                         _basic_challenge(runtime)) from None

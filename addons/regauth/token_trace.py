@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Literal
 
-from regauth.policy.model import Decision
+from regauth.policy.model import ScopeDecision
 
 TokenMethod = Literal["GET", "POST"]  # the front door answers every other method 405
 GrantType = Literal["get", "password", "refresh_token"]  # "get": no grant_type (a GET)
@@ -23,25 +23,27 @@ _REQUEST_KEYS = ("method", "grant_type", "service", "client_id", "username", "re
 
 @dataclass
 class TokenTrace:
+    """One token request as `token_service` saw it, field by field; None: not reached."""
+
     method: TokenMethod
     grant_type: GrantType | None = None  # None: a grant_type outside the vocabulary (refused)
-    client_id: str | None = None
-    service: str | None = None
+    client_id: str | None = None  # as the client sent it, at most 128 characters
+    service: str | None = None  # the `service` asked for (None: none given)
     service_given: bool = False  # the request got as far as reading `service` (even if None)
-    requested: list[str] | None = None
-    username: str | None = None
-    credential: Credential | None = None
-    failed_login_counted: bool | None = None
-    rate_limited: str | None = None
-    account: str | None = None
-    decisions: list[Decision] = field(default_factory=list)
-    decided: bool = False
-    granted: list[str] | None = None
-    refresh_token_issued: bool | None = None
-    expires_in: int | None = None
-    issued_at: str | None = None
-    jti: str | None = None
-    refused: str | None = None
+    requested: list[str] | None = None  # the requested scopes, parsed and rendered
+    username: str | None = None  # the account name of a password login (never the password)
+    credential: Credential | None = None  # what the client proved itself with
+    failed_login_counted: bool | None = None  # a password login: did it count as a failure
+    rate_limited: str | None = None  # the failed-login limit that refused it
+    account: str | None = None  # who the tokens are for ("anonymous" if nobody)
+    decisions: list[ScopeDecision] = field(default_factory=list)  # one per requested scope
+    decided: bool = False  # the policy decided the scopes (`decisions` may still be empty)
+    granted: list[str] | None = None  # the scopes the access token carries
+    refresh_token_issued: bool | None = None  # a new refresh token is in the answer
+    expires_in: int | None = None  # the access token's lifetime, seconds
+    issued_at: str | None = None  # RFC 3339, as in the answer
+    jti: str | None = None  # the access token's id
+    refused: str | None = None  # why the request was refused (the error's message)
 
     def as_record(self) -> dict[str, object]:
         """The whole trace as JSON-ready values, in a stable key order; unset keys omitted."""

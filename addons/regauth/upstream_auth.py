@@ -42,6 +42,8 @@ class UpstreamAuthError(Exception):
 
 @dataclass
 class HttpResult:
+    """What a `Fetcher` got back: status, lower-case headers, body."""
+
     status: int
     headers: dict[str, str]
     body: bytes
@@ -83,8 +85,11 @@ class _Cached:
 
 @dataclass
 class UpstreamAuth:
+    """Presents regauth's own credentials to the upstream (`header_for`): Basic as they are,
+    Bearer through the upstream's token service, cached per set of scopes. Thread-safe."""
+
     credentials: UpstreamCredentials
-    upstream: Origin
+    upstream: Origin  # the registry; its realm must be here or in `realm_hosts`
     fetch: Fetcher
     clock: Callable[[], float] = time.time
     _cache: dict[str, _Cached] = field(default_factory=dict)

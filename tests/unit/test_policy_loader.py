@@ -436,8 +436,8 @@ def test_upstream_credentials_load_and_normalize():
     assert upstream.credentials.password_source == "$UP_PW"
     assert upstream.credentials.realm_hosts == ("auth.example",)
     assert "s3cret" not in repr(upstream)
-    assert policy.upstream_for("https://registry.example") is upstream
-    assert policy.upstream_for("https://other.example") is None
+    assert policy.upstream_entry_for("https://registry.example") is upstream
+    assert policy.upstream_entry_for("https://other.example") is None
 
 
 @pytest.mark.parametrize(

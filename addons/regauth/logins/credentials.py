@@ -23,7 +23,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -34,15 +33,13 @@ from dataclasses import field
 import bcrypt
 
 from regauth.logins.limits import LoginLimiter
+from regauth.policy.model import ACCOUNT_NAME_RE
 from regauth.policy.model import Account
 
 # Seconds a cached login must still hold to be answered from memory on the event loop; inside
 # its last CACHE_MARGIN seconds it goes to the login queue and is checked (and renewed) again.
 CACHE_MARGIN = 5.0
 MAX_PASSWORD_BYTES = 72  # bcrypt's limit; longer passwords are refused, never truncated
-# The policy loader's account-name grammar (`policy.load._ACCOUNT_NAME_RE`; a unit test keeps
-# the two equal): a name outside it can never log in.
-ACCOUNT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
 class AuthenticationFailed(Exception):

@@ -9,7 +9,7 @@ tokens, also before they are decided), the shared login-limit store, the request
 response rewriter, the upstream key watch (it reads the upstream's challenges the rewriter
 kept), the metrics observer (before the recorder drops each flow's state), the recorder (it
 records what they left), the admin listener (its upstream probe also runs the delegate check),
-and the guard last (it kills whatever no decision allowed).
+and the fail-closed guard last (it kills whatever no decision allowed).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from regauth.mitm.config_loader import ConfigLoader
 from regauth.mitm.conn_limits import ConnectionLimits
 from regauth.mitm.delegate_gate import DelegateGate
 from regauth.mitm.embedded_registry import EmbeddedRegistry
-from regauth.mitm.fail_closed import RegauthGuard
+from regauth.mitm.fail_closed import FailClosedGuard
 from regauth.mitm.flow_state import FlowStates
 from regauth.mitm.listener import Listener
 from regauth.mitm.login_store import SharedState
@@ -58,4 +58,4 @@ def make_addons(embedded: EmbeddedRegistry | None = None) -> list[object]:
         first.append(embedded)
     first.append(delegate)
     return [*first, shared, handler, ResponseRewriter(states), keys, observer, recorder, admin,
-            RegauthGuard()]
+            FailClosedGuard()]

@@ -75,7 +75,7 @@ def _build_active(policy: Path, certs_dir: Path, public: Origin, upstream: Origi
                   upstream_ca: str | None, stream_threshold: int) -> Active:
     runtime = build_runtime(policy, certs_dir, upstream.url)
     upstream_auth = None
-    credentials = runtime.upstream.credentials
+    credentials = runtime.upstream_entry.credentials
     if credentials is not None:
         context = None
         if upstream.scheme == "https" or credentials.kind == "bearer":
@@ -151,7 +151,7 @@ class ConfigLoader:
         runtime = active.runtime
         logger.info("regauth: policy %s loaded (service %s, %d rules, upstream %s in %s mode)",
                     self._policy_path(), runtime.policy.service, len(runtime.policy.rules),
-                    upstream.url, runtime.upstream.mode)
+                    upstream.url, runtime.upstream_entry.mode)
 
     def _policy_path(self) -> Path:
         return Path(ctx.options.regauth_policy)

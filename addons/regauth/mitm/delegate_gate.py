@@ -104,7 +104,7 @@ class DelegateGate:
     def wanted(self) -> Active | None:
         """The configuration in force when its upstream is in delegate mode, else None."""
         active = self.config.active
-        if active is None or active.runtime.upstream.mode != "delegate":
+        if active is None or active.runtime.upstream_entry.mode != "delegate":
             return None
         return active
 

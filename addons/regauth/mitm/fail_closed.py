@@ -2,8 +2,8 @@
 
 mitmproxy logs addon exceptions and carries on with the flow, which for an auth proxy means
 forwarding an unchecked request. Every regauth hook is wrapped: an exception answers the flow
-with a 500 registry error (or kills it once the response has started). The Guard addon, last in
-the chain, kills any request that no regauth decision marked as allowed.
+with a 500 registry error (or kills it once the response has started). `FailClosedGuard`, last
+in the chain, kills any request that no regauth decision marked as allowed.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 from mitmproxy import http
 
 from regauth.protocol.errors import JSON_HEADERS
+from regauth.protocol.errors import Code
 from regauth.protocol.errors import error_body
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def _contain(flow: http.HTTPFlow, hook: str, error: BaseException) -> None:
     if hook in ("requestheaders", "request") and flow.response is None and not \
             flow.request.stream:
         flow.response = http.Response.make(
-            500, error_body("UNAVAILABLE", "regauth internal error; request refused"),
+            500, error_body(Code.UNAVAILABLE, "regauth internal error; request refused"),
             JSON_HEADERS)
         flow.metadata[LOCAL_MARK] = True
     elif flow.killable:
@@ -82,7 +83,7 @@ def _note(addon: Any, flow: http.HTTPFlow, hook: str) -> None:
         state.reason_override = f"internal error in the {hook} hook"
 
 
-class RegauthGuard:
+class FailClosedGuard:
     """Last addon in the chain: nothing reaches the upstream without a regauth decision."""
 
     def http_connect(self, flow: http.HTTPFlow) -> None:

@@ -70,19 +70,6 @@ class FlowState:
         return gate.token if gate is not None else None
 
     @property
-    def gate_record(self) -> dict[str, object] | None:
-        gate = self._gate
-        if gate is None:
-            return None
-        record = gate.record
-        if self.reason_override:
-            record = {**record, "forward": False, "reason": self.reason_override}
-        elif isinstance(self.decision, Respond):
-            # Answered locally, whatever the gate alone would have said (a framing refusal).
-            record = {**record, "forward": False, "reason": self.decision.reason}
-        return record
-
-    @property
     def reason(self) -> str:
         if self.reason_override:
             return self.reason_override

@@ -22,6 +22,7 @@ from regauth.ops import pki
 from regauth.ops.trust import trust_instructions
 from regauth.protocol.urls import parse_origin
 from regauth.runtime import build_runtime
+from regauth.tools import EXIT_OK
 
 if TYPE_CHECKING:
     from mitmproxy.addonmanager import AddonManager
@@ -256,7 +257,7 @@ def _serve(config: ServeConfig, embedded: EmbeddedRegistry | None) -> int:
     print(trust_instructions(public, config.certs_dir / pki.CA_CERT), flush=True)
     print(f"policy {config.policy}: service {runtime.policy.service}, "
           f"{len(runtime.policy.rules)} rules, upstream {config.upstream} "
-          f"({runtime.upstream.mode} mode)", flush=True)
+          f"({runtime.upstream_entry.mode} mode)", flush=True)
     print(f"exchange log: {config.log}", flush=True)
     if web_token:
         print(f"mitmweb: http://127.0.0.1:{config.web_port}/?token={web_token}", flush=True)
@@ -269,7 +270,7 @@ def _serve(config: ServeConfig, embedded: EmbeddedRegistry | None) -> int:
     master = run(_master_class(config.web, embedded), parser,
                  mitmproxy_args(config, web_hash))
     del master
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

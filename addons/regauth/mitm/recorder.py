@@ -1,10 +1,12 @@
 """Recording: the exchange log, conversations, and what mitmweb shows of each flow.
 
-When a flow ends (`response` or `error`), its record is built (`records.build_record`) and
-written to the JSONL exchange log, the flow is linked to its conversation (challenge → token
-request → retries; a presented token links only when it is genuine, `records.trusted_jti`),
-its secrets are removed from the stored copy (`scrub`), and it gets a one-line comment and a
-marker for mitmweb. The comment is what mitmweb, its exports and flow files show: capability
+When a flow ends (`response` or `error`), the flow is linked to its conversation (challenge →
+token request → retries; a presented token links only when it is genuine,
+`records.trusted_jti`), its record is built (`records.build_record`, an
+`ops.exchange_record.ExchangeRecord`) and written to the JSONL exchange log as
+`record.to_json()` (capability ids redacted in the line, `ExchangeLog`), its secrets are
+removed from the stored copy (`scrub`), and it gets a one-line comment and a marker for
+mitmweb. The comment is what mitmweb, its exports and flow files show: capability
 ids hidden and control characters escaped before it is set (`scrub.shown_text`).
 """
 
@@ -27,13 +29,17 @@ from regauth.mitm.records import comment_and_marker
 from regauth.mitm.records import trusted_jti
 from regauth.mitm.scrub import scrub_request
 from regauth.mitm.scrub import scrub_token_response
-from regauth.ops.exchange import Conversations
-from regauth.ops.exchange import new_id
+from regauth.ops.conversations import Conversations
+from regauth.ops.conversations import new_id
 from regauth.ops.exchange_log import ExchangeLog
 from regauth.protocol import rewrite
 
 
 class Recorder:
+    """Ends each flow's story: on `response` or `error` it takes the flow's state, writes its
+    exchange record, links it to its conversation, scrubs the stored copy, and sets mitmweb's
+    comment and marker."""
+
     def __init__(self, config: ConfigLoader, states: FlowStates) -> None:
         self.config = config
         self.states = states
@@ -79,11 +85,11 @@ class Recorder:
 
     def _link(self, flow: http.HTTPFlow, state: FlowState, client_ip: str,
               sent: list[str]) -> None:
-        """Put the flow in its conversation (see regauth.ops.exchange)."""
+        """Put the flow in its conversation (see regauth.ops.conversations)."""
         trace = state.token_trace
         if state.kind == "token" and trace is not None:
             # Only an issued token names an account regauth checked (a refused login's user
-            # name is a claim): it binds the conversation (regauth.ops.exchange).
+            # name is a claim): it binds the conversation (regauth.ops.conversations).
             identity = (trace.account or "anonymous") if trace.jti else None
             state.conversation = self.conversations.token_requested(
                 client_ip, trace.requested or [], identity)
@@ -120,4 +126,4 @@ class Recorder:
         flow.comment = scrub.shown_text(comment)
         flow.marked = marker
         if self.exchange_log is not None:
-            self.exchange_log.write(record)
+            self.exchange_log.write(record.to_json())

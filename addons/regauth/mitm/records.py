@@ -1,15 +1,32 @@
-"""The exchange record and the mitmweb comment of a finished flow (README: "The exchange log")."""
+"""The exchange record (`ops.exchange_record`) and the mitmweb comment of a finished flow
+(README: "The exchange log and mitmweb")."""
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 from mitmproxy import http
 
+from regauth.front import Forward
+from regauth.front import Respond
 from regauth.mitm.flow_state import FlowState
 from regauth.mitm.patches.proxy_header import VIA
+from regauth.ops.exchange_record import ABSENT
+from regauth.ops.exchange_record import AuthRecord
+from regauth.ops.exchange_record import BytesRecord
+from regauth.ops.exchange_record import ChallengeRecord
+from regauth.ops.exchange_record import CheckedBy
+from regauth.ops.exchange_record import DecisionRecord
+from regauth.ops.exchange_record import ExchangeRecord
+from regauth.ops.exchange_record import RouteRecord
+from regauth.ops.exchange_record import ScopeDecisionRecord
+from regauth.ops.exchange_record import TokenRequestRecord
+from regauth.ops.exchange_record import TokenResponseRecord
+from regauth.ops.exchange_record import VerifiedTokenRecord
 from regauth.ops.safe_text import quote
 from regauth.protocol.challenge import parse_challenges
+from regauth.token_trace import TokenTrace
 
 # Never written: credentials, and distribution's `_state` upload parameter (base64 JSON that
 # names the repository, so a capability id would pass the redactor inside it; the upload's
@@ -37,75 +54,127 @@ def _body_size(message: http.Message | None, counted: int | None) -> int | None:
     return len(message.raw_content)
 
 
-def build_record(flow: http.HTTPFlow, state: FlowState, sent_challenges: list[str]) -> dict:
+def build_record(flow: http.HTTPFlow, state: FlowState,
+                 sent_challenges: list[str]) -> ExchangeRecord:
+    """The exchange record of a finished flow (`ops.exchange_record`): what the client sent and
+    got, and what regauth decided, from the flow and the facts its addons gathered.
+    `sent_challenges`: the `WWW-Authenticate` values the client got (one that does not parse
+    is recorded as unparsed)."""
     request = flow.request
     response = flow.response
     client = flow.client_conn.peername
-    record: dict[str, object] = {
-        "time": dt.datetime.fromtimestamp(state.started, dt.UTC).isoformat(timespec="milliseconds"),
-        "flow": flow.id,
-        "conversation": state.conversation,
-        "client": f"{client[0]}:{client[1]}" if client else None,
-        # As the client spelled it (mitmproxy upper-cases request.method).
-        "method": request.data.method.decode("utf-8", "surrogateescape"),
-        "path": _logged_path(flow),
-        "http_version": request.http_version,
-        "kind": state.kind,
-        "status": response.status_code if response is not None else None,
-        "answered_by": state.answered_by or None,
-    }
+    # Written to the millisecond: keep no more, so the record reads back equal.
+    started = dt.datetime.fromtimestamp(state.started, dt.UTC)
+    started = started.replace(microsecond=started.microsecond // 1000 * 1000)
     via = flow.metadata.get(VIA)
-    if isinstance(via, str):
-        # The load balancer whose PROXY protocol header named `client`.
-        record["via"] = via
-    if state.route is not None:
-        record["repository"] = state.route.repository
-        record["route"] = state.route.kind
-        record["required"] = state.route.required_strings
-    if state.auth is not None:
-        record["auth"] = state.auth if state.kind == "token" else \
-            {**state.auth, "checked_by": checked_by(state)}
-    gate = state.gate_record
-    if gate is not None:
-        record["decision"] = gate
-    elif state.reason:
-        record["decision"] = {"reason": state.reason}
-    if state.injected:
-        record["upstream_credentials"] = "injected"
-    challenges = []
-    for value in sent_challenges:
-        try:
-            challenges += [c.as_record() for c in parse_challenges(value)]
-        except ValueError:
-            challenges.append({"unparsed": True})
-    if challenges:
-        record["challenge"] = challenges[0] if len(challenges) == 1 else challenges
-    if state.upstream_challenge:
-        record["upstream_challenge"] = state.upstream_challenge
-    if state.upstream_refused_token:
-        record["upstream_refused_token"] = state.upstream_refused_token
-    if state.token_trace is not None:
-        record["token_request"] = state.token_trace.request_record()
-        record["token_response"] = state.token_trace.response_record()
-    record["bytes"] = {
-        "request": _body_size(request, state.counted.get("request")),
-        "response": _body_size(response, state.counted.get("response")),
-    }
-    if state.answered_by == "upstream" and response is not None and "date" in response.headers:
-        # The registry's clock, to tell clock skew from other reasons it refuses a token.
-        record["upstream_date"] = response.headers["date"][:64]
-    if state.answered_by == "upstream" and response is not None and \
-            response.timestamp_start is not None:
+    route = state.route
+    registry = response if state.answered_by == "upstream" else None  # the registry's answer
+    upstream_ms = None
+    if registry is not None and registry.timestamp_start is not None:
         sent_at = request.timestamp_end or request.timestamp_start
-        record["upstream_ms"] = round(max(0.0, response.timestamp_start - sent_at) * 1000, 2)
-    if state.via_sink:
-        record["body_discarded"] = True
-    if flow.error is not None:
-        record["error"] = flow.error.msg
-    return record
+        upstream_ms = round(max(0.0, registry.timestamp_start - sent_at) * 1000, 2)
+    trace = state.token_trace
+    return ExchangeRecord(
+        time=started,
+        flow=flow.id,
+        conversation=state.conversation,
+        client=f"{client[0]}:{client[1]}" if client else None,
+        # As the client spelled it (mitmproxy upper-cases request.method).
+        method=request.data.method.decode("utf-8", "surrogateescape"),
+        path=_logged_path(flow),
+        http_version=request.http_version,
+        kind=state.kind,
+        status=response.status_code if response is not None else None,
+        answered_by=state.answered_by or None,
+        # The load balancer whose PROXY protocol header named `client`.
+        via=via if isinstance(via, str) else None,
+        route=RouteRecord(kind=route.kind, repository=route.repository,
+                          required=tuple(route.required_strings))
+        if route is not None else None,
+        auth=_auth(state),
+        decision=_decision(state),
+        upstream_credentials="injected" if state.injected else None,
+        challenge=tuple(_sent_challenges(sent_challenges)),
+        upstream_challenge=tuple(ChallengeRecord.from_json(c) for c in state.upstream_challenge),
+        upstream_refused_token=state.upstream_refused_token or None,
+        token_request=_token_request(trace) if trace is not None else None,
+        token_response=_token_response(trace) if trace is not None else None,
+        bytes=BytesRecord(request=_body_size(request, state.counted.get("request")),
+                          response=_body_size(response, state.counted.get("response"))),
+        # The registry's clock, to tell clock skew from other reasons it refuses a token.
+        upstream_date=registry.headers["date"][:64]
+        if registry is not None and "date" in registry.headers else None,
+        upstream_ms=upstream_ms,
+        body_discarded=state.via_sink,
+        error=flow.error.msg if flow.error is not None else None,
+    )
 
 
-def checked_by(state: FlowState) -> str | None:
+def _auth(state: FlowState) -> AuthRecord | None:
+    """The Authorization header as `auth_header.describe` logged it; with `checked_by` on
+    every request but a token request."""
+    if state.auth is None:
+        return None
+    auth = AuthRecord.from_json(state.auth)
+    return auth if state.kind == "token" else replace(auth, checked_by=checked_by(state))
+
+
+def _decision(state: FlowState) -> DecisionRecord | None:
+    """The gate's decision (the verified token with it), or the reason regauth answered a
+    request no gate decided; a gate decision answered locally after all (a framing refusal,
+    an upstream refusal regauth turned into its own) is written as not forwarded."""
+    decision = state.decision
+    gate = decision.gate if isinstance(decision, (Forward, Respond)) else None
+    if gate is None:
+        return DecisionRecord(reason=state.reason) if state.reason else None
+    answered_here = bool(state.reason_override) or isinstance(decision, Respond)
+    token = gate.token
+    return DecisionRecord(
+        forward=False if answered_here else gate.forward, reason=state.reason,
+        verified_token=VerifiedTokenRecord(issuer=token.issuer, subject=token.subject,
+                                           source=token.source)
+        if token is not None else None)
+
+
+def _sent_challenges(values: list[str]) -> list[ChallengeRecord]:
+    """The challenges of the `WWW-Authenticate` values the client got."""
+    records: list[ChallengeRecord] = []
+    for value in values:
+        try:
+            records += [ChallengeRecord.from_json(c.as_record()) for c in parse_challenges(value)]
+        except ValueError:
+            records.append(ChallengeRecord(unparsed=True))
+    return records
+
+
+def _token_request(trace: TokenTrace) -> TokenRequestRecord:
+    """What the client asked the token endpoint for (README: `token_request`)."""
+    return TokenRequestRecord(
+        method=trace.method, grant_type=trace.grant_type,
+        service=trace.service if trace.service_given else ABSENT,
+        client_id=trace.client_id, username=trace.username,
+        requested=tuple(trace.requested) if trace.requested is not None else None)
+
+
+def _token_response(trace: TokenTrace) -> TokenResponseRecord:
+    """What the token endpoint did (README: `token_response`), each scope's decision with the
+    rule that made it."""
+    return TokenResponseRecord(
+        credential=trace.credential, failed_login_counted=trace.failed_login_counted,
+        rate_limited=trace.rate_limited, account=trace.account,
+        decisions=tuple(
+            ScopeDecisionRecord(
+                scope=str(d.requested), granted=d.granted, outcome=d.outcome,
+                rule=d.rule.index if d.rule is not None else None,
+                line=d.rule.line if d.rule is not None else None,
+                comment=(d.rule.comment or None) if d.rule is not None else None)
+            for d in trace.decisions) if trace.decided else None,
+        granted=tuple(trace.granted) if trace.granted is not None else None,
+        refresh_token_issued=trace.refresh_token_issued, expires_in=trace.expires_in,
+        issued_at=trace.issued_at, jti=trace.jti, refused=trace.refused)
+
+
+def checked_by(state: FlowState) -> CheckedBy | None:
     """Who checked the credential a request presented (`auth.checked_by` in the record):
     `regauth` when its gate verified the token (enforce mode, also when it then found the
     scope insufficient), `registry` when regauth forwarded it unchecked in delegate mode (the
@@ -117,7 +186,7 @@ def checked_by(state: FlowState) -> str | None:
         return "regauth"
     active = state.active
     if state.answered_by == "upstream" and active is not None and \
-            active.runtime.upstream.mode == "delegate":
+            active.runtime.upstream_entry.mode == "delegate":
         return "registry"
     return None
 
@@ -139,7 +208,7 @@ def trusted_jti(flow: http.HTTPFlow, state: FlowState) -> str | None:
 
 
 def comment_and_marker(flow: http.HTTPFlow, state: FlowState,
-                       record: dict[str, object]) -> tuple[str, str]:
+                       record: ExchangeRecord) -> tuple[str, str]:
     """One line for mitmweb's comment column, and an emoji name for the marker column.
 
     The comment ends with `[conv ID]`, the record's conversation: mitmweb's filter
@@ -148,7 +217,7 @@ def comment_and_marker(flow: http.HTTPFlow, state: FlowState,
     is set (`scrub.shown_text`).
     """
     text, marker = _describe(flow, state, record)
-    conversation = record.get("conversation")
+    conversation = record.conversation
     return (f"{text} [conv {conversation}]" if conversation else text), marker
 
 
@@ -167,8 +236,8 @@ def _who(state: FlowState) -> str:
 
 
 def _describe(flow: http.HTTPFlow, state: FlowState,
-              record: dict[str, object]) -> tuple[str, str]:
-    status = record.get("status")
+              record: ExchangeRecord) -> tuple[str, str]:
+    status = record.status
     if flow.error is not None:
         return f"error: {flow.error.msg}", ":x:"
     trace = state.token_trace
@@ -185,11 +254,11 @@ def _describe(flow: http.HTTPFlow, state: FlowState,
         text = f"token for {trace.account or 'anonymous'}: " + (
             "; ".join(parts) if parts else "no scope requested")
         return text, ":key:"
-    challenge = record.get("challenge")
-    if status == 401 and isinstance(challenge, dict):
-        scopes = " ".join(challenge.get("scopes", [])) or "(no scope)"
+    if status == 401 and len(record.challenge) == 1:
+        challenge = record.challenge[0]
+        scopes = " ".join(challenge.scopes or ()) or "(no scope)"
         origin = "upstream " if state.answered_by == "upstream" else ""
-        error = challenge.get("error")
+        error = challenge.error
         text = f"{origin}401 challenge → scope {scopes}"
         if error:
             text += f" [{error}]"

@@ -41,6 +41,7 @@ from regauth.mitm.scrub import redact_authorization
 from regauth.mitm.scrub import scrub_request
 from regauth.protocol.auth_header import describe
 from regauth.protocol.errors import Answer
+from regauth.protocol.errors import Code
 from regauth.protocol.errors import RegistryError
 from regauth.runtime import Active
 from regauth.upstream_auth import UpstreamAuthError
@@ -202,8 +203,8 @@ class RequestHandler:
             except UpstreamAuthError as e:
                 logger.warning("regauth: upstream credentials unavailable: %s", e)
                 self._refuse(flow, state, RegistryError(
-                    502, "UNAVAILABLE", "regauth could not obtain upstream credentials (see "
-                                        "its log)"), "upstream credentials unavailable")
+                    502, Code.UNAVAILABLE, "regauth could not obtain upstream credentials (see "
+                                           "its log)"), "upstream credentials unavailable")
                 return
             request.headers["authorization"] = header
             state.injected = True

@@ -21,6 +21,7 @@ from regauth.mitm.fail_closed import fail_closed
 from regauth.mitm.flow_state import FlowState
 from regauth.mitm.flow_state import FlowStates
 from regauth.protocol import rewrite
+from regauth.protocol.errors import Code
 from regauth.protocol.errors import RegistryError
 from regauth.protocol.routes import is_registry_path
 
@@ -75,8 +76,8 @@ class ResponseRewriter:
             route = state.route
             if active is not None and active.upstream_auth is not None and route is not None:
                 active.upstream_auth.forget(route.required)
-            answer = RegistryError(502, "UNAVAILABLE", "the upstream registry refused "
-                                                       "regauth's credentials").answer()
+            answer = RegistryError(502, Code.UNAVAILABLE, "the upstream registry refused "
+                                                          "regauth's credentials").answer()
             flow.response = http.Response.make(answer.status, answer.body, answer.headers)
             state.reason_override = "upstream refused the injected credentials"
 

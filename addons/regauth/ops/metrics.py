@@ -84,7 +84,7 @@ def token_labels(status: int, record: Mapping[str, object],
 
 
 def scope_labels(decision: Mapping[str, object]) -> tuple[str, str]:
-    """(rule, result) of one scope decision record (policy.Decision.as_record)."""
+    """(rule, result) of one scope decision record (policy.model.ScopeDecision.as_record)."""
     rule = decision.get("rule")
     outcome = decision.get("outcome")
     result = outcome if outcome in ("granted", "partial") else "denied"

@@ -213,9 +213,11 @@ def remove_signing_key(certs_dir: Path, name: str) -> list[Path]:
 
 @dataclass(frozen=True)
 class SigningKey:
-    name: str
+    """A token-signing certificate of the certs directory, and its private key if present."""
+
+    name: str  # the file stem (`token-signing-<timestamp>`)
     certificate: x509.Certificate
-    private_key: PrivateKey | None
+    private_key: PrivateKey | None  # None: a key that only verifies (its key file is gone)
 
     @property
     def public_key(self) -> PublicKey:

@@ -20,16 +20,21 @@ from typing import TypeVar
 from regauth.policy import yamlpos
 from regauth.policy.load_keys import MAX_KEY_FILE_BYTES
 from regauth.policy.load_keys import public_keys
+from regauth.policy.model import ACCOUNT_NAME_RE
 from regauth.policy.model import ANONYMOUS
 from regauth.policy.model import ANY
 from regauth.policy.model import AUTHENTICATED
+from regauth.policy.model import CLAIM_SHAPES
+from regauth.policy.model import CREDENTIAL_KINDS
+from regauth.policy.model import UPSTREAM_MODES
 from regauth.policy.model import Account
 from regauth.policy.model import Policy
 from regauth.policy.model import Rule
 from regauth.policy.model import TokenSettings
 from regauth.policy.model import TrustedIssuer
-from regauth.policy.model import Upstream
 from regauth.policy.model import UpstreamCredentials
+from regauth.policy.model import UpstreamEntry
+from regauth.policy.model import one_of
 from regauth.policy.patterns import Capability
 from regauth.policy.patterns import RepositoryPattern
 from regauth.policy.patterns import compile_glob
@@ -49,7 +54,6 @@ from regauth.tokens.keyids import VerificationKey
 T = TypeVar("T")
 MIN_LIFETIME = 60
 MAX_LIFETIME = 24 * 3600
-_ACCOUNT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _GROUP_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _BCRYPT_RE = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
 _LABEL_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -64,6 +68,8 @@ _SECRET_PLACEHOLDERS = {"password_hash": "$2b$04$" + "." * 53}
 
 @dataclass(frozen=True)
 class Problem:
+    """One problem of a policy file, where it is: `str()` gives `file:line:column: message`."""
+
     file: str
     line: int
     column: int
@@ -74,6 +80,8 @@ class Problem:
 
 
 class PolicyError(ValueError):
+    """The policy cannot be used; `problems` lists every problem found, in file order."""
+
     def __init__(self, problems: list[Problem]) -> None:
         super().__init__("\n".join(str(p) for p in problems))
         self.problems = problems
@@ -275,7 +283,7 @@ class _Loader:
             if name in _RESERVED_ACCOUNTS:
                 self.problem(where, f"{name!r} is a reserved word, not an account name")
                 continue
-            if _ACCOUNT_NAME_RE.fullmatch(name) is None:
+            if ACCOUNT_NAME_RE.fullmatch(name) is None:
                 self.problem(where, f"account name {name!r} must be 1-64 letters, digits, "
                                     "'.', '_', '@' or '-'")
                 continue
@@ -488,7 +496,7 @@ class _Loader:
                           "capability repository; anonymous writes are only allowed in "
                           "repositories such as 'builds/{id}' whose id is a declared capability")
 
-    def upstreams(self, root: Map) -> list[Upstream]:
+    def upstreams(self, root: Map) -> list[UpstreamEntry]:
         return self.items(root, "upstreams", self.upstream)
 
     def items(self, root: Map, key: str, parse: Callable[[object, Position], T]) -> list[T]:
@@ -507,7 +515,7 @@ class _Loader:
                 continue
         return out
 
-    def upstream(self, spec: object, where: Position) -> Upstream:
+    def upstream(self, spec: object, where: Position) -> UpstreamEntry:
         u = self.mapping(spec, where, "upstream")
         self.check_keys(u, {"url", "mode", "credentials", "comment"}, "upstream")
         self.string(u, "comment", "upstream")
@@ -518,8 +526,8 @@ class _Loader:
                 url = normalize_url(url)
             except ValueError as e:
                 raise self.fail(u.where("url"), f"upstream url: {e}") from None
-        mode = self.string(u, "mode", "upstream", default="enforce")
-        if mode not in ("enforce", "delegate"):
+        mode = one_of(self.string(u, "mode", "upstream", default="enforce"), UPSTREAM_MODES)
+        if mode is None:
             raise self.fail(u.where("mode"), "upstream mode must be 'enforce' (regauth checks "
                                              "every request) or 'delegate' (the registry checks "
                                              "regauth's tokens itself)")
@@ -532,17 +540,17 @@ class _Loader:
             c = self.mapping(u["credentials"], u.where("credentials"), "upstream credentials")
             self.check_keys(c, {"type", "username", "password", "password_env", "password_file",
                                 "realm_hosts"}, "upstream credentials")
-            kind = self.string(c, "type", "upstream credentials", default="basic")
-            if kind not in ("basic", "bearer"):
+            kind = one_of(self.string(c, "type", "upstream credentials", default="basic"),
+                          CREDENTIAL_KINDS)
+            if kind is None:
                 raise self.fail(c.where("type"), "credentials type must be 'basic' or 'bearer'")
             username = self.string(c, "username", "upstream credentials", required=True)
             password, source = self.secret(c, "password", "upstream credentials")
             hosts = tuple(h.lower() for h, _ in self.string_list(c, "realm_hosts",
                                                                   "upstream credentials"))
-            assert kind is not None and username is not None
+            assert username is not None
             credentials = UpstreamCredentials(kind, username, source, password, hosts)
-        assert mode is not None
-        return Upstream(url, mode, credentials, where.line)
+        return UpstreamEntry(url, mode, credentials, where.line)
 
     def trusted_issuers(self, root: Map) -> list[TrustedIssuer]:
         return self.items(root, "trusted_issuers", self.trusted_issuer)
@@ -577,8 +585,8 @@ class _Loader:
             for key, kid in self.public_keys(t, what, algorithm):
                 keys.append(key)
                 kids.append(kid)
-        claims = self.string(t, "claims", what, default="access")
-        if claims not in ("access", "repos", "repo_access"):
+        claims = one_of(self.string(t, "claims", what, default="access"), CLAIM_SHAPES)
+        if claims is None:
             raise self.fail(t.where("claims"), f"{what}: claims must be 'access', 'repos' or "
                                                "'repo_access'")
         # delete and `*` only when the operator names them: an issuer's key is as powerful as
@@ -598,7 +606,6 @@ class _Loader:
             if v not in ACTIONS:
                 self.problem(t.where("repos_actions"), f"{what}: {v!r} is not a registry action")
         comment = self.string(t, "comment", what, default="") or ""
-        assert claims is not None
         return TrustedIssuer(issuer, audience, (algorithm,), tuple(keys), tuple(kids), claims,
                              action_map, repos_actions, comment, where.line)
 

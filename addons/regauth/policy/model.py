@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from dataclasses import field
 from typing import TYPE_CHECKING
+from typing import Literal
+from typing import get_args
 
 from regauth.policy.patterns import Capability
 from regauth.policy.patterns import RepositoryPattern
@@ -26,14 +28,36 @@ ANONYMOUS = "anonymous"
 AUTHENTICATED = "authenticated"
 ANY = "any"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# The account-name grammar: the loader refuses other names, and the login check refuses a name
+# outside it before any bcrypt (`logins.credentials.is_password_attempt`).
+ACCOUNT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+
+# The closed vocabularies of a policy; each tuple lists the Literal's values, for the loader.
+Outcome = Literal["granted", "partial", "denied", "default deny"]
+UpstreamMode = Literal["enforce", "delegate"]
+CredentialKind = Literal["basic", "bearer"]
+ClaimShape = Literal["access", "repos", "repo_access"]
+UPSTREAM_MODES: tuple[UpstreamMode, ...] = get_args(UpstreamMode)
+CREDENTIAL_KINDS: tuple[CredentialKind, ...] = get_args(CredentialKind)
+CLAIM_SHAPES: tuple[ClaimShape, ...] = get_args(ClaimShape)
+
+
+def one_of[W: str](value: str | None, words: tuple[W, ...]) -> W | None:
+    """`value` as the member of a closed vocabulary it spells, or None."""
+    for word in words:
+        if value == word:
+            return word
+    return None
 
 
 @dataclass(frozen=True)
 class Account:
-    name: str
-    password_hash: bytes
+    """An entry of the policy's `accounts:`."""
+
+    name: str  # within ACCOUNT_NAME_RE; never anonymous, authenticated or any
+    password_hash: bytes  # bcrypt ($2a$, $2b$ or $2y$)
     groups: tuple[str, ...] = ()
-    labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    labels: dict[str, tuple[str, ...]] = field(default_factory=dict)  # label → its values
 
 
 @dataclass(frozen=True)
@@ -61,16 +85,22 @@ class Identity:
 
 @dataclass(frozen=True)
 class Rule:
+    """An entry of the policy's `rules:`: who, what, from where, and the actions it grants.
+
+    A rule decides a scope when the identity, the resource and the client address all match
+    (`Policy.decide` tries the rules in order).
+    """
+
     index: int  # 1-based position in the rules list
-    line: int
-    comment: str
+    line: int  # its line in the policy file
+    comment: str  # the operator's reason for it, shown in explanations and logs ("" if none)
     accounts: tuple[str, ...]  # names, or ANONYMOUS / AUTHENTICATED / ANY
-    groups: tuple[str, ...]
-    labels: dict[str, tuple[str, ...]]
-    resource_type: str
+    groups: tuple[str, ...]  # if any, the account must be in one of them
+    labels: dict[str, tuple[str, ...]]  # for each label, the account must have one of the values
+    resource_type: str  # REPOSITORY or REGISTRY (the catalog)
     repositories: tuple[RepositoryPattern, ...]  # empty for registry rules
-    networks: tuple[Network, ...]
-    actions: tuple[str, ...]  # empty means deny
+    networks: tuple[Network, ...]  # client addresses it applies to; empty means any
+    actions: tuple[str, ...]  # canonical registry actions; empty means deny
 
     @property
     def denies(self) -> bool:
@@ -123,14 +153,33 @@ class Rule:
         return f"rule {self.index}: {self.comment}" if self.comment else f"rule {self.index}"
 
 
+def describe_rule(index: int | None, where: str = "", note: str = "",
+                  default: str = "default deny") -> str:
+    """A rule as the tools name it when they have its parts rather than the `Rule` (a decision
+    read from the exchange log, a rule of a draft policy): `rule 3 (line 12) 'comment'`, or
+    `default` when no rule decided (`index` None).
+
+    `where` goes in parentheses (`line 12`, `policy.yaml:12`), `note` after it; either is left
+    out when empty. `note` is inserted as given: quote untrusted text first
+    (`ops.safe_text.quote`)."""
+    if index is None:
+        return default
+    text = f"rule {index}"
+    if where:
+        text += f" ({where})"
+    return f"{text} {note}" if note else text
+
+
 @dataclass(frozen=True)
-class Decision:
-    requested: ResourceScope
-    granted: tuple[str, ...]
-    rule: Rule | None
+class ScopeDecision:
+    """The policy's answer for one requested scope (`Policy.decide`)."""
+
+    requested: ResourceScope  # the scope as the client asked for it
+    granted: tuple[str, ...]  # the actions granted: the request's actions the rule allows
+    rule: Rule | None  # the deciding rule; None when no rule matched (default deny)
 
     @property
-    def outcome(self) -> str:
+    def outcome(self) -> Outcome:
         if self.rule is None:
             return "default deny"
         if self.rule.denies:
@@ -170,58 +219,73 @@ def _grant(rule_actions: tuple[str, ...], requested: tuple[str, ...]) -> tuple[s
 
 @dataclass(frozen=True)
 class UpstreamCredentials:
-    kind: str  # "basic" or "bearer"
+    """regauth's own credentials for the upstream (inject mode; `upstream_auth` presents them)."""
+
+    kind: CredentialKind  # basic: sent as they are; bearer: exchanged at the upstream's realm
     username: str
     password_source: str  # where the secret comes from, for messages (never the secret)
     password: str = field(repr=False, default="")
-    realm_hosts: tuple[str, ...] = ()
+    realm_hosts: tuple[str, ...] = ()  # bearer: other `host:port`s whose realm may get them
 
 
 @dataclass(frozen=True)
-class Upstream:
-    url: str  # "*" or a normalized URL
-    mode: str  # "enforce" or "delegate"
-    credentials: UpstreamCredentials | None
-    line: int
+class UpstreamEntry:
+    """An entry of the policy's `upstreams:`: how regauth guards one upstream registry."""
+
+    url: str  # "*" (any upstream) or a normalized URL
+    mode: UpstreamMode  # enforce: regauth checks every request; delegate: the registry does
+    credentials: UpstreamCredentials | None  # regauth's own (enforce mode only), or None
+    line: int  # its line in the policy file (0 for the implied catch-all)
 
 
 @dataclass(frozen=True)
 class TrustedIssuer:
-    issuer: str
-    audience: str
-    algorithms: tuple[str, ...]
+    """An entry of the policy's `trusted_issuers:`: another token service whose tokens
+    regauth honours, and how their claims map to registry grants (`tokens.claims`)."""
+
+    issuer: str  # the `iss` its tokens carry
+    audience: str  # the `aud` they must carry
+    algorithms: tuple[str, ...]  # exactly one: HS256, RS256 or ES256
     keys: tuple[VerificationKey, ...]  # bytes secret (HS256) or public keys
-    key_ids: tuple[str | None, ...]
-    claims: str  # "access", "repos" or "repo_access"
-    action_map: dict[str, tuple[str, ...]]
-    repos_actions: tuple[str, ...]
+    key_ids: tuple[str | None, ...]  # each key's `kid`, or None (any kid), parallel to `keys`
+    claims: ClaimShape  # the claim its grants come in
+    action_map: dict[str, tuple[str, ...]]  # its action name → registry actions
+    repos_actions: tuple[str, ...]  # the actions each name of a `repos` claim grants
     comment: str
-    line: int
+    line: int  # its line in the policy file
 
 
 @dataclass(frozen=True)
 class TokenSettings:
-    lifetime: int = 300
-    refresh_lifetime: int = 7 * 24 * 3600
-    algorithm: str = "ES256"
-    kid_format: str = "libtrust"
-    signing_key: str | None = None
+    """The policy's `token:` section: what regauth's own tokens look like."""
+
+    lifetime: int = 300  # access tokens, seconds
+    refresh_lifetime: int = 7 * 24 * 3600  # refresh tokens, seconds
+    algorithm: str = "ES256"  # or RS256: the kind the signing key must be
+    kid_format: str = "libtrust"  # or "rfc7638": how the JWT header's `kid` names the key
+    signing_key: str | None = None  # a pinned signing key (file stem), or None (the key state)
 
 
 @dataclass(frozen=True)
 class Policy:
-    source: str
-    service: str
-    issuer: str
+    """A loaded policy (`policy.load.load_policy`), checked whole; immutable.
+
+    `decide` gives the decision for one scope; `upstream_entry_for` the `upstreams:` entry of
+    the registry regauth guards.
+    """
+
+    source: str  # the file it was loaded from, for messages
+    service: str  # the audience of regauth's tokens (the registry's `auth.token.service`)
+    issuer: str  # the `iss` of regauth's tokens
     token: TokenSettings
-    accounts: dict[str, Account]
-    capabilities: dict[str, Capability]
-    rules: tuple[Rule, ...]
-    upstreams: tuple[Upstream, ...]
+    accounts: dict[str, Account]  # by name
+    capabilities: dict[str, Capability]  # by name: the unguessable ids of `{name}` segments
+    rules: tuple[Rule, ...]  # in order: the first that matches decides
+    upstreams: tuple[UpstreamEntry, ...]  # empty means one enforcing catch-all
     trusted_issuers: tuple[TrustedIssuer, ...]
 
     def decide(self, identity: Identity, scope: ResourceScope,
-               client_ip: str | None) -> Decision:
+               client_ip: str | None) -> ScopeDecision:
         for rule in self.rules:
             if not rule.matches_identity(identity):
                 continue
@@ -230,14 +294,14 @@ class Policy:
             if not rule.matches_network(client_ip):
                 continue
             if rule.denies:
-                return Decision(scope, (), rule)
-            return Decision(scope, _grant(rule.actions, scope.actions), rule)
-        return Decision(scope, (), None)
+                return ScopeDecision(scope, (), rule)
+            return ScopeDecision(scope, _grant(rule.actions, scope.actions), rule)
+        return ScopeDecision(scope, (), None)
 
-    def upstream_for(self, url: str) -> Upstream | None:
-        """The upstream entry for a normalized upstream URL ('*' entries match any)."""
+    def upstream_entry_for(self, url: str) -> UpstreamEntry | None:
+        """The `upstreams:` entry for a normalized upstream URL ('*' entries match any)."""
         if not self.upstreams:
-            return Upstream("*", "enforce", None, 0)
+            return UpstreamEntry("*", "enforce", None, 0)
         for upstream in self.upstreams:
             if upstream.url in ("*", url):
                 return upstream
@@ -255,6 +319,8 @@ class Policy:
 
 
 __all__ = [
-    "ANONYMOUS", "ANY", "AUTHENTICATED", "REPOSITORY", "Account", "Decision", "Identity",
-    "Policy", "Rule", "TokenSettings", "TrustedIssuer", "Upstream", "UpstreamCredentials",
+    "ACCOUNT_NAME_RE", "ANONYMOUS", "ANY", "AUTHENTICATED", "CLAIM_SHAPES", "CREDENTIAL_KINDS",
+    "REPOSITORY", "UPSTREAM_MODES", "Account", "ClaimShape", "CredentialKind", "Identity",
+    "Outcome", "Policy", "Rule", "ScopeDecision", "TokenSettings", "TrustedIssuer",
+    "UpstreamCredentials", "UpstreamEntry", "UpstreamMode", "one_of",
 ]

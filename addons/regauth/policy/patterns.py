@@ -26,6 +26,7 @@ import math
 import re
 from dataclasses import dataclass
 from dataclasses import field
+from typing import Literal
 
 from regauth.policy.linear_regex import Matcher
 from regauth.policy.linear_regex import compile_linear
@@ -96,10 +97,17 @@ def parse_capability(name: str, pattern: str) -> Capability:
     return cap
 
 
+# literal: `cache`; star: `*`; globstar: `**`; capability: `{id}`; mixed: a literal with
+# placeholders or `*` inside (`team-${group}`, `app-*`).
+SegmentKind = Literal["literal", "star", "globstar", "capability", "mixed"]
+
+
 @dataclass(frozen=True)
 class Segment:
-    kind: str  # "literal", "star", "globstar", "capability", "mixed"
-    text: str
+    """One `/`-separated segment of a glob pattern."""
+
+    kind: SegmentKind
+    text: str  # as written; for a capability, its regex
 
 
 @dataclass(frozen=True)
@@ -231,8 +239,7 @@ def compile_glob(source: str, capabilities: dict[str, Capability]) -> Repository
                              "and '-' may appear in repository names")
         found = [m.group("var") for m in _PLACEHOLDER_RE.finditer(text)]
         placeholders += found
-        kind = "literal" if not found and "*" not in text else "mixed"
-        segments.append(Segment(kind, text))
+        segments.append(Segment("literal" if not found and "*" not in text else "mixed", text))
     pattern = RepositoryPattern(source, False, tuple(segments), None, tuple(used_caps),
                                 tuple(placeholders))
     if not placeholders:

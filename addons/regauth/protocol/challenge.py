@@ -29,8 +29,10 @@ MAX_HEADER_LENGTH = 8192
 
 @dataclass
 class Challenge:
-    scheme: str
-    params: dict[str, str] = field(default_factory=dict)
+    """One challenge of a WWW-Authenticate value (RFC 7235): its scheme and parameters."""
+
+    scheme: str  # as sent (`Bearer`, `Basic`, ...)
+    params: dict[str, str] = field(default_factory=dict)  # unquoted; names lower-case
 
     @property
     def is_bearer(self) -> bool:

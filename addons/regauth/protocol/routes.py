@@ -15,9 +15,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from dataclasses import field
+from typing import Literal
 from urllib.parse import parse_qsl
 
 from regauth.protocol import grammar
+from regauth.protocol.errors import Code
 from regauth.protocol.errors import RegistryError
 from regauth.protocol.scope import REGISTRY
 from regauth.protocol.scope import REPOSITORY
@@ -32,28 +34,31 @@ _N = grammar.NAME
 _REF = rf"(?:{grammar.TAG}|{grammar.DIGEST})"
 _UUID = r"[A-Za-z0-9_.=-]+"
 
+# The routes of the registry API regauth forwards (distribution's router names them alike).
+RouteKind = Literal["base", "catalog", "tags", "manifest", "blob", "upload-start", "upload",
+                    "referrers"]
+
 # (kind, pattern, allowed methods). Order follows distribution's router: first match wins.
-_ROUTES: tuple[tuple[str, re.Pattern[str], frozenset[str]], ...] = tuple(
-    (kind, re.compile(pattern), frozenset(methods))
-    for kind, pattern, methods in (
-        ("base", r"/v2/", {"GET", "HEAD"}),
-        ("catalog", r"/v2/_catalog", {"GET"}),
-        ("tags", rf"/v2/(?P<name>{_N})/tags/list", {"GET", "HEAD"}),
-        ("manifest", rf"/v2/(?P<name>{_N})/manifests/(?P<ref>{_REF})",
-         {"GET", "HEAD", "PUT", "DELETE"}),
-        ("blob", rf"/v2/(?P<name>{_N})/blobs/(?P<ref>{grammar.DIGEST})", {"GET", "HEAD", "DELETE"}),
-        ("upload-start", rf"/v2/(?P<name>{_N})/blobs/uploads/", {"POST"}),
-        ("upload", rf"/v2/(?P<name>{_N})/blobs/uploads/(?P<ref>{_UUID})",
-         {"GET", "PATCH", "PUT", "DELETE"}),
-        ("referrers", rf"/v2/(?P<name>{_N})/referrers/(?P<ref>{grammar.DIGEST})", {"GET"}),
-    )
+_ROUTE_TABLE: tuple[tuple[RouteKind, str, set[str]], ...] = (
+    ("base", r"/v2/", {"GET", "HEAD"}),
+    ("catalog", r"/v2/_catalog", {"GET"}),
+    ("tags", rf"/v2/(?P<name>{_N})/tags/list", {"GET", "HEAD"}),
+    ("manifest", rf"/v2/(?P<name>{_N})/manifests/(?P<ref>{_REF})",
+     {"GET", "HEAD", "PUT", "DELETE"}),
+    ("blob", rf"/v2/(?P<name>{_N})/blobs/(?P<ref>{grammar.DIGEST})", {"GET", "HEAD", "DELETE"}),
+    ("upload-start", rf"/v2/(?P<name>{_N})/blobs/uploads/", {"POST"}),
+    ("upload", rf"/v2/(?P<name>{_N})/blobs/uploads/(?P<ref>{_UUID})",
+     {"GET", "PATCH", "PUT", "DELETE"}),
+    ("referrers", rf"/v2/(?P<name>{_N})/referrers/(?P<ref>{grammar.DIGEST})", {"GET"}),
 )
+_ROUTES = tuple((kind, re.compile(pattern), frozenset(methods))
+                for kind, pattern, methods in _ROUTE_TABLE)
 
 # The requests of the registry API that carry a body (OCI distribution-spec end-4a/4b/5/6/7):
 # starting an upload (monolithic POST), PATCH and PUT of upload chunks, PUT of a manifest.
 # Every other request has none, and a body there is refused (it could only be smuggled).
-_BODY_ROUTES = frozenset({("upload-start", "POST"), ("upload", "PATCH"), ("upload", "PUT"),
-                          ("manifest", "PUT")})
+_BODY_ROUTES: frozenset[tuple[RouteKind, str]] = frozenset({
+    ("upload-start", "POST"), ("upload", "PATCH"), ("upload", "PUT"), ("manifest", "PUT")})
 
 _METHOD_ACTIONS = {
     "GET": ("pull",),
@@ -68,18 +73,20 @@ _METHOD_ACTIONS = {
 class RouteError(RegistryError):
     """A request the registry API must refuse before any authorization decision."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: Code, message: str) -> None:
         super().__init__(status, code, message)
 
 
 @dataclass(frozen=True)
 class Route:
-    kind: str
-    method: str
-    path: str
-    repository: str | None = None
-    reference: str | None = None
-    required: tuple[ResourceScope, ...] = field(default_factory=tuple)
+    """A registry API request that `match_route` recognized, and the access it requires."""
+
+    kind: RouteKind  # which route of the API
+    method: str  # the request's method, one the route allows
+    path: str  # the request path, canonical (no query)
+    repository: str | None = None  # the repository name, for routes that have one
+    reference: str | None = None  # manifest: tag or digest; blob, referrers: digest; upload: id
+    required: tuple[ResourceScope, ...] = field(default_factory=tuple)  # every scope needed
 
     @property
     def required_strings(self) -> list[str]:
@@ -104,35 +111,35 @@ def split_target(target: str) -> tuple[str, str]:
 def check_canonical(path: str) -> None:
     """Refuse every spelling of a path that a server could normalize into another one."""
     if len(path) > MAX_PATH_LENGTH:
-        raise RouteError(414, "NAME_INVALID", "request path too long")
+        raise RouteError(414, Code.NAME_INVALID, "request path too long")
     if "%" in path:
-        raise RouteError(400, "NAME_INVALID", "percent-encoded characters are not allowed in "
-                                              "registry paths")
+        raise RouteError(400, Code.NAME_INVALID, "percent-encoded characters are not allowed in "
+                                                 "registry paths")
     if "\\" in path:
-        raise RouteError(400, "NAME_INVALID", "backslash in registry path")
+        raise RouteError(400, Code.NAME_INVALID, "backslash in registry path")
     if not path.isascii() or not path.isprintable():
-        raise RouteError(400, "NAME_INVALID", "control or non-ASCII characters in registry path")
+        raise RouteError(400, Code.NAME_INVALID, "control or non-ASCII characters in registry path")
     segments = path.split("/")[1:]
     # A trailing empty segment is the uploads route's own slash; any other empty one is '//'.
     inner = segments[:-1]
     if "" in inner:
-        raise RouteError(400, "NAME_INVALID", "empty path segment ('//') in registry path")
+        raise RouteError(400, Code.NAME_INVALID, "empty path segment ('//') in registry path")
     if any(s in (".", "..") for s in segments):
-        raise RouteError(400, "NAME_INVALID", "dot segment in registry path")
+        raise RouteError(400, Code.NAME_INVALID, "dot segment in registry path")
 
 
 def parse_query(query: str) -> dict[str, list[str]]:
     if len(query) > MAX_QUERY_LENGTH:
-        raise RouteError(414, "UNSUPPORTED", "query string too long")
+        raise RouteError(414, Code.UNSUPPORTED, "query string too long")
     if ";" in query:
         # Go's url.ParseQuery drops pairs containing ';' where Python keeps them: refuse both.
-        raise RouteError(400, "UNSUPPORTED", "';' in query string")
+        raise RouteError(400, Code.UNSUPPORTED, "';' in query string")
     params: dict[str, list[str]] = {}
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=False,
                           errors="strict", max_num_fields=64)
     except (ValueError, UnicodeDecodeError) as e:
-        raise RouteError(400, "UNSUPPORTED", f"malformed query string: {e}") from None
+        raise RouteError(400, Code.UNSUPPORTED, f"malformed query string: {e}") from None
     for key, value in pairs:
         params.setdefault(key, []).append(value)
     return params
@@ -143,7 +150,7 @@ def _single(params: dict[str, list[str]], key: str) -> str | None:
     if not values:
         return None
     if len(values) > 1:
-        raise RouteError(400, "UNSUPPORTED", f"query parameter {key!r} given more than once")
+        raise RouteError(400, Code.UNSUPPORTED, f"query parameter {key!r} given more than once")
     return values[0]
 
 
@@ -157,26 +164,26 @@ def match_route(method: str, target: str) -> Route:
         if m is None:
             continue
         if method not in methods:
-            raise RouteError(405, "UNSUPPORTED", f"method {method} not allowed on {kind} route")
+            raise RouteError(405, Code.UNSUPPORTED, f"method {method} not allowed on {kind} route")
         name = m.groupdict().get("name")
         if name is not None and len(name) > grammar.MAX_NAME_LENGTH:
-            raise RouteError(400, "NAME_INVALID", "repository name too long")
+            raise RouteError(400, Code.NAME_INVALID, "repository name too long")
         ref = m.groupdict().get("ref")
         _check_reference(kind, ref)
         return Route(kind, method, path, name, ref, _required(kind, method, name, params))
     raise _classify_miss(path)
 
 
-def _check_reference(kind: str, ref: str | None) -> None:
+def _check_reference(kind: RouteKind, ref: str | None) -> None:
     """The route regexes only shape-match digests; the registry needs a known algorithm and
     exact lower-case hex (a bad one reached distribution's storage layer as a tag path)."""
     if ref is None:
         return
     if kind in ("blob", "referrers") and not grammar.is_digest(ref):
-        raise RouteError(400, "DIGEST_INVALID", "digest is outside the digest grammar (known "
-                                                "algorithm, lower-case hex of its length)")
+        raise RouteError(400, Code.DIGEST_INVALID, "digest is outside the digest grammar (known "
+                                                   "algorithm, lower-case hex of its length)")
     if kind == "manifest" and ":" in ref and not grammar.is_digest(ref):
-        raise RouteError(400, "DIGEST_INVALID", "manifest digest is outside the digest grammar")
+        raise RouteError(400, Code.DIGEST_INVALID, "manifest digest is outside the digest grammar")
 
 
 # Go's r.FormValue (which distribution uses for `mount` and `from`) also reads url-encoded and
@@ -192,17 +199,17 @@ def check_body_type(method: str, content_types: list[str]) -> None:
     if method not in ("POST", "PUT", "PATCH") or not content_types:
         return
     if len(content_types) > 1:
-        raise RouteError(400, "UNSUPPORTED", "more than one Content-Type header")
+        raise RouteError(400, Code.UNSUPPORTED, "more than one Content-Type header")
     value = content_types[0]
     if not value.isascii() or not value.isprintable():
-        raise RouteError(400, "UNSUPPORTED", "Content-Type outside ASCII")
+        raise RouteError(400, Code.UNSUPPORTED, "Content-Type outside ASCII")
     media_type = value.split(";", 1)[0].strip().lower()
     if media_type in _FORM_TYPES:
-        raise RouteError(415, "UNSUPPORTED", f"{media_type} bodies are not part of the registry "
-                                             "API")
+        raise RouteError(415, Code.UNSUPPORTED, f"{media_type} bodies are not part of the registry "
+                                                "API")
 
 
-def _required(kind: str, method: str, name: str | None,
+def _required(kind: RouteKind, method: str, name: str | None,
               params: dict[str, list[str]]) -> tuple[ResourceScope, ...]:
     if kind == "base":
         return ()
@@ -214,16 +221,17 @@ def _required(kind: str, method: str, name: str | None,
         mount = _single(params, "mount")
         source = _single(params, "from")
         if mount is not None and not grammar.is_digest(mount):
-            raise RouteError(400, "DIGEST_INVALID", "invalid digest in mount parameter")
+            raise RouteError(400, Code.DIGEST_INVALID, "invalid digest in mount parameter")
         if source is not None:
             if not grammar.is_name(source):
-                raise RouteError(400, "NAME_INVALID", "invalid repository name in from parameter")
+                raise RouteError(400, Code.NAME_INVALID,
+                                 "invalid repository name in from parameter")
             if source != name:
                 required.append(ResourceScope(REPOSITORY, source, ("pull",)))
     if kind in ("upload", "upload-start"):
         digest = _single(params, "digest")
         if digest is not None and not grammar.is_digest(digest):
-            raise RouteError(400, "DIGEST_INVALID", "invalid digest parameter")
+            raise RouteError(400, Code.DIGEST_INVALID, "invalid digest parameter")
     return tuple(required)
 
 
@@ -244,14 +252,14 @@ def _classify_miss(path: str) -> RouteError:
             continue
         name = m.group("name")
         if not grammar.is_name(name):
-            return RouteError(400, "NAME_INVALID",
+            return RouteError(400, Code.NAME_INVALID,
                               "repository name is outside the OCI name grammar")
         ref = m.groupdict().get("ref") or ""
         if kind == "manifest":
-            code = "DIGEST_INVALID" if ":" in ref else "TAG_INVALID"
+            code = Code.DIGEST_INVALID if ":" in ref else Code.TAG_INVALID
             return RouteError(400, code, "manifest reference is outside the tag/digest grammar")
         if kind == "digest":
-            return RouteError(400, "DIGEST_INVALID", "digest is outside the digest grammar")
+            return RouteError(400, Code.DIGEST_INVALID, "digest is outside the digest grammar")
         if kind == "upload":
-            return RouteError(404, "BLOB_UPLOAD_INVALID", "invalid upload id")
-    return RouteError(404, "UNSUPPORTED", "no registry API route matches this path")
+            return RouteError(404, Code.BLOB_UPLOAD_INVALID, "invalid upload id")
+    return RouteError(404, Code.UNSUPPORTED, "no registry API route matches this path")

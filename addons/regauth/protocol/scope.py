@@ -30,9 +30,12 @@ MAX_SCOPES = 32
 
 @dataclass(frozen=True, order=True)
 class ResourceScope:
-    type: str
-    name: str
-    actions: tuple[str, ...]
+    """`type:name:actions`, as in a token request's `scope`, a challenge, or a token's
+    `access` claim (distribution's auth/scope.md); `str()` gives it back in that form."""
+
+    type: str  # REPOSITORY or REGISTRY (or another type a client names)
+    name: str  # a repository name, or `catalog` for the registry
+    actions: tuple[str, ...]  # canonical order (`canonical_actions`); `*` means all
 
     def __str__(self) -> str:
         return f"{self.type}:{self.name}:{','.join(self.actions)}"

@@ -11,9 +11,11 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 
 @dataclass(frozen=True)
 class Origin:
-    scheme: str
+    """Scheme, host and port of an http(s) URL (`parse_origin`); `url` renders it."""
+
+    scheme: str  # http or https
     host: str  # lower-case; IPv6 without brackets
-    port: int
+    port: int  # always given, also the scheme's default
 
     @property
     def netloc(self) -> str:

@@ -1,16 +1,19 @@
 """The grants a token's claims carry, and the one error verification raises.
 
 distribution's `access` claim (`access_claim`), and trusted issuers' claim shapes (`access`,
-`repos`, `repo_access`: `external_grants`) with the mapping of their action names to registry
-actions (README "trusted_issuers"; a destructive action is never a default: `delete` and `*`
-grant nothing unless the issuer's `actions` names them). Every list is bounded
-(`MAX_ACCESS_ENTRIES`); anything else is `InvalidToken`, with a reason safe to log.
+`repos`, `repo_access`: one `ClaimReader` each, `CLAIM_READERS`, picked once per issuer when the
+verifier is built) with the mapping of their action names to registry actions (README
+"trusted_issuers"; a destructive action is never a default: `delete` and `*` grant nothing
+unless the issuer's `actions` names them). Every list is bounded (`MAX_ACCESS_ENTRIES`); anything
+else is `InvalidToken`, with a reason safe to log.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Iterable
 
+from regauth.policy.model import ClaimShape
 from regauth.policy.model import TrustedIssuer
 from regauth.protocol.scope import REPOSITORY
 from regauth.protocol.scope import ResourceScope
@@ -50,32 +53,48 @@ def map_actions(names: Iterable[object], trusted: TrustedIssuer) -> list[str]:
     return mapped
 
 
+# The grants a verified token of a trusted issuer carries, read from its claims.
+ClaimReader = Callable[[dict[str, object], TrustedIssuer], tuple[ResourceScope, ...]]
+
+
 def external_grants(claims: dict[str, object],
-                     trusted: TrustedIssuer) -> tuple[ResourceScope, ...]:
+                    trusted: TrustedIssuer) -> tuple[ResourceScope, ...]:
     """Grants from the claim shape the issuer uses, mapped to registry actions per the policy."""
-    if trusted.claims == "access":
-        # Actions go through the policy's mapping here too: delete and `*` only if named.
-        out = []
-        for grant in access_claim(claims.get("access", [])):
-            mapped = map_actions(list(grant.actions), trusted)
-            if mapped:
-                out.append(grant.with_actions(mapped))
-        return tuple(out)
-    if trusted.claims == "repos":
-        repos = claims.get("repos")
-        if not isinstance(repos, list) or len(repos) > MAX_ACCESS_ENTRIES:
-            raise InvalidToken("malformed repos claim")
-        out = []
-        for name in repos:
-            try:
-                out.append(parse_scope(f"{REPOSITORY}:{name}:{','.join(trusted.repos_actions)}"))
-            except ValueError as e:
-                raise InvalidToken(f"repos claim outside the name grammar: {e}") from None
-        return tuple(out)
+    return CLAIM_READERS[trusted.claims](claims, trusted)
+
+
+def _access_grants(claims: dict[str, object],
+                   trusted: TrustedIssuer) -> tuple[ResourceScope, ...]:
+    # Actions go through the policy's mapping here too: delete and `*` only if named.
+    out = []
+    for grant in access_claim(claims.get("access", [])):
+        mapped = map_actions(list(grant.actions), trusted)
+        if mapped:
+            out.append(grant.with_actions(mapped))
+    return tuple(out)
+
+
+def _repos_grants(claims: dict[str, object],
+                  trusted: TrustedIssuer) -> tuple[ResourceScope, ...]:
+    repos = claims.get("repos")
+    if not isinstance(repos, list) or len(repos) > MAX_ACCESS_ENTRIES:
+        raise InvalidToken("malformed repos claim")
+    out = []
+    for name in repos:
+        try:
+            out.append(parse_scope(f"{REPOSITORY}:{name}:{','.join(trusted.repos_actions)}"))
+        except ValueError as e:
+            raise InvalidToken(f"repos claim outside the name grammar: {e}") from None
+    return tuple(out)
+
+
+def _repo_access_grants(claims: dict[str, object],
+                        trusted: TrustedIssuer) -> tuple[ResourceScope, ...]:
     entries = claims.get("repo_access")
     if not isinstance(entries, list) or len(entries) > MAX_ACCESS_ENTRIES:
         raise InvalidToken("malformed repo_access claim")
     out = []
+    name: object  # a scope's name, or whatever an entry object holds (parse_scope judges it)
     for entry in entries:
         if isinstance(entry, str):
             try:
@@ -100,3 +119,10 @@ def external_grants(claims: dict[str, object],
         except ValueError as e:
             raise InvalidToken(f"repo_access entry outside the name grammar: {e}") from None
     return tuple(out)
+
+
+CLAIM_READERS: dict[ClaimShape, ClaimReader] = {
+    "access": _access_grants,
+    "repos": _repos_grants,
+    "repo_access": _repo_access_grants,
+}

@@ -32,11 +32,13 @@ REFRESH_TYP = "registry-refresh+jwt"
 
 @dataclass(frozen=True)
 class IssuedToken:
-    token: str
-    jti: str
-    issued_at: int
-    expires_in: int
-    claims: dict[str, object]
+    """An access token regauth signed, with what the answer and the log need of it."""
+
+    token: str  # the compact JWS
+    jti: str  # its id
+    issued_at: int  # epoch seconds
+    expires_in: int  # seconds
+    claims: dict[str, object]  # as signed
 
 
 def credential_fingerprint(account: Account) -> str:
@@ -46,10 +48,16 @@ def credential_fingerprint(account: Account) -> str:
 
 @dataclass
 class TokenIssuer:
+    """Signs regauth's access and refresh tokens with the keyring's signer.
+
+    Built once per policy load (`runtime.build_runtime`); raises ValueError if the signing key
+    is not of the policy's `token.algorithm`.
+    """
+
     keyring: KeyRing
-    settings: TokenSettings
-    service: str
-    issuer: str
+    settings: TokenSettings  # lifetimes, algorithm, the `kid` format
+    service: str  # the tokens' `aud`
+    issuer: str  # the tokens' `iss`
     clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:

@@ -61,6 +61,8 @@ class RetireRefused(ValueError):
 
 @dataclass(frozen=True)
 class KeyStatus:
+    """Where one signing key stands in its lifecycle (pending, signing, trusted-only)."""
+
     key: SigningKey
     state: KeyState
     activated: float | None  # epoch seconds it signs from (in the future: scheduled)

@@ -28,9 +28,10 @@ from regauth.policy.model import TrustedIssuer
 from regauth.protocol import strict_json
 from regauth.protocol.scope import ResourceScope
 from regauth.protocol.scope import covers
+from regauth.tokens.claims import CLAIM_READERS
+from regauth.tokens.claims import ClaimReader
 from regauth.tokens.claims import InvalidToken
 from regauth.tokens.claims import access_claim
-from regauth.tokens.claims import external_grants
 from regauth.tokens.issue import ACCESS_TYP
 from regauth.tokens.issue import REFRESH_TYP
 from regauth.tokens.issue import credential_fingerprint
@@ -63,12 +64,14 @@ _B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456
 
 @dataclass(frozen=True)
 class VerifiedToken:
-    issuer: str
-    subject: str
-    audience: str
-    jti: str | None
-    expires_at: int
-    grants: tuple[ResourceScope, ...]
+    """An access token that passed every check, and what it grants (`TokenVerifier`)."""
+
+    issuer: str  # its `iss`
+    subject: str  # its `sub`: the account it was issued to ("" for anonymous)
+    audience: str  # its `aud`, several joined with ","
+    jti: str | None  # its id, if it has one
+    expires_at: int  # its `exp`, epoch seconds
+    grants: tuple[ResourceScope, ...]  # in registry actions (a trusted issuer's mapped)
     source: str  # "regauth" or the trusted issuer's name
     signing_key: str | None = None  # regauth's key that signed it (its file stem)
 
@@ -123,7 +126,10 @@ def _numeric_date(claims: dict[str, object], name: str) -> float | None:
 
 @dataclass
 class TokenVerifier:
-    """Checks tokens presented to regauth; caches successes by token hash until their `exp`."""
+    """Checks tokens presented to regauth; caches successes by token hash until their `exp`.
+
+    Each trusted issuer's claim reader is picked once, here (`tokens.claims.CLAIM_READERS`).
+    """
 
     keyring: KeyRing
     service: str
@@ -133,6 +139,10 @@ class TokenVerifier:
     clock: Callable[[], float] = time.time
     cache_size: int = 4096
     _cache: OrderedDict[bytes, VerifiedToken] = field(default_factory=OrderedDict)
+    _readers: tuple[tuple[TrustedIssuer, ClaimReader], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._readers = tuple((t, CLAIM_READERS[t.claims]) for t in self.trusted)
 
     def verify_access(self, token: str) -> VerifiedToken:
         # surrogatepass: injective for every str (a lone surrogate must not raise here).
@@ -166,9 +176,9 @@ class TokenVerifier:
         iss = unverified.get("iss")
         if iss == self.issuer:
             return self._verify_own(token, header, alg)
-        for trusted in self.trusted:
+        for trusted, reader in self._readers:
             if iss == trusted.issuer:
-                return self._verify_trusted(token, header, alg, trusted)
+                return self._verify_trusted(token, header, alg, trusted, reader)
         raise InvalidToken("token issuer is not trusted")
 
     def _own_key(self, header: dict[str, object]) -> SigningKey:
@@ -233,7 +243,7 @@ class TokenVerifier:
         return _verified(claims, grants, "regauth", key.name)
 
     def _verify_trusted(self, token: str, header: dict[str, object], alg: str,
-                        trusted: TrustedIssuer) -> VerifiedToken:
+                        trusted: TrustedIssuer, reader: ClaimReader) -> VerifiedToken:
         kid = header.get("kid")
         candidates = [k for k, key_kid in zip(trusted.keys, trusted.key_ids, strict=True)
                       if key_kid is None or key_kid == kid]
@@ -250,7 +260,7 @@ class TokenVerifier:
         else:
             assert last is not None
             raise last
-        return _verified(claims, external_grants(claims, trusted), trusted.issuer)
+        return _verified(claims, reader(claims, trusted), trusted.issuer)
 
     def verify_refresh(self, token: str, refresh_audience: str,
                        accounts: dict[str, Account]) -> Account:

@@ -11,10 +11,15 @@ One module per command or concern, all sans-IO except for reading the files they
 - `certs`: `regauth certs list|rotate|activate|retire` (the signing keys' lifecycle)
 - `render`: terminal output (rich on a terminal, plain text otherwise, JSON on request)
 
-Exit codes shared by the commands: 0 success, 1 the answer the command exists for is "no"
-(invalid policy, failed test, new access, changed decision), 2 the input could not be used.
+The exit codes of every `regauth` command, named here once. The tools (README "Changing a
+policy safely"): 0 success, 1 the answer the command exists for is "no" (invalid policy, failed
+test, new access, changed decision), 2 the input could not be used (also a usage error). The
+other commands (`serve`, `certs init` and `bundle`, `passwd`, `policy explain`) have no finding:
+1 says they could not do what was asked (an invalid policy or an error at start, no signing
+key, passwords that differ), 2 an argument that cannot be used.
 """
 
 EXIT_OK = 0
-EXIT_FINDING = 1
-EXIT_INPUT = 2
+EXIT_FINDING = 1  # the tools: the finding the command exists for
+EXIT_INPUT = 2  # an input or argument that cannot be used (argparse's usage errors exit 2 too)
+EXIT_FAILED = 1  # the other commands: it could not be done (documented for `serve`: README)

@@ -1,6 +1,6 @@
 """What each `regauth` subcommand does, given its parsed arguments (cli.py only parses and
-dispatches). Each function returns the process exit code: 0 fine, 1 the finding or failure the
-command exists for, 2 unusable input (see each tool's module)."""
+dispatches). Each function returns the process exit code, one of `regauth.tools`' EXIT_*
+constants: 0 fine, 1 the finding the command exists for or a failure, 2 unusable input."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from pathlib import Path
 
 from regauth.ops import pki
 from regauth.ops.safe_text import escape
-
-EXIT_USAGE = 2
-EXIT_INVALID = 1
+from regauth.tools import EXIT_FAILED
+from regauth.tools import EXIT_FINDING
+from regauth.tools import EXIT_INPUT
+from regauth.tools import EXIT_OK
 
 
 def print_error(text: str) -> None:
@@ -28,7 +29,7 @@ def certs_init(args: argparse.Namespace) -> int:
         print(f"created {path}")
     if not written:
         print(f"{args.dir}: CA and signing keys already present, nothing changed")
-    return 0
+    return EXIT_OK
 
 
 def certs_bundle(args: argparse.Namespace) -> int:
@@ -36,9 +37,9 @@ def certs_bundle(args: argparse.Namespace) -> int:
     if not keys:
         print(f"{args.dir}: no token-signing certificates (run `regauth certs init`)",
               file=sys.stderr)
-        return EXIT_INVALID
+        return EXIT_FAILED
     sys.stdout.write(pki.bundle_pem(keys))
-    return 0
+    return EXIT_OK
 
 
 def certs_lifecycle(args: argparse.Namespace) -> int:
@@ -57,17 +58,17 @@ def passwd(args: argparse.Namespace) -> int:
         password = getpass.getpass("password: ")
         if getpass.getpass("again: ") != password:
             print("passwords differ", file=sys.stderr)
-            return EXIT_INVALID
+            return EXIT_FAILED
     try:
         hashed = hash_password(password, args.rounds)
     except ValueError as e:
         print(f"regauth passwd: {e}", file=sys.stderr)
-        return EXIT_INVALID
+        return EXIT_FAILED
     if args.user:
         print(f"  {args.user}:\n    password_hash: \"{hashed}\"")
     else:
         print(hashed)
-    return 0
+    return EXIT_OK
 
 
 def policy_check(args: argparse.Namespace) -> int:
@@ -77,7 +78,6 @@ def policy_check(args: argparse.Namespace) -> int:
 
 
 def policy_test(args: argparse.Namespace) -> int:
-    from regauth.tools import EXIT_INPUT
     from regauth.tools import policy_tests
     from regauth.tools.loading import PolicyError
     from regauth.tools.loading import load_for_decisions
@@ -100,7 +100,6 @@ def policy_test(args: argparse.Namespace) -> int:
 
 
 def policy_diff(args: argparse.Namespace) -> int:
-    from regauth.tools import EXIT_INPUT
     from regauth.tools import policy_diff
     from regauth.tools.loading import PolicyError
     from regauth.tools.loading import load_for_decisions
@@ -116,12 +115,11 @@ def policy_diff(args: argparse.Namespace) -> int:
     result = policy_diff.diff_policies(old, new)
     if args.json:
         print_json(policy_diff.as_json(result))
-        return policy_diff.EXIT_FINDING if result.gained else policy_diff.EXIT_OK
+        return EXIT_FINDING if result.gained else EXIT_OK
     return policy_diff.report(result)
 
 
 def replay(args: argparse.Namespace) -> int:
-    from regauth.tools import EXIT_INPUT
     from regauth.tools import replay
     from regauth.tools.loading import PolicyError
     from regauth.tools.loading import load_for_decisions
@@ -143,15 +141,13 @@ def replay(args: argparse.Namespace) -> int:
     result = replay.replay(log.entries, policy)
     if args.json:
         print_json(replay.as_json(result))
-        return replay.EXIT_FINDING if result.any_changed else replay.EXIT_OK
+        return EXIT_FINDING if result.any_changed else EXIT_OK
     return replay.report(result)
 
 
 def trace(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from regauth.tools import EXIT_INPUT
-    from regauth.tools import EXIT_OK
     from regauth.tools import trace
     from regauth.tools.log_records import read_log
     from regauth.tools.render import Printer
@@ -211,16 +207,16 @@ def policy_explain(args: argparse.Namespace) -> int:
     except PolicyError as e:
         for problem in e.problems:
             print_error(str(problem))
-        return EXIT_INVALID
+        return EXIT_FAILED
     except ValueError as e:
         print_error(f"regauth policy explain: {e}")
-        return EXIT_USAGE
+        return EXIT_INPUT
     account = None
     if args.account and args.account != "anonymous":
         account = policy.accounts.get(args.account)
         if account is None:
             print_error(f"unknown account {args.account!r}")
-            return EXIT_USAGE
+            return EXIT_INPUT
     out = Printer()
     for scope in scopes:
         decision = policy.decide(Identity(account), scope, args.ip)
@@ -229,7 +225,7 @@ def policy_explain(args: argparse.Namespace) -> int:
         # The rule's comment comes from the policy file: rendered like every tool's output.
         style = {"granted": "green", "partial": "yellow"}.get(decision.outcome, "red")
         out.line(f"{scope}: ", (f"{decision.outcome} [{granted}]", style), f" by {rule}")
-    return 0
+    return EXIT_OK
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -253,7 +249,7 @@ def serve(args: argparse.Namespace) -> int:
         parse_origin(public_url)
     except ValueError as e:
         print(f"regauth serve: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_INPUT
     certs_dir = Path(args.certs_dir)
     pki.init_certs(certs_dir)
     try:
@@ -269,7 +265,7 @@ def serve(args: argparse.Namespace) -> int:
     except PolicyError as e:
         for problem in e.problems:
             print_error(str(problem))
-        return EXIT_INVALID
+        return EXIT_FAILED
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"regauth serve: {e}", file=sys.stderr)
-        return EXIT_INVALID
+        return EXIT_FAILED

@@ -28,10 +28,10 @@ import email.utils
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from regauth.ops.exchange_record import ChallengeRecord
 from regauth.ops.safe_text import quote
 from regauth.tools.log_records import Conversation
 from regauth.tools.log_records import Entry
-from regauth.tools.log_records import str_list
 
 # Clients ask for a token within milliseconds of a challenge; one that has not asked this
 # long afterwards (or did something else meanwhile) is not going to.
@@ -71,12 +71,12 @@ def _q(value: object) -> str:
 
 def _challenge_error(entry: Entry) -> str | None:
     challenge = entry.bearer_challenge
-    error = challenge.get("error") if challenge else None
+    error = challenge.error if challenge else None
     if error is None:
         for upstream in entry.upstream_challenges:
-            if upstream.get("error"):
-                error = upstream.get("error")
-    return str(error) if error else None
+            if upstream.error:
+                error = upstream.error
+    return error or None
 
 
 def _is_challenge(entry: Entry) -> bool:
@@ -84,22 +84,8 @@ def _is_challenge(entry: Entry) -> bool:
         (entry.bearer_challenge is not None or bool(entry.upstream_challenges))
 
 
-def _scopes(challenge: dict[str, object] | None) -> list[str]:
-    if not challenge:
-        return []
-    return str_list(challenge.get("scopes"))
-
-
-def _rule_text(decision: dict[str, object]) -> str:
-    rule = decision.get("rule")
-    if rule in (None, "default deny"):
-        return "default deny (no rule matched)"
-    text = f"rule {rule}"
-    if decision.get("line"):
-        text += f" (line {decision['line']})"
-    if decision.get("comment"):
-        text += f" {quote(str(decision['comment']))}"
-    return text
+def _scopes(challenge: ChallengeRecord | None) -> list[str]:
+    return list(challenge.scopes or ()) if challenge else []
 
 
 # -- detectors -------------------------------------------------------------------------------
@@ -120,7 +106,8 @@ def no_token_request(c: Conversation, ctx: Context) -> list[Diagnosis]:
                  (e.kind == "token" or e.auth_scheme == "Bearer")]
         if later:
             continue
-        realm = str((entry.bearer_challenge or {}).get("realm", "the realm"))
+        bearer = entry.bearer_challenge
+        realm = bearer.realm if bearer is not None and bearer.realm is not None else "the realm"
         return [Diagnosis(
             "no-token-request", "challenge not followed by a token request",
             f"{entry.client_ip} got a 401 challenge for {entry.method} {entry.path} and never "
@@ -140,7 +127,7 @@ def _later_activity(entry: Entry, ctx: Context) -> bool:
 def bad_credentials(c: Conversation, ctx: Context) -> list[Diagnosis]:
     for entry in c.entries:
         if entry.kind == "token" and entry.status == 401:
-            user = entry.token_request.get("username") or entry.basic_username
+            user = entry.token_request.username or entry.basic_username
             who = f"user {_q(user)}" if user else "a refresh token"
             return [Diagnosis(
                 "bad-credentials", "bad credentials or unknown account",
@@ -154,8 +141,8 @@ def bad_credentials(c: Conversation, ctx: Context) -> list[Diagnosis]:
 def rate_limited(c: Conversation, ctx: Context) -> list[Diagnosis]:
     for entry in c.entries:
         if entry.kind == "token" and entry.status == 429:
-            user = entry.token_request.get("username") or entry.basic_username or "?"
-            limit = entry.token_response.get("rate_limited")
+            user = entry.token_request.username or entry.basic_username or "?"
+            limit = entry.token_response.rate_limited
             if isinstance(limit, str) and limit.startswith("login queue"):
                 return [Diagnosis(
                     "login-queue", "refused by the login queue",
@@ -176,11 +163,11 @@ def rate_limited(c: Conversation, ctx: Context) -> list[Diagnosis]:
 
 def partial_grant(c: Conversation, ctx: Context) -> list[Diagnosis]:
     for entry in c.entries:
-        short = [d for d in entry.decisions if d.get("outcome") != "granted"]
+        short = [d for d in entry.decisions if d.outcome != "granted"]
         if entry.kind != "token" or not short:
             continue
-        parts = [f"{d.get('scope')} → [{','.join(str_list(d.get('granted'))) or '-'}] "
-                 f"by {_rule_text(d)}" for d in short]
+        parts = [f"{d.scope} → [{','.join(d.granted) or '-'}] "
+                 f"by {d.rule_label('default deny (no rule matched)')}" for d in short]
         who = entry.token_account or "anonymous"
         return [Diagnosis(
             "partial-grant", "granted less than requested",
@@ -229,11 +216,10 @@ def _covered(scope: str, requested: list[str]) -> bool:
 
 def service_mismatch(c: Conversation, ctx: Context) -> list[Diagnosis]:
     for entry in c.entries:
-        ours = (entry.bearer_challenge or {}).get("service")
+        ours = (entry.bearer_challenge or ChallengeRecord()).service
         for upstream in entry.upstream_challenges:
-            theirs = upstream.get("service")
-            if str(upstream.get("scheme", "")).lower() == "bearer" and theirs and ours and \
-                    theirs != ours:
+            theirs = upstream.service
+            if upstream.is_bearer and theirs and ours and theirs != ours:
                 return [Diagnosis(
                     "service-mismatch", "service mismatch",
                     f"the registry challenges for service {_q(theirs)}, the policy's service "
@@ -242,7 +228,7 @@ def service_mismatch(c: Conversation, ctx: Context) -> list[Diagnosis]:
                     f"`service:` to {_q(theirs)})", entry.line)]
         refused = entry.token_refused or ""
         if entry.kind == "token" and entry.status == 400 and "for service" in refused:
-            asked = entry.token_request.get("service")
+            asked = entry.token_request.named_service
             return [Diagnosis(
                 "service-mismatch", "service mismatch",
                 f"the client asked for a token for service {_q(asked)}: {refused}",
@@ -308,7 +294,7 @@ def registry_refused_token(c: Conversation, ctx: Context) -> list[Diagnosis]:
         if _challenge_error(entry) not in ("invalid_token", None):
             continue
         claims = entry.jwt_claims
-        theirs = [u.get("service") for u in entry.upstream_challenges if u.get("service")]
+        theirs = [u.service for u in entry.upstream_challenges if u.service]
         if theirs and claims.get("aud") and theirs[0] != claims.get("aud"):
             continue  # service-mismatch says it
         detail, hint = _refusal_cause(entry, claims)
@@ -339,12 +325,9 @@ def _refusal_cause(entry: Entry, claims: dict[str, object]) -> tuple[str, str]:
                     "past the token's exp (distribution allows 60 s)",
                     "synchronise the registry host's clock (NTP) with regauth's")
     iss = claims.get("iss")
-    kid = ""
-    jwt = entry.raw.get("auth")
-    if isinstance(jwt, dict) and isinstance(jwt.get("jwt"), dict):
-        header = jwt["jwt"].get("header")
-        if isinstance(header, dict) and header.get("kid"):
-            kid = f" (kid {header['kid']})"
+    jwt = entry.auth.jwt
+    header_kid = jwt.header.get("kid") if jwt is not None else None
+    kid = f" (kid {header_kid})" if header_kid else ""
     skew = "" if date else " or its clock is off by more than 60 s (the log has no registry " \
         "Date to tell)"
     return (f"a token-mode registry answered invalid_token to a token regauth issued "
@@ -358,7 +341,7 @@ def _refusal_cause(entry: Entry, claims: dict[str, object]) -> tuple[str, str]:
 def upstream_credentials_refused(c: Conversation, ctx: Context) -> list[Diagnosis]:
     for entry in c.entries:
         if entry.injected and entry.status == 502:
-            schemes = ", ".join(str(u.get("scheme")) for u in entry.upstream_challenges) or "401"
+            schemes = ", ".join(str(u.scheme) for u in entry.upstream_challenges) or "401"
             return [Diagnosis(
                 "upstream-credentials-refused", "injected upstream credentials refused",
                 f"the upstream answered {schemes} to the credentials regauth injected for "

@@ -1,8 +1,10 @@
 """The exchange log read back: typed views of its records, grouped into conversations.
 
-The log is JSONL written by the proxy (README "The exchange log"). Reading is tolerant: a line
-that is not a JSON object (a torn last line, a foreign line) is counted and skipped, and every
-field is optional, so logs from older and newer regauth versions both read.
+The log is JSONL written by the proxy (README "The exchange log"), one
+`ops.exchange_record.ExchangeRecord` a line: the tools read it with the same definition the
+proxy writes it with. Reading is tolerant: a line that is not a JSON object (a torn last line,
+a foreign line) is counted and skipped, and every field is optional
+(`ExchangeRecord.from_json`), so logs from older and newer regauth versions both read.
 
 Conversations: the proxy links a challenge, the token request that follows and every request
 presenting the issued token under one `conversation` id. A later challenge that presents a token
@@ -27,43 +29,40 @@ from dataclasses import field
 from pathlib import Path
 from typing import IO
 
+from regauth.ops.exchange_record import ABSENT
+from regauth.ops.exchange_record import AuthRecord
+from regauth.ops.exchange_record import ChallengeRecord
+from regauth.ops.exchange_record import CheckedBy
+from regauth.ops.exchange_record import ExchangeRecord
+from regauth.ops.exchange_record import ScopeDecisionRecord
+from regauth.ops.exchange_record import TokenRequestRecord
+from regauth.ops.exchange_record import TokenResponseRecord
+from regauth.ops.exchange_record import VerifiedTokenRecord
 from regauth.ops.safe_text import quote
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One exchange record with the fields the tools read."""
+    """One exchange record (`ExchangeRecord`, read tolerantly) at its line of the log, with the
+    views the tools derive from it: who it was (`account`, `claim`), which genuine token it
+    presented (`verified_jti`), the repositories it is about (`names`). Absent fields read as
+    empty strings and lists, so the tools format them without checks."""
 
-    raw: dict[str, object]
-    line: int
-
-    def _get(self, key: str) -> object:
-        return self.raw.get(key)
-
-    def _dict(self, key: str) -> dict[str, object]:
-        value = self.raw.get(key)
-        return value if isinstance(value, dict) else {}
+    record: ExchangeRecord
+    line: int  # 1-based line number in the log
 
     @property
     def time(self) -> dt.datetime | None:
-        value = self._get("time")
-        if not isinstance(value, str):
-            return None
-        try:
-            parsed = dt.datetime.fromisoformat(value)
-        except ValueError:
-            return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+        return self.record.time
 
     @property
     def conversation(self) -> str:
-        value = self._get("conversation")
-        return value if isinstance(value, str) and value else f"line-{self.line}"
+        return self.record.conversation or f"line-{self.line}"
 
     @property
     def client_ip(self) -> str:
-        value = self._get("client")
-        if not isinstance(value, str):
+        value = self.record.client
+        if value is None:
             return ""
         host = value.rpartition(":")[0] if ":" in value else value
         return host.strip("[]")
@@ -71,58 +70,59 @@ class Entry:
     @property
     def via(self) -> str | None:
         """The load balancer whose PROXY protocol header named the client, if any."""
-        value = self._get("via")
-        return value if isinstance(value, str) else None
+        return self.record.via
 
     @property
     def kind(self) -> str:
-        return str(self._get("kind") or "")
+        return self.record.kind or ""
 
     @property
     def status(self) -> int | None:
-        value = self._get("status")
-        return value if isinstance(value, int) else None
+        return self.record.status
 
     @property
     def method(self) -> str:
-        return str(self._get("method") or "")
+        return self.record.method or ""
 
     @property
     def path(self) -> str:
-        return str(self._get("path") or "")
+        return self.record.path or ""
 
     @property
     def answered_by(self) -> str:
-        return str(self._get("answered_by") or "")
+        return self.record.answered_by or ""
 
     @property
     def repository(self) -> str | None:
-        value = self._get("repository")
-        return value if isinstance(value, str) else None
+        route = self.record.route
+        return route.repository if route is not None else None
 
     @property
     def route(self) -> str:
-        return str(self._get("route") or "")
+        route = self.record.route
+        return route.kind if route is not None else ""
 
     @property
     def required(self) -> list[str]:
-        value = self._get("required")
-        return [str(v) for v in value] if isinstance(value, list) else []
+        route = self.record.route
+        return list(route.required) if route is not None else []
+
+    @property
+    def auth(self) -> AuthRecord:
+        return self.record.auth or AuthRecord()
 
     @property
     def auth_scheme(self) -> str:
-        return str(self._dict("auth").get("scheme") or "")
+        return self.auth.scheme or ""
 
     @property
     def basic_username(self) -> str | None:
-        value = self._dict("auth").get("username")
-        return value if isinstance(value, str) else None
+        return self.auth.username
 
     @property
     def jwt_claims(self) -> dict[str, object]:
-        jwt = self._dict("auth").get("jwt")
-        claims = jwt.get("claims") if isinstance(jwt, dict) else None
-        return claims if isinstance(claims, dict) else {}
+        jwt = self.auth.jwt
+        return jwt.claims if jwt is not None else {}
 
     @property
     def presented_jti(self) -> str | None:
@@ -131,90 +131,84 @@ class Entry:
 
     @property
     def reason(self) -> str:
-        return str(self._dict("decision").get("reason") or "")
+        decision = self.record.decision
+        return (decision.reason if decision is not None else None) or ""
 
     @property
-    def challenges(self) -> list[dict[str, object]]:
-        value = self._get("challenge")
-        items = value if isinstance(value, list) else [value] if isinstance(value, dict) else []
-        return [c for c in items if isinstance(c, dict)]
+    def challenges(self) -> list[ChallengeRecord]:
+        return list(self.record.challenge)
 
     @property
-    def bearer_challenge(self) -> dict[str, object] | None:
-        for c in self.challenges:
-            if str(c.get("scheme", "")).lower() == "bearer":
+    def bearer_challenge(self) -> ChallengeRecord | None:
+        for c in self.record.challenge:
+            if c.is_bearer:
                 return c
         return None
 
     @property
-    def upstream_challenges(self) -> list[dict[str, object]]:
-        value = self._get("upstream_challenge")
-        return [c for c in value if isinstance(c, dict)] if isinstance(value, list) else []
+    def upstream_challenges(self) -> list[ChallengeRecord]:
+        return list(self.record.upstream_challenge)
 
     @property
-    def token_request(self) -> dict[str, object]:
-        return self._dict("token_request")
+    def token_request(self) -> TokenRequestRecord:
+        return self.record.token_request or TokenRequestRecord()
 
     @property
-    def token_response(self) -> dict[str, object]:
-        return self._dict("token_response")
+    def token_response(self) -> TokenResponseRecord:
+        return self.record.token_response or TokenResponseRecord()
 
     @property
     def requested(self) -> list[str]:
-        value = self.token_request.get("requested")
-        return [str(v) for v in value] if isinstance(value, list) else []
+        return list(self.token_request.requested or ())
 
     @property
-    def decisions(self) -> list[dict[str, object]]:
-        value = self.token_response.get("decisions")
-        return [d for d in value if isinstance(d, dict)] if isinstance(value, list) else []
+    def decisions(self) -> list[ScopeDecisionRecord]:
+        return list(self.token_response.decisions or ())
 
     @property
     def token_account(self) -> str | None:
-        value = self.token_response.get("account")
-        return value if isinstance(value, str) else None
+        return self.token_response.account
 
     @property
     def issued_jti(self) -> str | None:
-        value = self.token_response.get("jti")
-        return value if isinstance(value, str) and self.status == 200 else None
+        return self.token_response.jti if self.status == 200 else None
 
     @property
     def token_refused(self) -> str | None:
-        value = self.token_response.get("refused")
-        return value if isinstance(value, str) else None
+        return self.token_response.refused
 
     @property
     def error(self) -> str | None:
         """The flow's error, when it ended without a complete answer (mitmproxy's or regauth's
         words: a cut body, a reset stream, a lost connection)."""
-        value = self._get("error")
-        return value if isinstance(value, str) else None
+        return self.record.error
 
     @property
     def injected(self) -> bool:
-        return self._get("upstream_credentials") == "injected"
+        return self.record.upstream_credentials == "injected"
 
     @property
     def upstream_date(self) -> str | None:
         """The registry response's `Date` header, when the log records it."""
-        value = self._get("upstream_date")
-        return value if isinstance(value, str) else None
+        return self.record.upstream_date
 
     @property
-    def checked_by(self) -> str | None:
+    def checked_by(self) -> CheckedBy | None:
         """Who checked the credential this registry request presented: `regauth` (its gate
         verified the token), `registry` (delegate mode: regauth forwarded it unchecked) or None
         (nobody: refused as invalid, or a Basic credential on a registry route).
 
         Logs written before `auth.checked_by` existed say it by `decision.verified_token`, the
         gate's record of a token it verified; without one, nobody verified anything."""
-        auth = self._dict("auth")
-        if "checked_by" in auth:
-            value = auth.get("checked_by")
-            return value if value in ("regauth", "registry") else None
-        return "regauth" if isinstance(self._dict("decision").get("verified_token"), dict) \
-            else None
+        checked_by = self.auth.checked_by
+        if checked_by is not ABSENT:
+            return checked_by
+        return "regauth" if self._verified_token is not None else None
+
+    @property
+    def _verified_token(self) -> VerifiedTokenRecord | None:
+        decision = self.record.decision
+        return decision.verified_token if decision is not None else None
 
     @property
     def account(self) -> str | None:
@@ -227,12 +221,11 @@ class Entry:
             return self.token_account
         if self.checked_by != "regauth":
             return None
-        verified = self._dict("decision").get("verified_token")
-        if not isinstance(verified, dict):
+        verified = self._verified_token
+        if verified is None:
             return None
-        subject = verified.get("subject")
-        name = subject if isinstance(subject, str) and subject else "anonymous"
-        source = verified.get("source")
+        name = verified.subject or "anonymous"
+        source = verified.source
         return name if source in (None, "regauth") else f"{source}:{name}"
 
     @property
@@ -245,7 +238,7 @@ class Entry:
         if self.account is not None:
             return None
         if self.kind == "token":
-            user = _str(self.token_request.get("username")) or self.basic_username
+            user = self.token_request.username or self.basic_username
             return f"user={quote(user, 64)} (unverified)" if user is not None else None
         how = "claimed, checked by the registry" if self.checked_by == "registry" \
             else "unverified"
@@ -269,7 +262,7 @@ class Entry:
         if by == "regauth":
             return jti
         if by == "registry" and self.status is not None and (
-                self.status != 401 or any(c.get("error") == "insufficient_scope"
+                self.status != 401 or any(c.error == "insufficient_scope"
                                           for c in self.upstream_challenges)):
             return jti
         return None
@@ -280,22 +273,12 @@ class Entry:
         names = {self.repository} if self.repository else set()
         scopes = list(self.requested) + self.required
         for c in self.challenges + self.upstream_challenges:
-            scopes += str_list(c.get("scopes"))
+            scopes += c.scopes or ()
         for scope in scopes:
             parts = scope.split(":")
             if len(parts) >= 3 and parts[0] == "repository":
                 names.add(":".join(parts[1:-1]))
         return names
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def str_list(value: object) -> list[str]:
-    """A field that holds a JSON list (scopes, granted actions), as strings; anything else
-    (absent, null, a foreign value) reads as empty, like every other field here."""
-    return [str(v) for v in value] if isinstance(value, list) else []
 
 
 @dataclass
@@ -305,6 +288,8 @@ class LogRead:
 
 
 def parse_lines(lines: Iterable[str], first_line: int = 1) -> LogRead:
+    """The records of `lines` (numbered from `first_line`); blank lines are passed over, and
+    a line that is not a JSON object is counted in `skipped`."""
     entries, skipped = [], 0
     for number, text in enumerate(lines, first_line):
         if not text.strip():
@@ -314,9 +299,9 @@ def parse_lines(lines: Iterable[str], first_line: int = 1) -> LogRead:
         except ValueError:
             skipped += 1
             continue
-        if isinstance(value, dict):
-            entries.append(Entry(value, number))
-        else:
+        try:
+            entries.append(Entry(ExchangeRecord.from_json(value), number))
+        except ValueError:  # not a JSON object
             skipped += 1
     return LogRead(entries, skipped)
 

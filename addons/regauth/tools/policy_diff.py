@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from dataclasses import field
 
 from regauth.ops.safe_text import quote
-from regauth.policy.model import Decision
 from regauth.policy.model import Identity
 from regauth.policy.model import Policy
+from regauth.policy.model import ScopeDecision
 from regauth.protocol.scope import REGISTRY
 from regauth.protocol.scope import REPOSITORY
 from regauth.protocol.scope import ResourceScope
@@ -50,7 +50,7 @@ class RuleRef:
     comment: str = ""
 
     @classmethod
-    def of(cls, policy: Policy, decision: Decision | None) -> RuleRef:
+    def of(cls, policy: Policy, decision: ScopeDecision | None) -> RuleRef:
         if decision is None:
             return cls("no such account (cannot sign in)")
         rule = decision.rule
@@ -69,6 +69,8 @@ class RuleRef:
 
 @dataclass
 class Change:
+    """One access that differs between the two policies, with a witness name and address."""
+
     sign: str  # "+" gained, "-" lost
     subject: str
     action: str
@@ -89,6 +91,8 @@ class Change:
 
 @dataclass
 class DiffResult:
+    """Every change from `old` to `new`; `exact` is False when only a sample was compared."""
+
     old: Policy
     new: Policy
     changes: list[Change]
@@ -102,15 +106,15 @@ class DiffResult:
 
 
 def _decide(policy: Policy, identity: Identity | None, scope: ResourceScope,
-            address: str) -> Decision | None:
+            address: str) -> ScopeDecision | None:
     return None if identity is None else policy.decide(identity, scope, address)
 
 
-def _has(decision: Decision | None, action: str) -> bool:
+def _has(decision: ScopeDecision | None, action: str) -> bool:
     return decision is not None and (action in decision.granted or "*" in decision.granted)
 
 
-def _patterns(decision: Decision | None, identity: Identity | None) -> tuple[str, ...]:
+def _patterns(decision: ScopeDecision | None, identity: Identity | None) -> tuple[str, ...]:
     """The deciding rule's patterns that match the decided name."""
     if decision is None or decision.rule is None or identity is None:
         return ()
@@ -155,7 +159,7 @@ def diff_policies(old: Policy, new: Policy) -> DiffResult:
 def _record(groups: dict[tuple[object, ...], Change],
             per_address: dict[tuple[object, ...], list[AddressClass]], subject: Subject,
             scope: ResourceScope, address: AddressClass, old: Policy, new: Policy,
-            before: Decision | None, after: Decision | None, sign: str) -> None:
+            before: ScopeDecision | None, after: ScopeDecision | None, sign: str) -> None:
     name = CATALOG if scope.type == REGISTRY else scope.name
     if subject.symbolic:
         name = name.replace(SYMBOLIC_ACCOUNT, "${account}")

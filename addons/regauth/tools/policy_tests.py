@@ -25,9 +25,9 @@ from pathlib import Path
 
 from regauth.ops.safe_text import escape
 from regauth.policy import yamlpos
-from regauth.policy.model import Decision
 from regauth.policy.model import Identity
 from regauth.policy.model import Policy
+from regauth.policy.model import ScopeDecision
 from regauth.protocol.scope import ACTIONS
 from regauth.protocol.scope import ResourceScope
 from regauth.protocol.scope import canonical_actions
@@ -50,6 +50,8 @@ class TestFileError(ValueError):
 
 @dataclass(frozen=True)
 class PolicyTest:
+    """One expectation of a tests file: who asks for which scope, and what must be granted."""
+
     name: str
     line: int
     account: str
@@ -60,9 +62,11 @@ class PolicyTest:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class PolicyTestResult:
+    """A test run against the policy: the decision, and each way it missed the test."""
+
     test: PolicyTest
-    decision: Decision | None  # None when the account is not in the policy
+    decision: ScopeDecision | None  # None when the account is not in the policy
     failures: tuple[str, ...]
 
     @property
@@ -155,13 +159,13 @@ def _parse_test(item: object, where: yamlpos.Position, number: int) -> PolicyTes
                       scopes[0], canonical_actions(granted), rule)
 
 
-def run_test(policy: Policy, test: PolicyTest) -> Outcome:
+def run_test(policy: Policy, test: PolicyTest) -> PolicyTestResult:
     if test.account == "anonymous":
         identity = Identity(None)
     elif test.account in policy.accounts:
         identity = Identity(policy.accounts[test.account])
     else:
-        return Outcome(test, None, (f"account {test.account!r} is not in the policy",))
+        return PolicyTestResult(test, None, (f"account {test.account!r} is not in the policy",))
     decision = policy.decide(identity, test.scope, test.ip)
     failures = []
     if set(decision.granted) != set(test.granted):
@@ -169,10 +173,10 @@ def run_test(policy: Policy, test: PolicyTest) -> Outcome:
                         f"[{', '.join(decision.granted)}]")
     if test.rule is not None and not _rule_matches(test.rule, decision):
         failures.append(f"expected the deciding rule to be {_rule_name(test.rule)}")
-    return Outcome(test, decision, tuple(failures))
+    return PolicyTestResult(test, decision, tuple(failures))
 
 
-def _rule_matches(expected: int | str, decision: Decision) -> bool:
+def _rule_matches(expected: int | str, decision: ScopeDecision) -> bool:
     rule = decision.rule
     if expected == DEFAULT_DENY:
         return rule is None
@@ -187,7 +191,7 @@ def _rule_name(expected: int | str) -> str:
     return DEFAULT_DENY if expected == DEFAULT_DENY else f"the rule {expected!r}"
 
 
-def describe_rule(policy: Policy, decision: Decision) -> str:
+def describe_rule(policy: Policy, decision: ScopeDecision) -> str:
     """`rule 4 (policies/x.yaml:38): comment`, or `default deny`."""
     rule = decision.rule
     if rule is None:
@@ -196,7 +200,7 @@ def describe_rule(policy: Policy, decision: Decision) -> str:
     return f"{text}: {rule.comment}" if rule.comment else text
 
 
-def report(policy: Policy, tests_file: str, outcomes: list[Outcome],
+def report(policy: Policy, tests_file: str, outcomes: list[PolicyTestResult],
            out: Printer | None = None) -> int:
     """Print one line per failure (with details) and a summary; exit code 1 if any failed."""
     out = out or Printer()
@@ -217,7 +221,7 @@ def report(policy: Policy, tests_file: str, outcomes: list[Outcome],
     return EXIT_FINDING if failed else EXIT_OK
 
 
-def junit_xml(policy: Policy, tests_file: str, outcomes: list[Outcome]) -> bytes:
+def junit_xml(policy: Policy, tests_file: str, outcomes: list[PolicyTestResult]) -> bytes:
     """JUnit XML (the schema CI systems read: testsuites/testsuite/testcase/failure).
 
     Text from the tests file and the policy is escaped like every other output: CI pages show

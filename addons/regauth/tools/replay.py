@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from regauth.ops.safe_text import quote
 from regauth.policy.model import Identity
 from regauth.policy.model import Policy
+from regauth.policy.model import describe_rule
 from regauth.protocol.scope import parse_scope
 from regauth.tools import EXIT_FINDING
 from regauth.tools import EXIT_OK
 from regauth.tools.log_records import Entry
-from regauth.tools.log_records import str_list
 from regauth.tools.render import Printer
 
 KINDS = ("granted→denied", "denied→granted", "narrower", "wider", "different")
@@ -79,24 +79,12 @@ def classify(old: set[str], new: set[str]) -> str | None:
     return "different"
 
 
-def _old_rule(decision: dict[str, object]) -> str:
-    rule = decision.get("rule")
-    if rule == "default deny" or rule is None:
-        return "default deny"
-    text = f"rule {rule}"
-    if decision.get("line"):
-        text += f" (line {decision['line']})"
-    if decision.get("comment"):
-        text += f" {quote(str(decision['comment']))}"
-    return text
-
-
 def _new_rule(policy: Policy, rule_index: int | None) -> str:
     if rule_index is None:
-        return "default deny"
+        return describe_rule(None)
     rule = policy.rules[rule_index - 1]
-    text = f"rule {rule.index} ({policy.source}:{rule.line})"
-    return text + (f" {quote(rule.comment)}" if rule.comment else "")
+    return describe_rule(rule.index, f"{policy.source}:{rule.line}",
+                         quote(rule.comment) if rule.comment else "")
 
 
 def replay(entries: list[Entry], policy: Policy) -> ReplayResult:
@@ -118,7 +106,7 @@ def replay(entries: list[Entry], policy: Policy) -> ReplayResult:
             identity = Identity(found) if found is not None else None
         address = entry.client_ip or None
         for decision in recorded:
-            text = str(decision.get("scope", ""))
+            text = decision.scope or ""
             if "<id:" in text:
                 result.redacted += 1  # the log keeps only a hash of capability ids
                 continue
@@ -128,7 +116,7 @@ def replay(entries: list[Entry], policy: Policy) -> ReplayResult:
                 result.redacted += 1
                 continue
             result.decisions += 1
-            old = set(str_list(decision.get("granted")))
+            old = set(decision.granted)
             if identity is None:
                 new_granted: tuple[str, ...] = ()
                 new_rule = f"account {quote(account)} is not in {policy.source}"
@@ -143,7 +131,7 @@ def replay(entries: list[Entry], policy: Policy) -> ReplayResult:
                 continue
             result.kinds[kind] += 1
             result.changed[ChangedDecision(account, address or "-", str(scope),
-                                           tuple(sorted(old)), _old_rule(decision),
+                                           tuple(sorted(old)), decision.rule_label(),
                                            new_granted, new_rule, kind)] += 1
     return result
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from regauth.ops.safe_text import quote
+from regauth.ops.exchange_record import ChallengeRecord
 from regauth.tools.diagnosis import Context
 from regauth.tools.diagnosis import Diagnosis
 from regauth.tools.diagnosis import diagnose
@@ -29,7 +29,6 @@ from regauth.tools.log_records import Conversation
 from regauth.tools.log_records import Entry
 from regauth.tools.log_records import conversations
 from regauth.tools.log_records import parse_lines
-from regauth.tools.log_records import str_list
 from regauth.tools.render import Printer
 
 QUIET = 2.0  # seconds without new records before a followed conversation is printed
@@ -93,9 +92,9 @@ def _offset(entry: Entry, start: dt.datetime | None) -> float:
 
 
 def _challenge_text(entry: Entry) -> str:
-    challenge = entry.bearer_challenge or {}
-    scopes = " ".join(str_list(challenge.get("scopes"))) or "(no scope)"
-    error = challenge.get("error")
+    challenge = entry.bearer_challenge or ChallengeRecord()
+    scopes = " ".join(challenge.scopes or ()) or "(no scope)"
+    error = challenge.error
     by = "registry" if entry.answered_by == "upstream" else "regauth"
     text = f"{entry.method} {entry.path} → 401 from {by}, Bearer scope {scopes}"
     if error:
@@ -134,7 +133,7 @@ def steps(c: Conversation) -> list[Step]:
             # Only a login regauth accepted names an account; a refused one is a claim.
             who = f"as {entry.token_account}" if entry.token_account else \
                 f"claims {entry.claim}" if entry.claim else "as anonymous"
-            grant_type = entry.token_request.get("grant_type") or entry.method
+            grant_type = entry.token_request.grant_type or entry.method
             out.append(Step(offset, "token request",
                             f"{entry.method} ({grant_type}) {who} for "
                             f"{' '.join(entry.requested) or '(no scope)'}", entry.line))
@@ -144,20 +143,17 @@ def steps(c: Conversation) -> list[Step]:
                                 entry.line, failed=True))
                 continue
             for d in entry.decisions:
-                rule = d.get("rule")
-                by = "default deny" if rule in (None, "default deny") else \
-                    f"rule {rule}" + (f" (line {d['line']})" if d.get("line") else "") + \
-                    (f" {quote(str(d['comment']))}" if d.get("comment") else "")
-                granted = ",".join(str_list(d.get("granted"))) or "-"
-                out.append(Step(offset, "grant", f"{d.get('scope')} → {d.get('outcome')} "
-                                f"[{granted}] by {by}", entry.line,
-                                failed=d.get("outcome") != "granted"))
+                granted = ",".join(d.granted) or "-"
+                out.append(Step(offset, "grant", f"{d.scope} → {d.outcome} "
+                                f"[{granted}] by {d.rule_label()}", entry.line,
+                                failed=d.outcome != "granted"))
             if entry.issued_jti:
                 issued.add(entry.issued_jti)
             continue
         if entry.status == 401 and (entry.bearer_challenge or entry.upstream_challenges):
+            bearer = entry.bearer_challenge
             out.append(Step(offset, "challenge", _challenge_text(entry), entry.line,
-                            failed=bool((entry.bearer_challenge or {}).get("error"))))
+                            failed=bool(bearer is not None and bearer.error)))
             continue
         jti = entry.verified_jti  # a forged token naming an issued jti is no retry
         kind = "request"
@@ -170,8 +166,8 @@ def steps(c: Conversation) -> list[Step]:
             text += f" ({entry.repository})" if entry.repository else ""
         if entry.injected:
             text += " with injected upstream credentials"
-        if entry.raw.get("error"):
-            text += f" error: {entry.raw['error']}"
+        if entry.error:
+            text += f" error: {entry.error}"
         failed = not isinstance(entry.status, int) or entry.status >= 400
         previous = out[-1]
         if kind == "request" and previous.kind in ("request", "retry") and \

@@ -53,7 +53,7 @@ from regauth.mitm.admin import AdminServer
 from regauth.mitm.config_loader import ConfigLoader
 from regauth.mitm.conn_limits import ConnectionLimits
 from regauth.mitm.delegate_gate import DelegateGate
-from regauth.mitm.fail_closed import RegauthGuard
+from regauth.mitm.fail_closed import FailClosedGuard
 from regauth.mitm.flow_state import FlowStates
 from regauth.mitm.options_policy import OptionPolicy
 from regauth.mitm.recorder import Recorder
@@ -137,7 +137,7 @@ class Harness:
     responses: ResponseRewriter
     keys: UpstreamKeyWatch
     recorder: Recorder
-    guard: RegauthGuard
+    guard: FailClosedGuard
     log: Path | None = None
     admin: AdminServer | None = None
     delegate: DelegateGate | None = None
@@ -282,7 +282,7 @@ async def running(policy: Path | None, certs_dir: Path, log: Path | None = None,
     by_type = {type(addon): addon for addon in addons}
     harness = Harness(None, *(by_type[t] for t in (  # type: ignore[arg-type]
         ConnectionLimits, OptionPolicy, ConfigLoader, RequestHandler, ResponseRewriter,
-        UpstreamKeyWatch, Recorder, RegauthGuard)), log=log,
+        UpstreamKeyWatch, Recorder, FailClosedGuard)), log=log,
         admin=by_type[AdminServer], delegate=by_type[DelegateGate],  # type: ignore[arg-type]
         registry=registry or FakeRegistry())
     harness.admin.probe.fetch = harness.registry.fetch  # type: ignore[union-attr]

@@ -237,13 +237,13 @@ def test_a_failure_after_the_response_exists_kills_instead_of_answering():
 
 def test_the_guard_kills_connect_requests():
     flow = tflow.tflow(req=tutils.treq(method=b"CONNECT", path=b"", authority=b"x:443"))
-    fail_closed.RegauthGuard().http_connect(flow)
+    fail_closed.FailClosedGuard().http_connect(flow)
     assert killed(flow)
 
 
 def test_the_guard_kills_requests_without_a_decision(caplog):
     undecided = registry_flow()
-    fail_closed.RegauthGuard().requestheaders(undecided)
+    fail_closed.FailClosedGuard().requestheaders(undecided)
     assert killed(undecided)
     assert "reached the guard without a regauth decision" in caplog.text
 
@@ -252,7 +252,7 @@ def test_the_guard_kills_requests_without_a_decision(caplog):
 def test_the_guard_lets_decided_requests_pass_requestheaders(mark):
     flow = registry_flow()
     flow.metadata[mark] = True
-    fail_closed.RegauthGuard().requestheaders(flow)
+    fail_closed.FailClosedGuard().requestheaders(flow)
     assert flow.error is None
 
 
@@ -262,7 +262,7 @@ def test_the_guard_leaves_answered_and_errored_flows_alone(hook):
     errored = tflow.tflow(err=True)
     for flow in (answered, errored):
         before = flow.error
-        getattr(fail_closed.RegauthGuard(), hook)(flow)
+        getattr(fail_closed.FailClosedGuard(), hook)(flow)
         assert flow.error is before and flow.live
 
 
@@ -271,7 +271,7 @@ def test_the_guard_kills_a_request_with_no_response_and_no_forward_decision(capl
     local.metadata[fail_closed.LOCAL_MARK] = True  # e.g. a token form that never got its answer
     nothing = registry_flow()
     for flow in (local, nothing):
-        fail_closed.RegauthGuard().request(flow)
+        fail_closed.FailClosedGuard().request(flow)
         assert killed(flow)
     assert caplog.text.count("has no response and no forward decision") == 2
 
@@ -283,7 +283,7 @@ def test_the_guard_lets_forwarded_and_sink_bound_requests_pass_request():
     to_sink.metadata[fail_closed.LOCAL_MARK] = True
     to_sink.request.stream = lambda chunk: chunk  # streamed into the refusal sink
     for flow in (forwarded, to_sink):
-        fail_closed.RegauthGuard().request(flow)
+        fail_closed.FailClosedGuard().request(flow)
         assert flow.error is None
 
 

@@ -17,7 +17,7 @@ from mitmproxy.tools import cmdline
 from mitmproxy.tools.main import process_options
 
 from regauth.mitm import launcher
-from regauth.mitm.fail_closed import RegauthGuard
+from regauth.mitm.fail_closed import FailClosedGuard
 from regauth.mitm.launcher import ServeConfig
 from regauth.mitm.launcher import mitmproxy_args
 from regauth.mitm.launcher import place_before_view
@@ -129,7 +129,7 @@ def test_regauth_serve_starts_with_its_addons_in_place(web, tmp_path, certs_dir,
             "SharedState", "RequestHandler", "ResponseRewriter", "UpstreamKeyWatch",
             "MetricsObserver", "Recorder", "AdminServer"]
     assert [type(a).__name__ for a in group.addons] == ours
-    assert isinstance(chain[-1], RegauthGuard)
+    assert isinstance(chain[-1], FailClosedGuard)
     if web:
         # regauth decides before the view shows anything
         assert chain[names.index("RegauthAddons") + 1] is master.view

@@ -10,7 +10,7 @@ from mitmproxy import options
 from mitmproxy.addons import default_addons
 from mitmproxy.test import taddons
 
-from regauth.mitm.fail_closed import RegauthGuard
+from regauth.mitm.fail_closed import FailClosedGuard
 from regauth.mitm.launcher import INERT_ADDONS
 from regauth.mitm.launcher import RegauthAddons
 from regauth.mitm.launcher import _master_class
@@ -41,7 +41,7 @@ def test_the_chain_of_regauth_serve():
     chain = master.addons.chain
     names = [type(a).__name__ for a in chain]
     assert not set(names) & INERT_ADDONS
-    assert isinstance(chain[-1], RegauthGuard)
+    assert isinstance(chain[-1], FailClosedGuard)
     assert isinstance(chain[-2], RegauthAddons)
     assert isinstance(chain[0], OptionPolicy)  # sees every option change first
     children = [type(a).__name__ for a in chain[-2].addons]

@@ -67,7 +67,7 @@ async def test_a_challenge_is_recorded_with_the_challenge_the_client_got(write_p
         flow = await harness.cycle(registry_flow("/v2/demo/app/manifests/1"))
         record = _by_flow(harness, flow)
     assert record == {
-        "time": record["time"], "flow": flow.id, "conversation": _conv(flow),
+        "version": 2, "time": record["time"], "flow": flow.id, "conversation": _conv(flow),
         "client": "127.0.0.1:40000", "method": "GET", "path": "/v2/demo/app/manifests/1",
         "http_version": "HTTP/1.1", "kind": "registry", "status": 401,
         "answered_by": "regauth", "repository": "demo/app", "route": "manifest",

@@ -8,28 +8,27 @@ mitmproxy upgrade that moves them must be noticed by the test suite, not in prod
 
 from __future__ import annotations
 
-import json
-
 from mitmproxy import http
 from mitmproxy.net.http.http1 import assemble_response
 from mitmproxy.proxy.layers.http import _http1
 from mitmproxy.proxy.layers.http import _http2
 
-_CODES = {502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "UNAVAILABLE", 413: "SIZE_INVALID",
-          400: "UNSUPPORTED"}
+from regauth.protocol.errors import JSON_HEADERS
+from regauth.protocol.errors import Code
+from regauth.protocol.errors import error_body
+
+_CODES = {502: Code.UNAVAILABLE, 503: Code.UNAVAILABLE, 504: Code.UNAVAILABLE,
+          413: Code.SIZE_INVALID, 400: Code.UNSUPPORTED}
 
 
 def registry_error(status_code: int, message: str) -> bytes:
-    code = _CODES.get(status_code, "UNAVAILABLE" if status_code >= 500 else "UNSUPPORTED")
-    text = f"regauth: {message}" if message else "regauth: proxy error"
-    return json.dumps({"errors": [{"code": code, "message": text}]}).encode()
+    code = _CODES.get(status_code, Code.UNAVAILABLE if status_code >= 500 else Code.UNSUPPORTED)
+    return error_body(code, f"regauth: {message}" if message else "regauth: proxy error")
 
 
 def _make_error_response(status_code: int, message: str = "") -> bytes:
     response = http.Response.make(
-        status_code, registry_error(status_code, message),
-        {"Content-Type": "application/json", "Connection": "close",
-         "Docker-Distribution-Api-Version": "registry/2.0"})
+        status_code, registry_error(status_code, message), {**JSON_HEADERS, "Connection": "close"})
     return assemble_response(response)
 
 

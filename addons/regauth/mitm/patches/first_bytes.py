@@ -24,7 +24,6 @@ Refusals are counted and logged through `refusal_log.refusals` (reasons `plain_h
 from __future__ import annotations
 
 import functools
-import json
 from typing import Any
 
 from mitmproxy import ctx
@@ -38,6 +37,8 @@ from mitmproxy.utils import human
 
 from regauth.mitm.refusal_log import refusals
 from regauth.protocol.errors import JSON_HEADERS
+from regauth.protocol.errors import Code
+from regauth.protocol.errors import error_body
 from regauth.protocol.proxy_protocol import ProxyProtocolError
 from regauth.protocol.proxy_protocol import parse
 
@@ -47,7 +48,7 @@ TLS_ONLY = ("regauth: this port speaks TLS only: use https:// (a registry client
 
 
 def _answer_400() -> bytes:
-    body = json.dumps({"errors": [{"code": "UNSUPPORTED", "message": TLS_ONLY}]}).encode()
+    body = error_body(Code.UNSUPPORTED, TLS_ONLY)
     # The reason phrase says it too: clients that fail on a HEAD (containerd resolves with
     # one) have no body to show, and print the status line as they got it.
     head = ["HTTP/1.1 400 Bad Request: this port speaks TLS only, use https://",

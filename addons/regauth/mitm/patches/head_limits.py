@@ -35,6 +35,7 @@ from mitmproxy.utils import human
 
 from regauth.mitm.refusal_log import refusals
 from regauth.protocol.errors import JSON_HEADERS
+from regauth.protocol.errors import Code
 from regauth.protocol.errors import error_body
 from regauth.protocol.request_bounds import MAX_HEAD_BYTES
 from regauth.protocol.request_bounds import HeadRefusal
@@ -49,7 +50,7 @@ _PHRASES = {414: "URI Too Long", 431: "Request Header Fields Too Large", 400: "B
 def refusal_response(refusal: HeadRefusal) -> bytes:
     """The bytes of the HTTP/1.1 answer to a refused head (the connection closes after it)."""
     response = http.Response.make(
-        refusal.status, error_body("UNSUPPORTED", f"regauth: {refusal.reason}"),
+        refusal.status, error_body(Code.UNSUPPORTED, f"regauth: {refusal.reason}"),
         {**JSON_HEADERS, "Connection": "close"})
     response.reason = _PHRASES.get(refusal.status, "")
     return assemble_response(response)

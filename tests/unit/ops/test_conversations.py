@@ -1,5 +1,5 @@
-from regauth.ops.exchange import Conversations
-from regauth.ops.exchange import new_id
+from regauth.ops.conversations import Conversations
+from regauth.ops.conversations import new_id
 from tests.unit.helpers import FakeClock
 
 A = "repository:a:pull"

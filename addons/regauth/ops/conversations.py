@@ -1,4 +1,5 @@
-"""Exchange records: linking a client's challenge, token request and retry into one conversation.
+"""Conversations: linking a client's challenge, token request and retries (the `conversation`
+id of every exchange record, `ops.exchange_record`).
 
 A conversation starts with a 401 challenge (or with a token request nobody challenged, as when a
 BuildKit client fetches tokens for its daemon). The token request that follows from the same
