@@ -21,6 +21,7 @@ from regauth.ops.registry_process import free_port
 from tests.support.docker import DockerClient
 from tests.support.docker import Dockerd
 from tests.support.docker import daemon_trust
+from tests.support.docker import loopback_name
 from tests.support.invariant import RegistryWatch
 from tests.support.invariant import assert_registry_saw_only_decided
 from tests.support.invariant import capability_redactor
@@ -250,25 +251,37 @@ class Guarded:
 
 @pytest.fixture
 def guarded(write_policy: Callable[..., Path], make_registry: Callable[..., RegistryProcess],
-            make_proxy: Callable[..., ProxyProcess]) -> Callable[[str], Guarded]:
-    def start(mode: str = "enforce") -> Guarded:
+            make_proxy: Callable[..., ProxyProcess]) -> Callable[..., Guarded]:
+    def start(mode: str = "enforce", host: str = "localhost") -> Guarded:
+        """`host`: the name clients use (`loopback_name` for clients that speak plain HTTP to
+        `localhost`)."""
         policy = write_policy(f"policy-{mode}.yaml", mode=mode, extra_rules=CLIENT_RULES)
+        port = free_port()  # the registry's realm names the proxy: reserve its port first
+        public_url = f"https://{host}:{port}"
         if mode == "delegate":
-            port = free_port()  # the registry's realm names the proxy: reserve its port first
             registry = make_registry("token", name=f"registry-{mode}",
-                                     realm=f"https://localhost:{port}/v2/token")
-            proxy = make_proxy(policy, registry.url, name=f"proxy-{mode}", port=port)
+                                     realm=f"{public_url}/v2/token")
         else:
             registry = make_registry(name=f"registry-{mode}")
-            proxy = make_proxy(policy, registry.url, name=f"proxy-{mode}")
+        proxy = make_proxy(policy, registry.url, name=f"proxy-{mode}", port=port,
+                           public_url=public_url if host != "localhost" else None)
         return Guarded(mode, registry, proxy)
 
     return start
 
 
 @pytest.fixture(scope="session")
-def dockerd() -> Iterator[Dockerd]:
-    daemon = Dockerd()
+def registry_name() -> Iterator[str]:
+    """A registry name resolving to loopback that is not `localhost` (tests/support/docker.py
+    `loopback_name`): for BuildKit, which speaks plain HTTP to `localhost`."""
+    with loopback_name() as name:
+        yield name
+
+
+@pytest.fixture(scope="session")
+def dockerd(registry_name: str, certs_dir: Path) -> Iterator[Dockerd]:
+    # The loopback name first: Go's resolver rereads /etc/hosts only every 5 s.
+    daemon = Dockerd(ca=certs_dir / pki.CA_CERT)
     daemon.start()
     yield daemon
     daemon.stop()

@@ -1,5 +1,8 @@
 """BuildKit (embedded in dockerd 20.10, `DOCKER_BUILDKIT=1 docker build`) through regauth.
 
+regauth is reached as `regauth.test` (an /etc/hosts name for 127.0.0.1): BuildKit speaks plain
+HTTP to a registry named `localhost`, which regauth refuses (its port speaks TLS only).
+
 The docker CLI hands BuildKit a client-side token authority: token requests come from the CLI
 process (trusting regauth's CA through SSL_CERT_FILE), registry requests from the daemon. After
 `docker login`, each token request is first `GET /v2/token?scope=…` with
@@ -52,8 +55,9 @@ def _timestamp(record):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_buildkit_builds_from_private_repositories_after_docker_login(guarded, docker_for,
+                                                                      registry_name,
                                                                       tmp_path, mode):
-    proxy = guarded(mode).proxy
+    proxy = guarded(mode, host=registry_name).proxy
     docker = docker_for(proxy)
     assert docker.login(proxy.netloc, "ci", PASSWORDS["ci"]).ok
     bases = push_bases(docker, proxy.netloc, [f"apps/base-{i}" for i in range(BUILDS)])
@@ -88,8 +92,9 @@ def test_buildkit_builds_from_private_repositories_after_docker_login(guarded, d
 
 
 @client_scenario("BuildKit", "anon-pull-public", "anon-pull-refused")
-def test_buildkit_anonymous_build_from_a_public_repository(guarded, docker_for, tmp_path):
-    proxy = guarded("enforce").proxy
+def test_buildkit_anonymous_build_from_a_public_repository(guarded, docker_for, tmp_path,
+                                                           registry_name):
+    proxy = guarded("enforce", host=registry_name).proxy
     ci = docker_for(proxy, "ci")
     assert ci.login(proxy.netloc, "ci", PASSWORDS["ci"]).ok
     public, private = push_bases(ci, proxy.netloc, ["public/base", "apps/private-base"])
@@ -107,10 +112,11 @@ def test_buildkit_anonymous_build_from_a_public_repository(guarded, docker_for, 
     assert "denied" in text or "unauthorized" in text or "authorization" in text, text[-2000:]
 
 
-def test_buildkit_token_requests_come_from_the_client_process(guarded, docker_for, tmp_path):
+def test_buildkit_token_requests_come_from_the_client_process(guarded, docker_for, tmp_path,
+                                                             registry_name):
     # The README's trust instructions for the BuildKit client host: dockerd trusting regauth
     # (certs.d) is not enough; the docker CLI process fetches the tokens and must trust it too.
-    proxy = guarded("enforce").proxy
+    proxy = guarded("enforce", host=registry_name).proxy
     docker = docker_for(proxy)
     assert docker.login(proxy.netloc, "ci", PASSWORDS["ci"]).ok
     (base,) = push_bases(docker, proxy.netloc, ["apps/trust-base"])

@@ -179,6 +179,11 @@ def test_a_registry_that_disagrees_with_regauth_is_not_ready(case, tmp_path, wri
         proxy = make_proxy(write_policy(mode="delegate"), registry.url, port=port,
                            admin_listen=ADMIN, extra=FAST_PROBE)
         body = wait_status(proxy.admin_port, "/readyz", 503)
+        deadline = time.monotonic() + 30
+        while "has not been checked yet" in body and time.monotonic() < deadline:
+            # Not ready before the first check too: wait for its verdict.
+            time.sleep(0.2)
+            body = wait_status(proxy.admin_port, "/readyz", 503)
         expected = {
             "service": f"the registry's auth.token service is 'another-service', but regauth "
                        f"issues tokens for '{SERVICE}'",

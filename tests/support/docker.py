@@ -34,15 +34,43 @@ from tests.support.tools import Result
 DOCKERD = "/usr/sbin/dockerd"
 DOCKER = "/usr/bin/docker"
 CERTS_D = Path("/etc/docker/certs.d")
+HOSTS = Path("/etc/hosts")
+# A registry name that resolves to loopback but is not `localhost`: BuildKit and containerd
+# speak plain HTTP to `localhost`, `127.0.0.1` and `::1` (containerd's docker.MatchLocalhost),
+# and regauth answers plain HTTP with a 400 asking for TLS. `.test` is reserved (RFC 2606).
+LOOPBACK_NAME = "regauth.test"
+
+
+@contextmanager
+def loopback_name(name: str = LOOPBACK_NAME) -> Iterator[str]:
+    """Make `name` resolve to 127.0.0.1 for the processes of this machine (an /etc/hosts line,
+    removed afterwards if this added it)."""
+    line = f"127.0.0.1 {name}  # regauth tests\n"
+    text = HOSTS.read_text()
+    added = not any(entry.split()[1:2] == [name] for entry in text.splitlines()
+                    if entry.strip() and not entry.lstrip().startswith("#"))
+    if added:
+        HOSTS.write_text(text + ("" if text.endswith("\n") else "\n") + line)
+    try:
+        yield name
+    finally:
+        if added:
+            HOSTS.write_text("".join(entry for entry in HOSTS.read_text().splitlines(True)
+                                     if entry != line))
 
 
 class Dockerd:
     """One private dockerd. Start it once per session; clients are `DockerClient`s."""
 
-    def __init__(self) -> None:
+    def __init__(self, ca: Path | None = None) -> None:
+        """`ca`: a CA the daemon trusts besides the system's. Its embedded BuildKit (20.10)
+        reads `certs.d` only for registries in the daemon's index configuration (insecure
+        registries and mirrors); for any other registry it trusts the system's CAs, which Go
+        reads from `SSL_CERT_FILE` when it is set (as a user would `update-ca-certificates`)."""
         # Unix socket paths are limited to 108 bytes: keep the daemon's directories short
         # (containerd's sockets live under the exec root).
         self.workdir = Path(tempfile.mkdtemp(prefix="regauth-dockerd-"))
+        self.ca = ca
         self.socket = self.workdir / "docker.sock"
         self.log_path = self.workdir / "dockerd.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -59,12 +87,19 @@ class Dockerd:
         daemon_json = self.workdir / "daemon.json"
         daemon_json.write_text(json.dumps({"deprecated-key-path": str(self.workdir / "key.json")}))
         log = self.log_path.open("wb")
+        env = dict(os.environ)
+        if self.ca is not None:
+            bundle = self.workdir / "ca-bundle.pem"
+            system = Path("/etc/ssl/certs/ca-certificates.crt")
+            bundle.write_bytes((system.read_bytes() if system.exists() else b"") +
+                               self.ca.read_bytes())
+            env["SSL_CERT_FILE"] = str(bundle)
         self.process = subprocess.Popen(
             [DOCKERD, "--config-file", str(daemon_json), "--storage-driver", "vfs",
              "--iptables=false", "--ip6tables=false", "--bridge=none",
              "--data-root", str(self.workdir / "data"), "--exec-root", str(self.workdir / "x"),
              "--pidfile", str(self.workdir / "pid"), "-H", self.host],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         probe = DockerClient(self, self.workdir / "probe-config")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from regauth.ops.registry_process import free_port
 
@@ -34,14 +35,15 @@ class ProxyProcess:
     log_path: Path
     output_path: Path
     admin_port: int | None = None  # the admin listener (/metrics, /healthz, /readyz)
+    host: str = "localhost"  # the name clients use (the public URL's host)
 
     @property
     def url(self) -> str:
-        return f"https://localhost:{self.port}"
+        return f"https://{self.netloc}"
 
     @property
     def netloc(self) -> str:
-        return f"localhost:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def ca(self) -> Path:
@@ -130,6 +132,8 @@ def start_proxy(workdir: Path, certs_dir: Path, policy: Path, upstream: str | No
     process = subprocess.Popen(cmd, stdout=output_path.open("wb"), stderr=subprocess.STDOUT,
                                env={**os.environ, **(env or {})}, start_new_session=True)
     proxy = ProxyProcess(process, port, workdir, certs_dir, log_path, output_path)
+    if public_url:
+        proxy.host = urlsplit(public_url).hostname or "localhost"
     if not wait:
         return proxy
     deadline = time.monotonic() + timeout
