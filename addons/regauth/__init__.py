@@ -13,8 +13,8 @@ The package map: a sans-IO core that decides, adapters that carry decisions out,
   Authorization headers, registry errors, URLs, strict JSON, request-head bounds, the PROXY
   protocol;
 - `policy/`: the policy's model and decisions (`model`), the strict YAML loader with
-  `file:line:column` problems (`load`, `load_keys`, `yamlpos`), repository patterns on RE2
-  (`patterns`, `linear_regex`);
+  `file:line:column` problems (`load` with `reader`, `load_rules`, `load_upstreams`,
+  `load_keys`, `yamlpos`), repository patterns on RE2 (`patterns`, `linear_regex`);
 - `tokens/`: signing keys (`keyring`, `keyids`, `keystate`), issuing (`issue`), verifying
   (`verify`, `claims`), keys a registry refused (`refused_keys`);
 - `logins/`: bcrypt checks and caches (`credentials`), failed-login limits (`limits`), the fair

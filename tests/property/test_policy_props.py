@@ -20,10 +20,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from regauth.policy import yamlpos
-from regauth.policy.load import PolicyError
 from regauth.policy.load import load_policy
 from regauth.policy.load import load_policy_text
 from regauth.policy.model import Policy
+from regauth.policy.reader import PolicyError
 from tests.property.strategies import any_text
 from tests.property.strategies import json_scalars
 from tests.property.strategies import json_values

@@ -16,9 +16,9 @@ import pytest
 
 from regauth.policy import load
 from regauth.policy import yamlpos
-from regauth.policy.load import PolicyError
 from regauth.policy.load import load_policy
 from regauth.policy.load import load_policy_text
+from regauth.policy.reader import PolicyError
 
 PROBLEM_RE = re.compile(r"[^\n]+:\d+:\d+: [^\n]+")
 DEEP = 33  # yamlpos.MAX_DEPTH + 1

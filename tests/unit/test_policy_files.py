@@ -23,10 +23,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jsonschema import Draft202012Validator
 
-from regauth.policy.load import PolicyError
 from regauth.policy.load import load_policy
 from regauth.policy.load import load_policy_text
 from regauth.policy.model import Identity
+from regauth.policy.reader import PolicyError
 from regauth.protocol.scope import parse_scope
 
 ROOT = Path(__file__).resolve().parents[2]

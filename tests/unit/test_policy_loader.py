@@ -2,9 +2,9 @@ import textwrap
 
 import pytest
 
-from regauth.policy.load import PolicyError
 from regauth.policy.load import load_policy
 from regauth.policy.load import load_policy_text
+from regauth.policy.reader import PolicyError
 
 HASH = "$2b$04$" + "N" * 53
 FILE = "p.yaml"

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from regauth.policy.linear_regex import RegexError
 from regauth.policy.linear_regex import compile_policy_regex
-from regauth.policy.load import PolicyError
 from regauth.policy.load import load_policy_text
 from regauth.policy.model import Identity
+from regauth.policy.reader import PolicyError
 from regauth.protocol.scope import parse_scope
 
 ROOT = Path(__file__).resolve().parents[2]

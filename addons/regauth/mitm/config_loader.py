@@ -31,7 +31,7 @@ from mitmproxy.utils import asyncio_utils
 from regauth.ops import pki
 from regauth.ops.fetch import make_fetcher
 from regauth.ops.public_url import default_public_url
-from regauth.policy.load import PolicyError
+from regauth.policy.reader import PolicyError
 from regauth.protocol.urls import Origin
 from regauth.protocol.urls import parse_origin
 from regauth.runtime import Active

@@ -5,7 +5,7 @@ completing request headers: {buf!r}`, regauth logs request targets of aborted re
 quote what failed to parse. Two things must not reach the operator's terminal or mitmweb:
 
 - capability ids (an anonymous write right while the build lives): hidden as `<id:HASH10>`,
-  the exchange log's form (`scrub.SHOWN`, which follows the policy in force);
+  the exchange log's form (`shown.SHOWN`, which follows the policy in force);
 - control characters: an escape sequence in a record would act on the terminal (OSC 52
   writes the clipboard, a carriage return and cursor movement paint a forged line). Each is
   written as a visible escape (`regauth.ops.safe_text`). A line break stays a line break (regauth's
@@ -25,7 +25,7 @@ import logging
 import traceback
 from collections.abc import Callable
 
-from regauth.mitm import scrub
+from regauth.mitm import shown
 from regauth.ops.safe_text import escape_lines
 
 # Set on a record once rewritten: every handler runs the filter, the record is rewritten once.
@@ -38,7 +38,7 @@ class SafeRecords(logging.Filter):
 
     def __init__(self, hide: Callable[[str], str] | None = None) -> None:
         super().__init__()
-        self.hide = hide or scrub.SHOWN
+        self.hide = hide or shown.SHOWN
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, _DONE, False):

@@ -7,7 +7,7 @@ token request → retries; a presented token links only when it is genuine,
 `record.to_json()` (capability ids redacted in the line, `ExchangeLog`), its secrets are
 removed from the stored copy (`scrub`), and it gets a one-line comment and a marker for
 mitmweb. The comment is what mitmweb, its exports and flow files show: capability
-ids hidden and control characters escaped before it is set (`scrub.shown_text`).
+ids hidden and control characters escaped before it is set (`shown.shown_text`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from mitmproxy import ctx
 from mitmproxy import http
 from mitmproxy.addonmanager import Loader
 
-from regauth.mitm import scrub
+from regauth.mitm import shown
 from regauth.mitm.config_loader import ConfigLoader
 from regauth.mitm.fail_closed import fail_closed
 from regauth.mitm.flow_state import FlowState
@@ -46,7 +46,7 @@ class Recorder:
         self.conversations = Conversations()
         self.exchange_log: ExchangeLog | None = None
         # What mitmweb and the console show hides the ids of the policy in force.
-        scrub.SHOWN.follow(lambda: config.active)
+        shown.SHOWN.follow(lambda: config.active)
 
     def load(self, loader: Loader) -> None:
         loader.add_option("regauth_log", str, "logs/exchange.jsonl",
@@ -123,7 +123,7 @@ class Recorder:
             loop = asyncio.get_running_loop()
             loop.call_later(1.0, scrub_token_response, flow.response)
         comment, marker = comment_and_marker(flow, state, record)
-        flow.comment = scrub.shown_text(comment)
+        flow.comment = shown.shown_text(comment)
         flow.marked = marker
         if self.exchange_log is not None:
             self.exchange_log.write(record.to_json())

@@ -214,7 +214,7 @@ def comment_and_marker(flow: http.HTTPFlow, state: FlowState,
     The comment ends with `[conv ID]`, the record's conversation: mitmweb's filter
     `~comment ID` then shows that challenge → token → retry exchange end to end. It is raw
     text (what clients sent, capability ids): the recorder hides ids and escapes it before it
-    is set (`scrub.shown_text`).
+    is set (`shown.shown_text`).
     """
     text, marker = _describe(flow, state, record)
     conversation = record.conversation

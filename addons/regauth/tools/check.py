@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import IO
 
 from regauth.ops.safe_text import escape
-from regauth.policy.load import PolicyError
-from regauth.policy.load import Problem
 from regauth.policy.load import load_policy
+from regauth.policy.reader import PolicyError
+from regauth.policy.reader import Problem
 from regauth.tools import EXIT_FINDING
 from regauth.tools import EXIT_OK
 from regauth.tools.render import Printer

@@ -195,9 +195,9 @@ def trace(args: argparse.Namespace) -> int:
 
 def policy_explain(args: argparse.Namespace) -> int:
     """Show which rule decides each scope for an account, without issuing anything."""
-    from regauth.policy.load import PolicyError
     from regauth.policy.load import load_policy
     from regauth.policy.model import Identity
+    from regauth.policy.reader import PolicyError
     from regauth.protocol.scope import parse_scopes
     from regauth.tools.render import Printer
 
@@ -234,7 +234,7 @@ def serve(args: argparse.Namespace) -> int:
     from regauth.mitm.launcher import serve
     from regauth.mitm.patches.proxy_header import parse_networks
     from regauth.ops.public_url import default_public_url
-    from regauth.policy.load import PolicyError
+    from regauth.policy.reader import PolicyError
     from regauth.protocol.urls import parse_listen
     from regauth.protocol.urls import parse_origin
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from regauth.policy.load import PolicyError
-from regauth.policy.load import Problem
 from regauth.policy.load import load_policy
 from regauth.policy.model import Policy
+from regauth.policy.reader import PolicyError
+from regauth.policy.reader import Problem
 
 
 def load_for_decisions(path: Path) -> Policy:

@@ -19,7 +19,7 @@ from mitmproxy.addons.eventstore import CallbackLogger
 from mitmproxy.addons.termlog import TermLogHandler
 from mitmproxy.log import LogEntry
 
-from regauth.mitm import scrub
+from regauth.mitm import shown
 from regauth.mitm.launcher import _master_class
 from regauth.mitm.log_safety import SafeRecords
 from regauth.mitm.log_safety import install
@@ -36,13 +36,13 @@ RAW = ("\x1b", "\x07", "\r", "\u202e")
 
 @pytest.fixture
 def policy_in_force(tmp_path: Path, certs_dir: Path, password_hashes) -> Iterator[None]:
-    """scrub.SHOWN follows a configuration whose policy declares `builds/{build-id}`."""
+    """shown.SHOWN follows a configuration whose policy declares `builds/{build-id}`."""
     runtime = build_runtime(tmp_path, certs_dir, policy_text(password_hashes))
     active = Active(runtime, parse_origin("https://localhost:5443"),
                     parse_origin("http://127.0.0.1:5000"))
-    scrub.SHOWN.follow(lambda: active)
+    shown.SHOWN.follow(lambda: active)
     yield
-    scrub.SHOWN.follow(lambda: None)
+    shown.SHOWN.follow(lambda: None)
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from mitmproxy.test import tflow
 from regauth.mitm.config_loader import ConfigLoader
 from regauth.mitm.flow_state import FlowStates
 from regauth.mitm.recorder import Recorder
-from regauth.mitm.scrub import REDACTED
 from regauth.mitm.scrub import display_copy
+from regauth.mitm.shown import REDACTED
 from regauth.upstream_auth import _Cached
 from tests.conftest import PASSWORDS
 from tests.unit.helpers import BUILD_ID

@@ -18,7 +18,7 @@ from mitmproxy.test import tflow
 from regauth.mitm import fail_closed
 from regauth.mitm.patches.stream_isolation import DISCARD_MARK
 from regauth.mitm.refusal_sink import NONCE_HEADER
-from regauth.mitm.scrub import REDACTED
+from regauth.mitm.shown import REDACTED
 from regauth.upstream_auth import UpstreamAuthError
 from tests.conftest import PASSWORDS
 from tests.unit.mitm.harness import PUBLIC

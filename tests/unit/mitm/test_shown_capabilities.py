@@ -22,7 +22,7 @@ from mitmproxy import flowfilter
 from mitmproxy.test import tflow
 from mitmproxy.test import tutils
 
-from regauth.mitm import scrub
+from regauth.mitm import shown
 from regauth.mitm.patches import web_window
 from regauth.mitm.scrub import CLIENT_AUTHORIZATION
 from regauth.mitm.scrub import display_copy
@@ -61,9 +61,9 @@ def policy_in_force(tmp_path: Path, certs_dir: Path, password_hashes) -> Iterato
     runtime = build_runtime(tmp_path, certs_dir, policy_text(password_hashes))
     active = Active(runtime, parse_origin("https://localhost:5443"),
                     parse_origin("http://127.0.0.1:5000"))
-    scrub.SHOWN.follow(lambda: active)
+    shown.SHOWN.follow(lambda: active)
     yield runtime
-    scrub.SHOWN.follow(lambda: None)
+    shown.SHOWN.follow(lambda: None)
 
 
 def _shown_text(flow) -> str:  # type: ignore[no-untyped-def]
@@ -129,10 +129,10 @@ def test_percent_encoded_ids_in_token_requests(policy_in_force) -> None:
 
 
 def test_without_capabilities_nothing_changes() -> None:
-    scrub.SHOWN.follow(lambda: None)
-    fresh = scrub.CapabilityRedaction()
+    shown.SHOWN.follow(lambda: None)
+    fresh = shown.CapabilityRedaction()
     flow = _flow_naming_the_id()
-    scrub.hide_capabilities(flow, fresh)
+    shown.hide_capabilities(flow, fresh)
     assert BUILD_ID in flow.request.path
 
 
@@ -222,8 +222,8 @@ def test_large_bodies_are_tested_before_they_are_searched(policy_in_force) -> No
     """mitmweb builds the shown copy on the proxy's event loop: a body without any id shape is
     passed by one RE2 scan (not decoded, searched and re-encoded), one with an id is hidden."""
     layer = random.Random(20).randbytes(2 << 20)  # a compressed layer looks like this
-    assert scrub.SHOWN.body(layer) is layer
+    assert shown.SHOWN.body(layer) is layer
     named = layer + json.dumps({"name": REPO}).encode() + layer
-    hidden = scrub.SHOWN.body(named)
+    hidden = shown.SHOWN.body(named)
     assert BUILD_ID.encode() not in hidden and HIDDEN.encode() in hidden
     assert len(hidden) == len(named) - len(BUILD_ID) + len(HIDDEN)

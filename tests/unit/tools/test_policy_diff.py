@@ -13,9 +13,9 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from regauth.policy.load import PolicyError
 from regauth.policy.load import load_policy_text
 from regauth.policy.model import Policy
+from regauth.policy.reader import PolicyError
 from regauth.protocol.scope import ResourceScope
 from regauth.tools.policy_diff import REPOSITORY_ACTIONS
 from regauth.tools.policy_diff import diff_policies
