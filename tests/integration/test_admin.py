@@ -16,8 +16,6 @@ import pytest
 
 from regauth.ops import pki
 from regauth.ops.registry_process import RegistryProcess
-from tests.conftest import PASSWORDS
-from tests.conftest import SERVICE
 from tests.support.admin import get
 from tests.support.admin import scrape
 from tests.support.admin import wait_status
@@ -26,6 +24,8 @@ from tests.support.httpclient import get_token
 from tests.support.httpclient import post_token
 from tests.support.httpclient import request
 from tests.support.oci import make_layout
+from tests.support.policies import PASSWORDS
+from tests.support.policies import SERVICE
 
 pytestmark = pytest.mark.integration
 FAST_PROBE = ["--set", "regauth_upstream_check_seconds=1"]

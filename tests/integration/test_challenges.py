@@ -16,8 +16,8 @@ from http.server import ThreadingHTTPServer
 import pytest
 
 from regauth.protocol.challenge import parse_challenges
-from tests.conftest import SERVICE
 from tests.support import httpclient
+from tests.support.policies import SERVICE
 
 SCOPE = "repository:ci/app:pull"
 

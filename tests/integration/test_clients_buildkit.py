@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PASSWORDS
+from tests.support.policies import PASSWORDS
 from tests.support.scenarios import client_scenario
 
 BUILDS = 10

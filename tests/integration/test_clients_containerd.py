@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import PASSWORDS
-from tests.conftest import SERVICE
-from tests.conftest import build_id
 from tests.support import httpclient
 from tests.support.oci import archive
 from tests.support.oci import make_layout
+from tests.support.policies import PASSWORDS
+from tests.support.policies import SERVICE
+from tests.support.policies import build_id
 from tests.support.scenarios import client_scenario
 
 CI = f"ci:{PASSWORDS['ci']}"

@@ -10,8 +10,8 @@ import os
 
 import pytest
 
-from tests.conftest import PASSWORDS
-from tests.conftest import build_id
+from tests.support.policies import PASSWORDS
+from tests.support.policies import build_id
 from tests.support.scenarios import client_scenario
 
 MODES = [

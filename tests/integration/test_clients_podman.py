@@ -11,9 +11,9 @@ import json
 
 import pytest
 
-from tests.conftest import PASSWORDS
-from tests.conftest import build_id
 from tests.support.oci import make_layout
+from tests.support.policies import PASSWORDS
+from tests.support.policies import build_id
 from tests.support.scenarios import client_scenario
 
 MODES = [

@@ -10,9 +10,9 @@ import subprocess
 
 import pytest
 
-from tests.conftest import PASSWORDS
-from tests.conftest import build_id
 from tests.support.oci import make_layout
+from tests.support.policies import PASSWORDS
+from tests.support.policies import build_id
 from tests.support.scenarios import client_scenario
 from tests.support.tools import Result
 

@@ -32,9 +32,6 @@ from regauth.ops import pki
 from regauth.ops.registry_process import RegistryProcess
 from regauth.ops.registry_process import TokenAuth
 from regauth.protocol.scope import parse_scope
-from tests.conftest import ISSUER
-from tests.conftest import SERVICE
-from tests.conftest import policy_text
 from tests.support.conformance import MANIFEST_TYPE
 from tests.support.conformance import Endpoint
 from tests.support.conformance import image_manifest
@@ -42,6 +39,9 @@ from tests.support.conformance import observe
 from tests.support.invariant import RegistryWatch
 from tests.support.invariant import assert_registry_saw_only_decided
 from tests.support.invariant import capability_redactor
+from tests.support.policies import ISSUER
+from tests.support.policies import SERVICE
+from tests.support.policies import policy_text
 from tests.support.proxy import start_proxy
 from tests.unit.helpers import build_runtime
 

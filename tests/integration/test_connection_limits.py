@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from tests.conftest import SERVICE
 from tests.support import httpclient
+from tests.support.policies import SERVICE
 
 HEAD = b"GET /v2/ HTTP/1.1\r\nHost: localhost\r\nUser-Agent: slow\r\n\r\n"
 

@@ -23,15 +23,15 @@ from regauth.ops import pki
 from regauth.ops.registry_process import RegistryProcess
 from regauth.ops.registry_process import TokenAuth
 from regauth.ops.registry_process import free_port
-from tests.conftest import ISSUER
-from tests.conftest import PASSWORDS
-from tests.conftest import SERVICE
 from tests.support.admin import get
 from tests.support.admin import scrape
 from tests.support.admin import wait_status
 from tests.support.httpclient import get_token
 from tests.support.httpclient import request
 from tests.support.invariant import OWN_PROBE_AGENTS
+from tests.support.policies import ISSUER
+from tests.support.policies import PASSWORDS
+from tests.support.policies import SERVICE
 from tests.support.proxy import start_proxy
 
 pytestmark = pytest.mark.integration

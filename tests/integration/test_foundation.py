@@ -8,9 +8,9 @@ import time
 
 from regauth.ops import pki
 from regauth.ops.registry_process import free_port
-from tests.conftest import PASSWORDS
-from tests.conftest import SERVICE
 from tests.support import httpclient
+from tests.support.policies import PASSWORDS
+from tests.support.policies import SERVICE
 from tests.support.tools import skopeo
 
 

@@ -9,14 +9,14 @@ import time
 
 from regauth.ops import pki
 from regauth.ops.registry_process import free_port
-from tests.conftest import PASSWORDS
-from tests.conftest import SERVICE
-from tests.conftest import bcrypt_hash
-from tests.conftest import build_id
-from tests.conftest import htpasswd_file
-from tests.conftest import policy_text
 from tests.support import httpclient
 from tests.support.oci import archive
+from tests.support.policies import PASSWORDS
+from tests.support.policies import SERVICE
+from tests.support.policies import bcrypt_hash
+from tests.support.policies import build_id
+from tests.support.policies import htpasswd_file
+from tests.support.policies import policy_text
 from tests.support.tools import skopeo
 
 CI = f"ci:{PASSWORDS['ci']}"

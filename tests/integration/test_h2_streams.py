@@ -12,10 +12,10 @@ import os
 
 import pytest
 
-from tests.conftest import PASSWORDS
-from tests.conftest import SERVICE
 from tests.support import httpclient
 from tests.support.h2raw import H2Client
+from tests.support.policies import PASSWORDS
+from tests.support.policies import SERVICE
 
 MIB = 1024 * 1024
 

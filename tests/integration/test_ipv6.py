@@ -14,9 +14,9 @@ import pytest
 
 from regauth.ops.registry_process import RegistryProcess
 from regauth.ops.registry_process import free_port
-from tests.conftest import PASSWORDS
-from tests.conftest import SERVICE
-from tests.conftest import build_id
+from tests.support.policies import PASSWORDS
+from tests.support.policies import SERVICE
+from tests.support.policies import build_id
 from tests.support.proxy import start_proxy
 from tests.support.tools import skopeo
 

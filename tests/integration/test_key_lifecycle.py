@@ -22,11 +22,11 @@ from regauth.ops import pki
 from regauth.ops.registry_process import free_port
 from regauth.tokens import keystate
 from regauth.tokens.keyids import libtrust_kid
-from tests.conftest import PASSWORDS
-from tests.conftest import SERVICE
 from tests.support.httpclient import Reply
 from tests.support.httpclient import get_token
 from tests.support.httpclient import request
+from tests.support.policies import PASSWORDS
+from tests.support.policies import SERVICE
 from tests.support.proxy import REGAUTH
 from tests.support.proxy import ProxyProcess
 from tests.support.proxy import start_proxy

@@ -3,7 +3,8 @@ account logged in from. Redis keeps one sorted set per key with its own expiry, 
 evicted by count; at `maxmemory` it evicts by its policy, and with the policy the Kubernetes
 manifest ships (`volatile-ttl`: shortest time to live first) failures (kept 5 min) go before
 known networks (kept 24 h). These tests confirm what the issue observed ("the Redis store
-held"), including at maxmemory; the memory store's own test is tests/unit/test_known_networks.py.
+held"), including at maxmemory; the memory store's own test is
+tests/unit/logins/test_limits_known_networks.py.
 """
 
 from __future__ import annotations

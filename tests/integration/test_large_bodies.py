@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from tests.conftest import PASSWORDS
-from tests.conftest import build_id
 from tests.support.oci import make_layout
 from tests.support.oci import random_gzip_file
+from tests.support.policies import PASSWORDS
+from tests.support.policies import build_id
 from tests.support.tools import skopeo
 
 MiB = 1024 * 1024

@@ -26,14 +26,14 @@ import pytest
 
 from regauth.logins.queue import PER_SOURCE
 from regauth.logins.queue import WORKERS
-from tests.conftest import PASSWORDS
-from tests.conftest import SERVICE
-from tests.conftest import policy_text
 from tests.support.login_flood import Flood
 from tests.support.login_flood import connect
 from tests.support.login_flood import percentile
 from tests.support.login_flood import push_image
 from tests.support.login_flood import timed_token
+from tests.support.policies import PASSWORDS
+from tests.support.policies import SERVICE
+from tests.support.policies import policy_text
 
 pytestmark = pytest.mark.integration
 

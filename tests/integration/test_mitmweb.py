@@ -10,9 +10,9 @@ import urllib.request
 from mitmproxy.utils.emoji import emoji
 
 from regauth.ops.registry_process import free_port
-from tests.conftest import PASSWORDS
-from tests.conftest import SERVICE
 from tests.support import httpclient
+from tests.support.policies import PASSWORDS
+from tests.support.policies import SERVICE
 
 
 def _web_get(port: int, token: str, path: str):

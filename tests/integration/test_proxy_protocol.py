@@ -20,9 +20,9 @@ import time
 
 import pytest
 
-from tests.conftest import PASSWORDS
-from tests.conftest import SERVICE
 from tests.support import httpclient
+from tests.support.policies import PASSWORDS
+from tests.support.policies import SERVICE
 from tests.support.proxy import REGAUTH
 from tests.support.proxyproto import closed_without_answer
 from tests.support.proxyproto import exchange

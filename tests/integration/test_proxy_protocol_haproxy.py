@@ -17,7 +17,8 @@ each of them, while HAProxy itself connects from 127.0.0.1.
 - every exchange-log record and every `regauth trace` conversation names the real client, with
   HAProxy as `via`;
 - plain HTTP through HAProxy gets one 400 asking for TLS: no challenge, no token, nothing
-  forwarded (the registry invariant of tests/conftest.py checks the registry's access log);
+  forwarded (the registry invariant of tests/integration/conftest.py checks the registry's
+  access log);
   containerd set up for a plain-http registry fails, and must show that message (it does not
   yet: its first request is a HEAD, and the message is only in the body);
 - the control: without `send-proxy-v2` and `--proxy-protocol` every client is HAProxy, the
@@ -40,12 +41,12 @@ import pytest
 
 from regauth.ops.registry_process import RegistryProcess
 from regauth.ops.registry_process import free_port
-from tests.conftest import CLIENT_RULES
-from tests.conftest import PASSWORDS
-from tests.conftest import SERVICE
 from tests.support.attacks import RawReply
 from tests.support.httpclient import basic
 from tests.support.legit import LegitClient
+from tests.support.policies import CLIENT_RULES
+from tests.support.policies import PASSWORDS
+from tests.support.policies import SERVICE
 from tests.support.proxy import REGAUTH
 from tests.support.proxy import ProxyProcess
 from tests.support.proxyproto import V2_SIGNATURE

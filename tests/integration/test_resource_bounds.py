@@ -24,8 +24,6 @@ import h2.connection
 import h2.errors
 import pytest
 
-from tests.conftest import PASSWORDS
-from tests.conftest import SERVICE
 from tests.support import httpclient
 from tests.support.admin import scrape
 from tests.support.dos import continuation_flood
@@ -38,6 +36,8 @@ from tests.support.dos import tls_socket
 from tests.support.dos import trickle
 from tests.support.h2raw import H2Client
 from tests.support.legit import LegitClient
+from tests.support.policies import PASSWORDS
+from tests.support.policies import SERVICE
 
 MIB = 1024 * 1024
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from regauth.ops.registry_process import free_port
-from tests.conftest import build_id
 from tests.support.invariant import LogOnly
 from tests.support.invariant import RegistryWatch
 from tests.support.invariant import assert_registry_saw_only_decided
 from tests.support.invariant import capability_redactor
+from tests.support.policies import build_id
 from tests.support.tools import skopeo
 
 REPO = Path(__file__).resolve().parents[2]

@@ -27,13 +27,13 @@ import pytest
 
 from regauth.ops.registry_process import RegistryProcess
 from regauth.ops.registry_process import free_port
-from tests.conftest import CLIENT_RULES
-from tests.conftest import PASSWORDS
-from tests.conftest import SERVICE
 from tests.support.admin import scrape
 from tests.support.httpclient import get_token
 from tests.support.httpclient import request
 from tests.support.oci import make_layout
+from tests.support.policies import CLIENT_RULES
+from tests.support.policies import PASSWORDS
+from tests.support.policies import SERVICE
 from tests.support.proxy import ProxyProcess
 from tests.support.services import HAProxy
 from tests.support.services import Redis

@@ -26,11 +26,6 @@ from urllib.parse import urlsplit
 import pytest
 
 from regauth.ops.registry_process import RegistryProcess
-from tests.conftest import ISSUER
-from tests.conftest import PASSWORDS
-from tests.conftest import SERVICE
-from tests.conftest import build_id
-from tests.conftest import policy_text
 from tests.support import attacks
 from tests.support import httpclient
 from tests.support.attacks import KeyPair
@@ -38,6 +33,11 @@ from tests.support.attacks import RawReply
 from tests.support.invariant import RegistryWatch
 from tests.support.invariant import assert_registry_saw_only_decided
 from tests.support.invariant import capability_redactor
+from tests.support.policies import ISSUER
+from tests.support.policies import PASSWORDS
+from tests.support.policies import SERVICE
+from tests.support.policies import build_id
+from tests.support.policies import policy_text
 from tests.support.proxy import ProxyProcess
 from tests.support.proxy import start_proxy
 

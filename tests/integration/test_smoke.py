@@ -1,6 +1,6 @@
-from tests.conftest import PASSWORDS
-from tests.conftest import SERVICE
 from tests.support import httpclient
+from tests.support.policies import PASSWORDS
+from tests.support.policies import SERVICE
 from tests.support.tools import skopeo
 
 

@@ -30,12 +30,6 @@ from regauth.ops import pki
 from regauth.ops.registry_process import RegistryProcess
 from regauth.ops.registry_process import TokenAuth
 from regauth.ops.registry_process import free_port
-from tests.conftest import ISSUER
-from tests.conftest import SERVICE
-from tests.conftest import bcrypt_hash
-from tests.conftest import build_id
-from tests.conftest import htpasswd_file
-from tests.conftest import policy_text
 from tests.support import attacks
 from tests.support import h2raw
 from tests.support import httpclient
@@ -43,6 +37,12 @@ from tests.support.attacks import Conversation
 from tests.support.invariant import LogOnly
 from tests.support.invariant import RegistryWatch
 from tests.support.invariant import capability_redactor
+from tests.support.policies import ISSUER
+from tests.support.policies import SERVICE
+from tests.support.policies import bcrypt_hash
+from tests.support.policies import build_id
+from tests.support.policies import htpasswd_file
+from tests.support.policies import policy_text
 from tests.support.proxy import ProxyProcess
 from tests.support.proxy import start_proxy
 

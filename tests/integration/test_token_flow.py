@@ -19,13 +19,13 @@ from cryptography.hazmat.primitives import serialization
 
 from regauth.ops import pki
 from regauth.tokens import keyids
-from tests.conftest import ISSUER
-from tests.conftest import PASSWORDS
-from tests.conftest import SERVICE
-from tests.conftest import build_id
-from tests.conftest import policy_text
 from tests.support import httpclient
 from tests.support.oci import archive
+from tests.support.policies import ISSUER
+from tests.support.policies import PASSWORDS
+from tests.support.policies import SERVICE
+from tests.support.policies import build_id
+from tests.support.policies import policy_text
 from tests.support.tools import skopeo
 
 CI = f"ci:{PASSWORDS['ci']}"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PASSWORDS
-from tests.conftest import build_id
 from tests.support.oci import archive
+from tests.support.policies import PASSWORDS
+from tests.support.policies import build_id
 from tests.support.proxy import REGAUTH
 from tests.support.proxy import ProxyProcess
 from tests.support.tools import skopeo

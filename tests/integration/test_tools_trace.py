@@ -16,12 +16,12 @@ from regauth.ops import pki
 from regauth.ops.registry_process import RegistryProcess
 from regauth.ops.registry_process import TokenAuth
 from regauth.ops.registry_process import free_port
-from tests.conftest import ISSUER
-from tests.conftest import PASSWORDS
-from tests.conftest import SERVICE
-from tests.conftest import htpasswd_file
-from tests.conftest import policy_text
 from tests.support import httpclient
+from tests.support.policies import ISSUER
+from tests.support.policies import PASSWORDS
+from tests.support.policies import SERVICE
+from tests.support.policies import htpasswd_file
+from tests.support.policies import policy_text
 from tests.support.proxy import REGAUTH
 from tests.support.proxy import ProxyProcess
 from tests.support.tools import run

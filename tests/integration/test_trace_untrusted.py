@@ -29,9 +29,9 @@ from urllib.parse import urlencode
 import jwt
 import pytest
 
-from tests.conftest import PASSWORDS
-from tests.conftest import SERVICE
 from tests.support import httpclient
+from tests.support.policies import PASSWORDS
+from tests.support.policies import SERVICE
 from tests.support.proxy import REGAUTH
 from tests.support.proxy import ProxyProcess
 

@@ -28,10 +28,10 @@ from urllib.parse import urlencode
 from mitmproxy import io as mitm_io
 
 from regauth.ops.registry_process import free_port
-from tests.conftest import PASSWORDS
-from tests.conftest import SERVICE
-from tests.conftest import build_id
 from tests.support import httpclient
+from tests.support.policies import PASSWORDS
+from tests.support.policies import SERVICE
+from tests.support.policies import build_id
 from tests.support.proxy import ProxyProcess
 from tests.support.tools import skopeo
 from tests.support.web import ALL_VIEWS

@@ -39,11 +39,6 @@ from mitmproxy.test import tflow
 from regauth.ops import pki
 from regauth.ops.registry_process import RegistryProcess
 from regauth.ops.registry_process import free_port
-from tests.conftest import PASSWORDS
-from tests.conftest import SERVICE
-from tests.conftest import bcrypt_hash
-from tests.conftest import htpasswd_file
-from tests.conftest import policy_text
 from tests.integration.test_gatekeeper import UPSTREAM_PASSWORD
 from tests.integration.test_gatekeeper import UPSTREAM_USER
 from tests.integration.test_gatekeeper import _inject_policy
@@ -51,6 +46,11 @@ from tests.support import httpclient
 from tests.support.listeners import RecordingRelay
 from tests.support.listeners import TcpListener
 from tests.support.listeners import server_cert
+from tests.support.policies import PASSWORDS
+from tests.support.policies import SERVICE
+from tests.support.policies import bcrypt_hash
+from tests.support.policies import htpasswd_file
+from tests.support.policies import policy_text
 from tests.support.proxy import ProxyProcess
 from tests.support.proxy import start_proxy
 from tests.support.tools import skopeo

@@ -24,8 +24,8 @@ from regauth.delegate_check import unverified
 from regauth.ops import health
 from regauth.runtime import build_runtime
 from regauth.tokens.issue import ACCESS_TYP
-from tests.conftest import ISSUER
-from tests.conftest import SERVICE
+from tests.support.policies import ISSUER
+from tests.support.policies import SERVICE
 
 REALM = "https://registry.example:5443/v2/token"
 EXPECTED = Expected(REALM, SERVICE, ISSUER, "token-signing", "ABCD:EFGH")

@@ -14,7 +14,7 @@ from regauth.front import RequestView
 from regauth.front import Respond
 from regauth.protocol.urls import parse_origin
 from regauth.runtime import Active
-from tests.conftest import policy_text
+from tests.support.policies import policy_text
 from tests.unit.helpers import DIGEST
 from tests.unit.helpers import build_runtime
 

@@ -5,8 +5,8 @@ import pytest
 from regauth import gate
 from regauth.protocol.challenge import parse_challenges
 from regauth.tokens.issue import TokenIssuer
-from tests.conftest import SERVICE
-from tests.conftest import policy_text
+from tests.support.policies import SERVICE
+from tests.support.policies import policy_text
 from tests.unit.helpers import DIGEST
 from tests.unit.helpers import build_runtime
 from tests.unit.helpers import scope

@@ -15,10 +15,10 @@ from regauth.policy.model import Account
 from regauth.token_service import TokenRequest
 from regauth.token_service import handle_token_request
 from regauth.tokens.claims import InvalidToken
-from tests.conftest import ISSUER
-from tests.conftest import PASSWORDS
-from tests.conftest import SERVICE
-from tests.conftest import policy_text
+from tests.support.policies import ISSUER
+from tests.support.policies import PASSWORDS
+from tests.support.policies import SERVICE
+from tests.support.policies import policy_text
 from tests.unit.helpers import BUILD_ID
 from tests.unit.helpers import FakeClock
 from tests.unit.helpers import build_runtime

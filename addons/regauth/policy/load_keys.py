@@ -39,7 +39,7 @@ def public_keys(data: bytes, form: str, algorithm: str) -> list[tuple[PublicKey,
             for entry in json.loads(data).get("keys", []):
                 public = jwt.PyJWK(entry).key
                 found.append((public, entry.get("kid")))
-    except (ValueError, TypeError, AttributeError, jwt.PyJWKError) as e:
+    except (ValueError, TypeError, AttributeError, jwt.PyJWTError) as e:
         raise ValueError(f"cannot read keys: {e}") from None
     out: list[tuple[PublicKey, str | None]] = []
     for public, kid in found:

@@ -60,8 +60,8 @@ from regauth.mitm.recorder import Recorder
 from regauth.mitm.request_handler import RequestHandler
 from regauth.mitm.response_rewriter import ResponseRewriter
 from regauth.mitm.upstream_keys import UpstreamKeyWatch
-from tests.conftest import PASSWORDS
-from tests.conftest import SERVICE
+from tests.support.policies import PASSWORDS
+from tests.support.policies import SERVICE
 
 UPSTREAM = "http://127.0.0.1:5000"
 PUBLIC = "https://localhost:5443"

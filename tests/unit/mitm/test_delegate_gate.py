@@ -18,8 +18,8 @@ from prometheus_client import generate_latest
 
 from regauth.delegate_check import Reply
 from regauth.mitm.request_handler import UPSTREAM_UNAVAILABLE
-from tests.conftest import ISSUER
-from tests.conftest import SERVICE
+from tests.support.policies import ISSUER
+from tests.support.policies import SERVICE
 from tests.unit.mitm.harness import PUBLIC
 from tests.unit.mitm.harness import FakeRegistry
 from tests.unit.mitm.harness import Harness

@@ -25,7 +25,7 @@ from regauth.mitm.log_safety import SafeRecords
 from regauth.mitm.log_safety import install
 from regauth.protocol.urls import parse_origin
 from regauth.runtime import Active
-from tests.conftest import policy_text
+from tests.support.policies import policy_text
 from tests.unit.helpers import BUILD_ID
 from tests.unit.helpers import build_runtime
 

@@ -27,9 +27,9 @@ from regauth.token_service import TokenRequest
 from regauth.token_service import TokenResponse
 from regauth.token_service import may_block
 from regauth.token_service import password_pair
-from tests.conftest import PASSWORDS
-from tests.conftest import SERVICE
-from tests.conftest import policy_text
+from tests.support.policies import PASSWORDS
+from tests.support.policies import SERVICE
+from tests.support.policies import policy_text
 from tests.unit.helpers import FakeClock
 from tests.unit.helpers import build_runtime
 from tests.unit.mitm.harness import run

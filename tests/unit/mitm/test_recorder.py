@@ -20,7 +20,7 @@ from regauth.mitm.recorder import Recorder
 from regauth.mitm.scrub import display_copy
 from regauth.mitm.shown import REDACTED
 from regauth.upstream_auth import _Cached
-from tests.conftest import PASSWORDS
+from tests.support.policies import PASSWORDS
 from tests.unit.helpers import BUILD_ID
 from tests.unit.mitm.harness import PUBLIC
 from tests.unit.mitm.harness import UPSTREAM

@@ -20,7 +20,7 @@ from regauth.mitm.patches.stream_isolation import DISCARD_MARK
 from regauth.mitm.refusal_sink import NONCE_HEADER
 from regauth.mitm.shown import REDACTED
 from regauth.upstream_auth import UpstreamAuthError
-from tests.conftest import PASSWORDS
+from tests.support.policies import PASSWORDS
 from tests.unit.mitm.harness import PUBLIC
 from tests.unit.mitm.harness import basic
 from tests.unit.mitm.harness import get_token

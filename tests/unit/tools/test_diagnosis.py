@@ -13,7 +13,6 @@ from regauth.tools.diagnosis import Context
 from regauth.tools.diagnosis import diagnose
 from regauth.tools.log_records import conversations
 from regauth.tools.log_records import parse_lines
-from regauth.tools.replay import classify
 
 NBF = 1_800_000_000
 
@@ -102,15 +101,6 @@ def test_a_challenge_presenting_a_token_joins_the_conversation_that_issued_it() 
                           "verified_token": {"subject": "ci", "source": "regauth"}}}
     [c] = conversations(parse_lines([json.dumps(token), json.dumps(retry)]).entries)
     assert c.id == "a" and c.merged == ["b"]
-
-
-def test_replay_classification() -> None:
-    assert classify({"pull"}, {"pull"}) is None
-    assert classify({"pull"}, set()) == "granted→denied"
-    assert classify(set(), {"pull"}) == "denied→granted"
-    assert classify({"pull", "push"}, {"pull"}) == "narrower"
-    assert classify({"pull"}, {"pull", "push"}) == "wider"
-    assert classify({"pull"}, {"push"}) == "different"
 
 
 def _answered_by_regauth(status: int, reason: str = "", **extra: object) -> dict[str, object]:

@@ -1,3 +1,7 @@
+"""Verifying tokens (`regauth.tokens.verify`): regauth's own access and refresh tokens, expiry
+and leeway, every refusal, the verified-token cache, and trusted external issuers. Hostile
+input (nesting, odd numbers, encodings): test_verify_hostile.py; issuing: test_issue.py."""
+
 import base64
 import hashlib
 import hmac
@@ -10,7 +14,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from regauth.ops import pki
 from regauth.policy.load import load_policy_text
 from regauth.policy.model import Account
 from regauth.policy.model import TokenSettings
@@ -20,138 +23,25 @@ from regauth.tokens.issue import REFRESH_TYP
 from regauth.tokens.issue import TokenIssuer
 from regauth.tokens.keyids import libtrust_kid
 from regauth.tokens.keyids import public_jwk
-from regauth.tokens.keyids import rfc7638_thumbprint
-from regauth.tokens.keyring import KeyRing
 from regauth.tokens.verify import DEFAULT_LEEWAY
 from regauth.tokens.verify import MAX_TOKEN_LENGTH
 from regauth.tokens.verify import TokenVerifier
 from tests.unit.helpers import FakeClock
 from tests.unit.helpers import scope
+from tests.unit.tokens import jwts
+from tests.unit.tokens.jwts import ISSUER
+from tests.unit.tokens.jwts import SERVICE
 
-SERVICE = "registry.test"
-ISSUER = "regauth.test"
 HASH = b"$2b$04$" + b"N" * 53
 SECRET = "0123456789abcdef0123456789abcdef-hs256"
 
 
-@pytest.fixture(scope="module")
-def es_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("es-certs")
-    pki.init_certs(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def keyring(es_dir):
-    return KeyRing(pki.load_signing_keys(es_dir))
-
-
-@pytest.fixture(scope="module")
-def rs_keyring(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("rs-certs")
-    pki.init_certs(directory, "RS256")
-    return KeyRing(pki.load_signing_keys(directory))
-
-
-@pytest.fixture(scope="module")
-def foreign():
-    """An attacker's key and self-signed certificate."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    return key, pki.create_signing_cert(key, "not regauth")
-
-
-def _issuer(keyring, clock=time.time, **settings):
-    return TokenIssuer(keyring, TokenSettings(**settings), SERVICE, ISSUER, clock=clock)
-
-
-def _verifier(keyring, trusted=(), **kwargs):
-    return TokenVerifier(keyring, SERVICE, ISSUER, tuple(trusted), **kwargs)
-
-
-def _segments(token):
-    header, claims, signature = token.split(".")
-
-    def decode(s):
-        return json.loads(base64.urlsafe_b64decode(s + "=" * (-len(s) % 4)))
-
-    return decode(header), decode(claims), signature
-
-
-def _b64json(obj):
-    raw = json.dumps(obj, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def _b64der(cert):
-    return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
-
-
-def _claims(**overrides):
-    now = int(time.time())
-    claims = {"iss": ISSUER, "sub": "ci", "aud": SERVICE, "exp": now + 300, "nbf": now - 1,
-              "iat": now, "jti": "j1",
-              "access": [{"type": "repository", "name": "a", "actions": ["pull", "push"]}]}
-    claims.update(overrides)
-    return claims
-
-
-def _signed(keyring, claims, **header):
-    signer = keyring.signer
-    headers = {"typ": ACCESS_TYP, "kid": libtrust_kid(signer.public_key),
-               "x5c": [_b64der(signer.certificate)]}
-    headers.update(header)
-    headers = {k: v for k, v in headers.items() if v is not None}
-    return jwt.encode(claims, signer.private_key, algorithm=signer.algorithm, headers=headers)
-
-
-# -- issuing -----------------------------------------------------------------------------------
-
-
-def test_access_token_header(keyring):
-    issued = _issuer(keyring).issue_access("ci", [scope("repository:a:pull")])
-    header, _, _ = _segments(issued.token)
-    signer = keyring.signer
-    assert header["alg"] == "ES256"
-    assert header["typ"] == "registry-access+jwt"
-    assert header["kid"] == libtrust_kid(signer.public_key)
-    assert header["x5c"] == [_b64der(signer.certificate)]
-    assert "jwk" not in header
-
-
-def test_kid_is_the_rfc7638_thumbprint_when_configured(keyring):
-    issued = _issuer(keyring, kid_format="rfc7638").issue_access("ci", [])
-    header, _, _ = _segments(issued.token)
-    assert header["kid"] == rfc7638_thumbprint(keyring.signer.public_key)
-    assert _verifier(keyring).verify_access(issued.token).subject == "ci"
-
-
-def test_access_token_claims(keyring):
-    clock = FakeClock(1_700_000_000)
-    issued = _issuer(keyring, clock=clock, lifetime=120).issue_access(
-        "ci", [scope("repository:a/b:push,pull"), scope("registry:catalog:*")])
-    _, claims, _ = _segments(issued.token)
-    assert claims == {
-        "iss": ISSUER, "sub": "ci", "aud": SERVICE,
-        "exp": 1_700_000_120, "nbf": 1_699_999_999, "iat": 1_700_000_000,
-        "jti": issued.jti,
-        "access": [{"type": "repository", "name": "a/b", "actions": ["pull", "push"]},
-                   {"type": "registry", "name": "catalog", "actions": ["*"]}],
-    }
-    assert isinstance(claims["aud"], str)
-    assert len(issued.jti) >= 16
-    assert issued.issued_at == 1_700_000_000
-    assert issued.expires_in == 120
-    assert issued.claims == claims
-
-
-def test_jti_is_unique(keyring):
-    issuer = _issuer(keyring)
-    assert len({issuer.issue_access("ci", []).jti for _ in range(20)}) == 20
+# -- what regauth issues verifies ----------------------------------------------------------
 
 
 def test_issue_and_verify_round_trip(keyring):
-    issued = _issuer(keyring).issue_access("ci", [scope("repository:a:pull,push")])
-    verified = _verifier(keyring).verify_access(issued.token)
+    issued = jwts.issuer(keyring).issue_access("ci", [scope("repository:a:pull,push")])
+    verified = jwts.verifier(keyring).verify_access(issued.token)
     assert verified.issuer == ISSUER
     assert verified.subject == "ci"
     assert verified.audience == SERVICE
@@ -164,39 +54,10 @@ def test_issue_and_verify_round_trip(keyring):
     assert not verified.allows(scope("repository:b:pull"))
 
 
-def test_anonymous_token_has_an_empty_subject(keyring):
-    issued = _issuer(keyring).issue_access("", [])
-    assert _segments(issued.token)[1]["sub"] == ""
-    assert _verifier(keyring).verify_access(issued.token).subject == ""
-
-
 def test_empty_action_lists_grant_nothing(keyring):
-    token = _signed(keyring, _claims(access=[{"type": "repository", "name": "a",
-                                              "actions": []}]))
-    assert _verifier(keyring).verify_access(token).grants == ()
-
-
-def test_issuer_refuses_a_key_of_the_wrong_algorithm(keyring, rs_keyring):
-    with pytest.raises(ValueError, match="RS256"):
-        _issuer(keyring, algorithm="RS256")
-    with pytest.raises(ValueError, match="ES256"):
-        _issuer(rs_keyring)
-
-
-def test_rs256_key_ring(rs_keyring, keyring):
-    issued = _issuer(rs_keyring, algorithm="RS256").issue_access("ci",
-                                                                 [scope("repository:a:pull")])
-    header, _, _ = _segments(issued.token)
-    assert header["alg"] == "RS256"
-    assert header["kid"] == libtrust_kid(rs_keyring.signer.public_key)
-    assert _verifier(rs_keyring).verify_access(issued.token).grants == \
-        (scope("repository:a:pull"),)
-    # and the two key rings do not trust each other
-    with pytest.raises(InvalidToken):
-        _verifier(keyring).verify_access(issued.token)
-    es_token = _issuer(keyring).issue_access("ci", []).token
-    with pytest.raises(InvalidToken):
-        _verifier(rs_keyring).verify_access(es_token)
+    token = jwts.signed(keyring, jwts.claims(access=[{"type": "repository", "name": "a",
+                                                      "actions": []}]))
+    assert jwts.verifier(keyring).verify_access(token).grants == ()
 
 
 def test_rs256_token_cannot_be_replayed_as_hs256_with_the_public_key(rs_keyring):
@@ -204,33 +65,11 @@ def test_rs256_token_cannot_be_replayed_as_hs256_with_the_public_key(rs_keyring)
     pem = signer.public_key.public_bytes(serialization.Encoding.PEM,
                                          serialization.PublicFormat.SubjectPublicKeyInfo)
     header = {"alg": "HS256", "typ": ACCESS_TYP, "kid": libtrust_kid(signer.public_key)}
-    signing_input = f"{_b64json(header)}.{_b64json(_claims())}"
+    signing_input = f"{jwts.b64json(header)}.{jwts.b64json(jwts.claims())}"
     mac = hmac.new(pem, signing_input.encode(), hashlib.sha256).digest()
     token = signing_input + "." + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
     with pytest.raises(InvalidToken, match="algorithm HS256 is not accepted"):
-        _verifier(rs_keyring).verify_access(token)
-
-
-def test_key_ring_indexes_both_kid_forms_and_publishes_jwks(keyring):
-    signer = keyring.signer
-    assert keyring.by_kid[libtrust_kid(signer.public_key)] is signer
-    assert keyring.by_kid[rfc7638_thumbprint(signer.public_key)] is signer
-    jwks = keyring.jwks("rfc7638")
-    kids = [k["kid"] for k in jwks["keys"]]
-    assert kids == [rfc7638_thumbprint(signer.public_key), libtrust_kid(signer.public_key)]
-    assert all(k["alg"] == "ES256" and k["use"] == "sig" and "d" not in k for k in jwks["keys"])
-
-
-def test_key_ring_errors(es_dir):
-    keys = pki.load_signing_keys(es_dir)
-    with pytest.raises(ValueError, match="no token-signing keys"):
-        KeyRing([])
-    with pytest.raises(ValueError, match="not found"):
-        KeyRing(keys, pinned="nope")
-    assert KeyRing(keys, pinned=keys[0].name).signer is keys[0]
-    public_only = [pki.SigningKey(k.name, k.certificate, None) for k in keys]
-    with pytest.raises(ValueError, match="no token-signing private key"):
-        KeyRing(public_only)
+        jwts.verifier(rs_keyring).verify_access(token)
 
 
 # -- expiry --------------------------------------------------------------------------------
@@ -248,8 +87,8 @@ def test_key_ring_errors(es_dir):
 def test_expiry_with_leeway(keyring, expired_for, accepted):
     lifetime = 60
     clock = FakeClock(time.time() - lifetime - expired_for)
-    token = _issuer(keyring, clock=clock, lifetime=lifetime).issue_access("ci", []).token
-    verifier = _verifier(keyring)
+    token = jwts.issuer(keyring, clock=clock, lifetime=lifetime).issue_access("ci", []).token
+    verifier = jwts.verifier(keyring)
     if accepted:
         assert verifier.verify_access(token).subject == "ci"
     else:
@@ -259,24 +98,24 @@ def test_expiry_with_leeway(keyring, expired_for, accepted):
 
 def test_leeway_is_configurable(keyring):
     clock = FakeClock(time.time() - 60 - 20)
-    token = _issuer(keyring, clock=clock, lifetime=60).issue_access("ci", []).token
-    assert _verifier(keyring, leeway=30).verify_access(token)
+    token = jwts.issuer(keyring, clock=clock, lifetime=60).issue_access("ci", []).token
+    assert jwts.verifier(keyring, leeway=30).verify_access(token)
     with pytest.raises(InvalidToken, match="expired"):
-        _verifier(keyring, leeway=0).verify_access(token)
+        jwts.verifier(keyring, leeway=0).verify_access(token)
 
 
 def test_token_from_the_future_is_refused(keyring):
     clock = FakeClock(time.time() + 3600)
-    token = _issuer(keyring, clock=clock).issue_access("ci", []).token
+    token = jwts.issuer(keyring, clock=clock).issue_access("ci", []).token
     with pytest.raises(InvalidToken, match="not valid yet"):
-        _verifier(keyring).verify_access(token)
+        jwts.verifier(keyring).verify_access(token)
 
 
 def test_token_without_exp_is_refused(keyring):
-    claims = _claims()
+    claims = jwts.claims()
     del claims["exp"]
     with pytest.raises(InvalidToken):
-        _verifier(keyring).verify_access(_signed(keyring, claims))
+        jwts.verifier(keyring).verify_access(jwts.signed(keyring, claims))
 
 
 # -- refusals ------------------------------------------------------------------------------
@@ -284,11 +123,11 @@ def test_token_without_exp_is_refused(keyring):
 
 def test_alg_none_is_refused(keyring):
     header = {"alg": "none", "typ": ACCESS_TYP, "kid": libtrust_kid(keyring.signer.public_key)}
-    unsigned = f"{_b64json(header)}.{_b64json(_claims())}."
+    unsigned = f"{jwts.b64json(header)}.{jwts.b64json(jwts.claims())}."
     with pytest.raises(InvalidToken):
-        _verifier(keyring).verify_access(unsigned)
+        jwts.verifier(keyring).verify_access(unsigned)
     with pytest.raises(InvalidToken, match="algorithm none"):
-        _verifier(keyring).verify_access(unsigned + "AAAA")
+        jwts.verifier(keyring).verify_access(unsigned + "AAAA")
 
 
 def test_hs256_signed_with_the_public_key_pem_is_refused(keyring):
@@ -299,50 +138,51 @@ def test_hs256_signed_with_the_public_key_pem_is_refused(keyring):
     ]:
         secret = signer.public_key.public_bytes(encoding, fmt)
         header = {"alg": "HS256", "typ": ACCESS_TYP, "kid": libtrust_kid(signer.public_key),
-                  "x5c": [_b64der(signer.certificate)]}
-        signing_input = f"{_b64json(header)}.{_b64json(_claims())}"
+                  "x5c": [jwts.b64der(signer.certificate)]}
+        signing_input = f"{jwts.b64json(header)}.{jwts.b64json(jwts.claims())}"
         mac = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
         token = signing_input + "." + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
         with pytest.raises(InvalidToken, match="algorithm HS256 is not accepted"):
-            _verifier(keyring).verify_access(token)
+            jwts.verifier(keyring).verify_access(token)
 
 
 def test_wrong_audience_is_refused(keyring):
     token = TokenIssuer(keyring, TokenSettings(), "another-service", ISSUER) \
         .issue_access("ci", []).token
     with pytest.raises(InvalidToken, match="audience"):
-        _verifier(keyring).verify_access(token)
+        jwts.verifier(keyring).verify_access(token)
 
 
 def test_audience_array_is_refused(keyring):
-    token = _signed(keyring, _claims(aud=[SERVICE]))
+    token = jwts.signed(keyring, jwts.claims(aud=[SERVICE]))
     with pytest.raises(InvalidToken, match="audience"):
-        _verifier(keyring).verify_access(token)
+        jwts.verifier(keyring).verify_access(token)
 
 
 def test_wrong_issuer_is_refused(keyring):
     token = TokenIssuer(keyring, TokenSettings(), SERVICE, "someone-else") \
         .issue_access("ci", []).token
     with pytest.raises(InvalidToken, match="issuer is not trusted"):
-        _verifier(keyring).verify_access(token)
+        jwts.verifier(keyring).verify_access(token)
 
 
 def test_unknown_kid_is_refused(keyring):
-    token = _signed(keyring, _claims(), kid="AAAA:BBBB:CCCC:DDDD:EEEE:FFFF:GGGG:HHHH:IIII:JJJJ:"
-                                           "KKKK:LLLL", x5c=None)
+    token = jwts.signed(keyring, jwts.claims(),
+                        kid="AAAA:BBBB:CCCC:DDDD:EEEE:FFFF:GGGG:HHHH:IIII:JJJJ:KKKK:LLLL",
+                        x5c=None)
     with pytest.raises(InvalidToken, match="unknown key id"):
-        _verifier(keyring).verify_access(token)
+        jwts.verifier(keyring).verify_access(token)
 
 
 def test_token_without_kid_or_x5c_is_refused(keyring):
-    token = _signed(keyring, _claims(), kid=None, x5c=None)
+    token = jwts.signed(keyring, jwts.claims(), kid=None, x5c=None)
     with pytest.raises(InvalidToken, match="unknown key id"):
-        _verifier(keyring).verify_access(token)
+        jwts.verifier(keyring).verify_access(token)
 
 
 def test_either_kid_or_x5c_alone_is_enough(keyring):
-    assert _verifier(keyring).verify_access(_signed(keyring, _claims(), x5c=None))
-    assert _verifier(keyring).verify_access(_signed(keyring, _claims(), kid=None))
+    assert jwts.verifier(keyring).verify_access(jwts.signed(keyring, jwts.claims(), x5c=None))
+    assert jwts.verifier(keyring).verify_access(jwts.signed(keyring, jwts.claims(), kid=None))
 
 
 @pytest.mark.parametrize("header", ["jwk", "jku", "x5u", "crit"])
@@ -354,68 +194,69 @@ def test_key_carrying_headers_are_refused(keyring, foreign, header):
         "x5u": "https://evil.example/cert.pem",
         "crit": ["exp"],
     }[header]
-    token = jwt.encode(_claims(), key, algorithm="ES256",
+    token = jwt.encode(jwts.claims(), key, algorithm="ES256",
                        headers={"typ": ACCESS_TYP, "kid": libtrust_kid(key.public_key()),
                                 header: value})
     with pytest.raises(InvalidToken, match=header):
-        _verifier(keyring).verify_access(token)
+        jwts.verifier(keyring).verify_access(token)
 
 
 def test_injected_jwk_with_a_trusted_kid_is_refused(keyring, foreign):
     key, _ = foreign
-    token = jwt.encode(_claims(), key, algorithm="ES256",
+    token = jwt.encode(jwts.claims(), key, algorithm="ES256",
                        headers={"typ": ACCESS_TYP,
                                 "kid": libtrust_kid(keyring.signer.public_key),
                                 "jwk": public_jwk(key.public_key())})
     with pytest.raises(InvalidToken, match="jwk"):
-        _verifier(keyring).verify_access(token)
+        jwts.verifier(keyring).verify_access(token)
 
 
 def test_x5c_with_a_foreign_certificate_is_refused(keyring, foreign):
     key, cert = foreign
     for kid in (libtrust_kid(key.public_key()), libtrust_kid(keyring.signer.public_key)):
-        token = jwt.encode(_claims(), key, algorithm="ES256",
-                           headers={"typ": ACCESS_TYP, "kid": kid, "x5c": [_b64der(cert)]})
+        token = jwt.encode(jwts.claims(), key, algorithm="ES256",
+                           headers={"typ": ACCESS_TYP, "kid": kid, "x5c": [jwts.b64der(cert)]})
         with pytest.raises(InvalidToken, match="not a trusted signing certificate"):
-            _verifier(keyring).verify_access(token)
+            jwts.verifier(keyring).verify_access(token)
 
 
 def test_trusted_x5c_does_not_make_a_foreign_signature_valid(keyring, foreign):
     key, _ = foreign
-    token = jwt.encode(_claims(), key, algorithm="ES256",
-                       headers={"typ": ACCESS_TYP, "x5c": [_b64der(keyring.signer.certificate)]})
+    token = jwt.encode(jwts.claims(), key, algorithm="ES256",
+                       headers={"typ": ACCESS_TYP,
+                                "x5c": [jwts.b64der(keyring.signer.certificate)]})
     with pytest.raises(InvalidToken, match="signature"):
-        _verifier(keyring).verify_access(token)
+        jwts.verifier(keyring).verify_access(token)
 
 
 @pytest.mark.parametrize("x5c", ["not-a-list", [], [42], ["%%%not-base64%%%"]])
 def test_malformed_x5c_is_refused(keyring, x5c):
     with pytest.raises(InvalidToken):
-        _verifier(keyring).verify_access(_signed(keyring, _claims(), x5c=x5c))
+        jwts.verifier(keyring).verify_access(jwts.signed(keyring, jwts.claims(), x5c=x5c))
 
 
 def test_tampered_payload_is_refused(keyring):
-    token = _issuer(keyring).issue_access("ci", [scope("repository:a:pull")]).token
+    token = jwts.issuer(keyring).issue_access("ci", [scope("repository:a:pull")]).token
     header, claims, signature = token.split(".")
-    widened = _segments(token)[1]
+    widened = jwts.segments(token)[1]
     widened["access"] = [{"type": "repository", "name": "a", "actions": ["*"]}]
     with pytest.raises(InvalidToken, match="signature"):
-        _verifier(keyring).verify_access(f"{header}.{_b64json(widened)}.{signature}")
+        jwts.verifier(keyring).verify_access(f"{header}.{jwts.b64json(widened)}.{signature}")
 
 
 def test_tampered_signature_is_refused(keyring):
-    token = _issuer(keyring).issue_access("ci", []).token
+    token = jwts.issuer(keyring).issue_access("ci", []).token
     head, _, signature = token.rpartition(".")
     flipped = ("B" if signature[10] == "A" else "A")
     with pytest.raises(InvalidToken):
-        _verifier(keyring).verify_access(f"{head}.{signature[:10]}{flipped}{signature[11:]}")
+        jwts.verifier(keyring).verify_access(f"{head}.{signature[:10]}{flipped}{signature[11:]}")
 
 
 def test_oversized_token_is_refused(keyring):
-    token = _signed(keyring, _claims(padding="x" * MAX_TOKEN_LENGTH))
+    token = jwts.signed(keyring, jwts.claims(padding="x" * MAX_TOKEN_LENGTH))
     assert len(token) > MAX_TOKEN_LENGTH
     with pytest.raises(InvalidToken, match="longer than"):
-        _verifier(keyring).verify_access(token)
+        jwts.verifier(keyring).verify_access(token)
 
 
 @pytest.mark.parametrize(
@@ -425,27 +266,27 @@ def test_oversized_token_is_refused(keyring):
 )
 def test_malformed_tokens_are_refused(keyring, token):
     with pytest.raises(InvalidToken):
-        _verifier(keyring).verify_access(token)
+        jwts.verifier(keyring).verify_access(token)
 
 
 def test_foreign_typ_is_refused(keyring):
     with pytest.raises(InvalidToken, match="typ"):
-        _verifier(keyring).verify_access(_signed(keyring, _claims(), typ="JWT"))
+        jwts.verifier(keyring).verify_access(jwts.signed(keyring, jwts.claims(), typ="JWT"))
 
 
 def test_refresh_token_is_not_an_access_token(keyring):
-    refresh = _issuer(keyring).issue_refresh(Account("ci", HASH))
-    assert _segments(refresh)[0]["typ"] == REFRESH_TYP
+    refresh = jwts.issuer(keyring).issue_refresh(Account("ci", HASH))
+    assert jwts.segments(refresh)[0]["typ"] == REFRESH_TYP
     with pytest.raises(InvalidToken, match="not a regauth access token"):
-        _verifier(keyring).verify_access(refresh)
+        jwts.verifier(keyring).verify_access(refresh)
 
 
 def test_refresh_token_with_access_typ_still_fails_on_audience(keyring):
-    issuer = _issuer(keyring)
-    _, claims, _ = _segments(issuer.issue_refresh(Account("ci", HASH)))
-    forged = _signed(keyring, claims)  # same claims, access typ
+    issuer = jwts.issuer(keyring)
+    _, claims, _ = jwts.segments(issuer.issue_refresh(Account("ci", HASH)))
+    forged = jwts.signed(keyring, claims)  # same claims, access typ
     with pytest.raises(InvalidToken, match="audience"):
-        _verifier(keyring).verify_access(forged)
+        jwts.verifier(keyring).verify_access(forged)
 
 
 @pytest.mark.parametrize(
@@ -461,7 +302,7 @@ def test_refresh_token_with_access_typ_still_fails_on_audience(keyring):
 )
 def test_malformed_access_claims_are_refused(keyring, access):
     with pytest.raises(InvalidToken):
-        _verifier(keyring).verify_access(_signed(keyring, _claims(access=access)))
+        jwts.verifier(keyring).verify_access(jwts.signed(keyring, jwts.claims(access=access)))
 
 
 # -- the verified-token cache --------------------------------------------------------------
@@ -481,8 +322,8 @@ def counted(monkeypatch):
 
 
 def test_second_verification_is_served_from_the_cache(keyring, counted):
-    token = _issuer(keyring).issue_access("ci", [scope("repository:a:pull")]).token
-    verifier = _verifier(keyring)
+    token = jwts.issuer(keyring).issue_access("ci", [scope("repository:a:pull")]).token
+    verifier = jwts.verifier(keyring)
     first = verifier.verify_access(token)
     second = verifier.verify_access(token)
     assert first == second
@@ -491,9 +332,9 @@ def test_second_verification_is_served_from_the_cache(keyring, counted):
 
 
 def test_cache_is_never_used_past_exp(keyring, counted):
-    issued = _issuer(keyring, lifetime=60).issue_access("ci", [])
+    issued = jwts.issuer(keyring, lifetime=60).issue_access("ci", [])
     clock = FakeClock(time.time())
-    verifier = _verifier(keyring, clock=clock)
+    verifier = jwts.verifier(keyring, clock=clock)
     verifier.verify_access(issued.token)
     clock.now = issued.issued_at + issued.expires_in - 1
     verifier.verify_access(issued.token)
@@ -504,7 +345,7 @@ def test_cache_is_never_used_past_exp(keyring, counted):
 
 
 def test_failures_are_not_cached(keyring, counted):
-    verifier = _verifier(keyring)
+    verifier = jwts.verifier(keyring)
     for _ in range(3):
         with pytest.raises(InvalidToken):
             verifier.verify_access("a.b.c")
@@ -513,8 +354,8 @@ def test_failures_are_not_cached(keyring, counted):
 
 
 def test_cache_is_bounded(keyring):
-    issuer = _issuer(keyring)
-    verifier = _verifier(keyring, cache_size=2)
+    issuer = jwts.issuer(keyring)
+    verifier = jwts.verifier(keyring, cache_size=2)
     for _ in range(5):
         verifier.verify_access(issuer.issue_access("ci", []).token)
     assert verifier.cache_entries == 2
@@ -524,58 +365,58 @@ def test_cache_is_bounded(keyring):
 
 
 def test_refresh_token_claims_and_verification(keyring):
-    issuer = _issuer(keyring, refresh_lifetime=3600)
+    issuer = jwts.issuer(keyring, refresh_lifetime=3600)
     account = Account("ci", HASH)
     refresh = issuer.issue_refresh(account)
-    _, claims, _ = _segments(refresh)
+    _, claims, _ = jwts.segments(refresh)
     assert claims["sub"] == "ci"
     assert claims["aud"] == f"regauth-refresh:{SERVICE}" == issuer.refresh_audience
     assert claims["exp"] - claims["iat"] == 3600
     assert "access" not in claims
     assert HASH.decode() not in refresh
-    verifier = _verifier(keyring)
+    verifier = jwts.verifier(keyring)
     assert verifier.verify_refresh(refresh, issuer.refresh_audience, {"ci": account}) is account
 
 
 def test_refresh_token_fails_after_a_password_change(keyring):
-    issuer = _issuer(keyring)
+    issuer = jwts.issuer(keyring)
     refresh = issuer.issue_refresh(Account("ci", HASH))
     changed = {"ci": Account("ci", b"$2b$04$" + b"M" * 53)}
     with pytest.raises(InvalidToken, match="password changed"):
-        _verifier(keyring).verify_refresh(refresh, issuer.refresh_audience, changed)
+        jwts.verifier(keyring).verify_refresh(refresh, issuer.refresh_audience, changed)
 
 
 def test_refresh_token_fails_after_the_account_is_removed(keyring):
-    issuer = _issuer(keyring)
+    issuer = jwts.issuer(keyring)
     refresh = issuer.issue_refresh(Account("ci", HASH))
     with pytest.raises(InvalidToken, match="no longer exists"):
-        _verifier(keyring).verify_refresh(refresh, issuer.refresh_audience,
-                                          {"alice": Account("alice", HASH)})
+        jwts.verifier(keyring).verify_refresh(refresh, issuer.refresh_audience,
+                                               {"alice": Account("alice", HASH)})
 
 
 def test_refresh_token_for_another_audience_is_refused(keyring):
-    issuer = _issuer(keyring)
+    issuer = jwts.issuer(keyring)
     refresh = issuer.issue_refresh(Account("ci", HASH))
     with pytest.raises(InvalidToken, match="audience"):
-        _verifier(keyring).verify_refresh(refresh, "regauth-refresh:other",
-                                          {"ci": Account("ci", HASH)})
+        jwts.verifier(keyring).verify_refresh(refresh, "regauth-refresh:other",
+                                               {"ci": Account("ci", HASH)})
 
 
 def test_access_token_is_not_a_refresh_token(keyring):
-    issuer = _issuer(keyring)
+    issuer = jwts.issuer(keyring)
     access = issuer.issue_access("ci", []).token
     with pytest.raises(InvalidToken, match="not a regauth refresh token"):
-        _verifier(keyring).verify_refresh(access, issuer.refresh_audience,
-                                          {"ci": Account("ci", HASH)})
+        jwts.verifier(keyring).verify_refresh(access, issuer.refresh_audience,
+                                               {"ci": Account("ci", HASH)})
 
 
 def test_expired_refresh_token_is_refused(keyring):
     clock = FakeClock(time.time() - 7200)
-    issuer = _issuer(keyring, clock=clock, lifetime=60, refresh_lifetime=3600)
+    issuer = jwts.issuer(keyring, clock=clock, lifetime=60, refresh_lifetime=3600)
     refresh = issuer.issue_refresh(Account("ci", HASH))
     with pytest.raises(InvalidToken, match="expired"):
-        _verifier(keyring).verify_refresh(refresh, issuer.refresh_audience,
-                                          {"ci": Account("ci", HASH)})
+        jwts.verifier(keyring).verify_refresh(refresh, issuer.refresh_audience,
+                                               {"ci": Account("ci", HASH)})
 
 
 def test_refresh_token_with_a_jwk_header_is_refused(keyring, foreign):
@@ -585,8 +426,8 @@ def test_refresh_token_with_a_jwk_header_is_refused(keyring, foreign):
                         "exp": now + 60}, key, algorithm="ES256",
                        headers={"typ": REFRESH_TYP, "jwk": public_jwk(key.public_key())})
     with pytest.raises(InvalidToken, match="jwk"):
-        _verifier(keyring).verify_refresh(token, f"regauth-refresh:{SERVICE}",
-                                          {"ci": Account("ci", HASH)})
+        jwts.verifier(keyring).verify_refresh(token, f"regauth-refresh:{SERVICE}",
+                                               {"ci": Account("ci", HASH)})
 
 
 # -- trusted external issuers --------------------------------------------------------------
@@ -616,7 +457,7 @@ def _external(claims, secret=SECRET, algorithm="HS256", **headers):
 
 
 def test_trusted_issuer_with_repos_claim(keyring):
-    verifier = _verifier(keyring, _trusted("repos"))
+    verifier = jwts.verifier(keyring, _trusted("repos"))
     verified = verifier.verify_access(_external({"repos": ["team/app", "team/lib"]}))
     assert [str(g) for g in verified.grants] == ["repository:team/app:pull",
                                                  "repository:team/lib:pull"]
@@ -625,14 +466,14 @@ def test_trusted_issuer_with_repos_claim(keyring):
 
 
 def test_trusted_issuer_with_repos_claim_and_repos_actions(keyring):
-    verifier = _verifier(keyring, _trusted("repos", "    repos_actions: [pull, push]\n"))
+    verifier = jwts.verifier(keyring, _trusted("repos", "    repos_actions: [pull, push]\n"))
     verified = verifier.verify_access(_external({"repos": ["team/app"]}))
     assert [str(g) for g in verified.grants] == ["repository:team/app:pull,push"]
 
 
 def test_trusted_issuer_with_repo_access_claim(keyring):
     extra = "    actions:\n      read: [pull]\n      write: [pull, push]\n      admin: ['*']\n"
-    verifier = _verifier(keyring, _trusted("repo_access", extra))
+    verifier = jwts.verifier(keyring, _trusted("repo_access", extra))
     verified = verifier.verify_access(_external({"repo_access": [
         "repository:team/app:read",
         {"repository": "team/lib", "actions": ["write"]},
@@ -650,7 +491,7 @@ def test_trusted_issuer_with_repo_access_claim(keyring):
 
 def test_repo_access_keeps_only_pull_and_push_by_default(keyring):
     # delete and `*` are destructive: an issuer grants them only where `actions` names them.
-    verifier = _verifier(keyring, _trusted("repo_access"))
+    verifier = jwts.verifier(keyring, _trusted("repo_access"))
     verified = verifier.verify_access(_external({"repo_access": [
         {"repository": "a", "actions": ["pull", "push", "delete", "read"]},
         "repository:b:*"]}))
@@ -662,10 +503,10 @@ def test_repo_access_keeps_only_pull_and_push_by_default(keyring):
     ("repo_access", {"repo_access": ["repository:a:delete,*"]}),
 ])
 def test_issuer_delete_and_star_need_an_explicit_mapping(keyring, shape, claim):
-    default = _verifier(keyring, _trusted(shape)).verify_access(_external(claim))
+    default = jwts.verifier(keyring, _trusted(shape)).verify_access(_external(claim))
     assert not default.allows(scope("repository:a:delete"))
     assert not default.allows(scope("repository:a:push"))
-    mapped = _verifier(keyring, _trusted(shape, '    actions: {delete: delete, "*": "*"}\n'))
+    mapped = jwts.verifier(keyring, _trusted(shape, '    actions: {delete: delete, "*": "*"}\n'))
     verified = mapped.verify_access(_external(claim))
     assert verified.allows(scope("repository:a:delete"))
     assert verified.allows(scope("repository:a:push"))
@@ -674,7 +515,7 @@ def test_issuer_delete_and_star_need_an_explicit_mapping(keyring, shape, claim):
 def test_repo_access_does_not_turn_other_resource_types_into_repositories(keyring):
     # A trusted issuer's "registry:catalog:*" allows listing the catalog; it must not become
     # full access (push, delete) to a repository that happens to be named "catalog".
-    verifier = _verifier(keyring, _trusted("repo_access"))
+    verifier = jwts.verifier(keyring, _trusted("repo_access"))
     try:
         verified = verifier.verify_access(_external({"repo_access": ["registry:catalog:*"]}))
     except InvalidToken:
@@ -684,26 +525,26 @@ def test_repo_access_does_not_turn_other_resource_types_into_repositories(keyrin
 
 
 def test_trusted_issuer_with_access_claim(keyring):
-    verifier = _verifier(keyring, _trusted("access"))
+    verifier = jwts.verifier(keyring, _trusted("access"))
     verified = verifier.verify_access(_external({"access": [
         {"type": "repository", "name": "x", "actions": ["pull"]}]}))
     assert verified.grants == (scope("repository:x:pull"),)
 
 
 def test_trusted_issuer_token_for_another_audience_is_refused(keyring):
-    verifier = _verifier(keyring, _trusted("repos"))
+    verifier = jwts.verifier(keyring, _trusted("repos"))
     with pytest.raises(InvalidToken, match="audience"):
         verifier.verify_access(_external({"repos": ["a"], "aud": "other-api"}))
 
 
 def test_trusted_issuer_token_with_the_wrong_secret_is_refused(keyring):
-    verifier = _verifier(keyring, _trusted("repos"))
+    verifier = jwts.verifier(keyring, _trusted("repos"))
     with pytest.raises(InvalidToken, match="signature"):
         verifier.verify_access(_external({"repos": ["a"]}, secret="x" * 40))
 
 
 def test_trusted_issuer_token_with_another_algorithm_is_refused(keyring, foreign):
-    verifier = _verifier(keyring, _trusted("repos"))
+    verifier = jwts.verifier(keyring, _trusted("repos"))
     key, _ = foreign
     with pytest.raises(InvalidToken, match="algorithm"):
         verifier.verify_access(_external({"repos": ["a"]}, secret=key, algorithm="ES256"))
@@ -713,7 +554,7 @@ def test_trusted_issuer_token_with_another_algorithm_is_refused(keyring, foreign
 
 
 def test_trusted_issuer_expired_token_is_refused(keyring):
-    verifier = _verifier(keyring, _trusted("repos"))
+    verifier = jwts.verifier(keyring, _trusted("repos"))
     with pytest.raises(InvalidToken, match="expired"):
         verifier.verify_access(_external({"repos": ["a"], "exp": int(time.time()) - 3600}))
 
@@ -731,13 +572,13 @@ def test_trusted_issuer_expired_token_is_refused(keyring):
     ],
 )
 def test_trusted_issuer_malformed_claims_are_refused(keyring, shape, claims):
-    verifier = _verifier(keyring, _trusted(shape))
+    verifier = jwts.verifier(keyring, _trusted(shape))
     with pytest.raises(InvalidToken):
         verifier.verify_access(_external(claims))
 
 
 def test_unknown_issuer_is_refused(keyring):
-    verifier = _verifier(keyring, _trusted("repos"))
+    verifier = jwts.verifier(keyring, _trusted("repos"))
     with pytest.raises(InvalidToken, match="not trusted"):
         verifier.verify_access(_external({"repos": ["a"], "iss": "other-ci"}))
 
@@ -761,14 +602,15 @@ def test_trusted_rs256_issuer_from_a_public_key_file(keyring, tmp_path):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     (tmp_path / "ci.pem").write_bytes(key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    verifier = _verifier(keyring, _key_file_policy(tmp_path, "RS256", "public_key_file: ci.pem"))
+    verifier = jwts.verifier(keyring,
+                             _key_file_policy(tmp_path, "RS256", "public_key_file: ci.pem"))
     token = _external({"repos": ["team/app"]}, secret=key, algorithm="RS256")
     assert [str(g) for g in verifier.verify_access(token).grants] == ["repository:team/app:pull"]
     # the public key is never usable as an HMAC secret
     pem = key.public_key().public_bytes(serialization.Encoding.PEM,
                                         serialization.PublicFormat.SubjectPublicKeyInfo)
     header = {"alg": "HS256", "typ": "JWT"}
-    signing_input = f"{_b64json(header)}.{_b64json(_segments(token)[1])}"
+    signing_input = f"{jwts.b64json(header)}.{jwts.b64json(jwts.segments(token)[1])}"
     mac = hmac.new(pem, signing_input.encode(), hashlib.sha256).digest()
     forged = signing_input + "." + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
     with pytest.raises(InvalidToken, match="algorithm HS256 is not accepted"):
@@ -781,7 +623,7 @@ def test_trusted_es256_issuer_from_a_jwks_file_selects_by_kid(keyring, tmp_path)
     jwks = {"keys": [{**public_jwk(key.public_key()), "kid": "k1"},
                      {**public_jwk(other.public_key()), "kid": "k2"}]}
     (tmp_path / "jwks.json").write_text(json.dumps(jwks))
-    verifier = _verifier(keyring, _key_file_policy(tmp_path, "ES256", "jwks_file: jwks.json"))
+    verifier = jwts.verifier(keyring, _key_file_policy(tmp_path, "ES256", "jwks_file: jwks.json"))
     good = _external({"repos": ["a"]}, secret=key, algorithm="ES256", kid="k1")
     assert verifier.verify_access(good).source == "ci-system"
     with pytest.raises(InvalidToken, match="signature"):
@@ -794,15 +636,15 @@ def test_trusted_es256_issuer_from_a_jwks_file_selects_by_kid(keyring, tmp_path)
 
 def test_expiry_follows_the_verifiers_own_clock(keyring):
     clock = FakeClock(float(int(time.time())))
-    token = _issuer(keyring, clock=clock, lifetime=60).issue_access("ci", [scope(
+    token = jwts.issuer(keyring, clock=clock, lifetime=60).issue_access("ci", [scope(
         "repository:a:pull")]).token
-    verifier = _verifier(keyring, clock=clock)
+    verifier = jwts.verifier(keyring, clock=clock)
     clock.advance(60 + DEFAULT_LEEWAY)
     assert verifier.verify_access(token).subject == "ci"  # at the edge of the leeway
-    fresh = _verifier(keyring, clock=clock)
+    fresh = jwts.verifier(keyring, clock=clock)
     clock.advance(1)
     with pytest.raises(InvalidToken, match="expired"):
         fresh.verify_access(token)
-    early = _verifier(keyring, clock=FakeClock(time.time() - 600))
+    early = jwts.verifier(keyring, clock=FakeClock(time.time() - 600))
     with pytest.raises(InvalidToken, match="not valid yet"):
         early.verify_access(token)

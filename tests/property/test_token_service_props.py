@@ -22,13 +22,13 @@ from regauth.protocol.routes import parse_query
 from regauth.runtime import Runtime
 from regauth.token_service import TokenRequest
 from regauth.token_service import handle_token_request
-from tests.conftest import PASSWORDS
-from tests.conftest import SERVICE
-from tests.conftest import policy_text
 from tests.property.strategies import any_text
 from tests.property.strategies import b64url
 from tests.property.strategies import nested_json
 from tests.property.strategies import text_from
+from tests.support.policies import PASSWORDS
+from tests.support.policies import SERVICE
+from tests.support.policies import policy_text
 from tests.unit.helpers import BUILD_ID
 from tests.unit.helpers import build_runtime
 

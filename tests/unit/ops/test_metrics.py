@@ -1,5 +1,5 @@
-"""Metric labels and readiness, decided without I/O (`regauth.ops.metrics`,
-`regauth.ops.health`)."""
+"""Metric labels and counts, decided without I/O (`regauth.ops.metrics`); readiness is
+test_health.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from regauth.gate import GateDecision
-from regauth.ops import health
 from regauth.ops.metrics import Metrics
 from regauth.ops.metrics import gate_outcome
 from regauth.ops.metrics import scope_labels
@@ -106,22 +105,3 @@ def test_two_metric_sets_do_not_share_counts():
     first.gate_answered("base", "forwarded")
     assert ("regauth_gate_requests_total",
             frozenset({"route": "base", "outcome": "forwarded"}.items())) not in _samples(second)
-
-
-NOW = 1_800_000_000.0
-
-
-@pytest.mark.parametrize("args, ready, reason", [
-    ((True, NOW + 86400, NOW - 1, None), True, None),
-    ((False, None, NOW - 1, None), False, "no valid policy and signing key loaded"),
-    ((True, None, NOW - 1, None), False, "no signing key loaded"),
-    ((True, NOW - 1, NOW - 1, None), False, "the token-signing certificate has expired"),
-    ((True, NOW + 86400, None, "ConnectionRefusedError"), False,
-     "the upstream registry has not answered yet (ConnectionRefusedError)"),
-    ((True, NOW + 86400, NOW - 7, "TimeoutError"), False,
-     "the upstream registry has not answered for 7 s (TimeoutError)"),
-])
-def test_readiness(args, ready, reason):
-    state = health.readiness(*args, now=NOW, window=6.0)
-    assert state.ready is ready
-    assert state.body() == ("ready\n" if ready else f"not ready: {reason}\n")

@@ -29,7 +29,7 @@ from regauth.policy.model import Identity
 from regauth.policy.reader import PolicyError
 from regauth.protocol.scope import parse_scope
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 POLICIES = ROOT / "policies"
 SCHEMA_PATH = POLICIES / "policy.schema.json"
 SHIPPED = sorted(POLICIES.glob("*.yaml"))

@@ -8,7 +8,7 @@ from regauth.mitm.scrub import redact_authorization
 from regauth.mitm.scrub import scrub_request
 from regauth.mitm.scrub import scrub_token_response
 from regauth.policy.load import load_policy_text
-from tests.conftest import policy_text
+from tests.support.policies import policy_text
 
 
 def test_bearer_keeps_header_and_claims_but_not_the_signature():

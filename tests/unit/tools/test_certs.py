@@ -1,17 +1,23 @@
-"""`regauth certs list|rotate|activate|retire` (in process, real files)."""
+"""`regauth certs list|rotate|activate|retire` (`regauth.tools.certs`): through the command line
+and function by function (in process, real files). The lifecycle itself is
+tokens/test_keystate.py."""
 
 from __future__ import annotations
 
 import json
 import re
 import subprocess
+import time
 
 import pytest
 
 from regauth.cli import main
 from regauth.ops import pki
+from regauth.policy.model import TokenSettings
+from regauth.tokens import keystate
 from regauth.tokens.keyids import libtrust_kid
 from regauth.tokens.keyids import rfc7638_thumbprint
+from regauth.tools import certs as certs_tool
 
 POLICY = """version: 1
 service: svc
@@ -95,3 +101,39 @@ def test_scheduled_rotation_and_bad_input(certs, tmp_path, capsys):
     code, _, err = _certs(capsys, "retire", "token-signing", *dirs,
                           "--policy", str(tmp_path / "none.yaml"))
     assert code == 2
+
+
+def test_as_json_says_which_keys_may_be_retired_and_until_when(certs):
+    now = time.time()
+    settings = TokenSettings(lifetime=300, refresh_lifetime=3600)
+    name, _ = keystate.stage(certs, "ES256", None, now)
+    keystate.activate(certs, name, now, settings)
+    later = now + 10
+    old, new = certs_tool.as_json(keystate.lifecycle(certs, later), settings, later)
+    assert (old["name"], old["state"], new["name"], new["state"]) == \
+        ("token-signing", "trusted-only", name, "signing")
+    assert old["retirable"] is False and new["retirable"] is False
+    assert old["valid_until"] is not None and old["signed_until"] is not None
+    after = now + 3600 + 3600  # past the refresh lifetime and the margin
+    old_then, _ = certs_tool.as_json(keystate.lifecycle(certs, after), settings, after)
+    assert old_then["retirable"] is True
+    assert old["private_key"] is True and old["kid_libtrust"] != new["kid_libtrust"]
+    # Without the policy's lifetimes nothing is known about how long tokens live.
+    unknown, _ = certs_tool.as_json(keystate.lifecycle(certs, later), None, later)
+    assert unknown["valid_until"] is None and unknown["retirable"] is True
+
+
+def test_an_unusable_policy_is_one_line_when_quiet_and_every_problem_otherwise(tmp_path,
+                                                                                capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nservice: s\nrules: []\nsurprise: 1\ntoken: {lifetim: 3}\n")
+    assert certs_tool.load_token_settings(bad, quiet=True) is None
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"regauth certs: {bad} not used (") and "surprise" in line
+    assert certs_tool.load_token_settings(bad, quiet=False) is None
+    problems = capsys.readouterr().err.splitlines()
+    assert len(problems) >= 2 and all(p.startswith(f"{bad}:") for p in problems)
+    good = tmp_path / "good.yaml"
+    good.write_text(POLICY)
+    settings = certs_tool.load_token_settings(good, quiet=True)
+    assert settings is not None and settings.refresh_lifetime == 3600

@@ -1,6 +1,8 @@
+"""Origins, listen addresses and IP literals (`regauth.protocol.urls`): pure parsing; the
+machine-name default of `--public-url` is ops/test_public_url.py."""
+
 import pytest
 
-from regauth.ops.public_url import default_public_url
 from regauth.protocol.urls import Origin
 from regauth.protocol.urls import is_ip_literal
 from regauth.protocol.urls import normalize_url
@@ -59,13 +61,6 @@ def test_parse_listen(value, expected):
 def test_parse_listen_refuses(value):
     with pytest.raises(ValueError):
         parse_listen(value)
-
-
-def test_default_public_url():
-    assert default_public_url("127.0.0.1", 5443) == "https://localhost:5443"
-    assert default_public_url("::1", 443) == "https://localhost"
-    assert default_public_url("10.1.2.3", 5000) == "https://10.1.2.3:5000"
-    assert default_public_url("0.0.0.0", 5000).startswith("https://")
 
 
 def test_is_ip_literal():

@@ -1,4 +1,6 @@
-"""Key rotation: several keys trusted, the newest signs, retired keys stop verifying."""
+"""The key ring (`regauth.tokens.keyring`): which key signs (the newest, or the pinned one),
+every key indexed under both kid forms and published as JWKS; rotation: several keys trusted,
+the newest signs, retired keys stop verifying."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from regauth.policy.model import TokenSettings
 from regauth.protocol.scope import parse_scope
 from regauth.tokens.claims import InvalidToken
 from regauth.tokens.issue import TokenIssuer
+from regauth.tokens.keyids import libtrust_kid
+from regauth.tokens.keyids import rfc7638_thumbprint
 from regauth.tokens.keyring import KeyRing
 from regauth.tokens.verify import TokenVerifier
 
@@ -54,20 +58,23 @@ def test_a_pinned_key_signs(tmp_path):
         _issuer(tmp_path, pinned="token-signing-nope")
 
 
-def test_policy_algorithm_must_match_the_signing_key(tmp_path):
-    pki.init_certs(tmp_path)
-    ring = KeyRing(pki.load_signing_keys(tmp_path))
-    with pytest.raises(ValueError, match="RS256"):
-        TokenIssuer(ring, TokenSettings(algorithm="RS256"), "svc", "iss")
+def test_key_ring_indexes_both_kid_forms_and_publishes_jwks(keyring):
+    signer = keyring.signer
+    assert keyring.by_kid[libtrust_kid(signer.public_key)] is signer
+    assert keyring.by_kid[rfc7638_thumbprint(signer.public_key)] is signer
+    jwks = keyring.jwks("rfc7638")
+    kids = [k["kid"] for k in jwks["keys"]]
+    assert kids == [rfc7638_thumbprint(signer.public_key), libtrust_kid(signer.public_key)]
+    assert all(k["alg"] == "ES256" and k["use"] == "sig" and "d" not in k for k in jwks["keys"])
 
 
-def test_init_never_overwrites(tmp_path):
-    first = pki.init_certs(tmp_path)
-    assert {p.name for p in first} == {"mitmproxy-ca.pem", "ca.crt", "token-signing.key",
-                                       "token-signing.crt"}
-    before = {p: p.read_bytes() for p in first}
-    assert pki.init_certs(tmp_path) == []
-    assert all(p.read_bytes() == data for p, data in before.items())
-    assert (tmp_path / "private").stat().st_mode & 0o777 == 0o700
-    assert all(p.stat().st_mode & 0o077 == 0 for p in (tmp_path / "private").iterdir())
-    assert not list(tmp_path.glob("*.key"))  # certs/ stays usable as skopeo's cert dir
+def test_key_ring_errors(es_dir):
+    keys = pki.load_signing_keys(es_dir)
+    with pytest.raises(ValueError, match="no token-signing keys"):
+        KeyRing([])
+    with pytest.raises(ValueError, match="not found"):
+        KeyRing(keys, pinned="nope")
+    assert KeyRing(keys, pinned=keys[0].name).signer is keys[0]
+    public_only = [pki.SigningKey(k.name, k.certificate, None) for k in keys]
+    with pytest.raises(ValueError, match="no token-signing private key"):
+        KeyRing(public_only)

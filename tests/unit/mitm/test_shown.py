@@ -28,7 +28,7 @@ from regauth.mitm.scrub import CLIENT_AUTHORIZATION
 from regauth.mitm.scrub import display_copy
 from regauth.protocol.urls import parse_origin
 from regauth.runtime import Active
-from tests.conftest import policy_text
+from tests.support.policies import policy_text
 from tests.unit.helpers import BUILD_ID
 from tests.unit.helpers import build_runtime
 from tests.unit.mitm.harness import basic

@@ -1,5 +1,7 @@
-"""Every tool shows untrusted text with its control characters escaped (issue 20, item 10), and
-`trace` attributes requests only to identities regauth verified (item 11).
+"""Terminal output for the tools (`regauth.tools.render`): plain text off a terminal, rich styles
+on one, JSON on request; and every tool shows untrusted text with its control characters
+escaped (issue 20, item 10), because every tool prints through it. Who `trace` attributes a
+record to (item 11) is test_log_records.py and test_trace.py.
 
 Untrusted: whatever an exchange log holds (clients wrote the paths, user names, token claims),
 a policy's rule comments and a tests file's names (a policy repository's pull request writes
@@ -12,6 +14,7 @@ bytes are checked: the only escape sequences on a terminal are rich's own colour
 from __future__ import annotations
 
 import functools
+import io
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -22,9 +25,7 @@ from rich.console import Console
 
 from regauth.cli import main
 from regauth.tools import render
-from regauth.tools.log_records import conversations
-from regauth.tools.log_records import parse_lines
-from tests.conftest import policy_text
+from tests.support.policies import policy_text
 
 # A clipboard write (OSC 52 … BEL), a carriage return with "erase line" and a forged line, a
 # right-to-left override, a one-character CSI, and rich markup that must stay text.
@@ -177,82 +178,26 @@ def test_trace_json_is_escaped_by_json(tmp_path: Path, capsys) -> None:
     assert HOSTILE in json.loads(out)["conversations"][1]["steps"][1]["text"]  # exactly
 
 
-# --- item 11: who a record is attributed to ----------------------------------------------------
-
-VERIFIED = {"forward": True, "reason": "token grants repository:x/a:pull",
-            "verified_token": {"issuer": "regauth", "subject": "alice", "source": "regauth"}}
-
-
-def _registry(line: int, conversation: str, claims: dict[str, object], status: int = 200,
-              decision: dict[str, object] | None = None, **extra: object) -> dict[str, object]:
-    record: dict[str, object] = {
-        "time": T0.format(line), "conversation": conversation, "client": "10.0.0.9:2000",
-        "kind": "registry", "method": "GET", "path": f"/v2/x/a/tags/list?line={line}",
-        "route": "tags", "repository": "x/a", "status": status,
-        "answered_by": "upstream" if status == 200 else "regauth",
-        "auth": {"scheme": "Bearer", "jwt": {"claims": claims}, **extra}}
-    if decision is not None:
-        record["decision"] = decision
-    return record
+def test_a_line_is_plain_text_off_a_terminal_and_styled_on_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = io.StringIO()
+    printer = render.Printer(plain)
+    assert printer.styled is False  # a StringIO is no terminal
+    printer.line(("ok", "green"), " a\tb ", "[bold]not markup[/]")
+    assert plain.getvalue() == "ok a\\x09b [bold]not markup[/]\n"
+    monkeypatch.setattr(render, "Console", functools.partial(
+        Console, force_terminal=True, color_system="truecolor", width=200))
+    styled = io.StringIO()
+    printer = render.Printer(styled)
+    assert printer.styled is True
+    printer.line(("ok", "green"), " a\tb ", "[bold]not markup[/]")
+    text = styled.getvalue()
+    assert SGR.search(text) and SGR.sub("", text) == "ok a\\x09b [bold]not markup[/]\n"
 
 
-def _entries(*records: dict[str, object]):  # type: ignore[no-untyped-def]
-    return parse_lines([json.dumps(r) for r in records]).entries
-
-
-def test_only_verified_identities_are_accounts() -> None:
-    token = {"time": T0.format(0), "conversation": "a", "kind": "token", "status": 200,
-             "token_response": {"jti": "j1", "account": "alice"}}
-    refused = {"time": T0.format(1), "conversation": "b", "kind": "token", "status": 401,
-               "token_request": {"username": "alice"}, "token_response": {"refused": "x"}}
-    genuine = _registry(2, "a", {"sub": "alice", "jti": "j1"}, decision=VERIFIED,
-                        checked_by="regauth")
-    old_log = _registry(3, "a", {"sub": "alice", "jti": "j1"}, decision=VERIFIED)
-    forged = _registry(4, "c", {"sub": "alice", "jti": "j1"}, 401,
-                       {"forward": False, "reason": "invalid token"}, checked_by=None)
-    forged_old = _registry(5, "d", {"sub": "alice"}, 401,
-                           {"forward": False, "reason": "invalid token"})
-    delegated = _registry(6, "e", {"sub": "alice"}, checked_by="registry")
-    trusted = _registry(7, "f", {"sub": "bob"}, checked_by="regauth", decision={
-        **VERIFIED, "verified_token": {"subject": "bob", "source": "legacy-ci"}})
-    by_line = {e.line: e for e in _entries(token, refused, genuine, old_log, forged,
-                                           forged_old, delegated, trusted)}
-    assert [by_line[n].account for n in range(1, 9)] == [
-        "alice", None, "alice", "alice", None, None, None, "legacy-ci:bob"]
-    assert [by_line[n].claim for n in range(1, 9)] == [
-        None, "user='alice' (unverified)", None, None, "sub='alice' (unverified)",
-        "sub='alice' (unverified)", "sub='alice' (claimed, checked by the registry)", None]
-
-
-def test_a_forged_token_naming_an_issued_jti_joins_nothing() -> None:
-    token = {"time": T0.format(0), "conversation": "a", "kind": "token", "status": 200,
-             "token_response": {"jti": "j1", "account": "alice"}}
-    forged = _registry(1, "b", {"sub": "alice", "jti": "j1"}, 401,
-                       {"forward": False, "reason": "invalid token"}, checked_by=None)
-    refused_by_registry = _registry(2, "c", {"sub": "alice", "jti": "j1"}, 401,
-                                    checked_by="registry",
-                                    upstream_challenge=[{"error": "invalid_token"}])
-    found = conversations(_entries(token, forged, refused_by_registry))
-    assert [c.id for c in found] == ["a", "b", "c"]
-    assert found[0].accounts == ["alice"] and found[1].accounts == []
-    assert found[1].claims == ["sub='alice' (unverified)"]
-    # A token the registry accepted is genuine: it joins (delegate mode).
-    accepted = _registry(3, "d", {"sub": "alice", "jti": "j1"}, checked_by="registry")
-    accepted["answered_by"] = "upstream"
-    assert [c.id for c in conversations(_entries(token, accepted))] == ["a"]
-
-
-def test_trace_account_lists_only_verified_requests(tmp_path: Path, capsys) -> None:
-    log = _log(tmp_path,
-               {"time": T0.format(0), "conversation": "a", "kind": "token", "status": 200,
-                "client": "10.0.0.1:1", "token_response": {"jti": "j1", "account": "alice"}},
-               _registry(1, "b", {"sub": "alice", "jti": "j1"}, 401,
-                         {"forward": False, "reason": "invalid token"}, checked_by=None),
-               _registry(2, "c", {"sub": "alice"}, 401,
-                         {"forward": False, "reason": "invalid token"}))
-    assert main(["trace", str(log), "--json", "--account", "alice"]) == 0
-    found = json.loads(capsys.readouterr().out)["conversations"]
-    assert [c["id"] for c in found] == ["a"]
-    assert main(["trace", str(log)]) == 0
-    out = capsys.readouterr().out
-    assert out.count("10.0.0.9 claims sub='alice' (unverified)") == 2
+def test_json_keeps_strings_exactly_and_escapes_every_control_character() -> None:
+    out = io.StringIO()
+    render.print_json({"text": HOSTILE, "n": 1, "when": Path("/x")}, out)
+    assert out.getvalue().endswith("}\n") and "\n  \"n\": 1" in out.getvalue()
+    assert not any(c in out.getvalue() for c in RAW)
+    assert json.loads(out.getvalue()) == {"text": HOSTILE, "n": 1, "when": "/x"}

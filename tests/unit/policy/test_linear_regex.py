@@ -23,7 +23,7 @@ from regauth.policy.model import Identity
 from regauth.policy.reader import PolicyError
 from regauth.protocol.scope import parse_scope
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 HEAD = """\
 version: 1
@@ -175,8 +175,8 @@ NAMES = ["a", "x/abc", "x/ABC", "x/", "re/abc-12", "re/abc-12/x", "x/re/abc-12",
 
 
 def test_existing_regexes_were_found():
-    # Guards the scan above: these are in test_policy_loader, test_policy_matching and
-    # test_policy_files today.
+    # Guards the scan above: these are in policy/test_load.py, test_model.py and
+    # test_load_files.py today.
     assert {"builds/[a-z0-9]{26}", "re/[a-z]+-[0-9]+", "x/[a-z]+"} <= set(EXISTING)
 
 
