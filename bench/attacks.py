@@ -88,27 +88,50 @@ def attacks(port: int, ca: Path, seconds: float) -> dict[str, Callable[[list[str
     def head(shape: str) -> Callable[[list[str]], None]:
         def run(notes: list[str]) -> None:
             sent: list[int] = []
-            _threads([lambda n=n: sent.append(dos.head_flood(
-                port, ca, shape, seconds, f"127.0.11.{n + 1}")[0]) for n in range(4)])
+            _threads(
+                [
+                    lambda n=n: sent.append(
+                        dos.head_flood(port, ca, shape, seconds, f"127.0.11.{n + 1}")[0]
+                    )
+                    for n in range(4)
+                ]
+            )
             notes.append(f"{max(sent)} B sent at most before the close")
+
         return run
 
     def continuation(notes: list[str]) -> None:
         sent: list[int] = []
-        _threads([lambda n=n: sent.append(dos.continuation_flood(
-            port, ca, seconds, f"127.0.12.{n + 1}")[0]) for n in range(4)])
+        _threads(
+            [
+                lambda n=n: sent.append(
+                    dos.continuation_flood(port, ca, seconds, f"127.0.12.{n + 1}")[0]
+                )
+                for n in range(4)
+            ]
+        )
         notes.append(f"{max(sent)} B sent at most before GOAWAY")
 
     def rapid_reset(notes: list[str]) -> None:
         outcomes: list[dict[str, int]] = []
-        _threads([lambda n=n: outcomes.append(dos.rapid_reset(
-            port, ca, seconds, f"127.0.13.{n + 1}", SERVICE)) for n in range(3)])
-        notes.append(f"{sum(o['streams'] for o in outcomes)} streams reset on "
-                     f"{sum(o['connections'] for o in outcomes)} connections")
+        _threads(
+            [
+                lambda n=n: outcomes.append(
+                    dos.rapid_reset(port, ca, seconds, f"127.0.13.{n + 1}", SERVICE)
+                )
+                for n in range(3)
+            ]
+        )
+        notes.append(
+            f"{sum(o['streams'] for o in outcomes)} streams reset on "
+            f"{sum(o['connections'] for o in outcomes)} connections"
+        )
 
     def slow_bodies(notes: list[str]) -> None:
-        head = (b"POST /v2/token HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
-                b"application/x-www-form-urlencoded\r\nContent-Length: 200\r\n\r\n")
+        head = (
+            b"POST /v2/token HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
+            b"application/x-www-form-urlencoded\r\nContent-Length: 200\r\n\r\n"
+        )
         closed: list[float | None] = []
 
         def one(n: int) -> None:
@@ -120,20 +143,27 @@ def attacks(port: int, ca: Path, seconds: float) -> dict[str, Callable[[list[str
 
         _threads([lambda n=n: one(n) for n in range(20)])
         done = [c for c in closed if c is not None]
-        notes.append(f"{len(done)}/20 closed, after {statistics.median(done):.1f} s median"
-                     if done else "none closed")
+        notes.append(
+            f"{len(done)}/20 closed, after {statistics.median(done):.1f} s median"
+            if done
+            else "none closed"
+        )
 
-    return {"idle": lambda notes: time.sleep(seconds),
-            "head-lines": head("header lines"), "head-line": head("one endless line"),
-            "continuation": continuation, "rapid-reset": rapid_reset,
-            "slow-bodies": slow_bodies}
+    return {
+        "idle": lambda notes: time.sleep(seconds),
+        "head-lines": head("header lines"),
+        "head-line": head("one endless line"),
+        "continuation": continuation,
+        "rapid-reset": rapid_reset,
+        "slow-bodies": slow_bodies,
+    }
 
 
-def measure(proxy: ProxyProcess, ca: Path, name: str, attack: Callable[[list[str]], None],
-            round_: int) -> list[str]:
+def measure(
+    proxy: ProxyProcess, ca: Path, name: str, attack: Callable[[list[str]], None], round_: int
+) -> list[str]:
     notes: list[str] = []
-    client = LegitClient(proxy.port, ca, SERVICE, ("bench", PASSWORD),
-                         f"bench/{name}-{round_}")
+    client = LegitClient(proxy.port, ca, SERVICE, ("bench", PASSWORD), f"bench/{name}-{round_}")
     client.token(f"repository:{client.repository}:pull")  # the bcrypt check, outside the figures
     client.token_seconds.clear()
     rss, cpu = dos.rss_mib(proxy.pid), dos.cpu_seconds(proxy.pid)
@@ -144,9 +174,17 @@ def measure(proxy: ProxyProcess, ca: Path, name: str, attack: Callable[[list[str
     after = dos.cpu_seconds(proxy.pid) - cpu - during
     median = statistics.median(client.token_seconds) if client.token_seconds else float("nan")
     push = f"{client.push_seconds:.2f}" if client.push_seconds is not None else "failed"
-    return [name, f"{median * 1000:.0f}", f"{client.p99 * 1000:.0f}", "", push,
-            f"{growth:+.1f}", f"{during:.1f}", f"{after:.2f}",
-            f"{len(client.failures)} failed; " + "; ".join(notes)]
+    return [
+        name,
+        f"{median * 1000:.0f}",
+        f"{client.p99 * 1000:.0f}",
+        "",
+        push,
+        f"{growth:+.1f}",
+        f"{during:.1f}",
+        f"{after:.2f}",
+        f"{len(client.failures)} failed; " + "; ".join(notes),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,12 +200,34 @@ def main(argv: list[str] | None = None) -> int:
         registry = RegistryProcess(root / "registry")
         registry.start()
         port = free_port()
-        proxy = spawn("regauth", [
-            str(REGAUTH), "serve", "--listen", f"127.0.0.1:{port}", "--certs-dir", str(certs),
-            "--policy", str(policy_path), "--log", str(root / "exchange.jsonl"),
-            "--registry-dir", str(root / "unused"), "--upstream", registry.url,
-            "--admin-listen", "off", "--", "--set", "regauth_body_timeout=3",
-            "--set", "regauth_token_body_timeout=3"], root, port)
+        proxy = spawn(
+            "regauth",
+            [
+                str(REGAUTH),
+                "serve",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--certs-dir",
+                str(certs),
+                "--policy",
+                str(policy_path),
+                "--log",
+                str(root / "exchange.jsonl"),
+                "--registry-dir",
+                str(root / "unused"),
+                "--upstream",
+                registry.url,
+                "--admin-listen",
+                "off",
+                "--",
+                "--set",
+                "regauth_body_timeout=3",
+                "--set",
+                "regauth_token_body_timeout=3",
+            ],
+            root,
+            port,
+        )
         try:
             deadline = time.monotonic() + 60
             while "listening at" not in proxy.output_tail(200):
@@ -176,8 +236,10 @@ def main(argv: list[str] | None = None) -> int:
                     raise SystemExit("regauth did not start")
                 time.sleep(0.2)
             ca = certs / pki.CA_CERT
-            rows = [measure(proxy, ca, name, attack, 0)
-                    for name, attack in attacks(port, ca, args.seconds).items()]
+            rows = [
+                measure(proxy, ca, name, attack, 0)
+                for name, attack in attacks(port, ca, args.seconds).items()
+            ]
         finally:
             proxy.stop()
             with contextlib.suppress(Exception):
@@ -185,8 +247,17 @@ def main(argv: list[str] | None = None) -> int:
     idle = float(rows[0][2]) or 1.0
     for row in rows:
         row[3] = f"{float(row[2]) / idle:.2f}"
-    header = ["attack", "token p50 ms", "token p99 ms", "p99 vs idle", "push s",
-              "RSS MiB", "CPU s during", "CPU s after", "notes"]
+    header = [
+        "attack",
+        "token p50 ms",
+        "token p99 ms",
+        "p99 vs idle",
+        "push s",
+        "RSS MiB",
+        "CPU s during",
+        "CPU s after",
+        "notes",
+    ]
     print(f"# {versions()}; {args.seconds:g} s per attack")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))

@@ -61,10 +61,22 @@ SETUPS = ("direct", "mitmdump", "regauth")
 START_TIMEOUT = 60.0
 IO_TIMEOUT = 600.0
 
-_UNITS = {"": 1, "B": 1,
-          "K": 1024, "KI": 1024, "KIB": 1024, "KB": 1000,
-          "M": 1024 ** 2, "MI": 1024 ** 2, "MIB": 1024 ** 2, "MB": 1000 ** 2,
-          "G": 1024 ** 3, "GI": 1024 ** 3, "GIB": 1024 ** 3, "GB": 1000 ** 3}
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "K": 1024,
+    "KI": 1024,
+    "KIB": 1024,
+    "KB": 1000,
+    "M": 1024**2,
+    "MI": 1024**2,
+    "MIB": 1024**2,
+    "MB": 1000**2,
+    "G": 1024**3,
+    "GI": 1024**3,
+    "GIB": 1024**3,
+    "GB": 1000**3,
+}
 
 
 class BenchError(Exception):
@@ -93,6 +105,7 @@ def peak_rss_kib(pid: int) -> int:
 
 # -- processes -------------------------------------------------------------------------------
 
+
 @dataclass
 class ProxyProcess:
     name: str
@@ -114,8 +127,9 @@ class ProxyProcess:
 
     def check_alive(self) -> None:
         if self.process.poll() is not None:
-            raise BenchError(f"{self.name} exited with {self.process.returncode}:\n"
-                             f"{self.output_tail()}")
+            raise BenchError(
+                f"{self.name} exited with {self.process.returncode}:\n{self.output_tail()}"
+            )
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -133,22 +147,54 @@ def spawn(name: str, command: list[str], workdir: Path, port: int) -> ProxyProce
     output_path = workdir / f"{name}.out"
     with output_path.open("wb") as output:
         # Own session: a Ctrl-C in the terminal reaches only this script, which stops it.
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     return ProxyProcess(name, command, process, port, output_path)
 
 
 def mitmdump_command(upstream: str, port: int, certs: Path) -> list[str]:
-    return [str(MITMDUMP), "--mode", f"reverse:{upstream}", "--listen-host", "127.0.0.1",
-            "--listen-port", str(port), "--set", f"confdir={certs / pki.PRIVATE_DIR}",
-            "--set", "connection_strategy=lazy", "--set", "stream_large_bodies=1m", "-q"]
+    return [
+        str(MITMDUMP),
+        "--mode",
+        f"reverse:{upstream}",
+        "--listen-host",
+        "127.0.0.1",
+        "--listen-port",
+        str(port),
+        "--set",
+        f"confdir={certs / pki.PRIVATE_DIR}",
+        "--set",
+        "connection_strategy=lazy",
+        "--set",
+        "stream_large_bodies=1m",
+        "-q",
+    ]
 
 
-def regauth_command(upstream: str, port: int, certs: Path, policy: Path,
-                    workdir: Path) -> list[str]:
-    return [str(REGAUTH), "serve", "--listen", f"127.0.0.1:{port}", "--certs-dir", str(certs),
-            "--policy", str(policy), "--log", str(workdir / "exchange.jsonl"),
-            "--registry-dir", str(workdir / "unused-registry"), "--upstream", upstream]
+def regauth_command(
+    upstream: str, port: int, certs: Path, policy: Path, workdir: Path
+) -> list[str]:
+    return [
+        str(REGAUTH),
+        "serve",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--certs-dir",
+        str(certs),
+        "--policy",
+        str(policy),
+        "--log",
+        str(workdir / "exchange.jsonl"),
+        "--registry-dir",
+        str(workdir / "unused-registry"),
+        "--upstream",
+        upstream,
+    ]
 
 
 def policy_yaml(password_hash: str) -> str:
@@ -174,9 +220,11 @@ rules:
 
 # -- client ----------------------------------------------------------------------------------
 
+
 @dataclass
 class Endpoint:
     """Where the client connects: plain HTTP (direct) or HTTPS verified against our CA."""
+
     port: int
     tls: ssl.SSLContext | None
     host: str = "127.0.0.1"
@@ -185,8 +233,9 @@ class Endpoint:
     def connect(self) -> http.client.HTTPConnection:
         if self.tls is None:
             return http.client.HTTPConnection(self.host, self.port, timeout=IO_TIMEOUT)
-        return http.client.HTTPSConnection(self.host, self.port, context=self.tls,
-                                           timeout=IO_TIMEOUT)
+        return http.client.HTTPSConnection(
+            self.host, self.port, context=self.tls, timeout=IO_TIMEOUT
+        )
 
     def headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         headers = dict(extra or {})
@@ -201,8 +250,9 @@ def tls_context(ca: Path) -> ssl.SSLContext:
     return context
 
 
-def simple_request(conn: http.client.HTTPConnection, method: str, target: str,
-                   headers: dict[str, str]) -> tuple[int, http.client.HTTPMessage, bytes]:
+def simple_request(
+    conn: http.client.HTTPConnection, method: str, target: str, headers: dict[str, str]
+) -> tuple[int, http.client.HTTPMessage, bytes]:
     conn.request(method, target, headers=headers)
     response = conn.getresponse()
     return response.status, response.headers, response.read()
@@ -224,8 +274,9 @@ def wait_ready(endpoint: Endpoint, proxy: ProxyProcess) -> None:
             time.sleep(0.2)
         finally:
             conn.close()
-    raise BenchError(f"{proxy.name} did not answer on port {proxy.port}: {last}\n"
-                     f"{proxy.output_tail()}")
+    raise BenchError(
+        f"{proxy.name} did not answer on port {proxy.port}: {last}\n{proxy.output_tail()}"
+    )
 
 
 def fetch_token(endpoint: Endpoint, repo: str, password: str) -> str:
@@ -233,16 +284,19 @@ def fetch_token(endpoint: Endpoint, repo: str, password: str) -> str:
     basic = base64.b64encode(f"{ACCOUNT}:{password}".encode()).decode()
     conn = endpoint.connect()
     try:
-        status, _, body = simple_request(conn, "GET", f"/v2/token?{query}",
-                                         {"Authorization": f"Basic {basic}"})
+        status, _, body = simple_request(
+            conn, "GET", f"/v2/token?{query}", {"Authorization": f"Basic {basic}"}
+        )
     finally:
         conn.close()
     if status != 200:
         raise BenchError(f"GET /v2/token: {status} {body[:500]!r}")
     reply = json.loads(body)
     granted = set(str(reply.get("scope", "")).split(" "))
-    if f"repository:{repo}:pull,push" not in granted and \
-            f"repository:{repo}:push,pull" not in granted:
+    if (
+        f"repository:{repo}:pull,push" not in granted
+        and f"repository:{repo}:push,pull" not in granted
+    ):
         raise BenchError(f"token does not grant pull,push on {repo}: scope={reply.get('scope')!r}")
     return str(reply["token"])
 
@@ -272,22 +326,26 @@ def push(endpoint: Endpoint, repo: str, blob: Blob) -> tuple[float, str]:
     conn = endpoint.connect()
     try:
         status, headers, body = simple_request(
-            conn, "POST", f"/v2/{repo}/blobs/uploads/",
-            endpoint.headers({"Content-Length": "0"}))
+            conn, "POST", f"/v2/{repo}/blobs/uploads/", endpoint.headers({"Content-Length": "0"})
+        )
         location = headers.get("Location")
         if status != 202 or not location:
             raise BenchError(f"POST /v2/{repo}/blobs/uploads/: {status} {body[:500]!r}")
         # Use only path and query: behind bare mitmdump the registry names itself (mitmdump
         # rewrote Host), and the client must keep talking to the proxy.
         parts = urlsplit(location)
-        target = parts.path + "?" + "&".join(
-            p for p in (parts.query, urlencode({"digest": blob.digest})) if p)
+        target = (
+            parts.path
+            + "?"
+            + "&".join(p for p in (parts.query, urlencode({"digest": blob.digest})) if p)
+        )
         buffer = bytearray(CHUNK)
         view = memoryview(buffer)
         started = time.perf_counter()
         conn.putrequest("PUT", target, skip_accept_encoding=True)
-        for name, value in endpoint.headers({"Content-Type": "application/octet-stream",
-                                             "Content-Length": str(blob.size)}).items():
+        for name, value in endpoint.headers(
+            {"Content-Type": "application/octet-stream", "Content-Length": str(blob.size)}
+        ).items():
             conn.putheader(name, value)
         conn.endheaders()
         sent = 0
@@ -333,12 +391,15 @@ def pull(endpoint: Endpoint, repo: str, blob: Blob) -> float:
     finally:
         conn.close()
     if received != blob.size or f"sha256:{sha.hexdigest()}" != blob.digest:
-        raise BenchError(f"pulled {received} bytes with sha256:{sha.hexdigest()}, "
-                         f"expected {blob.size} bytes with {blob.digest}")
+        raise BenchError(
+            f"pulled {received} bytes with sha256:{sha.hexdigest()}, "
+            f"expected {blob.size} bytes with {blob.digest}"
+        )
     return elapsed
 
 
 # -- one measurement -------------------------------------------------------------------------
+
 
 @dataclass
 class Sample:
@@ -375,13 +436,11 @@ class Bench:
                 if setup == "mitmdump":
                     command = mitmdump_command(registry.url, port, self.certs)
                 else:
-                    command = regauth_command(registry.url, port, self.certs, self.policy,
-                                              workdir)
+                    command = regauth_command(registry.url, port, self.certs, self.policy, workdir)
                 self.commands.setdefault(setup, command)
                 proxy = spawn(setup, command, workdir, port)
                 stack.callback(proxy.stop)
-                endpoint = Endpoint(port, tls_context(self.certs / pki.CA_CERT),
-                                    host="localhost")
+                endpoint = Endpoint(port, tls_context(self.certs / pki.CA_CERT), host="localhost")
                 wait_ready(endpoint, proxy)
                 if setup == "regauth":
                     token = fetch_token(endpoint, repo, self.password)
@@ -390,19 +449,29 @@ class Bench:
                 upload_s, location = push(endpoint, repo, self.blob)
                 download_s = pull(endpoint, repo, self.blob)
             except (OSError, http.client.HTTPException, BenchError) as e:
-                detail = f"\n--- {proxy.name} output (tail) ---\n{proxy.output_tail()}" \
-                    if proxy is not None else ""
+                detail = (
+                    f"\n--- {proxy.name} output (tail) ---\n{proxy.output_tail()}"
+                    if proxy is not None
+                    else ""
+                )
                 raise BenchError(f"{setup}: {type(e).__name__}: {e}{detail}") from e
             netloc = urlsplit(location).netloc  # empty: relative, resolved against the proxy
             if setup == "regauth" and netloc not in ("", f"localhost:{endpoint.port}"):
-                print(f"  warning: regauth returned upload Location {location!r}, outside the "
-                      "proxy's public URL", flush=True)
+                print(
+                    f"  warning: regauth returned upload Location {location!r}, outside the "
+                    "proxy's public URL",
+                    flush=True,
+                )
             proxy_rss = None
             if proxy is not None:
                 proxy.check_alive()
                 proxy_rss = peak_rss_kib(proxy.pid)
-            return Sample(self.blob.size / upload_s / 1e6, self.blob.size / download_s / 1e6,
-                          proxy_rss, peak_rss_kib(registry_pid))
+            return Sample(
+                self.blob.size / upload_s / 1e6,
+                self.blob.size / download_s / 1e6,
+                proxy_rss,
+                peak_rss_kib(registry_pid),
+            )
 
     def _discard_registry(self, registry: RegistryProcess) -> None:
         registry.stop()
@@ -412,6 +481,7 @@ class Bench:
 
 
 # -- report ----------------------------------------------------------------------------------
+
 
 def fmt_ratio(value: float) -> str:
     return f"{value:.2f}" if value >= 0.1 else f"{value:.3f}"
@@ -431,17 +501,27 @@ def report(samples: dict[str, list[Sample]]) -> str:
             "proxy": statistics.median(proxy) if proxy else None,
             "registry": statistics.median(s.registry_rss_kib for s in runs),
         }
-    header = ["setup", "upload MB/s", "download MB/s", "proxy peak RSS MiB", "upload vs direct",
-              "download vs direct", "upload vs mitmdump", "download vs mitmdump",
-              "registry peak RSS MiB"]
+    header = [
+        "setup",
+        "upload MB/s",
+        "download MB/s",
+        "proxy peak RSS MiB",
+        "upload vs direct",
+        "download vs direct",
+        "upload vs mitmdump",
+        "download vs mitmdump",
+        "registry peak RSS MiB",
+    ]
     rows = [header, ["---"] * len(header)]
     for setup, m in med.items():
         up, down = float(m["up"] or 0), float(m["down"] or 0)
         row = [setup, f"{up:.1f}", f"{down:.1f}", fmt_mib(m["proxy"])]
         for base in ("direct", "mitmdump"):
             ref = med.get(base)
-            row += [fmt_ratio(up / float(ref["up"] or 1)) if ref else "-",
-                    fmt_ratio(down / float(ref["down"] or 1)) if ref else "-"]
+            row += [
+                fmt_ratio(up / float(ref["up"] or 1)) if ref else "-",
+                fmt_ratio(down / float(ref["down"] or 1)) if ref else "-",
+            ]
         row.append(fmt_mib(m["registry"]))
         rows.append(row)
     return "\n".join("| " + " | ".join(r) + " |" for r in rows)
@@ -449,8 +529,10 @@ def report(samples: dict[str, list[Sample]]) -> str:
 
 def versions() -> str:
     parts = [f"python {sys.version.split()[0]}"]
-    for name, command in (("mitmdump", [str(MITMDUMP), "--version"]),
-                          ("docker-registry", ["docker-registry", "--version"])):
+    for name, command in (
+        ("mitmdump", [str(MITMDUMP), "--version"]),
+        ("docker-registry", ["docker-registry", "--version"]),
+    ):
         try:
             out = subprocess.run(command, capture_output=True, text=True, timeout=30).stdout
             parts.append(f"{name}: {out.splitlines()[0].strip()}" if out else name)
@@ -476,6 +558,7 @@ def sha256_rate(blob: Blob) -> float:
 
 # -- main ------------------------------------------------------------------------------------
 
+
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -494,14 +577,21 @@ def workspace(base: str | None, keep: bool) -> Iterator[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=parse_size, default=1024 ** 3,
-                        help="blob size: 1G (default), 256M, 512MiB, 500MB or bytes")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="rounds of all three setups; the table shows medians")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the temporary directory (blob, registries, logs)")
-    parser.add_argument("--tmpdir", default=None,
-                        help="where to create the temporary directory (default: $TMPDIR)")
+    parser.add_argument(
+        "--size",
+        type=parse_size,
+        default=1024**3,
+        help="blob size: 1G (default), 256M, 512MiB, 500MB or bytes",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds of all three setups; the table shows medians"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary directory (blob, registries, logs)"
+    )
+    parser.add_argument(
+        "--tmpdir", default=None, help="where to create the temporary directory (default: $TMPDIR)"
+    )
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -532,22 +622,29 @@ def _run(args: argparse.Namespace, root: Path) -> int:
     policy.write_text(policy_yaml(hash_password(password, rounds=4)))
     started = time.perf_counter()
     blob = make_blob(root / "blob.bin", size)
-    print(f"blob: {size} bytes ({size / 1024 ** 2:.0f} MiB), {blob.digest}, generated in "
-          f"{time.perf_counter() - started:.1f} s; client sha256 {sha256_rate(blob):.0f} MB/s",
-          flush=True)
+    print(
+        f"blob: {size} bytes ({size / 1024**2:.0f} MiB), {blob.digest}, generated in "
+        f"{time.perf_counter() - started:.1f} s; client sha256 {sha256_rate(blob):.0f} MB/s",
+        flush=True,
+    )
     bench = Bench(root, certs, policy, password, blob, args.keep)
     samples: dict[str, list[Sample]] = {setup: [] for setup in SETUPS}
     for round_no in range(1, args.repeat + 1):
         for setup in SETUPS:
             sample = bench.run(setup, round_no)
             samples[setup].append(sample)
-            print(f"[{round_no}/{args.repeat}] {setup:8}  upload {sample.upload_mbps:8.1f} MB/s"
-                  f"  download {sample.download_mbps:8.1f} MB/s  proxy peak RSS "
-                  f"{fmt_mib(sample.proxy_rss_kib)} MiB  registry peak RSS "
-                  f"{fmt_mib(sample.registry_rss_kib)} MiB", flush=True)
+            print(
+                f"[{round_no}/{args.repeat}] {setup:8}  upload {sample.upload_mbps:8.1f} MB/s"
+                f"  download {sample.download_mbps:8.1f} MB/s  proxy peak RSS "
+                f"{fmt_mib(sample.proxy_rss_kib)} MiB  registry peak RSS "
+                f"{fmt_mib(sample.registry_rss_kib)} MiB",
+                flush=True,
+            )
     print()
-    print(f"{size} bytes ({size / 1024 ** 2:.0f} MiB) per transfer, {args.repeat} round(s)"
-          f"{', medians' if args.repeat > 1 else ''}; MB = 10^6 bytes; chunk {CHUNK} bytes")
+    print(
+        f"{size} bytes ({size / 1024**2:.0f} MiB) per transfer, {args.repeat} round(s)"
+        f"{', medians' if args.repeat > 1 else ''}; MB = 10^6 bytes; chunk {CHUNK} bytes"
+    )
     print()
     print(report(samples))
     print()

@@ -69,7 +69,7 @@ from regauth.ops.registry_process import free_port
 SERVICE = "regauth-bench"
 ACCOUNT = "bench"
 
-FIXED_ADDON = '''
+FIXED_ADDON = """
 from pathlib import Path
 from mitmproxy import http
 
@@ -80,7 +80,7 @@ HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store",
 
 def requestheaders(flow: http.HTTPFlow) -> None:
     flow.response = http.Response.make(200, BODY, HEADERS)
-'''
+"""
 
 
 def policy_yaml(password_hash: str) -> str:
@@ -108,6 +108,7 @@ rules:
 
 # -- setup -----------------------------------------------------------------------------------
 
+
 def seed_blob(registry: RegistryProcess) -> None:
     digest = "sha256:" + hashlib.sha256(BLOB).hexdigest()
     conn = http.client.HTTPConnection("127.0.0.1", registry.port, timeout=30)
@@ -117,8 +118,12 @@ def seed_blob(registry: RegistryProcess) -> None:
         response.read()
         location = response.headers["Location"]
         separator = "&" if "?" in location else "?"
-        conn.request("PUT", f"{location}{separator}digest={digest}", body=BLOB,
-                     headers={"Content-Type": "application/octet-stream"})
+        conn.request(
+            "PUT",
+            f"{location}{separator}digest={digest}",
+            body=BLOB,
+            headers={"Content-Type": "application/octet-stream"},
+        )
         response = conn.getresponse()
         response.read()
         if response.status != 201:
@@ -142,11 +147,25 @@ def start(name: str, command: list[str], root: Path, port: int, certs: Path) -> 
     return Setup(name, proxy, endpoint, certs / pki.CA_CERT)
 
 
-def regauth_command(name: str, upstream: str, port: int, certs: Path, policy: Path,
-                    root: Path, admin: str) -> list[str]:
-    return [str(REGAUTH), "serve", "--listen", f"127.0.0.1:{port}", "--certs-dir", str(certs),
-            "--policy", str(policy), "--log", str(root / name / "exchange.jsonl"),
-            "--upstream", upstream, "--admin-listen", admin]
+def regauth_command(
+    name: str, upstream: str, port: int, certs: Path, policy: Path, root: Path, admin: str
+) -> list[str]:
+    return [
+        str(REGAUTH),
+        "serve",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--certs-dir",
+        str(certs),
+        "--policy",
+        str(policy),
+        "--log",
+        str(root / name / "exchange.jsonl"),
+        "--upstream",
+        upstream,
+        "--admin-listen",
+        admin,
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,10 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--tmpdir", default=None)
     parser.add_argument("--keep", action="store_true")
-    parser.add_argument("--baseline", default=None, metavar="REGAUTH",
-                        help="another regauth executable (e.g. an earlier commit installed in "
-                             "its own venv) measured in the same run as `baseline`, with the "
-                             "ratio of this regauth to it")
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="REGAUTH",
+        help="another regauth executable (e.g. an earlier commit installed in "
+        "its own venv) measured in the same run as `baseline`, with the "
+        "ratio of this regauth to it",
+    )
     args = parser.parse_args(argv)
     try:
         with workspace(args.tmpdir, args.keep) as root:
@@ -178,16 +201,17 @@ def run(args: argparse.Namespace, root: Path) -> int:
     policy = root / "policy.yaml"
     policy.write_text(policy_yaml(hash_password(password, rounds=4)))
     basic = "Basic " + base64.b64encode(f"{ACCOUNT}:{password}".encode()).decode()
-    target = "/v2/token?" + urlencode([("service", SERVICE),
-                                        ("scope", f"repository:{REPO}:pull")])
+    target = "/v2/token?" + urlencode([("service", SERVICE), ("scope", f"repository:{REPO}:pull")])
     with contextlib.ExitStack() as stack:
         registry = RegistryProcess(root / "registry")
         registry.start()
         stack.callback(registry.stop)
         seed_blob(registry)
         setups: dict[str, Setup] = {}
-        regauths = [("regauth", "127.0.0.1:0", str(REGAUTH)),
-                    ("regauth-nometrics", "off", str(REGAUTH))]
+        regauths = [
+            ("regauth", "127.0.0.1:0", str(REGAUTH)),
+            ("regauth-nometrics", "off", str(REGAUTH)),
+        ]
         if args.baseline:
             regauths.append(("baseline", "127.0.0.1:0", args.baseline))
         for name, admin, binary in regauths:
@@ -205,13 +229,26 @@ def run(args: argparse.Namespace, root: Path) -> int:
         (root / "fixed").mkdir()
         (root / "fixed" / "token-body.json").write_bytes(body)
         (root / "fixed" / "fixed_token.py").write_text(FIXED_ADDON)
-        for name, extra in (("fixed", ["-s", str(root / "fixed" / "fixed_token.py")]),
-                            ("mitmdump", [])):
+        for name, extra in (
+            ("fixed", ["-s", str(root / "fixed" / "fixed_token.py")]),
+            ("mitmdump", []),
+        ):
             port = free_port()
-            command = [str(MITMDUMP), "--mode", f"reverse:{registry.url}", "--listen-host",
-                       "127.0.0.1", "--listen-port", str(port), "--set",
-                       f"confdir={certs / pki.PRIVATE_DIR}", "--set", "connection_strategy=lazy",
-                       "-q", *extra]
+            command = [
+                str(MITMDUMP),
+                "--mode",
+                f"reverse:{registry.url}",
+                "--listen-host",
+                "127.0.0.1",
+                "--listen-port",
+                str(port),
+                "--set",
+                f"confdir={certs / pki.PRIVATE_DIR}",
+                "--set",
+                "connection_strategy=lazy",
+                "-q",
+                *extra,
+            ]
             setups[name] = start(name, command, root, port, certs)
             stack.callback(setups[name].proxy.stop)
         token = json.loads(body)["token"]
@@ -221,8 +258,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
         return measure(args, setups, target, basic)
 
 
-def measure(args: argparse.Namespace, setups: dict[str, Setup], target: str,
-            basic: str) -> int:
+def measure(args: argparse.Namespace, setups: dict[str, Setup], target: str, basic: str) -> int:
     extra = ("baseline",) if "baseline" in setups else ()
     token_setups = ("fixed", "regauth", "regauth-nometrics", *extra)
     gate_setups = ("mitmdump", "regauth", "regauth-nometrics", *extra)
@@ -232,18 +268,30 @@ def measure(args: argparse.Namespace, setups: dict[str, Setup], target: str,
         for kind, authorization in (("anonymous", None), ("basic", basic)):
             for name in token_setups:
                 setup = setups[name]
-                rate = token_rate(setup.proxy.port, setup.proxy.pid, setup.ca, target,
-                                  authorization, args.clients, args.seconds)
+                rate = token_rate(
+                    setup.proxy.port,
+                    setup.proxy.pid,
+                    setup.ca,
+                    target,
+                    authorization,
+                    args.clients,
+                    args.seconds,
+                )
                 rates.setdefault((name, kind), []).append(rate)
-                print(f"[{round_no}/{args.rounds}] {kind:9} {name:18} {rate.per_second:8.0f} "
-                      f"req/s {rate.cpu_us:7.0f} us CPU/req", flush=True)
+                print(
+                    f"[{round_no}/{args.rounds}] {kind:9} {name:18} {rate.per_second:8.0f} "
+                    f"req/s {rate.cpu_us:7.0f} us CPU/req",
+                    flush=True,
+                )
         for name in gate_setups:
-            values, cpu = blob_latencies(setups[name].endpoint, args.gets,
-                                         setups[name].proxy.pid)
+            values, cpu = blob_latencies(setups[name].endpoint, args.gets, setups[name].proxy.pid)
             sample = (percentile(values, 0.5) * 1000, percentile(values, 0.99) * 1000, cpu)
             latency.setdefault(name, []).append(sample)
-            print(f"[{round_no}/{args.rounds}] blob GET  {name:18} p50 {sample[0]:.3f} ms  "
-                  f"p99 {sample[1]:.3f} ms  {cpu:.0f} us CPU/GET", flush=True)
+            print(
+                f"[{round_no}/{args.rounds}] blob GET  {name:18} p50 {sample[0]:.3f} ms  "
+                f"p99 {sample[1]:.3f} ms  {cpu:.0f} us CPU/GET",
+                flush=True,
+            )
         for setup in setups.values():
             setup.proxy.check_alive()
     print()
@@ -251,58 +299,84 @@ def measure(args: argparse.Namespace, setups: dict[str, Setup], target: str,
     return 0
 
 
-def report(args: argparse.Namespace, rates: dict[tuple[str, str], list[Rate]],
-           latency: dict[str, list[tuple[float, float, float]]],
-           setups: dict[str, Setup]) -> str:
+def report(
+    args: argparse.Namespace,
+    rates: dict[tuple[str, str], list[Rate]],
+    latency: dict[str, list[tuple[float, float, float]]],
+    setups: dict[str, Setup],
+) -> str:
     rps = {key: statistics.median(r.per_second for r in values) for key, values in rates.items()}
     cpu = {key: statistics.median(r.cpu_us for r in values) for key, values in rates.items()}
-    lines = [f"token requests, {args.clients} keep-alive clients, {args.seconds:g} s per sample, "
-             f"medians of {args.rounds} rounds; CPU = the server process's CPU time per request",
-             "", "| setup | anonymous req/s | vs fixed | CPU us/req | vs fixed (CPU) | "
-             "Basic (cached) req/s | vs fixed | CPU us/req | vs fixed (CPU) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    token_names = [n for n in ("fixed", "regauth", "regauth-nometrics", "baseline")
-                   if (n, "anonymous") in rps]
+    lines = [
+        f"token requests, {args.clients} keep-alive clients, {args.seconds:g} s per sample, "
+        f"medians of {args.rounds} rounds; CPU = the server process's CPU time per request",
+        "",
+        "| setup | anonymous req/s | vs fixed | CPU us/req | vs fixed (CPU) | "
+        "Basic (cached) req/s | vs fixed | CPU us/req | vs fixed (CPU) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    token_names = [
+        n for n in ("fixed", "regauth", "regauth-nometrics", "baseline") if (n, "anonymous") in rps
+    ]
     for name in token_names:
         row = [name]
         for kind in ("anonymous", "basic"):
-            row += [f"{rps[(name, kind)]:.0f}", f"{rps[(name, kind)] / rps[('fixed', kind)]:.2f}",
-                    f"{cpu[(name, kind)]:.0f}",
-                    f"{cpu[('fixed', kind)] / cpu[(name, kind)]:.2f}"]
+            row += [
+                f"{rps[(name, kind)]:.0f}",
+                f"{rps[(name, kind)] / rps[('fixed', kind)]:.2f}",
+                f"{cpu[(name, kind)]:.0f}",
+                f"{cpu[('fixed', kind)] / cpu[(name, kind)]:.2f}",
+            ]
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", f"1 KiB blob GET, one keep-alive connection, {args.gets} GETs per sample "
-              "(medians of the rounds' percentiles)", "",
-              "| setup | p50 ms | p99 ms | p50 overhead vs mitmdump ms | CPU us/GET | "
-              "CPU overhead vs mitmdump us | peak RSS MiB |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"1 KiB blob GET, one keep-alive connection, {args.gets} GETs per sample "
+        "(medians of the rounds' percentiles)",
+        "",
+        "| setup | p50 ms | p99 ms | p50 overhead vs mitmdump ms | CPU us/GET | "
+        "CPU overhead vs mitmdump us | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
 
     def med(name: str, i: int) -> float:
         return statistics.median(sample[i] for sample in latency[name])
 
-    for name in [n for n in ("mitmdump", "regauth", "regauth-nometrics", "baseline")
-                 if n in latency]:
+    for name in [
+        n for n in ("mitmdump", "regauth", "regauth-nometrics", "baseline") if n in latency
+    ]:
         rss = peak_rss_kib(setups[name].proxy.pid) / 1024
-        lines.append(f"| {name} | {med(name, 0):.3f} | {med(name, 1):.3f} | "
-                     f"{med(name, 0) - med('mitmdump', 0):+.3f} | {med(name, 2):.0f} | "
-                     f"{med(name, 2) - med('mitmdump', 2):+.0f} | {rss:.1f} |")
+        lines.append(
+            f"| {name} | {med(name, 0):.3f} | {med(name, 1):.3f} | "
+            f"{med(name, 0) - med('mitmdump', 0):+.3f} | {med(name, 2):.0f} | "
+            f"{med(name, 2) - med('mitmdump', 2):+.0f} | {rss:.1f} |"
+        )
     costs = []
     for kind in ("anonymous", "basic"):
         cost = cpu[("regauth", kind)] / cpu[("regauth-nometrics", kind)] - 1
         costs.append(f"{kind} {cost * 100:+.1f} %")
     costs.append(f"blob GET {(med('regauth', 2) / med('regauth-nometrics', 2) - 1) * 100:+.1f} %")
-    lines += ["", "metrics cost (server CPU per request, admin listener on vs off): " +
-              ", ".join(costs)]
+    lines += [
+        "",
+        "metrics cost (server CPU per request, admin listener on vs off): " + ", ".join(costs),
+    ]
     if "baseline" in latency:
-        ratios = [f"{kind} {rps[('regauth', kind)] / rps[('baseline', kind)]:.2f}x req/s, "
-                  f"{cpu[('baseline', kind)] / cpu[('regauth', kind)]:.2f}x CPU"
-                  for kind in ("anonymous", "basic")]
-        ratios.append(f"blob GET p50 {med('baseline', 0) / med('regauth', 0):.2f}x, "
-                      f"CPU {med('baseline', 2) / med('regauth', 2):.2f}x")
+        ratios = [
+            f"{kind} {rps[('regauth', kind)] / rps[('baseline', kind)]:.2f}x req/s, "
+            f"{cpu[('baseline', kind)] / cpu[('regauth', kind)]:.2f}x CPU"
+            for kind in ("anonymous", "basic")
+        ]
+        ratios.append(
+            f"blob GET p50 {med('baseline', 0) / med('regauth', 0):.2f}x, "
+            f"CPU {med('baseline', 2) / med('regauth', 2):.2f}x"
+        )
         lines += ["", "this regauth against the baseline (>1: faster): " + "; ".join(ratios)]
     token_us, gate_us = observer_cost()
-    lines += [f"metrics observer, timed in process: {token_us:.1f} us per token request "
-              f"({token_us / cpu[('regauth', 'anonymous')] * 100:.1f} % of regauth's CPU per "
-              f"anonymous token), {gate_us:.1f} us per forwarded GET "
-              f"({gate_us / med('regauth', 2) * 100:.1f} % of its CPU per blob GET)"]
+    lines += [
+        f"metrics observer, timed in process: {token_us:.1f} us per token request "
+        f"({token_us / cpu[('regauth', 'anonymous')] * 100:.1f} % of regauth's CPU per "
+        f"anonymous token), {gate_us:.1f} us per forwarded GET "
+        f"({gate_us / med('regauth', 2) * 100:.1f} % of its CPU per blob GET)"
+    ]
     return "\n".join(lines)
 
 

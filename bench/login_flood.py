@@ -124,9 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-network", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--idle", type=int, default=5, help="idle logins timed per round")
-    parser.add_argument("--known", action="store_true",
-                        help="measure known pairs (each account logged in from the client's "
-                             "address a minute before)")
+    parser.add_argument(
+        "--known",
+        action="store_true",
+        help="measure known pairs (each account logged in from the client's "
+        "address a minute before)",
+    )
     parser.add_argument("--tmpdir", default=None)
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args(argv)
@@ -153,17 +156,33 @@ def run(args: argparse.Namespace, root: Path) -> int:
         registry.start()
         stack.callback(registry.stop)
         port = free_port()
-        proxy = spawn("regauth", [
-            str(REGAUTH), "serve", "--listen", f"127.0.0.1:{port}", "--certs-dir", str(certs),
-            "--policy", str(policy), "--log", str(root / "exchange.jsonl"), "--upstream",
-            registry.url, "--admin-listen", "off"], root / "regauth", port)
+        proxy = spawn(
+            "regauth",
+            [
+                str(REGAUTH),
+                "serve",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--certs-dir",
+                str(certs),
+                "--policy",
+                str(policy),
+                "--log",
+                str(root / "exchange.jsonl"),
+                "--upstream",
+                registry.url,
+                "--admin-listen",
+                "off",
+            ],
+            root / "regauth",
+            port,
+        )
         stack.callback(proxy.stop)
         wait_ready(Endpoint(port, tls_context(certs / pki.CA_CERT), host="localhost"), proxy)
         return measure(args, proxy, certs / pki.CA_CERT, accounts)
 
 
-def measure(args: argparse.Namespace, proxy: ProxyProcess, ca: Path,
-            accounts: Accounts) -> int:
+def measure(args: argparse.Namespace, proxy: ProxyProcess, ca: Path, accounts: Accounts) -> int:
     context = ssl.create_default_context(cafile=str(ca))
     idle: list[float] = []
     attacked: list[float] = []
@@ -176,8 +195,11 @@ def measure(args: argparse.Namespace, proxy: ProxyProcess, ca: Path,
             for credentials in accounts.all_of(round_no):
                 _login(legit, credentials)
             legit.close()
-        print(f"{accounts.total} accounts logged in once; waiting 61 s for the login cache to "
-              "forget them (the networks stay known for 24 h)", flush=True)
+        print(
+            f"{accounts.total} accounts logged in once; waiting 61 s for the login cache to "
+            "forget them (the networks stay known for 24 h)",
+            flush=True,
+        )
         time.sleep(61)
     for round_no in range(1, args.rounds + 1):
         legit = connect(proxy.port, context, f"127.1.0.{round_no}")
@@ -201,10 +223,13 @@ def measure(args: argparse.Namespace, proxy: ProxyProcess, ca: Path,
         checks.append(result.seconds * WORKERS / (result.statuses[401] + len(timed)))
         attacked += [t.seconds for t in timed]
         ahead += [result.between(t.started, t.ended, 401) for t in timed]
-        print(f"[{round_no}/{args.rounds}] idle p50 {percentile(idle, 0.5):.2f} s; under "
-              f"attack {len(timed)} logins, max {max(t.seconds for t in timed):.2f} s, "
-              f"at most {max(ahead)} guesses ahead; attackers {dict(result.statuses)} in "
-              f"{result.seconds:.1f} s", flush=True)
+        print(
+            f"[{round_no}/{args.rounds}] idle p50 {percentile(idle, 0.5):.2f} s; under "
+            f"attack {len(timed)} logins, max {max(t.seconds for t in timed):.2f} s, "
+            f"at most {max(ahead)} guesses ahead; attackers {dict(result.statuses)} in "
+            f"{result.seconds:.1f} s",
+            flush=True,
+        )
     print()
     print(report(args, idle, attacked, ahead, checks, statuses))
     return 0
@@ -217,28 +242,46 @@ def _login(conn: http.client.HTTPSConnection, credentials: tuple[str, str]) -> T
     return timed
 
 
-def report(args: argparse.Namespace, idle: list[float], attacked: list[float],
-           ahead: list[int], checks: list[float], statuses: Counter[int | None]) -> str:
-    kind = "known pairs (logged in from there before)" if args.known else \
-        "first logins (a new network)"
-    lines = [f"bcrypt cost {args.cost}; {args.networks} networks x {args.per_network} "
-             f"concurrent wrong passwords per round, {args.rounds} rounds; legitimate logins: "
-             f"{kind}; one check in regauth during the floods: "
-             f"{statistics.median(checks):.3f} s (median)", "",
-             "| legitimate login | samples | p50 s | p99 s | max s | vs idle (p50) | "
-             "p50 / p99 in checks | guesses ahead (median / max) |",
-             "|---|---|---|---|---|---|---|---|"]
+def report(
+    args: argparse.Namespace,
+    idle: list[float],
+    attacked: list[float],
+    ahead: list[int],
+    checks: list[float],
+    statuses: Counter[int | None],
+) -> str:
+    kind = (
+        "known pairs (logged in from there before)"
+        if args.known
+        else "first logins (a new network)"
+    )
+    lines = [
+        f"bcrypt cost {args.cost}; {args.networks} networks x {args.per_network} "
+        f"concurrent wrong passwords per round, {args.rounds} rounds; legitimate logins: "
+        f"{kind}; one check in regauth during the floods: "
+        f"{statistics.median(checks):.3f} s (median)",
+        "",
+        "| legitimate login | samples | p50 s | p99 s | max s | vs idle (p50) | "
+        "p50 / p99 in checks | guesses ahead (median / max) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     base = percentile(idle, 0.5)
-    for name, values, guesses, check in (("idle", idle, None, base),
-                                         ("under attack", attacked, ahead,
-                                          statistics.median(checks))):
+    for name, values, guesses, check in (
+        ("idle", idle, None, base),
+        ("under attack", attacked, ahead, statistics.median(checks)),
+    ):
         p50, p99 = percentile(values, 0.5), percentile(values, 0.99)
         ahead_text = f"{statistics.median(guesses):.0f} / {max(guesses)}" if guesses else "-"
-        lines.append(f"| {name} | {len(values)} | {p50:.2f} | {p99:.2f} | {max(values):.2f} | "
-                     f"{p50 / base:.2f} | {p50 / check:.1f} / {p99 / check:.1f} | "
-                     f"{ahead_text} |")
-    lines += ["", f"attackers' answers: {dict(statuses)} (401: checked and counted; 429: "
-              "refused at once by the login queue, not counted)"]
+        lines.append(
+            f"| {name} | {len(values)} | {p50:.2f} | {p99:.2f} | {max(values):.2f} | "
+            f"{p50 / base:.2f} | {p50 / check:.1f} / {p99 / check:.1f} | "
+            f"{ahead_text} |"
+        )
+    lines += [
+        "",
+        f"attackers' answers: {dict(statuses)} (401: checked and counted; 429: "
+        "refused at once by the login queue, not counted)",
+    ]
     return "\n".join(lines)
 
 

@@ -32,10 +32,17 @@ class Load:
     statuses: Counter[int] = field(default_factory=Counter)
 
 
-async def _client(port: int, context: ssl.SSLContext, request: bytes, until: float,
-                  measure_from: float, load: Load) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context,
-                                                   server_hostname="localhost")
+async def _client(
+    port: int,
+    context: ssl.SSLContext,
+    request: bytes,
+    until: float,
+    measure_from: float,
+    load: Load,
+) -> None:
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=context, server_hostname="localhost"
+    )
     try:
         while True:
             now = time.perf_counter()
@@ -70,8 +77,15 @@ class Rate:
     cpu_us: float  # the server's CPU time per request, microseconds
 
 
-def token_rate(port: int, pid: int, ca: Path, target: str, authorization: str | None,
-               clients: int, seconds: float) -> Rate:
+def token_rate(
+    port: int,
+    pid: int,
+    ca: Path,
+    target: str,
+    authorization: str | None,
+    clients: int,
+    seconds: float,
+) -> Rate:
     """Requests/s over `seconds` after a 1 s warm-up, and the server's CPU time per request
     (what a busy machine changes least); every answer must be 200."""
     context = ssl.create_default_context(cafile=str(ca))
@@ -87,8 +101,12 @@ def token_rate(port: int, pid: int, ca: Path, target: str, authorization: str | 
         start = time.perf_counter()
         loop = asyncio.get_running_loop()
         loop.call_later(1, lambda: cpu.append(cpu_seconds(pid)))
-        await asyncio.gather(*(_client(port, context, request, start + 1 + seconds, start + 1,
-                                       load) for _ in range(clients)))
+        await asyncio.gather(
+            *(
+                _client(port, context, request, start + 1 + seconds, start + 1, load)
+                for _ in range(clients)
+            )
+        )
         cpu.append(cpu_seconds(pid))
 
     asyncio.run(run())
@@ -97,8 +115,9 @@ def token_rate(port: int, pid: int, ca: Path, target: str, authorization: str | 
     return Rate(load.requests / seconds, (cpu[1] - cpu[0]) / max(1, load.requests) * 1e6)
 
 
-def blob_latencies(endpoint: Endpoint, gets: int, pid: int | None = None
-                   ) -> tuple[list[float], float]:
+def blob_latencies(
+    endpoint: Endpoint, gets: int, pid: int | None = None
+) -> tuple[list[float], float]:
     """Seconds per GET of the 1 KiB blob on one keep-alive connection (after 50 warm-ups), and
     the server's CPU microseconds per GET (0 without `pid`)."""
     digest = "sha256:" + hashlib.sha256(BLOB).hexdigest()
@@ -146,10 +165,22 @@ def observer_cost(repeat: int = 20000) -> tuple[float, float]:
     states = FlowStates()
     observer = MetricsObserver(Metrics(), states)
     observer.enabled = True
-    record = {"method": "GET", "grant_type": "get", "credential": "password",
-              "failed_login_counted": False, "account": ACCOUNT,
-              "decisions": [{"scope": f"repository:{REPO}:pull", "granted": ["pull"],
-                             "outcome": "granted", "rule": 2, "line": 20}]}
+    record = {
+        "method": "GET",
+        "grant_type": "get",
+        "credential": "password",
+        "failed_login_counted": False,
+        "account": ACCOUNT,
+        "decisions": [
+            {
+                "scope": f"repository:{REPO}:pull",
+                "granted": ["pull"],
+                "outcome": "granted",
+                "rule": 2,
+                "line": 20,
+            }
+        ],
+    }
     route = match_route("GET", f"/v2/{REPO}/blobs/sha256:" + "0" * 64)
     results = []
     for kind in ("token", "registry"):
@@ -171,5 +202,3 @@ def observer_cost(repeat: int = 20000) -> tuple[float, float]:
             observer.response(flow)
         results.append((time.perf_counter() - started) / repeat * 1e6)
     return results[0], results[1]
-
-

@@ -74,8 +74,9 @@ KINDS = ("anonymous", "basic")
 def policy_yaml(password_hash: str, accounts: int) -> str:
     """bench/control.py's policy, with `accounts` accounts bench-0, bench-1, ... sharing one
     password: one per Basic sample."""
-    names = "".join(f'  bench-{i}:\n    password_hash: "{password_hash}"\n'
-                    for i in range(accounts))
+    names = "".join(
+        f'  bench-{i}:\n    password_hash: "{password_hash}"\n' for i in range(accounts)
+    )
     return f"""version: 1
 service: {SERVICE}
 token:
@@ -95,11 +96,13 @@ rules:
 def config_without_send_proxy(text: str) -> str:
     """The shipped config with `send-proxy-v2` taken off its one `default-server` line."""
     lines = text.splitlines(keepends=True)
-    found = [i for i, line in enumerate(lines)
-             if line.lstrip().startswith("default-server") and SEND_PROXY in line]
+    found = [
+        i
+        for i, line in enumerate(lines)
+        if line.lstrip().startswith("default-server") and SEND_PROXY in line
+    ]
     if len(found) != 1:
-        raise BenchError(f"{HAPROXY_CONFIG}: expected one `default-server ... send-proxy-v2` "
-                         "line")
+        raise BenchError(f"{HAPROXY_CONFIG}: expected one `default-server ... send-proxy-v2` line")
     lines[found[0]] = lines[found[0]].replace(SEND_PROXY, "")
     return "".join(lines)
 
@@ -116,16 +119,31 @@ class Setup:
         return self.haproxy.port
 
 
-def start_setup(name: str, root: Path, registry: RegistryProcess, certs: Path,
-                policy: Path) -> tuple[Setup, list[ProxyProcess]]:
+def start_setup(
+    name: str, root: Path, registry: RegistryProcess, certs: Path, policy: Path
+) -> tuple[Setup, list[ProxyProcess]]:
     """One replica and its HAProxy; both processes are returned for stopping."""
     workdir = root / name
     workdir.mkdir(parents=True)
     port, admin, front = free_port(), free_port(), free_port()
-    command = [str(REGAUTH), "serve", "--listen", f"127.0.0.1:{port}", "--admin-listen",
-               f"127.0.0.1:{admin}", "--public-url", f"https://localhost:{front}",
-               "--certs-dir", str(certs), "--policy", str(policy),
-               "--log", str(workdir / "exchange.jsonl"), "--upstream", registry.url]
+    command = [
+        str(REGAUTH),
+        "serve",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--admin-listen",
+        f"127.0.0.1:{admin}",
+        "--public-url",
+        f"https://localhost:{front}",
+        "--certs-dir",
+        str(certs),
+        "--policy",
+        str(policy),
+        "--log",
+        str(workdir / "exchange.jsonl"),
+        "--upstream",
+        registry.url,
+    ]
     if name == "proxy-v2":
         command += ["--proxy-protocol", "127.0.0.1/32"]
         config = HAPROXY_CONFIG
@@ -134,14 +152,14 @@ def start_setup(name: str, root: Path, registry: RegistryProcess, certs: Path,
         config.write_text(config_without_send_proxy(HAPROXY_CONFIG.read_text()))
     regauth = spawn(f"regauth-{name}", command, workdir, port)
     started = [regauth]
-    os.environ.update({"REGAUTH_FRONTEND": f"127.0.0.1:{front}",
-                       "REGAUTH_STATS": f"127.0.0.1:{free_port()}"})
+    os.environ.update(
+        {"REGAUTH_FRONTEND": f"127.0.0.1:{front}", "REGAUTH_STATS": f"127.0.0.1:{free_port()}"}
+    )
     for i in (1, 2):  # both server lines: the one replica
         os.environ[f"REGAUTH_REPLICA_{i}"] = f"127.0.0.1:{port}"
         os.environ[f"REGAUTH_REPLICA_{i}_ADMIN"] = str(admin)
     haproxy_binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    haproxy = spawn(f"haproxy-{name}", [haproxy_binary, "-db", "-f", str(config)], workdir,
-                    front)
+    haproxy = spawn(f"haproxy-{name}", [haproxy_binary, "-db", "-f", str(config)], workdir, front)
     started.append(haproxy)
     ca = certs / pki.CA_CERT
     deadline = time.monotonic() + 60
@@ -157,12 +175,20 @@ def start_setup(name: str, root: Path, registry: RegistryProcess, certs: Path,
 
 # -- one new connection per request ----------------------------------------------------------
 
-async def _fresh_client(port: int, context: ssl.SSLContext, request: bytes, until: float,
-                        measure_from: float, statuses: Counter[int]) -> None:
+
+async def _fresh_client(
+    port: int,
+    context: ssl.SSLContext,
+    request: bytes,
+    until: float,
+    measure_from: float,
+    statuses: Counter[int],
+) -> None:
     while time.perf_counter() < until:
         started = time.perf_counter()
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context,
-                                                       server_hostname="localhost")
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=context, server_hostname="localhost"
+        )
         try:
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
@@ -178,14 +204,25 @@ async def _fresh_client(port: int, context: ssl.SSLContext, request: bytes, unti
             statuses[int(head[9:12])] += 1
 
 
-def fresh_rate(port: int, pid: int, ca: Path, target: str, authorization: str | None,
-               clients: int, seconds: float) -> Rate:
+def fresh_rate(
+    port: int,
+    pid: int,
+    ca: Path,
+    target: str,
+    authorization: str | None,
+    clients: int,
+    seconds: float,
+) -> Rate:
     """Like measure.token_rate, but every request on a new TLS connection
     (`Connection: close`): requests/s and the server's CPU time per request."""
     context = ssl.create_default_context(cafile=str(ca))
     context.set_alpn_protocols(["http/1.1"])
-    lines = [f"GET {target} HTTP/1.1", f"Host: localhost:{port}", "User-Agent: regauth-bench",
-             "Connection: close"]
+    lines = [
+        f"GET {target} HTTP/1.1",
+        f"Host: localhost:{port}",
+        "User-Agent: regauth-bench",
+        "Connection: close",
+    ]
     if authorization:
         lines.append(f"Authorization: {authorization}")
     request = ("\r\n".join(lines) + "\r\n\r\n").encode()
@@ -195,8 +232,12 @@ def fresh_rate(port: int, pid: int, ca: Path, target: str, authorization: str | 
     async def run() -> None:
         start = time.perf_counter()
         asyncio.get_running_loop().call_later(1, lambda: cpu.append(cpu_seconds(pid)))
-        await asyncio.gather(*(_fresh_client(port, context, request, start + 1 + seconds,
-                                             start + 1, statuses) for _ in range(clients)))
+        await asyncio.gather(
+            *(
+                _fresh_client(port, context, request, start + 1 + seconds, start + 1, statuses)
+                for _ in range(clients)
+            )
+        )
         cpu.append(cpu_seconds(pid))
 
     asyncio.run(run())
@@ -208,6 +249,7 @@ def fresh_rate(port: int, pid: int, ca: Path, target: str, authorization: str | 
 
 # -- the PROXY protocol code, timed in process -----------------------------------------------
 
+
 def in_process_cost(repeat: int = 20000) -> tuple[float, float]:
     """Microseconds regauth's PROXY protocol code costs per connection (the trust check,
     reading a v2 header byte by byte through its fixed part as `proxy_header._accept` does,
@@ -218,8 +260,12 @@ def in_process_cost(repeat: int = 20000) -> tuple[float, float]:
 
     from regauth.mitm.patches import proxy_header
 
-    header = (b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c" + bytes([127, 0, 0, 2, 127, 0, 0, 1])
-              + (40000).to_bytes(2, "big") + (443).to_bytes(2, "big"))
+    header = (
+        b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c"
+        + bytes([127, 0, 0, 2, 127, 0, 0, 1])
+        + (40000).to_bytes(2, "big")
+        + (443).to_bytes(2, "big")
+    )
     networks = proxy_header.parse_networks("127.0.0.1/32")
 
     class Writer:
@@ -239,8 +285,9 @@ def in_process_cost(repeat: int = 20000) -> tuple[float, float]:
             assert proxy_header.is_trusted(str(peer[0]), networks)
             parsed = await proxy_header.read_header(reader)
             assert parsed.source is not None
-            proxy_header._Peer(writer, (proxy_header.plain_address(parsed.source[0]),
-                                        parsed.source[1]))
+            proxy_header._Peer(
+                writer, (proxy_header.plain_address(parsed.source[0]), parsed.source[1])
+            )
             proxy_header._via.set(human.format_address(peer))
         return (time.perf_counter() - started) / repeat * 1e6
 
@@ -260,13 +307,15 @@ def in_process_cost(repeat: int = 20000) -> tuple[float, float]:
 
 # -- the run ---------------------------------------------------------------------------------
 
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="per throughput sample")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--fresh", action="store_true",
-                        help="also measure one new TLS connection per request")
+    parser.add_argument(
+        "--fresh", action="store_true", help="also measure one new TLS connection per request"
+    )
     parser.add_argument("--tmpdir", default=None)
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args(argv)
@@ -291,8 +340,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
     policy = root / "policy.yaml"
     policy.write_text(policy_yaml(hash_password(password, rounds=4), samples))
     accounts = iter(range(samples))
-    target = "/v2/token?" + urlencode([("service", SERVICE),
-                                        ("scope", f"repository:{REPO}:pull")])
+    target = "/v2/token?" + urlencode([("service", SERVICE), ("scope", f"repository:{REPO}:pull")])
     with contextlib.ExitStack() as stack:
         registry = RegistryProcess(root / "registry")
         registry.start()
@@ -312,37 +360,57 @@ def run(args: argparse.Namespace, root: Path) -> int:
                         setup = setups[name]
                         basic = None
                         if kind == "basic":
-                            basic = "Basic " + base64.b64encode(
-                                f"bench-{next(accounts)}:{password}".encode()).decode()
-                        rate = measure(setup.port, setup.regauth.pid, setup.ca, target, basic,
-                                       args.clients, args.seconds)
+                            basic = (
+                                "Basic "
+                                + base64.b64encode(
+                                    f"bench-{next(accounts)}:{password}".encode()
+                                ).decode()
+                            )
+                        rate = measure(
+                            setup.port,
+                            setup.regauth.pid,
+                            setup.ca,
+                            target,
+                            basic,
+                            args.clients,
+                            args.seconds,
+                        )
                         rates.setdefault((measure_name, kind, name), []).append(rate)
-                        print(f"[{round_no}/{args.rounds}] {measure_name:10} {kind:9} "
-                              f"{name:8} {rate.per_second:8.0f} req/s {rate.cpu_us:7.0f} us "
-                              "regauth CPU/req", flush=True)
+                        print(
+                            f"[{round_no}/{args.rounds}] {measure_name:10} {kind:9} "
+                            f"{name:8} {rate.per_second:8.0f} req/s {rate.cpu_us:7.0f} us "
+                            "regauth CPU/req",
+                            flush=True,
+                        )
             for setup in setups.values():
                 setup.regauth.check_alive()
                 setup.haproxy.check_alive()
         print()
         print(report(args, rates, [m for m, _ in measures]))
     per_connection, per_request = in_process_cost()
-    print(f"\nPROXY protocol code, timed in process: {per_connection:.1f} us per connection "
-          f"(trust check, v2 header read, writer wrapped), {per_request:.2f} us per request "
-          "(the via hook, three writer calls through the wrapper)")
+    print(
+        f"\nPROXY protocol code, timed in process: {per_connection:.1f} us per connection "
+        f"(trust check, v2 header read, writer wrapped), {per_request:.2f} us per request "
+        "(the via hook, three writer calls through the wrapper)"
+    )
     return 0
 
 
-def report(args: argparse.Namespace, rates: dict[tuple[str, str, str], list[Rate]],
-           measures: list[str]) -> str:
+def report(
+    args: argparse.Namespace, rates: dict[tuple[str, str, str], list[Rate]], measures: list[str]
+) -> str:
     rps = {key: statistics.median(r.per_second for r in values) for key, values in rates.items()}
     cpu = {key: statistics.median(r.cpu_us for r in values) for key, values in rates.items()}
-    lines = [f"token requests through HAProxy (TCP), {args.clients} clients, {args.seconds:g} s "
-             f"per sample, medians of {args.rounds} rounds; CPU = regauth's CPU time per "
-             "request; ratio = proxy-v2 / plain (req/s), plain / proxy-v2 (CPU), of the "
-             "medians and (paired) the median of each round's ratio", "",
-             "| connections | token request | plain req/s | proxy-v2 req/s | ratio | "
-             "paired | plain CPU us/req | proxy-v2 CPU us/req | ratio (CPU) | paired (CPU) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"token requests through HAProxy (TCP), {args.clients} clients, {args.seconds:g} s "
+        f"per sample, medians of {args.rounds} rounds; CPU = regauth's CPU time per "
+        "request; ratio = proxy-v2 / plain (req/s), plain / proxy-v2 (CPU), of the "
+        "medians and (paired) the median of each round's ratio",
+        "",
+        "| connections | token request | plain req/s | proxy-v2 req/s | ratio | "
+        "paired | plain CPU us/req | proxy-v2 CPU us/req | ratio (CPU) | paired (CPU) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for measure in measures:
         for kind in KINDS:
             plain, proxied = (measure, kind, "plain"), (measure, kind, "proxy-v2")
@@ -350,10 +418,12 @@ def report(args: argparse.Namespace, rates: dict[tuple[str, str, str], list[Rate
             paired = statistics.median(b.per_second / a.per_second for a, b in pairs)
             paired_cpu = statistics.median(a.cpu_us / b.cpu_us for a, b in pairs)
             label = "Basic (cached)" if kind == "basic" else kind
-            lines.append(f"| {measure} | {label} | {rps[plain]:.0f} | {rps[proxied]:.0f} | "
-                         f"{rps[proxied] / rps[plain]:.2f} | {paired:.2f} | {cpu[plain]:.0f} | "
-                         f"{cpu[proxied]:.0f} | {cpu[plain] / cpu[proxied]:.2f} | "
-                         f"{paired_cpu:.2f} |")
+            lines.append(
+                f"| {measure} | {label} | {rps[plain]:.0f} | {rps[proxied]:.0f} | "
+                f"{rps[proxied] / rps[plain]:.2f} | {paired:.2f} | {cpu[plain]:.0f} | "
+                f"{cpu[proxied]:.0f} | {cpu[plain] / cpu[proxied]:.2f} | "
+                f"{paired_cpu:.2f} |"
+            )
     return "\n".join(lines)
 
 

@@ -124,16 +124,25 @@ def machine_busy() -> tuple[float, float]:
     return (sum(fields) - idle) / tick, sum(fields) / tick
 
 
-def start_haproxy(workdir: Path, front: int,
-                  backends: list[tuple[int, int]]) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "REGAUTH_FRONTEND": f"127.0.0.1:{front}",
-           "REGAUTH_STATS": f"127.0.0.1:{free_port()}"}
+def start_haproxy(
+    workdir: Path, front: int, backends: list[tuple[int, int]]
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "REGAUTH_FRONTEND": f"127.0.0.1:{front}",
+        "REGAUTH_STATS": f"127.0.0.1:{free_port()}",
+    }
     for i, (port, admin) in enumerate(backends, start=1):
         env[f"REGAUTH_REPLICA_{i}"] = f"127.0.0.1:{port}"
         env[f"REGAUTH_REPLICA_{i}_ADMIN"] = str(admin)
     log = (workdir / "haproxy.log").open("wb")
-    process = subprocess.Popen(["haproxy", "-db", "-f", str(HAPROXY_CONFIG)], env=env, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        ["haproxy", "-db", "-f", str(HAPROXY_CONFIG)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     time.sleep(3)  # two successful readiness checks (rise 2, inter 1 s)
     if process.poll() is not None:
         raise BenchError(f"haproxy exited:\n{(workdir / 'haproxy.log').read_text()}")
@@ -157,29 +166,58 @@ class Result:
     cpu: dict[str, tuple[float, float]]  # process -> (push CPU s, pull CPU s)
 
 
-def one_setup(root: Path, replicas_used: int, blobs: list[Blob], certs: Path, policy: Path,
-              password: str) -> Result:
+def one_setup(
+    root: Path, replicas_used: int, blobs: list[Blob], certs: Path, policy: Path, password: str
+) -> Result:
     with contextlib.ExitStack() as stack:
         registry = RegistryProcess(root / "registry")
         registry.start()
         stack.callback(shutil.rmtree, root / "registry" / "data", True)
         stack.callback(registry.stop)
         redis_port = free_port()
-        redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind",
-                                  "127.0.0.1", "--save", "", "--appendonly", "no"],
-                                 stdout=subprocess.DEVNULL, start_new_session=True)
+        redis = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         stack.callback(stop, redis)
         front = free_port()
         replicas = []
         for i in (1, 2):
             port, admin = free_port(), free_port()
-            command = [str(REGAUTH), "serve", "--listen", f"127.0.0.1:{port}",
-                       "--admin-listen", f"127.0.0.1:{admin}", "--public-url",
-                       f"https://localhost:{front}", "--state", f"redis://127.0.0.1:{redis_port}/0",
-                       "--certs-dir", str(certs), "--policy", str(policy), "--log",
-                       str(root / f"replica{i}" / "exchange.jsonl"), "--upstream", registry.url,
-                       # haproxy.cfg sends a PROXY v2 header (send-proxy-v2) from 127.0.0.1
-                       "--proxy-protocol", "127.0.0.1/32"]
+            command = [
+                str(REGAUTH),
+                "serve",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--admin-listen",
+                f"127.0.0.1:{admin}",
+                "--public-url",
+                f"https://localhost:{front}",
+                "--state",
+                f"redis://127.0.0.1:{redis_port}/0",
+                "--certs-dir",
+                str(certs),
+                "--policy",
+                str(policy),
+                "--log",
+                str(root / f"replica{i}" / "exchange.jsonl"),
+                "--upstream",
+                registry.url,
+                # haproxy.cfg sends a PROXY v2 header (send-proxy-v2) from 127.0.0.1
+                "--proxy-protocol",
+                "127.0.0.1/32",
+            ]
             proxy = spawn(f"replica{i}", command, root, port)
             stack.callback(proxy.stop)
             # Not wait_ready: a replica refuses connections from 127.0.0.1 without a header.
@@ -190,21 +228,31 @@ def one_setup(root: Path, replicas_used: int, blobs: list[Blob], certs: Path, po
                     raise BenchError(f"replica{i} did not start:\n{proxy.output_tail()}")
                 time.sleep(0.2)
             replicas.append((proxy, port, admin))
-        backends = [(replicas[0][1], replicas[0][2])] * 2 if replicas_used == 1 else \
-            [(port, admin) for _, port, admin in replicas]
+        backends = (
+            [(replicas[0][1], replicas[0][2])] * 2
+            if replicas_used == 1
+            else [(port, admin) for _, port, admin in replicas]
+        )
         haproxy = start_haproxy(root, front, backends)
         stack.callback(stop, haproxy)
-        wait_ready(Endpoint(front, tls_context(certs / pki.CA_CERT), host="localhost"),
-                   replicas[0][0])  # through HAProxy, with the header
-        pids = {"registry": registry.process.pid if registry.process else 0,  # type: ignore[union-attr]
-                "haproxy": haproxy.pid, "replica1": replicas[0][0].pid,
-                "replica2": replicas[1][0].pid}
+        wait_ready(
+            Endpoint(front, tls_context(certs / pki.CA_CERT), host="localhost"), replicas[0][0]
+        )  # through HAProxy, with the header
+        pids = {
+            "registry": registry.process.pid if registry.process else 0,  # type: ignore[union-attr]
+            "haproxy": haproxy.pid,
+            "replica1": replicas[0][0].pid,
+            "replica2": replicas[1][0].pid,
+        }
         rates = []
-        cpu: dict[str, list[float]] = {name: [] for name in (*pids, "clients",
-                                                              "machine cores busy")}
+        cpu: dict[str, list[float]] = {
+            name: [] for name in (*pids, "clients", "machine cores busy")
+        }
         for direction in ("push", "pull"):
-            jobs = [Job(front, certs / pki.CA_CERT, f"bench/scale-{i}", blob, password,
-                        direction) for i, blob in enumerate(blobs)]
+            jobs = [
+                Job(front, certs / pki.CA_CERT, f"bench/scale-{i}", blob, password, direction)
+                for i, blob in enumerate(blobs)
+            ]
             with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
                 pool.map(time.sleep, [0.5] * len(jobs))  # workers up before the clock starts
                 before = {name: cpu_seconds(pid) for name, pid in pids.items()}
@@ -218,7 +266,8 @@ def one_setup(root: Path, replicas_used: int, blobs: list[Blob], certs: Path, po
             cpu["clients"].append(sum(c for _, c in outcomes))
             # Cores busy on the whole machine (everything running on it, not only this bench).
             cpu["machine cores busy"].append(
-                (busy_after - busy_before) / (total_after - total_before) * (os.cpu_count() or 1))
+                (busy_after - busy_before) / (total_after - total_before) * (os.cpu_count() or 1)
+            )
             rates.append(sum(b.size for b in blobs) / elapsed / 1e6)
         for proxy, _, _ in replicas:
             proxy.check_alive()
@@ -227,7 +276,7 @@ def one_setup(root: Path, replicas_used: int, blobs: list[Blob], certs: Path, po
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=parse_size, default=256 * 1024 ** 2)
+    parser.add_argument("--size", type=parse_size, default=256 * 1024**2)
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--tmpdir", default=None)
@@ -252,35 +301,52 @@ def run(args: argparse.Namespace, root: Path) -> int:
     policy = root / "policy.yaml"
     policy.write_text(policy_yaml(hash_password(password, rounds=4)))
     blobs = [make_blob(root / f"blob-{i}.bin", args.size) for i in range(args.parallel)]
-    print(f"{args.parallel} blobs of {args.size / 1024 ** 2:.0f} MiB", flush=True)
+    print(f"{args.parallel} blobs of {args.size / 1024**2:.0f} MiB", flush=True)
     results: dict[int, list[Result]] = {1: [], 2: []}
     for round_no in range(1, args.repeat + 1):
         for used in (1, 2):
-            result = one_setup(root / f"round{round_no}-{used}", used, blobs, certs, policy,
-                               password)
+            result = one_setup(
+                root / f"round{round_no}-{used}", used, blobs, certs, policy, password
+            )
             results[used].append(result)
             cpu = ", ".join(f"{k} {v[0]:.1f}/{v[1]:.1f}" for k, v in result.cpu.items())
-            print(f"[{round_no}/{args.repeat}] {used} replica(s): push {result.push_mbps:.1f} "
-                  f"MB/s, pull {result.pull_mbps:.1f} MB/s; CPU s push/pull: {cpu}", flush=True)
+            print(
+                f"[{round_no}/{args.repeat}] {used} replica(s): push {result.push_mbps:.1f} "
+                f"MB/s, pull {result.pull_mbps:.1f} MB/s; CPU s push/pull: {cpu}",
+                flush=True,
+            )
     print()
-    med = {used: (statistics.median(r.push_mbps for r in rs),
-                  statistics.median(r.pull_mbps for r in rs)) for used, rs in results.items()}
-    print(f"{args.parallel} parallel transfers of {args.size / 1024 ** 2:.0f} MiB through HAProxy "
-          f"(TCP), aggregate MB/s, {args.repeat} round(s){', medians' if args.repeat > 1 else ''}")
+    med = {
+        used: (
+            statistics.median(r.push_mbps for r in rs),
+            statistics.median(r.pull_mbps for r in rs),
+        )
+        for used, rs in results.items()
+    }
+    print(
+        f"{args.parallel} parallel transfers of {args.size / 1024**2:.0f} MiB through HAProxy "
+        f"(TCP), aggregate MB/s, {args.repeat} round(s){', medians' if args.repeat > 1 else ''}"
+    )
     print()
     print("| replicas | push MB/s | pull MB/s | push vs 1 replica | pull vs 1 replica |")
     print("|---|---|---|---|---|")
     for used in (1, 2):
-        print(f"| {used} | {med[used][0]:.1f} | {med[used][1]:.1f} | "
-              f"{med[used][0] / med[1][0]:.2f} | {med[used][1] / med[1][1]:.2f} |")
+        print(
+            f"| {used} | {med[used][0]:.1f} | {med[used][1]:.1f} | "
+            f"{med[used][0] / med[1][0]:.2f} | {med[used][1] / med[1][1]:.2f} |"
+        )
     print()
-    print("CPU seconds per process during the transfers, push/pull, last round (machine cores "
-          "busy: the whole machine's average over the transfer, of "
-          f"{os.cpu_count()}):")
+    print(
+        "CPU seconds per process during the transfers, push/pull, last round (machine cores "
+        "busy: the whole machine's average over the transfer, of "
+        f"{os.cpu_count()}):"
+    )
     for used in (1, 2):
         cpu = results[used][-1].cpu
-        print(f"  {used} replica(s): " + ", ".join(f"{k} {v[0]:.1f}/{v[1]:.1f}"
-                                                  for k, v in cpu.items()))
+        print(
+            f"  {used} replica(s): "
+            + ", ".join(f"{k} {v[0]:.1f}/{v[1]:.1f}" for k, v in cpu.items())
+        )
     return 0
 
 

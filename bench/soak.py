@@ -66,12 +66,23 @@ START_TIMEOUT = 60.0
 IO_TIMEOUT = 30.0
 RSS_EVERY = 5.0
 USER_KINDS = {  # kind: weight in a user's mix
-    "manifest": 30, "blob": 20, "token_anon": 12, "token_basic": 12, "no_token": 13,
+    "manifest": 30,
+    "blob": 20,
+    "token_anon": 12,
+    "token_basic": 12,
+    "no_token": 13,
     "insufficient_scope": 13,
 }
 KINDS = [*USER_KINDS, "wrong_password"]
-EXPECTED = {"manifest": {200}, "blob": {200}, "token_anon": {200}, "token_basic": {200},
-            "no_token": {401}, "insufficient_scope": {401}, "wrong_password": {401, 429}}
+EXPECTED = {
+    "manifest": {200},
+    "blob": {200},
+    "token_anon": {200},
+    "token_basic": {200},
+    "no_token": {401},
+    "insufficient_scope": {401},
+    "wrong_password": {401, 429},
+}
 
 
 class SoakError(Exception):
@@ -112,6 +123,7 @@ def rss_kib(pid: int) -> int:
 
 # -- the proxy -----------------------------------------------------------------------------------
 
+
 @dataclass
 class Proxy:
     process: subprocess.Popen[bytes]
@@ -140,17 +152,34 @@ class Proxy:
 def start_proxy(root: Path, certs: Path, policy: Path) -> Proxy:
     port = free_port()
     output = root / "regauth.out"
-    command = [str(REGAUTH), "serve", "--listen", f"127.0.0.1:{port}", "--certs-dir",
-               str(certs), "--policy", str(policy), "--log", str(root / "exchange.jsonl"),
-               "--registry-dir", str(root / "registry")]
+    command = [
+        str(REGAUTH),
+        "serve",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--certs-dir",
+        str(certs),
+        "--policy",
+        str(policy),
+        "--log",
+        str(root / "exchange.jsonl"),
+        "--registry-dir",
+        str(root / "registry"),
+    ]
     with output.open("wb") as out:
         # Own session: a Ctrl-C in the terminal reaches only this script, which stops it.
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     return Proxy(process, port, output)
 
 
 # -- HTTP ----------------------------------------------------------------------------------------
+
 
 class Client:
     """One keep-alive HTTPS connection from a fixed loopback source address."""
@@ -159,13 +188,22 @@ class Client:
         self.port, self.tls, self.source = port, tls, source
         self.conn: http.client.HTTPSConnection | None = None
 
-    def request(self, method: str, target: str, headers: dict[str, str] | None = None,
-                body: bytes | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
+    def request(
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> tuple[int, http.client.HTTPMessage, bytes]:
         for attempt in (1, 2):
             if self.conn is None:
                 self.conn = http.client.HTTPSConnection(
-                    "localhost", self.port, context=self.tls, timeout=IO_TIMEOUT,
-                    source_address=(self.source, 0))
+                    "localhost",
+                    self.port,
+                    context=self.tls,
+                    timeout=IO_TIMEOUT,
+                    source_address=(self.source, 0),
+                )
             try:
                 self.conn.request(method, target, body=body, headers=headers or {})
                 response = self.conn.getresponse()
@@ -219,28 +257,41 @@ def seed(client: Client, password: str) -> tuple[str, str]:
         target = location.split("://", 1)[-1].split("/", 1)[-1]
         target = "/" + target + ("&" if "?" in target else "?") + f"digest={digest}"
         status, _, body = client.request(
-            "PUT", target, {**auth, "Content-Type": "application/octet-stream"}, blob)
+            "PUT", target, {**auth, "Content-Type": "application/octet-stream"}, blob
+        )
         if status != 201:
             raise SoakError(f"blob upload: {status} {body[:300]!r}")
-    manifest = json.dumps({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": "sha256:" + hashlib.sha256(config).hexdigest(),
-                   "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": "sha256:" + hashlib.sha256(config).hexdigest(),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
                     "digest": "sha256:" + hashlib.sha256(layer).hexdigest(),
-                    "size": len(layer)}],
-    }).encode()
+                    "size": len(layer),
+                }
+            ],
+        }
+    ).encode()
     status, _, body = client.request(
-        "PUT", f"/v2/{REPO}/manifests/1",
-        {**auth, "Content-Type": "application/vnd.oci.image.manifest.v1+json"}, manifest)
+        "PUT",
+        f"/v2/{REPO}/manifests/1",
+        {**auth, "Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+        manifest,
+    )
     if status != 201:
         raise SoakError(f"manifest upload: {status} {body[:300]!r}")
     return "1", "sha256:" + hashlib.sha256(layer).hexdigest()
 
 
 # -- measurements --------------------------------------------------------------------------------
+
 
 @dataclass
 class Stats:
@@ -279,18 +330,34 @@ def table(stats: Stats, seconds: float, rss: int | None) -> str:
         total += len(values)
         errors += stats.errors.get(kind, 0)
         every += values
-        rows.append([kind, str(len(values)), f"{len(values) / seconds:.1f}",
-                     str(stats.errors.get(kind, 0)), f"{1000 * percentile(values, 0.5):.1f}",
-                     f"{1000 * percentile(values, 0.99):.1f}"])
-    rows.append(["all", str(total), f"{total / seconds:.1f}", str(errors),
-                 f"{1000 * percentile(every, 0.5):.1f}", f"{1000 * percentile(every, 0.99):.1f}"])
+        rows.append(
+            [
+                kind,
+                str(len(values)),
+                f"{len(values) / seconds:.1f}",
+                str(stats.errors.get(kind, 0)),
+                f"{1000 * percentile(values, 0.5):.1f}",
+                f"{1000 * percentile(values, 0.99):.1f}",
+            ]
+        )
+    rows.append(
+        [
+            "all",
+            str(total),
+            f"{total / seconds:.1f}",
+            str(errors),
+            f"{1000 * percentile(every, 0.5):.1f}",
+            f"{1000 * percentile(every, 0.99):.1f}",
+        ]
+    )
     text = "\n".join("| " + " | ".join(r) + " |" for r in rows)
     return text + (f"\nproxy RSS {rss / 1024:.1f} MiB" if rss is not None else "")
 
 
 class Soak:
-    def __init__(self, port: int, tls: ssl.SSLContext, password: str, layer: str,
-                 deadline: float) -> None:
+    def __init__(
+        self, port: int, tls: ssl.SSLContext, password: str, layer: str, deadline: float
+    ) -> None:
         self.port, self.tls, self.password, self.layer = port, tls, password, layer
         self.deadline = deadline
         self.lock = threading.Lock()
@@ -317,32 +384,54 @@ class Soak:
         try:
             while not self.stop.is_set() and time.monotonic() < self.deadline:
                 if token is None or time.monotonic() - token_at > TOKEN_LIFETIME / 2:
-                    token = self.call(client, "token_basic", "GET",
-                                      token_target(f"repository:{REPO}:pull"),
-                                      {"Authorization": basic(self.password)}, want_token=True)
+                    token = self.call(
+                        client,
+                        "token_basic",
+                        "GET",
+                        token_target(f"repository:{REPO}:pull"),
+                        {"Authorization": basic(self.password)},
+                        want_token=True,
+                    )
                     token_at = time.monotonic()
                     continue
                 kind = rng.choices(kinds, weights)[0]
                 bearer = {"Authorization": f"Bearer {token}"}
                 if kind == "manifest":
-                    self.call(client, kind, "GET", f"/v2/{REPO}/manifests/1",
-                              {**bearer, "Accept": "application/vnd.oci.image.manifest.v1+json"})
+                    self.call(
+                        client,
+                        kind,
+                        "GET",
+                        f"/v2/{REPO}/manifests/1",
+                        {**bearer, "Accept": "application/vnd.oci.image.manifest.v1+json"},
+                    )
                 elif kind == "blob":
                     self.call(client, kind, "GET", f"/v2/{REPO}/blobs/{self.layer}", bearer)
                 elif kind == "token_anon":
                     self.call(client, kind, "GET", token_target(f"repository:{REPO}:pull"), {})
                 elif kind == "token_basic":
-                    token = self.call(client, kind, "GET",
-                                      token_target(f"repository:{REPO}:pull"),
-                                      {"Authorization": basic(self.password)},
-                                      want_token=True) or token
+                    token = (
+                        self.call(
+                            client,
+                            kind,
+                            "GET",
+                            token_target(f"repository:{REPO}:pull"),
+                            {"Authorization": basic(self.password)},
+                            want_token=True,
+                        )
+                        or token
+                    )
                     token_at = time.monotonic()
                 elif kind == "no_token":
-                    self.call(client, kind, "GET", f"/v2/{REPO}/manifests/1", {},
-                              challenge="")
+                    self.call(client, kind, "GET", f"/v2/{REPO}/manifests/1", {}, challenge="")
                 else:
-                    self.call(client, kind, "GET", f"/v2/{OUTSIDE}/manifests/1", bearer,
-                              challenge='error="insufficient_scope"')
+                    self.call(
+                        client,
+                        kind,
+                        "GET",
+                        f"/v2/{OUTSIDE}/manifests/1",
+                        bearer,
+                        challenge='error="insufficient_scope"',
+                    )
         finally:
             client.close()
 
@@ -350,14 +439,26 @@ class Soak:
         client = Client(self.port, self.tls, f"127.2.{index // 250}.{index % 250 + 2}")
         try:
             while not self.stop.is_set() and time.monotonic() < self.deadline:
-                self.call(client, "wrong_password", "GET",
-                          token_target(f"repository:{REPO}:pull"),
-                          {"Authorization": basic("wrong-" + self.password)})
+                self.call(
+                    client,
+                    "wrong_password",
+                    "GET",
+                    token_target(f"repository:{REPO}:pull"),
+                    {"Authorization": basic("wrong-" + self.password)},
+                )
         finally:
             client.close()
 
-    def call(self, client: Client, kind: str, method: str, target: str, headers: dict[str, str],
-             want_token: bool = False, challenge: str | None = None) -> str | None:
+    def call(
+        self,
+        client: Client,
+        kind: str,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        want_token: bool = False,
+        challenge: str | None = None,
+    ) -> str | None:
         started = time.perf_counter()
         try:
             status, response_headers, body = client.request(method, target, headers)
@@ -369,7 +470,8 @@ class Soak:
         if status not in EXPECTED[kind]:
             error = f"status {status} {body[:120]!r}"
         elif challenge is not None and challenge not in (
-                response_headers.get("WWW-Authenticate") or ""):
+            response_headers.get("WWW-Authenticate") or ""
+        ):
             error = f"challenge {response_headers.get('WWW-Authenticate')!r}"
         self.record(kind, started, error)
         if want_token and error is None:
@@ -378,6 +480,7 @@ class Soak:
 
 
 # -- main ----------------------------------------------------------------------------------------
+
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
@@ -412,10 +515,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients (50)")
     parser.add_argument("--minutes", type=float, default=10.0, help="duration (10)")
-    parser.add_argument("--interval", type=float, default=30.0,
-                        help="seconds between tables (30)")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the temporary directory (policy, logs, registry)")
+    parser.add_argument("--interval", type=float, default=30.0, help="seconds between tables (30)")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary directory (policy, logs, registry)"
+    )
     args = parser.parse_args(argv)
     if args.clients < 2 or args.minutes <= 0 or args.interval <= 0:
         parser.error("--clients must be at least 2; --minutes and --interval positive")
@@ -468,14 +571,17 @@ def soak(args: argparse.Namespace, root: Path, proxy: Proxy, password: str) -> i
     guessers = max(1, args.clients // 10)
     users = args.clients - guessers
     duration = args.minutes * 60
-    print(f"workdir {root}; regauth pid {proxy.process.pid} on port {proxy.port}; {users} users "
-          f"+ {guessers} guessers for {args.minutes:g} min; {os.cpu_count()} CPUs", flush=True)
+    print(
+        f"workdir {root}; regauth pid {proxy.process.pid} on port {proxy.port}; {users} users "
+        f"+ {guessers} guessers for {args.minutes:g} min; {os.cpu_count()} CPUs",
+        flush=True,
+    )
     started = time.monotonic()
     run_ = Soak(proxy.port, tls, password, layer, started + duration)
-    threads = [threading.Thread(target=run_.run_user, args=(i,), daemon=True)
-               for i in range(users)]
-    threads += [threading.Thread(target=run_.run_guesser, args=(i,), daemon=True)
-                for i in range(guessers)]
+    threads = [threading.Thread(target=run_.run_user, args=(i,), daemon=True) for i in range(users)]
+    threads += [
+        threading.Thread(target=run_.run_guesser, args=(i,), daemon=True) for i in range(guessers)
+    ]
     rss: list[tuple[float, int]] = [(0.0, rss_kib(proxy.process.pid))]
     for thread in threads:
         thread.start()
@@ -489,8 +595,7 @@ def soak(args: argparse.Namespace, root: Path, proxy: Proxy, password: str) -> i
             rss.append((now - started, rss_kib(proxy.process.pid)))
             if now >= next_table:
                 print(f"\n[{now - started:5.0f} s]")
-                print(table(run_.take_window(), now - window_started, rss[-1][1]),
-                      flush=True)
+                print(table(run_.take_window(), now - window_started, rss[-1][1]), flush=True)
                 window_started = now
     finally:
         run_.stop.set()
@@ -505,8 +610,9 @@ def certs_ca(root: Path) -> Path:
     return root / "certs" / "ca.crt"
 
 
-def summary(total: Stats, elapsed: float, rss: list[tuple[float, int]], proxy: Proxy,
-            root: Path) -> int:
+def summary(
+    total: Stats, elapsed: float, rss: list[tuple[float, int]], proxy: Proxy, root: Path
+) -> int:
     print(f"\n== summary: {elapsed:.0f} s ==")
     print(table(total, elapsed, None))
     errors = sum(total.errors.values())
@@ -516,15 +622,19 @@ def summary(total: Stats, elapsed: float, rss: list[tuple[float, int]], proxy: P
     at_half = min(rss, key=lambda s: abs(s[0] - half))
     start_rss, end_rss = rss[0][1], rss[-1][1]
     peak = max(r for _, r in rss)
-    print(f"proxy RSS: start {start_rss / 1024:.1f} MiB, at {at_half[0]:.0f} s "
-          f"{at_half[1] / 1024:.1f} MiB, end {end_rss / 1024:.1f} MiB, peak {peak / 1024:.1f} "
-          f"MiB; growth over the last half {(end_rss - at_half[1]) / 1024:+.1f} MiB")
+    print(
+        f"proxy RSS: start {start_rss / 1024:.1f} MiB, at {at_half[0]:.0f} s "
+        f"{at_half[1] / 1024:.1f} MiB, end {end_rss / 1024:.1f} MiB, peak {peak / 1024:.1f} "
+        f"MiB; growth over the last half {(end_rss - at_half[1]) / 1024:+.1f} MiB"
+    )
     output = proxy.output.read_text(errors="replace")
     tracebacks = output.count("Traceback (most recent call last)")
     log = root / "exchange.jsonl"
     lines, bad = check_log(log) if log.exists() else (0, 0)
-    print(f"regauth output: {tracebacks} traceback(s); exchange log: {lines} lines, "
-          f"{bad} not parsing, {log.stat().st_size / 1e6 if log.exists() else 0:.0f} MB")
+    print(
+        f"regauth output: {tracebacks} traceback(s); exchange log: {lines} lines, "
+        f"{bad} not parsing, {log.stat().st_size / 1e6 if log.exists() else 0:.0f} MB"
+    )
     return 0 if errors == 0 and tracebacks == 0 and bad == 0 else 1
 
 

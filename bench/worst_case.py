@@ -127,8 +127,13 @@ def _benign_path(length: int) -> str:
 
 def _benign_scope(length: int) -> str:
     head, tail = "repository:", ":pull,push"
-    return head + _benign_name(min(length - len(head) - len(tail), NAME_MAX)).ljust(
-        length - len(head) - len(tail), "x") + tail
+    return (
+        head
+        + _benign_name(min(length - len(head) - len(tail), NAME_MAX)).ljust(
+            length - len(head) - len(tail), "x"
+        )
+        + tail
+    )
 
 
 def _benign_header(length: int) -> str:
@@ -151,16 +156,28 @@ def _regex_cases() -> list[Case]:
     worst_inputs = {
         "(a+)+b": [("a*N", _pump("", "a", "")), ("a*N + '!'", _pump("", "a", "!"))],
         "(a|aa)+b": [("a*N", _pump("", "a", ""))],
-        "([a-z0-9]+-?)+": [("a*N + '!'", _pump("", "a", "!")), ("(a-)*N + '!'",
-                                                                 _pump("", "a-", "!"))],
-        "(team-[a-z]+/)*app": [("(team-a/)*N + 'x'", _pump("", "team-a/", "x")),
-                               ("team-aaaa... + '!'", _pump("team-", "a", "!"))],
+        "([a-z0-9]+-?)+": [
+            ("a*N + '!'", _pump("", "a", "!")),
+            ("(a-)*N + '!'", _pump("", "a-", "!")),
+        ],
+        "(team-[a-z]+/)*app": [
+            ("(team-a/)*N + 'x'", _pump("", "team-a/", "x")),
+            ("team-aaaa... + '!'", _pump("team-", "a", "!")),
+        ],
         "(.*a){20}": [("a*N + '!'", _pump("", "a", "!")), ("(ab)*N", _pump("", "ab", ""))],
     }
     for source in CATASTROPHIC:
         pattern = compile_regex(source)
-        cases.append(Case(f"regex {source}", pattern.matches, NAME_MAX, _benign_name,
-                          worst_inputs[source], ["a", "b", "-", "/", "team-", "app", "!"]))
+        cases.append(
+            Case(
+                f"regex {source}",
+                pattern.matches,
+                NAME_MAX,
+                _benign_name,
+                worst_inputs[source],
+                ["a", "b", "-", "/", "team-", "app", "!"],
+            )
+        )
     return cases
 
 
@@ -169,13 +186,19 @@ def _glob_cases() -> list[Case]:
     specs = [
         ("a*a*a*a*a*a*b", [("a*N", _pump("", "a", "")), ("a*N + 'c'", _pump("", "a", "c"))]),
         ("*a*a*a*a*a*b", [("a*N", _pump("", "a", ""))]),
-        ("**/**/**/**/b", [("(a/)*N + 'a'", _pump("", "a/", "a")),
-                           ("(a/)*N + 'c'", _pump("", "a/", "c"))]),
+        (
+            "**/**/**/**/b",
+            [("(a/)*N + 'a'", _pump("", "a/", "a")), ("(a/)*N + 'c'", _pump("", "a/", "c"))],
+        ),
         ("a/**/a/**/a/**/b", [("(a/)*N + 'a'", _pump("", "a/", "a"))]),
-        ("${group}*${group}*${group}*b", [("a*N", _pump("", "a", "")),
-                                          ("(a-)*N", _pump("", "a-", ""))]),
-        ("**/${labels.team}/**/${account}-*", [("(a/)*N", _pump("", "a/", "a")),
-                                               ("(a/)*N + 'a-'", _pump("", "a/", "a-"))]),
+        (
+            "${group}*${group}*${group}*b",
+            [("a*N", _pump("", "a", "")), ("(a-)*N", _pump("", "a-", ""))],
+        ),
+        (
+            "**/${labels.team}/**/${account}-*",
+            [("(a/)*N", _pump("", "a/", "a")), ("(a/)*N + 'a-'", _pump("", "a/", "a-"))],
+        ),
     ]
     cases = []
     for source, worst in specs:
@@ -184,44 +207,86 @@ def _glob_cases() -> list[Case]:
         def call(name: str, pattern=pattern) -> object:  # type: ignore[no-untyped-def]
             return pattern.matches(name, groups)
 
-        cases.append(Case(f"glob {source}", call, NAME_MAX, _benign_name, worst,
-                          ["a", "b", "-", "/", "a-", "dev"]))
+        cases.append(
+            Case(
+                f"glob {source}",
+                call,
+                NAME_MAX,
+                _benign_name,
+                worst,
+                ["a", "b", "-", "/", "a-", "dev"],
+            )
+        )
     return cases
 
 
 def _decide_case() -> Case:
     """Policy.decide over a policy whose every rule is one of the patterns above."""
-    rules = "".join(f"  - repository: {{regex: '{r}'}}\n    actions: [pull]\n"
-                    for r in CATASTROPHIC)
-    rules += "".join(f"  - repository: '{g}'\n    actions: [pull]\n"
-                     for g in ("a*a*a*a*a*a*b", "**/**/**/**/b", "a/**/a/**/a/**/b"))
+    rules = "".join(
+        f"  - repository: {{regex: '{r}'}}\n    actions: [pull]\n" for r in CATASTROPHIC
+    )
+    rules += "".join(
+        f"  - repository: '{g}'\n    actions: [pull]\n"
+        for g in ("a*a*a*a*a*a*b", "**/**/**/**/b", "a/**/a/**/a/**/b")
+    )
     policy = load_policy_text(f"version: 1\nservice: s\nrules:\n{rules}")
     anonymous = Identity(None)
 
     def call(name: str) -> object:
         return policy.decide(anonymous, scope.ResourceScope("repository", name, ("pull",)), None)
 
-    return Case("Policy.decide (8 catastrophic rules)", call, NAME_MAX, _benign_name,
-                [("a*N", _pump("", "a", "")), ("(a/)*N + 'a'", _pump("", "a/", "a")),
-                 ("(team-a/)*N + 'x'", _pump("", "team-a/", "x"))], ["a", "b", "/", "-"])
+    return Case(
+        "Policy.decide (8 catastrophic rules)",
+        call,
+        NAME_MAX,
+        _benign_name,
+        [
+            ("a*N", _pump("", "a", "")),
+            ("(a/)*N + 'a'", _pump("", "a/", "a")),
+            ("(team-a/)*N + 'x'", _pump("", "team-a/", "x")),
+        ],
+        ["a", "b", "/", "-"],
+    )
 
 
 def _grammar_cases() -> list[Case]:
     return [
-        Case("grammar.is_name", grammar.is_name, NAME_MAX, _benign_name,
-             [("a + '-'*N + '!'", _pump("a", "-", "!")), ("(a.)*N + '!'", _pump("", "a.", "!")),
-              ("(a__)*N + '_'", _pump("", "a__", "_")), ("(a/)*N + '/'", _pump("", "a/", "/"))],
-             ["a", "-", ".", "_", "__", "/", "!", "A"]),
-        Case("grammar.is_scope_name", grammar.is_scope_name, NAME_MAX, _benign_name,
-             [("(a-)*N + '!'", _pump("", "a-", "!")),
-              ("(a.)*N + ':1/a!'", _pump("", "a.", ":1/a!")),
-              ("a-a-a... + '.:/x'", _pump("a", "-a", ".:/x"))],
-             ["a", "-", ".", ":", "1", "/", "!"]),
-        Case("grammar.is_digest", grammar.is_digest, PATH_MAX,
-             lambda n: ("sha256:" + "ab" * n)[:n],
-             [("(a.)*N + '!'", _pump("", "a.", "!")), ("a*N + ':' + '='*N + '!'",
-                                                     _pump("a:", "=", "!"))],
-             ["a", ".", "+", "_", "-", ":", "=", "!"]),
+        Case(
+            "grammar.is_name",
+            grammar.is_name,
+            NAME_MAX,
+            _benign_name,
+            [
+                ("a + '-'*N + '!'", _pump("a", "-", "!")),
+                ("(a.)*N + '!'", _pump("", "a.", "!")),
+                ("(a__)*N + '_'", _pump("", "a__", "_")),
+                ("(a/)*N + '/'", _pump("", "a/", "/")),
+            ],
+            ["a", "-", ".", "_", "__", "/", "!", "A"],
+        ),
+        Case(
+            "grammar.is_scope_name",
+            grammar.is_scope_name,
+            NAME_MAX,
+            _benign_name,
+            [
+                ("(a-)*N + '!'", _pump("", "a-", "!")),
+                ("(a.)*N + ':1/a!'", _pump("", "a.", ":1/a!")),
+                ("a-a-a... + '.:/x'", _pump("a", "-a", ".:/x")),
+            ],
+            ["a", "-", ".", ":", "1", "/", "!"],
+        ),
+        Case(
+            "grammar.is_digest",
+            grammar.is_digest,
+            PATH_MAX,
+            lambda n: ("sha256:" + "ab" * n)[:n],
+            [
+                ("(a.)*N + '!'", _pump("", "a.", "!")),
+                ("a*N + ':' + '='*N + '!'", _pump("a:", "=", "!")),
+            ],
+            ["a", ".", "+", "_", "-", ":", "=", "!"],
+        ),
     ]
 
 
@@ -229,45 +294,72 @@ def _route_case() -> Case:
     def call(path: str) -> object:
         return routes.match_route("GET", path)
 
-    return Case("routes.match_route", _quiet(call), PATH_MAX, _benign_path, [
-        ("/v2/ + (a/manifests/)*N + '!'", _pump("/v2/", "a/manifests/", "!")),
-        ("/v2/ + (manifests/)*N + 'x!'", _pump("/v2/", "manifests/", "x!")),
-        ("/v2/ + (a/blobs/uploads/)*N", _pump("/v2/", "a/blobs/uploads/", "x/!")),
-        ("/v2/a + '-'*N + '/tags/list'", _pump("/v2/a", "-", "a/tags/lisx")),
-        ("/v2/ + (a.)*N + '/manifests/!'", _pump("/v2/", "a.", "a/manifests/!")),
-        ("/v2/a/manifests/ + (a.)*N + '!'", _pump("/v2/a/manifests/", "a.", "!")),
-        ("/v2/ + (a/referrers/)*N + 'x'", _pump("/v2/", "a/referrers/", "x")),
-    ], ["/v2/", "a", "/", "-", ".", "manifests/", "blobs/", "uploads/", "tags/list", ":", "!"])
+    return Case(
+        "routes.match_route",
+        _quiet(call),
+        PATH_MAX,
+        _benign_path,
+        [
+            ("/v2/ + (a/manifests/)*N + '!'", _pump("/v2/", "a/manifests/", "!")),
+            ("/v2/ + (manifests/)*N + 'x!'", _pump("/v2/", "manifests/", "x!")),
+            ("/v2/ + (a/blobs/uploads/)*N", _pump("/v2/", "a/blobs/uploads/", "x/!")),
+            ("/v2/a + '-'*N + '/tags/list'", _pump("/v2/a", "-", "a/tags/lisx")),
+            ("/v2/ + (a.)*N + '/manifests/!'", _pump("/v2/", "a.", "a/manifests/!")),
+            ("/v2/a/manifests/ + (a.)*N + '!'", _pump("/v2/a/manifests/", "a.", "!")),
+            ("/v2/ + (a/referrers/)*N + 'x'", _pump("/v2/", "a/referrers/", "x")),
+        ],
+        ["/v2/", "a", "/", "-", ".", "manifests/", "blobs/", "uploads/", "tags/list", ":", "!"],
+    )
 
 
 def _scope_cases() -> list[Case]:
     return [
-        Case("scope.parse_scope", _quiet(scope.parse_scope), SCOPE_MAX, _benign_scope, [
-            ("repository: + (a-)*N + ':pull'", _pump("repository:", "a-", "!:pull")),
-            ("repository: + (a.)*N + ':1/a:pull'", _pump("repository:", "a.", ":1/a:pull")),
-            ("repository:a: + 'pull,'*N", _pump("repository:a:", "pull,", "pul!")),
-            ("'::'*N", _pump("", ":", "")),
-        ], ["repository", ":", "a", "-", ".", "/", "pull", ",", "*", "(", ")"]),
-        Case("scope.parse_scopes (one value)", _quiet(lambda v: scope.parse_scopes([v])),
-             routes.MAX_QUERY_LENGTH, lambda n: " ".join(
-                 f"repository:{_benign_name(20)}:pull" for _ in range(n // 36 + 1))[:n], [
-            ("'repository:a:pull '*N", _pump("", "repository:a:pull ", "")),
-            ("' '*N", _pump("", " ", "")),
-        ], ["repository:a:pull", " ", ":", "a", ","]),
+        Case(
+            "scope.parse_scope",
+            _quiet(scope.parse_scope),
+            SCOPE_MAX,
+            _benign_scope,
+            [
+                ("repository: + (a-)*N + ':pull'", _pump("repository:", "a-", "!:pull")),
+                ("repository: + (a.)*N + ':1/a:pull'", _pump("repository:", "a.", ":1/a:pull")),
+                ("repository:a: + 'pull,'*N", _pump("repository:a:", "pull,", "pul!")),
+                ("'::'*N", _pump("", ":", "")),
+            ],
+            ["repository", ":", "a", "-", ".", "/", "pull", ",", "*", "(", ")"],
+        ),
+        Case(
+            "scope.parse_scopes (one value)",
+            _quiet(lambda v: scope.parse_scopes([v])),
+            routes.MAX_QUERY_LENGTH,
+            lambda n: " ".join(f"repository:{_benign_name(20)}:pull" for _ in range(n // 36 + 1))[
+                :n
+            ],
+            [
+                ("'repository:a:pull '*N", _pump("", "repository:a:pull ", "")),
+                ("' '*N", _pump("", " ", "")),
+            ],
+            ["repository:a:pull", " ", ":", "a", ","],
+        ),
     ]
 
 
 def _challenge_case() -> Case:
-    return Case("challenge.parse_challenges", _quiet(challenge.parse_challenges), HEADER_MAX,
-                _benign_header, [
-        ("Bearer a=\" + '\\\\\"'*N (unterminated)", _pump('Bearer a="', '\\"', "")),
-        ("Bearer + ' a=b,'*N", _pump("Bearer", " a=b,", "")),
-        ("'a ,'*N", _pump("", "a ,", "")),
-        ("Bearer a=b, + ' '*N + 'c'", _pump("Bearer a=b,", " ", "c")),
-        ("Bearer + 'a'*N + '=='*N + '!'", _pump("Bearer " + "a" * 4000, "=", "!")),
-        ("Bearer x=\"\",'*N", _pump("Bearer ", 'x="",', "")),
-        ("Bearer a=\"x\" + ',c=\"'*N", _pump('Bearer a="x"', ',c="', "")),
-    ], ["Bearer", " ", "a", "=", '"', "\\", ",", "\t", "b=c"])
+    return Case(
+        "challenge.parse_challenges",
+        _quiet(challenge.parse_challenges),
+        HEADER_MAX,
+        _benign_header,
+        [
+            ("Bearer a=\" + '\\\\\"'*N (unterminated)", _pump('Bearer a="', '\\"', "")),
+            ("Bearer + ' a=b,'*N", _pump("Bearer", " a=b,", "")),
+            ("'a ,'*N", _pump("", "a ,", "")),
+            ("Bearer a=b, + ' '*N + 'c'", _pump("Bearer a=b,", " ", "c")),
+            ("Bearer + 'a'*N + '=='*N + '!'", _pump("Bearer " + "a" * 4000, "=", "!")),
+            ('Bearer x="",\'*N', _pump("Bearer ", 'x="",', "")),
+            ('Bearer a="x" + \',c="\'*N', _pump('Bearer a="x"', ',c="', "")),
+        ],
+        ["Bearer", " ", "a", "=", '"', "\\", ",", "\t", "b=c"],
+    )
 
 
 def _redactor_case() -> Case:
@@ -283,19 +375,32 @@ rules:
 """)
     redactor = policy.capability_redactor()
     assert redactor is not None
-    return Case("Policy.capability_redactor sub", lambda line: redactor.sub("<id>", line),
-                LOG_LINE, _benign_text, [
-        ("('/' + 'a'*63 + '.')*N", _pump("", "/" + "a" * 63 + ".", "")),
-        ("'/a'*N", _pump("", "/a", "")),
-        ("('/' + 'a'*64)*N", _pump("", "/" + "a" * 64, "")),
-    ], ["/", "a", "0", ".", "-", " "])
+    return Case(
+        "Policy.capability_redactor sub",
+        lambda line: redactor.sub("<id>", line),
+        LOG_LINE,
+        _benign_text,
+        [
+            ("('/' + 'a'*63 + '.')*N", _pump("", "/" + "a" * 63 + ".", "")),
+            ("'/a'*N", _pump("", "/a", "")),
+            ("('/' + 'a'*64)*N", _pump("", "/" + "a" * 64, "")),
+        ],
+        ["/", "a", "0", ".", "-", " "],
+    )
 
 
 def _jwt_case() -> Case:
-    return Case("jwt_inspect.find_jwts", jwt_inspect.find_jwts, BODY, _benign_text, [
-        ("'eyJ'*N", _pump("", "eyJ", "")),
-        ("'eyJa.'*N", _pump("", "eyJa.", "")),
-    ], ["eyJ", "a", ".", "-", " "])
+    return Case(
+        "jwt_inspect.find_jwts",
+        jwt_inspect.find_jwts,
+        BODY,
+        _benign_text,
+        [
+            ("'eyJ'*N", _pump("", "eyJ", "")),
+            ("'eyJa.'*N", _pump("", "eyJa.", "")),
+        ],
+        ["eyJ", "a", ".", "-", " "],
+    )
 
 
 _OLD_JWT = r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
@@ -312,20 +417,53 @@ def _contrast_cases() -> list[Case]:
     glob_regex = glob._expand({})
     assert glob_regex is not None
     return [
-        Case("pre-#16 regex (a+)+b", old("(a+)+b"), 22, _benign_name,
-             [("a*N", _pump("", "a", ""))], contrast=True),
-        Case("pre-#16 regex ([a-z0-9]+-?)+", old("([a-z0-9]+-?)+"), 24, _benign_name,
-             [("a*N + '!'", _pump("", "a", "!"))], contrast=True),
-        Case("pre-#16 glob a*a*a*a*a*a*b", old(glob_regex), 96, _benign_name,
-             [("a*N", _pump("", "a", ""))], contrast=True),
-        Case("pre-#16 jwt_inspect.find_jwts", re.compile(_OLD_JWT).findall, BODY // 4,
-             _benign_text, [("'eyJ'*N", _pump("", "eyJ", ""))], contrast=True),
+        Case(
+            "pre-#16 regex (a+)+b",
+            old("(a+)+b"),
+            22,
+            _benign_name,
+            [("a*N", _pump("", "a", ""))],
+            contrast=True,
+        ),
+        Case(
+            "pre-#16 regex ([a-z0-9]+-?)+",
+            old("([a-z0-9]+-?)+"),
+            24,
+            _benign_name,
+            [("a*N + '!'", _pump("", "a", "!"))],
+            contrast=True,
+        ),
+        Case(
+            "pre-#16 glob a*a*a*a*a*a*b",
+            old(glob_regex),
+            96,
+            _benign_name,
+            [("a*N", _pump("", "a", ""))],
+            contrast=True,
+        ),
+        Case(
+            "pre-#16 jwt_inspect.find_jwts",
+            re.compile(_OLD_JWT).findall,
+            BODY // 4,
+            _benign_text,
+            [("'eyJ'*N", _pump("", "eyJ", ""))],
+            contrast=True,
+        ),
     ]
 
 
 def all_cases(contrast: bool) -> list[Case]:
-    cases = [*_regex_cases(), *_glob_cases(), _decide_case(), *_grammar_cases(), _route_case(),
-             *_scope_cases(), _challenge_case(), _redactor_case(), _jwt_case()]
+    cases = [
+        *_regex_cases(),
+        *_glob_cases(),
+        _decide_case(),
+        *_grammar_cases(),
+        _route_case(),
+        *_scope_cases(),
+        _challenge_case(),
+        _redactor_case(),
+        _jwt_case(),
+    ]
     return cases + (_contrast_cases() if contrast else [])
 
 
@@ -359,8 +497,9 @@ def per_call(call: Callable[[str], object], texts: list[str], repeat: int) -> li
             for _ in range(loops[i]):
                 call(text)
             samples[i].append((time.perf_counter() - start) / loops[i])
-    return [statistics.median(s) if s else _once(call, t) for s, t in zip(samples, texts,
-                                                                           strict=True)]
+    return [
+        statistics.median(s) if s else _once(call, t) for s, t in zip(samples, texts, strict=True)
+    ]
 
 
 def search(case: Case, examples: int) -> tuple[str, str] | None:
@@ -370,8 +509,14 @@ def search(case: Case, examples: int) -> tuple[str, str] | None:
     tokens = st.lists(st.sampled_from(case.alphabet), min_size=0, max_size=4).map("".join)
     best: dict[str, object] = {"time": -1.0, "text": ""}
 
-    @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
-              phases=[Phase.generate, Phase.target], suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        phases=[Phase.generate, Phase.target],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(tokens, tokens.filter(bool), tokens)
     def explore(prefix: str, unit: str, suffix: str) -> None:
         text = _pump(prefix, unit, suffix)(case.max_len)
@@ -395,10 +540,15 @@ def _fmt(seconds: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=9, help="samples per median (default 9)")
-    parser.add_argument("--search", type=int, default=150,
-                        help="hypothesis examples per parser (default 150, 0 to skip)")
-    parser.add_argument("--no-contrast", action="store_true",
-                        help="skip the pre-#16 rows (Python's re)")
+    parser.add_argument(
+        "--search",
+        type=int,
+        default=150,
+        help="hypothesis examples per parser (default 150, 0 to skip)",
+    )
+    parser.add_argument(
+        "--no-contrast", action="store_true", help="skip the pre-#16 rows (Python's re)"
+    )
     args = parser.parse_args(argv)
 
     rows = []
@@ -408,27 +558,40 @@ def main(argv: list[str] | None = None) -> int:
         for shape, build in case.worst:
             text = build(length)
             benign, t, quarter = per_call(
-                case.call, [case.benign(len(text)), text, build(max(length // 4, 1))],
-                args.repeat)
+                case.call, [case.benign(len(text)), text, build(max(length // 4, 1))], args.repeat
+            )
             growth = math.log(t / quarter, 4) if quarter > 0 and t > 0 else float("nan")
             rows.append((case.parser, shape, len(text), t, t / benign, growth))
         if found is not None:
             shape, text = found
             benign, t = per_call(case.call, [case.benign(len(text)), text], args.repeat)
-            rows.append((case.parser, f"hypothesis: {shape}", len(text), t, t / benign,
-                         float("nan")))
+            rows.append(
+                (case.parser, f"hypothesis: {shape}", len(text), t, t / benign, float("nan"))
+            )
         print(f"measured {case.parser}", file=sys.stderr)
 
     headers = ("parser", "worst input shape", "length", "time/call", "× benign", "growth")
-    table = [(p, s if len(s) <= 48 else s[:47] + "…", str(n), _fmt(t), f"{r:.1f}",
-              "" if math.isnan(g) else f"{g:.2f}") for p, s, n, t, r, g in rows]
+    table = [
+        (
+            p,
+            s if len(s) <= 48 else s[:47] + "…",
+            str(n),
+            _fmt(t),
+            f"{r:.1f}",
+            "" if math.isnan(g) else f"{g:.2f}",
+        )
+        for p, s, n, t, r, g in rows
+    ]
     widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(headers)]
     print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in table:
         print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
-    print(f"\nmedian of {args.repeat} samples per cell; benign = an ordinary input of the same "
-          f"length; growth = log4(t(L) / t(L/4)), 1 = linear", file=sys.stderr)
+    print(
+        f"\nmedian of {args.repeat} samples per cell; benign = an ordinary input of the same "
+        f"length; growth = log4(t(L) / t(L/4)), 1 = linear",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -40,6 +40,7 @@ def certs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def write_policy(tmp_path: Path, password_hashes: dict[str, str]) -> Callable[..., Path]:
     """`write_policy(name="policy.yaml", text=None, **policy_text_arguments)`: a policy file
     in the test's directory (`policy_text` unless `text` is given)."""
+
     def write(name: str = "policy.yaml", text: str | None = None, **kwargs: object) -> Path:
         path = tmp_path / name
         path.write_text(text if text is not None else policy_text(password_hashes, **kwargs))

@@ -17,41 +17,48 @@ UNIT = ROOT / "tests" / "unit"
 
 # Tested today through the integration suite (real mitmproxy, real clients) or through the
 # adapter that wires them; each still owes a unit test file of its own.
-UNMIRRORED = frozenset({
-    "mitm/addons_list.py",
-    "mitm/admin.py",
-    "mitm/flow_state.py",
-    "mitm/jwt_view.py",
-    "mitm/listener.py",
-    "mitm/login_store.py",
-    "mitm/metrics_observer.py",
-    "mitm/patches/body_limits.py",
-    "mitm/patches/error_pages.py",
-    "mitm/patches/framing.py",
-    "mitm/patches/h2_limits.py",
-    "mitm/patches/head_limits.py",
-    "mitm/patches/stream_isolation.py",
-    "mitm/refusal_sink.py",
-})
+UNMIRRORED = frozenset(
+    {
+        "mitm/addons_list.py",
+        "mitm/admin.py",
+        "mitm/flow_state.py",
+        "mitm/jwt_view.py",
+        "mitm/listener.py",
+        "mitm/login_store.py",
+        "mitm/metrics_observer.py",
+        "mitm/patches/body_limits.py",
+        "mitm/patches/error_pages.py",
+        "mitm/patches/framing.py",
+        "mitm/patches/h2_limits.py",
+        "mitm/patches/head_limits.py",
+        "mitm/patches/stream_isolation.py",
+        "mitm/refusal_sink.py",
+    }
+)
 
 
 def modules() -> list[str]:
     """Every module of the package as a path relative to it, `__init__`/`__main__` aside."""
-    return sorted(str(m.relative_to(PACKAGE)) for m in PACKAGE.rglob("*.py")
-                  if m.name not in ("__init__.py", "__main__.py"))
+    return sorted(
+        str(m.relative_to(PACKAGE))
+        for m in PACKAGE.rglob("*.py")
+        if m.name not in ("__init__.py", "__main__.py")
+    )
 
 
 def has_test(module: str) -> bool:
     path = Path(module)
     directory = UNIT / path.parent
-    return ((directory / f"test_{path.stem}.py").exists()
-            or any(directory.glob(f"test_{path.stem}_*.py")))
+    return (directory / f"test_{path.stem}.py").exists() or any(
+        directory.glob(f"test_{path.stem}_*.py")
+    )
 
 
 def test_every_module_has_its_unit_test_file() -> None:
     missing = [m for m in modules() if not has_test(m) and m not in UNMIRRORED]
-    assert missing == [], (
-        "modules without tests/unit/<path>/test_<module>.py: " + ", ".join(missing))
+    assert missing == [], "modules without tests/unit/<path>/test_<module>.py: " + ", ".join(
+        missing
+    )
 
 
 def test_the_allow_list_only_shrinks() -> None:

@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     certs = sub.add_parser("certs", help="CA and token-signing keys").add_subparsers(
-        dest="certs_command", required=True)
+        dest="certs_command", required=True
+    )
     init = certs.add_parser("init", help="create missing CA and signing key (never overwrites)")
     init.add_argument("--dir", default=_env("REGAUTH_CERTS_DIR", "certs"))
     init.add_argument("--algorithm", choices=pki.ALGORITHMS, default="ES256")
@@ -38,36 +39,54 @@ def build_parser() -> argparse.ArgumentParser:
     bundle = certs.add_parser("bundle", help="print the registry's auth.token.rootcertbundle")
     bundle.add_argument("--dir", default=_env("REGAUTH_CERTS_DIR", "certs"))
     bundle.set_defaults(func=commands.certs_bundle)
-    listing = certs.add_parser("list", help="each signing key's state, fingerprint, key ids "
-                                            "and expiry")
+    listing = certs.add_parser(
+        "list", help="each signing key's state, fingerprint, key ids and expiry"
+    )
     listing.add_argument("--dir", default=_env("REGAUTH_CERTS_DIR", "certs"))
-    listing.add_argument("--policy", default=_env("REGAUTH_POLICY", "policies/default.yaml"),
-                         help="for the token lifetimes (when a key may be retired)")
+    listing.add_argument(
+        "--policy",
+        default=_env("REGAUTH_POLICY", "policies/default.yaml"),
+        help="for the token lifetimes (when a key may be retired)",
+    )
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=commands.certs_lifecycle)
-    rotate = certs.add_parser("rotate", help="add a signing key that is published but does "
-                                             "not sign until activated")
+    rotate = certs.add_parser(
+        "rotate", help="add a signing key that is published but does not sign until activated"
+    )
     rotate.add_argument("--dir", default=_env("REGAUTH_CERTS_DIR", "certs"))
     rotate.add_argument("--algorithm", choices=pki.ALGORITHMS, default="ES256")
-    rotate.add_argument("--activate-after", metavar="DURATION",
-                        help="let it sign after DURATION (90s, 10m, 2h, 1d); a running "
-                             "regauth switches by itself")
+    rotate.add_argument(
+        "--activate-after",
+        metavar="DURATION",
+        help="let it sign after DURATION (90s, 10m, 2h, 1d); a running regauth switches by itself",
+    )
     rotate.set_defaults(func=commands.certs_lifecycle)
     activate = certs.add_parser("activate", help="make KEY the signing key from now on")
     activate.add_argument("key", help="the key's name, as `regauth certs list` shows it")
     activate.add_argument("--dir", default=_env("REGAUTH_CERTS_DIR", "certs"))
-    activate.add_argument("--policy", default=_env("REGAUTH_POLICY", "policies/default.yaml"),
-                          help="checked for a token.signing_key pin and token.algorithm")
+    activate.add_argument(
+        "--policy",
+        default=_env("REGAUTH_POLICY", "policies/default.yaml"),
+        help="checked for a token.signing_key pin and token.algorithm",
+    )
     activate.set_defaults(func=commands.certs_lifecycle)
-    retire = certs.add_parser("retire", help="remove a key that no longer signs, once no "
-                                             "token it signed can still be valid")
+    retire = certs.add_parser(
+        "retire",
+        help="remove a key that no longer signs, once no token it signed can still be valid",
+    )
     retire.add_argument("key", help="the key's name, as `regauth certs list` shows it")
     retire.add_argument("--dir", default=_env("REGAUTH_CERTS_DIR", "certs"))
-    retire.add_argument("--policy", default=_env("REGAUTH_POLICY", "policies/default.yaml"),
-                        help="the token lifetimes come from here")
-    retire.add_argument("--force", action="store_true",
-                        help="retire even though tokens it signed may still be valid (a "
-                             "compromised key): they stop working")
+    retire.add_argument(
+        "--policy",
+        default=_env("REGAUTH_POLICY", "policies/default.yaml"),
+        help="the token lifetimes come from here",
+    )
+    retire.add_argument(
+        "--force",
+        action="store_true",
+        help="retire even though tokens it signed may still be valid (a "
+        "compromised key): they stop working",
+    )
     retire.set_defaults(func=commands.certs_lifecycle)
 
     passwd = sub.add_parser("passwd", help="print a bcrypt hash for an account's password")
@@ -77,21 +96,27 @@ def build_parser() -> argparse.ArgumentParser:
     passwd.set_defaults(func=commands.passwd)
 
     policy = sub.add_parser("policy", help="policy tools").add_subparsers(
-        dest="policy_command", required=True)
+        dest="policy_command", required=True
+    )
     check = policy.add_parser("check", help="validate policy files; exit 1 on problems")
-    check.add_argument("--no-secrets", action="store_true",
-                       help="absent secrets (unset variables, missing files) are notes, "
-                            "not problems")
+    check.add_argument(
+        "--no-secrets",
+        action="store_true",
+        help="absent secrets (unset variables, missing files) are notes, not problems",
+    )
     check.add_argument("files", nargs="+")
     check.set_defaults(func=commands.policy_check)
-    test = policy.add_parser("test", help="run expectations (a YAML tests file) against a "
-                                          "policy; exit 1 if any fails")
+    test = policy.add_parser(
+        "test", help="run expectations (a YAML tests file) against a policy; exit 1 if any fails"
+    )
     test.add_argument("policy")
     test.add_argument("tests")
     test.add_argument("--junit", metavar="FILE", help="also write JUnit XML here")
     test.set_defaults(func=commands.policy_test)
-    diff = policy.add_parser("diff", help="what access changes from OLD to NEW; exit 1 if NEW "
-                                          "grants anything OLD did not")
+    diff = policy.add_parser(
+        "diff",
+        help="what access changes from OLD to NEW; exit 1 if NEW grants anything OLD did not",
+    )
     diff.add_argument("old")
     diff.add_argument("new")
     diff.add_argument("--json", action="store_true")
@@ -103,28 +128,38 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("scopes", nargs="+")
     explain.set_defaults(func=commands.policy_explain)
 
-    replay = sub.add_parser("replay", help="re-decide the token requests of an exchange log "
-                                           "under another policy; exit 1 if any changes")
+    replay = sub.add_parser(
+        "replay",
+        help="re-decide the token requests of an exchange log "
+        "under another policy; exit 1 if any changes",
+    )
     replay.add_argument("log")
     replay.add_argument("--policy", required=True, help="the policy to replay under")
     replay.add_argument("--json", action="store_true")
     replay.set_defaults(func=commands.replay)
 
-    trace = sub.add_parser("trace", help="render the conversations of an exchange log and "
-                                         "diagnose known failures")
+    trace = sub.add_parser(
+        "trace", help="render the conversations of an exchange log and diagnose known failures"
+    )
     trace.add_argument("log")
     trace.add_argument("--follow", action="store_true", help="keep reading as the log grows")
     trace.add_argument("--conversation", metavar="ID", help="only this conversation (prefix)")
     trace.add_argument("--repository", metavar="NAME", help="only conversations about NAME")
     trace.add_argument("--account", metavar="NAME", help="only conversations of NAME")
-    trace.add_argument("--since", metavar="DURATION", help="only conversations active in the "
-                                                           "last DURATION (90s, 10m, 2h, 1d)")
+    trace.add_argument(
+        "--since",
+        metavar="DURATION",
+        help="only conversations active in the last DURATION (90s, 10m, 2h, 1d)",
+    )
     trace.add_argument("--json", action="store_true")
     trace.set_defaults(func=commands.trace)
 
     serve = sub.add_parser("serve", help="run the proxy (what run_proxy.sh calls)")
-    serve.add_argument("--upstream", default=_env("REGAUTH_UPSTREAM"),
-                       help="registry URL; default: start a local docker-registry")
+    serve.add_argument(
+        "--upstream",
+        default=_env("REGAUTH_UPSTREAM"),
+        help="registry URL; default: start a local docker-registry",
+    )
     serve.add_argument("--upstream-ca", default=_env("REGAUTH_UPSTREAM_CA"))
     serve.add_argument("--listen", default=_env("REGAUTH_LISTEN", "127.0.0.1:5443"))
     serve.add_argument("--public-url", default=_env("REGAUTH_PUBLIC_URL"))
@@ -132,30 +167,48 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--policy", default=_env("REGAUTH_POLICY", "policies/default.yaml"))
     serve.add_argument("--log", default=_env("REGAUTH_LOG", "logs/exchange.jsonl"))
     serve.add_argument("--registry-dir", default=_env("REGAUTH_REGISTRY_DIR", "var/registry"))
-    serve.add_argument("--web", action="store_true",
-                       default=_env("REGAUTH_WEB", "") in ("1", "true", "yes"))
+    serve.add_argument(
+        "--web", action="store_true", default=_env("REGAUTH_WEB", "") in ("1", "true", "yes")
+    )
     serve.add_argument("--web-port", type=int, default=int(_env("REGAUTH_WEB_PORT", "8081")))
-    serve.add_argument("--admin-listen", default=_env("REGAUTH_ADMIN_LISTEN"),
-                       metavar="HOST:PORT|off",
-                       help="/metrics, /healthz, /readyz (default 127.0.0.1:9090 when free)")
-    serve.add_argument("--state", default=_env("REGAUTH_STATE", ""), metavar="URL",
-                       help="login-limit counters: redis://HOST:PORT/DB shared by replicas "
-                            "(default: in this process)")
-    serve.add_argument("--delegate-unchecked", action="store_true",
-                       default=_env("REGAUTH_DELEGATE_UNCHECKED", "") in ("1", "true", "yes"),
-                       help="delegate mode: forward even when the registry does not check "
-                            "regauth's tokens (an open registry); for test setups only, "
-                            "logged as a warning")
-    serve.add_argument("--proxy-protocol", default=_env("REGAUTH_PROXY_PROTOCOL", ""),
-                       metavar="CIDR[,CIDR...]",
-                       help="load balancers that send a PROXY protocol header (v1 or v2): "
-                            "required from them, refused from everyone else (default: none)")
-    serve.add_argument("--allow-plain-http", action="store_true",
-                       default=_env("REGAUTH_ALLOW_PLAIN_HTTP", "") in ("1", "true", "yes"),
-                       help="also serve plain HTTP on the proxy port (test setups only: "
-                            "clients would send passwords in clear text)")
-    serve.add_argument("extra", nargs=argparse.REMAINDER,
-                       help="after --: extra mitmproxy arguments")
+    serve.add_argument(
+        "--admin-listen",
+        default=_env("REGAUTH_ADMIN_LISTEN"),
+        metavar="HOST:PORT|off",
+        help="/metrics, /healthz, /readyz (default 127.0.0.1:9090 when free)",
+    )
+    serve.add_argument(
+        "--state",
+        default=_env("REGAUTH_STATE", ""),
+        metavar="URL",
+        help="login-limit counters: redis://HOST:PORT/DB shared by replicas "
+        "(default: in this process)",
+    )
+    serve.add_argument(
+        "--delegate-unchecked",
+        action="store_true",
+        default=_env("REGAUTH_DELEGATE_UNCHECKED", "") in ("1", "true", "yes"),
+        help="delegate mode: forward even when the registry does not check "
+        "regauth's tokens (an open registry); for test setups only, "
+        "logged as a warning",
+    )
+    serve.add_argument(
+        "--proxy-protocol",
+        default=_env("REGAUTH_PROXY_PROTOCOL", ""),
+        metavar="CIDR[,CIDR...]",
+        help="load balancers that send a PROXY protocol header (v1 or v2): "
+        "required from them, refused from everyone else (default: none)",
+    )
+    serve.add_argument(
+        "--allow-plain-http",
+        action="store_true",
+        default=_env("REGAUTH_ALLOW_PLAIN_HTTP", "") in ("1", "true", "yes"),
+        help="also serve plain HTTP on the proxy port (test setups only: "
+        "clients would send passwords in clear text)",
+    )
+    serve.add_argument(
+        "extra", nargs=argparse.REMAINDER, help="after --: extra mitmproxy arguments"
+    )
     serve.set_defaults(func=commands.serve)
     return parser
 

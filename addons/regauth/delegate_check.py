@@ -50,14 +50,29 @@ from regauth.protocol.challenge import Challenge
 from regauth.protocol.challenge import parse_challenges
 from regauth.tokens.issue import TokenIssuer
 
-Kind = Literal["ok", "open", "wrong_scheme", "unexpected_status", "service_mismatch",
-               "token_refused", "realm_mismatch", "unverified"]
+Kind = Literal[
+    "ok",
+    "open",
+    "wrong_scheme",
+    "unexpected_status",
+    "service_mismatch",
+    "token_refused",
+    "realm_mismatch",
+    "unverified",
+]
 # The closed vocabulary of the `result` label of `regauth_delegate_check` (metrics).
-KINDS: tuple[Kind, ...] = ("ok", "open", "wrong_scheme", "unexpected_status",
-                           "service_mismatch", "token_refused", "realm_mismatch", "unverified")
+KINDS: tuple[Kind, ...] = (
+    "ok",
+    "open",
+    "wrong_scheme",
+    "unexpected_status",
+    "service_mismatch",
+    "token_refused",
+    "realm_mismatch",
+    "unverified",
+)
 # Verdicts under which nothing is forwarded: the registry may not check tokens at all.
-REFUSING: frozenset[Kind] = frozenset({"open", "wrong_scheme", "unexpected_status",
-                                       "unverified"})
+REFUSING: frozenset[Kind] = frozenset({"open", "wrong_scheme", "unexpected_status", "unverified"})
 REFUSAL_PREFIX = "delegate check "
 # Seconds. A probe token lives this long at most (the policy's lifetime if shorter): long
 # enough for one request, short enough to be worth nothing to anyone who might see it.
@@ -84,8 +99,10 @@ class Expected:
     kid: str
 
     def registry_config(self) -> str:
-        return (f"auth.token (realm {self.realm}, service {self.service}, issuer "
-                f"{self.issuer}, rootcertbundle from `regauth certs bundle`)")
+        return (
+            f"auth.token (realm {self.realm}, service {self.service}, issuer "
+            f"{self.issuer}, rootcertbundle from `regauth certs bundle`)"
+        )
 
 
 @dataclass(frozen=True)
@@ -122,18 +139,26 @@ class Verdict:
 
 _NOTHING = "; nothing is forwarded until it does"
 _REFUSALS: dict[Kind, str] = {
-    "open": (f"{REFUSAL_PREFIX}failed: the registry behind regauth answers without "
-             "authentication (delegate mode needs it to check regauth's tokens: auth.token)"
-             f"{_NOTHING}"),
-    "wrong_scheme": (f"{REFUSAL_PREFIX}failed: the registry behind regauth asks for other "
-                     "credentials than regauth's tokens (delegate mode needs its auth.token)"
-                     f"{_NOTHING}"),
-    "unexpected_status": (f"{REFUSAL_PREFIX}failed: the registry behind regauth did not "
-                          "challenge an anonymous request (delegate mode needs it to check "
-                          f"regauth's tokens: auth.token){_NOTHING}"),
-    "unverified": (f"{REFUSAL_PREFIX}pending: regauth has not yet verified that the registry "
-                   "behind it checks regauth's tokens (delegate mode); nothing is forwarded "
-                   "until it has"),
+    "open": (
+        f"{REFUSAL_PREFIX}failed: the registry behind regauth answers without "
+        "authentication (delegate mode needs it to check regauth's tokens: auth.token)"
+        f"{_NOTHING}"
+    ),
+    "wrong_scheme": (
+        f"{REFUSAL_PREFIX}failed: the registry behind regauth asks for other "
+        "credentials than regauth's tokens (delegate mode needs its auth.token)"
+        f"{_NOTHING}"
+    ),
+    "unexpected_status": (
+        f"{REFUSAL_PREFIX}failed: the registry behind regauth did not "
+        "challenge an anonymous request (delegate mode needs it to check "
+        f"regauth's tokens: auth.token){_NOTHING}"
+    ),
+    "unverified": (
+        f"{REFUSAL_PREFIX}pending: regauth has not yet verified that the registry "
+        "behind it checks regauth's tokens (delegate mode); nothing is forwarded "
+        "until it has"
+    ),
 }
 
 
@@ -175,8 +200,13 @@ def _same_url(a: str, b: str) -> bool:
 
     def norm(u, port):
         scheme = u.scheme.lower()
-        return (scheme, (u.hostname or "").lower(), port or defaults.get(scheme),
-                u.path or "/", u.query)
+        return (
+            scheme,
+            (u.hostname or "").lower(),
+            port or defaults.get(scheme),
+            u.path or "/",
+            u.query,
+        )
 
     return norm(x, ports[0]) == norm(y, ports[1])
 
@@ -199,8 +229,9 @@ def _fix(expected: Expected) -> str:
     return f"configure its {expected.registry_config()} and restart it"
 
 
-def judge(expected: Expected, anonymous: Reply, with_token: Reply | None = None,
-          skew: float | None = None) -> Verdict | None:
+def judge(
+    expected: Expected, anonymous: Reply, with_token: Reply | None = None, skew: float | None = None
+) -> Verdict | None:
     """The verdict on the registry's answers (see the module docstring), or None when they
     say nothing about its authentication (a 5xx).
 
@@ -212,56 +243,82 @@ def judge(expected: Expected, anonymous: Reply, with_token: Reply | None = None,
     if status >= 500:
         return None
     if 200 <= status < 300:
-        return Verdict("open", f"the registry answered GET /v2/ without authentication "
-                               f"({status}): in delegate mode it must check regauth's tokens "
-                               f"itself: {_fix(expected)}; until then regauth forwards "
-                               "nothing")
+        return Verdict(
+            "open",
+            f"the registry answered GET /v2/ without authentication "
+            f"({status}): in delegate mode it must check regauth's tokens "
+            f"itself: {_fix(expected)}; until then regauth forwards "
+            "nothing",
+        )
     if status != 401:
-        return Verdict("unexpected_status", f"the registry answered an anonymous GET /v2/ "
-                                            f"with {status}, not with 401 and a Bearer "
-                                            "challenge: is it a distribution registry? In "
-                                            "delegate mode it must check regauth's tokens: "
-                                            f"{_fix(expected)}; until then regauth forwards "
-                                            "nothing")
+        return Verdict(
+            "unexpected_status",
+            f"the registry answered an anonymous GET /v2/ "
+            f"with {status}, not with 401 and a Bearer "
+            "challenge: is it a distribution registry? In "
+            "delegate mode it must check regauth's tokens: "
+            f"{_fix(expected)}; until then regauth forwards "
+            "nothing",
+        )
     bearer = _bearer(anonymous)
     if bearer is None:
         found, malformed = _challenges(anonymous.challenges)
         schemes = ", ".join(dict.fromkeys(c.scheme for c in found))
-        seen = (f"with {schemes} only" if schemes else
-                "with a WWW-Authenticate header regauth cannot parse" if malformed else
-                "without a WWW-Authenticate header")
-        return Verdict("wrong_scheme", f"the registry challenged an anonymous GET /v2/ {seen}, "
-                                       "not with Bearer: it checks credentials of its own "
-                                       "(auth.htpasswd?), not regauth's tokens; "
-                                       f"{_fix(expected)}; until then regauth forwards "
-                                       "nothing")
+        seen = (
+            f"with {schemes} only"
+            if schemes
+            else "with a WWW-Authenticate header regauth cannot parse"
+            if malformed
+            else "without a WWW-Authenticate header"
+        )
+        return Verdict(
+            "wrong_scheme",
+            f"the registry challenged an anonymous GET /v2/ {seen}, "
+            "not with Bearer: it checks credentials of its own "
+            "(auth.htpasswd?), not regauth's tokens; "
+            f"{_fix(expected)}; until then regauth forwards "
+            "nothing",
+        )
     if with_token is None:
-        raise ValueError("the registry challenged for a Bearer token: the token probe's answer "
-                         "is needed")
+        raise ValueError(
+            "the registry challenged for a Bearer token: the token probe's answer is needed"
+        )
     if with_token.status >= 500:
         return None
     realm = bearer.params.get("realm", "")
     service = bearer.params.get("service", "")
     realm_off = not _same_url(realm, expected.realm)
-    realm_note = (f"auth.token realm is {_shown(realm)}, not regauth's token endpoint "
-                  f"{expected.realm}") if realm_off else ""
+    realm_note = (
+        (f"auth.token realm is {_shown(realm)}, not regauth's token endpoint {expected.realm}")
+        if realm_off
+        else ""
+    )
     also = f"; also, its {realm_note}" if realm_off else ""
     if service != expected.service:
-        return Verdict("service_mismatch", f"the registry's auth.token service is "
-                                           f"{_shown(service)}, but regauth issues tokens for "
-                                           f"'{expected.service}' (the policy's `service`): "
-                                           "the registry refuses them; set its service to "
-                                           f"'{expected.service}' and restart it{also}")
+        return Verdict(
+            "service_mismatch",
+            f"the registry's auth.token service is "
+            f"{_shown(service)}, but regauth issues tokens for "
+            f"'{expected.service}' (the policy's `service`): "
+            "the registry refuses them; set its service to "
+            f"'{expected.service}' and restart it{also}",
+        )
     if not 200 <= with_token.status < 300:
         return Verdict("token_refused", _refused_reason(expected, with_token, skew) + also)
     if realm_off:
-        return Verdict("realm_mismatch", f"the registry's {realm_note}: set its "
-                                         f"realm to {expected.realm} and restart it (regauth "
-                                         "rewrites the realm of what it forwards, but a "
-                                         "registry set up for another token service may "
-                                         "trust that service's tokens as well)")
-    return Verdict("ok", "the registry challenges anonymous requests for regauth's realm and "
-                         "service and accepts regauth's tokens")
+        return Verdict(
+            "realm_mismatch",
+            f"the registry's {realm_note}: set its "
+            f"realm to {expected.realm} and restart it (regauth "
+            "rewrites the realm of what it forwards, but a "
+            "registry set up for another token service may "
+            "trust that service's tokens as well)",
+        )
+    return Verdict(
+        "ok",
+        "the registry challenges anonymous requests for regauth's realm and "
+        "service and accepts regauth's tokens",
+    )
 
 
 def _refused_reason(expected: Expected, with_token: Reply, skew: float | None) -> str:
@@ -271,18 +328,25 @@ def _refused_reason(expected: Expected, with_token: Reply, skew: float | None) -
     head = f"the registry refused a token regauth signed ({answer})"
     if skew is not None and abs(skew) >= CLOCK_TOLERANCE:
         side = "behind" if skew < 0 else "ahead of"
-        return (f"{head}: its clock is {abs(skew):.0f} s {side} regauth's (distribution "
-                "accepts tokens within 60 s of their validity): synchronize both clocks (NTP)")
-    return (f"{head}: set its auth.token issuer to '{expected.issuer}' (the policy's "
-            f"`issuer`) and put regauth's signing key {expected.key} (kid {expected.kid}) in "
-            "its rootcertbundle (`regauth certs bundle`), then restart it")
+        return (
+            f"{head}: its clock is {abs(skew):.0f} s {side} regauth's (distribution "
+            "accepts tokens within 60 s of their validity): synchronize both clocks (NTP)"
+        )
+    return (
+        f"{head}: set its auth.token issuer to '{expected.issuer}' (the policy's "
+        f"`issuer`) and put regauth's signing key {expected.key} (kid {expected.kid}) in "
+        "its rootcertbundle (`regauth certs bundle`), then restart it"
+    )
 
 
 def unverified(error: str) -> Verdict:
     """The verdict while the registry has never answered the check usefully (`error`: the
     last failure, e.g. a refused connection or a 503)."""
-    return Verdict("unverified", f"regauth could not yet check that the registry verifies its "
-                                 f"tokens ({error}); until it can, regauth forwards nothing")
+    return Verdict(
+        "unverified",
+        f"regauth could not yet check that the registry verifies its "
+        f"tokens ({error}); until it can, regauth forwards nothing",
+    )
 
 
 def probe_token(issuer: TokenIssuer) -> str:
@@ -290,8 +354,9 @@ def probe_token(issuer: TokenIssuer) -> str:
     `x5c`, issuer, audience), but for no access at all, no subject, and a lifetime of at
     most PROBE_LIFETIME seconds. It opens `GET /v2/` and nothing else; it is sent to the
     upstream only, and never logged."""
-    settings = dataclasses.replace(issuer.settings,
-                                   lifetime=min(PROBE_LIFETIME, issuer.settings.lifetime))
+    settings = dataclasses.replace(
+        issuer.settings, lifetime=min(PROBE_LIFETIME, issuer.settings.lifetime)
+    )
     return dataclasses.replace(issuer, settings=settings).issue_access("", []).token
 
 

@@ -187,11 +187,21 @@ class IssueToken:
 Decision = Respond | Forward | ReadTokenForm | IssueToken
 
 
-def _respond(view: RequestView, active: Active | None, error: RegistryError,
-             reason: str | None = None, gate_decision: GateDecision | None = None) -> Respond:
+def _respond(
+    view: RequestView,
+    active: Active | None,
+    error: RegistryError,
+    reason: str | None = None,
+    gate_decision: GateDecision | None = None,
+) -> Respond:
     threshold = active.stream_threshold if active is not None else 0
-    return Respond(error.answer(), view.kind, reason or error.message,
-                   view.may_carry_large_body(threshold), gate_decision)
+    return Respond(
+        error.answer(),
+        view.kind,
+        reason or error.message,
+        view.may_carry_large_body(threshold),
+        gate_decision,
+    )
 
 
 def decide(active: Active | None, view: RequestView) -> Decision:
@@ -201,50 +211,95 @@ def decide(active: Active | None, view: RequestView) -> Decision:
         headers = {"Retry-After": "1"}
         if not view.multiplexed:
             headers["Connection"] = "close"
-        return _respond(view, active, RegistryError(503, Code.UNAVAILABLE, view.shed,
-                                                    headers=headers))
+        return _respond(
+            view, active, RegistryError(503, Code.UNAVAILABLE, view.shed, headers=headers)
+        )
     too_large = check_fields(view.target, view.method, view.header_fields)
     if too_large is not None:
         # HTTP/1.1 heads are refused before they are parsed (mitm/patches/head_limits.py); an HTTP/2
         # head arrives decoded and is judged here, on its own stream.
-        return _respond(view, active, RegistryError(too_large.status, Code.UNSUPPORTED,
-                                                    too_large.reason))
+        return _respond(
+            view, active, RegistryError(too_large.status, Code.UNSUPPORTED, too_large.reason)
+        )
     if active is None:
-        return _respond(view, None, RegistryError(503, Code.UNAVAILABLE, "regauth has no valid "
-                                                  "policy loaded; nothing is forwarded"))
+        return _respond(
+            view,
+            None,
+            RegistryError(
+                503, Code.UNAVAILABLE, "regauth has no valid policy loaded; nothing is forwarded"
+            ),
+        )
     if not view.to_upstream:
-        return _respond(view, active, RegistryError(403, Code.DENIED, "regauth forwards only to "
-                                                    "its upstream registry, and never replays "
-                                                    "requests"))
+        return _respond(
+            view,
+            active,
+            RegistryError(
+                403,
+                Code.DENIED,
+                "regauth forwards only to its upstream registry, and never replays requests",
+            ),
+        )
     if view.http_version.upper().startswith("HTTP/3"):
         # regauth serves HTTP/1.1 and HTTP/2 (the launcher turns HTTP/3 off): its framing and
         # stream-isolation rules are proven for those two only.
-        return _respond(view, active, RegistryError(505, Code.UNSUPPORTED, "HTTP/3 is not served "
-                                                    "by regauth; use HTTP/2 or HTTP/1.1"))
+        return _respond(
+            view,
+            active,
+            RegistryError(
+                505, Code.UNSUPPORTED, "HTTP/3 is not served by regauth; use HTTP/2 or HTTP/1.1"
+            ),
+        )
     if view.method not in METHODS:
-        return _respond(view, active, RegistryError(405, Code.UNSUPPORTED, "method not allowed "
-                                                    "(registry methods are upper-case GET, "
-                                                    "HEAD, POST, PUT, PATCH, DELETE)"))
+        return _respond(
+            view,
+            active,
+            RegistryError(
+                405,
+                Code.UNSUPPORTED,
+                "method not allowed "
+                "(registry methods are upper-case GET, "
+                "HEAD, POST, PUT, PATCH, DELETE)",
+            ),
+        )
     if not _TARGET_CHARS.fullmatch(view.target):
         # HTTP/2 carries :path as a header value: a space, a control character or raw
         # non-ASCII would go into the upstream's HTTP/1.1 request line as it is.
-        return _respond(view, active, RegistryError(400, Code.UNSUPPORTED, "request target "
-                                                    "outside the URI grammar (RFC 3986)"))
+        return _respond(
+            view,
+            active,
+            RegistryError(
+                400, Code.UNSUPPORTED, "request target outside the URI grammar (RFC 3986)"
+            ),
+        )
     if len(view.authorization) > 1:
-        return _respond(view, active, RegistryError(400, Code.UNSUPPORTED, "more than one "
-                                                    "Authorization header"))
+        return _respond(
+            view, active, RegistryError(400, Code.UNSUPPORTED, "more than one Authorization header")
+        )
     kind = view.kind
     if kind == "token":
         return _token_endpoint(active, view)
     if kind == "jwks":
         return _jwks(active, view)
     if view.upstream_unavailable:
-        return _respond(view, active, RegistryError(
-            503, Code.UNAVAILABLE, f"{view.upstream_unavailable}; retry shortly",
-            headers={"Retry-After": "1"}))
+        return _respond(
+            view,
+            active,
+            RegistryError(
+                503,
+                Code.UNAVAILABLE,
+                f"{view.upstream_unavailable}; retry shortly",
+                headers={"Retry-After": "1"},
+            ),
+        )
     authorization = view.authorization[0] if view.authorization else None
-    decision = gate.decide(active.runtime, view.method, view.target, authorization,
-                           active.realm, list(view.content_types))
+    decision = gate.decide(
+        active.runtime,
+        view.method,
+        view.target,
+        authorization,
+        active.realm,
+        list(view.content_types),
+    )
     route = decision.route
     refused = None
     if decision.forward or route is not None:
@@ -257,21 +312,33 @@ def decide(active: Active | None, view: RequestView) -> Decision:
     if not decision.forward:
         refused = decision.answer
         assert refused is not None
-        return Respond(refused, kind, decision.reason,
-                       view.may_carry_large_body(active.stream_threshold), decision)
-    set_headers = [("X-Forwarded-Host", active.public.netloc),
-                   ("X-Forwarded-Proto", active.public.scheme), *extra]
+        return Respond(
+            refused,
+            kind,
+            decision.reason,
+            view.may_carry_large_body(active.stream_threshold),
+            decision,
+        )
+    set_headers = [
+        ("X-Forwarded-Host", active.public.netloc),
+        ("X-Forwarded-Proto", active.public.scheme),
+        *extra,
+    ]
     if route is not None and route.takes_body and route.kind in ("upload-start", "upload"):
         # distribution ignores the type of blob data; a fixed one leaves Go nothing to parse
         # as a form (the mount source must come from the authorized query).
         set_headers.append(("Content-Type", "application/octet-stream"))
-    return Forward(kind, decision, tuple(set_headers),
-                   # No protocol switch (a 101 would make the connection an unchecked tunnel);
-                   # no client-supplied forwarding claims.
-                   remove_headers=("forwarded", "upgrade"),
-                   stream=view.may_carry_large_body(active.stream_threshold),
-                   expected_length=expected,
-                   inject=active.upstream_auth is not None)
+    return Forward(
+        kind,
+        decision,
+        tuple(set_headers),
+        # No protocol switch (a 101 would make the connection an unchecked tunnel);
+        # no client-supplied forwarding claims.
+        remove_headers=("forwarded", "upgrade"),
+        stream=view.may_carry_large_body(active.stream_threshold),
+        expected_length=expected,
+        inject=active.upstream_auth is not None,
+    )
 
 
 def _framing(view: RequestView, takes_body: bool) -> tuple[list[tuple[str, str]], int | None]:
@@ -283,8 +350,9 @@ def _framing(view: RequestView, takes_body: bool) -> tuple[list[tuple[str, str]]
         raise RegistryError(400, Code.UNSUPPORTED, "unsupported Transfer-Encoding")
     if not takes_body:
         if te is not None or (length or 0) > 0 or (length is None and not view.body_absent):
-            raise RegistryError(400, Code.UNSUPPORTED, f"{view.method} requests on this route "
-                                                       "carry no body")
+            raise RegistryError(
+                400, Code.UNSUPPORTED, f"{view.method} requests on this route carry no body"
+            )
         return [], length
     if view.multiplexed and length is None and not view.body_absent:
         # The HTTP/1.1 upstream must see where this body ends: chunk it.
@@ -300,15 +368,17 @@ def check_body(decision: Forward, received: int) -> RegistryError | None:
     takes_body = route is not None and route.takes_body
     expected = decision.expected_length
     if (expected is not None and received != expected) or (not takes_body and received):
-        return RegistryError(400, Code.SIZE_INVALID, "the request body does not match its "
-                                                     "declared length")
+        return RegistryError(
+            400, Code.SIZE_INVALID, "the request body does not match its declared length"
+        )
     return None
 
 
 def _jwks(active: Active, view: RequestView) -> Decision:
     if view.method not in ("GET", "HEAD"):
-        return _respond(view, active, RegistryError(405, Code.UNSUPPORTED, "the key set is read "
-                                                    "with GET"))
+        return _respond(
+            view, active, RegistryError(405, Code.UNSUPPORTED, "the key set is read with GET")
+        )
     try:
         _framing(view, takes_body=False)
     except RegistryError as e:
@@ -326,45 +396,60 @@ def _token_endpoint(active: Active, view: RequestView) -> Decision:
             return _respond(view, active, e, f"refused framing: {e.message}")
         return _issue(active, view, "GET", None)
     if view.method != "POST":
-        return _respond(view, active, RegistryError(405, Code.UNSUPPORTED, "the token endpoint "
-                                                    "accepts GET and POST"))
+        return _respond(
+            view,
+            active,
+            RegistryError(405, Code.UNSUPPORTED, "the token endpoint accepts GET and POST"),
+        )
     try:
         length = view.declared_length()
     except RegistryError as e:
         return _respond(view, active, e)
     if length is None or view.transfer_encoding is not None or length > MAX_FORM_BYTES:
         status = 413 if length is not None and length > MAX_FORM_BYTES else 411
-        return _respond(view, active, RegistryError(status, Code.SIZE_INVALID, "token requests "
-                                                    "need a Content-Length of at most "
-                                                    f"{MAX_FORM_BYTES}"))
+        return _respond(
+            view,
+            active,
+            RegistryError(
+                status,
+                Code.SIZE_INVALID,
+                f"token requests need a Content-Length of at most {MAX_FORM_BYTES}",
+            ),
+        )
     return ReadTokenForm(length)
 
 
 def token_form(active: Active, view: RequestView, body: bytes) -> Decision:
     """A token POST once its body (at most MAX_FORM_BYTES) has arrived."""
     if len(body) != view.declared_length():
-        return _respond(view, active, RegistryError(400, Code.SIZE_INVALID, "the body does not "
-                                                    "match its Content-Length"))
+        return _respond(
+            view,
+            active,
+            RegistryError(400, Code.SIZE_INVALID, "the body does not match its Content-Length"),
+        )
     form: dict[str, list[str]] | None = None
     content_type = view.content_types[0] if len(view.content_types) == 1 else ""
     if content_type.split(";")[0].strip().lower() == _FORM_TYPE:
         try:
             form = {}
-            for key, value in parse_qsl(body.decode("utf-8"), keep_blank_values=True,
-                                        max_num_fields=64):
+            for key, value in parse_qsl(
+                body.decode("utf-8"), keep_blank_values=True, max_num_fields=64
+            ):
                 form.setdefault(key, []).append(value)
         except (UnicodeDecodeError, ValueError):
             form = None
     return _issue(active, view, "POST", form)
 
 
-def _issue(active: Active, view: RequestView, method: TokenMethod,
-           form: dict[str, list[str]] | None) -> Decision:
+def _issue(
+    active: Active, view: RequestView, method: TokenMethod, form: dict[str, list[str]] | None
+) -> Decision:
     try:
         query = parse_query(view.target.partition("?")[2])
     except RouteError as e:
-        return _respond(view, active, RegistryError(e.status, e.code, "token request refused: "
-                                                    f"{e.message}"))
+        return _respond(
+            view, active, RegistryError(e.status, e.code, f"token request refused: {e.message}")
+        )
     authorization = view.authorization[0] if view.authorization else None
     return IssueToken(TokenRequest(method, query, form, authorization, view.client_ip))
 

@@ -58,8 +58,12 @@ class GateDecision:
         return self.answer.body if self.answer else b""
 
 
-def _refused(error: RegistryError, reason: str, route: Route | None = None,
-             token: VerifiedToken | None = None) -> GateDecision:
+def _refused(
+    error: RegistryError,
+    reason: str,
+    route: Route | None = None,
+    token: VerifiedToken | None = None,
+) -> GateDecision:
     return GateDecision(False, reason, route, token, error.answer())
 
 
@@ -72,17 +76,29 @@ class Challenger:
     service: str
     route: Route
 
-    def refuse(self, error: str | None, message: str, reason: str,
-               token: VerifiedToken | None = None) -> GateDecision:
+    def refuse(
+        self, error: str | None, message: str, reason: str, token: VerifiedToken | None = None
+    ) -> GateDecision:
         required = self.route.required
         header = challenge.build_bearer(self.realm, self.service, required, error)
-        refusal = RegistryError(401, Code.UNAUTHORIZED, message, access_detail(required) or None,
-                                {"WWW-Authenticate": header})
+        refusal = RegistryError(
+            401,
+            Code.UNAUTHORIZED,
+            message,
+            access_detail(required) or None,
+            {"WWW-Authenticate": header},
+        )
         return _refused(refusal, reason, self.route, token)
 
 
-def decide(runtime: Runtime, method: str, target: str, authorization: str | None,
-           realm: str, content_types: list[str] | None = None) -> GateDecision:
+def decide(
+    runtime: Runtime,
+    method: str,
+    target: str,
+    authorization: str | None,
+    realm: str,
+    content_types: list[str] | None = None,
+) -> GateDecision:
     """Decide one request aimed at the upstream (not the token endpoint or JWKS).
 
     `method` is the request method exactly as the client sent it (routes accept only their
@@ -92,18 +108,24 @@ def decide(runtime: Runtime, method: str, target: str, authorization: str | None
     enforce = runtime.upstream_entry.mode == "enforce"
     if not is_registry_path(path):
         if enforce:
-            return _refused(RegistryError(404, Code.UNSUPPORTED,
-                                          "regauth serves only the registry API (/v2/)"),
-                            "not a registry path")
+            return _refused(
+                RegistryError(404, Code.UNSUPPORTED, "regauth serves only the registry API (/v2/)"),
+                "not a registry path",
+            )
         try:
             # '/v2%2F_catalog' is not a /v2/ path here, but it is one to Go after decoding.
             check_canonical(path)
         except RouteError as e:
             return _refused(e, f"refused path: {e.message}")
         if method not in ("GET", "HEAD"):
-            return _refused(RegistryError(405, Code.UNSUPPORTED, f"method {method} is not "
-                                          "forwarded outside the registry API"),
-                            "method outside the registry API")
+            return _refused(
+                RegistryError(
+                    405,
+                    Code.UNSUPPORTED,
+                    f"method {method} is not forwarded outside the registry API",
+                ),
+                "method outside the registry API",
+            )
         return GateDecision(True, "not a registry path (delegate mode)")
     try:
         route = match_route(method, target)
@@ -115,28 +137,36 @@ def decide(runtime: Runtime, method: str, target: str, authorization: str | None
     return _enforce(runtime, Challenger(realm, runtime.policy.service, route), authorization)
 
 
-def _enforce(runtime: Runtime, challenger: Challenger,
-             authorization: str | None) -> GateDecision:
+def _enforce(runtime: Runtime, challenger: Challenger, authorization: str | None) -> GateDecision:
     route = challenger.route
     if not authorization:
         return challenger.refuse(None, "authentication required", "no token")
     if len(authorization) > MAX_AUTHORIZATION_LENGTH:
-        return challenger.refuse("invalid_token", "authorization header too large",
-                                 "oversized token")
+        return challenger.refuse(
+            "invalid_token", "authorization header too large", "oversized token"
+        )
     scheme, credentials = split_authorization(authorization)
     if scheme.lower() != "bearer":
         # Basic on a registry route means the client has no token yet: challenge for one.
         shown = safe_scheme(scheme) if scheme else "empty"
-        return challenger.refuse(None, "authentication required",
-                                 f"{shown} authorization is not a token")
+        return challenger.refuse(
+            None, "authentication required", f"{shown} authorization is not a token"
+        )
     try:
         token = runtime.verifier.verify_access(credentials)
     except InvalidToken as e:
         return challenger.refuse("invalid_token", "invalid token", f"invalid token: {e}")
     missing = [s for s in route.required if not token.allows(s)]
     if missing:
-        return challenger.refuse("insufficient_scope", "insufficient scope",
-                                 "insufficient scope: " + " ".join(str(s) for s in missing),
-                                 token)
-    return GateDecision(True, "token grants " + (" ".join(route.required_strings) or
-                                                 "registry access"), route, token)
+        return challenger.refuse(
+            "insufficient_scope",
+            "insufficient scope",
+            "insufficient scope: " + " ".join(str(s) for s in missing),
+            token,
+        )
+    return GateDecision(
+        True,
+        "token grants " + (" ".join(route.required_strings) or "registry access"),
+        route,
+        token,
+    )

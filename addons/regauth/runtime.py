@@ -49,23 +49,34 @@ def _hide(m: re.Match[str]) -> str:
     return "<id:" + hashlib.sha256(m.group(0).encode()).hexdigest()[:10] + ">"
 
 
-def build_runtime(policy_path: Path, certs_dir: Path, upstream_url: str,
-                  now: float | None = None) -> Runtime:
+def build_runtime(
+    policy_path: Path, certs_dir: Path, upstream_url: str, now: float | None = None
+) -> Runtime:
     """Load and cross-check policy, keys and upstream; raise ValueError (or PolicyError).
     The signing key is the one the key lifecycle (`regauth.tokens.keystate`) names at `now`."""
     policy = load_policy(policy_path)
     keys = pki.load_signing_keys(certs_dir)
-    lifecycle = keystate.resolve(certs_dir, keys, policy.token.signing_key,
-                                 time.time() if now is None else now)
+    lifecycle = keystate.resolve(
+        certs_dir, keys, policy.token.signing_key, time.time() if now is None else now
+    )
     keyring = KeyRing(keys, lifecycle.signer.name)
     issuer = TokenIssuer(keyring, policy.token, policy.service, policy.issuer)
     verifier = TokenVerifier(keyring, policy.service, policy.issuer, policy.trusted_issuers)
     entry = policy.upstream_entry_for(upstream_url)
     if entry is None:
-        raise ValueError(f"{policy_path}: no `upstreams:` entry matches {upstream_url} (add one, "
-                         "or a catch-all with url: '*')")
-    return Runtime(policy, keyring, issuer, verifier, entry, policy.capability_redactor(),
-                   lifecycle.next_change)
+        raise ValueError(
+            f"{policy_path}: no `upstreams:` entry matches {upstream_url} (add one, "
+            "or a catch-all with url: '*')"
+        )
+    return Runtime(
+        policy,
+        keyring,
+        issuer,
+        verifier,
+        entry,
+        policy.capability_redactor(),
+        lifecycle.next_change,
+    )
 
 
 @dataclass(frozen=True)

@@ -51,8 +51,7 @@ MAX_FORM_BYTES = 64 * 1024
 _TRUE = ("true", "1", "yes")
 
 
-_NO_STORE = {"Content-Type": "application/json", "Cache-Control": "no-store",
-             "Pragma": "no-cache"}
+_NO_STORE = {"Content-Type": "application/json", "Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 @dataclass
@@ -87,14 +86,23 @@ class TokenError(RegistryError):
     """A refusal of the token endpoint: a registry error code for registry clients plus the
     OAuth 2 `error` (RFC 6749 §5.2) for OAuth clients, in one body; never cached."""
 
-    def __init__(self, status: int, code: Code, oauth_error: str, message: str,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: Code,
+        oauth_error: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(status, code, message, headers=headers)
         self.oauth_error = oauth_error
 
     def body(self) -> bytes:
-        return error_body(self.code, self.message,
-                          extra={"error": self.oauth_error, "error_description": self.message})
+        return error_body(
+            self.code,
+            self.message,
+            extra={"error": self.oauth_error, "error_description": self.message},
+        )
 
     def answer(self) -> Answer:
         return Answer(self.status, {**_NO_STORE, **self.headers}, self.body())
@@ -108,8 +116,12 @@ def _first(params: dict[str, list[str]], key: str) -> str | None:
     if not values:
         return None
     if len(values) > 1 and len(set(values)) > 1:
-        raise TokenError(400, Code.UNSUPPORTED, "invalid_request",
-                         f"parameter {key!r} given more than once with different values")
+        raise TokenError(
+            400,
+            Code.UNSUPPORTED,
+            "invalid_request",
+            f"parameter {key!r} given more than once with different values",
+        )
     return values[0]
 
 
@@ -167,10 +179,13 @@ class _Login:
     renew_within: float = 0.0
 
 
-def handle_token_request(runtime: Runtime, authenticator: Authenticator,
-                         request: TokenRequest,
-                         refuse_login: RateLimited | None = None,
-                         renew_within: float = 0.0) -> TokenResponse:
+def handle_token_request(
+    runtime: Runtime,
+    authenticator: Authenticator,
+    request: TokenRequest,
+    refuse_login: RateLimited | None = None,
+    renew_within: float = 0.0,
+) -> TokenResponse:
     """Answer one token request. Blocking: may run bcrypt, so call it off the event loop.
 
     `refuse_login`: refuse a password check with this instead of running it (the login queue
@@ -180,21 +195,29 @@ def handle_token_request(runtime: Runtime, authenticator: Authenticator,
     login about to expire)."""
     trace = TokenTrace(request.method)
     try:
-        return _handle(runtime, authenticator, request, trace,
-                       _Login(refuse_login, renew_within))
+        return _handle(runtime, authenticator, request, trace, _Login(refuse_login, renew_within))
     except TokenError as e:
         trace.refused = e.message
         answer = e.answer()
         return TokenResponse(answer.status, answer.body, answer.headers, trace)
 
 
-def _handle(runtime: Runtime, authenticator: Authenticator, request: TokenRequest,
-            trace: TokenTrace, login: _Login) -> TokenResponse:
+def _handle(
+    runtime: Runtime,
+    authenticator: Authenticator,
+    request: TokenRequest,
+    trace: TokenTrace,
+    login: _Login,
+) -> TokenResponse:
     policy = runtime.policy
     if request.method == "POST":
         if request.form is None:
-            raise TokenError(400, Code.UNSUPPORTED, "invalid_request", "POST requests to the token "
-                             "endpoint must be application/x-www-form-urlencoded")
+            raise TokenError(
+                400,
+                Code.UNSUPPORTED,
+                "invalid_request",
+                "POST requests to the token endpoint must be application/x-www-form-urlencoded",
+            )
         params = request.form
         grant_type = _first(params, "grant_type")
         if grant_type is None:
@@ -210,16 +233,21 @@ def _handle(runtime: Runtime, authenticator: Authenticator, request: TokenReques
     service = _first(params, "service") or None  # an empty value is no choice at all
     trace.service, trace.service_given = service, True
     if service is not None and service != policy.service:
-        raise TokenError(400, Code.DENIED, "invalid_request",
-                         f"this token service issues tokens for service {policy.service!r} only")
+        raise TokenError(
+            400,
+            Code.DENIED,
+            "invalid_request",
+            f"this token service issues tokens for service {policy.service!r} only",
+        )
     try:
         scopes = parse_scopes(params.get("scope", []))
     except ValueError as e:
         raise TokenError(400, Code.UNSUPPORTED, "invalid_scope", f"malformed scope: {e}") from None
     trace.requested = [str(s) for s in scopes]
 
-    account, refresh_in = _identify(runtime, authenticator, request, params, grant_type, trace,
-                                    login)
+    account, refresh_in = _identify(
+        runtime, authenticator, request, params, grant_type, trace, login
+    )
     identity = Identity(account)
     trace.account = identity.name or "anonymous"
 
@@ -233,12 +261,14 @@ def _handle(runtime: Runtime, authenticator: Authenticator, request: TokenReques
         "token": issued.token,
         "access_token": issued.token,
         "expires_in": issued.expires_in,
-        "issued_at": dt.datetime.fromtimestamp(issued.issued_at, dt.UTC)
-        .strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "issued_at": dt.datetime.fromtimestamp(issued.issued_at, dt.UTC).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        ),
         "scope": format_scopes(granted),
     }
-    offline = (_first(params, "offline_token") or "").lower() in _TRUE or \
-        _first(params, "access_type") == "offline"
+    offline = (_first(params, "offline_token") or "").lower() in _TRUE or _first(
+        params, "access_type"
+    ) == "offline"
     if refresh_in is not None:
         body["refresh_token"] = refresh_in  # the refresh grant returns the same refresh token
     elif offline and account is not None:
@@ -250,9 +280,15 @@ def _handle(runtime: Runtime, authenticator: Authenticator, request: TokenReques
     return TokenResponse(200, json.dumps(body).encode(), dict(_NO_STORE), trace, issued.jti)
 
 
-def _identify(runtime: Runtime, authenticator: Authenticator, request: TokenRequest,
-              params: dict[str, list[str]], grant_type: str | None, trace: TokenTrace,
-              login: _Login) -> tuple[Account | None, str | None]:
+def _identify(
+    runtime: Runtime,
+    authenticator: Authenticator,
+    request: TokenRequest,
+    params: dict[str, list[str]],
+    grant_type: str | None,
+    trace: TokenTrace,
+    login: _Login,
+) -> tuple[Account | None, str | None]:
     """The authenticated account (None for anonymous) and, for refresh grants, the refresh
     token to send back (the one presented: oauth.md returns the same token)."""
     if grant_type == "refresh_token":
@@ -266,71 +302,113 @@ def _identify(runtime: Runtime, authenticator: Authenticator, request: TokenRequ
         username = _first(params, "username")
         password = _first(params, "password")
         if username is None or password is None:
-            raise TokenError(400, Code.UNSUPPORTED, "invalid_request",
-                             "username and password are required for grant_type=password")
-        return _login(runtime, authenticator, username, password, request.client_ip,
-                      trace, login), None
+            raise TokenError(
+                400,
+                Code.UNSUPPORTED,
+                "invalid_request",
+                "username and password are required for grant_type=password",
+            )
+        return _login(
+            runtime, authenticator, username, password, request.client_ip, trace, login
+        ), None
     if grant_type is not None:
-        raise TokenError(400, Code.UNSUPPORTED, "unsupported_grant_type",
-                         "grant_type must be password or refresh_token")
+        raise TokenError(
+            400,
+            Code.UNSUPPORTED,
+            "unsupported_grant_type",
+            "grant_type must be password or refresh_token",
+        )
     if not request.authorization:
         return None, None
     scheme, credentials = split_authorization(request.authorization)
     if scheme.lower() != "basic":
-        raise TokenError(401, Code.UNAUTHORIZED, "invalid_client",
-                         "the token endpoint accepts Basic credentials or none",
-                         _basic_challenge(runtime))
+        raise TokenError(
+            401,
+            Code.UNAUTHORIZED,
+            "invalid_client",
+            "the token endpoint accepts Basic credentials or none",
+            _basic_challenge(runtime),
+        )
     try:
         username, password = parse_basic(credentials)
     except ValueError as e:
-        raise TokenError(401, Code.UNAUTHORIZED, "invalid_client", str(e),
-                         _basic_challenge(runtime)) from None
+        raise TokenError(
+            401, Code.UNAUTHORIZED, "invalid_client", str(e), _basic_challenge(runtime)
+        ) from None
     account_param = _first(params, "account")
     if username == "":
         # Basic ":" + refresh token: how BuildKit presents the identity token of docker login.
         account = _refresh(runtime, password, trace, "basic")
         if account_param and account_param != account.name:
-            raise TokenError(400, Code.UNSUPPORTED, "invalid_request",
-                             "the account parameter does not match the refresh token")
+            raise TokenError(
+                400,
+                Code.UNSUPPORTED,
+                "invalid_request",
+                "the account parameter does not match the refresh token",
+            )
         offline = (_first(params, "offline_token") or "").lower() in _TRUE
         return account, (password if offline else None)
     if account_param is not None and account_param != username:
-        raise TokenError(400, Code.UNSUPPORTED, "invalid_request",
-                         "the account parameter does not match the credentials")
-    return _login(runtime, authenticator, username, password, request.client_ip, trace,
-                  login), None
+        raise TokenError(
+            400,
+            Code.UNSUPPORTED,
+            "invalid_request",
+            "the account parameter does not match the credentials",
+        )
+    return _login(runtime, authenticator, username, password, request.client_ip, trace, login), None
 
 
 def _refresh(runtime: Runtime, token: str, trace: TokenTrace, form: str) -> Account:
     """Verify a refresh token presented as a POST grant (`form`) or as Basic (`basic`)."""
     trace.credential = "refresh_token" if form == "form" else "refresh_token (basic)"
     try:
-        account = runtime.verifier.verify_refresh(token, runtime.issuer.refresh_audience,
-                                                  runtime.policy.accounts)
+        account = runtime.verifier.verify_refresh(
+            token, runtime.issuer.refresh_audience, runtime.policy.accounts
+        )
     except InvalidToken as e:
         if form == "basic":
-            raise TokenError(401, Code.UNAUTHORIZED, "invalid_grant", f"refresh token refused: {e}",
-                             _basic_challenge(runtime)) from None
-        raise TokenError(400, Code.UNAUTHORIZED, "invalid_grant",
-                         f"refresh token refused: {e}") from None
+            raise TokenError(
+                401,
+                Code.UNAUTHORIZED,
+                "invalid_grant",
+                f"refresh token refused: {e}",
+                _basic_challenge(runtime),
+            ) from None
+        raise TokenError(
+            400, Code.UNAUTHORIZED, "invalid_grant", f"refresh token refused: {e}"
+        ) from None
     return account
 
 
-def _login(runtime: Runtime, authenticator: Authenticator, username: str, password: str,
-           client_ip: str, trace: TokenTrace, login: _Login) -> Account:
+def _login(
+    runtime: Runtime,
+    authenticator: Authenticator,
+    username: str,
+    password: str,
+    client_ip: str,
+    trace: TokenTrace,
+    login: _Login,
+) -> Account:
     trace.username = username[:128]
     trace.credential = "password"
     trace.failed_login_counted = False
     try:
         if login.refuse is not None:
             raise login.refuse
-        return authenticator.authenticate(runtime.policy.accounts, username, password, client_ip,
-                                          login.renew_within)
+        return authenticator.authenticate(
+            runtime.policy.accounts, username, password, client_ip, login.renew_within
+        )
     except RateLimited as e:
         trace.rate_limited = e.limit
-        raise TokenError(429, Code.TOOMANYREQUESTS, "slow_down", str(e),
-                         {"Retry-After": str(e.retry_after)}) from None
+        raise TokenError(
+            429, Code.TOOMANYREQUESTS, "slow_down", str(e), {"Retry-After": str(e.retry_after)}
+        ) from None
     except AuthenticationFailed as e:
         trace.failed_login_counted = e.counted
-        raise TokenError(401, Code.UNAUTHORIZED, "invalid_grant", "invalid username or password",
-                         _basic_challenge(runtime)) from None
+        raise TokenError(
+            401,
+            Code.UNAUTHORIZED,
+            "invalid_grant",
+            "invalid username or password",
+            _basic_challenge(runtime),
+        ) from None

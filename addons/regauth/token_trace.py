@@ -49,24 +49,34 @@ class TokenTrace:
         """The whole trace as JSON-ready values, in a stable key order; unset keys omitted."""
         record: dict[str, object] = {"method": self.method}
         optional: list[tuple[str, object]] = [
-            ("grant_type", self.grant_type), ("client_id", self.client_id)]
+            ("grant_type", self.grant_type),
+            ("client_id", self.client_id),
+        ]
         for key, value in optional:
             if value is not None:
                 record[key] = value
         if self.service_given:
             record["service"] = self.service
-        for key, value in (("requested", self.requested), ("username", self.username),
-                           ("credential", self.credential),
-                           ("failed_login_counted", self.failed_login_counted),
-                           ("rate_limited", self.rate_limited), ("account", self.account)):
+        for key, value in (
+            ("requested", self.requested),
+            ("username", self.username),
+            ("credential", self.credential),
+            ("failed_login_counted", self.failed_login_counted),
+            ("rate_limited", self.rate_limited),
+            ("account", self.account),
+        ):
             if value is not None:
                 record[key] = value
         if self.decided:
             record["decisions"] = [d.as_record() for d in self.decisions]
-        for key, value in (("granted", self.granted),
-                           ("refresh_token_issued", self.refresh_token_issued),
-                           ("expires_in", self.expires_in), ("issued_at", self.issued_at),
-                           ("jti", self.jti), ("refused", self.refused)):
+        for key, value in (
+            ("granted", self.granted),
+            ("refresh_token_issued", self.refresh_token_issued),
+            ("expires_in", self.expires_in),
+            ("issued_at", self.issued_at),
+            ("jti", self.jti),
+            ("refused", self.refused),
+        ):
             if value is not None:
                 record[key] = value
         return record

@@ -67,14 +67,19 @@ def check_realm(realm: str, upstream: Origin, allowed_hosts: tuple[str, ...]) ->
     except ValueError as e:
         raise UpstreamAuthError(f"upstream realm {realm!r} is not a usable URL: {e}") from None
     if upstream.scheme == "https" and origin.scheme != "https":
-        raise UpstreamAuthError(f"upstream realm {origin.url} is plain http for an https "
-                                "upstream; credentials are never sent in clear text")
+        raise UpstreamAuthError(
+            f"upstream realm {origin.url} is plain http for an https "
+            "upstream; credentials are never sent in clear text"
+        )
     listed = f"{origin.host}:{origin.port}" in allowed_hosts or (
-        origin.host in allowed_hosts and origin.port == DEFAULT_PORTS[origin.scheme])
+        origin.host in allowed_hosts and origin.port == DEFAULT_PORTS[origin.scheme]
+    )
     if (origin.host, origin.port) == (upstream.host, upstream.port) or listed:
         return origin
-    raise UpstreamAuthError(f"upstream realm {origin.url} is not on the upstream's own host and "
-                            "port; list it in realm_hosts (host:port) to send credentials there")
+    raise UpstreamAuthError(
+        f"upstream realm {origin.url} is not on the upstream's own host and "
+        "port; list it in realm_hosts (host:port) to send credentials there"
+    )
 
 
 @dataclass
@@ -136,8 +141,10 @@ class UpstreamAuth:
                 if c.is_bearer and "realm" in c.params:
                     self._challenge = c
                     return c
-        raise UpstreamAuthError(f"upstream {self.upstream.url} sent no Bearer challenge on /v2/ "
-                                f"(status {result.status}); use credentials type basic")
+        raise UpstreamAuthError(
+            f"upstream {self.upstream.url} sent no Bearer challenge on /v2/ "
+            f"(status {result.status}); use credentials type basic"
+        )
 
     def _fetch_token(self, scopes: tuple[ResourceScope, ...]) -> tuple[str, float]:
         c = self._discover()
@@ -147,8 +154,7 @@ class UpstreamAuth:
         query += [("scope", str(s)) for s in scopes]
         separator = "&" if "?" in realm else "?"
         started = self.clock()
-        result = self.fetch(realm + separator + urlencode(query),
-                            {"Authorization": self._basic})
+        result = self.fetch(realm + separator + urlencode(query), {"Authorization": self._basic})
         if result.status != 200:
             raise UpstreamAuthError(f"upstream token service answered {result.status}")
         token, expires_in = parse_token_response(result.body)
@@ -182,6 +188,7 @@ def _expires_in(value: object) -> int:
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12:
         value = int(value)  # some token services send a string
     if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
-        raise UpstreamAuthError("upstream token service sent malformed JSON (expires_in is "
-                                "not a number)")
+        raise UpstreamAuthError(
+            "upstream token service sent malformed JSON (expires_in is not a number)"
+        )
     return int(min(max(value, MIN_EXPIRES_IN), MAX_EXPIRES_IN))

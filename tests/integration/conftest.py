@@ -44,25 +44,40 @@ def registry_watches() -> dict[str, RegistryWatch]:
 
 
 @pytest.fixture
-def make_registry(tmp_path: Path, certs_dir: Path, registry_watches: dict[str, RegistryWatch],
-                  request: pytest.FixtureRequest) -> Iterator[Callable[..., RegistryProcess]]:
+def make_registry(
+    tmp_path: Path,
+    certs_dir: Path,
+    registry_watches: dict[str, RegistryWatch],
+    request: pytest.FixtureRequest,
+) -> Iterator[Callable[..., RegistryProcess]]:
     """Start real registries; at the end of the test, every registry with a regauth in front of
     it must have seen only requests regauth decided (issue 14's invariant). Tests that talk to
     a registry directly on purpose use `registry_watches[url].direct(...)`, or are marked
     `no_invariant` with the reason."""
     started: list[RegistryProcess] = []
 
-    def make(auth: str = "none", name: str = "registry", realm: str | None = None,
-             signing_certs: Path | None = None, htpasswd: Path | None = None,
-             tls: tuple[Path, Path] | None = None, port: int | None = None) -> RegistryProcess:
+    def make(
+        auth: str = "none",
+        name: str = "registry",
+        realm: str | None = None,
+        signing_certs: Path | None = None,
+        htpasswd: Path | None = None,
+        tls: tuple[Path, Path] | None = None,
+        port: int | None = None,
+    ) -> RegistryProcess:
         token = None
         if auth == "token":
             bundle = tmp_path / f"{name}-bundle.pem"
             bundle.write_text(pki.bundle_pem(pki.load_signing_keys(signing_certs or certs_dir)))
             assert realm is not None, "token mode needs the realm (the proxy's token URL)"
             token = TokenAuth(realm, SERVICE, ISSUER, bundle)
-        registry = RegistryProcess(tmp_path / name, port=port, token=token,
-                                   htpasswd=htpasswd if auth == "htpasswd" else None, tls=tls)
+        registry = RegistryProcess(
+            tmp_path / name,
+            port=port,
+            token=token,
+            htpasswd=htpasswd if auth == "htpasswd" else None,
+            tls=tls,
+        )
         registry.start()
         started.append(registry)
         # Regauth's own upstream discovery (inject with Bearer credentials) is allowed: it
@@ -83,15 +98,16 @@ def make_registry(tmp_path: Path, certs_dir: Path, registry_watches: dict[str, R
 
 
 @pytest.fixture
-def make_proxy(tmp_path: Path, certs_dir: Path, registry_watches: dict[str, RegistryWatch]
-               ) -> Iterator[Callable[..., ProxyProcess]]:
+def make_proxy(
+    tmp_path: Path, certs_dir: Path, registry_watches: dict[str, RegistryWatch]
+) -> Iterator[Callable[..., ProxyProcess]]:
     started: list[ProxyProcess] = []
 
-    def make(policy: Path, upstream: str | None, name: str = "proxy", **kwargs: object
-             ) -> ProxyProcess:
+    def make(
+        policy: Path, upstream: str | None, name: str = "proxy", **kwargs: object
+    ) -> ProxyProcess:
         kwargs.setdefault("certs_dir", certs_dir)
-        proxy = start_proxy(tmp_path / name, policy=policy, upstream=upstream,
-                            **kwargs)  # type: ignore[arg-type]
+        proxy = start_proxy(tmp_path / name, policy=policy, upstream=upstream, **kwargs)  # type: ignore[arg-type]
         started.append(proxy)
         watch = registry_watches.get(upstream or "")
         if watch is not None:
@@ -121,10 +137,11 @@ def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]
 
 
 @pytest.fixture
-def token_registry_proxy(write_policy: Callable[..., Path],
-                         make_registry: Callable[..., RegistryProcess],
-                         make_proxy: Callable[..., ProxyProcess]
-                         ) -> tuple[RegistryProcess, ProxyProcess]:
+def token_registry_proxy(
+    write_policy: Callable[..., Path],
+    make_registry: Callable[..., RegistryProcess],
+    make_proxy: Callable[..., ProxyProcess],
+) -> tuple[RegistryProcess, ProxyProcess]:
     """A real registry in token mode trusting regauth's key, behind regauth in delegate mode:
     the registry alone decides whether regauth's tokens are good."""
     port = free_port()
@@ -146,8 +163,11 @@ class Guarded:
 
 
 @pytest.fixture
-def guarded(write_policy: Callable[..., Path], make_registry: Callable[..., RegistryProcess],
-            make_proxy: Callable[..., ProxyProcess]) -> Callable[..., Guarded]:
+def guarded(
+    write_policy: Callable[..., Path],
+    make_registry: Callable[..., RegistryProcess],
+    make_proxy: Callable[..., ProxyProcess],
+) -> Callable[..., Guarded]:
     def start(mode: str = "enforce", host: str = "localhost") -> Guarded:
         """`host`: the name clients use (`loopback_name` for clients that speak plain HTTP to
         `localhost`)."""
@@ -155,12 +175,18 @@ def guarded(write_policy: Callable[..., Path], make_registry: Callable[..., Regi
         port = free_port()  # the registry's realm names the proxy: reserve its port first
         public_url = f"https://{host}:{port}"
         if mode == "delegate":
-            registry = make_registry("token", name=f"registry-{mode}",
-                                     realm=f"{public_url}/v2/token")
+            registry = make_registry(
+                "token", name=f"registry-{mode}", realm=f"{public_url}/v2/token"
+            )
         else:
             registry = make_registry(name=f"registry-{mode}")
-        proxy = make_proxy(policy, registry.url, name=f"proxy-{mode}", port=port,
-                           public_url=public_url if host != "localhost" else None)
+        proxy = make_proxy(
+            policy,
+            registry.url,
+            name=f"proxy-{mode}",
+            port=port,
+            public_url=public_url if host != "localhost" else None,
+        )
         return Guarded(mode, registry, proxy)
 
     return start
@@ -184,8 +210,9 @@ def dockerd(registry_name: str, certs_dir: Path) -> Iterator[Dockerd]:
 
 
 @pytest.fixture
-def docker_for(dockerd: Dockerd, tmp_path: Path) -> Iterator[Callable[[ProxyProcess, str],
-                                                                       DockerClient]]:
+def docker_for(
+    dockerd: Dockerd, tmp_path: Path
+) -> Iterator[Callable[[ProxyProcess, str], DockerClient]]:
     """`docker_for(proxy, name)`: a docker CLI with its own config directory, the daemon
     trusting the proxy's CA for as long as the test runs."""
     with ExitStack() as stack:
@@ -206,9 +233,11 @@ def podman_storage(tmp_path_factory: pytest.TempPathFactory) -> PodmanStorage:
 
 
 @pytest.fixture
-def podman_for(podman_storage: PodmanStorage, tmp_path: Path
-               ) -> Callable[[ProxyProcess, str], PodmanClient]:
+def podman_for(
+    podman_storage: PodmanStorage, tmp_path: Path
+) -> Callable[[ProxyProcess, str], PodmanClient]:
     """`podman_for(proxy, name)`: podman with its own auth file, trusting the proxy's CA."""
+
     def make(proxy: ProxyProcess, name: str = "podman") -> PodmanClient:
         return PodmanClient(podman_storage, tmp_path / f"{name}-auth.json", proxy.certs_dir)
 

@@ -38,13 +38,16 @@ class Stub:
             def do_GET(self) -> None:
                 stub.seen.append((self.path, self.headers.get("Authorization")))
                 if self.path.startswith("/token"):
-                    self._send(200, json.dumps({"token": "upstream-token",
-                                                "expires_in": 300}).encode())
+                    self._send(
+                        200, json.dumps({"token": "upstream-token", "expires_in": 300}).encode()
+                    )
                 elif self.headers.get("Authorization") == "Bearer upstream-token":
                     self._send(200, b"{}")
                 else:
-                    lines = [line.replace("REALM", f"http://127.0.0.1:{stub.port}/token")
-                             for line in stub.lines]
+                    lines = [
+                        line.replace("REALM", f"http://127.0.0.1:{stub.port}/token")
+                        for line in stub.lines
+                    ]
                     self._send(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}', lines)
 
             def _send(self, status: int, body: bytes, challenges: list[str] = ()) -> None:
@@ -90,12 +93,16 @@ CASES = {
     "basic line then bearer line": ['Basic realm="r"', BEARER],
     "bearer line then basic line": [BEARER, 'Basic realm="r"'],
     "both in one line": [f'Basic realm="r", {BEARER}'],
-    "unknown schemes around it": ['Negotiate', f'Foo abc==, {BEARER}', 'Digest realm="d", '
-                                  'nonce="n"'],
-    "odd quoting and case": ['basic REALM=r', f'BEARER Realm="REALM", SERVICE=upstream, '
-                                              f'Scope="{SCOPE}", error=insufficient_scope'],
-    "quoted-pair in a parameter": ['Bearer realm="REAL\\M",service="up\\"stream",'
-                                   f'scope="{SCOPE}"'],
+    "unknown schemes around it": [
+        "Negotiate",
+        f"Foo abc==, {BEARER}",
+        'Digest realm="d", nonce="n"',
+    ],
+    "odd quoting and case": [
+        "basic REALM=r",
+        f'BEARER Realm="REALM", SERVICE=upstream, Scope="{SCOPE}", error=insufficient_scope',
+    ],
+    "quoted-pair in a parameter": [f'Bearer realm="REAL\\M",service="up\\"stream",scope="{SCOPE}"'],
 }
 
 
@@ -110,8 +117,9 @@ def _one_bearer(reply, proxy) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_delegate_mode_sends_one_bearer_challenge_with_the_scope(case, stub, write_policy,
-                                                                 make_proxy):
+def test_delegate_mode_sends_one_bearer_challenge_with_the_scope(
+    case, stub, write_policy, make_proxy
+):
     upstream = stub(CASES[case])
     proxy = make_proxy(write_policy(mode="delegate"), upstream.url)
     reply = httpclient.request(proxy.port, proxy.ca, "GET", "/v2/ci/app/manifests/1")
@@ -127,13 +135,15 @@ def test_delegate_mode_sends_one_bearer_challenge_with_the_scope(case, stub, wri
     assert {c.get("scheme", "").lower() for c in record["upstream_challenge"]} >= {"bearer"}
 
 
-def test_delegate_mode_without_a_bearer_challenge_sends_a_plain_one(stub, write_policy,
-                                                                    make_proxy):
+def test_delegate_mode_without_a_bearer_challenge_sends_a_plain_one(stub, write_policy, make_proxy):
     upstream = stub(['Basic realm="r"', "Negotiate"])
     # Such a registry does not check regauth's tokens: only the delegate check's opt-out
     # (test setups) lets regauth forward to it at all.
-    proxy = make_proxy(write_policy(mode="delegate"), upstream.url,
-                       extra=["--set", "regauth_delegate_unchecked=true"])
+    proxy = make_proxy(
+        write_policy(mode="delegate"),
+        upstream.url,
+        extra=["--set", "regauth_delegate_unchecked=true"],
+    )
     reply = httpclient.request(proxy.port, proxy.ca, "GET", "/v2/ci/app/manifests/1")
     assert reply.status == 401
     assert "scope" not in _one_bearer(reply, proxy)
@@ -146,22 +156,37 @@ def test_control_distribution_single_challenge(token_registry_proxy):
     assert _one_bearer(reply, proxy)["scope"] == SCOPE
 
 
-@pytest.mark.parametrize("case", ["basic line then bearer line", "bearer line then basic line",
-                                  "both in one line", "unknown schemes around it"])
-def test_inject_mode_finds_the_bearer_challenge_wherever_it_stands(case, stub, write_policy,
-                                                                   make_proxy,
-                                                                   password_hashes):
+@pytest.mark.parametrize(
+    "case",
+    [
+        "basic line then bearer line",
+        "bearer line then basic line",
+        "both in one line",
+        "unknown schemes around it",
+    ],
+)
+def test_inject_mode_finds_the_bearer_challenge_wherever_it_stands(
+    case, stub, write_policy, make_proxy, password_hashes
+):
     upstream = stub(CASES[case])
-    policy = write_policy(upstream_extra="""    credentials:
+    policy = write_policy(
+        upstream_extra="""    credentials:
       type: bearer
       username: robot
       password: robot-secret
-""")
+"""
+    )
     proxy = make_proxy(policy, upstream.url)
-    token = httpclient.get_token(proxy.port, proxy.ca, ["repository:public/app:pull"],
-                                 SERVICE).json()["token"]
-    reply = httpclient.request(proxy.port, proxy.ca, "GET", "/v2/public/app/manifests/1",
-                               {"Authorization": f"Bearer {token}"})
+    token = httpclient.get_token(
+        proxy.port, proxy.ca, ["repository:public/app:pull"], SERVICE
+    ).json()["token"]
+    reply = httpclient.request(
+        proxy.port,
+        proxy.ca,
+        "GET",
+        "/v2/public/app/manifests/1",
+        {"Authorization": f"Bearer {token}"},
+    )
     assert reply.status == 200, (reply.status, reply.body, proxy.output()[-2000:])
     assert any(path.startswith("/token") for path, _ in upstream.seen)
     assert ("/v2/public/app/manifests/1", "Bearer upstream-token") in upstream.seen

@@ -26,8 +26,9 @@ from tests.support.scenarios import client_scenario
 BUILDS = 10
 
 MODES = [
-    pytest.param("enforce", marks=client_scenario("BuildKit", "pull", "build-private",
-                                                  "identity-token")),
+    pytest.param(
+        "enforce", marks=client_scenario("BuildKit", "pull", "build-private", "identity-token")
+    ),
     pytest.param("delegate", marks=client_scenario("BuildKit", "delegate")),
 ]
 
@@ -54,9 +55,9 @@ def _timestamp(record):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_buildkit_builds_from_private_repositories_after_docker_login(guarded, docker_for,
-                                                                      registry_name,
-                                                                      tmp_path, mode):
+def test_buildkit_builds_from_private_repositories_after_docker_login(
+    guarded, docker_for, registry_name, tmp_path, mode
+):
     proxy = guarded(mode, host=registry_name).proxy
     docker = docker_for(proxy)
     assert docker.login(proxy.netloc, "ci", PASSWORDS["ci"]).ok
@@ -65,8 +66,9 @@ def test_buildkit_builds_from_private_repositories_after_docker_login(guarded, d
 
     before = len(proxy.records())
     started = time.time()
-    results = [docker.build(context, f"regauth-test/out-{mode}-{i}")
-               for i, context in enumerate(contexts)]
+    results = [
+        docker.build(context, f"regauth-test/out-{mode}-{i}") for i, context in enumerate(contexts)
+    ]
     elapsed = time.time() - started
     failures = [r.output[-2000:] for r in results if not r.ok]
     assert not failures, failures[0]
@@ -75,9 +77,11 @@ def test_buildkit_builds_from_private_repositories_after_docker_login(guarded, d
     tokens = [r for r in proxy.records()[before:] if r["kind"] == "token"]
     statuses = sorted(r["status"] for r in tokens)
     counted = sum(1 for r in tokens if r["token_response"].get("failed_login_counted"))
-    summary = (f"BuildKit {mode}: {BUILDS} builds in {elapsed:.1f} s, {len(tokens)} token "
-               f"requests (statuses {statuses}), {counted} counted as failed logins, "
-               f"credentials {sorted({r['token_response'].get('credential') for r in tokens})}")
+    summary = (
+        f"BuildKit {mode}: {BUILDS} builds in {elapsed:.1f} s, {len(tokens)} token "
+        f"requests (statuses {statuses}), {counted} counted as failed logins, "
+        f"credentials {sorted({r['token_response'].get('credential') for r in tokens})}"
+    )
     print(summary)
     assert 429 not in statuses and counted == 0, summary
     assert all(r["status"] == 200 for r in tokens), summary
@@ -86,14 +90,18 @@ def test_buildkit_builds_from_private_repositories_after_docker_login(guarded, d
     requested = {s for r in tokens for s in r["token_request"]["requested"]}
     assert {f"repository:apps/base-{i}:pull" for i in range(BUILDS)} <= requested
     # Every base image was really read through regauth with those tokens.
-    manifests = {r["repository"] for r in proxy.records()[before:]
-                 if r.get("route") == "manifest" and r["status"] == 200}
+    manifests = {
+        r["repository"]
+        for r in proxy.records()[before:]
+        if r.get("route") == "manifest" and r["status"] == 200
+    }
     assert manifests == {f"apps/base-{i}" for i in range(BUILDS)}
 
 
 @client_scenario("BuildKit", "anon-pull-public", "anon-pull-refused")
-def test_buildkit_anonymous_build_from_a_public_repository(guarded, docker_for, tmp_path,
-                                                           registry_name):
+def test_buildkit_anonymous_build_from_a_public_repository(
+    guarded, docker_for, tmp_path, registry_name
+):
     proxy = guarded("enforce", host=registry_name).proxy
     ci = docker_for(proxy, "ci")
     assert ci.login(proxy.netloc, "ci", PASSWORDS["ci"]).ok
@@ -102,8 +110,12 @@ def test_buildkit_anonymous_build_from_a_public_repository(guarded, docker_for, 
     anonymous = docker_for(proxy, "anonymous")
     built = anonymous.build(dockerfile(tmp_path, "public", public), "regauth-test/public")
     assert built.ok, built.output[-2000:]
-    tokens = [r for r in proxy.records() if r["kind"] == "token"
-              and "repository:public/base:pull" in r["token_request"].get("requested", [])]
+    tokens = [
+        r
+        for r in proxy.records()
+        if r["kind"] == "token"
+        and "repository:public/base:pull" in r["token_request"].get("requested", [])
+    ]
     assert tokens and {r["token_response"]["account"] for r in tokens} == {"anonymous"}
 
     denied = anonymous.build(dockerfile(tmp_path, "private", private), "regauth-test/private")
@@ -112,8 +124,9 @@ def test_buildkit_anonymous_build_from_a_public_repository(guarded, docker_for, 
     assert "denied" in text or "unauthorized" in text or "authorization" in text, text[-2000:]
 
 
-def test_buildkit_token_requests_come_from_the_client_process(guarded, docker_for, tmp_path,
-                                                             registry_name):
+def test_buildkit_token_requests_come_from_the_client_process(
+    guarded, docker_for, tmp_path, registry_name
+):
     # The README's trust instructions for the BuildKit client host: dockerd trusting regauth
     # (certs.d) is not enough; the docker CLI process fetches the tokens and must trust it too.
     proxy = guarded("enforce", host=registry_name).proxy
@@ -130,8 +143,7 @@ def test_buildkit_token_requests_come_from_the_client_process(guarded, docker_fo
     assert not [r for r in proxy.records()[before:] if r["kind"] == "token"]
     # The documented fix: SSL_CERT_FILE with the system CAs plus regauth's CA.
     bundle = tmp_path / "bundle.pem"
-    bundle.write_text(Path("/etc/ssl/certs/ca-certificates.crt").read_text()
-                      + proxy.ca.read_text())
+    bundle.write_text(Path("/etc/ssl/certs/ca-certificates.crt").read_text() + proxy.ca.read_text())
     docker.ca = bundle
     trusted = docker.build(context, "regauth-test/trusted")
     assert trusted.ok, trusted.output[-2000:]

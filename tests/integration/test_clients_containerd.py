@@ -26,8 +26,13 @@ MODES = [
 
 def refused(result):
     text = result.output.lower()
-    return not result.ok and ("denied" in text or "unauthorized" in text
-                              or "authorization" in text or "401" in text or "403" in text)
+    return not result.ok and (
+        "denied" in text
+        or "unauthorized" in text
+        or "authorization" in text
+        or "401" in text
+        or "403" in text
+    )
 
 
 def imported(containerd, proxy, tmp_path, ref):
@@ -66,16 +71,22 @@ def test_ctr_push_and_pull_with_credentials(guarded, containerd, tmp_path, mode)
 def test_ctr_wrong_password_is_refused(guarded, containerd, tmp_path):
     proxy = guarded("enforce").proxy
     image = imported(containerd, proxy, tmp_path, "apps/ctr-wrong:1")
-    pushed = containerd.ctr("images", "push", *tls(containerd, proxy), "--user",
-                            "ci:not-the-password", image)
+    pushed = containerd.ctr(
+        "images", "push", *tls(containerd, proxy), "--user", "ci:not-the-password", image
+    )
     assert refused(pushed), pushed.output
     failures = [r for r in proxy.records() if r["kind"] == "token" and r["status"] == 401]
     # containerd retries the refused POST grant as GET + Basic: one guess, counted once.
     assert [r["token_response"]["failed_login_counted"] for r in failures].count(True) == 1
 
 
-@client_scenario("containerd", "anon-pull-public", "anon-pull-refused", "anon-push-build",
-                 "anon-push-cache-refused")
+@client_scenario(
+    "containerd",
+    "anon-pull-public",
+    "anon-pull-refused",
+    "anon-push-build",
+    "anon-push-cache-refused",
+)
 def test_ctr_anonymous(guarded, containerd, tmp_path):
     registry, proxy = (g := guarded("enforce")).registry, g.proxy
     public = imported(containerd, proxy, tmp_path, "public/ctr:1")
@@ -94,8 +105,10 @@ def test_ctr_anonymous(guarded, containerd, tmp_path):
     poison = f"{proxy.netloc}/cache/poison:1"
     assert containerd.ctr("images", "tag", build, poison).ok
     assert refused(containerd.ctr("images", "push", *tls(containerd, proxy), poison))
-    assert not any(line.startswith(("PUT /v2/cache/", "POST /v2/cache/", "PATCH /v2/cache/"))
-                   for line in registry.requests_seen())
+    assert not any(
+        line.startswith(("PUT /v2/cache/", "POST /v2/cache/", "PATCH /v2/cache/"))
+        for line in registry.requests_seen()
+    )
 
 
 @client_scenario("containerd", "identity-token")
@@ -106,8 +119,15 @@ def test_ctr_pull_with_a_refresh_token(guarded, containerd, tmp_path):
     image = imported(containerd, proxy, tmp_path, "apps/ctr-refresh:1")
     assert containerd.ctr("images", "push", *tls(containerd, proxy), "--user", CI, image).ok
     assert containerd.ctr("images", "rm", image).ok
-    login = httpclient.get_token(proxy.port, proxy.ca, [], SERVICE, ("ci", PASSWORDS["ci"]),
-                                 offline_token="true", client_id="tests")
+    login = httpclient.get_token(
+        proxy.port,
+        proxy.ca,
+        [],
+        SERVICE,
+        ("ci", PASSWORDS["ci"]),
+        offline_token="true",
+        client_id="tests",
+    )
     refresh = login.json()["refresh_token"]
     before = len(proxy.records())
     pulled = containerd.ctr("images", "pull", *tls(containerd, proxy), "--refresh", refresh, image)

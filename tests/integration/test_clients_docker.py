@@ -15,8 +15,10 @@ from tests.support.policies import build_id
 from tests.support.scenarios import client_scenario
 
 MODES = [
-    pytest.param("enforce", marks=client_scenario("docker", "login", "push", "pull", "logout",
-                                                  "identity-token")),
+    pytest.param(
+        "enforce",
+        marks=client_scenario("docker", "login", "push", "pull", "logout", "identity-token"),
+    ),
     pytest.param("delegate", marks=client_scenario("docker", "delegate")),
 ]
 
@@ -27,8 +29,9 @@ def token_records(proxy, since=0):
 
 def refused(result):
     text = result.output.lower()
-    return not result.ok and ("denied" in text or "unauthorized" in text
-                              or "authentication required" in text)
+    return not result.ok and (
+        "denied" in text or "unauthorized" in text or "authentication required" in text
+    )
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -75,8 +78,9 @@ def test_docker_wrong_password_is_refused(guarded, docker_for):
     assert record["token_response"]["failed_login_counted"] is True
 
 
-@client_scenario("docker", "anon-pull-public", "anon-pull-refused", "anon-push-build",
-                 "anon-push-cache-refused")
+@client_scenario(
+    "docker", "anon-pull-public", "anon-pull-refused", "anon-push-build", "anon-push-cache-refused"
+)
 def test_docker_anonymous(guarded, docker_for):
     registry, proxy = (g := guarded("enforce")).registry, g.proxy
     ci = docker_for(proxy, "ci")
@@ -101,10 +105,15 @@ def test_docker_anonymous(guarded, docker_for):
     assert anonymous.run("tag", build, poison).ok
     result = anonymous.run("push", poison)
     assert refused(result), result.output
-    assert not any(line.startswith(("PUT /v2/cache/", "POST /v2/cache/", "PATCH /v2/cache/"))
-                   for line in registry.requests_seen())
-    anonymous_tokens = [r for r in token_records(proxy)
-                        if r["token_response"].get("account") == "anonymous"]
-    assert any("repository:cache/poison:pull,push" in r["token_request"].get("requested", [])
-               and "push" not in " ".join(r["token_response"]["granted"])
-               for r in anonymous_tokens)
+    assert not any(
+        line.startswith(("PUT /v2/cache/", "POST /v2/cache/", "PATCH /v2/cache/"))
+        for line in registry.requests_seen()
+    )
+    anonymous_tokens = [
+        r for r in token_records(proxy) if r["token_response"].get("account") == "anonymous"
+    ]
+    assert any(
+        "repository:cache/poison:pull,push" in r["token_request"].get("requested", [])
+        and "push" not in " ".join(r["token_response"]["granted"])
+        for r in anonymous_tokens
+    )

@@ -46,8 +46,13 @@ def readme_matrix(text: str) -> dict[tuple[str, str], str]:
 
 def test_readme_matrix_parser_reads_what_it_is_given():
     rows = "\n".join(f"| `{s}` | {d} | ✅ | n/a | — | ✅ | ✅ |" for s, d in SCENARIOS.items())
-    text = ("\n## Client compatibility\n\n| id | scenario | " + " | ".join(CLIENTS)
-            + " |\n|---|---|---|---|---|---|---|\n" + rows + "\n\n## Next\n")
+    text = (
+        "\n## Client compatibility\n\n| id | scenario | "
+        + " | ".join(CLIENTS)
+        + " |\n|---|---|---|---|---|---|---|\n"
+        + rows
+        + "\n\n## Next\n"
+    )
     matrix = readme_matrix(text)
     assert matrix[("docker", "login")] == "✅" and matrix[("BuildKit", "login")] == "n/a"
     with pytest.raises(AssertionError):
@@ -67,8 +72,12 @@ def test_readme_matrix_matches_the_client_tests(request):
         else:
             assert value != "✅", f"README claims {pair} but no test declares it"
     # Cells demonstrated by tests of this session must have passed.
-    ran = {pair for item in request.session.items
-           for mark in item.iter_markers("client_scenario") for pair in pairs(mark)}
+    ran = {
+        pair
+        for item in request.session.items
+        for mark in item.iter_markers("client_scenario")
+        for pair in pairs(mark)
+    }
     missing = sorted(pair for pair in ran if pair not in RESULTS)
     failed = sorted(pair for pair in ran if RESULTS.get(pair) is False)
     assert not missing and not failed, f"not run: {missing}; failed: {failed}"

@@ -24,8 +24,9 @@ MODES = [
 
 def refused(result):
     text = result.output.lower()
-    return not result.ok and ("denied" in text or "unauthorized" in text
-                              or "authentication required" in text)
+    return not result.ok and (
+        "denied" in text or "unauthorized" in text or "authentication required" in text
+    )
 
 
 def local_image(podman, tmp_path, ref):
@@ -57,9 +58,11 @@ def test_podman_login_push_pull_logout(guarded, podman_for, tmp_path, mode):
     assert podman.run("image", "exists", image).ok
     tokens = [r for r in proxy.records() if r["kind"] == "token"]
     assert all(r["status"] == 200 for r in tokens), tokens
-    assert any("repository:apps/podman:pull,push" in r["token_request"]["requested"]
-               and r["token_response"]["granted"] == ["repository:apps/podman:pull,push"]
-               for r in tokens)
+    assert any(
+        "repository:apps/podman:pull,push" in r["token_request"]["requested"]
+        and r["token_response"]["granted"] == ["repository:apps/podman:pull,push"]
+        for r in tokens
+    )
 
     assert podman.run("logout", proxy.netloc).ok
     assert podman.run("rmi", image).ok
@@ -77,8 +80,9 @@ def test_podman_wrong_password_is_refused(guarded, podman_for):
     assert record["token_response"]["failed_login_counted"] is True
 
 
-@client_scenario("podman", "anon-pull-public", "anon-pull-refused", "anon-push-build",
-                 "anon-push-cache-refused")
+@client_scenario(
+    "podman", "anon-pull-public", "anon-pull-refused", "anon-push-build", "anon-push-cache-refused"
+)
 def test_podman_anonymous(guarded, podman_for, tmp_path):
     registry, proxy = (g := guarded("enforce")).registry, g.proxy
     ci = podman_for(proxy, "ci")
@@ -102,5 +106,7 @@ def test_podman_anonymous(guarded, podman_for, tmp_path):
     assert anonymous.run("tag", build, poison).ok
     result = anonymous.remote("push", poison)
     assert refused(result), result.output
-    assert not any(line.startswith(("PUT /v2/cache/", "POST /v2/cache/", "PATCH /v2/cache/"))
-                   for line in registry.requests_seen())
+    assert not any(
+        line.startswith(("PUT /v2/cache/", "POST /v2/cache/", "PATCH /v2/cache/"))
+        for line in registry.requests_seen()
+    )

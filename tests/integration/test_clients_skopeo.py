@@ -29,30 +29,58 @@ class Skopeo:
         auth_file.write_text("{}")
 
     def run(self, *args, input=None) -> Result:
-        done = subprocess.run(["skopeo", *args], input=input, text=True, timeout=300,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        done = subprocess.run(
+            ["skopeo", *args],
+            input=input,
+            text=True,
+            timeout=300,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         return Result(done.returncode, done.stdout)
 
     def login(self, user, password):
-        return self.run("login", "--authfile", str(self.auth_file), "--cert-dir",
-                        str(self.proxy.certs_dir), "-u", user, "--password-stdin",
-                        self.proxy.netloc, input=password)
+        return self.run(
+            "login",
+            "--authfile",
+            str(self.auth_file),
+            "--cert-dir",
+            str(self.proxy.certs_dir),
+            "-u",
+            user,
+            "--password-stdin",
+            self.proxy.netloc,
+            input=password,
+        )
 
     def push(self, layout, ref):
-        return self.run("copy", "--authfile", str(self.auth_file), "--dest-cert-dir",
-                        str(self.proxy.certs_dir), f"oci:{layout}:latest",
-                        f"docker://{self.proxy.netloc}/{ref}")
+        return self.run(
+            "copy",
+            "--authfile",
+            str(self.auth_file),
+            "--dest-cert-dir",
+            str(self.proxy.certs_dir),
+            f"oci:{layout}:latest",
+            f"docker://{self.proxy.netloc}/{ref}",
+        )
 
     def pull(self, ref, layout):
-        return self.run("copy", "--authfile", str(self.auth_file), "--src-cert-dir",
-                        str(self.proxy.certs_dir), f"docker://{self.proxy.netloc}/{ref}",
-                        f"oci:{layout}:latest")
+        return self.run(
+            "copy",
+            "--authfile",
+            str(self.auth_file),
+            "--src-cert-dir",
+            str(self.proxy.certs_dir),
+            f"docker://{self.proxy.netloc}/{ref}",
+            f"oci:{layout}:latest",
+        )
 
 
 def refused(result):
     text = result.output.lower()
-    return not result.ok and ("denied" in text or "unauthorized" in text
-                              or "authentication required" in text)
+    return not result.ok and (
+        "denied" in text or "unauthorized" in text or "authentication required" in text
+    )
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -82,8 +110,9 @@ def test_skopeo_wrong_password_is_refused(guarded, tmp_path):
     assert record["token_response"]["failed_login_counted"] is True
 
 
-@client_scenario("skopeo", "anon-pull-public", "anon-pull-refused", "anon-push-build",
-                 "anon-push-cache-refused")
+@client_scenario(
+    "skopeo", "anon-pull-public", "anon-pull-refused", "anon-push-build", "anon-push-cache-refused"
+)
 def test_skopeo_anonymous(guarded, layout, tmp_path):
     registry, proxy = (g := guarded("enforce")).registry, g.proxy
     path, digest = layout
@@ -101,5 +130,7 @@ def test_skopeo_anonymous(guarded, layout, tmp_path):
     pushed = anonymous.push(other, f"builds/{build_id()}:1")
     assert pushed.ok, pushed.output
     assert refused(anonymous.push(other, "cache/poison:1"))
-    assert not any(line.startswith(("PUT /v2/cache/", "POST /v2/cache/", "PATCH /v2/cache/"))
-                   for line in registry.requests_seen())
+    assert not any(
+        line.startswith(("PUT /v2/cache/", "POST /v2/cache/", "PATCH /v2/cache/"))
+        for line in registry.requests_seen()
+    )

@@ -105,54 +105,180 @@ CASES = [
     Case("base-get", "GET", "/v2/", [], None, 200),
     Case("base-head", "HEAD", "/v2/", [], None, 200),
     Case("catalog", "GET", "/v2/_catalog", ["registry:catalog:*"], APP_PULL, 200),
-    Case("catalog-n-last", "GET", "/v2/_catalog?n=1&last=conf/app", ["registry:catalog:*"],
-         APP_PULL, 200),
+    Case(
+        "catalog-n-last",
+        "GET",
+        "/v2/_catalog?n=1&last=conf/app",
+        ["registry:catalog:*"],
+        APP_PULL,
+        200,
+    ),
     Case("tags", "GET", "/v2/conf/app/tags/list", APP_PULL, OTHER_PULL, 200),
     Case("tags-n-last", "GET", "/v2/conf/app/tags/list?n=1&last=v0", APP_PULL, OTHER_PULL, 200),
-    Case("tags-unknown-repository", "GET", "/v2/conf/nothing/tags/list",
-         ["repository:conf/nothing:pull"], OTHER_PULL, 404),
-    Case("manifest-get-tag", "GET", "/v2/conf/app/manifests/v1", APP_PULL, OTHER_PULL, 200,
-         {"Accept": MANIFEST_TYPE}),
-    Case("manifest-head-tag", "HEAD", "/v2/conf/app/manifests/v1", APP_PULL, OTHER_PULL, 200,
-         {"Accept": MANIFEST_TYPE}),
-    Case("manifest-get-digest", "GET", "/v2/conf/app/manifests/{manifest}", APP_PULL,
-         OTHER_PULL, 200, {"Accept": MANIFEST_TYPE}),
-    Case("manifest-head-digest", "HEAD", "/v2/conf/app/manifests/{manifest}", APP_PULL,
-         OTHER_PULL, 200, {"Accept": MANIFEST_TYPE}),
-    Case("manifest-get-unknown", "GET", "/v2/conf/app/manifests/nope", APP_PULL, OTHER_PULL,
-         404, {"Accept": MANIFEST_TYPE}),
-    Case("manifest-put", "PUT", "/v2/conf/app/manifests/v-put", APP_PUSH, APP_PULL, 201,
-         {"Content-Type": MANIFEST_TYPE}, MANIFEST),
-    Case("manifest-delete", "DELETE", "/v2/conf/del/manifests/{fresh}",
-         ["repository:conf/del:delete"], ["repository:conf/del:pull,push"], 202,
-         setup=_fresh_manifest),
+    Case(
+        "tags-unknown-repository",
+        "GET",
+        "/v2/conf/nothing/tags/list",
+        ["repository:conf/nothing:pull"],
+        OTHER_PULL,
+        404,
+    ),
+    Case(
+        "manifest-get-tag",
+        "GET",
+        "/v2/conf/app/manifests/v1",
+        APP_PULL,
+        OTHER_PULL,
+        200,
+        {"Accept": MANIFEST_TYPE},
+    ),
+    Case(
+        "manifest-head-tag",
+        "HEAD",
+        "/v2/conf/app/manifests/v1",
+        APP_PULL,
+        OTHER_PULL,
+        200,
+        {"Accept": MANIFEST_TYPE},
+    ),
+    Case(
+        "manifest-get-digest",
+        "GET",
+        "/v2/conf/app/manifests/{manifest}",
+        APP_PULL,
+        OTHER_PULL,
+        200,
+        {"Accept": MANIFEST_TYPE},
+    ),
+    Case(
+        "manifest-head-digest",
+        "HEAD",
+        "/v2/conf/app/manifests/{manifest}",
+        APP_PULL,
+        OTHER_PULL,
+        200,
+        {"Accept": MANIFEST_TYPE},
+    ),
+    Case(
+        "manifest-get-unknown",
+        "GET",
+        "/v2/conf/app/manifests/nope",
+        APP_PULL,
+        OTHER_PULL,
+        404,
+        {"Accept": MANIFEST_TYPE},
+    ),
+    Case(
+        "manifest-put",
+        "PUT",
+        "/v2/conf/app/manifests/v-put",
+        APP_PUSH,
+        APP_PULL,
+        201,
+        {"Content-Type": MANIFEST_TYPE},
+        MANIFEST,
+    ),
+    Case(
+        "manifest-delete",
+        "DELETE",
+        "/v2/conf/del/manifests/{fresh}",
+        ["repository:conf/del:delete"],
+        ["repository:conf/del:pull,push"],
+        202,
+        setup=_fresh_manifest,
+    ),
     Case("blob-get", "GET", "/v2/conf/app/blobs/{blob}", APP_PULL, OTHER_PULL, 200),
     Case("blob-head", "HEAD", "/v2/conf/app/blobs/{blob}", APP_PULL, OTHER_PULL, 200),
-    Case("blob-range", "GET", "/v2/conf/app/blobs/{blob}", APP_PULL, OTHER_PULL, 206,
-         {"Range": "bytes=100-199"}),
-    Case("blob-range-past-end", "GET", "/v2/conf/app/blobs/{blob}", APP_PULL, OTHER_PULL, 416,
-         {"Range": "bytes=5000-5999"}),
+    Case(
+        "blob-range",
+        "GET",
+        "/v2/conf/app/blobs/{blob}",
+        APP_PULL,
+        OTHER_PULL,
+        206,
+        {"Range": "bytes=100-199"},
+    ),
+    Case(
+        "blob-range-past-end",
+        "GET",
+        "/v2/conf/app/blobs/{blob}",
+        APP_PULL,
+        OTHER_PULL,
+        416,
+        {"Range": "bytes=5000-5999"},
+    ),
     Case("blob-unknown", "GET", f"/v2/conf/app/blobs/{UNKNOWN}", APP_PULL, OTHER_PULL, 404),
-    Case("blob-delete", "DELETE", "/v2/conf/del/blobs/{fresh}", ["repository:conf/del:delete"],
-         ["repository:conf/del:pull,push"], 202, setup=_fresh_blob),
+    Case(
+        "blob-delete",
+        "DELETE",
+        "/v2/conf/del/blobs/{fresh}",
+        ["repository:conf/del:delete"],
+        ["repository:conf/del:pull,push"],
+        202,
+        setup=_fresh_blob,
+    ),
     Case("upload-start", "POST", "/v2/conf/app/blobs/uploads/", APP_PUSH, APP_PULL, 202),
-    Case("upload-monolithic", "POST", f"/v2/conf/app/blobs/uploads/?digest={_digest(CHUNK)}",
-         APP_PUSH, APP_PULL, 202, OCTETS, CHUNK),  # 2.8 starts an upload, ignores the body
+    Case(
+        "upload-monolithic",
+        "POST",
+        f"/v2/conf/app/blobs/uploads/?digest={_digest(CHUNK)}",
+        APP_PUSH,
+        APP_PULL,
+        202,
+        OCTETS,
+        CHUNK,
+    ),  # 2.8 starts an upload, ignores the body
     Case("upload-status", "GET", "{upload}", APP_PULL, OTHER_PULL, 204, setup=_upload),
-    Case("upload-patch", "PATCH", "{upload}", APP_PUSH, APP_PULL, 202, OCTETS, CHUNK,
-         setup=_upload),
-    Case("upload-put", "PUT", "{upload}&digest=" + _digest(CHUNK), APP_PUSH, APP_PULL, 201,
-         OCTETS, CHUNK, setup=_upload),
-    Case("upload-delete", "DELETE", "{upload}", ["repository:conf/app:delete"], APP_PUSH, 204,
-         setup=_upload),
-    Case("upload-unknown", "PATCH", "/v2/conf/app/blobs/uploads/no-such-upload", APP_PUSH,
-         APP_PULL, 404, OCTETS, CHUNK),
-    Case("mount-with-source-access", "POST", MOUNT,
-         ["repository:conf/dst:pull,push", "repository:conf/src:pull"],
-         ["repository:conf/src:pull"], 201),
-    Case("mount-without-source-access", "POST", MOUNT,
-         ["repository:conf/dst:pull,push", "repository:conf/src:pull"],
-         ["repository:conf/dst:pull,push"], 201, states=("insufficient",)),
+    Case(
+        "upload-patch", "PATCH", "{upload}", APP_PUSH, APP_PULL, 202, OCTETS, CHUNK, setup=_upload
+    ),
+    Case(
+        "upload-put",
+        "PUT",
+        "{upload}&digest=" + _digest(CHUNK),
+        APP_PUSH,
+        APP_PULL,
+        201,
+        OCTETS,
+        CHUNK,
+        setup=_upload,
+    ),
+    Case(
+        "upload-delete",
+        "DELETE",
+        "{upload}",
+        ["repository:conf/app:delete"],
+        APP_PUSH,
+        204,
+        setup=_upload,
+    ),
+    Case(
+        "upload-unknown",
+        "PATCH",
+        "/v2/conf/app/blobs/uploads/no-such-upload",
+        APP_PUSH,
+        APP_PULL,
+        404,
+        OCTETS,
+        CHUNK,
+    ),
+    Case(
+        "mount-with-source-access",
+        "POST",
+        MOUNT,
+        ["repository:conf/dst:pull,push", "repository:conf/src:pull"],
+        ["repository:conf/src:pull"],
+        201,
+    ),
+    Case(
+        "mount-without-source-access",
+        "POST",
+        MOUNT,
+        ["repository:conf/dst:pull,push", "repository:conf/src:pull"],
+        ["repository:conf/dst:pull,push"],
+        201,
+        states=("insufficient",),
+    ),
     Case("referrers", "GET", "/v2/conf/app/referrers/{manifest}", APP_PULL, OTHER_PULL, 404),
 ]
 
@@ -163,33 +289,79 @@ CASES += [
     # Accepted only: http.client writes the whole body before it reads, so a refusal sent
     # early (by either side) ends in a broken pipe; refused large uploads are covered by
     # test_large_bodies and test_h2_streams with clients that read while they send.
-    Case("upload-put-large", "PUT", "{upload}&digest=" + _digest(BIG), APP_PUSH, APP_PULL, 201,
-         OCTETS, BIG, setup=_upload, states=("sufficient",)),
-    Case("get-with-body", "GET", "/v2/conf/app/tags/list", APP_PULL, OTHER_PULL, 200,
-         {"Content-Type": "text/plain"}, b"PUT /v2/conf/evil/manifests/x HTTP/1.1\r\n\r\n",
-         states=("none", "sufficient")),
-    Case("method-lower-case", "get", "/v2/conf/app/tags/list", APP_PULL, None, 405,
-         states=("none", "sufficient")),
+    Case(
+        "upload-put-large",
+        "PUT",
+        "{upload}&digest=" + _digest(BIG),
+        APP_PUSH,
+        APP_PULL,
+        201,
+        OCTETS,
+        BIG,
+        setup=_upload,
+        states=("sufficient",),
+    ),
+    Case(
+        "get-with-body",
+        "GET",
+        "/v2/conf/app/tags/list",
+        APP_PULL,
+        OTHER_PULL,
+        200,
+        {"Content-Type": "text/plain"},
+        b"PUT /v2/conf/evil/manifests/x HTTP/1.1\r\n\r\n",
+        states=("none", "sufficient"),
+    ),
+    Case(
+        "method-lower-case",
+        "get",
+        "/v2/conf/app/tags/list",
+        APP_PULL,
+        None,
+        405,
+        states=("none", "sufficient"),
+    ),
 ]
 
 # Not in the route table, but the canonical-path rule (README, "How it works") differs from
 # distribution on purpose: one request of each kind shows how.
 CASES += [
-    Case("path-dot-segment", "GET", "/v2/conf/app/../app/tags/list", APP_PULL, None, 301,
-         states=("none", "sufficient")),
-    Case("path-percent-encoded", "GET", "/v2/conf%2Fapp/tags/list", APP_PULL, None, 200,
-         states=("none", "sufficient")),
-    Case("not-a-registry-path", "GET", "/debug/vars", [], None, 404,
-         states=("none", "sufficient")),
+    Case(
+        "path-dot-segment",
+        "GET",
+        "/v2/conf/app/../app/tags/list",
+        APP_PULL,
+        None,
+        301,
+        states=("none", "sufficient"),
+    ),
+    Case(
+        "path-percent-encoded",
+        "GET",
+        "/v2/conf%2Fapp/tags/list",
+        APP_PULL,
+        None,
+        200,
+        states=("none", "sufficient"),
+    ),
+    Case("not-a-registry-path", "GET", "/debug/vars", [], None, 404, states=("none", "sufficient")),
 ]
 
 
-def _challenged(error: str | None, scopes: set[str], status: int, code: str | None,
-                api_version: str | None = "registry/2.0") -> dict[str, tuple[object, object]]:
+def _challenged(
+    error: str | None,
+    scopes: set[str],
+    status: int,
+    code: str | None,
+    api_version: str | None = "registry/2.0",
+) -> dict[str, tuple[object, object]]:
     """regauth's 401 challenge where distribution answers `status` without one."""
     differences: dict[str, tuple[object, object]] = {
-        "status": (401, status), "code": ("UNAUTHORIZED", code), "scheme": ("Bearer", None),
-        "scopes": (frozenset(scopes), None)}
+        "status": (401, status),
+        "code": ("UNAUTHORIZED", code),
+        "scheme": ("Bearer", None),
+        "scopes": (frozenset(scopes), None),
+    }
     if error is not None:
         differences["error"] = (error, None)
     if api_version != "registry/2.0":
@@ -197,46 +369,94 @@ def _challenged(error: str | None, scopes: set[str], status: int, code: str | No
     return differences
 
 
-_ERRORS = {"none": None, "malformed": "invalid_token", "expired": "invalid_token",
-           "other-audience": "invalid_token", "insufficient": "insufficient_scope"}
-REFERRERS = ("distribution 2.8.2 has no referrers route and answers 404 before any auth; "
-             "regauth guards the OCI 1.1 route like any pull (distribution 3, zot and Harbor "
-             "serve it and require pull), so a client without access is challenged")
-NON_CANONICAL = ("regauth refuses every spelling of a path that a server could normalize into "
-                 "another one (400 NAME_INVALID) instead of redirecting or decoding it: what it "
-                 "authorizes is byte for byte what the registry routes")
-BODY_WITHOUT_ROUTE = ("regauth refuses a body where the registry API has none (400), because "
-                      "the registry could read those bytes as a request nobody decided; "
-                      "distribution ignores it (README, 'Request framing')")
-LOWER_CASE = ("regauth refuses a method that is not the exact upper-case name (405) before "
-              "anything else; distribution routes on the exact bytes too (405 with a token), "
-              "but challenges first without one")
-NOT_REGISTRY = ("enforce mode answers paths outside /v2/ itself with a registry-format 404 and "
-                "never forwards them: the registry behind it has no auth")
+_ERRORS = {
+    "none": None,
+    "malformed": "invalid_token",
+    "expired": "invalid_token",
+    "other-audience": "invalid_token",
+    "insufficient": "insufficient_scope",
+}
+REFERRERS = (
+    "distribution 2.8.2 has no referrers route and answers 404 before any auth; "
+    "regauth guards the OCI 1.1 route like any pull (distribution 3, zot and Harbor "
+    "serve it and require pull), so a client without access is challenged"
+)
+NON_CANONICAL = (
+    "regauth refuses every spelling of a path that a server could normalize into "
+    "another one (400 NAME_INVALID) instead of redirecting or decoding it: what it "
+    "authorizes is byte for byte what the registry routes"
+)
+BODY_WITHOUT_ROUTE = (
+    "regauth refuses a body where the registry API has none (400), because "
+    "the registry could read those bytes as a request nobody decided; "
+    "distribution ignores it (README, 'Request framing')"
+)
+LOWER_CASE = (
+    "regauth refuses a method that is not the exact upper-case name (405) before "
+    "anything else; distribution routes on the exact bytes too (405 with a token), "
+    "but challenges first without one"
+)
+NOT_REGISTRY = (
+    "enforce mode answers paths outside /v2/ itself with a registry-format 404 and "
+    "never forwards them: the registry behind it has no auth"
+)
 
 # (case, state) → the fields that differ, as (regauth, distribution), and why that is
 # intended. Mirrored in README.md, "Differences from distribution".
 INTENDED: dict[tuple[str, str], tuple[dict[str, tuple[object, object]], str]] = {
-    **{("referrers", state): (_challenged(error, {"repository:conf/app:pull"}, 404, None),
-                              REFERRERS) for state, error in _ERRORS.items()},
-    **{("path-dot-segment", state): ({"status": (400, 301), "code": ("NAME_INVALID", None)},
-                                     NON_CANONICAL) for state in ("none", "sufficient")},
+    **{
+        ("referrers", state): (
+            _challenged(error, {"repository:conf/app:pull"}, 404, None),
+            REFERRERS,
+        )
+        for state, error in _ERRORS.items()
+    },
+    **{
+        ("path-dot-segment", state): (
+            {"status": (400, 301), "code": ("NAME_INVALID", None)},
+            NON_CANONICAL,
+        )
+        for state in ("none", "sufficient")
+    },
     ("path-percent-encoded", "none"): (
-        {"status": (400, 401), "scheme": (None, "Bearer"),
-         "scopes": (None, frozenset({"repository:conf/app:pull"})),
-         "code": ("NAME_INVALID", "UNAUTHORIZED")}, NON_CANONICAL),
+        {
+            "status": (400, 401),
+            "scheme": (None, "Bearer"),
+            "scopes": (None, frozenset({"repository:conf/app:pull"})),
+            "code": ("NAME_INVALID", "UNAUTHORIZED"),
+        },
+        NON_CANONICAL,
+    ),
     ("path-percent-encoded", "sufficient"): (
-        {"status": (400, 200), "code": ("NAME_INVALID", None)}, NON_CANONICAL),
-    **{("not-a-registry-path", state): ({"code": ("UNSUPPORTED", None)}, NOT_REGISTRY)
-       for state in ("none", "sufficient")},
+        {"status": (400, 200), "code": ("NAME_INVALID", None)},
+        NON_CANONICAL,
+    ),
+    **{
+        ("not-a-registry-path", state): ({"code": ("UNSUPPORTED", None)}, NOT_REGISTRY)
+        for state in ("none", "sufficient")
+    },
     ("get-with-body", "none"): (
-        {"status": (400, 401), "code": ("UNSUPPORTED", "UNAUTHORIZED"), "scheme": (None, "Bearer"),
-         "scopes": (None, frozenset({"repository:conf/app:pull"}))}, BODY_WITHOUT_ROUTE),
-    ("get-with-body", "sufficient"): ({"status": (400, 200), "code": ("UNSUPPORTED", None)},
-                                      BODY_WITHOUT_ROUTE),
+        {
+            "status": (400, 401),
+            "code": ("UNSUPPORTED", "UNAUTHORIZED"),
+            "scheme": (None, "Bearer"),
+            "scopes": (None, frozenset({"repository:conf/app:pull"})),
+        },
+        BODY_WITHOUT_ROUTE,
+    ),
+    ("get-with-body", "sufficient"): (
+        {"status": (400, 200), "code": ("UNSUPPORTED", None)},
+        BODY_WITHOUT_ROUTE,
+    ),
     ("method-lower-case", "none"): (
-        {"status": (405, 401), "code": ("UNSUPPORTED", "UNAUTHORIZED"), "scheme": (None, "Bearer"),
-         "scopes": (None, frozenset())}, LOWER_CASE),
+        {
+            "status": (405, 401),
+            "code": ("UNSUPPORTED", "UNAUTHORIZED"),
+            "scheme": (None, "Bearer"),
+            "scopes": (None, frozenset()),
+        },
+        LOWER_CASE,
+    ),
     ("method-lower-case", "sufficient"): ({"code": ("UNSUPPORTED", None)}, LOWER_CASE),
 }
 
@@ -251,8 +471,9 @@ class Sides:
 
 
 @pytest.fixture(scope="module")
-def sides(tmp_path_factory: pytest.TempPathFactory, certs_dir: Path,
-          password_hashes: dict[str, str]):
+def sides(
+    tmp_path_factory: pytest.TempPathFactory, certs_dir: Path, password_hashes: dict[str, str]
+):
     workdir = tmp_path_factory.mktemp("conformance")
     text = policy_text(password_hashes)
     runtime = build_runtime(workdir, certs_dir, text)
@@ -274,8 +495,9 @@ def sides(tmp_path_factory: pytest.TempPathFactory, certs_dir: Path,
         invariant.add_exchange_log(proxy.log_path)
         bundle = workdir / "bundle.pem"
         bundle.write_text(pki.bundle_pem(pki.load_signing_keys(certs_dir)))
-        token_mode = RegistryProcess(workdir / "token", token=TokenAuth(
-            f"{proxy.url}/v2/token", SERVICE, ISSUER, bundle))
+        token_mode = RegistryProcess(
+            workdir / "token", token=TokenAuth(f"{proxy.url}/v2/token", SERVICE, ISSUER, bundle)
+        )
         token_mode.start()
         stack.callback(token_mode.stop)
         regauth = Endpoint("regauth", proxy.url, proxy.ca)
@@ -309,8 +531,12 @@ def _authorization(sides: Sides, case: Case, state: str) -> dict[str, str]:
     return {"Authorization": "Bearer " + sides.mint(scopes)}
 
 
-PARAMS = [pytest.param(case, state, id=f"{case.id}-{state}") for case in CASES
-          for state in case.states if not (state == "insufficient" and case.insufficient is None)]
+PARAMS = [
+    pytest.param(case, state, id=f"{case.id}-{state}")
+    for case in CASES
+    for state in case.states
+    if not (state == "insufficient" and case.insufficient is None)
+]
 
 
 @pytest.mark.parametrize(("case", "state"), PARAMS)
@@ -321,9 +547,9 @@ def test_regauth_answers_like_distribution(sides, case, state):
         if case.setup is not None:
             values.update(case.setup(side, sides.mint))
         target = case.path.format(**values)
-        reply = side.send(case.method, target, {**case.headers,
-                                                **_authorization(sides, case, state)},
-                          case.body)
+        reply = side.send(
+            case.method, target, {**case.headers, **_authorization(sides, case, state)}, case.body
+        )
         observed[side.name] = observe(reply)
     ours, theirs = observed["regauth"], observed["distribution"]
     if state == "sufficient":
@@ -332,4 +558,5 @@ def test_regauth_answers_like_distribution(sides, case, state):
     intended, reason = INTENDED.get((case.id, state), ({}, ""))
     assert differences == intended, (
         f"{case.method} {case.path} with token {state}: regauth {ours} vs distribution "
-        f"{theirs}" + (f" (intended: {reason})" if reason else ""))
+        f"{theirs}" + (f" (intended: {reason})" if reason else "")
+    )

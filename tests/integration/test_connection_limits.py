@@ -18,7 +18,8 @@ def _open(port: int, source: str = "127.0.0.1", tls_ca=None) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
     if tls_ca is not None:
         sock = ssl.create_default_context(cafile=str(tls_ca)).wrap_socket(
-            sock, server_hostname="localhost")
+            sock, server_hostname="localhost"
+        )
     return sock
 
 
@@ -56,9 +57,20 @@ def limited(write_policy, make_registry, make_proxy):
     registry = make_registry()
     # Plain HTTP allowed: the timeouts are easiest to show with raw request bytes (the TLS
     # variants run too).
-    return make_proxy(write_policy(), registry.url, extra=[
-        "--set", "regauth_head_timeout=2", "--set", "regauth_idle_timeout=3",
-        "--set", "regauth_max_connections_per_address=220", "--set", "regauth_plain_http=true"])
+    return make_proxy(
+        write_policy(),
+        registry.url,
+        extra=[
+            "--set",
+            "regauth_head_timeout=2",
+            "--set",
+            "regauth_idle_timeout=3",
+            "--set",
+            "regauth_max_connections_per_address=220",
+            "--set",
+            "regauth_plain_http=true",
+        ],
+    )
 
 
 def test_the_default_head_timeout_is_at_most_30_seconds():
@@ -77,8 +89,7 @@ def test_the_default_head_timeout_is_at_most_30_seconds():
 
 
 @pytest.mark.parametrize("tls", [False, True])
-def test_a_connection_stalled_in_its_request_head_is_closed_within_the_head_timeout(limited,
-                                                                                     tls):
+def test_a_connection_stalled_in_its_request_head_is_closed_within_the_head_timeout(limited, tls):
     sock = _open(limited.port, tls_ca=limited.ca if tls else None)
     try:
         closed_after = _trickle_until_closed(sock, limit=10)
@@ -130,8 +141,9 @@ def test_a_normal_client_is_served_while_200_stalled_connections_are_open(limite
         served = []
         for _ in range(5):
             started = time.monotonic()
-            reply = httpclient.get_token(limited.port, limited.ca, ["repository:public/a:pull"],
-                                         SERVICE)
+            reply = httpclient.get_token(
+                limited.port, limited.ca, ["repository:public/a:pull"], SERVICE
+            )
             served.append(time.monotonic() - started)
             assert reply.status == 200
         assert max(served) < 2.0, served
@@ -144,11 +156,11 @@ def test_a_normal_client_is_served_while_200_stalled_connections_are_open(limite
             sock.close()
 
 
-def test_connections_past_the_per_address_cap_are_refused(write_policy, make_registry,
-                                                          make_proxy):
+def test_connections_past_the_per_address_cap_are_refused(write_policy, make_registry, make_proxy):
     registry = make_registry()
-    proxy = make_proxy(write_policy(), registry.url, extra=[
-        "--set", "regauth_max_connections_per_address=5"])
+    proxy = make_proxy(
+        write_policy(), registry.url, extra=["--set", "regauth_max_connections_per_address=5"]
+    )
     held = [_open(proxy.port, source="127.0.0.3") for _ in range(5)]
     try:
         for sock in held:
@@ -161,8 +173,7 @@ def test_connections_past_the_per_address_cap_are_refused(write_policy, make_reg
             pass
         extra.close()
         # Another address is not affected.
-        reply = httpclient.get_token(proxy.port, proxy.ca, ["repository:public/a:pull"],
-                                     SERVICE)
+        reply = httpclient.get_token(proxy.port, proxy.ca, ["repository:public/a:pull"], SERVICE)
         assert reply.status == 200
     finally:
         for sock in held:

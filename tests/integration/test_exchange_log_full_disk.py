@@ -20,8 +20,12 @@ def _privileged(*command: str) -> list[str]:
 @contextlib.contextmanager
 def small_tmpfs(path: Path, size: str = "256k") -> Iterator[Path]:
     path.mkdir()
-    subprocess.run(_privileged("mount", "-t", "tmpfs", "-o", f"size={size},mode=1777",
-                               "regauth-test", str(path)), check=True)
+    subprocess.run(
+        _privileged(
+            "mount", "-t", "tmpfs", "-o", f"size={size},mode=1777", "regauth-test", str(path)
+        ),
+        check=True,
+    )
     try:
         yield path
     finally:

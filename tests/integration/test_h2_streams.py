@@ -28,23 +28,33 @@ def _digest(data: bytes) -> str:
 def seeded(write_policy, make_registry, make_proxy):
     registry = make_registry()
     proxy = make_proxy(write_policy(), registry.url)
-    token = httpclient.get_token(proxy.port, proxy.ca, ["repository:cache/mux:pull,push"],
-                                 SERVICE, ("ci", PASSWORDS["ci"])).json()["token"]
+    token = httpclient.get_token(
+        proxy.port, proxy.ca, ["repository:cache/mux:pull,push"], SERVICE, ("ci", PASSWORDS["ci"])
+    ).json()["token"]
     blob = os.urandom(32 * MIB)
     auth = {"Authorization": f"Bearer {token}"}
-    start = httpclient.request(proxy.port, proxy.ca, "POST", "/v2/cache/mux/blobs/uploads/",
-                               auth)
+    start = httpclient.request(proxy.port, proxy.ca, "POST", "/v2/cache/mux/blobs/uploads/", auth)
     location = start.header("Location")
-    put = httpclient.request(proxy.port, proxy.ca, "PUT",
-                             f"{location}&digest={_digest(blob)}",
-                             {**auth, "Content-Type": "application/octet-stream"}, blob)
+    put = httpclient.request(
+        proxy.port,
+        proxy.ca,
+        "PUT",
+        f"{location}&digest={_digest(blob)}",
+        {**auth, "Content-Type": "application/octet-stream"},
+        blob,
+    )
     assert put.status == 201, put.body
     return proxy, token, blob
 
 
 def _upload_target(proxy, token: str) -> str:
-    reply = httpclient.request(proxy.port, proxy.ca, "POST", "/v2/cache/mux/blobs/uploads/",
-                               {"Authorization": f"Bearer {token}"})
+    reply = httpclient.request(
+        proxy.port,
+        proxy.ca,
+        "POST",
+        "/v2/cache/mux/blobs/uploads/",
+        {"Authorization": f"Bearer {token}"},
+    )
     assert reply.status == 202, reply.body
     return reply.header("Location")
 
@@ -57,29 +67,50 @@ def test_refused_and_malformed_uploads_leave_concurrent_transfers_whole(seeded):
     target = _upload_target(proxy, token)
     with H2Client(proxy.port, proxy.ca, timeout=60) as client:
         download = client.new_stream()
-        client.send_headers(download, "GET", f"/v2/cache/mux/blobs/{_digest(blob)}", bearer,
-                            end_stream=True)
+        client.send_headers(
+            download, "GET", f"/v2/cache/mux/blobs/{_digest(blob)}", bearer, end_stream=True
+        )
         small = client.new_stream()
         client.send_headers(small, "GET", "/v2/", bearer, end_stream=True)
         # Refused: no token, 8 MiB and 1 KiB bodies.
         big_refused = client.new_stream()
-        client.send_headers(big_refused, "PUT", "/v2/cache/mux/blobs/uploads/x?digest="
-                            + _digest(b"x"), [("content-length", str(8 * MIB))])
+        client.send_headers(
+            big_refused,
+            "PUT",
+            "/v2/cache/mux/blobs/uploads/x?digest=" + _digest(b"x"),
+            [("content-length", str(8 * MIB))],
+        )
         small_refused = client.new_stream()
-        client.send_headers(small_refused, "PUT", "/v2/cache/mux/blobs/uploads/y?digest="
-                            + _digest(b"y"), [("content-length", "1024")])
+        client.send_headers(
+            small_refused,
+            "PUT",
+            "/v2/cache/mux/blobs/uploads/y?digest=" + _digest(b"y"),
+            [("content-length", "1024")],
+        )
         # Authorized: a 4 MiB upload in one PUT (distribution 2.8 ignores a POST's body).
         upload = client.new_stream()
-        client.send_headers(upload, "PUT", f"{target}&digest={_digest(pushed)}", bearer + [
-                                ("content-length", str(len(pushed))),
-                                ("content-type", "application/octet-stream")])
+        client.send_headers(
+            upload,
+            "PUT",
+            f"{target}&digest={_digest(pushed)}",
+            bearer
+            + [("content-length", str(len(pushed))), ("content-type", "application/octet-stream")],
+        )
         # Malformed: declares 4 MiB, ends its stream after 1 MiB.
         short = client.new_stream()
-        client.send_headers(short, "PATCH", early, bearer + [("content-length", str(4 * MIB)),
-                                                             ("content-type",
-                                                              "application/octet-stream")])
-        bodies = {big_refused: os.urandom(8 * MIB), small_refused: b"z" * 1024, upload: pushed,
-                  short: os.urandom(MIB)}
+        client.send_headers(
+            short,
+            "PATCH",
+            early,
+            bearer
+            + [("content-length", str(4 * MIB)), ("content-type", "application/octet-stream")],
+        )
+        bodies = {
+            big_refused: os.urandom(8 * MIB),
+            small_refused: b"z" * 1024,
+            upload: pushed,
+            short: os.urandom(MIB),
+        }
         offsets = dict.fromkeys(bodies, 0)
         step = 256 * 1024
         while any(offsets[s] < len(b) for s, b in bodies.items()):
@@ -91,12 +122,20 @@ def test_refused_and_malformed_uploads_leave_concurrent_transfers_whole(seeded):
                 if reply.reset or reply.ended or client.goaway:
                     offsets[stream] = len(body)  # the server asked it to stop
                     continue
-                chunk = body[at:at + step]
+                chunk = body[at : at + step]
                 offsets[stream] = at + len(chunk)
                 client.send_data(stream, chunk, end_stream=offsets[stream] == len(body))
-        replies = {name: client.reply(stream) for name, stream in (
-            ("download", download), ("small", small), ("big_refused", big_refused),
-            ("small_refused", small_refused), ("upload", upload), ("short", short))}
+        replies = {
+            name: client.reply(stream)
+            for name, stream in (
+                ("download", download),
+                ("small", small),
+                ("big_refused", big_refused),
+                ("small_refused", small_refused),
+                ("upload", upload),
+                ("short", short),
+            )
+        }
         assert client.goaway is None and not client.closed
     got = replies["download"]
     assert got.status == 200 and got.ended and got.body == blob, (got.outcome, len(got.body))
@@ -109,9 +148,13 @@ def test_refused_and_malformed_uploads_leave_concurrent_transfers_whole(seeded):
         assert reply.error_codes() == ["UNAUTHORIZED"]
     assert replies["short"].reset == "PROTOCOL_ERROR", replies["short"].outcome
     # The upload really landed, byte for byte.
-    fetched = httpclient.request(proxy.port, proxy.ca, "GET",
-                                 f"/v2/cache/mux/blobs/{_digest(pushed)}",
-                                 {"Authorization": f"Bearer {token}"})
+    fetched = httpclient.request(
+        proxy.port,
+        proxy.ca,
+        "GET",
+        f"/v2/cache/mux/blobs/{_digest(pushed)}",
+        {"Authorization": f"Bearer {token}"},
+    )
     assert fetched.status == 200 and fetched.body == pushed
     # Each record carries its own outcome.
     records = proxy.records()
@@ -132,8 +175,12 @@ def test_a_client_waiting_for_the_end_of_a_refusal_gets_it(seeded):
     proxy, _token, _blob = seeded
     with H2Client(proxy.port, proxy.ca, timeout=20) as client:
         stream = client.new_stream()
-        client.send_headers(stream, "PUT", "/v2/cache/mux/blobs/uploads/z?digest="
-                            + _digest(b"z"), [("content-length", str(64 * MIB))])
+        client.send_headers(
+            stream,
+            "PUT",
+            "/v2/cache/mux/blobs/uploads/z?digest=" + _digest(b"z"),
+            [("content-length", str(64 * MIB))],
+        )
         client.send_data(stream, os.urandom(2 * MIB))
         reply = client.reply(stream, timeout=10)
     assert reply.status == 401 and reply.ended, reply.outcome

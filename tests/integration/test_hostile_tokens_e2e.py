@@ -26,21 +26,35 @@ NESTED = _b64url(b'{"alg":"ES256"}') + "." + _b64url(b"[" * 1500 + b"]" * 1500) 
 
 
 def test_the_nested_json_token_is_refused_cleanly(
-        make_registry: Callable[..., RegistryProcess], make_proxy: Callable[..., ProxyProcess],
-        write_policy: Callable[..., Path]) -> None:
+    make_registry: Callable[..., RegistryProcess],
+    make_proxy: Callable[..., ProxyProcess],
+    write_policy: Callable[..., Path],
+) -> None:
     registry = make_registry()
     proxy = make_proxy(write_policy(), registry.url)
 
-    reply = httpclient.request(proxy.port, proxy.ca, "GET", "/v2/public/app/manifests/1",
-                               {"Authorization": f"Bearer {NESTED}"})
+    reply = httpclient.request(
+        proxy.port,
+        proxy.ca,
+        "GET",
+        "/v2/public/app/manifests/1",
+        {"Authorization": f"Bearer {NESTED}"},
+    )
     assert reply.status == 401, reply.body
     challenge = reply.header("WWW-Authenticate") or ""
     assert 'error="invalid_token"' in challenge, challenge
     assert reply.json()["errors"][0]["code"] == "UNAUTHORIZED"
 
-    refresh = httpclient.post_token(proxy.port, proxy.ca, {
-        "grant_type": "refresh_token", "refresh_token": NESTED, "client_id": "e2e",
-        "service": "regauth-test"})
+    refresh = httpclient.post_token(
+        proxy.port,
+        proxy.ca,
+        {
+            "grant_type": "refresh_token",
+            "refresh_token": NESTED,
+            "client_id": "e2e",
+            "service": "regauth-test",
+        },
+    )
     assert refresh.status in (400, 401), refresh.body  # RFC 6749 §5.2 says 400: see the report
     assert refresh.json()["error"] == "invalid_grant"
 

@@ -72,21 +72,26 @@ USER = "10001"
 # rlimits for ready process: operation not permitted"): ask for modest limits instead.
 ULIMITS = ("--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096")
 # A PEM private key block with a body (a header alone, as in code that parses PEM, is no key).
-PEM_KEY = re.compile(rb"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----\r?\n"
-                     rb"((?:[A-Za-z-]+: [^\r\n]*\r?\n)*\r?\n?[A-Za-z0-9+/=\r\n]{40,}?)"
-                     rb"-----END \1PRIVATE KEY-----")
+PEM_KEY = re.compile(
+    rb"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----\r?\n"
+    rb"((?:[A-Za-z-]+: [^\r\n]*\r?\n)*\r?\n?[A-Za-z0-9+/=\r\n]{40,}?)"
+    rb"-----END \1PRIVATE KEY-----"
+)
 # Private keys that are public knowledge, shipped inside dependencies, by SHA-256 of the key's
 # base64 body. Any other PEM private key anywhere in any layer fails the test.
 PUBLIC_KEYS = {
-    "9defef65c7905f4510de25629fd4bf266a57ca512a6eea7e03599832ace50b1f":
-        "mitmproxy/certs.py: the compromised eMudhra CA key (d=4) mitmproxy recognises",
-    "ee0fcbd6b7e5f26e20efb37bc0b5077cc5b0b4e593f86813fa1f6458aeb29d44":
-        "tornado/test/test.key: the key of tornado's own test suite",
+    "9defef65c7905f4510de25629fd4bf266a57ca512a6eea7e03599832ace50b1f": (
+        "mitmproxy/certs.py: the compromised eMudhra CA key (d=4) mitmproxy recognises"
+    ),
+    "ee0fcbd6b7e5f26e20efb37bc0b5077cc5b0b4e593f86813fa1f6458aeb29d44": (
+        "tornado/test/test.key: the key of tornado's own test suite"
+    ),
 }
 ZIP_MAGIC = b"PK\x03\x04"
 
 
 # --- the walker -----------------------------------------------------------------------------
+
 
 @dataclass
 class Secrets:
@@ -108,10 +113,13 @@ def content_findings(data: bytes, where: str, planted: Secrets) -> list[str]:
     for match in PEM_KEY.finditer(data):
         digest = key_digest(match.group(2))
         if digest not in PUBLIC_KEYS:
-            found.append(f"{where}: a PEM private key ({match.group(1).decode()}PRIVATE KEY, "
-                         f"sha256 {digest})")
-    found += [f"{where}: holds {what}" for needle, what in planted.needles.items()
-              if needle in data]
+            found.append(
+                f"{where}: a PEM private key ({match.group(1).decode()}PRIVATE KEY, "
+                f"sha256 {digest})"
+            )
+    found += [
+        f"{where}: holds {what}" for needle, what in planted.needles.items() if needle in data
+    ]
     return found
 
 
@@ -122,12 +130,15 @@ def path_findings(path: str, where: str, planted: Secrets) -> list[str]:
     if path.startswith("./"):
         parts = parts[1:]
     joined = "/".join(parts)
-    found = [f"{where}: planted path {rel}" for rel in planted.paths
-             if joined == rel or joined.endswith("/" + rel)]
+    found = [
+        f"{where}: planted path {rel}"
+        for rel in planted.paths
+        if joined == rel or joined.endswith("/" + rel)
+    ]
     if ".venv" in parts or "logs" in parts:
         found.append(f"{where}: path under {'.venv' if '.venv' in parts else 'logs'}/")
     for pair in (["certs", "private"], ["var", "registry"]):
-        if any(parts[i:i + 2] == pair for i in range(len(parts))):
+        if any(parts[i : i + 2] == pair for i in range(len(parts))):
             found.append(f"{where}: path under {'/'.join(pair)}/")
     return found
 
@@ -181,6 +192,7 @@ class Image:
 
 def oci_image(layout: Path, ref: str) -> Image:
     """Read `podman save --format oci-dir` output."""
+
     def blob(digest: str) -> Path:
         algorithm, _, hexdigest = digest.partition(":")
         return layout / "blobs" / algorithm / hexdigest
@@ -202,11 +214,15 @@ def docker_archive_layers(archive: Path, dst: Path) -> list[Path]:
 def tar_files(layer: Path, under: str) -> set[str]:
     """The regular files below `under/` in a layer, relative to it."""
     with tarfile.open(layer, "r:*") as tar:
-        return {m.name.removeprefix("./").removeprefix(under + "/") for m in tar
-                if m.isfile() and m.name.removeprefix("./").startswith(under + "/")}
+        return {
+            m.name.removeprefix("./").removeprefix(under + "/")
+            for m in tar
+            if m.isfile() and m.name.removeprefix("./").startswith(under + "/")
+        }
 
 
 # --- podman with private storage ------------------------------------------------------------
+
 
 class Podman:
     """podman with image storage, run state and configuration of its own under `workdir` (as
@@ -224,14 +240,17 @@ class Podman:
         workdir.mkdir(parents=True, exist_ok=True)
         self.containers_conf.write_text(
             '[engine]\nevents_logger = "file"\ncgroup_manager = "cgroupfs"\n'
-            f'[network]\nnetwork_backend = "cni"\nnetwork_config_dir = "{workdir / "net"}"\n')
+            f'[network]\nnetwork_backend = "cni"\nnetwork_config_dir = "{workdir / "net"}"\n'
+        )
         self.registries_conf.write_text("unqualified-search-registries = []\n")
         (workdir / "auth.json").write_text("{}")  # podman 4.3 refuses a missing auth file
         for driver in ("overlay", "vfs"):
             self.driver = driver
-            self.storage_conf.write_text(f'[storage]\ndriver = "{driver}"\n'
-                                         f'runroot = "{self.runroot}"\n'
-                                         f'graphroot = "{self.root}"\n')
+            self.storage_conf.write_text(
+                f'[storage]\ndriver = "{driver}"\n'
+                f'runroot = "{self.runroot}"\n'
+                f'graphroot = "{self.root}"\n'
+            )
             probe = self("images")
             if probe.ok:
                 break
@@ -246,17 +265,37 @@ class Podman:
         return self.workdir / f"run-{self.driver}"  # podman wants at most 50 characters
 
     def global_options(self) -> list[str]:
-        return ["--root", str(self.root), "--runroot", str(self.runroot), "--storage-driver",
-                self.driver, "--cgroup-manager", "cgroupfs", "--events-backend", "file",
-                "--tmpdir", str(self.workdir / "tmp")]
+        return [
+            "--root",
+            str(self.root),
+            "--runroot",
+            str(self.runroot),
+            "--storage-driver",
+            self.driver,
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "file",
+            "--tmpdir",
+            str(self.workdir / "tmp"),
+        ]
 
     def __call__(self, *args: str, timeout: float = 600) -> Result:
-        env = {**os.environ, "CONTAINERS_CONF": str(self.containers_conf),
-               "CONTAINERS_STORAGE_CONF": str(self.storage_conf),
-               "CONTAINERS_REGISTRIES_CONF": str(self.registries_conf),
-               "REGISTRY_AUTH_FILE": str(self.workdir / "auth.json")}
-        done = subprocess.run([PODMAN, *self.global_options(), *args], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=timeout, env=env)
+        env = {
+            **os.environ,
+            "CONTAINERS_CONF": str(self.containers_conf),
+            "CONTAINERS_STORAGE_CONF": str(self.storage_conf),
+            "CONTAINERS_REGISTRIES_CONF": str(self.registries_conf),
+            "REGISTRY_AUTH_FILE": str(self.workdir / "auth.json"),
+        }
+        done = subprocess.run(
+            [PODMAN, *self.global_options(), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
         return Result(done.returncode, done.stdout)
 
     def ok(self, *args: str) -> str:
@@ -265,24 +304,38 @@ class Podman:
         return result.output
 
     def build(self, context: Path, containerfile: Path, tag: str, *extra: str) -> None:
-        self.ok("build", "--pull=never", "--network=none", *ULIMITS, "--layers", "-f",
-                str(containerfile), "-t", tag, *extra, str(context))
+        self.ok(
+            "build",
+            "--pull=never",
+            "--network=none",
+            *ULIMITS,
+            "--layers",
+            "-f",
+            str(containerfile),
+            "-t",
+            tag,
+            *extra,
+            str(context),
+        )
 
     def export(self, ref: str, dst: Path) -> Image:
         self.ok("save", "--format", "oci-dir", "--uncompressed", "-o", str(dst), ref)
         return oci_image(dst, ref)
 
     def diff_ids(self, ref: str) -> list[str]:
-        return json.loads(self.ok("image", "inspect", "--format", "{{json .RootFS.Layers}}",
-                                  ref))
+        return json.loads(self.ok("image", "inspect", "--format", "{{json .RootFS.Layers}}", ref))
 
 
 # --- a checkout with secrets in it ----------------------------------------------------------
 
+
 def copy_checkout(dst: Path) -> None:
     """The tracked and untracked (not ignored) files of this working tree, as they are now."""
-    listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others",
-                             "--exclude-standard"], check=True, capture_output=True).stdout
+    listed = subprocess.run(
+        ["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        check=True,
+        capture_output=True,
+    ).stdout
     for rel in sorted(set(listed.decode().split("\0")) - {""}):
         source = REPO / rel
         if source.is_file() and not source.is_symlink():
@@ -316,10 +369,17 @@ def plant(checkout: Path) -> Secrets:
             planted.needles[line] = f"a line of the planted key {key.name}"
     password = f"ci-password-{run_id}-{secrets.token_urlsafe(12)}".encode()
     put("certs/private/ci-password", password + b"\n", "the planted ci password")
-    put("certs/private/ci-password.bcrypt", bcrypt.hashpw(password, bcrypt.gensalt(4)) + b"\n",
-        "the planted ci password's bcrypt hash")
-    for rel in ("logs/exchange.jsonl", "var/registry/docker/registry/v2/repositories/a/link",
-                ".venv/lib/python3.12/site-packages/secret.txt", ".venv/pyvenv.cfg"):
+    put(
+        "certs/private/ci-password.bcrypt",
+        bcrypt.hashpw(password, bcrypt.gensalt(4)) + b"\n",
+        "the planted ci password's bcrypt hash",
+    )
+    for rel in (
+        "logs/exchange.jsonl",
+        "var/registry/docker/registry/v2/repositories/a/link",
+        ".venv/lib/python3.12/site-packages/secret.txt",
+        ".venv/pyvenv.cfg",
+    ):
         put(rel, f"canary-{run_id}-{rel}\n".encode(), f"the contents of {rel}")
     # Inside the package's own directory, which the context does send.
     ca_key = (certs / "private" / pki.MITMPROXY_CA).read_bytes()
@@ -327,8 +387,11 @@ def plant(checkout: Path) -> Secrets:
     put("addons/regauth/tools/leaked.pem", ca_key)
     put("addons/regauth/exchange.jsonl", f"canary-{run_id}-jsonl\n".encode(), "a stray log")
     put("addons/regauth/.env", f"canary-{run_id}-dotenv\n".encode(), "a stray .env")
-    put("addons/regauth/__pycache__/leaked.cpython-312.pyc", f"canary-{run_id}-pyc\n".encode(),
-        "a stray .pyc")
+    put(
+        "addons/regauth/__pycache__/leaked.cpython-312.pyc",
+        f"canary-{run_id}-pyc\n".encode(),
+        "a stray .pyc",
+    )
     return planted
 
 
@@ -370,8 +433,9 @@ def host_rootfs(root: Path, wheels: Path) -> None:
     assert pip is not None and pip.origin is not None, "no pip to put in the base image"
     pip_dir = Path(pip.origin).parent
     for source in (pip_dir, *pip_dir.parent.glob(f"pip-{metadata.version('pip')}.dist-info")):
-        shutil.copytree(source, site / source.name, symlinks=True,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            source, site / source.name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
+        )
     for library in (prefix / "lib").glob("libpython*.so*"):
         shutil.copy2(library, local / "lib" / library.name, follow_symlinks=False)
     elves = [local / "bin" / version, *(local / "lib").rglob("*.so*")]
@@ -389,8 +453,10 @@ def host_rootfs(root: Path, wheels: Path) -> None:
     extensions = root.parent / "extensions"  # the wheels' shared objects, for ldd only
     for wheel in wheels.glob("*.whl"):
         with zipfile.ZipFile(wheel) as archive:
-            archive.extractall(extensions / wheel.name, [
-                n for n in archive.namelist() if re.search(r"\.so(\.|$)", n)])
+            archive.extractall(
+                extensions / wheel.name,
+                [n for n in archive.namelist() if re.search(r"\.so(\.|$)", n)],
+            )
     elves += [p for p in extensions.rglob("*") if p.is_file()]
     listing = subprocess.run(["ldd", *map(str, elves)], capture_output=True, text=True).stdout
     shutil.rmtree(extensions, ignore_errors=True)
@@ -416,6 +482,7 @@ def host_rootfs(root: Path, wheels: Path) -> None:
 
 def tar_rootfs(root: Path, archive: Path) -> None:
     """The root file system as one layer, owned by root."""
+
     def owned_by_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
         info.uid = info.gid = 0
         info.uname = info.gname = "root"
@@ -429,14 +496,28 @@ def build_wheelhouse(dst: Path) -> None:
     """Wheels for regauth's dependencies and its build backend, for this interpreter."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     requirements = [*project["build-system"]["requires"], *project["project"]["dependencies"]]
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet",
-                           "--disable-pip-version-check", "--wheel-dir", str(dst),
-                           *requirements], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--wheel-dir",
+            str(dst),
+            *requirements,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert not list(dst.glob("regauth-*")), "the wheelhouse must not carry regauth itself"
 
 
 # --- fixtures -------------------------------------------------------------------------------
+
 
 @dataclass
 class Built:
@@ -472,16 +553,31 @@ def built() -> Iterator[Built]:
         host_rootfs(rootfs, wheels)
         tar_rootfs(rootfs, workdir / "rootfs.tar")
         shutil.rmtree(rootfs)
-        podman.ok("import", "--change", "ENV PATH=/usr/local/bin:/usr/bin:/bin", "--change",
-                  'CMD ["python3"]', str(workdir / "rootfs.tar"), BASE_REF)
+        podman.ok(
+            "import",
+            "--change",
+            "ENV PATH=/usr/local/bin:/usr/bin:/bin",
+            "--change",
+            'CMD ["python3"]',
+            str(workdir / "rootfs.tar"),
+            BASE_REF,
+        )
         (workdir / "rootfs.tar").unlink()
         stage_args = ("--build-arg", f"BASE={BASE_REF}", "--build-context", f"wheels={wheels}")
         containerfile = checkout / CONTAINERFILE
         podman.build(checkout, containerfile, BUILDER_REF, *stage_args, "--target", "builder")
         podman.build(checkout, containerfile, FINAL_REF, *stage_args)  # the builder: cached
-        yield Built(workdir, podman, checkout, planted, BASE_REF, podman.diff_ids(BASE_REF),
-                    podman.export(BUILDER_REF, workdir / "oci-builder"),
-                    podman.export(FINAL_REF, workdir / "oci-final"), FINAL_REF)
+        yield Built(
+            workdir,
+            podman,
+            checkout,
+            planted,
+            BASE_REF,
+            podman.diff_ids(BASE_REF),
+            podman.export(BUILDER_REF, workdir / "oci-builder"),
+            podman.export(FINAL_REF, workdir / "oci-final"),
+            FINAL_REF,
+        )
     finally:
         if podman is not None:
             podman("rm", "--all", "--force")
@@ -499,8 +595,11 @@ def unmount_below(directory: Path) -> None:
 
 def context_expected(checkout: Path, planted: Secrets) -> set[str]:
     """What the build context must be: pyproject.toml, README.md and the package's files."""
-    package = {str(p.relative_to(checkout)) for p in (checkout / "addons" / "regauth").rglob("*")
-               if p.is_file()}
+    package = {
+        str(p.relative_to(checkout))
+        for p in (checkout / "addons" / "regauth").rglob("*")
+        if p.is_file()
+    }
     return {"pyproject.toml", "README.md"} | (package - set(planted.paths))
 
 
@@ -511,14 +610,19 @@ CAPTURE = "FROM scratch\nCOPY . /context/\n"  # an image of the build context as
 
 # --- tests ----------------------------------------------------------------------------------
 
+
 def test_ignore_files_are_identical_and_deny_by_default():
     containerignore = (REPO / ".containerignore").read_text()
     assert (REPO / ".dockerignore").read_text() == containerignore
-    patterns = [line for line in containerignore.splitlines()
-                if line.strip() and not line.startswith("#")]
+    patterns = [
+        line for line in containerignore.splitlines() if line.strip() and not line.startswith("#")
+    ]
     assert patterns[0] == "*"
-    assert {p for p in patterns if p.startswith("!")} == \
-        {"!pyproject.toml", "!README.md", "!addons/regauth/"}
+    assert {p for p in patterns if p.startswith("!")} == {
+        "!pyproject.toml",
+        "!README.md",
+        "!addons/regauth/",
+    }
     readme = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["readme"]
     assert f"!{readme}" in patterns
 
@@ -533,10 +637,13 @@ def test_walker_finds_keys_and_planted_secrets(tmp_path):
     wheel = io.BytesIO()
     with zipfile.ZipFile(wheel, "w") as archive:
         archive.writestr("pkg/key.pem", ca_key)
-    members = {"src/app.py": b'LABEL = b"-----BEGIN PRIVATE KEY-----"\n',
-               "src/certs/private/ci-password": b"x",
-               "src/notes.txt": b"the password is hunter2-xyz",
-               "src/mitmproxy-ca.pem": ca_key, "wheels/pkg-1-py3-none-any.whl": wheel.getvalue()}
+    members = {
+        "src/app.py": b'LABEL = b"-----BEGIN PRIVATE KEY-----"\n',
+        "src/certs/private/ci-password": b"x",
+        "src/notes.txt": b"the password is hunter2-xyz",
+        "src/mitmproxy-ca.pem": ca_key,
+        "wheels/pkg-1-py3-none-any.whl": wheel.getvalue(),
+    }
     layer = tmp_path / "layer.tar"
     with tarfile.open(layer, "w") as tar:
         for name, data in members.items():
@@ -574,8 +681,9 @@ def test_docker_context_is_the_package_only(built, dockerd: Dockerd, buildkit: b
     dockerfile.write_text(CAPTURE)
     client = DockerClient(dockerd, work / "config")
     tag = f"regauth-test-context-{'buildkit' if buildkit else 'classic'}:latest"
-    result = client.run("build", "-f", str(dockerfile), "-t", tag, str(built.checkout),
-                        buildkit=buildkit)
+    result = client.run(
+        "build", "-f", str(dockerfile), "-t", tag, str(built.checkout), buildkit=buildkit
+    )
     assert result.ok, result.output
     try:
         saved = client.run("save", "-o", str(work / "image.tar"), tag)
@@ -602,7 +710,7 @@ def test_no_layer_of_any_stage_holds_a_secret(built):
     assert findings == []
     # The builder did get the package's sources (and built them in place), so the walk saw them.
     builder_files: set[str] = set()
-    for layer in built.builder.layers[len(built.base_layers):]:
+    for layer in built.builder.layers[len(built.base_layers) :]:
         builder_files |= tar_files(layer, "src")
     assert context_expected(built.checkout, built.planted) <= builder_files
 
@@ -621,8 +729,9 @@ def test_final_image_holds_the_installed_package_only(built):
     assert stubs.keys() <= MOUNT_STUBS and not any(stubs.values()), stubs
     assert "opt/regauth/bin/regauth" in added
     assert not any(p.startswith(("src/", "wheels/")) for p in added)
-    assert not any(re.search(r"/site-packages/(pip|setuptools)/", p) for p in added), \
+    assert not any(re.search(r"/site-packages/(pip|setuptools)/", p) for p in added), (
         "build tools stay in the builder"
+    )
     assert not any(p.endswith(".whl") for p in added)
     config = final.config["config"]
     assert config["User"].split(":")[0] == USER
@@ -636,12 +745,23 @@ def run_final(built: Built, *args: str) -> Result:
 def test_image_runs_regauth_as_uid_10001(built):
     result = run_final(built, built.final_ref, "--help")
     assert result.ok and "usage: regauth" in result.output, result.output
-    result = run_final(built, "--entrypoint", "python3", built.final_ref, "-c",
-                       "import os, pwd; print(os.getuid(), os.getgid(), pwd.getpwuid(os.getuid())"
-                       ".pw_name)")
+    result = run_final(
+        built,
+        "--entrypoint",
+        "python3",
+        built.final_ref,
+        "-c",
+        "import os, pwd; print(os.getuid(), os.getgid(), pwd.getpwuid(os.getuid()).pw_name)",
+    )
     assert result.ok and result.output.split() == [USER, USER, "regauth"], result.output
-    result = run_final(built, "--entrypoint", "/bin/sh", built.final_ref, "-c",
-                       "test ! -e /src && test ! -e /wheels && echo clean")
+    result = run_final(
+        built,
+        "--entrypoint",
+        "/bin/sh",
+        built.final_ref,
+        "-c",
+        "test ! -e /src && test ! -e /wheels && echo clean",
+    )
     assert result.output.strip() == "clean", result.output
 
 
@@ -654,27 +774,54 @@ def test_kubernetes_init_container_lays_out_the_certs(built):
     secret = built.workdir / "k8s-secret"
     secret.mkdir()
     certs = built.checkout / "certs"
-    for name, source in {"ca.crt": certs / "ca.crt",
-                         "token-signing.crt": certs / "token-signing.crt",
-                         "mitmproxy-ca.pem": certs / "private" / "mitmproxy-ca.pem",
-                         "token-signing.key": certs / "private" / "token-signing.key"}.items():
+    for name, source in {
+        "ca.crt": certs / "ca.crt",
+        "token-signing.crt": certs / "token-signing.crt",
+        "mitmproxy-ca.pem": certs / "private" / "mitmproxy-ca.pem",
+        "token-signing.key": certs / "private" / "token-signing.key",
+    }.items():
         shutil.copyfile(source, secret / name)
         (secret / name).chmod(0o400)
         os.chown(secret / name, int(USER), int(USER))  # what fsGroup gives the pod
     laid_out = built.workdir / "k8s-certs"
     laid_out.mkdir()
     os.chown(laid_out, int(USER), int(USER))
-    pod = ("--read-only", "--cap-drop=all", "--security-opt=no-new-privileges",
-           "--user", f"{USER}:{USER}")
-    result = run_final(built, *pod, "-v", f"{secret}:/secret:ro", "-v", f"{laid_out}:/certs",
-                       "--entrypoint", json.dumps(init["command"]), built.final_ref,
-                       *init["args"])
+    pod = (
+        "--read-only",
+        "--cap-drop=all",
+        "--security-opt=no-new-privileges",
+        "--user",
+        f"{USER}:{USER}",
+    )
+    result = run_final(
+        built,
+        *pod,
+        "-v",
+        f"{secret}:/secret:ro",
+        "-v",
+        f"{laid_out}:/certs",
+        "--entrypoint",
+        json.dumps(init["command"]),
+        built.final_ref,
+        *init["args"],
+    )
     assert result.ok, result.output
     assert (laid_out / "private").stat().st_mode & 0o777 == 0o700
-    assert {p.name: p.stat().st_mode & 0o777 for p in (laid_out / "private").iterdir()} == \
-        {"mitmproxy-ca.pem": 0o600, "token-signing.key": 0o600}
-    result = run_final(built, *pod, "-v", f"{laid_out}:/var/lib/regauth/certs",
-                       built.final_ref, "certs", "list", "--dir", "/var/lib/regauth/certs")
+    assert {p.name: p.stat().st_mode & 0o777 for p in (laid_out / "private").iterdir()} == {
+        "mitmproxy-ca.pem": 0o600,
+        "token-signing.key": 0o600,
+    }
+    result = run_final(
+        built,
+        *pod,
+        "-v",
+        f"{laid_out}:/var/lib/regauth/certs",
+        built.final_ref,
+        "certs",
+        "list",
+        "--dir",
+        "/var/lib/regauth/certs",
+    )
     assert result.ok and "token-signing" in result.output, result.output
 
 
@@ -683,16 +830,22 @@ def test_the_old_containerfile_would_be_caught(built):
     the same checkout. The files are gone from the final file system, but the walk finds every
     planted secret in the COPY layer."""
     context = built.workdir / "old-checkout"
-    shutil.copytree(built.checkout, context, symlinks=True,
-                    ignore=shutil.ignore_patterns(".containerignore", ".dockerignore"))
+    shutil.copytree(
+        built.checkout,
+        context,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(".containerignore", ".dockerignore"),
+    )
     containerfile = built.workdir / "Old.containerfile"
     containerfile.write_text("ARG BASE\nFROM ${BASE}\nCOPY . /src\nRUN rm -rf /src\n")
     ref = "localhost/regauth-test-old:latest"
-    built.podman.build(context, containerfile, ref, "--build-arg",
-                       f"BASE={built.base_ref}")
+    built.podman.build(context, containerfile, ref, "--build-arg", f"BASE={built.base_ref}")
     image = built.podman.export(ref, built.workdir / "oci-old")
-    findings = [f for layer, name in zip(image.layers, image.layer_names(), strict=True)
-                for f in scan_tar(layer, name, built.planted)]
+    findings = [
+        f
+        for layer, name in zip(image.layers, image.layer_names(), strict=True)
+        for f in scan_tar(layer, name, built.planted)
+    ]
     text = "\n".join(findings)
     for rel in built.planted.paths:
         assert f"src/{rel}: planted path" in text, rel

@@ -44,18 +44,27 @@ def ipv6_only_name():
         yield name
     finally:
         current = hosts.read_text()
-        hosts.write_text("\n".join(line for line in current.splitlines()
-                                   if not line.endswith(f" {name}")) + "\n")
+        hosts.write_text(
+            "\n".join(line for line in current.splitlines() if not line.endswith(f" {name}")) + "\n"
+        )
 
 
-def test_skopeo_pushes_and_pulls_over_ipv6_loopback(write_policy, certs_dir, layout, tmp_path,
-                                                    ipv6_only_name):
+def test_skopeo_pushes_and_pulls_over_ipv6_loopback(
+    write_policy, certs_dir, layout, tmp_path, ipv6_only_name
+):
     # regauth listens on [::1] only, and its upstream registry is on [::1] too.
     registry = RegistryProcess(tmp_path / "registry6", host="::1")
     registry.start()
     port = free_port()
-    proxy = start_proxy(tmp_path / "proxy6", certs_dir, write_policy(), registry.url,
-                        listen_host="::1", public_url=f"https://[::1]:{port}", port=port)
+    proxy = start_proxy(
+        tmp_path / "proxy6",
+        certs_dir,
+        write_policy(),
+        registry.url,
+        listen_host="::1",
+        public_url=f"https://[::1]:{port}",
+        port=port,
+    )
     netloc = f"{ipv6_only_name}:{port}"
     try:
         path, digest = layout
@@ -65,15 +74,19 @@ def test_skopeo_pushes_and_pulls_over_ipv6_loopback(write_policy, certs_dir, lay
         assert _copy(netloc, certs_dir, path, f"{build}:1").ok  # anonymous, capability
         pulled = skopeo("inspect", "--cert-dir", str(certs_dir), f"docker://{netloc}/demo/v6:1")
         assert pulled.ok, pulled.output
-        assert json.loads(pulled.output[pulled.output.index("{"):])["Digest"] == digest
+        assert json.loads(pulled.output[pulled.output.index("{") :])["Digest"] == digest
         # The realm keeps the brackets and the port.
         records = proxy.records()
-        realms = {r["challenge"]["realm"] for r in records
-                  if isinstance(r.get("challenge"), dict) and "realm" in r["challenge"]}
+        realms = {
+            r["challenge"]["realm"]
+            for r in records
+            if isinstance(r.get("challenge"), dict) and "realm" in r["challenge"]
+        }
         assert realms == {f"https://[::1]:{port}/v2/token"}
         assert all(r["client"].startswith("::1:") for r in records)
-        assert any(line.startswith("PUT /v2/demo/v6/manifests/1 ")
-                   for line in registry.requests_seen())
+        assert any(
+            line.startswith("PUT /v2/demo/v6/manifests/1 ") for line in registry.requests_seen()
+        )
     finally:
         proxy.stop()
         registry.stop()
@@ -89,15 +102,24 @@ def test_policy_networks_match_ipv6_clients(write_policy, make_registry, certs_d
 """
     policy = write_policy(extra_rules=rules)
     port = free_port()
-    proxy = start_proxy(tmp_path / "proxy", certs_dir, policy, registry.url,
-                        listen_host="", public_url=f"https://localhost:{port}", port=port)
+    proxy = start_proxy(
+        tmp_path / "proxy",
+        certs_dir,
+        policy,
+        registry.url,
+        listen_host="",
+        public_url=f"https://localhost:{port}",
+        port=port,
+    )
     try:
         context = ssl.create_default_context(cafile=str(certs_dir / "ca.crt"))
         context.check_hostname = False
 
         def scope_from(host: str) -> str:
-            url = (f"https://{host}:{port}/v2/token?service={SERVICE}"
-                   "&scope=repository:v6only/app:pull,push")
+            url = (
+                f"https://{host}:{port}/v2/token?service={SERVICE}"
+                "&scope=repository:v6only/app:pull,push"
+            )
             request = urllib.request.Request(url, headers={"Authorization": _basic("ci")})
             with urllib.request.urlopen(request, context=context, timeout=20) as response:
                 return json.loads(response.read())["scope"]
@@ -115,8 +137,20 @@ def _basic(user: str) -> str:
 
 
 def test_brackets_are_required_for_ipv6_listen_addresses(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "regauth.cli", "serve", "--listen", "::1:5443",
-                           "--upstream", "http://127.0.0.1:1"], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "regauth.cli",
+            "serve",
+            "--listen",
+            "::1:5443",
+            "--upstream",
+            "http://127.0.0.1:1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert "write an IPv6 address in brackets" in done.stderr

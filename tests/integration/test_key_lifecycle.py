@@ -33,17 +33,24 @@ from tests.support.proxy import start_proxy
 from tests.support.pushloop import PushLoop
 
 
-def certs_cli(certs: Path, *args: str, policy: Path | None = None,
-              faketime: str | None = None) -> subprocess.CompletedProcess[str]:
-    cmd = [*(["faketime", "-f", faketime] if faketime else []), str(REGAUTH), "certs", *args,
-           "--dir", str(certs), *(["--policy", str(policy)] if policy else [])]
+def certs_cli(
+    certs: Path, *args: str, policy: Path | None = None, faketime: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    cmd = [
+        *(["faketime", "-f", faketime] if faketime else []),
+        str(REGAUTH),
+        "certs",
+        *args,
+        "--dir",
+        str(certs),
+        *(["--policy", str(policy)] if policy else []),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     return done
 
 
-def wait_for_output(proxy: ProxyProcess, text: str, count: int = 1,
-                    timeout: float = 30) -> None:
+def wait_for_output(proxy: ProxyProcess, text: str, count: int = 1, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proxy.output().count(text) >= count:
@@ -66,8 +73,7 @@ def activation(certs: Path, name: str) -> float:
     return at
 
 
-def test_push_loop_across_rotate_activate_retire_with_the_embedded_registry(
-        tmp_path, write_policy):
+def test_push_loop_across_rotate_activate_retire_with_the_embedded_registry(tmp_path, write_policy):
     certs = tmp_path / "certs"
     pki.init_certs(certs)
     policy = write_policy(lifetime=60)
@@ -110,12 +116,13 @@ def test_push_loop_across_rotate_activate_retire_with_the_embedded_registry(
     finally:
         proxy.stop()
     longest = result.longest
-    restarts = re.findall(rf"{restarted} \d+ trusted signing keys in ([0-9.]+) s",
-                          proxy.output())
-    print(f"\npush loop: {len(result.samples)} requests, {len(result.failures)} failed, "
-          f"longest {longest.seconds * 1000:.0f} ms ({longest.method} {longest.what}), median "
-          f"{statistics.median(s.seconds for s in result.samples) * 1000:.1f} ms, "
-          f"{len(result.tokens)} tokens; registry restarts (s): {', '.join(restarts)}")
+    restarts = re.findall(rf"{restarted} \d+ trusted signing keys in ([0-9.]+) s", proxy.output())
+    print(
+        f"\npush loop: {len(result.samples)} requests, {len(result.failures)} failed, "
+        f"longest {longest.seconds * 1000:.0f} ms ({longest.method} {longest.what}), median "
+        f"{statistics.median(s.seconds for s in result.samples) * 1000:.1f} ms, "
+        f"{len(result.tokens)} tokens; registry restarts (s): {', '.join(restarts)}"
+    )
     assert not result.failures, result.failures[:5]
     assert len(result.samples) > 200
     kids = {libtrust_kid(k.public_key): k.name for k in (first, second, third)}
@@ -135,47 +142,59 @@ def test_push_loop_across_rotate_activate_retire_with_the_embedded_registry(
 
 
 def _upload_start(proxy: ProxyProcess, token: str) -> Reply:
-    return request(proxy.port, proxy.ca, "POST", "/v2/demo/app/blobs/uploads/",
-                   {"Authorization": f"Bearer {token}"}, b"")
+    return request(
+        proxy.port,
+        proxy.ca,
+        "POST",
+        "/v2/demo/app/blobs/uploads/",
+        {"Authorization": f"Bearer {token}"},
+        b"",
+    )
 
 
 def _ci_token(proxy: ProxyProcess) -> str:
-    reply = get_token(proxy.port, proxy.ca, ["repository:demo/app:pull,push"], SERVICE,
-                      ("ci", PASSWORDS["ci"]))
+    reply = get_token(
+        proxy.port, proxy.ca, ["repository:demo/app:pull,push"], SERVICE, ("ci", PASSWORDS["ci"])
+    )
     assert reply.status == 200, reply.body
     return reply.json()["token"]
 
 
 @pytest.mark.parametrize("mode", ["delegate", "enforce"])
 def test_a_registry_with_a_stale_bundle_names_the_key_it_does_not_trust(
-        tmp_path, write_policy, make_registry, make_proxy, registry_watches, mode):
+    tmp_path, write_policy, make_registry, make_proxy, registry_watches, mode
+):
     certs = tmp_path / "certs"
     pki.init_certs(certs)
     port = free_port()
-    registry = make_registry("token", realm=f"https://localhost:{port}/v2/token",
-                             signing_certs=certs)
+    registry = make_registry(
+        "token", realm=f"https://localhost:{port}/v2/token", signing_certs=certs
+    )
     policy = write_policy(mode=mode)
     proxy = make_proxy(policy, registry.url, port=port, certs_dir=certs)
     assert _upload_start(proxy, _ci_token(proxy)).status == 202
     # A new key signs, and this registry was not told (it reads its bundle at start only).
-    name = re.search(r"(token-signing-\S+) is published",
-                     certs_cli(certs, "rotate").stdout).group(1)
+    name = re.search(r"(token-signing-\S+) is published", certs_cli(certs, "rotate").stdout).group(
+        1
+    )
     certs_cli(certs, "activate", name, policy=policy)
     wait_for_output(proxy, f"tokens are signed with key {name}")
-    kid = libtrust_kid(next(k for k in pki.load_signing_keys(certs)
-                            if k.name == name).public_key)
+    kid = libtrust_kid(next(k for k in pki.load_signing_keys(certs) if k.name == name).public_key)
     refused = [_upload_start(proxy, _ci_token(proxy)) for _ in range(3)]
     # The client gets the registry's answer: its 401 and its error body.
     status, _, body = registry_watches[registry.url].direct(
-        "POST", "/v2/demo/app/blobs/uploads/", b"", {"Authorization": "Bearer x"})
+        "POST", "/v2/demo/app/blobs/uploads/", b"", {"Authorization": "Bearer x"}
+    )
     assert status == 401
     registry_body = json.loads(body)
     for reply in refused:
         assert reply.status == 401
         assert reply.json()["errors"][0]["code"] == registry_body["errors"][0]["code"]
         assert 'error="invalid_token"' in reply.header("www-authenticate")
-    message = (f"the registry does not trust signing key {kid}: update its rootcertbundle "
-               "(`regauth certs bundle`) and restart it")
+    message = (
+        f"the registry does not trust signing key {kid}: update its rootcertbundle "
+        "(`regauth certs bundle`) and restart it"
+    )
     wait_for_output(proxy, message)
     assert proxy.output().count(message) == 1  # once per key
     deadline = time.monotonic() + 10

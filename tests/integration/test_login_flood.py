@@ -54,10 +54,13 @@ def _bcrypt_seconds(cost: int) -> float:
     return statistics.median(samples)
 
 
-def test_a_flood_of_wrong_passwords_does_not_starve_a_correct_one(write_policy, make_registry,
-                                                                  make_proxy):
-    hashes = {name: bcrypt.hashpw(pw.encode(), bcrypt.gensalt(COST)).decode()
-              for name, pw in PASSWORDS.items()}
+def test_a_flood_of_wrong_passwords_does_not_starve_a_correct_one(
+    write_policy, make_registry, make_proxy
+):
+    hashes = {
+        name: bcrypt.hashpw(pw.encode(), bcrypt.gensalt(COST)).decode()
+        for name, pw in PASSWORDS.items()
+    }
     registry = make_registry()
     proxy = make_proxy(write_policy(text=policy_text(hashes)), registry.url)
     idle_check = _bcrypt_seconds(COST)
@@ -92,15 +95,21 @@ def test_a_flood_of_wrong_passwords_does_not_starve_a_correct_one(write_policy, 
     # flood (the machine is shared: a check took 0.16-1.5 s in different runs), doubled.
     check = result.seconds * WORKERS / (statuses[401] + 1)  # the guesses and ci's login
     bound = 2 * (len(ATTACKERS) / WORKERS + 2) * check
-    print(f"\nbcrypt cost {COST}: {idle_check:.3f} s per check idle, {check:.3f} s in regauth "
-          f"during the flood; legitimate login idle {idle.seconds:.2f} s, under attack "
-          f"{first.seconds:.2f} s behind {overtook} guesses (bounds {bound:.2f} s, {most} "
-          "guesses; before the login queue: 27.8 s behind 240)")
-    print(f"legitimate client during the attack: {len(tokens)} token requests, p50 "
-          f"{percentile(tokens, 0.5) * 1000:.0f} ms, p99 {percentile(tokens, 0.99) * 1000:.0f} "
-          f"ms; one push (token, 2 blobs, manifest, read back) {push:.2f} s")
-    print(f"attackers: {dict(statuses)} in {result.seconds:.1f} s; per network: "
-          + ", ".join(f"{s}: {dict(c)}" for s, c in result.by_source.items()))
+    print(
+        f"\nbcrypt cost {COST}: {idle_check:.3f} s per check idle, {check:.3f} s in regauth "
+        f"during the flood; legitimate login idle {idle.seconds:.2f} s, under attack "
+        f"{first.seconds:.2f} s behind {overtook} guesses (bounds {bound:.2f} s, {most} "
+        "guesses; before the login queue: 27.8 s behind 240)"
+    )
+    print(
+        f"legitimate client during the attack: {len(tokens)} token requests, p50 "
+        f"{percentile(tokens, 0.5) * 1000:.0f} ms, p99 {percentile(tokens, 0.99) * 1000:.0f} "
+        f"ms; one push (token, 2 blobs, manifest, read back) {push:.2f} s"
+    )
+    print(
+        f"attackers: {dict(statuses)} in {result.seconds:.1f} s; per network: "
+        + ", ".join(f"{s}: {dict(c)}" for s, c in result.by_source.items())
+    )
     assert overtook <= most
     assert first.seconds < bound
     assert percentile(tokens, 0.99) < bound
@@ -111,8 +120,11 @@ def test_a_flood_of_wrong_passwords_does_not_starve_a_correct_one(write_policy, 
         assert counts[429] >= PER_ATTACKER - 2 * PER_SOURCE, (source, counts)
     # The refusals are 429 "login queue" in the exchange log and count no failed login; every
     # 401 is a counted one.
-    records = [r for r in proxy.records() if r["kind"] == "token"
-               and r["client"].split(":")[0] in ATTACKERS]
+    records = [
+        r
+        for r in proxy.records()
+        if r["kind"] == "token" and r["client"].split(":")[0] in ATTACKERS
+    ]
     assert len(records) == len(ATTACKERS) * PER_ATTACKER
     refused = [r for r in records if r["status"] == 429]
     assert len(refused) == statuses[429]

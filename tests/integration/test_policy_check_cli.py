@@ -24,8 +24,12 @@ HOSTILE = {
 
 
 def _check(*paths: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(REGAUTH), "policy", "check", *map(str, paths)],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [str(REGAUTH), "policy", "check", *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_every_loader_failure_is_one_positioned_line_and_exit_1(tmp_path: Path) -> None:
@@ -52,9 +56,9 @@ def test_every_loader_failure_is_one_positioned_line_and_exit_1(tmp_path: Path) 
     assert all(matches), lines
     assert {m["file"] for m in matches if m} == {str(f) for f in files}
     by_file = {m["file"]: m.group(0) for m in matches if m}
-    assert by_file[str(tmp_path / "int-tag.yaml")].endswith(":1:10: cannot read int value '': "
-                                                            "IndexError: string index out of "
-                                                            "range")
+    assert by_file[str(tmp_path / "int-tag.yaml")].endswith(
+        ":1:10: cannot read int value '': IndexError: string index out of range"
+    )
     assert ":1:33: YAML nesting deeper than 32 levels" in by_file[str(tmp_path / "brackets.yaml")]
     assert ":2:13: the policy is not UTF-8 text" in by_file[str(latin1)]
     assert by_file[str(directory)].endswith(":1:1: cannot read policy: not a regular file")

@@ -47,26 +47,40 @@ def basic() -> dict[str, str]:
 def balanced(write_policy, make_registry, make_proxy):
     """regauth trusting 127.0.0.1 as its load balancer (2 s head timeout)."""
     registry = make_registry()
-    return make_proxy(write_policy(extra_rules=NETWORK_RULE), registry.url, extra=[
-        "--set", "regauth_proxy_protocol=127.0.0.1/32", "--set", "regauth_head_timeout=2",
-        "--set", "regauth_max_connections_per_address=2"])
+    return make_proxy(
+        write_policy(extra_rules=NETWORK_RULE),
+        registry.url,
+        extra=[
+            "--set",
+            "regauth_proxy_protocol=127.0.0.1/32",
+            "--set",
+            "regauth_head_timeout=2",
+            "--set",
+            "regauth_max_connections_per_address=2",
+        ],
+    )
 
 
 @pytest.fixture
 def direct(write_policy, make_registry, make_proxy):
     registry = make_registry()
-    return make_proxy(write_policy(extra_rules=NETWORK_RULE), registry.url,
-                      extra=["--set", "regauth_head_timeout=2"])
+    return make_proxy(
+        write_policy(extra_rules=NETWORK_RULE),
+        registry.url,
+        extra=["--set", "regauth_head_timeout=2"],
+    )
 
 
-@pytest.mark.parametrize("header", [v1("10.20.1.5"), v2("10.20.1.5"),
-                                    v2("::ffff:10.20.1.5"), v1("::ffff:10.20.1.5")])
+@pytest.mark.parametrize(
+    "header", [v1("10.20.1.5"), v2("10.20.1.5"), v2("::ffff:10.20.1.5"), v1("::ffff:10.20.1.5")]
+)
 def test_the_balancer_names_the_client_for_networks_rules_and_the_log(balanced, header):
     reply = exchange(open_tls(balanced.port, balanced.ca, header), "GET", TOKEN, basic())
     assert reply.status == 200, reply.body
     assert json.loads(reply.body)["scope"] == "repository:releases/app:pull,push"
-    elsewhere = exchange(open_tls(balanced.port, balanced.ca, v2("10.30.1.5")), "GET", TOKEN,
-                         basic())
+    elsewhere = exchange(
+        open_tls(balanced.port, balanced.ca, v2("10.30.1.5")), "GET", TOKEN, basic()
+    )
     assert json.loads(elsewhere.body)["scope"] == ""  # outside the office network
     records = [r for r in balanced.records() if r["kind"] == "token"]
     assert [r["client"].rsplit(":", 1)[0] for r in records] == ["10.20.1.5", "10.30.1.5"]
@@ -74,8 +88,9 @@ def test_the_balancer_names_the_client_for_networks_rules_and_the_log(balanced, 
 
 
 def test_a_local_header_keeps_the_balancers_address(balanced):
-    reply = exchange(open_tls(balanced.port, balanced.ca, v2("127.0.0.1", command=0x20)),
-                     "GET", "/v2/")
+    reply = exchange(
+        open_tls(balanced.port, balanced.ca, v2("127.0.0.1", command=0x20)), "GET", "/v2/"
+    )
     assert reply.status == 401
     [record] = balanced.records()
     assert record["client"].startswith("127.0.0.1:") and record["via"].startswith("127.0.0.1:")
@@ -85,8 +100,9 @@ def test_a_local_header_keeps_the_balancers_address(balanced):
 def test_how_tcp_splits_the_header_and_the_client_hello_does_not_matter(balanced, split):
     header = v2("10.20.1.5", tlvs=b"\x04\x00\x05abcde")  # a NOOP TLV, skipped
     started = time.monotonic()
-    reply = exchange(open_tls(balanced.port, balanced.ca, header, split=split, pause=0.02),
-                     "GET", "/v2/")
+    reply = exchange(
+        open_tls(balanced.port, balanced.ca, header, split=split, pause=0.02), "GET", "/v2/"
+    )
     assert reply.status == 401 and time.monotonic() - started < 1.5 + 0.02 * len(split)
 
 
@@ -98,14 +114,16 @@ def test_a_trusted_peer_without_a_header_is_refused(balanced):
     assert "closed connection from load balancer 127.0.0.1" in balanced.output()
 
 
-@pytest.mark.parametrize(("name", "data", "at_most"), [
-    ("a huge declared length", v2("10.20.1.5", length=60000), 1.0),
-    ("a truncated header", v2("10.20.1.5")[:20], 3.5),
-    ("a v1 line without end", b"PROXY TCP4 10.20.1.5 127.0.0.1 4000 443", 3.5),
-    ("garbage", b"\x16\x03\x01\x02\x00", 1.0),
-])
-def test_a_forged_header_holds_no_connection_past_the_head_timeout(balanced, name, data,
-                                                                   at_most):
+@pytest.mark.parametrize(
+    ("name", "data", "at_most"),
+    [
+        ("a huge declared length", v2("10.20.1.5", length=60000), 1.0),
+        ("a truncated header", v2("10.20.1.5")[:20], 3.5),
+        ("a v1 line without end", b"PROXY TCP4 10.20.1.5 127.0.0.1 4000 443", 3.5),
+        ("garbage", b"\x16\x03\x01\x02\x00", 1.0),
+    ],
+)
+def test_a_forged_header_holds_no_connection_past_the_head_timeout(balanced, name, data, at_most):
     closed, seconds, answer = closed_without_answer(balanced.port, data)
     assert closed and answer == b"", name
     assert seconds <= at_most, (name, seconds)
@@ -127,8 +145,7 @@ def test_a_header_trickled_byte_by_byte_is_cut_at_the_head_timeout(balanced):
     assert time.monotonic() - started < 3.5
 
 
-@pytest.mark.parametrize(("setup", "source"), [("balanced", "127.0.0.2"),
-                                               ("direct", "127.0.0.1")])
+@pytest.mark.parametrize(("setup", "source"), [("balanced", "127.0.0.2"), ("direct", "127.0.0.1")])
 def test_a_header_from_an_untrusted_peer_is_refused_never_read(setup, source, request):
     proxy = request.getfixturevalue(setup)
     for header in (v1("10.20.1.5"), v2("10.20.1.5")):
@@ -140,11 +157,13 @@ def test_a_header_from_an_untrusted_peer_is_refused_never_read(setup, source, re
 
 def test_forwarding_headers_from_clients_are_ignored(direct):
     for name in ("X-Forwarded-For", "X-Real-IP"):
-        reply = httpclient.request(direct.port, direct.ca, "GET", TOKEN,
-                                   {**basic(), name: "10.20.1.5"})
+        reply = httpclient.request(
+            direct.port, direct.ca, "GET", TOKEN, {**basic(), name: "10.20.1.5"}
+        )
         assert json.loads(reply.body)["scope"] == ""
-    reply = httpclient.request(direct.port, direct.ca, "GET", TOKEN,
-                               {**basic(), "Forwarded": "for=10.20.1.5;proto=https"})
+    reply = httpclient.request(
+        direct.port, direct.ca, "GET", TOKEN, {**basic(), "Forwarded": "for=10.20.1.5;proto=https"}
+    )
     assert json.loads(reply.body)["scope"] == ""
     assert {r["client"].rsplit(":", 1)[0] for r in direct.records()} == {"127.0.0.1"}
 
@@ -181,7 +200,7 @@ def test_a_client_hello_whose_first_bytes_arrive_alone_is_served_at_once(direct,
         except ssl.SSLWantReadError:
             pass
         hello = outgoing.read()
-        for piece in ([hello[:split[0]], hello[split[0]:]] if split else [hello]):
+        for piece in [hello[: split[0]], hello[split[0] :]] if split else [hello]:
             sock.sendall(piece)
             time.sleep(0.1)
         while True:
@@ -201,14 +220,22 @@ def test_a_client_hello_whose_first_bytes_arrive_alone_is_served_at_once(direct,
 def test_plain_http_gets_one_400_asking_for_tls_and_nothing_else(direct):
     for target in ("/v2/", TOKEN, "/v2/public/app/manifests/1"):
         closed, _, answer = closed_without_answer(
-            direct.port, f"GET {target} HTTP/1.1\r\nHost: localhost\r\n"
-                         f"Authorization: {basic()['Authorization']}\r\n\r\n".encode())
+            direct.port,
+            f"GET {target} HTTP/1.1\r\nHost: localhost\r\n"
+            f"Authorization: {basic()['Authorization']}\r\n\r\n".encode(),
+        )
         assert closed and answer.startswith(b"HTTP/1.1 400 Bad Request: "), answer[:100]
-        assert b"WWW-Authenticate" not in answer and b"token" not in answer.lower().split(
-            b"\r\n\r\n")[0]
+        assert (
+            b"WWW-Authenticate" not in answer
+            and b"token" not in answer.lower().split(b"\r\n\r\n")[0]
+        )
         assert b"TLS only" in answer and b"https://" in answer
-    curl = subprocess.run(["curl", "-sS", "-i", f"http://localhost:{direct.port}/v2/"],
-                          capture_output=True, text=True, timeout=30)
+    curl = subprocess.run(
+        ["curl", "-sS", "-i", f"http://localhost:{direct.port}/v2/"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert "400 Bad Request" in curl.stdout and "TLS only" in curl.stdout
     assert not direct.records()  # nothing decided, nothing forwarded
     assert "refused plain HTTP from 127.0.0.1" in direct.output()
@@ -216,18 +243,41 @@ def test_plain_http_gets_one_400_asking_for_tls_and_nothing_else(direct):
 
 def test_plain_http_can_be_allowed_for_test_setups(write_policy, make_registry, make_proxy):
     registry = make_registry()
-    proxy = make_proxy(write_policy(), registry.url,
-                       extra=["--set", "regauth_plain_http=true"])
-    curl = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
-                           f"http://localhost:{proxy.port}/v2/"], capture_output=True,
-                          text=True, timeout=30)
+    proxy = make_proxy(write_policy(), registry.url, extra=["--set", "regauth_plain_http=true"])
+    curl = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            f"http://localhost:{proxy.port}/v2/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert curl.stdout == "401"
     assert "regauth serves plain HTTP on its proxy port" in proxy.output()
 
 
 def test_serve_refuses_a_malformed_network(tmp_path, write_policy, certs_dir):
-    done = subprocess.run([str(REGAUTH), "serve", "--certs-dir", str(certs_dir), "--policy",
-                           str(write_policy()), "--upstream", "http://127.0.0.1:1",
-                           "--proxy-protocol", "10.0.0.1/8"], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [
+            str(REGAUTH),
+            "serve",
+            "--certs-dir",
+            str(certs_dir),
+            "--policy",
+            str(write_policy()),
+            "--upstream",
+            "http://127.0.0.1:1",
+            "--proxy-protocol",
+            "10.0.0.1/8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and "'10.0.0.1/8' is not a network" in done.stderr

@@ -88,13 +88,13 @@ class Cluster:
     def ca(self) -> Path:
         return self.replicas[0].ca
 
-    def request(self, source: str, target: str, headers: dict[str, str] | None = None,
-                method: str = "GET") -> RawReply:
+    def request(
+        self, source: str, target: str, headers: dict[str, str] | None = None, method: str = "GET"
+    ) -> RawReply:
         """One request through HAProxy on a new TLS connection from `source`."""
         return exchange(open_tls(self.port, self.ca, source=source), method, target, headers)
 
-    def token(self, source: str, scope: str, password: str | None = PASSWORDS["ci"]
-              ) -> RawReply:
+    def token(self, source: str, scope: str, password: str | None = PASSWORDS["ci"]) -> RawReply:
         """`GET /v2/token` as ci (`password=None`: anonymously) from `source`."""
         headers = {"Authorization": basic("ci", password)} if password is not None else {}
         return self.request(source, f"/v2/token?service={SERVICE}&scope={scope}", headers)
@@ -120,22 +120,26 @@ def assert_real_clients(cluster: Cluster, clients: set[str]) -> None:
             assert host(record["client"]) in clients, record
             assert host(record.get("via", "")) == HAPROXY_ADDRESS, record
             seen.add(host(record["client"]))
-        done = subprocess.run([str(REGAUTH), "trace", str(replica.log_path), "--json"],
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [str(REGAUTH), "trace", str(replica.log_path), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stderr
         conversations = json.loads(done.stdout)["conversations"]
         assert len(conversations) >= 1 or not records
         for conversation in conversations:
-            assert conversation["clients"] and set(conversation["clients"]) <= clients, \
-                conversation
+            assert conversation["clients"] and set(conversation["clients"]) <= clients, conversation
             [step] = [s for s in conversation["steps"] if s["step"] == "client"]
             assert f"(via {HAPROXY_ADDRESS}:" in step["text"], step
     assert seen == clients, seen
 
 
 @pytest.fixture
-def make_cluster(tmp_path: Path, write_policy, make_registry, make_proxy
-                 ) -> Iterator[Callable[..., Cluster]]:
+def make_cluster(
+    tmp_path: Path, write_policy, make_registry, make_proxy
+) -> Iterator[Callable[..., Cluster]]:
     """`make_cluster(proxy_protocol=True)`: registry, Redis, two replicas and HAProxy;
     `proxy_protocol=False`: the replicas without --proxy-protocol, HAProxy without
     send-proxy-v2 (the setup before issue 21)."""
@@ -151,13 +155,23 @@ def make_cluster(tmp_path: Path, write_policy, make_registry, make_proxy
         if proxy_protocol:
             env["REGAUTH_PROXY_PROTOCOL"] = f"{HAPROXY_ADDRESS}/32"
         policy = write_policy(f"{name}-policy.yaml", extra_rules=NETWORK_RULE + CLIENT_RULES)
-        replicas = [make_proxy(policy, registry.url, name=f"{name}-replica{i}", env=env,
-                               extra=["--set", "regauth_upstream_check_seconds=1"],
-                               admin_listen="127.0.0.1:0")
-                    for i in (1, 2)]
-        haproxy = HAProxy(tmp_path / f"{name}-haproxy",
-                          [Replica(p.port, p.admin_port) for p in replicas], port=front,
-                          proxy_protocol=proxy_protocol)
+        replicas = [
+            make_proxy(
+                policy,
+                registry.url,
+                name=f"{name}-replica{i}",
+                env=env,
+                extra=["--set", "regauth_upstream_check_seconds=1"],
+                admin_listen="127.0.0.1:0",
+            )
+            for i in (1, 2)
+        ]
+        haproxy = HAProxy(
+            tmp_path / f"{name}-haproxy",
+            [Replica(p.port, p.admin_port) for p in replicas],
+            port=front,
+            proxy_protocol=proxy_protocol,
+        )
         haproxy.start()
         stop.append(haproxy.stop)
         haproxy.wait_for({"replica1": "UP", "replica2": "UP"})
@@ -176,6 +190,7 @@ def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
 
 
 # -- the shipped config ----------------------------------------------------------------------
+
 
 class _Listener:
     """A loopback listener that records the first bytes of each connection (until `complete`
@@ -225,11 +240,13 @@ def test_the_shipped_config_sends_a_v2_header_on_connections_and_none_on_checks(
     replica's proxy and admin ports."""
     hello = b"\x16\x03\x01"  # the start of a ClientHello
     proxy_port = _Listener(lambda data: len(data) >= 16 + 12 + len(hello))  # IPv4 v2 header
-    admin_port = _Listener(lambda data: b"\r\n\r\n" in data,
-                           b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n"
-                           b"\r\nready\n")
-    haproxy = HAProxy(tmp_path / "haproxy", [Replica(proxy_port.port, admin_port.port)] * 2,
-                      proxy_protocol=True)
+    admin_port = _Listener(
+        lambda data: b"\r\n\r\n" in data,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nready\n",
+    )
+    haproxy = HAProxy(
+        tmp_path / "haproxy", [Replica(proxy_port.port, admin_port.port)] * 2, proxy_protocol=True
+    )
     haproxy.start()
     try:
         # Servers start UP: wait for 4 checks (2 per server), then they must still be UP.
@@ -237,8 +254,9 @@ def test_the_shipped_config_sends_a_v2_header_on_connections_and_none_on_checks(
         while len(admin_port.first_bytes) < 4 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert haproxy.server_states() == {"replica1": "UP", "replica2": "UP"}
-        with socket.create_connection(("127.0.0.1", haproxy.port), timeout=5,
-                                      source_address=(FIRST, 0)) as client:
+        with socket.create_connection(
+            ("127.0.0.1", haproxy.port), timeout=5, source_address=(FIRST, 0)
+        ) as client:
             client.sendall(hello)
             deadline = time.monotonic() + 5
             while not proxy_port.first_bytes and time.monotonic() < deadline:
@@ -259,6 +277,7 @@ def test_the_shipped_config_sends_a_v2_header_on_connections_and_none_on_checks(
 
 # -- acceptance ------------------------------------------------------------------------------
 
+
 def test_a_networks_rule_grants_only_the_client_in_its_network(cluster):
     for client, scope in ((FIRST, RELEASES), (SECOND, ""), (FIRST, RELEASES), (SECOND, "")):
         for _ in range(2):  # leastconn takes turns: one connection to each replica
@@ -266,8 +285,14 @@ def test_a_networks_rule_grants_only_the_client_in_its_network(cluster):
             assert reply.status == 200, reply.body
             assert json.loads(reply.body)["scope"] == scope, client  # "": outside the network
     # Each replica decided for both clients, each by the client's own address.
-    decided = [{(host(r["client"]), bool(r["token_response"]["granted"])) for r in records
-                if r["kind"] == "token"} for records in cluster.records()]
+    decided = [
+        {
+            (host(r["client"]), bool(r["token_response"]["granted"]))
+            for r in records
+            if r["kind"] == "token"
+        }
+        for records in cluster.records()
+    ]
     assert decided == [{(FIRST, True), (SECOND, False)}] * 2, decided
     assert_real_clients(cluster, {FIRST, SECOND})
 
@@ -276,16 +301,24 @@ def test_ten_wrong_passwords_from_one_client_do_not_lock_out_another(cluster):
     statuses = [cluster.token(FIRST, RELEASES, f"wrong-{i}").status for i in range(10)]
     # 5 failures for (ci, 127.0.0.2) counted in Redis whichever replica took them, then 429.
     assert statuses == [401] * 5 + [429] * 5, statuses
-    failures = [[r for r in records if r["kind"] == "token" and r["status"] == 401]
-                for records in cluster.records()]
+    failures = [
+        [r for r in records if r["kind"] == "token" and r["status"] == 401]
+        for records in cluster.records()
+    ]
     assert all(failures), "both replicas took wrong passwords"
     assert cluster.token(FIRST, RELEASES).status == 429  # the first itself is locked
     for _ in range(4):  # over both replicas
         second = cluster.token(SECOND, "repository:apps/x:pull")
         assert second.status == 200, second.body
         assert json.loads(second.body)["scope"] == "repository:apps/x:pull"
-    served = [[r for r in records if r["kind"] == "token" and r["status"] == 200
-               and host(r["client"]) == SECOND] for records in cluster.records()]
+    served = [
+        [
+            r
+            for r in records
+            if r["kind"] == "token" and r["status"] == 200 and host(r["client"]) == SECOND
+        ]
+        for records in cluster.records()
+    ]
     assert all(served), "both replicas let the second client in"
     assert_real_clients(cluster, {FIRST, SECOND})
 
@@ -301,17 +334,31 @@ def test_200_idle_connections_from_one_client_do_not_stop_anothers_pushes(cluste
             exchange(open_tls(cluster.port, cluster.ca, source=FIRST), "GET", "/v2/")
         # ...and 127.0.0.3 is another address: its pushes go through.
         for i in range(2):
-            client = LegitClient(cluster.port, cluster.ca, SERVICE, ("ci", PASSWORDS["ci"]),
-                                 f"apps/idle-{i}", source=SECOND)
+            client = LegitClient(
+                cluster.port,
+                cluster.ca,
+                SERVICE,
+                ("ci", PASSWORDS["ci"]),
+                f"apps/idle-{i}",
+                source=SECOND,
+            )
             client.push()
             assert client.push_seconds is not None
     finally:
         for sock in idle:
             sock.close()
     assert f"refused connections from {FIRST}: already 100 open" in cluster.output()
-    pushed = [{r["path"] for r in records if r["kind"] == "registry" and r["status"] == 201
-               and r["method"] == "PUT" and "/manifests/" in r["path"]}
-              for records in cluster.records()]
+    pushed = [
+        {
+            r["path"]
+            for r in records
+            if r["kind"] == "registry"
+            and r["status"] == 201
+            and r["method"] == "PUT"
+            and "/manifests/" in r["path"]
+        }
+        for records in cluster.records()
+    ]
     assert set().union(*pushed) == {f"/v2/apps/idle-{i}/manifests/legit" for i in range(2)}
     assert_real_clients(cluster, {SECOND})
 
@@ -322,9 +369,12 @@ def test_a_header_straight_to_a_replica_from_an_untrusted_address_is_refused(clu
             closed, seconds, answer = closed_without_answer(replica.port, header, "127.0.0.5")
             assert closed and answer == b"" and seconds < 1.0
         with pytest.raises(OSError):  # a whole header, then TLS
-            exchange(open_tls(replica.port, replica.ca, v2(FIRST), source="127.0.0.5"),
-                     "GET", f"/v2/token?service={SERVICE}&scope={RELEASES}",
-                     {"Authorization": basic("ci", PASSWORDS["ci"])})
+            exchange(
+                open_tls(replica.port, replica.ca, v2(FIRST), source="127.0.0.5"),
+                "GET",
+                f"/v2/token?service={SERVICE}&scope={RELEASES}",
+                {"Authorization": basic("ci", PASSWORDS["ci"])},
+            )
         assert "refused a PROXY protocol header from 127.0.0.5" in replica.output()
         assert not replica.records()
 
@@ -353,27 +403,48 @@ def test_the_exchange_log_and_trace_name_the_real_client(cluster):
     assert cluster.token(FIRST, RELEASES, password=None).status == 200  # anonymous
     assert cluster.token(FIRST, RELEASES, "wrong").status == 401  # a refused login
     assert cluster.token(SECOND, RELEASES).status == 200
-    client = LegitClient(cluster.port, cluster.ca, SERVICE, ("ci", PASSWORDS["ci"]),
-                         "apps/traced", source=SECOND)
+    client = LegitClient(
+        cluster.port, cluster.ca, SERVICE, ("ci", PASSWORDS["ci"]), "apps/traced", source=SECOND
+    )
     client.push()
-    assert cluster.request(SECOND, "/v2/apps/traced/manifests/legit", {
-        "Authorization": f"Bearer {client.token('repository:apps/traced:pull')}",
-        "Accept": "application/vnd.oci.image.manifest.v1+json"}).status == 200
+    assert (
+        cluster.request(
+            SECOND,
+            "/v2/apps/traced/manifests/legit",
+            {
+                "Authorization": f"Bearer {client.token('repository:apps/traced:pull')}",
+                "Accept": "application/vnd.oci.image.manifest.v1+json",
+            },
+        ).status
+        == 200
+    )
     assert all(len(records) >= 3 for records in cluster.records())
     assert_real_clients(cluster, {FIRST, SECOND})
 
 
 def test_plain_http_gets_the_tls_only_answer_and_nothing_else(cluster):
     def curl(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["curl", "-sS", "-i", "-4", "--interface", FIRST, *args],
-                              capture_output=True, text=True, timeout=30)
+        return subprocess.run(
+            ["curl", "-sS", "-i", "-4", "--interface", FIRST, *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
 
     front = f"http://localhost:{cluster.port}"
-    for done in (curl(f"{front}/v2/"),
-                 curl("-u", f"ci:{PASSWORDS['ci']}",
-                      f"{front}/v2/token?service={SERVICE}&scope={RELEASES}"),
-                 curl("-X", "PUT", "-H", "Content-Type: application/octet-stream",
-                      "--data-binary", "x", f"{front}/v2/apps/x/blobs/uploads/1?digest=x")):
+    for done in (
+        curl(f"{front}/v2/"),
+        curl("-u", f"ci:{PASSWORDS['ci']}", f"{front}/v2/token?service={SERVICE}&scope={RELEASES}"),
+        curl(
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            "x",
+            f"{front}/v2/apps/x/blobs/uploads/1?digest=x",
+        ),
+    ):
         assert done.stdout.startswith("HTTP/1.1 400 Bad Request"), done.stdout + done.stderr
         assert TLS_ONLY in done.stdout and "https://" in done.stdout
         assert "www-authenticate" not in done.stdout.lower()
@@ -389,14 +460,16 @@ def test_containerd_set_up_for_a_plain_http_registry_is_told_to_use_tls(cluster,
     Request`; push: `unexpected status: 400 Bad Request`). It prints the reason phrase as sent,
     so the message has to be there too (first_bytes.ANSWER_400's status line)."""
     image = f"localhost:{cluster.port}/apps/plain:1"
-    pulled = containerd.ctr("images", "pull", "--plain-http", "--user",
-                            f"ci:{PASSWORDS['ci']}", image, timeout=120)
+    pulled = containerd.ctr(
+        "images", "pull", "--plain-http", "--user", f"ci:{PASSWORDS['ci']}", image, timeout=120
+    )
     assert not pulled.ok
     assert TLS_ONLY in pulled.output, pulled.output
     assert all(not records for records in cluster.records())
 
 
 # -- the control -----------------------------------------------------------------------------
+
 
 def test_without_the_proxy_protocol_every_client_is_haproxy(make_cluster):
     """What the tests above rule out: the replicas without --proxy-protocol behind HAProxy
@@ -406,11 +479,18 @@ def test_without_the_proxy_protocol_every_client_is_haproxy(make_cluster):
         first = cluster.token(FIRST, RELEASES)
         assert first.status == 200 and json.loads(first.body)["scope"] == ""
     # ci logged in: its cached login would pass any limit; alice has not.
-    statuses = [cluster.request(FIRST, f"/v2/token?service={SERVICE}", {
-        "Authorization": basic("alice", f"wrong-{i}")}).status for i in range(6)]
+    statuses = [
+        cluster.request(
+            FIRST, f"/v2/token?service={SERVICE}", {"Authorization": basic("alice", f"wrong-{i}")}
+        ).status
+        for i in range(6)
+    ]
     assert statuses == [401] * 5 + [429]
-    second = cluster.request(SECOND, f"/v2/token?service={SERVICE}", {
-        "Authorization": basic("alice", PASSWORDS["alice"])})
+    second = cluster.request(
+        SECOND,
+        f"/v2/token?service={SERVICE}",
+        {"Authorization": basic("alice", PASSWORDS["alice"])},
+    )
     assert second.status == 429  # locked out by the first's failures
     records = [r for records in cluster.records() for r in records]
     assert {host(r["client"]) for r in records} == {HAPROXY_ADDRESS}

@@ -45,8 +45,11 @@ MIB = 1024 * 1024
 @pytest.fixture
 def bounded(write_policy, make_registry, make_proxy):
     registry = make_registry()
-    proxy = make_proxy(write_policy(), registry.url, extra=[
-        "--set", "regauth_body_timeout=3", "--set", "regauth_token_body_timeout=3"])
+    proxy = make_proxy(
+        write_policy(),
+        registry.url,
+        extra=["--set", "regauth_body_timeout=3", "--set", "regauth_token_body_timeout=3"],
+    )
     return proxy
 
 
@@ -64,8 +67,14 @@ def test_an_endless_request_head_is_refused_and_costs_no_memory(bounded, shape):
     results: list[tuple[int, bytes]] = []
 
     def attack() -> None:
-        threads = [threading.Thread(target=lambda n=n: results.append(
-            head_flood(proxy.port, proxy.ca, shape, 5, f"127.0.1.{n + 1}"))) for n in range(4)]
+        threads = [
+            threading.Thread(
+                target=lambda n=n: results.append(
+                    head_flood(proxy.port, proxy.ca, shape, 5, f"127.0.1.{n + 1}")
+                )
+            )
+            for n in range(4)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -120,8 +129,14 @@ def test_http2_rapid_reset_is_cut_off_and_leaves_no_work_behind(bounded):
     outcomes: list[dict[str, int]] = []
 
     def attack() -> None:
-        threads = [threading.Thread(target=lambda n=n: outcomes.append(
-            rapid_reset(proxy.port, proxy.ca, 10, f"127.0.2.{n + 1}", SERVICE))) for n in range(3)]
+        threads = [
+            threading.Thread(
+                target=lambda n=n: outcomes.append(
+                    rapid_reset(proxy.port, proxy.ca, 10, f"127.0.2.{n + 1}", SERVICE)
+                )
+            )
+            for n in range(3)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -134,14 +149,19 @@ def test_http2_rapid_reset_is_cut_off_and_leaves_no_work_behind(bounded):
     after_cpu = cpu_seconds(proxy.pid) - attacked_cpu
     streams = sum(o["streams"] for o in outcomes)
     connections = sum(o["connections"] for o in outcomes)
-    records = [r for r in proxy.records() if r.get("kind") == "token"
-               and not r["client"].startswith("127.0.0.200")]
+    records = [
+        r
+        for r in proxy.records()
+        if r.get("kind") == "token" and not r["client"].startswith("127.0.0.200")
+    ]
     growth = rss_mib(proxy.pid) - before_rss
     print(client.report("HTTP/2 rapid reset from 3 addresses for 10 s"))
-    print(f"attack: {streams} streams reset on {connections} connections "
-          f"({sum(o['enhance_your_calm'] for o in outcomes)} ended by GOAWAY ENHANCE_YOUR_CALM);"
-          f" {len(records)} exchange records; RSS +{growth:.1f} MiB; "
-          f"{after_cpu:.2f} s CPU in the 5 s after the attack")
+    print(
+        f"attack: {streams} streams reset on {connections} connections "
+        f"({sum(o['enhance_your_calm'] for o in outcomes)} ended by GOAWAY ENHANCE_YOUR_CALM);"
+        f" {len(records)} exchange records; RSS +{growth:.1f} MiB; "
+        f"{after_cpu:.2f} s CPU in the 5 s after the attack"
+    )
     ended = sum(o["enhance_your_calm"] + o["closed"] for o in outcomes)
     assert ended >= connections - 3  # every connection but the last of each attacker
     assert sum(o["enhance_your_calm"] for o in outcomes) >= 1
@@ -157,16 +177,26 @@ def test_http2_rapid_reset_is_cut_off_and_leaves_no_work_behind(bounded):
 
 def test_slow_token_forms_and_uploads_are_cut(bounded):
     proxy = bounded
-    token = httpclient.get_token(proxy.port, proxy.ca, ["repository:cache/slow:pull,push"],
-                                 SERVICE, ("ci", PASSWORDS["ci"])).json()["token"]
-    start = httpclient.request(proxy.port, proxy.ca, "POST", "/v2/cache/slow/blobs/uploads/",
-                               {"Authorization": f"Bearer {token}"})
+    token = httpclient.get_token(
+        proxy.port, proxy.ca, ["repository:cache/slow:pull,push"], SERVICE, ("ci", PASSWORDS["ci"])
+    ).json()["token"]
+    start = httpclient.request(
+        proxy.port,
+        proxy.ca,
+        "POST",
+        "/v2/cache/slow/blobs/uploads/",
+        {"Authorization": f"Bearer {token}"},
+    )
     location = start.header("Location")
-    form_head = (b"POST /v2/token HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
-                 b"application/x-www-form-urlencoded\r\nContent-Length: 200\r\n\r\n")
-    patch_head = (f"PATCH {location} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer "
-                  f"{token}\r\nContent-Type: application/octet-stream\r\n"
-                  f"Content-Length: {MIB}\r\n\r\n").encode()
+    form_head = (
+        b"POST /v2/token HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
+        b"application/x-www-form-urlencoded\r\nContent-Length: 200\r\n\r\n"
+    )
+    patch_head = (
+        f"PATCH {location} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer "
+        f"{token}\r\nContent-Type: application/octet-stream\r\n"
+        f"Content-Length: {MIB}\r\n\r\n"
+    ).encode()
     closed: list[float | None] = []
 
     def attack() -> None:
@@ -174,8 +204,11 @@ def test_slow_token_forms_and_uploads_are_cut(bounded):
         for n in range(20):
             head = form_head if n % 2 else patch_head
             sock = tls_socket(proxy.port, proxy.ca, source=f"127.0.3.{n + 1}")
-            threads.append(threading.Thread(
-                target=lambda s=sock, h=head: closed.append(trickle(s, h, 1.0, 15))))
+            threads.append(
+                threading.Thread(
+                    target=lambda s=sock, h=head: closed.append(trickle(s, h, 1.0, 15))
+                )
+            )
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -195,17 +228,25 @@ def test_slow_token_forms_and_uploads_are_cut(bounded):
 
 def test_a_slow_http2_upload_loses_its_stream_not_the_connection(bounded):
     proxy = bounded
-    token = httpclient.get_token(proxy.port, proxy.ca, ["repository:cache/slow2:pull,push"],
-                                 SERVICE, ("ci", PASSWORDS["ci"])).json()["token"]
+    token = httpclient.get_token(
+        proxy.port, proxy.ca, ["repository:cache/slow2:pull,push"], SERVICE, ("ci", PASSWORDS["ci"])
+    ).json()["token"]
     bearer = [("authorization", f"Bearer {token}")]
-    location = httpclient.request(proxy.port, proxy.ca, "POST",
-                                  "/v2/cache/slow2/blobs/uploads/",
-                                  {"Authorization": f"Bearer {token}"}).header("Location")
+    location = httpclient.request(
+        proxy.port,
+        proxy.ca,
+        "POST",
+        "/v2/cache/slow2/blobs/uploads/",
+        {"Authorization": f"Bearer {token}"},
+    ).header("Location")
     with H2Client(proxy.port, proxy.ca, timeout=20) as client:
         slow = client.new_stream()
-        client.send_headers(slow, "PATCH", location, [*bearer, ("content-length", str(MIB)),
-                                                      ("content-type", "application/octet-"
-                                                                       "stream")])
+        client.send_headers(
+            slow,
+            "PATCH",
+            location,
+            [*bearer, ("content-length", str(MIB)), ("content-type", "application/octet-stream")],
+        )
         started = time.monotonic()
         for _ in range(8):
             client.send_data(slow, b"a")
@@ -221,23 +262,29 @@ def test_a_slow_http2_upload_loses_its_stream_not_the_connection(bounded):
         assert client.request("GET", "/v2/").status == 401
 
 
-def test_connections_past_the_descriptor_budget_are_shed_not_failed(write_policy,
-                                                                   make_registry, make_proxy):
+def test_connections_past_the_descriptor_budget_are_shed_not_failed(
+    write_policy, make_registry, make_proxy
+):
     """regauth under a 256-descriptor limit (ceilings: 32 client and 32 registry connections,
     64 more shed): connections past the ceiling get 503 to their request, those past the
     shedding margin are closed at once, accept() never fails, and once the flood is gone the
     legitimate client is served again."""
     registry = make_registry()
-    proxy = make_proxy(write_policy(), registry.url, prefix=["prlimit", "--nofile=256:256"],
-                       admin_listen="127.0.0.1:0")
-    held = [tls_socket(proxy.port, proxy.ca, source=f"127.0.4.{n % 5 + 1}", timeout=5)
-            for n in range(40)]
+    proxy = make_proxy(
+        write_policy(),
+        registry.url,
+        prefix=["prlimit", "--nofile=256:256"],
+        admin_listen="127.0.0.1:0",
+    )
+    held = [
+        tls_socket(proxy.port, proxy.ca, source=f"127.0.4.{n % 5 + 1}", timeout=5)
+        for n in range(40)
+    ]
     shed = httpclient.request(proxy.port, proxy.ca, "GET", "/v2/", timeout=10)
     refused = 0
     for n in range(210):
         try:
-            held.append(tls_socket(proxy.port, proxy.ca, source=f"127.0.4.{n % 5 + 1}",
-                                   timeout=5))
+            held.append(tls_socket(proxy.port, proxy.ca, source=f"127.0.4.{n % 5 + 1}", timeout=5))
         except OSError:
             refused += 1
     peak = open_fds(proxy.pid)
@@ -245,8 +292,10 @@ def test_connections_past_the_descriptor_budget_are_shed_not_failed(write_policy
         sock.close()
     time.sleep(1)
     served = httpclient.request(proxy.port, proxy.ca, "GET", "/v2/", timeout=10)
-    print(f"250 connections: {refused} closed at once; peak {peak} descriptors of 256; "
-          f"past the ceiling: {shed.status}, after the flood: {served.status}")
+    print(
+        f"250 connections: {refused} closed at once; peak {peak} descriptors of 256; "
+        f"past the ceiling: {shed.status}, after the flood: {served.status}"
+    )
     assert peak < 256
     assert refused >= 150
     assert shed.status == 503 and shed.header("Retry-After") == "1"

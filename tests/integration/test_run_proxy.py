@@ -31,14 +31,21 @@ _ANY_BCRYPT = "$2b$04$" + "a" * 53
 def run_proxy(tmp_path):
     port = free_port()
     certs = tmp_path / "certs"
-    env = {**os.environ, "REGAUTH_REGISTRY_DIR": str(tmp_path / "registry"),
-           "REGAUTH_LOG": str(tmp_path / "exchange.jsonl")}
+    env = {
+        **os.environ,
+        "REGAUTH_REGISTRY_DIR": str(tmp_path / "registry"),
+        "REGAUTH_LOG": str(tmp_path / "exchange.jsonl"),
+    }
     env.pop("REGAUTH_CI_PASSWORD_HASH", None)
     output = tmp_path / "run_proxy.out"
-    process = subprocess.Popen([str(REPO / "run_proxy.sh"), "--listen", f"127.0.0.1:{port}",
-                                "--certs-dir", str(certs)], cwd=REPO, env=env,
-                               stdout=output.open("wb"), stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [str(REPO / "run_proxy.sh"), "--listen", f"127.0.0.1:{port}", "--certs-dir", str(certs)],
+        cwd=REPO,
+        env=env,
+        stdout=output.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         text = output.read_text(errors="replace")
@@ -52,14 +59,25 @@ def run_proxy(tmp_path):
         pytest.fail("run_proxy.sh did not come up:\n" + output.read_text(errors="replace"))
     # The registry-saw-only-decided invariant (issue 14) over the embedded registry: its
     # readiness probe, made by `regauth serve`, is the baseline.
-    registry_url = re.search(r"embedded registry: (http://127\.0\.0\.1:\d+)",
-                             output.read_text()).group(1)
-    watch = RegistryWatch(LogOnly(registry_url, tmp_path / "registry" / "registry.log"),
-                          [tmp_path / "exchange.jsonl"],
-                          capability_redactor(REPO / "policies" / "default.yaml",
-                                              {"REGAUTH_CI_PASSWORD_HASH": _ANY_BCRYPT}))
-    yield {"process": process, "port": port, "certs": certs, "output": output,
-           "log": tmp_path / "exchange.jsonl", "registry_url": registry_url, "watch": watch}
+    registry_url = re.search(
+        r"embedded registry: (http://127\.0\.0\.1:\d+)", output.read_text()
+    ).group(1)
+    watch = RegistryWatch(
+        LogOnly(registry_url, tmp_path / "registry" / "registry.log"),
+        [tmp_path / "exchange.jsonl"],
+        capability_redactor(
+            REPO / "policies" / "default.yaml", {"REGAUTH_CI_PASSWORD_HASH": _ANY_BCRYPT}
+        ),
+    )
+    yield {
+        "process": process,
+        "port": port,
+        "certs": certs,
+        "output": output,
+        "log": tmp_path / "exchange.jsonl",
+        "registry_url": registry_url,
+        "watch": watch,
+    }
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
@@ -69,8 +87,14 @@ def test_run_proxy_embedded_default(run_proxy, layout, tmp_path):
     port, certs = run_proxy["port"], run_proxy["certs"]
     text = run_proxy["output"].read_text()
     # Trust instructions for every client are printed.
-    for needle in ("curl --cacert", "--dest-cert-dir", "/etc/docker/certs.d/localhost:",
-                   "hosts.toml", "buildkitd.toml", f'[registry."localhost:{port}"]'):
+    for needle in (
+        "curl --cacert",
+        "--dest-cert-dir",
+        "/etc/docker/certs.d/localhost:",
+        "hosts.toml",
+        "buildkitd.toml",
+        f'[registry."localhost:{port}"]',
+    ):
         assert needle in text, needle
     registry_url = run_proxy["registry_url"]
     # The embedded registry runs in token mode: without a token it refuses.
@@ -78,22 +102,37 @@ def test_run_proxy_embedded_default(run_proxy, layout, tmp_path):
     path, digest = layout
     netloc = f"localhost:{port}"
     # A builder pushes anonymously to its build repository.
-    builder = skopeo("copy", "--dest-cert-dir", str(certs), f"oci:{path}:latest",
-                     f"docker://{netloc}/builds/{build_id()}:1")
+    builder = skopeo(
+        "copy",
+        "--dest-cert-dir",
+        str(certs),
+        f"oci:{path}:latest",
+        f"docker://{netloc}/builds/{build_id()}:1",
+    )
     assert builder.ok, builder.output
     # The README quick start: the ci account (random password made on first run).
     password = (certs / "private" / "ci-password").read_text().strip()
     assert (certs / "private" / "ci-password").stat().st_mode & 0o077 == 0
-    demo = skopeo("copy", "--dest-cert-dir", str(certs), "--dest-creds", f"ci:{password}",
-                  f"oci:{path}:latest", f"docker://{netloc}/demo/app:1")
+    demo = skopeo(
+        "copy",
+        "--dest-cert-dir",
+        str(certs),
+        "--dest-creds",
+        f"ci:{password}",
+        f"oci:{path}:latest",
+        f"docker://{netloc}/demo/app:1",
+    )
     assert demo.ok, demo.output
-    anonymous = skopeo("copy", "--dest-cert-dir", str(certs), f"oci:{path}:latest",
-                       f"docker://{netloc}/demo/app:2")
+    anonymous = skopeo(
+        "copy", "--dest-cert-dir", str(certs), f"oci:{path}:latest", f"docker://{netloc}/demo/app:2"
+    )
     assert not anonymous.ok
     records = [json.loads(line) for line in run_proxy["log"].read_text().splitlines()]
     assert any(r["kind"] == "token" for r in records)
-    assert any(r.get("repository") == "demo/app" and r["method"] == "PUT" and
-               r["status"] == 201 for r in records)
+    assert any(
+        r.get("repository") == "demo/app" and r["method"] == "PUT" and r["status"] == 201
+        for r in records
+    )
     assert password not in run_proxy["log"].read_text()
     # The registry saw exactly the requests regauth decided to forward, each once.
     assert_registry_saw_only_decided(run_proxy["watch"])
@@ -112,7 +151,12 @@ def test_run_proxy_embedded_default(run_proxy, layout, tmp_path):
 
 
 def test_run_proxy_rejects_unknown_options():
-    done = subprocess.run([str(REPO / "run_proxy.sh"), "--no-such-option"], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [str(REPO / "run_proxy.sh"), "--no-such-option"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert "unknown option --no-such-option" in done.stderr

@@ -55,23 +55,39 @@ class Cluster:
         return f"localhost:{self.haproxy.port}"
 
     def skopeo(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["skopeo", *args], capture_output=True, text=True,
-                              timeout=timeout)
+        return subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=timeout)
 
     def push(self, layout: Path, ref: str) -> subprocess.CompletedProcess[str]:
-        return self.skopeo("copy", "--retry-times", "5", "--dest-creds",
-                           f"ci:{PASSWORDS['ci']}", "--dest-cert-dir", str(self.certs_dir),
-                           f"oci:{layout}:latest", f"docker://{self.netloc}/{ref}")
+        return self.skopeo(
+            "copy",
+            "--retry-times",
+            "5",
+            "--dest-creds",
+            f"ci:{PASSWORDS['ci']}",
+            "--dest-cert-dir",
+            str(self.certs_dir),
+            f"oci:{layout}:latest",
+            f"docker://{self.netloc}/{ref}",
+        )
 
     def pull(self, ref: str, layout: Path) -> subprocess.CompletedProcess[str]:
-        return self.skopeo("copy", "--retry-times", "5", "--src-creds",
-                           f"ci:{PASSWORDS['ci']}", "--src-cert-dir", str(self.certs_dir),
-                           f"docker://{self.netloc}/{ref}", f"oci:{layout}:latest")
+        return self.skopeo(
+            "copy",
+            "--retry-times",
+            "5",
+            "--src-creds",
+            f"ci:{PASSWORDS['ci']}",
+            "--src-cert-dir",
+            str(self.certs_dir),
+            f"docker://{self.netloc}/{ref}",
+            f"oci:{layout}:latest",
+        )
 
 
 def login(proxy: ProxyProcess, user: str, password: str) -> int:
-    return get_token(proxy.port, proxy.ca, ["repository:apps/x:pull"], SERVICE,
-                     (user, password)).status
+    return get_token(
+        proxy.port, proxy.ca, ["repository:apps/x:pull"], SERVICE, (user, password)
+    ).status
 
 
 @pytest.fixture
@@ -82,12 +98,20 @@ def cluster(tmp_path: Path, write_policy, make_registry, make_proxy) -> Iterator
     front = free_port()  # the public URL names HAProxy: reserve its port first
     env = {"REGAUTH_PUBLIC_URL": f"https://localhost:{front}", "REGAUTH_STATE": redis.url}
     policy = write_policy(extra_rules=CLIENT_RULES)
-    replicas = [make_proxy(policy, registry.url, name=f"replica{i}", env=env,
-                           extra=["--set", "regauth_upstream_check_seconds=1"],
-                           admin_listen="127.0.0.1:0")
-                for i in (1, 2)]
-    haproxy = HAProxy(tmp_path / "haproxy",
-                      [Replica(p.port, p.admin_port) for p in replicas], port=front)
+    replicas = [
+        make_proxy(
+            policy,
+            registry.url,
+            name=f"replica{i}",
+            env=env,
+            extra=["--set", "regauth_upstream_check_seconds=1"],
+            admin_listen="127.0.0.1:0",
+        )
+        for i in (1, 2)
+    ]
+    haproxy = HAProxy(
+        tmp_path / "haproxy", [Replica(p.port, p.admin_port) for p in replicas], port=front
+    )
     haproxy.start()
     try:
         haproxy.wait_for({"replica1": "UP", "replica2": "UP"})
@@ -116,17 +140,23 @@ def test_a_token_from_one_replica_works_on_the_other(cluster, tmp_path):
     layout = tmp_path / "layout"
     make_layout(layout)
     assert cluster.push(layout, "apps/shared:1").returncode == 0
-    token = get_token(a.port, a.ca, ["repository:apps/shared:pull,push"], SERVICE,
-                      ("ci", PASSWORDS["ci"])).json()["token"]
+    token = get_token(
+        a.port, a.ca, ["repository:apps/shared:pull,push"], SERVICE, ("ci", PASSWORDS["ci"])
+    ).json()["token"]
     bearer = {"Authorization": f"Bearer {token}"}
     assert request(b.port, b.ca, "GET", "/v2/apps/shared/tags/list", bearer).status == 200
-    started = request(b.port, b.ca, "POST", "/v2/apps/shared/blobs/uploads/",
-                      {**bearer, "Content-Length": "0"})
+    started = request(
+        b.port, b.ca, "POST", "/v2/apps/shared/blobs/uploads/", {**bearer, "Content-Length": "0"}
+    )
     assert started.status == 202
     jti = jwt.decode(token, options={"verify_signature": False})["jti"]
     assert jti in {r["token_response"]["jti"] for r in a.records() if r["kind"] == "token"}
-    used_on_b = [r for r in b.records() if r["kind"] == "registry"
-                 and r.get("auth", {}).get("jwt", {}).get("claims", {}).get("jti") == jti]
+    used_on_b = [
+        r
+        for r in b.records()
+        if r["kind"] == "registry"
+        and r.get("auth", {}).get("jwt", {}).get("claims", {}).get("jti") == jti
+    ]
     assert [(r["method"], r["status"]) for r in used_on_b] == [("GET", 200), ("POST", 202)]
 
 
@@ -142,8 +172,9 @@ def test_five_wrong_passwords_over_both_replicas_lock_the_account_on_both(cluste
         metrics = scrape(replica.admin_port)
         assert metrics.value("regauth_state_store_up") == 1
         assert metrics.value("regauth_state_store_errors_total") == 0
-    failures = [scrape(p.admin_port).value("regauth_login_failures_total")
-                for p in cluster.replicas]
+    failures = [
+        scrape(p.admin_port).value("regauth_login_failures_total") for p in cluster.replicas
+    ]
     assert failures == [3, 2]
 
 
@@ -207,8 +238,9 @@ def test_a_redis_outage_keeps_logins_working_with_per_replica_limits(cluster):
 
     cluster.redis.start()  # same port, empty (no persistence)
     deadline = time.monotonic() + 30
-    while not all(scrape(p.admin_port).value("regauth_state_store_up") == 1
-                  for p in cluster.replicas):
+    while not all(
+        scrape(p.admin_port).value("regauth_state_store_up") == 1 for p in cluster.replicas
+    ):
         assert time.monotonic() < deadline, [p.output()[-2000:] for p in cluster.replicas]
         time.sleep(0.3)
     for replica in (a, b):
@@ -236,8 +268,14 @@ def test_docker_logs_in_pushes_and_pulls_through_haproxy(cluster, docker_for):
     assert pulled.ok, pulled.output
     # The identity token docker got at login is honoured by whichever replica gets the
     # connection: refresh grants were answered by both.
-    grants = [[r for r in p.records() if r["kind"] == "token" and
-               r.get("token_response", {}).get("credential") == "refresh_token"]
-              for p in cluster.replicas]
+    grants = [
+        [
+            r
+            for r in p.records()
+            if r["kind"] == "token"
+            and r.get("token_response", {}).get("credential") == "refresh_token"
+        ]
+        for p in cluster.replicas
+    ]
     assert all(g["status"] == 200 for replica in grants for g in replica)
     assert sum(len(g) for g in grants) >= 2

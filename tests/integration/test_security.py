@@ -43,13 +43,18 @@ from tests.support.proxy import start_proxy
 
 OTHER_SERVICE = "regauth-other-service"
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
-MANIFEST = json.dumps({
-    "schemaVersion": 2,
-    "mediaType": MANIFEST_TYPE,
-    "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-               "digest": "sha256:" + "0" * 64, "size": 2},
-    "layers": [],
-}).encode()
+MANIFEST = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_TYPE,
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": "sha256:" + "0" * 64,
+            "size": 2,
+        },
+        "layers": [],
+    }
+).encode()
 FULL_ACCESS: list[dict[str, object]] = [
     {"type": "repository", "name": "public/app", "actions": ["pull", "push", "delete"]},
     {"type": "registry", "name": "catalog", "actions": ["*"]},
@@ -81,12 +86,19 @@ class Stack:
     invariant: RegistryWatch | None = None
 
     def upstream_records(self) -> int:
-        return sum(1 for p in self.proxies for r in p.records()
-                   if r.get("answered_by") == "upstream")
+        return sum(
+            1 for p in self.proxies for r in p.records() if r.get("answered_by") == "upstream"
+        )
 
-    def attempt(self, method: str, target: str | bytes, token: str | None = None,
-                headers: list[tuple[str, str]] | None = None, body: bytes | None = None,
-                proxy: ProxyProcess | None = None) -> Attempt:
+    def attempt(
+        self,
+        method: str,
+        target: str | bytes,
+        token: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes | None = None,
+        proxy: ProxyProcess | None = None,
+    ) -> Attempt:
         proxy = proxy or self.proxy
         all_headers = list(headers or [])
         if token is not None:
@@ -96,12 +108,16 @@ class Stack:
         forwarded = self.watch.since(mark)
         return Attempt(reply, forwarded, self.upstream_records() - records)
 
-    def token(self, scopes: list[str], credentials: tuple[str, str] | None = None,
-              proxy: ProxyProcess | None = None, service: str = SERVICE,
-              **params: str) -> dict:
+    def token(
+        self,
+        scopes: list[str],
+        credentials: tuple[str, str] | None = None,
+        proxy: ProxyProcess | None = None,
+        service: str = SERVICE,
+        **params: str,
+    ) -> dict:
         proxy = proxy or self.proxy
-        reply = httpclient.get_token(proxy.port, proxy.ca, scopes, service, credentials,
-                                     **params)
+        reply = httpclient.get_token(proxy.port, proxy.ca, scopes, service, credentials, **params)
         assert reply.status == 200, reply.body
         return reply.json()
 
@@ -114,15 +130,15 @@ def _seed_secret_blob(watch: RegistryWatch) -> str:
     assert status == 202
     location = urlsplit(headers["Location"])
     target = f"{location.path}?{location.query}&digest={digest}"
-    status, _, _ = watch.direct("PUT", target, blob,
-                                {"Content-Type": "application/octet-stream"})
+    status, _, _ = watch.direct("PUT", target, blob, {"Content-Type": "application/octet-stream"})
     assert status == 201
     return digest
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, certs_dir: Path,
-          password_hashes: dict[str, str]) -> Iterator[Stack]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, certs_dir: Path, password_hashes: dict[str, str]
+) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("security")
     registry = RegistryProcess(workdir / "registry")
     registry.start()
@@ -133,11 +149,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory, certs_dir: Path,
         # After start: the readiness probe is the baseline; the seed and the sentinels are
         # direct requests the invariant knows.
         invariant = RegistryWatch(registry, redact=capability_redactor(policy))
-        proxy = start_proxy(workdir / "proxy", certs_dir=certs_dir, policy=policy,
-                            upstream=registry.url)
+        proxy = start_proxy(
+            workdir / "proxy", certs_dir=certs_dir, policy=policy, upstream=registry.url
+        )
         invariant.add_exchange_log(proxy.log_path)
-        result = Stack(registry, proxy, attacks.UpstreamWatch(registry, invariant.direct),
-                       [proxy], invariant=invariant)
+        result = Stack(
+            registry,
+            proxy,
+            attacks.UpstreamWatch(registry, invariant.direct),
+            [proxy],
+            invariant=invariant,
+        )
         result.secret_digest = _seed_secret_blob(invariant)
         yield result
     finally:
@@ -155,16 +177,21 @@ def registry_saw_only_decided(stack: Stack) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def other_proxy(stack: Stack, tmp_path_factory: pytest.TempPathFactory, certs_dir: Path,
-                password_hashes: dict[str, str]) -> Iterator[ProxyProcess]:
+def other_proxy(
+    stack: Stack,
+    tmp_path_factory: pytest.TempPathFactory,
+    certs_dir: Path,
+    password_hashes: dict[str, str],
+) -> Iterator[ProxyProcess]:
     """A second regauth with the same signing key and upstream but another `service`."""
     workdir = tmp_path_factory.mktemp("security-other")
     text = policy_text(password_hashes, lifetime=900)
     assert f"service: {SERVICE}\n" in text
     policy = workdir / "policy.yaml"
     policy.write_text(text.replace(f"service: {SERVICE}\n", f"service: {OTHER_SERVICE}\n"))
-    proxy = start_proxy(workdir / "proxy", certs_dir=certs_dir, policy=policy,
-                        upstream=stack.registry.url)
+    proxy = start_proxy(
+        workdir / "proxy", certs_dir=certs_dir, policy=policy, upstream=stack.registry.url
+    )
     stack.proxies.append(proxy)
     assert stack.invariant is not None
     stack.invariant.add_exchange_log(proxy.log_path)
@@ -176,9 +203,14 @@ def other_proxy(stack: Stack, tmp_path_factory: pytest.TempPathFactory, certs_di
 @pytest.fixture
 def ci_token(stack: Stack) -> str:
     """A genuine token for every name the path-confusion targets decode to (that policy allows)."""
-    return stack.token(["repository:public/app:pull,push,delete",
-                        "repository:public/secret:pull,push,delete", "registry:catalog:*"],
-                       ("ci", PASSWORDS["ci"]))["token"]
+    return stack.token(
+        [
+            "repository:public/app:pull,push,delete",
+            "repository:public/secret:pull,push,delete",
+            "registry:catalog:*",
+        ],
+        ("ci", PASSWORDS["ci"]),
+    )["token"]
 
 
 # -- assertions --------------------------------------------------------------------------------
@@ -233,8 +265,11 @@ class Forge:
         return attacks.access_claims(ISSUER, SERVICE, FULL_ACCESS, **overrides)
 
     def genuine_header(self, **overrides: object) -> dict[str, object]:
-        header: dict[str, object] = {"typ": attacks.ACCESS_TYP, "kid": self.genuine.kid,
-                                     "x5c": self.genuine.x5c}
+        header: dict[str, object] = {
+            "typ": attacks.ACCESS_TYP,
+            "kid": self.genuine.kid,
+            "x5c": self.genuine.x5c,
+        }
         header.update(overrides)
         return header
 
@@ -250,15 +285,15 @@ def forge(stack: Stack, certs_dir: Path) -> Forge:
 def _tampered(f: Forge) -> str:
     token = f.anonymous_pull_token()
     claims = attacks.b64url_decode_json(token.split(".")[1])
-    assert claims["access"] == [{"type": "repository", "name": "public/app",
-                                 "actions": ["pull"]}]
+    assert claims["access"] == [{"type": "repository", "name": "public/app", "actions": ["pull"]}]
     claims["access"] = FULL_ACCESS
     return attacks.replace_claims(token, claims)
 
 
 def _refresh_token(f: Forge) -> str:
-    body = f.stack.token(["repository:public/app:pull,push"], ("ci", PASSWORDS["ci"]),
-                         offline_token="true")
+    body = f.stack.token(
+        ["repository:public/app:pull,push"], ("ci", PASSWORDS["ci"]), offline_token="true"
+    )
     return body["refresh_token"]
 
 
@@ -276,49 +311,60 @@ def _oversized_header(f: Forge) -> str:
 
 
 def _hs256(secret: Callable[[KeyPair], bytes]) -> Callable[[Forge], str]:
-    return lambda f: attacks.hmac_signed(f.claims(), f.genuine_header(alg="HS256"),
-                                         secret(f.genuine))
+    return lambda f: attacks.hmac_signed(
+        f.claims(), f.genuine_header(alg="HS256"), secret(f.genuine)
+    )
 
 
 JWT_ATTACKS: dict[str, Callable[[Forge], str]] = {
     "alg-none": lambda f: attacks.unsigned(f.claims(), f.genuine_header(alg="none")),
     "alg-none-with-signature": lambda f: attacks.unsigned(
-        f.claims(), f.genuine_header(alg="none"),
-        f.anonymous_pull_token().split(".")[2]),
+        f.claims(), f.genuine_header(alg="none"), f.anonymous_pull_token().split(".")[2]
+    ),
     "alg-NONE-uppercase": lambda f: attacks.unsigned(
-        f.claims(), f.genuine_header(alg="NONE"), attacks.b64url(b"x")),
+        f.claims(), f.genuine_header(alg="NONE"), attacks.b64url(b"x")
+    ),
     "hs256-public-key-pem-secret": _hs256(lambda k: k.public_pem),
     "hs256-certificate-pem-secret": _hs256(lambda k: k.certificate_pem),
     "wrong-aud": lambda f: attacks.sign(f.claims(aud=OTHER_SERVICE), f.genuine),
     "aud-array": lambda f: attacks.sign(f.claims(aud=[SERVICE, OTHER_SERVICE]), f.genuine),
-    "missing-aud": lambda f: attacks.sign({k: v for k, v in f.claims().items() if k != "aud"},
-                                          f.genuine),
+    "missing-aud": lambda f: attacks.sign(
+        {k: v for k, v in f.claims().items() if k != "aud"}, f.genuine
+    ),
     "wrong-iss": lambda f: attacks.sign(f.claims(iss="evil-issuer"), f.genuine),
     "expired": lambda f: attacks.sign(
-        f.claims(exp=int(time.time()) - 3600, iat=int(time.time()) - 3700,
-                 nbf=int(time.time()) - 3700), f.genuine),
+        f.claims(
+            exp=int(time.time()) - 3600, iat=int(time.time()) - 3700, nbf=int(time.time()) - 3700
+        ),
+        f.genuine,
+    ),
     "expired-just-beyond-leeway": lambda f: attacks.sign(
-        f.claims(exp=int(time.time()) - 90, iat=int(time.time()) - 200,
-                 nbf=int(time.time()) - 200), f.genuine),
-    "missing-exp": lambda f: attacks.sign({k: v for k, v in f.claims().items() if k != "exp"},
-                                          f.genuine),
+        f.claims(exp=int(time.time()) - 90, iat=int(time.time()) - 200, nbf=int(time.time()) - 200),
+        f.genuine,
+    ),
+    "missing-exp": lambda f: attacks.sign(
+        {k: v for k, v in f.claims().items() if k != "exp"}, f.genuine
+    ),
     "not-yet-valid": lambda f: attacks.sign(f.claims(nbf=int(time.time()) + 3600), f.genuine),
     "not-yet-valid-beyond-leeway": lambda f: attacks.sign(
-        f.claims(nbf=int(time.time()) + 120), f.genuine),
+        f.claims(nbf=int(time.time()) + 120), f.genuine
+    ),
     "unknown-kid": lambda f: attacks.sign(f.claims(), f.attacker, x5c=None),
     "genuine-kid-attacker-signature": lambda f: attacks.sign(
-        f.claims(), f.attacker, kid=f.genuine.kid, x5c=f.genuine.x5c),
-    "injected-jwk": lambda f: attacks.sign(f.claims(), f.attacker, x5c=None,
-                                           jwk=f.attacker.jwk),
+        f.claims(), f.attacker, kid=f.genuine.kid, x5c=f.genuine.x5c
+    ),
+    "injected-jwk": lambda f: attacks.sign(f.claims(), f.attacker, x5c=None, jwk=f.attacker.jwk),
     "injected-jwk-genuine-kid": lambda f: attacks.sign(
-        f.claims(), f.attacker, kid=f.genuine.kid, x5c=None, jwk=f.attacker.jwk),
-    "injected-jku": lambda f: attacks.sign(f.claims(), f.attacker, x5c=None,
-                                           jku="https://evil.example/jwks.json"),
+        f.claims(), f.attacker, kid=f.genuine.kid, x5c=None, jwk=f.attacker.jwk
+    ),
+    "injected-jku": lambda f: attacks.sign(
+        f.claims(), f.attacker, x5c=None, jku="https://evil.example/jwks.json"
+    ),
     "injected-x5c": lambda f: attacks.sign(f.claims(), f.attacker),
-    "injected-x5c-genuine-kid": lambda f: attacks.sign(f.claims(), f.attacker,
-                                                       kid=f.genuine.kid),
+    "injected-x5c-genuine-kid": lambda f: attacks.sign(f.claims(), f.attacker, kid=f.genuine.kid),
     "injected-x5c-chain-ending-in-genuine": lambda f: attacks.sign(
-        f.claims(), f.attacker, x5c=f.attacker.x5c + f.genuine.x5c),
+        f.claims(), f.attacker, x5c=f.attacker.x5c + f.genuine.x5c
+    ),
     "wrong-typ": lambda f: attacks.sign(f.claims(), f.genuine, typ="JWT"),
     "tampered-access-claim": _tampered,
     "signature-stripped": lambda f: f.anonymous_pull_token().rsplit(".", 1)[0] + ".",
@@ -377,25 +423,43 @@ def test_missing_token_is_challenged(stack: Stack) -> None:
 
 SCOPE_CASES = {
     # case: (scopes requested anonymously, method, path, missing scope in the challenge)
-    "pull-token-used-to-push": (["repository:public/app:pull"], "PUT",
-                                "/v2/public/app/manifests/1",
-                                "repository:public/app:pull,push"),
-    "pull-token-used-to-delete": (["repository:public/app:pull"], "DELETE",
-                                  "/v2/public/app/manifests/" + SOME_DIGEST,
-                                  "repository:public/app:delete"),
-    "pull-token-used-to-start-upload": (["repository:public/app:pull"], "POST",
-                                        "/v2/public/app/blobs/uploads/",
-                                        "repository:public/app:pull,push"),
-    "token-for-another-repository": (["repository:public/app:pull"], "GET",
-                                     "/v2/public/other/manifests/1",
-                                     "repository:public/other:pull"),
-    "token-for-a-prefix-of-the-name": (["repository:public/app:pull"], "GET",
-                                       "/v2/public/app/sub/manifests/1",
-                                       "repository:public/app/sub:pull"),
+    "pull-token-used-to-push": (
+        ["repository:public/app:pull"],
+        "PUT",
+        "/v2/public/app/manifests/1",
+        "repository:public/app:pull,push",
+    ),
+    "pull-token-used-to-delete": (
+        ["repository:public/app:pull"],
+        "DELETE",
+        "/v2/public/app/manifests/" + SOME_DIGEST,
+        "repository:public/app:delete",
+    ),
+    "pull-token-used-to-start-upload": (
+        ["repository:public/app:pull"],
+        "POST",
+        "/v2/public/app/blobs/uploads/",
+        "repository:public/app:pull,push",
+    ),
+    "token-for-another-repository": (
+        ["repository:public/app:pull"],
+        "GET",
+        "/v2/public/other/manifests/1",
+        "repository:public/other:pull",
+    ),
+    "token-for-a-prefix-of-the-name": (
+        ["repository:public/app:pull"],
+        "GET",
+        "/v2/public/app/sub/manifests/1",
+        "repository:public/app/sub:pull",
+    ),
     "anonymous-catalog": (["registry:catalog:*"], "GET", "/v2/_catalog", "registry:catalog:*"),
-    "denied-scope-not-in-token": (["repository:cache/secret:pull"], "GET",
-                                  "/v2/cache/secret/blobs/" + SOME_DIGEST,
-                                  "repository:cache/secret:pull"),
+    "denied-scope-not-in-token": (
+        ["repository:cache/secret:pull"],
+        "GET",
+        "/v2/cache/secret/blobs/" + SOME_DIGEST,
+        "repository:cache/secret:pull",
+    ),
 }
 
 
@@ -428,13 +492,21 @@ PATH_CASES: dict[str, tuple[str, str, int, str]] = {
     "encoded-slash-lowercase": ("GET", "/v2/public%2fapp/manifests/1", 400, NAME_INVALID),
     "encoded-slash-before-route": ("GET", "/v2/public/app%2Fmanifests/1", 400, NAME_INVALID),
     "encoded-dotdot": ("GET", "/v2/public/%2E%2E/secret/manifests/1", 400, NAME_INVALID),
-    "encoded-dotdot-lowercase": ("GET", "/v2/public/app/%2e%2e/secret/manifests/1", 400,
-                                 NAME_INVALID),
+    "encoded-dotdot-lowercase": (
+        "GET",
+        "/v2/public/app/%2e%2e/secret/manifests/1",
+        400,
+        NAME_INVALID,
+    ),
     "encoded-backslash": ("GET", "/v2/public%5Capp/manifests/1", 400, NAME_INVALID),
     "encoded-nul": ("GET", "/v2/public/app%00/manifests/1", 400, NAME_INVALID),
     "dotdot": ("GET", "/v2/public/../secret/manifests/1", 400, NAME_INVALID),
-    "dotdot-inside-allowed-prefix": ("GET", "/v2/public/app/../secret/manifests/1", 400,
-                                     NAME_INVALID),
+    "dotdot-inside-allowed-prefix": (
+        "GET",
+        "/v2/public/app/../secret/manifests/1",
+        400,
+        NAME_INVALID,
+    ),
     "dotdot-push": ("PUT", "/v2/public/app/../../cache/secret/manifests/1", 400, NAME_INVALID),
     "dot": ("GET", "/v2/public/./app/manifests/1", 400, NAME_INVALID),
     "leading-double-slash": ("GET", "//v2/public/app/manifests/1", 404, NO_ROUTE),
@@ -454,14 +526,30 @@ PATH_CASES: dict[str, tuple[str, str, int, str]] = {
     "tag-with-fragment": ("GET", "/v2/public/app/manifests/1#x", 400, TAG_INVALID),
     "bad-digest-manifest": ("GET", "/v2/public/app/manifests/sha256:xyz", 400, DIGEST_INVALID),
     "bad-digest-blob": ("GET", "/v2/public/app/blobs/sha256:xyz", 400, DIGEST_INVALID),
-    "digest-uppercase-hex": ("GET", "/v2/public/app/blobs/sha256:" + "AB" * 32, 400,
-                             DIGEST_INVALID),
-    "digest-unknown-algorithm": ("GET", "/v2/public/app/blobs/md5:" + "ab" * 16, 400,
-                                 DIGEST_INVALID),
-    "absolute-form-dotdot": ("GET", "https://localhost/v2/public/app/../secret/manifests/1",
-                             400, NAME_INVALID),
-    "absolute-form-encoded-slash": ("GET", "https://localhost/v2/public%2Fapp/manifests/1", 400,
-                                    NAME_INVALID),
+    "digest-uppercase-hex": (
+        "GET",
+        "/v2/public/app/blobs/sha256:" + "AB" * 32,
+        400,
+        DIGEST_INVALID,
+    ),
+    "digest-unknown-algorithm": (
+        "GET",
+        "/v2/public/app/blobs/md5:" + "ab" * 16,
+        400,
+        DIGEST_INVALID,
+    ),
+    "absolute-form-dotdot": (
+        "GET",
+        "https://localhost/v2/public/app/../secret/manifests/1",
+        400,
+        NAME_INVALID,
+    ),
+    "absolute-form-encoded-slash": (
+        "GET",
+        "https://localhost/v2/public%2Fapp/manifests/1",
+        400,
+        NAME_INVALID,
+    ),
 }
 
 
@@ -488,22 +576,26 @@ INJECTION_TOKEN_QUERIES = {
     # case: (query after /v2/token?, OAuth error)
     "scope-quote-encoded": (f"service={SERVICE}&scope=repository:a%22b:pull", "invalid_scope"),
     "scope-quote-raw": (f'service={SERVICE}&scope=repository:a"b:pull', "invalid_scope"),
-    "scope-crlf": (f"service={SERVICE}&scope=repository:a%0d%0aX-Injected:%201:pull",
-                   "invalid_scope"),
-    "scope-lf": (f"service={SERVICE}&scope=repository:a%0aX-Injected:%201:pull",
-                 "invalid_scope"),
-    "scope-cr": (f"service={SERVICE}&scope=repository:a%0dX-Injected:%201:pull",
-                 "invalid_scope"),
-    "scope-crlf-in-actions": (f"service={SERVICE}&scope=repository:public/app:pull%0d%0a"
-                              "X-Injected:%201", "invalid_scope"),
-    "scope-backslash-encoded": (f"service={SERVICE}&scope=repository:a%5cb:pull",
-                                "invalid_scope"),
+    "scope-crlf": (
+        f"service={SERVICE}&scope=repository:a%0d%0aX-Injected:%201:pull",
+        "invalid_scope",
+    ),
+    "scope-lf": (f"service={SERVICE}&scope=repository:a%0aX-Injected:%201:pull", "invalid_scope"),
+    "scope-cr": (f"service={SERVICE}&scope=repository:a%0dX-Injected:%201:pull", "invalid_scope"),
+    "scope-crlf-in-actions": (
+        f"service={SERVICE}&scope=repository:public/app:pull%0d%0aX-Injected:%201",
+        "invalid_scope",
+    ),
+    "scope-backslash-encoded": (f"service={SERVICE}&scope=repository:a%5cb:pull", "invalid_scope"),
     "scope-backslash-raw": (f"service={SERVICE}&scope=repository:a\\b:pull", "invalid_scope"),
     "scope-quote-breaking-challenge": (
-        f'service={SERVICE}&scope=repository:a%22,realm=%22https://evil.example:pull',
-        "invalid_scope"),
-    "service-crlf": ("service=x%0d%0aX-Injected:%201&scope=repository:public/app:pull",
-                     "invalid_request"),
+        f"service={SERVICE}&scope=repository:a%22,realm=%22https://evil.example:pull",
+        "invalid_scope",
+    ),
+    "service-crlf": (
+        "service=x%0d%0aX-Injected:%201&scope=repository:public/app:pull",
+        "invalid_request",
+    ),
     "service-quote": ("service=x%22,realm=%22https://evil.example", "invalid_request"),
 }
 
@@ -537,20 +629,30 @@ INJECTION_REGISTRY_TARGETS = {
     "path-quote-encoded": ("GET", "/v2/a%22b/manifests/1", NAME_INVALID),
     "path-quote-raw": ("GET", '/v2/a"b/manifests/1', NAME_INVALID),
     "path-quote-breaking-challenge": (
-        "GET", '/v2/a",realm="evil.example/manifests/1', NAME_INVALID),
+        "GET",
+        '/v2/a",realm="evil.example/manifests/1',
+        NAME_INVALID,
+    ),
     "path-backslash-encoded": ("GET", "/v2/a%5cb/manifests/1", NAME_INVALID),
-    "mount-from-crlf": ("POST", f"/v2/builds/{'a' * 26}/blobs/uploads/?mount={SOME_DIGEST}"
-                                "&from=a%0d%0aX-Injected:%201", NAME_INVALID),
-    "mount-from-quote": ("POST", f"/v2/builds/{'a' * 26}/blobs/uploads/?mount={SOME_DIGEST}"
-                                 "&from=a%22b", NAME_INVALID),
+    "mount-from-crlf": (
+        "POST",
+        f"/v2/builds/{'a' * 26}/blobs/uploads/?mount={SOME_DIGEST}&from=a%0d%0aX-Injected:%201",
+        NAME_INVALID,
+    ),
+    "mount-from-quote": (
+        "POST",
+        f"/v2/builds/{'a' * 26}/blobs/uploads/?mount={SOME_DIGEST}&from=a%22b",
+        NAME_INVALID,
+    ),
     "raw-crlf-in-request-line": ("GET", "/v2/a\r\nX-Injected: 1/manifests/1", None),
 }
 
 
 @pytest.mark.parametrize("anonymous", [True, False], ids=["anonymous", "with-token"])
 @pytest.mark.parametrize("case", list(INJECTION_REGISTRY_TARGETS))
-def test_registry_path_injection_is_refused(stack: Stack, ci_token: str, case: str,
-                                            anonymous: bool) -> None:
+def test_registry_path_injection_is_refused(
+    stack: Stack, ci_token: str, case: str, anonymous: bool
+) -> None:
     method, target, code = INJECTION_REGISTRY_TARGETS[case]
     attempt = stack.attempt(method, target, None if anonymous else ci_token)
     assert attempt.reply.status == 400, (attempt.reply.status, attempt.reply.body)
@@ -566,28 +668,55 @@ def test_registry_path_injection_is_refused(stack: Stack, ci_token: str, case: s
 OVERSIZED = {
     # case: (method, target, headers, body)
     "authorization-64k-registry-route": (
-        "GET", "/v2/public/app/manifests/1", [("Authorization", "Bearer " + "a" * 65536)], None),
+        "GET",
+        "/v2/public/app/manifests/1",
+        [("Authorization", "Bearer " + "a" * 65536)],
+        None,
+    ),
     "authorization-64k-token-endpoint": (
-        "GET", f"/v2/token?service={SERVICE}", [("Authorization", "Basic " + "a" * 65536)], None),
+        "GET",
+        f"/v2/token?service={SERVICE}",
+        [("Authorization", "Basic " + "a" * 65536)],
+        None,
+    ),
     "token-query-100k-junk": (
-        "GET", f"/v2/token?service={SERVICE}&scope=repository:public/app:pull&x="
-        + "a" * 100_000, [], None),
+        "GET",
+        f"/v2/token?service={SERVICE}&scope=repository:public/app:pull&x=" + "a" * 100_000,
+        [],
+        None,
+    ),
     "token-query-100k-scope": (
-        "GET", f"/v2/token?service={SERVICE}&scope=repository:{'a' * 100_000}:pull", [], None),
+        "GET",
+        f"/v2/token?service={SERVICE}&scope=repository:{'a' * 100_000}:pull",
+        [],
+        None,
+    ),
     "token-1000-scopes": (
-        "GET", f"/v2/token?service={SERVICE}&"
-        + "&".join(f"scope=repository:public/a{i}:pull" for i in range(1000)), [], None),
+        "GET",
+        f"/v2/token?service={SERVICE}&"
+        + "&".join(f"scope=repository:public/a{i}:pull" for i in range(1000)),
+        [],
+        None,
+    ),
     "token-form-over-64k": (
-        "POST", "/v2/token", [("Content-Type", "application/x-www-form-urlencoded")],
-        b"grant_type=password&client_id=x&username=ci&password=" + b"a" * 70_000),
-    "registry-query-100k": (
-        "GET", "/v2/public/app/manifests/1?x=" + "a" * 100_000, [], None),
+        "POST",
+        "/v2/token",
+        [("Content-Type", "application/x-www-form-urlencoded")],
+        b"grant_type=password&client_id=x&username=ci&password=" + b"a" * 70_000,
+    ),
+    "registry-query-100k": ("GET", "/v2/public/app/manifests/1?x=" + "a" * 100_000, [], None),
     "registry-1000-query-params": (
-        "POST", "/v2/public/app/blobs/uploads/?"
-        + "&".join(f"p{i}=1" for i in range(1000)), [], None),
+        "POST",
+        "/v2/public/app/blobs/uploads/?" + "&".join(f"p{i}=1" for i in range(1000)),
+        [],
+        None,
+    ),
     "registry-100-query-params": (
-        "POST", "/v2/public/app/blobs/uploads/?"
-        + "&".join(f"p{i}=1" for i in range(100)), [], None),
+        "POST",
+        "/v2/public/app/blobs/uploads/?" + "&".join(f"p{i}=1" for i in range(100)),
+        [],
+        None,
+    ),
     "registry-path-3k": ("GET", "/v2/public/" + "a/" * 1500 + "manifests/1", [], None),
 }
 
@@ -607,15 +736,25 @@ def test_oversized_request_is_refused(stack: Stack, case: str) -> None:
 
 # -- 6. non-registry paths ---------------------------------------------------------------------
 
-NON_REGISTRY = ["/", "/debug/vars", "/debug/pprof/", "/metrics", "/v1/_ping",
-                "/v1/repositories/public/app/images", "/v1/search?q=app", "/V2/",
-                "/V2/public/app/manifests/1", "/v2token", "/v3/", "/favicon.ico"]
+NON_REGISTRY = [
+    "/",
+    "/debug/vars",
+    "/debug/pprof/",
+    "/metrics",
+    "/v1/_ping",
+    "/v1/repositories/public/app/images",
+    "/v1/search?q=app",
+    "/V2/",
+    "/V2/public/app/manifests/1",
+    "/v2token",
+    "/v3/",
+    "/favicon.ico",
+]
 
 
 @pytest.mark.parametrize("anonymous", [True, False], ids=["anonymous", "with-token"])
 @pytest.mark.parametrize("path", NON_REGISTRY)
-def test_non_registry_path_is_404(stack: Stack, ci_token: str, path: str,
-                                  anonymous: bool) -> None:
+def test_non_registry_path_is_404(stack: Stack, ci_token: str, path: str, anonymous: bool) -> None:
     attempt = stack.attempt("GET", path, None if anonymous else ci_token)
     assert attempt.reply.status == 404, (attempt.reply.status, attempt.reply.body)
     assert attempt.reply.header("www-authenticate") is None
@@ -624,8 +763,7 @@ def test_non_registry_path_is_404(stack: Stack, ci_token: str, path: str,
 
 
 @pytest.mark.parametrize("target", ["*", "v2/", "/v2/ x"])
-def test_a_target_outside_the_origin_form_is_400(stack: Stack, ci_token: str,
-                                                  target: str) -> None:
+def test_a_target_outside_the_origin_form_is_400(stack: Stack, ci_token: str, target: str) -> None:
     # An asterisk-form or relative target, or one with spaces or controls (possible in an
     # HTTP/2 :path, which goes into the registry's request line), is never routed.
     attempt = stack.attempt("GET", target, ci_token)
@@ -659,15 +797,17 @@ def test_token_for_another_service_is_refused(stack: Stack, other_proxy: ProxyPr
 
 
 def test_other_service_token_is_refused_here(stack: Stack, other_proxy: ProxyProcess) -> None:
-    token = stack.token(["repository:public/app:pull"], proxy=other_proxy,
-                        service=OTHER_SERVICE)["token"]
+    token = stack.token(["repository:public/app:pull"], proxy=other_proxy, service=OTHER_SERVICE)[
+        "token"
+    ]
     assert attacks.b64url_decode_json(token.split(".")[1])["aud"] == OTHER_SERVICE
     assert_invalid_token(stack.attempt("GET", "/v2/public/app/manifests/1", token))
 
 
 def test_audience_is_not_the_clients_choice(stack: Stack, other_proxy: ProxyProcess) -> None:
-    reply = httpclient.get_token(other_proxy.port, other_proxy.ca, ["repository:public/app:pull"],
-                                 SERVICE)
+    reply = httpclient.get_token(
+        other_proxy.port, other_proxy.ca, ["repository:public/app:pull"], SERVICE
+    )
     assert reply.status == 400, reply.body
     assert reply.json()["error"] == "invalid_request"
     assert "token" not in reply.json()
@@ -675,8 +815,9 @@ def test_audience_is_not_the_clients_choice(stack: Stack, other_proxy: ProxyProc
 
 def test_other_service_accepts_its_own_token(stack: Stack, other_proxy: ProxyProcess) -> None:
     """Positive control: the second instance forwards with its own token."""
-    token = stack.token(["repository:public/app:pull"], proxy=other_proxy,
-                        service=OTHER_SERVICE)["token"]
+    token = stack.token(["repository:public/app:pull"], proxy=other_proxy, service=OTHER_SERVICE)[
+        "token"
+    ]
     attempt = stack.attempt("GET", "/v2/public/app/manifests/1", token, proxy=other_proxy)
     assert attempt.forwarded == ["GET /v2/public/app/manifests/1 HTTP/1.1"]
     assert attempt.reply.status == 404
@@ -687,28 +828,35 @@ def test_other_service_accepts_its_own_token(stack: Stack, other_proxy: ProxyPro
 
 
 def _build_token(stack: Stack, build: str, *extra: str) -> dict:
-    body = stack.token([f"repository:builds/{build}:pull,push",
-                        "repository:cache/secret:pull", *extra])
+    body = stack.token(
+        [f"repository:builds/{build}:pull,push", "repository:cache/secret:pull", *extra]
+    )
     granted = attacks.b64url_decode_json(body["token"].split(".")[1])["access"]
     assert {"type": "repository", "name": "cache/secret", "actions": ["pull"]} not in granted
-    assert {"type": "repository", "name": f"builds/{build}",
-            "actions": ["pull", "push"]} in granted
+    assert {"type": "repository", "name": f"builds/{build}", "actions": ["pull", "push"]} in granted
     return body
 
 
 MOUNT_QUERIES = {
     # case: (query, expected status, code or the missing scope for a 401)
-    "mount-from-secret": ("mount={digest}&from=cache/secret", 401,
-                          "repository:cache/secret:pull"),
-    "from-encoded-slash": ("mount={digest}&from=cache%2Fsecret", 401,
-                           "repository:cache/secret:pull"),
-    "from-encoded-key": ("mount={digest}&%66rom=cache/secret", 401,
-                         "repository:cache/secret:pull"),
+    "mount-from-secret": ("mount={digest}&from=cache/secret", 401, "repository:cache/secret:pull"),
+    "from-encoded-slash": (
+        "mount={digest}&from=cache%2Fsecret",
+        401,
+        "repository:cache/secret:pull",
+    ),
+    "from-encoded-key": ("mount={digest}&%66rom=cache/secret", 401, "repository:cache/secret:pull"),
     "from-only": ("from=cache/secret", 401, "repository:cache/secret:pull"),
-    "from-given-twice": ("mount={digest}&from=builds/{build}&from=cache/secret", 400,
-                         "UNSUPPORTED"),
-    "from-after-semicolon": ("mount={digest}&from=builds/{build};from=cache/secret", 400,
-                             "UNSUPPORTED"),
+    "from-given-twice": (
+        "mount={digest}&from=builds/{build}&from=cache/secret",
+        400,
+        "UNSUPPORTED",
+    ),
+    "from-after-semicolon": (
+        "mount={digest}&from=builds/{build};from=cache/secret",
+        400,
+        "UNSUPPORTED",
+    ),
     "from-uppercase": ("mount={digest}&from=Cache/Secret", 400, NAME_INVALID),
     "from-dotdot": ("mount={digest}&from=builds/../cache/secret", 400, NAME_INVALID),
     "mount-bad-digest": ("mount=sha256:xyz&from=cache/secret", 400, DIGEST_INVALID),
@@ -720,8 +868,9 @@ def test_cross_repository_mount_is_refused(stack: Stack, case: str) -> None:
     build = build_id()
     token = _build_token(stack, build)["token"]
     query, status, expected = MOUNT_QUERIES[case]
-    target = (f"/v2/builds/{build}/blobs/uploads/?"
-              + query.format(digest=stack.secret_digest, build=build))
+    target = f"/v2/builds/{build}/blobs/uploads/?" + query.format(
+        digest=stack.secret_digest, build=build
+    )
     attempt = stack.attempt("POST", target, token)
     if status == 401:
         assert_insufficient_scope(attempt, expected)
@@ -732,25 +881,35 @@ def test_cross_repository_mount_is_refused(stack: Stack, case: str) -> None:
 
 
 def _multipart(fields: dict[str, str], boundary: str) -> bytes:
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
-             for k, v in fields.items()]
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+        for k, v in fields.items()
+    ]
     return ("".join(parts) + f"--{boundary}--\r\n").encode()
 
 
 MOUNT_BODIES = {
     # distribution reads `mount`/`from` with r.FormValue, which also parses POST bodies.
     "form-urlencoded-body": lambda digest, build: (
-        "", "application/x-www-form-urlencoded",
-        f"mount={digest}&from=cache/secret".encode()),
+        "",
+        "application/x-www-form-urlencoded",
+        f"mount={digest}&from=cache/secret".encode(),
+    ),
     "form-urlencoded-body-mixed-case-type": lambda digest, build: (
-        "", "Application/X-WWW-Form-Urlencoded; charset=utf-8",
-        f"mount={digest}&from=cache/secret".encode()),
+        "",
+        "Application/X-WWW-Form-Urlencoded; charset=utf-8",
+        f"mount={digest}&from=cache/secret".encode(),
+    ),
     "form-body-overriding-query-from": lambda digest, build: (
-        f"?mount={digest}&from=builds/{build}", "application/x-www-form-urlencoded",
-        b"from=cache/secret"),
+        f"?mount={digest}&from=builds/{build}",
+        "application/x-www-form-urlencoded",
+        b"from=cache/secret",
+    ),
     "multipart-body": lambda digest, build: (
-        "", "multipart/form-data; boundary=b0undary",
-        _multipart({"mount": digest, "from": "cache/secret"}, "b0undary")),
+        "",
+        "multipart/form-data; boundary=b0undary",
+        _multipart({"mount": digest, "from": "cache/secret"}, "b0undary"),
+    ),
 }
 
 
@@ -759,8 +918,13 @@ def test_cross_repository_mount_via_body_is_refused(stack: Stack, case: str) -> 
     build = build_id()
     token = _build_token(stack, build)["token"]
     query, content_type, body = MOUNT_BODIES[case](stack.secret_digest, build)
-    attempt = stack.attempt("POST", f"/v2/builds/{build}/blobs/uploads/{query}", token,
-                            [("Content-Type", content_type)], body)
+    attempt = stack.attempt(
+        "POST",
+        f"/v2/builds/{build}/blobs/uploads/{query}",
+        token,
+        [("Content-Type", content_type)],
+        body,
+    )
     reply = attempt.reply
     # Either the mount source is authorized like the query's (401 insufficient_scope) or a
     # form body on a registry route is refused outright (4xx): never a 201 mount.
@@ -776,21 +940,23 @@ def test_cross_repository_mount_via_body_is_refused(stack: Stack, case: str) -> 
 
 MOUNT_HEADER_TRICKS = {
     # mitmproxy joins repeated headers ("a, b"); Go's Header.Get reads only the first.
-    "duplicate-content-type": [("Content-Type", "application/x-www-form-urlencoded"),
-                               ("Content-Type", "text/plain")],
+    "duplicate-content-type": [
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Content-Type", "text/plain"),
+    ],
     # U+0130 sent as UTF-8 (latin-1 here is byte for byte): Go lower-cases it to 'i'.
     "unicode-case-folding": [("Content-Type", "appl\xc4\xb0cation/x-www-form-urlencoded")],
 }
 
 
 @pytest.mark.parametrize("case", list(MOUNT_HEADER_TRICKS))
-def test_cross_repository_mount_via_content_type_tricks_is_refused(stack: Stack,
-                                                                   case: str) -> None:
+def test_cross_repository_mount_via_content_type_tricks_is_refused(stack: Stack, case: str) -> None:
     build = build_id()
     token = _build_token(stack, build)["token"]
     body = f"mount={stack.secret_digest}&from=cache/secret".encode()
-    attempt = stack.attempt("POST", f"/v2/builds/{build}/blobs/uploads/", token,
-                            MOUNT_HEADER_TRICKS[case], body)
+    attempt = stack.attempt(
+        "POST", f"/v2/builds/{build}/blobs/uploads/", token, MOUNT_HEADER_TRICKS[case], body
+    )
     assert attempt.reply.status == 400, (attempt.reply.status, attempt.reply.body)
     assert attempt.reply.error_codes() == ["UNSUPPORTED"]
     attempt.assert_nothing_forwarded()

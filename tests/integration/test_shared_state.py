@@ -35,8 +35,12 @@ def redis_server(tmp_path: Path) -> Iterator[Redis]:
 
 def test_redis_store_answers_like_the_memory_store(redis_server):
     shared, memory = RedisAttemptStore(redis_server.url), MemoryAttemptStore()
-    operations = [("add", ["a", "b"], 100.0, 60.0), ("add", ["a"], 130.5, 60.0),
-                  ("add", ["a", "c"], 170.25, 60.0), ("add", ["b"], 171.0, 300.0)]
+    operations = [
+        ("add", ["a", "b"], 100.0, 60.0),
+        ("add", ["a"], 130.5, 60.0),
+        ("add", ["a", "c"], 170.25, 60.0),
+        ("add", ["b"], 171.0, 300.0),
+    ]
     for _, keys, at, keep in operations:
         shared.add(keys, at, keep)
         memory.add(keys, at, keep)
@@ -74,10 +78,12 @@ def test_concurrent_failures_are_all_counted(redis_server):
 
 
 def test_limiters_on_two_replicas_share_the_limit(redis_server):
-    a = LoginLimiter(store=FallbackAttemptStore(RedisAttemptStore(redis_server.url)),
-                     clock=time.time)
-    b = LoginLimiter(store=FallbackAttemptStore(RedisAttemptStore(redis_server.url)),
-                     clock=time.time)
+    a = LoginLimiter(
+        store=FallbackAttemptStore(RedisAttemptStore(redis_server.url)), clock=time.time
+    )
+    b = LoginLimiter(
+        store=FallbackAttemptStore(RedisAttemptStore(redis_server.url)), clock=time.time
+    )
     for limiter in (a, b, a, b, a):
         limiter.check("alice", "10.0.0.7")
         limiter.failed("alice", "10.0.0.7")
@@ -93,8 +99,9 @@ def test_limiters_on_two_replicas_share_the_limit(redis_server):
 
 
 def test_an_outage_falls_back_to_memory_logged_once_and_counted(redis_server, caplog):
-    store = FallbackAttemptStore(RedisAttemptStore(redis_server.url, timeout=0.2),
-                                 retry_seconds=0.5)
+    store = FallbackAttemptStore(
+        RedisAttemptStore(redis_server.url, timeout=0.2), retry_seconds=0.5
+    )
     limiter = LoginLimiter(store=store, clock=time.time)
     limiter.failed("alice", "10.0.0.7")  # shared, and remembered locally
     redis_server.stop()
@@ -134,10 +141,16 @@ def test_an_unreachable_redis_at_start_is_an_outage_not_an_error(tmp_path):
     assert len(store.recent("login-failure:account:alice", 0.0)) == 1
 
 
-@pytest.mark.parametrize("url, expected", [
-    ("", None), ("memory", None), ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
-    ("redis://redis:6379", "redis://redis:6379"), ("rediss://r.example:6380/2", "rediss://r.example:6380/2"),
-])
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("", None),
+        ("memory", None),
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("redis://redis:6379", "redis://redis:6379"),
+        ("rediss://r.example:6380/2", "rediss://r.example:6380/2"),
+    ],
+)
 def test_state_urls(url, expected):
     assert parse_state_url(url) == expected
 

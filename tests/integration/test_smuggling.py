@@ -54,21 +54,33 @@ UPSTREAM_PASSWORD = "upstream-only-secret-3d1"
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 EVIL_CONFIG = b"{}"
 EVIL_CONFIG_DIGEST = "sha256:" + hashlib.sha256(EVIL_CONFIG).hexdigest()
-EVIL_MANIFEST = json.dumps({
-    "schemaVersion": 2, "mediaType": MANIFEST_TYPE,
-    "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-               "digest": EVIL_CONFIG_DIGEST, "size": len(EVIL_CONFIG)},
-    "layers": []}).encode()
+EVIL_MANIFEST = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_TYPE,
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": EVIL_CONFIG_DIGEST,
+            "size": len(EVIL_CONFIG),
+        },
+        "layers": [],
+    }
+).encode()
 # The issue's payload: complete HTTP/1.1 requests regauth must never let through. Smuggled to
 # a registry without auth (as the code before the fix did), the first opens an upload in
 # cache/evil, so the repository exists afterwards; the second tags cache/evil:latest.
-SMUGGLED_PUT = (b"POST /v2/cache/evil/blobs/uploads/?digest=" + EVIL_CONFIG_DIGEST.encode()
-                + b" HTTP/1.1\r\nHost: registry\r\nContent-Type: application/octet-stream\r\n"
-                b"Content-Length: " + str(len(EVIL_CONFIG)).encode() + b"\r\n\r\n" + EVIL_CONFIG
-                + b"PUT /v2/cache/evil/manifests/latest HTTP/1.1\r\nHost: registry\r\n"
-                b"Content-Type: " + MANIFEST_TYPE.encode() + b"\r\n"
-                b"Content-Length: " + str(len(EVIL_MANIFEST)).encode() + b"\r\n\r\n"
-                + EVIL_MANIFEST)
+SMUGGLED_PUT = (
+    b"POST /v2/cache/evil/blobs/uploads/?digest="
+    + EVIL_CONFIG_DIGEST.encode()
+    + b" HTTP/1.1\r\nHost: registry\r\nContent-Type: application/octet-stream\r\n"
+    b"Content-Length: "
+    + str(len(EVIL_CONFIG)).encode()
+    + b"\r\n\r\n"
+    + EVIL_CONFIG
+    + b"PUT /v2/cache/evil/manifests/latest HTTP/1.1\r\nHost: registry\r\n"
+    b"Content-Type: " + MANIFEST_TYPE.encode() + b"\r\n"
+    b"Content-Length: " + str(len(EVIL_MANIFEST)).encode() + b"\r\n\r\n" + EVIL_MANIFEST
+)
 SMUGGLED_GET = b"GET /v2/_catalog HTTP/1.1\r\nHost: registry\r\n\r\n"
 DIGEST = "sha256:" + "ab" * 32
 
@@ -123,20 +135,35 @@ class Stack:
 
     # -- HTTP/2 ----------------------------------------------------------------------------
 
-    def h2(self, method: str, path: str, token: str | None = None,
-           headers: list[tuple[str, str]] | None = None, body: bytes | None = None,
-           end_stream_on_headers: bool | None = None, timeout: float = 15.0) -> h2raw.H2Reply:
+    def h2(
+        self,
+        method: str,
+        path: str,
+        token: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes | None = None,
+        end_stream_on_headers: bool | None = None,
+        timeout: float = 15.0,
+    ) -> h2raw.H2Reply:
         fields = (self.bearer(token) if token else []) + list(headers or [])
-        return h2raw.request(self.port, self.proxy.ca, method, path, fields, body,
-                             end_stream_on_headers, timeout)
+        return h2raw.request(
+            self.port, self.proxy.ca, method, path, fields, body, end_stream_on_headers, timeout
+        )
 
     def h2_client(self, timeout: float = 15.0) -> h2raw.H2Client:
         return h2raw.H2Client(self.port, self.proxy.ca, timeout)
 
     # -- HTTP/1.1 --------------------------------------------------------------------------
 
-    def head(self, method: str, target: str, token: str | None = None,
-             headers: list[str] | None = None, close: bool = False, sep: str = "\r\n") -> bytes:
+    def head(
+        self,
+        method: str,
+        target: str,
+        token: str | None = None,
+        headers: list[str] | None = None,
+        close: bool = False,
+        sep: str = "\r\n",
+    ) -> bytes:
         """A request head, byte for byte (UTF-8): `headers` are raw header lines."""
         lines = [f"{method} {target} HTTP/1.1", f"Host: localhost:{self.port}"]
         if token:
@@ -150,14 +177,25 @@ class Stack:
         """A harmless last request on a connection: GET /v2/ (200 in every mode), then close."""
         return self.head("GET", "/v2/", self.nothing, close=True)
 
-    def h1(self, data: bytes | list[bytes], methods: list[str], timeout: float = 15.0,
-           pause: float = 0.0) -> Conversation:
+    def h1(
+        self,
+        data: bytes | list[bytes],
+        methods: list[str],
+        timeout: float = 15.0,
+        pause: float = 0.0,
+    ) -> Conversation:
         return attacks.converse(self.port, self.proxy.ca, data, methods, timeout, pause)
 
     def start_upload(self) -> str:
         """A new upload session in the build repository: its path and query (origin form)."""
-        reply = httpclient.request(self.port, self.proxy.ca, "POST", self.uploads,
-                                   {"Authorization": f"Bearer {self.builder}"}, b"")
+        reply = httpclient.request(
+            self.port,
+            self.proxy.ca,
+            "POST",
+            self.uploads,
+            {"Authorization": f"Bearer {self.builder}"},
+            b"",
+        )
         assert reply.status == 202, (reply.status, reply.body)
         location = urlsplit(reply.header("Location") or "")
         return location.path + (f"?{location.query}" if location.query else "")
@@ -173,24 +211,34 @@ class Stack:
         return path.read_bytes() if path.exists() else None
 
 
-def _registry(workdir: Path, token: TokenAuth | None = None,
-              htpasswd: Path | None = None) -> RegistryProcess:
+def _registry(
+    workdir: Path, token: TokenAuth | None = None, htpasswd: Path | None = None
+) -> RegistryProcess:
     registry = RegistryProcess(workdir, token=token, htpasswd=htpasswd)
     registry.start()
     return registry
 
 
 def _inject_policy(hashes: dict[str, str], kind: str, extra: str = "") -> str:
-    return policy_text(hashes, lifetime=900, upstream_extra=(
-        "    credentials:\n"
-        f"      type: {kind}\n"
-        f"      username: {UPSTREAM_USER}\n"
-        f"      password_env: REGAUTH_TEST_UPSTREAM_PASSWORD\n{extra}"))
+    return policy_text(
+        hashes,
+        lifetime=900,
+        upstream_extra=(
+            "    credentials:\n"
+            f"      type: {kind}\n"
+            f"      username: {UPSTREAM_USER}\n"
+            f"      password_env: REGAUTH_TEST_UPSTREAM_PASSWORD\n{extra}"
+        ),
+    )
 
 
 @pytest.fixture(scope="module", params=MODES)
-def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-          certs_dir: Path, password_hashes: dict[str, str]) -> Iterator[Stack]:
+def stack(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    certs_dir: Path,
+    password_hashes: dict[str, str],
+) -> Iterator[Stack]:
     mode: str = request.param
     workdir = tmp_path_factory.mktemp(f"smuggling-{mode}")
     registries: list[RegistryProcess] = []
@@ -209,8 +257,12 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         elif mode == "delegate":
             bundle = workdir / "bundle.pem"
             bundle.write_text(pki.bundle_pem(pki.load_signing_keys(certs_dir)))
-            registries.append(_registry(workdir / "registry", token=TokenAuth(
-                f"https://localhost:{port}/v2/token", SERVICE, ISSUER, bundle)))
+            registries.append(
+                _registry(
+                    workdir / "registry",
+                    token=TokenAuth(f"https://localhost:{port}/v2/token", SERVICE, ISSUER, bundle),
+                )
+            )
             policy.write_text(policy_text(password_hashes, lifetime=900, mode="delegate"))
         elif mode == "inject-basic":
             htpasswd = htpasswd_file(workdir / "htpasswd", {UPSTREAM_USER: UPSTREAM_PASSWORD})
@@ -223,8 +275,14 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             bundle = workdir / "realm-bundle.pem"
             bundle.write_text(pki.bundle_pem(pki.load_signing_keys(realm_certs)))
             realm_port = free_port()
-            registries.append(_registry(workdir / "registry", token=TokenAuth(
-                f"https://localhost:{realm_port}/v2/token", SERVICE, ISSUER, bundle)))
+            registries.append(
+                _registry(
+                    workdir / "registry",
+                    token=TokenAuth(
+                        f"https://localhost:{realm_port}/v2/token", SERVICE, ISSUER, bundle
+                    ),
+                )
+            )
             realm_policy = workdir / "realm-policy.yaml"
             realm_policy.write_text(f"""version: 1
 service: {SERVICE}
@@ -244,20 +302,34 @@ rules:
     name: catalog
     actions: ["*"]
 """)
-            realm = start_proxy(workdir / "realm", certs_dir=realm_certs, policy=realm_policy,
-                                upstream=registries[0].url, port=realm_port)
+            realm = start_proxy(
+                workdir / "realm",
+                certs_dir=realm_certs,
+                policy=realm_policy,
+                upstream=registries[0].url,
+                port=realm_port,
+            )
             proxies.append(realm)
             extra_logs.append(realm.log_path)
-            policy.write_text(_inject_policy(password_hashes, "bearer",
-                                             f"      realm_hosts: ['localhost:{realm_port}']\n"))
+            policy.write_text(
+                _inject_policy(
+                    password_hashes, "bearer", f"      realm_hosts: ['localhost:{realm_port}']\n"
+                )
+            )
             upstream_ca = realm_certs / "ca.crt"
             probes = 1  # upstream_auth reads the upstream's challenge once (GET /v2/)
         if mode == "default":
             policy = REPO / "policies" / "default.yaml"
             service = "regauth-registry"
             env["REGAUTH_CI_PASSWORD_HASH"] = bcrypt_hash("ci-secret-default")
-            proxy = start_proxy(workdir / "proxy", certs_dir=certs_dir, policy=policy,
-                                upstream=None, port=port, env=env)
+            proxy = start_proxy(
+                workdir / "proxy",
+                certs_dir=certs_dir,
+                policy=policy,
+                upstream=None,
+                port=port,
+                env=env,
+            )
             proxies.append(proxy)
             match = re.search(r"embedded registry: (http://127\.0\.0\.1:\d+)", proxy.output())
             assert match, proxy.output()
@@ -268,12 +340,19 @@ rules:
             registry = registries[0]
             watched, storage = registry, registry.workdir / "data"
         # The baseline: everything logged so far (readiness probes) is not a proxied request.
-        watch = RegistryWatch(watched, extra_logs, capability_redactor(policy, env),
-                              upstream_probes=probes)
+        watch = RegistryWatch(
+            watched, extra_logs, capability_redactor(policy, env), upstream_probes=probes
+        )
         if mode != "default":
-            proxy = start_proxy(workdir / "proxy", certs_dir=certs_dir, policy=policy,
-                                upstream=registries[0].url, port=port, env=env,
-                                upstream_ca=upstream_ca)
+            proxy = start_proxy(
+                workdir / "proxy",
+                certs_dir=certs_dir,
+                policy=policy,
+                upstream=registries[0].url,
+                port=port,
+                env=env,
+                upstream_ca=upstream_ca,
+            )
             proxies.append(proxy)
         watch.add_exchange_log(proxy.log_path)
         yield Stack(mode, proxy, watch, storage, service)
@@ -311,15 +390,26 @@ def test_exploit_h2_get_carrying_a_put(stack: Stack) -> None:
 
 
 def test_exploit_h2_get_carrying_requests_in_many_padded_frames(stack: Stack) -> None:
-    payload = SMUGGLED_PUT + SMUGGLED_GET + b"DELETE /v2/cache/secret/blobs/" + DIGEST.encode() \
+    payload = (
+        SMUGGLED_PUT
+        + SMUGGLED_GET
+        + b"DELETE /v2/cache/secret/blobs/"
+        + DIGEST.encode()
         + b" HTTP/1.1\r\nHost: registry\r\n\r\n"
+    )
     with stack.h2_client() as client:
         stream = client.new_stream()
         client.send_headers(stream, "GET", "/v2/", stack.bearer(stack.nothing))
         for i in range(0, len(payload), 40):
             last = i + 40 >= len(payload)
-            client.send_frame(DataFrame(stream, data=payload[i:i + 40], pad_length=7,
-                                        flags=["PADDED"] + (["END_STREAM"] if last else [])))
+            client.send_frame(
+                DataFrame(
+                    stream,
+                    data=payload[i : i + 40],
+                    pad_length=7,
+                    flags=["PADDED"] + (["END_STREAM"] if last else []),
+                )
+            )
         reply = client.reply(stream)
     assert_refused(reply, 400, "UNSUPPORTED")
     assert not stack.repository_exists("cache/evil")
@@ -380,22 +470,39 @@ def test_h2_push_without_content_length(stack: Stack) -> None:
         assert patched.outcome == "202", (name, patched.outcome, patched.body[:300])
         location = urlsplit(patched.header("location") or "")
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        done = stack.h2("PUT", f"{location.path}?{location.query}&digest={digest}",
-                        stack.builder)
+        done = stack.h2("PUT", f"{location.path}?{location.query}&digest={digest}", stack.builder)
         assert done.outcome == "201", (name, done.outcome, done.body[:300])
         assert stack.blob(digest) == data
         digests[name] = digest
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": MANIFEST_TYPE,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": digests["config"], "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": digests["layer"], "size": len(layer)}]}).encode()
-    put = stack.h2("PUT", f"/v2/{stack.repo}/manifests/1", stack.builder,
-                   [("content-type", MANIFEST_TYPE)], manifest)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_TYPE,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": digests["config"],
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": digests["layer"],
+                    "size": len(layer),
+                }
+            ],
+        }
+    ).encode()
+    put = stack.h2(
+        "PUT",
+        f"/v2/{stack.repo}/manifests/1",
+        stack.builder,
+        [("content-type", MANIFEST_TYPE)],
+        manifest,
+    )
     assert put.outcome == "201", (put.outcome, put.body[:300])
-    got = stack.h2("GET", f"/v2/{stack.repo}/manifests/1", stack.builder,
-                   [("accept", MANIFEST_TYPE)])
+    got = stack.h2(
+        "GET", f"/v2/{stack.repo}/manifests/1", stack.builder, [("accept", MANIFEST_TYPE)]
+    )
     assert got.outcome == "200" and got.body == manifest
 
 
@@ -429,8 +536,13 @@ def test_h2_wrong_content_length(stack: Stack, case: str) -> None:
     it refuses, never a complete one."""
     declared, sent, method = WRONG_LENGTHS[case]
     target = stack.uploads if method == "POST" else stack.start_upload()
-    reply = stack.h2(method, target, stack.builder, [("content-length", str(declared))],
-                     SMUGGLED_GET * (sent // len(SMUGGLED_GET)) + b"x" * (sent % len(SMUGGLED_GET)))
+    reply = stack.h2(
+        method,
+        target,
+        stack.builder,
+        [("content-length", str(declared))],
+        SMUGGLED_GET * (sent // len(SMUGGLED_GET)) + b"x" * (sent % len(SMUGGLED_GET)),
+    )
     assert reply.outcome == "RST_STREAM(PROTOCOL_ERROR)", (reply.outcome, reply.body[:300])
 
 
@@ -450,10 +562,12 @@ def test_h2_content_length_with_end_stream_on_headers(stack: Stack, case: str) -
     """HEADERS with content-length: N and END_STREAM: nothing follows, so the request is
     refused (it used to be forwarded announcing N bytes that never come)."""
     method, target, length, status, code = END_STREAM_WITH_LENGTH[case]
-    path = {"uploads": stack.uploads, "manifest": f"/v2/{stack.repo}/manifests/1",
-            None: None}.get(target, target) or stack.start_upload()
-    reply = stack.h2(method, path, stack.builder, [("content-length", length),
-                                                   ("content-type", MANIFEST_TYPE)])
+    path = {"uploads": stack.uploads, "manifest": f"/v2/{stack.repo}/manifests/1", None: None}.get(
+        target, target
+    ) or stack.start_upload()
+    reply = stack.h2(
+        method, path, stack.builder, [("content-length", length), ("content-type", MANIFEST_TYPE)]
+    )
     assert reply.outcome == str(status), (reply.outcome, reply.body[:300])
     if code is not None:
         assert reply.error_codes() == [code], reply.body
@@ -481,8 +595,9 @@ H2_LENGTH_HEADERS = {
 @pytest.mark.parametrize("case", list(H2_LENGTH_HEADERS))
 def test_h2_malformed_or_repeated_content_length(stack: Stack, case: str) -> None:
     values, outcome = H2_LENGTH_HEADERS[case]
-    reply = stack.h2("POST", stack.uploads, stack.builder,
-                     [("content-length", v) for v in values], b"hello")
+    reply = stack.h2(
+        "POST", stack.uploads, stack.builder, [("content-length", v) for v in values], b"hello"
+    )
     assert reply.outcome == outcome, (reply.outcome, reply.body[:300])
     if outcome == "400":
         assert reply.error_codes() == ["UNSUPPORTED"], reply.body
@@ -492,8 +607,13 @@ def test_h2_malformed_or_repeated_content_length(stack: Stack, case: str) -> Non
 def test_h2_transfer_encoding_is_a_protocol_error(stack: Stack, method: str) -> None:
     """Transfer-Encoding is connection-specific, forbidden in HTTP/2 (RFC 9113 §8.2.2)."""
     target = "/v2/" if method == "GET" else stack.uploads
-    reply = stack.h2(method, target, stack.builder, [("transfer-encoding", "chunked")],
-                     f"{len(SMUGGLED_GET):x}\r\n".encode() + SMUGGLED_GET + b"\r\n0\r\n\r\n")
+    reply = stack.h2(
+        method,
+        target,
+        stack.builder,
+        [("transfer-encoding", "chunked")],
+        f"{len(SMUGGLED_GET):x}\r\n".encode() + SMUGGLED_GET + b"\r\n0\r\n\r\n",
+    )
     assert reply.outcome == "GOAWAY(PROTOCOL_ERROR)", (reply.outcome, reply.body[:300])
 
 
@@ -502,8 +622,9 @@ def test_h2_data_after_end_stream_is_a_stream_error(stack: Stack) -> None:
     upstream without a body and nothing else follows it there."""
     with stack.h2_client() as client:
         stream = client.new_stream()
-        client.send_headers(stream, "GET", "/v2/", stack.bearer(stack.nothing),
-                            end_stream=True, flush=False)
+        client.send_headers(
+            stream, "GET", "/v2/", stack.bearer(stack.nothing), end_stream=True, flush=False
+        )
         client.send_frame(DataFrame(stream, data=SMUGGLED_PUT, flags=["END_STREAM"]))
         reply = client.reply(stream)
     assert reply.outcome == "RST_STREAM(STREAM_CLOSED)", (reply.outcome, reply.body[:300])
@@ -529,16 +650,23 @@ H2_TARGETS = {
 
 
 @pytest.mark.parametrize("case", list(H2_TARGETS))
-def test_h2_target_outside_the_request_target_grammar_is_refused(stack: Stack,
-                                                                 case: str) -> None:
+def test_h2_target_outside_the_request_target_grammar_is_refused(stack: Stack, case: str) -> None:
     reply = stack.h2("GET", H2_TARGETS[case], stack.nothing)
     assert reply.status in (400, 404), (reply.outcome, reply.body[:300])
     assert reply.header("content-type") == "application/json", reply.headers
     assert reply.error_codes() in (["UNSUPPORTED"], ["NAME_INVALID"]), reply.body[:300]
 
 
-@pytest.mark.parametrize("case", ["crlf-in-query", "lf-in-path", "crlf-in-header-value",
-                                  "colon-in-header-name", "upper-case-header-name"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "crlf-in-query",
+        "lf-in-path",
+        "crlf-in-header-value",
+        "colon-in-header-name",
+        "upper-case-header-name",
+    ],
+)
 def test_h2_header_injection_is_a_protocol_error(stack: Stack, case: str) -> None:
     path, headers = {
         "crlf-in-query": ("/v2/?x HTTP/1.1\r\nHost: r\r\n\r\nGET /v2/_catalog", []),
@@ -568,20 +696,24 @@ H1_FRAMING = {
     "te-chunked-with-parameter": (["Transfer-Encoding: chunked;q=1"], CHUNKED_HELLO, [400]),
     "te-obs-fold": (["Transfer-Encoding:\r\n chunked"], CHUNKED_HELLO, [400]),
     "te-obs-fold-tab": (["Transfer-Encoding: x\r\n\tchunked"], CHUNKED_HELLO, [400]),
-    "te-twice": (["Transfer-Encoding: chunked", "Transfer-Encoding: identity"],
-                 CHUNKED_HELLO, [400]),
-    "te-twice-chunked": (["Transfer-Encoding: chunked", "Transfer-Encoding: chunked"],
-                         CHUNKED_HELLO, [400]),
+    "te-twice": (
+        ["Transfer-Encoding: chunked", "Transfer-Encoding: identity"],
+        CHUNKED_HELLO,
+        [400],
+    ),
+    "te-twice-chunked": (
+        ["Transfer-Encoding: chunked", "Transfer-Encoding: chunked"],
+        CHUNKED_HELLO,
+        [400],
+    ),
     "te-space-before-colon": (["Transfer-Encoding : chunked"], CHUNKED_HELLO, [400]),
     # Not a Transfer-Encoding (Go does not fold '_' into '-' either): a POST without body,
     # then the chunk lines are the next request, which mitmproxy's parser refuses.
     "te-name-with-underscore": (["Transfer_Encoding: chunked"], CHUNKED_HELLO, [202, 400]),
     "te-upper-case-value": (["Transfer-Encoding: CHUNKED"], CHUNKED_HELLO, [202, 200]),
     "te-tab-before-value": (["Transfer-Encoding:\tchunked"], CHUNKED_HELLO, [202, 200]),
-    "te-spaces-around-value": (["Transfer-Encoding:    chunked   "], CHUNKED_HELLO,
-                               [202, 200]),
-    "te-vertical-tab-after-value": (["Transfer-Encoding: chunked\x0b"], CHUNKED_HELLO,
-                                    [202, 200]),
+    "te-spaces-around-value": (["Transfer-Encoding:    chunked   "], CHUNKED_HELLO, [202, 200]),
+    "te-vertical-tab-after-value": (["Transfer-Encoding: chunked\x0b"], CHUNKED_HELLO, [202, 200]),
     "cl-twice-equal": (["Content-Length: 5", "Content-Length: 5"], b"hello", [400]),
     "cl-twice-different": (["Content-Length: 5", "Content-Length: 0"], b"hello", [400]),
     "cl-list": (["Content-Length: 5, 5"], b"hello", [400]),
@@ -591,21 +723,31 @@ H1_FRAMING = {
     "cl-hex": (["Content-Length: 0x5"], b"hello", [400]),
     "cl-inner-space": (["Content-Length: 5 5"], b"hello", [400]),
     "cl-spaces-around-value": (["Content-Length:   5  "], b"hello", [202, 200]),
-    "chunk-extension": (["Transfer-Encoding: chunked"], b"5;name=value\r\nhello\r\n0\r\n\r\n",
-                        [202, 200]),
-    "chunk-size-trailing-space": (["Transfer-Encoding: chunked"],
-                                  b"5 \r\nhello\r\n0\r\n\r\n", [202, 200]),
-    "chunk-size-upper-hex": (["Transfer-Encoding: chunked"],
-                             b"A\r\nhellohello\r\n0\r\n\r\n", [202, 200]),
+    "chunk-extension": (
+        ["Transfer-Encoding: chunked"],
+        b"5;name=value\r\nhello\r\n0\r\n\r\n",
+        [202, 200],
+    ),
+    "chunk-size-trailing-space": (
+        ["Transfer-Encoding: chunked"],
+        b"5 \r\nhello\r\n0\r\n\r\n",
+        [202, 200],
+    ),
+    "chunk-size-upper-hex": (
+        ["Transfer-Encoding: chunked"],
+        b"A\r\nhellohello\r\n0\r\n\r\n",
+        [202, 200],
+    ),
     "chunk-size-negative": (["Transfer-Encoding: chunked"], b"-5\r\nhello\r\n0\r\n\r\n", []),
     "chunk-size-0x-prefix": (["Transfer-Encoding: chunked"], b"0x5\r\nhello\r\n0\r\n\r\n", []),
-    "chunk-data-shorter-than-size": (["Transfer-Encoding: chunked"],
-                                     b"5\r\nhel\r\n0\r\n\r\n", []),
-    "chunk-data-longer-than-size": (["Transfer-Encoding: chunked"],
-                                    b"3\r\nhello\r\n0\r\n\r\n", []),
+    "chunk-data-shorter-than-size": (["Transfer-Encoding: chunked"], b"5\r\nhel\r\n0\r\n\r\n", []),
+    "chunk-data-longer-than-size": (["Transfer-Encoding: chunked"], b"3\r\nhello\r\n0\r\n\r\n", []),
     "chunk-bare-lf": (["Transfer-Encoding: chunked"], b"5\nhello\n0\n\n", []),
-    "chunk-trailer-with-content-length": (["Transfer-Encoding: chunked"],
-                                          b"5\r\nhello\r\n0\r\nContent-Length: 40\r\n\r\n", []),
+    "chunk-trailer-with-content-length": (
+        ["Transfer-Encoding: chunked"],
+        b"5\r\nhello\r\n0\r\nContent-Length: 40\r\n\r\n",
+        [],
+    ),
 }
 
 
@@ -629,8 +771,11 @@ def test_h1_chunk_size_overflow_stays_inside_the_body(stack: Stack) -> None:
     byte after the size line, the follow-up request included, is that body's data; nothing is
     answered until the client gives up."""
     body = b"1000000000000000005\r\nhello\r\n0\r\n\r\n"
-    data = (stack.head("POST", stack.uploads, stack.builder, ["Transfer-Encoding: chunked"])
-            + body + stack.follow_up())
+    data = (
+        stack.head("POST", stack.uploads, stack.builder, ["Transfer-Encoding: chunked"])
+        + body
+        + stack.follow_up()
+    )
     conversation = stack.h1(data, ["POST", "GET"], timeout=2)
     assert conversation.statuses == [] and (conversation.error or "").startswith("Timeout")
 
@@ -643,9 +788,14 @@ def test_h1_bare_lf_line_endings(stack: Stack) -> None:
 
 
 def test_h1_transfer_encoding_in_http_1_0(stack: Stack) -> None:
-    data = (f"POST {stack.uploads} HTTP/1.0\r\nHost: localhost:{stack.port}\r\n"
+    data = (
+        (
+            f"POST {stack.uploads} HTTP/1.0\r\nHost: localhost:{stack.port}\r\n"
             f"Authorization: Bearer {stack.builder}\r\nTransfer-Encoding: chunked\r\n\r\n"
-            ).encode() + CHUNKED_HELLO + stack.follow_up()
+        ).encode()
+        + CHUNKED_HELLO
+        + stack.follow_up()
+    )
     assert stack.h1(data, ["POST", "GET"]).statuses == [400]
 
 
@@ -658,44 +808,100 @@ def _pipelines(stack: Stack) -> dict[str, tuple[list[bytes], list[str], list[int
     return {
         # case: (parts sent 0.2 s apart, methods, expected statuses)
         "method-refused-without-body": (
-            [stack.head("get", "/v2/", stack.nothing)], ["GET", "GET"], [405, 200]),
+            [stack.head("get", "/v2/", stack.nothing)],
+            ["GET", "GET"],
+            [405, 200],
+        ),
         "method-refused-with-body": (
             [stack.head("Post", stack.uploads, stack.builder, ["Content-Length: 5"]) + b"hello"],
-            ["POST", "GET"], [405, 200]),
+            ["POST", "GET"],
+            [405, 200],
+        ),
         "scope-refused-with-body": (
-            [stack.head("POST", "/v2/cache/x/blobs/uploads/", stack.nothing,
-                        [f"Content-Length: {len(SMUGGLED_GET)}"]) + SMUGGLED_GET],
-            ["POST", "GET"], [401, 200]),
+            [
+                stack.head(
+                    "POST",
+                    "/v2/cache/x/blobs/uploads/",
+                    stack.nothing,
+                    [f"Content-Length: {len(SMUGGLED_GET)}"],
+                )
+                + SMUGGLED_GET
+            ],
+            ["POST", "GET"],
+            [401, 200],
+        ),
         "body-refused-small-content-length": (
-            [stack.head("GET", "/v2/", stack.nothing, [f"Content-Length: {len(SMUGGLED_PUT)}"])
-             + SMUGGLED_PUT], ["GET", "GET"], [400, 200]),
+            [
+                stack.head("GET", "/v2/", stack.nothing, [f"Content-Length: {len(SMUGGLED_PUT)}"])
+                + SMUGGLED_PUT
+            ],
+            ["GET", "GET"],
+            [400, 200],
+        ),
         "body-refused-chunked": (
-            [stack.head("GET", "/v2/", stack.nothing, ["Transfer-Encoding: chunked"])
-             + chunked_smuggle], ["GET", "GET"], [400]),
+            [
+                stack.head("GET", "/v2/", stack.nothing, ["Transfer-Encoding: chunked"])
+                + chunked_smuggle
+            ],
+            ["GET", "GET"],
+            [400],
+        ),
         "body-refused-large-content-length": (
             [stack.head("GET", "/v2/", stack.nothing, [f"Content-Length: {len(big)}"]), big],
-            ["GET", "GET"], [400]),
+            ["GET", "GET"],
+            [400],
+        ),
         # The bytes after a body regauth read are a request of their own, decided on its own
         # (the catalog needs a scope the token lacks: 401).
         "request-after-refused-body": (
-            [stack.head("GET", "/v2/", stack.nothing, ["Content-Length: 5"]) + b"hello"
-             + stack.head("GET", "/v2/_catalog", stack.nothing)],
-            ["GET", "GET", "GET"], [400, 401, 200]),
+            [
+                stack.head("GET", "/v2/", stack.nothing, ["Content-Length: 5"])
+                + b"hello"
+                + stack.head("GET", "/v2/_catalog", stack.nothing)
+            ],
+            ["GET", "GET", "GET"],
+            [400, 401, 200],
+        ),
         "token-post-too-large": (
-            [stack.head("POST", "/v2/token", None,
-                        ["Content-Type: application/x-www-form-urlencoded",
-                         "Content-Length: 70000"]), b"a" * 70000], ["POST", "GET"], [413, 200]),
+            [
+                stack.head(
+                    "POST",
+                    "/v2/token",
+                    None,
+                    ["Content-Type: application/x-www-form-urlencoded", "Content-Length: 70000"],
+                ),
+                b"a" * 70000,
+            ],
+            ["POST", "GET"],
+            [413, 200],
+        ),
         "token-get-with-body": (
-            [stack.head("GET", f"/v2/token?service={stack.service}", None,
-                        [f"Content-Length: {len(SMUGGLED_GET)}"]) + SMUGGLED_GET],
-            ["GET", "GET"], [400, 200]),
+            [
+                stack.head(
+                    "GET",
+                    f"/v2/token?service={stack.service}",
+                    None,
+                    [f"Content-Length: {len(SMUGGLED_GET)}"],
+                )
+                + SMUGGLED_GET
+            ],
+            ["GET", "GET"],
+            [400, 200],
+        ),
     }
 
 
-PIPELINES = ["method-refused-without-body", "method-refused-with-body",
-             "scope-refused-with-body", "body-refused-small-content-length",
-             "body-refused-chunked", "body-refused-large-content-length",
-             "request-after-refused-body", "token-post-too-large", "token-get-with-body"]
+PIPELINES = [
+    "method-refused-without-body",
+    "method-refused-with-body",
+    "scope-refused-with-body",
+    "body-refused-small-content-length",
+    "body-refused-chunked",
+    "body-refused-large-content-length",
+    "request-after-refused-body",
+    "token-post-too-large",
+    "token-get-with-body",
+]
 
 
 @pytest.mark.parametrize("case", PIPELINES)
@@ -724,8 +930,13 @@ def test_h2_streams_after_a_malformed_stream_are_still_served(stack: Stack) -> N
     GET sent right behind it on the same connection is answered."""
     with stack.h2_client() as client:
         bad = client.new_stream()
-        client.send_headers(bad, "POST", stack.uploads,
-                            stack.bearer(stack.builder) + [("content-length", "10")], flush=False)
+        client.send_headers(
+            bad,
+            "POST",
+            stack.uploads,
+            stack.bearer(stack.builder) + [("content-length", "10")],
+            flush=False,
+        )
         client.conn.send_data(bad, b"x" * 50, end_stream=True)
         follow = client.new_stream()
         client.send_headers(follow, "GET", "/v2/", stack.bearer(stack.nothing), end_stream=True)
@@ -737,8 +948,19 @@ def test_h2_streams_after_a_malformed_stream_are_still_served(stack: Stack) -> N
 
 # -- 6. methods -------------------------------------------------------------------------------
 
-METHODS = ["get", "hEaD", "Post", "pUT", "patch", "dElEtE", "TRACE", "OPTIONS", "PROPFIND",
-           "GETS", "G\u0130T"]
+METHODS = [
+    "get",
+    "hEaD",
+    "Post",
+    "pUT",
+    "patch",
+    "dElEtE",
+    "TRACE",
+    "OPTIONS",
+    "PROPFIND",
+    "GETS",
+    "G\u0130T",
+]
 
 
 def _method_target(stack: Stack, method: str) -> str:
@@ -767,8 +989,9 @@ def test_mixed_case_method_is_recorded_as_sent(stack: Stack) -> None:
     reply = stack.h2("gEt", "/v2/", stack.nothing, [("x-case", "mixed-case-record")])
     assert reply.outcome == "405"
     time.sleep(0.3)
-    records = [r for r in stack.proxy.records() if r.get("status") == 405
-               and r.get("path") == "/v2/"]
+    records = [
+        r for r in stack.proxy.records() if r.get("status") == 405 and r.get("path") == "/v2/"
+    ]
     assert records and records[-1]["method"] == "gEt", records[-1:]
 
 
@@ -793,8 +1016,7 @@ BODYLESS = {
     "token-get": ("GET", "/v2/token?service={service}"),
     "jwks": ("GET", "/.well-known/jwks.json"),
 }
-TRANSPORTS = ["h1-content-length", "h1-chunked", "h2-data", "h2-data-with-length",
-              "h2-large-data"]
+TRANSPORTS = ["h1-content-length", "h1-chunked", "h2-data", "h2-data-with-length", "h2-large-data"]
 
 
 @pytest.mark.parametrize("case", list(BODYLESS))
@@ -806,22 +1028,32 @@ def test_body_on_a_route_without_one_is_refused(stack: Stack, case: str) -> None
     outcomes = {}
     for transport in TRANSPORTS:
         if transport.startswith("h1"):
-            framing = ([f"Content-Length: {len(SMUGGLED_PUT)}"] if transport.endswith("length")
-                       else ["Transfer-Encoding: chunked"])
-            body = SMUGGLED_PUT if transport.endswith("length") else (
-                f"{len(SMUGGLED_PUT):x}\r\n".encode() + SMUGGLED_PUT + b"\r\n0\r\n\r\n")
-            conversation = stack.h1(stack.head(method, target, token, framing, close=True)
-                                    + body, [method])
+            framing = (
+                [f"Content-Length: {len(SMUGGLED_PUT)}"]
+                if transport.endswith("length")
+                else ["Transfer-Encoding: chunked"]
+            )
+            body = (
+                SMUGGLED_PUT
+                if transport.endswith("length")
+                else (f"{len(SMUGGLED_PUT):x}\r\n".encode() + SMUGGLED_PUT + b"\r\n0\r\n\r\n")
+            )
+            conversation = stack.h1(
+                stack.head(method, target, token, framing, close=True) + body, [method]
+            )
             reply: h2raw.H2Reply | attacks.RawReply = conversation.replies[0]
             outcomes[transport] = reply.status
         else:
-            headers = ([("content-length", str(len(SMUGGLED_PUT)))]
-                       if transport.endswith("length") else [])
-            body = SMUGGLED_PUT * (2 * MIB // len(SMUGGLED_PUT)) if transport.startswith(
-                "h2-large") else SMUGGLED_PUT
+            headers = (
+                [("content-length", str(len(SMUGGLED_PUT)))] if transport.endswith("length") else []
+            )
+            body = (
+                SMUGGLED_PUT * (2 * MIB // len(SMUGGLED_PUT))
+                if transport.startswith("h2-large")
+                else SMUGGLED_PUT
+            )
             reply = stack.h2(method, target, token, headers, body)
-            outcomes[transport] = int(reply.outcome) if reply.outcome.isdigit() else \
-                reply.outcome
+            outcomes[transport] = int(reply.outcome) if reply.outcome.isdigit() else reply.outcome
         if method != "HEAD" and reply.status == 400:
             assert reply.error_codes() == ["UNSUPPORTED"], (transport, reply.body[:300])
     assert outcomes == dict.fromkeys(TRANSPORTS, 400), outcomes
@@ -830,16 +1062,17 @@ def test_body_on_a_route_without_one_is_refused(stack: Stack, case: str) -> None
 def test_framing_refusal_is_recorded_as_refused(stack: Stack) -> None:
     """The exchange record of a request refused for its framing says it was not forwarded and
     why (not the gate's verdict on its token)."""
-    reply = stack.h2("GET", "/v2/", stack.nothing, [("x-case", "framing-record")],
-                     SMUGGLED_PUT)
+    reply = stack.h2("GET", "/v2/", stack.nothing, [("x-case", "framing-record")], SMUGGLED_PUT)
     assert reply.outcome == "400"
     time.sleep(0.3)
-    record = [r for r in stack.proxy.records() if r.get("status") == 400
-              and r.get("path") == "/v2/" and r.get("answered_by") == "regauth"][-1]
+    record = [
+        r
+        for r in stack.proxy.records()
+        if r.get("status") == 400 and r.get("path") == "/v2/" and r.get("answered_by") == "regauth"
+    ][-1]
     decision = record.get("decision", {})
     assert decision.get("forward") is False, record
-    assert "framing" in decision.get("reason", "") or "body" in decision.get("reason", ""), \
-        record
+    assert "framing" in decision.get("reason", "") or "body" in decision.get("reason", ""), record
 
 
 # -- 8. absolute-form targets -------------------------------------------------------------------
@@ -849,16 +1082,25 @@ def test_h1_absolute_form_reaches_the_registry_in_origin_form(stack: Stack) -> N
     """The client's host never reaches the registry: the invariant compares the registry's
     request line (`GET /v2/ HTTP/1.1`) with the decision."""
     registry_host = urlsplit(stack.watch.registry.url).netloc
-    data = (stack.head("GET", "https://evil.example/v2/", stack.nothing)
-            + stack.head("GET", f"http://{registry_host}/v2/", stack.nothing)
-            + stack.follow_up())
+    data = (
+        stack.head("GET", "https://evil.example/v2/", stack.nothing)
+        + stack.head("GET", f"http://{registry_host}/v2/", stack.nothing)
+        + stack.follow_up()
+    )
     assert stack.h1(data, ["GET", "GET", "GET"]).statuses == [200, 200, 200]
 
 
 def test_h1_absolute_form_with_a_body_is_refused(stack: Stack) -> None:
-    data = (stack.head("GET", "https://evil.example/v2/", stack.nothing,
-                       [f"Content-Length: {len(SMUGGLED_PUT)}"]) + SMUGGLED_PUT
-            + stack.follow_up())
+    data = (
+        stack.head(
+            "GET",
+            "https://evil.example/v2/",
+            stack.nothing,
+            [f"Content-Length: {len(SMUGGLED_PUT)}"],
+        )
+        + SMUGGLED_PUT
+        + stack.follow_up()
+    )
     conversation = stack.h1(data, ["GET", "GET"])
     assert conversation.statuses == [400, 200], conversation
     assert conversation.replies[0].error_codes() == ["UNSUPPORTED"]

@@ -43,8 +43,13 @@ def test_skopeo_matrix(token_registry_proxy, layout, tmp_path):
     path, digest = layout
     # ci publishes; anonymous clients may pull the public area.
     assert push(proxy, path, "public/app:1", CI).ok
-    pulled = skopeo("copy", "--src-cert-dir", str(proxy.certs_dir),
-                    f"docker://{proxy.netloc}/public/app:1", f"oci:{tmp_path / 'anon'}:latest")
+    pulled = skopeo(
+        "copy",
+        "--src-cert-dir",
+        str(proxy.certs_dir),
+        f"docker://{proxy.netloc}/public/app:1",
+        f"oci:{tmp_path / 'anon'}:latest",
+    )
     assert pulled.ok, pulled.output
     assert digest in (tmp_path / "anon" / "index.json").read_text()
     # A builder pushes anonymously to its own build repository.
@@ -62,17 +67,20 @@ def test_skopeo_matrix(token_registry_proxy, layout, tmp_path):
     assert "401" in wrong.output or "unauthorized" in wrong.output.lower()
     # The anonymous cache attempt was decided by the policy, and the log says why.
     records = proxy.records()
-    anon_cache = [r for r in records if r["kind"] == "token" and r["token_response"].get(
-        "account") == "anonymous" and any("cache/app" in s for s in
-                                          r["token_request"].get("requested", []))]
+    anon_cache = [
+        r
+        for r in records
+        if r["kind"] == "token"
+        and r["token_response"].get("account") == "anonymous"
+        and any("cache/app" in s for s in r["token_request"].get("requested", []))
+    ]
     assert anon_cache
     decision = anon_cache[-1]["token_response"]["decisions"][0]
     assert decision["outcome"] in ("denied", "default deny")
     assert "push" not in decision["granted"]
 
 
-def test_ctr_push_with_user_and_anonymous_pull(token_registry_proxy, layout, containerd,
-                                               tmp_path):
+def test_ctr_push_with_user_and_anonymous_pull(token_registry_proxy, layout, containerd, tmp_path):
     registry, proxy = token_registry_proxy
     path, digest = layout
     image = archive(path, tmp_path / "image.tar")
@@ -92,61 +100,130 @@ def test_ctr_push_with_user_and_anonymous_pull(token_registry_proxy, layout, con
     mounted = containerd.ctr("images", "push", *tls, "--user", CI, target)
     assert mounted.ok, mounted.output
     records = proxy.records()
-    grants = [r for r in records if r["kind"] == "token" and
-              r["token_request"].get("grant_type") == "password"]
+    grants = [
+        r
+        for r in records
+        if r["kind"] == "token" and r["token_request"].get("grant_type") == "password"
+    ]
     assert grants and all(r["token_request"]["client_id"] == "containerd-client" for r in grants)
-    assert any({"repository:cache/ctr:pull,push", "repository:public/ctr-src:pull"} <=
-               set(r["token_request"]["requested"]) for r in grants), grants
+    assert any(
+        {"repository:cache/ctr:pull,push", "repository:public/ctr-src:pull"}
+        <= set(r["token_request"]["requested"])
+        for r in grants
+    ), grants
     mounts = [r for r in records if r["method"] == "POST" and "mount=" in r["path"]]
     assert mounts and all(r["status"] == 201 for r in mounts)
     assert all("repository:public/ctr-src:pull" in r["required"] for r in mounts)
 
 
-def test_refresh_token_grant_and_revocation(write_policy, token_registry_proxy, tmp_path,
-                                            password_hashes):
+def test_refresh_token_grant_and_revocation(
+    write_policy, token_registry_proxy, tmp_path, password_hashes
+):
     registry, proxy = token_registry_proxy
-    first = httpclient.post_token(proxy.port, proxy.ca, {
-        "grant_type": "password", "username": "ci", "password": PASSWORDS["ci"],
-        "client_id": "tests", "service": SERVICE, "access_type": "offline",
-        "scope": "repository:cache/x:pull,push repository:demo/x:pull"})
+    first = httpclient.post_token(
+        proxy.port,
+        proxy.ca,
+        {
+            "grant_type": "password",
+            "username": "ci",
+            "password": PASSWORDS["ci"],
+            "client_id": "tests",
+            "service": SERVICE,
+            "access_type": "offline",
+            "scope": "repository:cache/x:pull,push repository:demo/x:pull",
+        },
+    )
     assert first.status == 200, first.body
     body = first.json()
     assert body["token"] == body["access_token"] and "refresh_token" in body
     assert body["scope"] == "repository:cache/x:pull,push repository:demo/x:pull"
     refresh = body["refresh_token"]
-    again = httpclient.post_token(proxy.port, proxy.ca, {
-        "grant_type": "refresh_token", "refresh_token": refresh, "client_id": "tests",
-        "service": SERVICE, "scope": "repository:cache/x:pull"})
+    again = httpclient.post_token(
+        proxy.port,
+        proxy.ca,
+        {
+            "grant_type": "refresh_token",
+            "refresh_token": refresh,
+            "client_id": "tests",
+            "service": SERVICE,
+            "scope": "repository:cache/x:pull",
+        },
+    )
     assert again.status == 200, again.body
     assert again.json()["refresh_token"] == refresh
     claims = jwt.decode(again.json()["token"], options={"verify_signature": False})
     assert claims["sub"] == "ci" and claims["access"][0]["name"] == "cache/x"
     # The registry accepts the refreshed access token.
-    reply = httpclient.request(proxy.port, proxy.ca, "GET", "/v2/cache/x/tags/list",
-                               {"Authorization": f"Bearer {again.json()['token']}"})
+    reply = httpclient.request(
+        proxy.port,
+        proxy.ca,
+        "GET",
+        "/v2/cache/x/tags/list",
+        {"Authorization": f"Bearer {again.json()['token']}"},
+    )
     assert reply.status == 404  # authorized; the repository does not exist yet
     # A refresh token is not an access token: the registry refuses it.
-    misuse = httpclient.request(proxy.port, proxy.ca, "GET", "/v2/cache/x/tags/list",
-                                {"Authorization": f"Bearer {refresh}"})
+    misuse = httpclient.request(
+        proxy.port, proxy.ca, "GET", "/v2/cache/x/tags/list", {"Authorization": f"Bearer {refresh}"}
+    )
     assert misuse.status == 401
     # Changing the account's password revokes the refresh token (hot reload picks it up).
     policy_path = proxy.workdir.parent / "policy.yaml"
     changed = dict(password_hashes, ci=_bcrypt("a-new-password"))
     policy_path.write_text(policy_text(changed, mode="delegate"))
-    _wait_for(lambda: httpclient.post_token(proxy.port, proxy.ca, {
-        "grant_type": "refresh_token", "refresh_token": refresh, "client_id": "tests",
-        "service": SERVICE}).status == 400)  # invalid_grant, RFC 6749 §5.2
+    _wait_for(
+        lambda: (
+            httpclient.post_token(
+                proxy.port,
+                proxy.ca,
+                {
+                    "grant_type": "refresh_token",
+                    "refresh_token": refresh,
+                    "client_id": "tests",
+                    "service": SERVICE,
+                },
+            ).status
+            == 400
+        )
+    )  # invalid_grant, RFC 6749 §5.2
     # Removing the account also revokes it.
     policy_path.write_text(policy_text(password_hashes, mode="delegate"))
-    _wait_for(lambda: httpclient.post_token(proxy.port, proxy.ca, {
-        "grant_type": "refresh_token", "refresh_token": refresh, "client_id": "tests",
-        "service": SERVICE}).status == 200)
-    without_ci = policy_text(password_hashes, mode="delegate").replace(
-        "  ci:\n", "  ci-renamed:\n").replace("account: ci\n", "account: ci-renamed\n")
+    _wait_for(
+        lambda: (
+            httpclient.post_token(
+                proxy.port,
+                proxy.ca,
+                {
+                    "grant_type": "refresh_token",
+                    "refresh_token": refresh,
+                    "client_id": "tests",
+                    "service": SERVICE,
+                },
+            ).status
+            == 200
+        )
+    )
+    without_ci = (
+        policy_text(password_hashes, mode="delegate")
+        .replace("  ci:\n", "  ci-renamed:\n")
+        .replace("account: ci\n", "account: ci-renamed\n")
+    )
     policy_path.write_text(without_ci)
-    _wait_for(lambda: httpclient.post_token(proxy.port, proxy.ca, {
-        "grant_type": "refresh_token", "refresh_token": refresh, "client_id": "tests",
-        "service": SERVICE}).status == 400)
+    _wait_for(
+        lambda: (
+            httpclient.post_token(
+                proxy.port,
+                proxy.ca,
+                {
+                    "grant_type": "refresh_token",
+                    "refresh_token": refresh,
+                    "client_id": "tests",
+                    "service": SERVICE,
+                },
+            ).status
+            == 400
+        )
+    )
 
 
 def _bcrypt(password: str) -> str:
@@ -176,39 +253,66 @@ def test_expires_in_is_honoured(write_policy, make_registry, make_proxy, certs_d
     claims = jwt.decode(body["token"], options={"verify_signature": False})
     assert claims["exp"] - claims["iat"] == 60
     assert time.strptime(body["issued_at"], "%Y-%m-%dT%H:%M:%SZ")
-    ok = httpclient.request(proxy.port, proxy.ca, "GET", "/v2/demo/x/tags/list",
-                            {"Authorization": f"Bearer {body['token']}"})
+    ok = httpclient.request(
+        proxy.port,
+        proxy.ca,
+        "GET",
+        "/v2/demo/x/tags/list",
+        {"Authorization": f"Bearer {body['token']}"},
+    )
     assert ok.status == 404
     # The same token, minted with regauth's key but already past exp (+ the registry's 60 s
     # leeway), is refused by the registry itself.
-    expired = _mint(certs_dir, {**claims, "iat": claims["iat"] - 600, "nbf": claims["nbf"] - 600,
-                                "exp": claims["iat"] - 300})
-    refused = httpclient.request(proxy.port, proxy.ca, "GET", "/v2/demo/x/tags/list",
-                                 {"Authorization": f"Bearer {expired}"})
+    expired = _mint(
+        certs_dir,
+        {
+            **claims,
+            "iat": claims["iat"] - 600,
+            "nbf": claims["nbf"] - 600,
+            "exp": claims["iat"] - 300,
+        },
+    )
+    refused = httpclient.request(
+        proxy.port, proxy.ca, "GET", "/v2/demo/x/tags/list", {"Authorization": f"Bearer {expired}"}
+    )
     assert refused.status == 401
     assert 'error="invalid_token"' in refused.header("WWW-Authenticate")
 
 
 def _mint(certs_dir, claims):
     key = serialization.load_pem_private_key(
-        (certs_dir / "private" / "token-signing.key").read_bytes(), password=None)
+        (certs_dir / "private" / "token-signing.key").read_bytes(), password=None
+    )
     cert = x509.load_pem_x509_certificate((certs_dir / "token-signing.crt").read_bytes())
     der = cert.public_bytes(serialization.Encoding.DER)
-    return jwt.encode(claims, key, algorithm="ES256", headers={
-        "typ": "registry-access+jwt", "kid": keyids.libtrust_kid(cert.public_key()),
-        "x5c": [base64.b64encode(der).decode()]})
+    return jwt.encode(
+        claims,
+        key,
+        algorithm="ES256",
+        headers={
+            "typ": "registry-access+jwt",
+            "kid": keyids.libtrust_kid(cert.public_key()),
+            "x5c": [base64.b64encode(der).decode()],
+        },
+    )
 
 
 def test_jwks_and_bundle_agree_with_the_signing_key(token_registry_proxy, certs_dir):
     registry, proxy = token_registry_proxy
     jwks = httpclient.request(proxy.port, proxy.ca, "GET", "/.well-known/jwks.json").json()
-    bundle = subprocess.run([sys.executable, "-m", "regauth.cli", "certs", "bundle", "--dir",
-                             str(certs_dir)], capture_output=True, text=True, check=True).stdout
-    bundle_keys = [x509.load_pem_x509_certificate(block.encode()).public_key()
-                   for block in _pem_blocks(bundle)]
+    bundle = subprocess.run(
+        [sys.executable, "-m", "regauth.cli", "certs", "bundle", "--dir", str(certs_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    bundle_keys = [
+        x509.load_pem_x509_certificate(block.encode()).public_key() for block in _pem_blocks(bundle)
+    ]
     signing = pki.load_signing_keys(certs_dir)
-    assert [k.public_numbers() for k in bundle_keys] == \
-        [k.public_key.public_numbers() for k in signing]
+    assert [k.public_numbers() for k in bundle_keys] == [
+        k.public_key.public_numbers() for k in signing
+    ]
     token = httpclient.get_token(proxy.port, proxy.ca, [], SERVICE).json()["token"]
     header = jwt.get_unverified_header(token)
     entry = next(k for k in jwks["keys"] if k["kid"] == header["kid"])
@@ -220,8 +324,10 @@ def test_jwks_and_bundle_agree_with_the_signing_key(token_registry_proxy, certs_
     assert claims["aud"] == SERVICE
     # x5c carries the very certificate of the bundle.
     der = base64.b64decode(header["x5c"][0])
-    assert x509.load_der_x509_certificate(der).public_key().public_numbers() == \
-        bundle_keys[-1].public_numbers()
+    assert (
+        x509.load_der_x509_certificate(der).public_key().public_numbers()
+        == bundle_keys[-1].public_numbers()
+    )
 
 
 def _pem_blocks(text: str) -> list[str]:
@@ -229,27 +335,35 @@ def _pem_blocks(text: str) -> list[str]:
     return [block + end for block in text.split(end) if "BEGIN" in block]
 
 
-def test_hot_reload_changes_a_decision_and_an_invalid_edit_does_not(token_registry_proxy,
-                                                                     password_hashes):
+def test_hot_reload_changes_a_decision_and_an_invalid_edit_does_not(
+    token_registry_proxy, password_hashes
+):
     registry, proxy = token_registry_proxy
     policy_path = proxy.workdir.parent / "policy.yaml"
 
     def granted() -> list[str]:
-        reply = httpclient.get_token(proxy.port, proxy.ca, ["repository:reload/app:pull"],
-                                     SERVICE)
+        reply = httpclient.get_token(proxy.port, proxy.ca, ["repository:reload/app:pull"], SERVICE)
         return reply.json()["scope"].split()
 
     assert granted() == []
-    opened = policy_text(password_hashes, mode="delegate", extra_rules=(
-        "  - comment: reload test\n    account: any\n    repository: reload/**\n"
-        "    actions: [pull]\n"))
+    opened = policy_text(
+        password_hashes,
+        mode="delegate",
+        extra_rules=(
+            "  - comment: reload test\n    account: any\n    repository: reload/**\n"
+            "    actions: [pull]\n"
+        ),
+    )
     started = time.monotonic()
     policy_path.write_text(opened)
     _wait_for(lambda: granted() == ["repository:reload/app:pull"], timeout=4)
     assert time.monotonic() - started < 4
     # An invalid edit (anonymous push to the cache, line 25) keeps the last good policy.
-    broken = opened.replace("    actions: [pull]\n  - comment: CI writes",
-                            "    actions: [pull, push]\n  - comment: CI writes", 1)
+    broken = opened.replace(
+        "    actions: [pull]\n  - comment: CI writes",
+        "    actions: [pull, push]\n  - comment: CI writes",
+        1,
+    )
     broken = broken.replace("repository: reload/**", "repository: cache/**")
     policy_path.write_text(broken)
     time.sleep(3)

@@ -24,8 +24,9 @@ def regauth(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def traffic(write_policy, make_registry, make_proxy, layout, containerd, tmp_path: Path
-            ) -> tuple[ProxyProcess, Path]:
+def traffic(
+    write_policy, make_registry, make_proxy, layout, containerd, tmp_path: Path
+) -> tuple[ProxyProcess, Path]:
     """A day of traffic: ci pushes, anonymous pulls and a refused anonymous push, a builder
     pushes its capability repository, ctr pushes with a password (POST grant)."""
     registry = make_registry()
@@ -34,18 +35,38 @@ def traffic(write_policy, make_registry, make_proxy, layout, containerd, tmp_pat
     path, _ = layout
     certs = str(proxy.certs_dir)
     source = f"oci:{path}:latest"
-    assert skopeo("copy", "--dest-cert-dir", certs, "--dest-creds",
-                  f"ci:{PASSWORDS['ci']}", source, f"docker://{proxy.netloc}/public/app:1").ok
+    assert skopeo(
+        "copy",
+        "--dest-cert-dir",
+        certs,
+        "--dest-creds",
+        f"ci:{PASSWORDS['ci']}",
+        source,
+        f"docker://{proxy.netloc}/public/app:1",
+    ).ok
     assert skopeo("inspect", "--cert-dir", certs, f"docker://{proxy.netloc}/public/app:1").ok
-    assert not skopeo("copy", "--dest-cert-dir", certs, source,
-                      f"docker://{proxy.netloc}/cache/app:1").ok
-    assert skopeo("copy", "--dest-cert-dir", certs, source,
-                  f"docker://{proxy.netloc}/builds/{build_id()}:1").ok
+    assert not skopeo(
+        "copy", "--dest-cert-dir", certs, source, f"docker://{proxy.netloc}/cache/app:1"
+    ).ok
+    assert skopeo(
+        "copy", "--dest-cert-dir", certs, source, f"docker://{proxy.netloc}/builds/{build_id()}:1"
+    ).ok
     ref = f"{proxy.netloc}/demo/ctr:latest"
-    assert containerd.ctr("images", "import", "--base-name", f"{proxy.netloc}/demo/ctr",
-                          str(archive(path, tmp_path / "image.tar"))).ok
-    assert containerd.ctr("images", "push", *containerd.trusting(proxy.netloc, proxy.ca), "--user",
-                          f"ci:{PASSWORDS['ci']}", ref).ok
+    assert containerd.ctr(
+        "images",
+        "import",
+        "--base-name",
+        f"{proxy.netloc}/demo/ctr",
+        str(archive(path, tmp_path / "image.tar")),
+    ).ok
+    assert containerd.ctr(
+        "images",
+        "push",
+        *containerd.trusting(proxy.netloc, proxy.ca),
+        "--user",
+        f"ci:{PASSWORDS['ci']}",
+        ref,
+    ).ok
     return proxy, policy
 
 
@@ -63,14 +84,18 @@ def test_replay_under_a_draft_reports_each_kind_of_change(traffic, tmp_path: Pat
     text = policy.read_text()
     # Nobody pulls public/ anonymously any more; anonymous may push cache/; ci loses push on
     # demo/ (the "*" rule becomes pull-only); alice is gone (nobody used her).
-    text = text.replace("  - comment: anyone pulls the public area\n    account: any\n"
-                        "    repository: [\"public/**\", \"demo/**\"]\n    actions: [pull]\n",
-                        "  - comment: anyone pulls the demo area\n    account: any\n"
-                        "    repository: [\"demo/**\"]\n    actions: [pull]\n"
-                        "  - comment: anonymous reads the cache\n    account: anonymous\n"
-                        "    repository: \"cache/**\"\n    actions: [pull]\n")
-    text = text.replace("    repository: [\"public/**\", \"demo/**\"]\n    actions: [\"*\"]\n",
-                        "    repository: [\"public/**\"]\n    actions: [\"*\"]\n")
+    text = text.replace(
+        "  - comment: anyone pulls the public area\n    account: any\n"
+        '    repository: ["public/**", "demo/**"]\n    actions: [pull]\n',
+        "  - comment: anyone pulls the demo area\n    account: any\n"
+        '    repository: ["demo/**"]\n    actions: [pull]\n'
+        "  - comment: anonymous reads the cache\n    account: anonymous\n"
+        '    repository: "cache/**"\n    actions: [pull]\n',
+    )
+    text = text.replace(
+        '    repository: ["public/**", "demo/**"]\n    actions: ["*"]\n',
+        '    repository: ["public/**"]\n    actions: ["*"]\n',
+    )
     draft.write_text(text)
     done = regauth("replay", str(proxy.log_path), "--policy", str(draft))
     assert done.returncode == 1, done.stdout + done.stderr
@@ -80,8 +105,9 @@ def test_replay_under_a_draft_reports_each_kind_of_change(traffic, tmp_path: Pat
     assert "narrower ci from 127.0.0.1 repository:demo/ctr:pull,push" in out
     assert f"new [pull] by rule 3 ({draft}:" in out
     assert "old [pull,push] by rule 2 (line 25) 'CI publishes'" in out
-    doc = json.loads(regauth("replay", str(proxy.log_path), "--policy", str(draft),
-                             "--json").stdout)
+    doc = json.loads(
+        regauth("replay", str(proxy.log_path), "--policy", str(draft), "--json").stdout
+    )
     assert doc["changed"]["granted→denied"] >= 1 and doc["changed"]["narrower"] >= 1
     assert doc["requests"] >= 5 and doc["unchanged"] >= 1
     change = next(c for c in doc["changes"] if c["kind"] == "narrower")
@@ -103,8 +129,9 @@ def test_replay_and_trace_run_on_the_shipped_policies(traffic) -> None:
 
 def test_replay_input_errors_exit_2(traffic, tmp_path: Path) -> None:
     proxy, policy = traffic
-    assert regauth("replay", str(tmp_path / "absent.jsonl"), "--policy",
-                   str(policy)).returncode == 2
+    assert (
+        regauth("replay", str(tmp_path / "absent.jsonl"), "--policy", str(policy)).returncode == 2
+    )
     bad = tmp_path / "bad.yaml"
     bad.write_text("rules: []\n")
     done = regauth("replay", str(proxy.log_path), "--policy", str(bad))

@@ -50,6 +50,7 @@ SGR = re.compile(r"\x1b\[[0-9;]*m")
 
 def forged(claims: dict[str, object]) -> str:
     """An unsigned token (alg none), as anyone can write one."""
+
     def part(value: dict[str, object]) -> str:
         return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
 
@@ -96,8 +97,7 @@ def assert_no_raw_control(output: bytes, terminal: bool) -> str:
 
 
 @pytest.fixture
-def enforce_proxy(write_policy: Callable[..., Path], make_registry, make_proxy
-                  ) -> ProxyProcess:
+def enforce_proxy(write_policy: Callable[..., Path], make_registry, make_proxy) -> ProxyProcess:
     registry = make_registry()
     return make_proxy(write_policy(), registry.url)
 
@@ -106,20 +106,29 @@ def _hostile_traffic(proxy: ProxyProcess) -> None:
     port, ca = proxy.port, proxy.ca
     # A token request whose query carries the escapes (grant type, client id, an account
     # parameter and a scope the token service cannot parse).
-    for params in ({"grant_type": HOSTILE}, {"client_id": HOSTILE, "account": HOSTILE},
-                   {"scope": f"repository:public/app{HOSTILE}:pull"}):
-        reply = httpclient.request(port, ca, "GET", "/v2/token?" + urlencode(
-            {"service": SERVICE, **params}))
+    for params in (
+        {"grant_type": HOSTILE},
+        {"client_id": HOSTILE, "account": HOSTILE},
+        {"scope": f"repository:public/app{HOSTILE}:pull"},
+    ):
+        reply = httpclient.request(
+            port, ca, "GET", "/v2/token?" + urlencode({"service": SERVICE, **params})
+        )
         assert reply.status < 500, reply.body
     # A login whose Basic user name carries them.
-    refused = httpclient.get_token(port, ca, ["repository:public/app:pull"], SERVICE,
-                                   (HOSTILE, "wrong"))
+    refused = httpclient.get_token(
+        port, ca, ["repository:public/app:pull"], SERVICE, (HOSTILE, "wrong")
+    )
     assert refused.status == 401
     # A forged token whose `sub` carries them, and a request path that does.
     token = forged({"sub": HOSTILE, "iss": "x", "aud": SERVICE, "jti": HOSTILE})
-    reply = httpclient.request(port, ca, "GET",
-                               "/v2/public/app/tags/list?n=" + quote(HOSTILE, safe=""),
-                               {"Authorization": f"Bearer {token}"})
+    reply = httpclient.request(
+        port,
+        ca,
+        "GET",
+        "/v2/public/app/tags/list?n=" + quote(HOSTILE, safe=""),
+        {"Authorization": f"Bearer {token}"},
+    )
     assert reply.status == 401
 
 
@@ -133,8 +142,11 @@ def test_trace_escapes_what_clients_wrote(enforce_proxy: ProxyProcess, terminal:
     # Shown, escaped: the operator sees that someone tried.
     assert "\\x1b]52;c;" in text and "\\x0d\\x1b[2K" in text and "\\u202e" in text
     # The forged grant stays inside the line of the step that carried it.
-    forged_lines = [line for line in text.splitlines()
-                    if line.lstrip().startswith("+  0.001s grant         repository:secret")]
+    forged_lines = [
+        line
+        for line in text.splitlines()
+        if line.lstrip().startswith("+  0.001s grant         repository:secret")
+    ]
     assert not forged_lines, forged_lines
 
 
@@ -163,18 +175,21 @@ def _alice_then_attacker(proxy: ProxyProcess) -> tuple[str, list[str]]:
     """alice signs in and reads her team's area; then someone presents forged tokens in her name,
     one with the `jti` of her real token. Returns her jti and the attacker's request paths."""
     port, ca = proxy.port, proxy.ca
-    got = httpclient.get_token(port, ca, ["repository:teams/web/app:pull"], SERVICE,
-                               ("alice", PASSWORDS["alice"]))
+    got = httpclient.get_token(
+        port, ca, ["repository:teams/web/app:pull"], SERVICE, ("alice", PASSWORDS["alice"])
+    )
     assert got.status == 200, got.body
     real = got.json()["token"]
     jti = jwt.decode(real, options={"verify_signature": False})["jti"]
-    assert httpclient.request(port, ca, "GET", "/v2/teams/web/app/tags/list",
-                              {"Authorization": f"Bearer {real}"}).status in (200, 404)
+    assert httpclient.request(
+        port, ca, "GET", "/v2/teams/web/app/tags/list", {"Authorization": f"Bearer {real}"}
+    ).status in (200, 404)
     attacks = []
     for n, claims in enumerate(({"sub": "alice", "jti": jti}, {"sub": "alice"})):
         path = f"/v2/public/app/tags/list?attacker={n}"
-        token = forged({"iss": "regauth-test-issuer", "aud": SERVICE,
-                        "exp": int(time.time()) + 300, **claims})
+        token = forged(
+            {"iss": "regauth-test-issuer", "aud": SERVICE, "exp": int(time.time()) + 300, **claims}
+        )
         reply = httpclient.request(port, ca, "GET", path, {"Authorization": f"Bearer {token}"})
         assert reply.status == 401
         attacks.append(path)
@@ -187,7 +202,8 @@ def _attacker_lines(proxy: ProxyProcess) -> set[int]:
 
 
 def test_a_forged_token_is_never_attributed_to_the_account_it_names(
-        enforce_proxy: ProxyProcess) -> None:
+    enforce_proxy: ProxyProcess,
+) -> None:
     proxy = enforce_proxy
     _alice_then_attacker(proxy)
     attacker = _attacker_lines(proxy)
@@ -196,8 +212,7 @@ def test_a_forged_token_is_never_attributed_to_the_account_it_names(
     assert alices, "alice's own conversation is listed"
     for conversation in alices:
         lines = {s["log_line"] for s in conversation["steps"]}
-        assert not lines & attacker, ("the attacker's requests are listed as alice's",
-                                      conversation)
+        assert not lines & attacker, ("the attacker's requests are listed as alice's", conversation)
     for conversation in everything:
         if {s["log_line"] for s in conversation["steps"]} & attacker:
             assert "alice" not in conversation["accounts"], conversation
@@ -206,20 +221,28 @@ def test_a_forged_token_is_never_attributed_to_the_account_it_names(
     assert "claims sub='alice' (unverified)" in text
 
 
-def test_delegate_mode_shows_claims_as_checked_by_the_registry(
-        token_registry_proxy) -> None:
+def test_delegate_mode_shows_claims_as_checked_by_the_registry(token_registry_proxy) -> None:
     _registry, proxy = token_registry_proxy
     port, ca = proxy.port, proxy.ca
-    got = httpclient.get_token(port, ca, ["repository:public/app:pull"], SERVICE,
-                               ("ci", PASSWORDS["ci"]))
+    got = httpclient.get_token(
+        port, ca, ["repository:public/app:pull"], SERVICE, ("ci", PASSWORDS["ci"])
+    )
     assert got.status == 200, got.body
     real = got.json()["token"]
-    assert httpclient.request(port, ca, "GET", "/v2/public/app/tags/list",
-                              {"Authorization": f"Bearer {real}"}).status in (200, 404)
-    token = forged({"sub": "alice", "iss": "regauth-test-issuer", "aud": SERVICE,
-                    "exp": int(time.time()) + 300})
-    reply = httpclient.request(port, ca, "GET", "/v2/public/app/tags/list?attacker=0",
-                               {"Authorization": f"Bearer {token}"})
+    assert httpclient.request(
+        port, ca, "GET", "/v2/public/app/tags/list", {"Authorization": f"Bearer {real}"}
+    ).status in (200, 404)
+    token = forged(
+        {
+            "sub": "alice",
+            "iss": "regauth-test-issuer",
+            "aud": SERVICE,
+            "exp": int(time.time()) + 300,
+        }
+    )
+    reply = httpclient.request(
+        port, ca, "GET", "/v2/public/app/tags/list?attacker=0", {"Authorization": f"Bearer {token}"}
+    )
     assert reply.status == 401  # the registry refused it
     attacker = _attacker_lines(proxy)
     assert not json.loads(run_trace(proxy, "--json", "--account", "alice"))["conversations"]

@@ -73,8 +73,9 @@ def _signature(token: str) -> str:
     return token.split(".")[2]
 
 
-def _web_proxy(make_proxy: Callable[..., ProxyProcess], policy: Path, upstream: str,
-               **kwargs: object) -> tuple[ProxyProcess, WebApi]:
+def _web_proxy(
+    make_proxy: Callable[..., ProxyProcess], policy: Path, upstream: str, **kwargs: object
+) -> tuple[ProxyProcess, WebApi]:
     web_port = free_port()
     proxy = make_proxy(policy, upstream, web_port=web_port, **kwargs)
     return proxy, WebApi(web_port, web_token(proxy.output(), web_port))
@@ -85,27 +86,38 @@ def _path_of(location: str) -> str:
     return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
-def slow_upload(proxy: ProxyProcess, token: str, repo: str, size: int = 4 << 20,
-                chunk: int = 64 << 10, pause: float = 0.01,
-                halfway: Callable[[], None] | None = None) -> int:
+def slow_upload(
+    proxy: ProxyProcess,
+    token: str,
+    repo: str,
+    size: int = 4 << 20,
+    chunk: int = 64 << 10,
+    pause: float = 0.01,
+    halfway: Callable[[], None] | None = None,
+) -> int:
     """Upload a blob the way clients do (POST, one PATCH, PUT ?digest=), the PATCH body sent
     slowly; `halfway()` runs while half of it is on its way. Returns the final status."""
     auth = {"Authorization": f"Bearer {token}"}
-    started = httpclient.request(proxy.port, proxy.ca, "POST", f"/v2/{repo}/blobs/uploads/",
-                                 auth, b"")
+    started = httpclient.request(
+        proxy.port, proxy.ca, "POST", f"/v2/{repo}/blobs/uploads/", auth, b""
+    )
     assert started.status == 202, (started.status, started.body[:300])
     location = _path_of(started.header("Location") or "")
     data = os.urandom(size)
-    conn = http.client.HTTPSConnection("localhost", proxy.port,
-                                       context=httpclient.tls_context(proxy.ca), timeout=60)
+    conn = http.client.HTTPSConnection(
+        "localhost", proxy.port, context=httpclient.tls_context(proxy.ca), timeout=60
+    )
     try:
         conn.putrequest("PATCH", location, skip_accept_encoding=True)
-        for name, value in {**auth, "Content-Type": "application/octet-stream",
-                            "Content-Length": str(size)}.items():
+        for name, value in {
+            **auth,
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(size),
+        }.items():
             conn.putheader(name, value)
         conn.endheaders()
         for offset in range(0, size, chunk):
-            conn.send(data[offset:offset + chunk])
+            conn.send(data[offset : offset + chunk])
             if halfway is not None and offset + chunk == size // 2:
                 halfway()
             time.sleep(pause)
@@ -117,8 +129,9 @@ def slow_upload(proxy: ProxyProcess, token: str, repo: str, size: int = 4 << 20,
         conn.close()
     separator = "&" if "?" in location else "?"
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    done = httpclient.request(proxy.port, proxy.ca, "PUT", f"{location}{separator}digest={digest}",
-                              auth, b"")
+    done = httpclient.request(
+        proxy.port, proxy.ca, "PUT", f"{location}{separator}digest={digest}", auth, b""
+    )
     return done.status
 
 
@@ -147,8 +160,7 @@ def _delegate(write_policy, make_registry, make_proxy, tmp_path, password_hashes
     return Scenario(proxy, web, registry)
 
 
-def _inject_basic(write_policy, make_registry, make_proxy, tmp_path, password_hashes
-                  ) -> Scenario:
+def _inject_basic(write_policy, make_registry, make_proxy, tmp_path, password_hashes) -> Scenario:
     htpasswd = htpasswd_file(tmp_path / "htpasswd", {UPSTREAM_USER: UPSTREAM_PASSWORD})
     registry = make_registry("htpasswd", htpasswd=htpasswd)
     policy = write_policy(text=_inject_policy(password_hashes))
@@ -157,7 +169,9 @@ def _inject_basic(write_policy, make_registry, make_proxy, tmp_path, password_ha
 
 
 def _realm_policy(write_policy) -> Path:
-    return write_policy(name="realm-policy.yaml", text=f"""version: 1
+    return write_policy(
+        name="realm-policy.yaml",
+        text=f"""version: 1
 service: {SERVICE}
 issuer: regauth-test-issuer
 accounts:
@@ -171,74 +185,127 @@ rules:
     account: {UPSTREAM_USER}
     repository: "**"
     actions: ["*"]
-""")
+""",
+    )
 
 
-def _inject_bearer(write_policy, make_registry, make_proxy, tmp_path, password_hashes
-                   ) -> Scenario:
+def _inject_bearer(write_policy, make_registry, make_proxy, tmp_path, password_hashes) -> Scenario:
     """The upstream is a token-mode registry whose realm is a second regauth, reached through a
     recording relay (so the test knows the upstream tokens it issued)."""
     upstream_certs = tmp_path / "upstream-certs"
     pki.init_certs(upstream_certs)
     realm_port = free_port()
-    relay = RecordingRelay(f"https://localhost:{realm_port}", upstream_certs / "ca.crt",
-                           server_cert(upstream_certs, tmp_path / "relay"))
-    registry = make_registry("token", name="bearer-registry", realm=f"{relay.url}/v2/token",
-                             signing_certs=upstream_certs)
-    make_proxy(_realm_policy(write_policy), registry.url, name="realm",
-               certs_dir=upstream_certs, port=realm_port)
-    policy = write_policy(text=_inject_policy(
-        password_hashes, kind="bearer",
-        realm_hosts=f"      realm_hosts: ['127.0.0.1:{relay.port}', '127.0.0.1']\n"))
-    proxy, web = _web_proxy(make_proxy, policy, registry.url, env=UPSTREAM_ENV,
-                            upstream_ca=upstream_certs / "ca.crt")
+    relay = RecordingRelay(
+        f"https://localhost:{realm_port}",
+        upstream_certs / "ca.crt",
+        server_cert(upstream_certs, tmp_path / "relay"),
+    )
+    registry = make_registry(
+        "token", name="bearer-registry", realm=f"{relay.url}/v2/token", signing_certs=upstream_certs
+    )
+    make_proxy(
+        _realm_policy(write_policy),
+        registry.url,
+        name="realm",
+        certs_dir=upstream_certs,
+        port=realm_port,
+    )
+    policy = write_policy(
+        text=_inject_policy(
+            password_hashes,
+            kind="bearer",
+            realm_hosts=f"      realm_hosts: ['127.0.0.1:{relay.port}', '127.0.0.1']\n",
+        )
+    )
+    proxy, web = _web_proxy(
+        make_proxy, policy, registry.url, env=UPSTREAM_ENV, upstream_ca=upstream_certs / "ca.crt"
+    )
     return Scenario(proxy, web, registry, relay)
 
 
-SCENARIOS = {"enforce": _enforce, "delegate": _delegate, "inject-basic": _inject_basic,
-             "inject-bearer": _inject_bearer}
+SCENARIOS = {
+    "enforce": _enforce,
+    "delegate": _delegate,
+    "inject-basic": _inject_basic,
+    "inject-bearer": _inject_bearer,
+}
 
 
 def _token_traffic(scenario: Scenario) -> str:
     """Every kind of token request regauth answers, each carrying secrets; returns a token
     with push access to demo/app. Adds every secret sent or received to scenario.secrets."""
     port, ca, secrets = scenario.proxy.port, scenario.proxy.ca, scenario.secrets
-    secrets.update({"ci password": PASSWORDS["ci"], "alice password": PASSWORDS["alice"],
-                    "Basic ci:password": _b64(f"ci:{PASSWORDS['ci']}")})
+    secrets.update(
+        {
+            "ci password": PASSWORDS["ci"],
+            "alice password": PASSWORDS["alice"],
+            "Basic ci:password": _b64(f"ci:{PASSWORDS['ci']}"),
+        }
+    )
     tokens: list[str] = []
     assert httpclient.request(port, ca, "GET", "/v2/").status == 401
     # GET with Basic, offline_token: an access token and a refresh token.
-    got = httpclient.get_token(port, ca, [PUSH_SCOPE], SERVICE, ("ci", PASSWORDS["ci"]),
-                               offline_token="true", client_id="webtests")
+    got = httpclient.get_token(
+        port,
+        ca,
+        [PUSH_SCOPE],
+        SERVICE,
+        ("ci", PASSWORDS["ci"]),
+        offline_token="true",
+        client_id="webtests",
+    )
     assert got.status == 200, got.body
     tokens.append(got.json()["token"])
     refresh_get = got.json()["refresh_token"]
     # POST password grant, access_type=offline.
-    form = {"grant_type": "password", "username": "ci", "password": PASSWORDS["ci"],
-            "client_id": "webtests", "access_type": "offline", "service": SERVICE,
-            "scope": PUSH_SCOPE}
+    form = {
+        "grant_type": "password",
+        "username": "ci",
+        "password": PASSWORDS["ci"],
+        "client_id": "webtests",
+        "access_type": "offline",
+        "service": SERVICE,
+        "scope": PUSH_SCOPE,
+    }
     secrets["sha256 of the password form"] = hashlib.sha256(urlencode(form).encode()).hexdigest()
     posted = httpclient.post_token(port, ca, form)
     assert posted.status == 200, posted.body
     tokens.append(posted.json()["token"])
     refresh_post = posted.json()["refresh_token"]
     # Refresh grant: POST, and GET with Basic and an empty user name.
-    refresh_form = {"grant_type": "refresh_token", "refresh_token": refresh_post,
-                    "client_id": "webtests", "service": SERVICE, "scope": PUSH_SCOPE}
+    refresh_form = {
+        "grant_type": "refresh_token",
+        "refresh_token": refresh_post,
+        "client_id": "webtests",
+        "service": SERVICE,
+        "scope": PUSH_SCOPE,
+    }
     secrets["sha256 of the refresh form"] = hashlib.sha256(
-        urlencode(refresh_form).encode()).hexdigest()
+        urlencode(refresh_form).encode()
+    ).hexdigest()
     refreshed = httpclient.post_token(port, ca, refresh_form)
     assert refreshed.status == 200, refreshed.body
     push_token = refreshed.json()["token"]
     tokens.append(push_token)
     # What mitmweb shows right after token responses (regauth scrubs them a second later).
     shown = {f"after tokens: {k}": v for k, v in scenario.web.snapshot().items()}
-    empty_user = httpclient.request(port, ca, "GET", "/v2/token?" + urlencode(
-        {"service": SERVICE, "scope": PUSH_SCOPE}), {"Authorization": "Basic " + _b64(
-            f":{refresh_get}")})
+    empty_user = httpclient.request(
+        port,
+        ca,
+        "GET",
+        "/v2/token?" + urlencode({"service": SERVICE, "scope": PUSH_SCOPE}),
+        {"Authorization": "Basic " + _b64(f":{refresh_get}")},
+    )
     assert empty_user.status < 500
-    in_query = httpclient.get_token(port, ca, [PUSH_SCOPE], SERVICE, grant_type="refresh_token",
-                                    refresh_token=refresh_get, client_id="webtests")
+    in_query = httpclient.get_token(
+        port,
+        ca,
+        [PUSH_SCOPE],
+        SERVICE,
+        grant_type="refresh_token",
+        refresh_token=refresh_get,
+        client_id="webtests",
+    )
     assert in_query.status < 500
     if in_query.status == 200:
         tokens.append(in_query.json()["token"])
@@ -246,15 +313,27 @@ def _token_traffic(scenario: Scenario) -> str:
     wrong = "wrong-secret-" + os.urandom(6).hex()
     secrets.update({"wrong password": wrong, "Basic alice:wrong": _b64(f"alice:{wrong}")})
     assert httpclient.get_token(port, ca, [], SERVICE, ("alice", wrong)).status == 401
-    assert httpclient.post_token(port, ca, {**form, "username": "alice",
-                                            "password": wrong}).status == 401
-    as_json = json.dumps({"grant_type": "password", "username": "ci",
-                          "password": PASSWORDS["ci"]}).encode()
+    assert (
+        httpclient.post_token(port, ca, {**form, "username": "alice", "password": wrong}).status
+        == 401
+    )
+    as_json = json.dumps(
+        {"grant_type": "password", "username": "ci", "password": PASSWORDS["ci"]}
+    ).encode()
     secrets["sha256 of a JSON token body"] = hashlib.sha256(as_json).hexdigest()
-    assert httpclient.request(port, ca, "POST", "/v2/token",
-                              {"Content-Type": "application/json"}, as_json).status < 500
-    secrets.update({"refresh token (GET)": refresh_get, "refresh token (POST)": refresh_post,
-                    "Basic :refresh token": _b64(f":{refresh_get}")})
+    assert (
+        httpclient.request(
+            port, ca, "POST", "/v2/token", {"Content-Type": "application/json"}, as_json
+        ).status
+        < 500
+    )
+    secrets.update(
+        {
+            "refresh token (GET)": refresh_get,
+            "refresh token (POST)": refresh_post,
+            "Basic :refresh token": _b64(f":{refresh_get}"),
+        }
+    )
     for i, token in enumerate(tokens):
         secrets[f"signature of regauth token {i}"] = _signature(token)
     scenario.shown_after_tokens = shown  # type: ignore[attr-defined]
@@ -266,21 +345,31 @@ def _registry_traffic(scenario: Scenario, token: str) -> None:
     bearer = {"Authorization": f"Bearer {token}"}
     assert httpclient.request(port, ca, "GET", "/v2/", bearer).status == 200
     assert httpclient.request(port, ca, "GET", "/v2/demo/app/tags/list", bearer).status in (
-        200, 404)
-    basic_on_registry = httpclient.request(port, ca, "GET", "/v2/demo/app/tags/list",
-                                           {"Authorization": httpclient.basic(
-                                               "ci", PASSWORDS["ci"])})
+        200,
+        404,
+    )
+    basic_on_registry = httpclient.request(
+        port,
+        ca,
+        "GET",
+        "/v2/demo/app/tags/list",
+        {"Authorization": httpclient.basic("ci", PASSWORDS["ci"])},
+    )
     assert basic_on_registry.status == 401
 
 
 @pytest.mark.parametrize("mode", list(SCENARIOS))
-def test_no_secret_in_anything_mitmweb_shows(mode, write_policy, make_registry, make_proxy,
-                                            tmp_path, password_hashes):
-    scenario = SCENARIOS[mode](write_policy, make_registry, make_proxy, tmp_path,
-                               password_hashes)
+def test_no_secret_in_anything_mitmweb_shows(
+    mode, write_policy, make_registry, make_proxy, tmp_path, password_hashes
+):
+    scenario = SCENARIOS[mode](write_policy, make_registry, make_proxy, tmp_path, password_hashes)
     if mode.startswith("inject"):
-        scenario.secrets.update({"upstream password": UPSTREAM_PASSWORD,
-                                 "upstream Basic": _b64(f"{UPSTREAM_USER}:{UPSTREAM_PASSWORD}")})
+        scenario.secrets.update(
+            {
+                "upstream password": UPSTREAM_PASSWORD,
+                "upstream Basic": _b64(f"{UPSTREAM_USER}:{UPSTREAM_PASSWORD}"),
+            }
+        )
     web = scenario.web
     subscriber = UpdatesSubscriber(web.port, web.token).start()
     try:
@@ -291,8 +380,11 @@ def test_no_secret_in_anything_mitmweb_shows(mode, write_policy, make_registry, 
 
         def during_upload() -> None:
             snapshot = web.snapshot()
-            in_flight.extend(f for f in json.loads(snapshot["/flows"])
-                             if f["request"]["method"] == "PATCH" and not f.get("response"))
+            in_flight.extend(
+                f
+                for f in json.loads(snapshot["/flows"])
+                if f["request"]["method"] == "PATCH" and not f.get("response")
+            )
             shown.update({f"during upload: {k}": v for k, v in snapshot.items()})
 
         assert slow_upload(scenario.proxy, token, "demo/app", halfway=during_upload) == 201
@@ -302,12 +394,19 @@ def test_no_secret_in_anything_mitmweb_shows(mode, write_policy, make_registry, 
     finally:
         subscriber.close()
     messages = subscriber.parsed()
-    paths = [m["payload"]["flow"]["request"]["path"] for m in messages
-             if m.get("type") in ("flows/add", "flows/update")]
+    paths = [
+        m["payload"]["flow"]["request"]["path"]
+        for m in messages
+        if m.get("type") in ("flows/add", "flows/update")
+    ]
     assert any(p.startswith("/v2/token") for p in paths), "the subscriber saw no token flow"
     assert any("/blobs/uploads/" in p for p in paths), "the subscriber saw no upload"
-    shown.update({f"/updates message {i} ({m.get('type')})": raw
-                  for i, (m, raw) in enumerate(zip(messages, subscriber.messages, strict=True))})
+    shown.update(
+        {
+            f"/updates message {i} ({m.get('type')})": raw
+            for i, (m, raw) in enumerate(zip(messages, subscriber.messages, strict=True))
+        }
+    )
     if scenario.relay is not None:
         upstream_tokens = scenario.relay.tokens()
         assert upstream_tokens, "regauth fetched no upstream token"
@@ -320,26 +419,30 @@ def test_no_secret_in_anything_mitmweb_shows(mode, write_policy, make_registry, 
     assert not leaks, f"{len(leaks)} secrets shown by mitmweb:\n{summarize(leaks)}"
 
 
-def test_filters_match_only_what_is_shown(write_policy, make_registry, make_proxy, tmp_path,
-                                          password_hashes):
+def test_filters_match_only_what_is_shown(
+    write_policy, make_registry, make_proxy, tmp_path, password_hashes
+):
     """A filter (the websocket's flows/updateFilter, view_filter, a flow spec in a command) is
     an oracle on the flow it is evaluated on: naming a secret must match nothing, or a viewer
     can read the injected upstream credential, a regex at a time, while a request is in flight."""
     scenario = _inject_basic(write_policy, make_registry, make_proxy, tmp_path, password_hashes)
     web = scenario.web
     upstream_basic = _b64(f"{UPSTREAM_USER}:{UPSTREAM_PASSWORD}")
-    secret_part = next(upstream_basic[i:i + 16] for i in range(8, len(upstream_basic))
-                       if upstream_basic[i:i + 16].isalnum())  # past the user name
-    token = httpclient.get_token(scenario.proxy.port, scenario.proxy.ca, [PUSH_SCOPE], SERVICE,
-                                 ("ci", PASSWORDS["ci"])).json()["token"]
+    secret_part = next(
+        upstream_basic[i : i + 16]
+        for i in range(8, len(upstream_basic))
+        if upstream_basic[i : i + 16].isalnum()
+    )  # past the user name
+    token = httpclient.get_token(
+        scenario.proxy.port, scenario.proxy.ca, [PUSH_SCOPE], SERVICE, ("ci", PASSWORDS["ci"])
+    ).json()["token"]
     subscriber = UpdatesSubscriber(web.port, web.token).start()
     matched: dict[str, object] = {}
 
     def probe() -> None:
         upload = next(f for f in web.flows() if f["request"]["method"] == "PATCH")
         for name, expr in (("secret", f"~hq {secret_part}"), ("control", "~m PATCH")):
-            subscriber.send({"type": "flows/updateFilter",
-                             "payload": {"name": name, "expr": expr}})
+            subscriber.send({"type": "flows/updateFilter", "payload": {"name": name, "expr": expr}})
         assert web.put_options({"view_filter": f"~hq {secret_part}"}).status == 200
         matched["view_filter"] = [f["id"] for f in web.flows()]
         assert web.put_options({"view_filter": ""}).status == 200
@@ -352,8 +455,11 @@ def test_filters_match_only_what_is_shown(write_policy, make_registry, make_prox
         assert slow_upload(scenario.proxy, token, "demo/app", halfway=probe) == 201
     finally:
         subscriber.close()
-    answers = {m["payload"]["name"]: m["payload"]["matching_flow_ids"]
-               for m in subscriber.parsed() if m.get("type") == "flows/filterUpdate"}
+    answers = {
+        m["payload"]["name"]: m["payload"]["matching_flow_ids"]
+        for m in subscriber.parsed()
+        if m.get("type") == "flows/filterUpdate"
+    }
     assert matched["upload"] in answers["control"]  # filters do work on the upload flow
     oracle = []
     if matched["upload"] in (answers["secret"] or []):
@@ -379,8 +485,13 @@ class Window:
     def fresh_flow(self, path: str = "/v2/demo/app/tags/list") -> dict:
         """A finished flow of its own for one test."""
         marker = os.urandom(4).hex()
-        reply = httpclient.request(self.proxy.port, self.proxy.ca, "GET", f"{path}?n={marker}",
-                                   {"Authorization": f"Bearer {self.token}"})
+        reply = httpclient.request(
+            self.proxy.port,
+            self.proxy.ca,
+            "GET",
+            f"{path}?n={marker}",
+            {"Authorization": f"Bearer {self.token}"},
+        )
         assert reply.status in (200, 404)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
@@ -404,10 +515,12 @@ def window(tmp_path_factory, certs_dir, password_hashes):
     web_port = free_port()
     proxy = start_proxy(workdir / "proxy", certs_dir, policy, registry.url, web_port=web_port)
     try:
-        token = httpclient.get_token(proxy.port, proxy.ca, [PUSH_SCOPE], SERVICE,
-                                     ("ci", PASSWORDS["ci"])).json()["token"]
-        yield Window(proxy, WebApi(web_port, web_token(proxy.output(), web_port)), registry,
-                     workdir, token)
+        token = httpclient.get_token(
+            proxy.port, proxy.ca, [PUSH_SCOPE], SERVICE, ("ci", PASSWORDS["ci"])
+        ).json()["token"]
+        yield Window(
+            proxy, WebApi(web_port, web_token(proxy.output(), web_port)), registry, workdir, token
+        )
     finally:
         proxy.stop()
         registry.stop()
@@ -471,9 +584,20 @@ class Attempt:
         self.script = self.workdir / "script.py"
         self.script_ran = self.workdir / "script-ran"
         self.script.write_text(f"open({str(self.script_ran)!r}, 'w').close()\n")
-        self.new_files = {name: self.workdir / name for name in (
-            "hardump.har", "static-viewer", "other-log.jsonl", "new-confdir", "exported",
-            "cut", "saved-flows", "saved.har", "saved-options.yaml")}
+        self.new_files = {
+            name: self.workdir / name
+            for name in (
+                "hardump.har",
+                "static-viewer",
+                "other-log.jsonl",
+                "new-confdir",
+                "exported",
+                "cut",
+                "saved-flows",
+                "saved.har",
+                "saved-options.yaml",
+            )
+        }
         self.options_file = self.workdir / "options.yaml"
         self.options_file.write_text("stickyauth: .\n")
         self.flow_file = self.workdir / "flows.mitm"
@@ -495,54 +619,67 @@ class Attempt:
     def values(self) -> dict[str, object]:
         """A non-default value for every option that must not change at run time."""
         return {
-            "mode": [f"reverse:http://127.0.0.1:{self.listener.port}@127.0.0.1:"
-                     f"{self.other_port}"],
-            "scripts": [str(self.script)], "stickyauth": ".", "stickycookie": ".",
+            "mode": [f"reverse:http://127.0.0.1:{self.listener.port}@127.0.0.1:{self.other_port}"],
+            "scripts": [str(self.script)],
+            "stickyauth": ".",
+            "stickycookie": ".",
             "modify_headers": ["/~q/Authorization/Basic Zm9vOmJhcg=="],
-            "modify_body": ["/~q/foo/bar"], "map_remote": ["|//127.0.0.1|//127.0.0.2"],
-            "map_local": [f"|/v2/|{self.workdir}"], "intercept": "~q", "intercept_active": True,
-            "ssl_insecure": True, "upstream_cert": False,
-            "client_replay": [str(self.flow_file)], "server_replay": [str(self.flow_file)],
-            "anticache": True, "anticomp": True, "proxyauth": "user:pass",
-            "ignore_hosts": [".*"], "allow_hosts": ["example\\.com"], "tcp_hosts": [".*"],
-            "keep_host_header": True, "upstream_auth": "user:pass",
+            "modify_body": ["/~q/foo/bar"],
+            "map_remote": ["|//127.0.0.1|//127.0.0.2"],
+            "map_local": [f"|/v2/|{self.workdir}"],
+            "intercept": "~q",
+            "intercept_active": True,
+            "ssl_insecure": True,
+            "upstream_cert": False,
+            "client_replay": [str(self.flow_file)],
+            "server_replay": [str(self.flow_file)],
+            "anticache": True,
+            "anticomp": True,
+            "proxyauth": "user:pass",
+            "ignore_hosts": [".*"],
+            "allow_hosts": ["example\\.com"],
+            "tcp_hosts": [".*"],
+            "keep_host_header": True,
+            "upstream_auth": "user:pass",
             "save_stream_file": str(self.canary),
             "hardump": str(self.new_files["hardump.har"]),
             "web_static_viewer": str(self.new_files["static-viewer"]),
-            "rfile": str(self.flow_file), "stream_large_bodies": "1m",
-            "store_streamed_bodies": True, "validate_inbound_headers": False,
-            "proxy_debug": True, "flow_detail": 3,
+            "rfile": str(self.flow_file),
+            "stream_large_bodies": "1m",
+            "store_streamed_bodies": True,
+            "validate_inbound_headers": False,
+            "proxy_debug": True,
+            "flow_detail": 3,
             "regauth_policy": str(self.other_policy),
             "regauth_log": str(self.new_files["other-log.jsonl"]),
             "regauth_public_url": "https://elsewhere.example:8443",
-            "confdir": str(self.new_files["new-confdir"]), "web_password": "changed",
-            "connection_strategy": "eager", "body_size_limit": "1k",
+            "confdir": str(self.new_files["new-confdir"]),
+            "web_password": "changed",
+            "connection_strategy": "eager",
+            "body_size_limit": "1k",
         }
 
-    def side_effects(self, proxy: ProxyProcess | None = None,
-                     web: WebApi | None = None) -> list[str]:
+    def side_effects(
+        self, proxy: ProxyProcess | None = None, web: WebApi | None = None
+    ) -> list[str]:
         """Anything a refused option or command left behind."""
         found = []
         if self.canary.read_text() != "an operator's file\n":
             found.append(f"{self.canary.name} was overwritten")
         if self.script_ran.exists():
             found.append("the script ran")
-        found += [f"{path.name} was created" for path in self.new_files.values()
-                  if path.exists()]
+        found += [f"{path.name} was created" for path in self.new_files.values() if path.exists()]
         if self.listener.connections:
-            found.append(f"port {self.listener.port} got {self.listener.connections} "
-                         "connections")
+            found.append(f"port {self.listener.port} got {self.listener.connections} connections")
         if proxy is not None:
-            console = proxy.output()[self.console_from:]
+            console = proxy.output()[self.console_from :]
             if f"listening at 127.0.0.1:{self.other_port}" in console:
                 found.append(f"a proxy server was opened on 127.0.0.1:{self.other_port}")
             if f"at 127.0.0.1:{proxy.port} stopped" in console:
                 found.append("regauth's own proxy server was stopped (and restarted)")
-        if web is not None and any(f["request"]["path"] == self.replay_path
-                                   for f in web.flows()):
+        if web is not None and any(f["request"]["path"] == self.replay_path for f in web.flows()):
             found.append("a flow from the flow file appeared in mitmweb")
-        if proxy is not None and any(r.get("path") == self.replay_path
-                                     for r in proxy.records()):
+        if proxy is not None and any(r.get("path") == self.replay_path for r in proxy.records()):
             found.append("a flow from the flow file went through regauth")
         return found
 
@@ -561,19 +698,49 @@ def attempt(tmp_path, window):
 # regauth's own, and a few start-time-only ones. (flow_detail exists in mitmdump only: it is
 # tried on the command line.)
 REFUSED_OPTIONS = [
-    "mode", "scripts", "stickyauth", "stickycookie", "modify_headers", "modify_body",
-    "map_remote", "map_local", "intercept", "intercept_active", "ssl_insecure", "upstream_cert",
-    "client_replay", "server_replay", "anticache", "anticomp", "proxyauth", "ignore_hosts",
-    "allow_hosts", "tcp_hosts", "keep_host_header", "upstream_auth", "save_stream_file",
-    "hardump", "web_static_viewer", "rfile", "stream_large_bodies", "store_streamed_bodies",
-    "validate_inbound_headers", "proxy_debug", "regauth_policy", "regauth_log",
-    "regauth_public_url", "confdir", "web_password", "connection_strategy", "body_size_limit"]
+    "mode",
+    "scripts",
+    "stickyauth",
+    "stickycookie",
+    "modify_headers",
+    "modify_body",
+    "map_remote",
+    "map_local",
+    "intercept",
+    "intercept_active",
+    "ssl_insecure",
+    "upstream_cert",
+    "client_replay",
+    "server_replay",
+    "anticache",
+    "anticomp",
+    "proxyauth",
+    "ignore_hosts",
+    "allow_hosts",
+    "tcp_hosts",
+    "keep_host_header",
+    "upstream_auth",
+    "save_stream_file",
+    "hardump",
+    "web_static_viewer",
+    "rfile",
+    "stream_large_bodies",
+    "store_streamed_bodies",
+    "validate_inbound_headers",
+    "proxy_debug",
+    "regauth_policy",
+    "regauth_log",
+    "regauth_public_url",
+    "confdir",
+    "web_password",
+    "connection_strategy",
+    "body_size_limit",
+]
 
 
 # Seconds for what some options start in the background (a script watcher, a replay, a server
 # restart) to show.
-SETTLE = {"mode": 1.0, "scripts": 1.0, "client_replay": 1.0, "server_replay": 1.0,
-          "rfile": 1.0}
+SETTLE = {"mode": 1.0, "scripts": 1.0, "client_replay": 1.0, "server_replay": 1.0, "rfile": 1.0}
 
 
 def _option_value(web: WebApi, name: str) -> object:
@@ -647,36 +814,59 @@ def _commands(attempt: Attempt, one_flow: str) -> dict[str, list[str]]:
     files = attempt.new_files
     return {
         "script.run": ["@all", str(attempt.script)],
-        "replay.client": ["@all"], "replay.server": ["@all"],
-        "flow.resume": ["@all"], "flow.kill": ["@all"],
-        "flow.set": ["@all", "path", "/v2/elsewhere"], "flow.revert": ["@all"],
-        "flow.decode": ["@all", "request"], "flow.encode": ["@all", "request", "gzip"],
+        "replay.client": ["@all"],
+        "replay.server": ["@all"],
+        "flow.resume": ["@all"],
+        "flow.kill": ["@all"],
+        "flow.set": ["@all", "path", "/v2/elsewhere"],
+        "flow.revert": ["@all"],
+        "flow.decode": ["@all", "request"],
+        "flow.encode": ["@all", "request", "gzip"],
         "export.file": ["curl", one_flow, str(files["exported"])],
         "export.clip": ["curl", one_flow],
         "cut.save": ["@all", "request.headers", str(files["cut"])],
         "save.file": ["@all", str(files["saved-flows"])],
         "save.har": ["@all", str(files["saved.har"])],
-        "options.reset": [], "options.load": [str(attempt.options_file)],
+        "options.reset": [],
+        "options.load": [str(attempt.options_file)],
         "options.save": [str(files["saved-options.yaml"])],
         "view.flows.load": [str(attempt.flow_file)],
         "view.flows.create": ["GET", f"http://127.0.0.1:{attempt.listener.port}/v2/"],
-        "view.flows.duplicate": ["@all"], "view.flows.remove": ["@all"],
+        "view.flows.duplicate": ["@all"],
+        "view.flows.remove": ["@all"],
         "browser.start": ["chrome"],
     }
 
 
 COMMANDS = [
-    "script.run", "replay.client", "replay.server", "flow.resume", "flow.kill", "flow.set",
-    "flow.revert", "flow.decode", "flow.encode", "export.file", "export.clip", "cut.save",
-    "save.file", "save.har", "options.reset", "options.load", "options.save",
-    "view.flows.load", "view.flows.create", "view.flows.duplicate", "view.flows.remove",
-    "browser.start"]
+    "script.run",
+    "replay.client",
+    "replay.server",
+    "flow.resume",
+    "flow.kill",
+    "flow.set",
+    "flow.revert",
+    "flow.decode",
+    "flow.encode",
+    "export.file",
+    "export.clip",
+    "cut.save",
+    "save.file",
+    "save.har",
+    "options.reset",
+    "options.load",
+    "options.save",
+    "view.flows.load",
+    "view.flows.create",
+    "view.flows.duplicate",
+    "view.flows.remove",
+    "browser.start",
+]
 
 
 def _shown_state(window: Window) -> tuple[int, dict[str, tuple]]:
     flows = window.web.flows()
-    return len(flows), {f["id"]: (f["request"], f.get("response"), f.get("error"))
-                        for f in flows}
+    return len(flows), {f["id"]: (f["request"], f.get("response"), f.get("error")) for f in flows}
 
 
 @pytest.mark.parametrize("name", COMMANDS)
@@ -688,8 +878,9 @@ def test_command_refused(name, window, attempt):
     reply = window.web.command(name, *_commands(attempt, one)[name])
     time.sleep(0.5)
     count_after, flows_after = _shown_state(window)
-    changed = [flow_id for flow_id, state in flows_before.items()
-               if flows_after.get(flow_id) != state]
+    changed = [
+        flow_id for flow_id, state in flows_before.items() if flows_after.get(flow_id) != state
+    ]
     options_after = window.web.options()
     print(f"| `{name}` | POST /commands/{name} | {reply.status} {reply.text[:90]!r} |")
     assert reply.status == 403, reply.text
@@ -701,12 +892,18 @@ def test_command_refused(name, window, attempt):
 # Endpoints that edit, replay, resume, kill or load flows: (method, path, JSON body).
 ENDPOINTS = {
     "PUT /flows/<id> request.path": ("PUT", "/flows/{id}", {"request": {"path": "/v2/x"}}),
-    "PUT /flows/<id> request.headers": ("PUT", "/flows/{id}", {"request": {"headers": [
-        ["Authorization", "Basic Zm9vOmJhcg=="]]}}),
+    "PUT /flows/<id> request.headers": (
+        "PUT",
+        "/flows/{id}",
+        {"request": {"headers": [["Authorization", "Basic Zm9vOmJhcg=="]]}},
+    ),
     "PUT /flows/<id> request.content": ("PUT", "/flows/{id}", {"request": {"content": "x"}}),
     "PUT /flows/<id> response.code": ("PUT", "/flows/{id}", {"response": {"code": 200}}),
-    "PUT /flows/<id> comment + request": ("PUT", "/flows/{id}", {
-        "comment": "x", "request": {"method": "DELETE"}}),
+    "PUT /flows/<id> comment + request": (
+        "PUT",
+        "/flows/{id}",
+        {"comment": "x", "request": {"method": "DELETE"}},
+    ),
     "POST /flows/<id>/replay": ("POST", "/flows/{id}/replay", None),
     "POST /flows/<id>/revert": ("POST", "/flows/{id}/revert", None),
     "POST /flows/<id>/duplicate": ("POST", "/flows/{id}/duplicate", None),
@@ -715,10 +912,16 @@ ENDPOINTS = {
     "POST /flows/resume": ("POST", "/flows/resume", None),
     "POST /flows/kill": ("POST", "/flows/kill", None),
     "POST /flows/dump": ("POST", "/flows/dump", "<flow file>"),
-    "POST /flows/<id>/request/content.data": ("POST", "/flows/{id}/request/content.data",
-                                              "<bytes>"),
-    "POST /flows/<id>/response/content.data": ("POST", "/flows/{id}/response/content.data",
-                                               "<bytes>"),
+    "POST /flows/<id>/request/content.data": (
+        "POST",
+        "/flows/{id}/request/content.data",
+        "<bytes>",
+    ),
+    "POST /flows/<id>/response/content.data": (
+        "POST",
+        "/flows/{id}/response/content.data",
+        "<bytes>",
+    ),
 }
 
 
@@ -737,8 +940,9 @@ def test_endpoint_refused(endpoint, window, attempt):
         reply = window.web.request(method, path, body)
     time.sleep(0.5)
     count_after, flows_after = _shown_state(window)
-    changed = [flow_id for flow_id, state in flows_before.items()
-               if flows_after.get(flow_id) != state]
+    changed = [
+        flow_id for flow_id, state in flows_before.items() if flows_after.get(flow_id) != state
+    ]
     content_after = window.web.get(f"/flows/{flow['id']}/request/content.data").body
     shown = window.flow(flow["id"])
     print(f"| {endpoint} | mitmweb API | {reply.status} {reply.text[:90]!r} |")
@@ -747,8 +951,9 @@ def test_endpoint_refused(endpoint, window, attempt):
     assert content_after == content_before
     assert shown is not None and not shown["modified"]
     assert not attempt.side_effects(window.proxy, window.web)
-    assert not [r for r in window.proxy.records() if r.get("flow") == flow["id"]][1:], \
+    assert not [r for r in window.proxy.records() if r.get("flow") == flow["id"]][1:], (
         "the flow went through regauth again"
+    )
 
 
 def test_a_live_flow_cannot_be_killed_removed_or_edited(window):
@@ -757,15 +962,19 @@ def test_a_live_flow_cannot_be_killed_removed_or_edited(window):
     replies: dict[str, int] = {}
 
     def interfere() -> None:
-        live = next(f for f in window.web.flows()
-                    if f["request"]["method"] == "PATCH" and not f.get("response"))
+        live = next(
+            f
+            for f in window.web.flows()
+            if f["request"]["method"] == "PATCH" and not f.get("response")
+        )
         path = f"/flows/{live['id']}"
         replies["DELETE /flows/<live id>"] = window.web.request("DELETE", path).status
         replies["POST /flows/<live id>/kill"] = window.web.request("POST", f"{path}/kill").status
         replies["POST /flows/kill"] = window.web.request("POST", "/flows/kill").status
         replies["flow.kill"] = window.web.command("flow.kill", "@all").status
         replies["PUT /flows/<live id> request.path"] = window.web.request(
-            "PUT", path, {"request": {"path": "/v2/demo/other/blobs/uploads/x"}}).status
+            "PUT", path, {"request": {"path": "/v2/demo/other/blobs/uploads/x"}}
+        ).status
 
     status = slow_upload(window.proxy, window.token, "demo/app", halfway=interfere)
     for what, code in replies.items():
@@ -783,10 +992,12 @@ def test_view_options_commands_and_reads_still_work(window):
         "POST /commands/set view_filter": web.command("set", "view_filter", "~u manifests"),
         "POST /commands/set web_columns=": web.command("set", "web_columns=path"),
         "flow.mark": web.command("flow.mark", "@all", ":star:"),
-        "flow.comment": web.command("flow.comment", f"~u {flow['request']['path'][-8:]}",
-                                    "looked at"),
-        "PUT /flows/<id> comment+marked": web.request("PUT", f"/flows/{flow['id']}", {
-            "comment": "checked", "marked": ":white_check_mark:"}),
+        "flow.comment": web.command(
+            "flow.comment", f"~u {flow['request']['path'][-8:]}", "looked at"
+        ),
+        "PUT /flows/<id> comment+marked": web.request(
+            "PUT", f"/flows/{flow['id']}", {"comment": "checked", "marked": ":white_check_mark:"}
+        ),
     }
     for what, reply in outcomes.items():
         print(f"| {what} | mitmweb API | {reply.status} |")
@@ -797,9 +1008,17 @@ def test_view_options_commands_and_reads_still_work(window):
     shown = window.flow(flow["id"])
     assert shown is not None
     assert (shown["comment"], shown["marked"]) == ("checked", "✅")
-    for path in ("/flows", "/flows/dump", "/events", "/options", "/state", "/commands",
-                 "/filter-help", f"/flows/{flow['id']}/request/content.data",
-                 f"/flows/{flow['id']}/response/content/auto.json"):
+    for path in (
+        "/flows",
+        "/flows/dump",
+        "/events",
+        "/options",
+        "/state",
+        "/commands",
+        "/filter-help",
+        f"/flows/{flow['id']}/request/content.data",
+        f"/flows/{flow['id']}/response/content/auto.json",
+    ):
         reply = web.get(path)
         print(f"| GET {path.replace(flow['id'], '<id>')} | mitmweb API | {reply.status} |")
         assert reply.status == 200, (path, reply.status)
@@ -811,8 +1030,7 @@ def test_view_options_commands_and_reads_still_work(window):
 def _cli_cases(attempt: Attempt) -> dict[str, list[str]]:
     cases = {}
     for name, value in attempt.values().items():
-        if name in ("mode", "web_password", "confdir", "connection_strategy",
-                    "body_size_limit"):
+        if name in ("mode", "web_password", "confdir", "connection_strategy", "body_size_limit"):
             continue  # start-time options: allowed (constrained) on the command line
         cases[name] = ["--set", f"{name}={','.join(_as_argument(value))}"]
     cases["mode"] = ["--mode", attempt.values()["mode"][0]]  # type: ignore[index]
@@ -821,14 +1039,16 @@ def _cli_cases(attempt: Attempt) -> dict[str, list[str]]:
     return cases
 
 
-def _run_refused(args: list[str], workdir: Path, certs_dir: Path, policy: Path,
-                 upstream: str, attempt: Attempt) -> tuple[int | None, str, list[str]]:
+def _run_refused(
+    args: list[str], workdir: Path, certs_dir: Path, policy: Path, upstream: str, attempt: Attempt
+) -> tuple[int | None, str, list[str]]:
     port = free_port()
     # flow_detail exists in mitmdump only (mitmweb would ignore it): try it there.
     web_port = None if args[-1].startswith("flow_detail=") else free_port()
     probe = Probe({"listen": port, "web": web_port or port, "requested": attempt.other_port})
-    proxy = start_proxy(workdir, certs_dir, policy, upstream, extra=args, wait=False,
-                        port=port, web_port=web_port)
+    proxy = start_proxy(
+        workdir, certs_dir, policy, upstream, extra=args, wait=False, port=port, web_port=web_port
+    )
     returncode = None
     deadline = time.monotonic() + 45
     while time.monotonic() < deadline:
@@ -853,8 +1073,9 @@ def test_options_refused_on_the_command_line(tmp_path, certs_dir, write_policy, 
         attempt = Attempt(workdir / "attempt", listener)  # files of its own: effects are its
         attempt.write_flow_file(registry.url)
         args = _cli_cases(attempt)[case]
-        returncode, output, opened = _run_refused(args, workdir, certs_dir, policy,
-                                                  registry.url, attempt)
+        returncode, output, opened = _run_refused(
+            args, workdir, certs_dir, policy, registry.url, attempt
+        )
         return args, returncode, output, opened, attempt.side_effects()
 
     try:
@@ -867,11 +1088,18 @@ def test_options_refused_on_the_command_line(tmp_path, certs_dir, write_policy, 
     for case, (args, returncode, output, opened, effects) in results.items():
         message = output.strip().splitlines()[-1] if output.strip() else ""
         print(f"| `{' '.join(args)}` | command line | exit {returncode}: {message[-110:]} |")
-        if returncode != 1 or case.split()[0] not in message or "Traceback" in output or \
-                opened or effects:
-            failures.append(f"{case}: exit {returncode}, ports opened {opened}, "
-                            f"{'a traceback, ' if 'Traceback' in output else ''}"
-                            f"side effects {effects}: {message}")
+        if (
+            returncode != 1
+            or case.split()[0] not in message
+            or "Traceback" in output
+            or opened
+            or effects
+        ):
+            failures.append(
+                f"{case}: exit {returncode}, ports opened {opened}, "
+                f"{'a traceback, ' if 'Traceback' in output else ''}"
+                f"side effects {effects}: {message}"
+            )
     assert not failures, "\n".join(failures)
 
 
@@ -891,33 +1119,49 @@ def _registry_status(registry: RegistryProcess, request_line: str) -> list[int]:
     return statuses
 
 
-def _ci_then_anonymous(proxy: ProxyProcess, registry: RegistryProcess,
-                       layout: tuple[Path, str]) -> dict[str, object]:
+def _ci_then_anonymous(
+    proxy: ProxyProcess, registry: RegistryProcess, layout: tuple[Path, str]
+) -> dict[str, object]:
     """ci pushes demo/app:1 (with its token); then a client without credentials PUTs the same
     manifest under another tag. Returns what each side saw."""
     path, digest = layout
-    pushed = skopeo("copy", "--dest-cert-dir", str(proxy.certs_dir), "--dest-creds",
-                    f"ci:{PASSWORDS['ci']}", f"oci:{path}:latest",
-                    f"docker://{proxy.netloc}/demo/app:1")
+    pushed = skopeo(
+        "copy",
+        "--dest-cert-dir",
+        str(proxy.certs_dir),
+        "--dest-creds",
+        f"ci:{PASSWORDS['ci']}",
+        f"oci:{path}:latest",
+        f"docker://{proxy.netloc}/demo/app:1",
+    )
     assert pushed.ok, pushed.output
     manifest = (path / "blobs" / "sha256" / digest.split(":")[1]).read_bytes()
     target = f"/v2/demo/app/manifests/{ANONYMOUS_TAG}"
-    anonymous = httpclient.request(proxy.port, proxy.ca, "PUT", target, {
-        "Content-Type": "application/vnd.oci.image.manifest.v1+json"}, manifest)
+    anonymous = httpclient.request(
+        proxy.port,
+        proxy.ca,
+        "PUT",
+        target,
+        {"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+        manifest,
+    )
     time.sleep(0.3)
-    return {"client got": anonymous.status,
-            "registry answered": _registry_status(registry, f"PUT {target}"),
-            "exchange records": [r for r in proxy.records()
-                                 if r.get("method") == "PUT" and r.get("path") == target]}
+    return {
+        "client got": anonymous.status,
+        "registry answered": _registry_status(registry, f"PUT {target}"),
+        "exchange records": [
+            r for r in proxy.records() if r.get("method") == "PUT" and r.get("path") == target
+        ],
+    }
 
 
 def _assert_anonymous_push_refused(seen: dict[str, object]) -> None:
     assert seen["client got"] == 401, seen
-    assert not [s for s in seen["registry answered"] if s < 300], \
-        f"the registry stored the anonymous push: {seen}"  # type: ignore[attr-defined]
+    assert not [s for s in seen["registry answered"] if s < 300], (
+        f"the registry stored the anonymous push: {seen}"
+    )  # type: ignore[attr-defined]
     records = seen["exchange records"]
-    assert records and all(r["status"] == 401 and r.get("challenge")
-                           for r in records), records  # type: ignore[union-attr]
+    assert records and all(r["status"] == 401 and r.get("challenge") for r in records), records  # type: ignore[union-attr]
 
 
 def _delegate_registry(make_registry) -> tuple[int, RegistryProcess]:
@@ -925,14 +1169,22 @@ def _delegate_registry(make_registry) -> tuple[int, RegistryProcess]:
     return port, make_registry("token", realm=f"https://localhost:{port}/v2/token")
 
 
-def test_stickyauth_refused_on_the_command_line(write_policy, make_registry, make_proxy,
-                                                layout):
+def test_stickyauth_refused_on_the_command_line(write_policy, make_registry, make_proxy, layout):
     port, registry = _delegate_registry(make_registry)
-    proxy = make_proxy(write_policy(mode="delegate"), registry.url, port=port,
-                       web_port=free_port(), extra=["--set", "stickyauth=."], wait=False)
+    proxy = make_proxy(
+        write_policy(mode="delegate"),
+        registry.url,
+        port=port,
+        web_port=free_port(),
+        extra=["--set", "stickyauth=."],
+        wait=False,
+    )
     deadline = time.monotonic() + 45
-    while proxy.process.poll() is None and time.monotonic() < deadline and \
-            f"listening at 127.0.0.1:{port}" not in proxy.output():
+    while (
+        proxy.process.poll() is None
+        and time.monotonic() < deadline
+        and f"listening at 127.0.0.1:{port}" not in proxy.output()
+    ):
         time.sleep(0.05)
     if proxy.process.poll() is None:  # it started: show what stickyauth does, then fail
         seen = _ci_then_anonymous(proxy, registry, layout)
@@ -942,8 +1194,7 @@ def test_stickyauth_refused_on_the_command_line(write_policy, make_registry, mak
     assert "listening at" not in proxy.output()
 
 
-def test_stickyauth_refused_through_web_options(write_policy, make_registry, make_proxy,
-                                                layout):
+def test_stickyauth_refused_through_web_options(write_policy, make_registry, make_proxy, layout):
     port, registry = _delegate_registry(make_registry)
     proxy, web = _web_proxy(make_proxy, write_policy(mode="delegate"), registry.url, port=port)
     options = web.put_options({"stickyauth": "."})
@@ -958,13 +1209,16 @@ def test_stickyauth_refused_through_web_options(write_policy, make_registry, mak
 
 
 def _realm_refused(proxy: ProxyProcess, listener: TcpListener, reason: str) -> None:
-    token = httpclient.get_token(proxy.port, proxy.ca, [PUSH_SCOPE], SERVICE,
-                                 ("ci", PASSWORDS["ci"])).json()["token"]
-    reply = httpclient.request(proxy.port, proxy.ca, "GET", "/v2/demo/app/tags/list",
-                               {"Authorization": f"Bearer {token}"})
+    token = httpclient.get_token(
+        proxy.port, proxy.ca, [PUSH_SCOPE], SERVICE, ("ci", PASSWORDS["ci"])
+    ).json()["token"]
+    reply = httpclient.request(
+        proxy.port, proxy.ca, "GET", "/v2/demo/app/tags/list", {"Authorization": f"Bearer {token}"}
+    )
     time.sleep(0.5)
-    assert (listener.connections, listener.received) == (0, b""), \
+    assert (listener.connections, listener.received) == (0, b""), (
         "the upstream credential went to the realm"
+    )
     assert reply.status == 502, (reply.status, reply.body)
     assert reply.json()["errors"][0]["code"] == "UNAVAILABLE"
     assert reason in proxy.output()
@@ -973,64 +1227,88 @@ def _realm_refused(proxy: ProxyProcess, listener: TcpListener, reason: str) -> N
     assert "upstream credentials unavailable" in json.dumps(record)
 
 
-def test_realm_on_another_port_of_the_upstream_host_is_refused(write_policy, make_registry,
-                                                               make_proxy, password_hashes):
+def test_realm_on_another_port_of_the_upstream_host_is_refused(
+    write_policy, make_registry, make_proxy, password_hashes
+):
     listener = TcpListener()  # the realm the upstream names: same host, another port
     try:
-        registry = make_registry("token", name="bearer-registry",
-                                 realm=f"http://127.0.0.1:{listener.port}/v2/token")
-        proxy = make_proxy(write_policy(text=_inject_policy(password_hashes, kind="bearer")),
-                           registry.url, env=UPSTREAM_ENV)
+        registry = make_registry(
+            "token", name="bearer-registry", realm=f"http://127.0.0.1:{listener.port}/v2/token"
+        )
+        proxy = make_proxy(
+            write_policy(text=_inject_policy(password_hashes, kind="bearer")),
+            registry.url,
+            env=UPSTREAM_ENV,
+        )
         _realm_refused(proxy, listener, "is not on the upstream's own host and port")
     finally:
         listener.stop()
 
 
 @pytest.mark.parametrize("listed", [False, True], ids=["unlisted", "listed"])
-def test_plain_http_realm_for_an_https_upstream_is_refused(listed, write_policy, make_registry,
-                                                           make_proxy, password_hashes,
-                                                           tmp_path):
+def test_plain_http_realm_for_an_https_upstream_is_refused(
+    listed, write_policy, make_registry, make_proxy, password_hashes, tmp_path
+):
     upstream_certs = tmp_path / "upstream-ca"
     pki.init_certs(upstream_certs)
     listener = TcpListener()
     try:
-        registry = make_registry("token", name="tls-registry",
-                                 realm=f"http://127.0.0.1:{listener.port}/v2/token",
-                                 tls=server_cert(upstream_certs, tmp_path / "tls"))
+        registry = make_registry(
+            "token",
+            name="tls-registry",
+            realm=f"http://127.0.0.1:{listener.port}/v2/token",
+            tls=server_cert(upstream_certs, tmp_path / "tls"),
+        )
         realm_hosts = f"      realm_hosts: ['127.0.0.1:{listener.port}']\n" if listed else ""
-        proxy = make_proxy(write_policy(text=_inject_policy(password_hashes, kind="bearer",
-                                                            realm_hosts=realm_hosts)),
-                           registry.url, env=UPSTREAM_ENV, upstream_ca=upstream_certs / "ca.crt")
+        proxy = make_proxy(
+            write_policy(
+                text=_inject_policy(password_hashes, kind="bearer", realm_hosts=realm_hosts)
+            ),
+            registry.url,
+            env=UPSTREAM_ENV,
+            upstream_ca=upstream_certs / "ca.crt",
+        )
         _realm_refused(proxy, listener, "is plain http for an https upstream")
     finally:
         listener.stop()
 
 
-def test_comments_on_live_flows_keep_no_secret(write_policy, make_registry, make_proxy,
-                                               tmp_path, password_hashes):
+def test_comments_on_live_flows_keep_no_secret(
+    write_policy, make_registry, make_proxy, tmp_path, password_hashes
+):
     """A comment is a view change, allowed on any flow; but mitmweb's PUT /flows/<id> first
     backs the flow up, and a backup travels with the flow (into /flows/dump). Commenting a
     flow before regauth scrubbed it must not freeze its secrets into that backup."""
     scenario = _inject_basic(write_policy, make_registry, make_proxy, tmp_path, password_hashes)
     web, proxy = scenario.web, scenario.proxy
-    got = httpclient.get_token(proxy.port, proxy.ca, [PUSH_SCOPE], SERVICE,
-                               ("ci", PASSWORDS["ci"]), offline_token="true",
-                               client_id="webtests")
+    got = httpclient.get_token(
+        proxy.port,
+        proxy.ca,
+        [PUSH_SCOPE],
+        SERVICE,
+        ("ci", PASSWORDS["ci"]),
+        offline_token="true",
+        client_id="webtests",
+    )
     token_flow = next(f for f in web.flows() if f["request"]["path"].startswith("/v2/token"))
     commented = [web.request("PUT", f"/flows/{token_flow['id']}", {"comment": "new token"})]
 
     def comment_upload() -> None:
-        live = next(f for f in web.flows()
-                    if f["request"]["method"] == "PATCH" and not f.get("response"))
+        live = next(
+            f for f in web.flows() if f["request"]["method"] == "PATCH" and not f.get("response")
+        )
         commented.append(web.request("PUT", f"/flows/{live['id']}", {"comment": "uploading"}))
 
     assert slow_upload(proxy, got.json()["token"], "demo/app", halfway=comment_upload) == 201
     time.sleep(1.5)
     assert [r.status for r in commented] == [200, 200]
-    secrets = {"ci password": PASSWORDS["ci"], "Basic ci:password": _b64(f"ci:{PASSWORDS['ci']}"),
-               "refresh token": got.json()["refresh_token"],
-               "token signature": _signature(got.json()["token"]),
-               "upstream password": UPSTREAM_PASSWORD,
-               "upstream Basic": _b64(f"{UPSTREAM_USER}:{UPSTREAM_PASSWORD}")}
+    secrets = {
+        "ci password": PASSWORDS["ci"],
+        "Basic ci:password": _b64(f"ci:{PASSWORDS['ci']}"),
+        "refresh token": got.json()["refresh_token"],
+        "token signature": _signature(got.json()["token"]),
+        "upstream password": UPSTREAM_PASSWORD,
+        "upstream Basic": _b64(f"{UPSTREAM_USER}:{UPSTREAM_PASSWORD}"),
+    }
     leaks = find_leaks(web.snapshot(), secrets)
     assert not leaks, summarize(leaks)

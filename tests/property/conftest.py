@@ -17,10 +17,14 @@ from hypothesis import settings
 _COMMON = {
     "deadline": None,
     "print_blob": True,
-    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large,
-                              HealthCheck.filter_too_much],
+    "suppress_health_check": [
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
 }
 settings.register_profile("ci", max_examples=1_000, database=None, **_COMMON)
 settings.register_profile(
-    "fuzz", max_examples=int(os.environ.get("REGAUTH_FUZZ_EXAMPLES", "10000")), **_COMMON)
+    "fuzz", max_examples=int(os.environ.get("REGAUTH_FUZZ_EXAMPLES", "10000")), **_COMMON
+)
 settings.load_profile(os.environ.get("REGAUTH_HYPOTHESIS_PROFILE", "ci"))

@@ -25,8 +25,14 @@ def b64url(data: bytes) -> str:
 
 
 short_text = st.text(any_char, max_size=12)
-json_scalars = (st.none() | st.booleans() | st.integers() | st.integers(min_value=-10**40,
-                max_value=10**40) | st.floats(allow_nan=True, allow_infinity=True) | short_text)
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(10**40), max_value=10**40)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | short_text
+)
 
 
 @st.composite
@@ -68,8 +74,22 @@ def json_bytes(values: st.SearchStrategy[object] = json_values) -> st.SearchStra
     duplicate names, deep nesting, truncations and arbitrary bytes."""
     dumped = values.map(lambda v: json.dumps(v).encode())
     truncated = st.tuples(dumped, st.integers(min_value=0)).map(
-        lambda t: t[0][: t[1] % (len(t[0]) + 1)])
-    return st.one_of(dumped, truncated, nested_json(), st.binary(max_size=300),
-                     st.sampled_from([b'{"a":1,"a":2}', b'{"a":NaN}', b'{"a":1e400}',
-                                      b'{"a":-Infinity}', b'{"a":' + b"9" * 5000 + b"}",
-                                      b"\xef\xbb\xbf{}", b'"\\ud800"']))
+        lambda t: t[0][: t[1] % (len(t[0]) + 1)]
+    )
+    return st.one_of(
+        dumped,
+        truncated,
+        nested_json(),
+        st.binary(max_size=300),
+        st.sampled_from(
+            [
+                b'{"a":1,"a":2}',
+                b'{"a":NaN}',
+                b'{"a":1e400}',
+                b'{"a":-Infinity}',
+                b'{"a":' + b"9" * 5000 + b"}",
+                b"\xef\xbb\xbf{}",
+                b'"\\ud800"',
+            ]
+        ),
+    )

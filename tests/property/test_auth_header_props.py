@@ -22,13 +22,15 @@ from tests.property.strategies import text_from
 
 B64 = string.ascii_letters + string.digits + "+/="
 basic_payloads = st.one_of(
-    st.tuples(any_text, any_text).map(lambda up: f"{up[0]}:{up[1]}".encode("utf-8",
-                                                                            "surrogatepass")),
+    st.tuples(any_text, any_text).map(
+        lambda up: f"{up[0]}:{up[1]}".encode("utf-8", "surrogatepass")
+    ),
     st.binary(max_size=200),
 ).map(lambda raw: base64.b64encode(raw).decode())
 credentials = st.one_of(basic_payloads, text_from(B64 + " \t:"), any_text)
-schemes = st.sampled_from(["Basic", "basic", "Bearer", "BEARER", "Digest", "", "Bearer\t",
-                           "Negotiate"]) | text_from(string.ascii_letters + "-", 30)
+schemes = st.sampled_from(
+    ["Basic", "basic", "Bearer", "BEARER", "Digest", "", "Bearer\t", "Negotiate"]
+) | text_from(string.ascii_letters + "-", 30)
 
 
 def _tokens(segments: list[bytes], signature: str) -> str:
@@ -36,13 +38,15 @@ def _tokens(segments: list[bytes], signature: str) -> str:
 
 
 jwt_like = st.one_of(
-    st.builds(_tokens, st.lists(json_bytes(), min_size=0, max_size=4),
-              text_from(string.ascii_letters + "-_", 60)),
+    st.builds(
+        _tokens,
+        st.lists(json_bytes(), min_size=0, max_size=4),
+        text_from(string.ascii_letters + "-_", 60),
+    ),
     text_from(string.ascii_letters + string.digits + "-_.=", 400),
 )
 headers = st.one_of(
-    st.tuples(schemes, st.sampled_from([" ", "  ", "\t", ""]), credentials | jwt_like).map(
-        "".join),
+    st.tuples(schemes, st.sampled_from([" ", "  ", "\t", ""]), credentials | jwt_like).map("".join),
     any_text,
 )
 
@@ -57,8 +61,10 @@ def test_parse_basic_raises_only_value_error(value: str) -> None:
     assert base64.b64decode(value.strip()) == f"{username}:{password}".encode()
 
 
-@given(st.text(st.characters(exclude_categories=("Cs",)), max_size=50).filter(
-    lambda u: ":" not in u), st.text(st.characters(exclude_categories=("Cs",)), max_size=50))
+@given(
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=50).filter(lambda u: ":" not in u),
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=50),
+)
 def test_parse_basic_round_trips(username: str, password: str) -> None:
     encoded = base64.b64encode(f"{username}:{password}".encode()).decode()
     assert parse_basic(encoded) == (username, password)

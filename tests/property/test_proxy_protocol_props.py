@@ -71,7 +71,7 @@ def _ipv6(raw: bytes, knob: int) -> ipaddress.IPv6Address:
     groups = bytearray(raw[:16])
     for group in range(8):
         if knob >> group & 1:
-            groups[2 * group:2 * group + 2] = bytes(2)
+            groups[2 * group : 2 * group + 2] = bytes(2)
     return ipaddress.IPv6Address(bytes(groups))
 
 
@@ -82,8 +82,9 @@ def _ipv6_text(address: ipaddress.IPv6Address, form: int) -> str:
     if form == 2:
         return address.compressed.upper()
     if form == 3:  # eight groups, leading zeros dropped, no ::
-        return ":".join(f"{int.from_bytes(address.packed[i:i + 2], 'big'):x}"
-                        for i in range(0, 16, 2))
+        return ":".join(
+            f"{int.from_bytes(address.packed[i : i + 2], 'big'):x}" for i in range(0, 16, 2)
+        )
     if form == 4 and address.ipv4_mapped is not None:  # inet_ntop(3)'s way, HAProxy's
         return f"::ffff:{address.ipv4_mapped}"
     return address.compressed
@@ -103,8 +104,9 @@ def _v1(protocol: str, material: bytes, knobs: int) -> tuple[bytes, Expected]:
         return line + b"\r\n", (1, "PROXY", "UNKNOWN", None, None, ())
     if protocol == "TCP4":
         source: ipaddress.IPv4Address | ipaddress.IPv6Address = _ipv4(material, knobs)
-        destination: ipaddress.IPv4Address | ipaddress.IPv6Address = _ipv4(material[16:],
-                                                                           knobs >> 3)
+        destination: ipaddress.IPv4Address | ipaddress.IPv6Address = _ipv4(
+            material[16:], knobs >> 3
+        )
         texts = [str(source), str(destination)]
     else:
         source, destination = _ipv6(material, knobs), _ipv6(material[16:], knobs >> 10)
@@ -113,12 +115,25 @@ def _v1(protocol: str, material: bytes, knobs: int) -> tuple[bytes, Expected]:
     destination_port = _port(material[34:], knobs >> 28)
     line = f"PROXY {protocol} {texts[0]} {texts[1]} {source_port} {destination_port}\r\n"
     assert len(line) <= MAX_V1_BYTES
-    return line.encode(), (1, "PROXY", protocol, (str(source), source_port),
-                           (str(destination), destination_port), ())
+    return line.encode(), (
+        1,
+        "PROXY",
+        protocol,
+        (str(source), source_port),
+        (str(destination), destination_port),
+        (),
+    )
 
 
-V2_FAMILIES = {0x00: ("UNSPEC", 0), 0x11: ("TCP4", 4), 0x12: ("UDP4", 4), 0x21: ("TCP6", 16),
-               0x22: ("UDP6", 16), 0x31: ("UNIX", 108), 0x32: ("UNIX", 108)}
+V2_FAMILIES = {
+    0x00: ("UNSPEC", 0),
+    0x11: ("TCP4", 4),
+    0x12: ("UDP4", 4),
+    0x21: ("TCP6", 16),
+    0x22: ("UDP6", 16),
+    0x31: ("UNIX", 108),
+    0x32: ("UNIX", 108),
+}
 
 
 def _tlvs_from(raw: bytes) -> list[tuple[int, bytes]]:
@@ -126,8 +141,8 @@ def _tlvs_from(raw: bytes) -> list[tuple[int, bytes]]:
     tlvs = []
     while raw:
         size = raw[1] % 48 if len(raw) > 1 else 0
-        tlvs.append((raw[0], raw[2:2 + size]))
-        raw = raw[2 + size:]
+        tlvs.append((raw[0], raw[2 : 2 + size]))
+        raw = raw[2 + size :]
     return tlvs
 
 
@@ -139,7 +154,7 @@ def _v2_header(kind: str, material: bytes, knobs: int) -> tuple[bytes, Expected]
     fill = knobs % 8 == 0  # fill the header up to MAX_V2_LENGTH
     if kind == "LOCAL":
         # The family byte is ignored and the whole length skipped (§2.2).
-        body = material[1:knobs % 256].ljust(MAX_V2_LENGTH if fill else 0, b"\xa5")
+        body = material[1 : knobs % 256].ljust(MAX_V2_LENGTH if fill else 0, b"\xa5")
         return _v2(0x0, material[0], body), (2, "LOCAL", "UNSPEC", None, None, ())
     family_byte = int(kind, 16)
     family, size = V2_FAMILIES[family_byte]
@@ -150,24 +165,34 @@ def _v2_header(kind: str, material: bytes, knobs: int) -> tuple[bytes, Expected]
         addresses, rest = raw[:216], raw[216:]
     elif size:
         make = ipaddress.IPv4Address if size == 4 else ipaddress.IPv6Address
-        ips = make(raw[:size]), make(raw[size:2 * size])
-        addresses, rest = raw[:2 * size + 4], raw[2 * size + 4:]
+        ips = make(raw[:size]), make(raw[size : 2 * size])
+        addresses, rest = raw[: 2 * size + 4], raw[2 * size + 4 :]
         source = (str(ips[0]), int.from_bytes(addresses[-4:-2], "big"))
         destination = (str(ips[1]), int.from_bytes(addresses[-2:], "big"))
     else:
         addresses, rest = b"", material
-    tlvs = _tlvs_from(rest[:knobs >> 3 & 0xFF])
+    tlvs = _tlvs_from(rest[: knobs >> 3 & 0xFF])
     used = len(addresses) + sum(3 + len(value) for _, value in tlvs)
     if fill and MAX_V2_LENGTH - used >= 3:
         tlvs.append((0x04, bytes(MAX_V2_LENGTH - used - 3)))  # NOOP padding to the limit
-    body = addresses + b"".join(bytes([type_]) + len(value).to_bytes(2, "big") + value
-                                for type_, value in tlvs)
+    body = addresses + b"".join(
+        bytes([type_]) + len(value).to_bytes(2, "big") + value for type_, value in tlvs
+    )
     return _v2(0x1, family_byte, body), (2, "PROXY", family, source, destination, tuple(tlvs))
 
 
 # What may follow a header: nothing, TLS, HTTP, or bytes that look like (more) header.
-TRAILERS = (b"", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", b"GET /v2/ HTTP/1.1\r\n",
-            b"\r\n", b"\n", b"\x00" * 8, b"PROXY ", SIGNATURE + b"\x21\x11\x00\x0c", b"\xff" * 40)
+TRAILERS = (
+    b"",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+    b"GET /v2/ HTTP/1.1\r\n",
+    b"\r\n",
+    b"\n",
+    b"\x00" * 8,
+    b"PROXY ",
+    SIGNATURE + b"\x21\x11\x00\x0c",
+    b"\xff" * 40,
+)
 KINDS = ("v1 TCP4", "v1 TCP6", "v1 UNKNOWN", "v2 LOCAL", *(f"v2 {b:#04x}" for b in V2_FAMILIES))
 # A blob: bytes 0-8 pick the kind and the knobs of a header, bytes 9-99 are its material
 # (addresses, ports, TLVs), and bytes 100-111 describe the hostile bytes made from it.
@@ -188,23 +213,55 @@ def encode(blob: bytes) -> tuple[bytes, Expected, bytes]:
     return header, expected, TRAILERS[(knobs >> 40) % len(TRAILERS)]
 
 
-PREFIXES = (b"PROXY ", b"PROXY TCP4 ", b"PROXY TCP6 ", b"PROXY UNKNOWN", SIGNATURE,
-            SIGNATURE + b"\x21", SIGNATURE + b"\x20", b"P")
+PREFIXES = (
+    b"PROXY ",
+    b"PROXY TCP4 ",
+    b"PROXY TCP6 ",
+    b"PROXY UNKNOWN",
+    SIGNATURE,
+    SIGNATURE + b"\x21",
+    SIGNATURE + b"\x20",
+    b"P",
+)
 V1_ALPHABET = b"0123456789abcdefABCDEF.: \r\n46"
 # Parts of v1 lines, (valid, invalid), for lines the reference below can judge.
 V1_PROTOCOLS = ((b"TCP4", b"TCP6", b"TCP4", b"TCP6", b"UNKNOWN"), (b"TCP5", b"tcp4", b""))
 V1_ADDRESSES = {
-    b"TCP4": ((b"0.0.0.0", b"1.2.3.4", b"255.255.255.255", b"192.0.2.1"),
-              (b"01.2.3.4", b"1.2.3", b"1.2.3.4.5", b"256.1.1.1", b"1.2.3.04", b"1..2.3", b"",
-               b"::1")),
-    b"TCP6": ((b"::", b"::1", b"2001:db8::", b"::ffff:1.2.3.4", b"1:2:3:4:5:6:7:8", b"FE80::A",
-               b"1::2:3:4:5:6:7"),
-              (b"1:2:3:4:5:6:7", b"1::2::3", b"fe80::1%eth0", b"::ffff:1.2.3.04", b"fffff::",
-               b"1:2:3:4:5:6:7:8:9", b":::", b"1:::2", b"::::", b"1.2.3.4", b":1::",
-               b"1:2:3:4:5:6:7::8", b"::1.2.3.4:5")),
+    b"TCP4": (
+        (b"0.0.0.0", b"1.2.3.4", b"255.255.255.255", b"192.0.2.1"),
+        (b"01.2.3.4", b"1.2.3", b"1.2.3.4.5", b"256.1.1.1", b"1.2.3.04", b"1..2.3", b"", b"::1"),
+    ),
+    b"TCP6": (
+        (
+            b"::",
+            b"::1",
+            b"2001:db8::",
+            b"::ffff:1.2.3.4",
+            b"1:2:3:4:5:6:7:8",
+            b"FE80::A",
+            b"1::2:3:4:5:6:7",
+        ),
+        (
+            b"1:2:3:4:5:6:7",
+            b"1::2::3",
+            b"fe80::1%eth0",
+            b"::ffff:1.2.3.04",
+            b"fffff::",
+            b"1:2:3:4:5:6:7:8:9",
+            b":::",
+            b"1:::2",
+            b"::::",
+            b"1.2.3.4",
+            b":1::",
+            b"1:2:3:4:5:6:7::8",
+            b"::1.2.3.4:5",
+        ),
+    ),
 }
-V1_PORTS = ((b"0", b"1", b"80", b"65535"),
-            (b"00", b"01", b"65536", b"99999", b"100000", b"-1", b"+1", b"", b"1a"))
+V1_PORTS = (
+    (b"0", b"1", b"80", b"65535"),
+    (b"00", b"01", b"65536", b"99999", b"100000", b"-1", b"+1", b"", b"1a"),
+)
 V1_SEPARATORS = ((b" ",), (b"  ", b"\t"))
 V1_ENDS = ((b"\r\n",), (b"\n", b"\r", b" \r\n", b"\r\r\n", b" 1\r\n"))
 
@@ -222,10 +279,14 @@ def v1_soup(raw: bytes) -> bytes:
     from the lists above: valid, or with a defect or a few."""
     protocol = _pick(V1_PROTOCOLS, raw[0])
     addresses = V1_ADDRESSES[b"TCP6" if protocol == b"TCP6" else b"TCP4"]
-    fields = [_pick(addresses, raw[1], 4), _pick(addresses, raw[2], 4),
-              _pick(V1_PORTS, raw[3], 4), _pick(V1_PORTS, raw[4], 4)]
+    fields = [
+        _pick(addresses, raw[1], 4),
+        _pick(addresses, raw[2], 4),
+        _pick(V1_PORTS, raw[3], 4),
+        _pick(V1_PORTS, raw[4], 4),
+    ]
     line = b"PROXY " + protocol
-    for i, field in enumerate(fields[:4 - raw[5] % 16 // 13]):  # 1 in 16 lacks a field
+    for i, field in enumerate(fields[: 4 - raw[5] % 16 // 13]):  # 1 in 16 lacks a field
         line += _pick(V1_SEPARATORS, raw[6 + i]) + field
     return line + _pick(V1_ENDS, raw[10])
 
@@ -238,14 +299,15 @@ def hostile(blob: bytes, stream: bytes) -> bytes:
     mode, size, program = blob[100] % 10, blob[101], blob[102:111]
     raw = blob[9:100]
     if mode == 0:
-        return raw[:size % (len(raw) + 1)]
+        return raw[: size % (len(raw) + 1)]
     if mode == 1:
-        return PREFIXES[size % len(PREFIXES)] + raw[:size >> 2]
+        return PREFIXES[size % len(PREFIXES)] + raw[: size >> 2]
     if mode == 2:
-        return b"PROXY TCP" + bytes(V1_ALPHABET[byte % len(V1_ALPHABET)]
-                                    for byte in raw[:size % 92])
+        return b"PROXY TCP" + bytes(
+            V1_ALPHABET[byte % len(V1_ALPHABET)] for byte in raw[: size % 92]
+        )
     if mode in (3, 4):
-        return v1_soup(raw) + raw[:size % 4]
+        return v1_soup(raw) + raw[: size % 4]
     data = bytearray(stream)
     for op, place, value in zip(program[::3], program[1::3], program[2::3], strict=True):
         if op == 0 == place == value:
@@ -257,9 +319,9 @@ def hostile(blob: bytes, stream: bytes) -> bytes:
             at = 15 if value & 2 and data[:1] == b"\r" and len(data) > 15 else at  # v2 length
             data[at] = (data[at] + (1 if value & 1 else -1)) % 256
         elif op % 5 == 2:
-            data[at:at] = b" \r\n:.0P"[value % 7:value % 7 + 1] if op & 8 else bytes([value])
+            data[at:at] = b" \r\n:.0P"[value % 7 : value % 7 + 1] if op & 8 else bytes([value])
         elif op % 5 == 3:
-            del data[at:at + 1 + value % 4]
+            del data[at : at + 1 + value % 4]
         else:
             del data[at:]
     return bytes(data)
@@ -268,10 +330,14 @@ def hostile(blob: bytes, stream: bytes) -> bytes:
 # --- an independent reference, for complete headers -----------------------------------------
 
 UNDECIDED = "undecided"
-V1_REFERENCE = re.compile(rb"PROXY (?:UNKNOWN(?: [^\r\n]*)?|(TCP[46]) ([^ \r\n]+) ([^ \r\n]+)"
-                          rb" (0|[1-9][0-9]{0,4}) (0|[1-9][0-9]{0,4}))\r\n")
-V1_ADDRESS_CHARS = {b"TCP4": frozenset(b"0123456789."),
-                    b"TCP6": frozenset(b"0123456789abcdefABCDEF:.")}
+V1_REFERENCE = re.compile(
+    rb"PROXY (?:UNKNOWN(?: [^\r\n]*)?|(TCP[46]) ([^ \r\n]+) ([^ \r\n]+)"
+    rb" (0|[1-9][0-9]{0,4}) (0|[1-9][0-9]{0,4}))\r\n"
+)
+V1_ADDRESS_CHARS = {
+    b"TCP4": frozenset(b"0123456789."),
+    b"TCP6": frozenset(b"0123456789abcdefABCDEF:."),
+}
 
 
 def v1_line(line: bytes) -> Expected | None:
@@ -284,8 +350,11 @@ def v1_line(line: bytes) -> Expected | None:
     family = match[1]
     make = ipaddress.IPv4Address if family == b"TCP4" else ipaddress.IPv6Address
     try:
-        ips = [make(text.decode()) for text in (match[2], match[3])
-               if V1_ADDRESS_CHARS[family].issuperset(text)]
+        ips = [
+            make(text.decode())
+            for text in (match[2], match[3])
+            if V1_ADDRESS_CHARS[family].issuperset(text)
+        ]
     except ValueError:
         return None
     ports = int(match[4]), int(match[5])
@@ -301,7 +370,7 @@ def reference(data: bytes) -> tuple[int, Expected] | None | str:
     if data[:1] == b"P":
         cr = data.find(b"\r")
         if 0 <= cr < len(data) - 1 and cr + 2 <= MAX_V1_BYTES:
-            values = v1_line(data[:cr + 2])
+            values = v1_line(data[: cr + 2])
             return None if values is None else (cr + 2, values)
         return None if len(data) >= MAX_V1_BYTES else UNDECIDED
     if data[:1] != b"\r":
@@ -314,8 +383,11 @@ def reference(data: bytes) -> tuple[int, Expected] | None | str:
     if version_command not in (0x20, 0x21) or length > MAX_V2_LENGTH:
         return None
     if version_command == 0x20:
-        return (16 + length, (2, "LOCAL", "UNSPEC", None, None, ())) if len(
-            data) >= 16 + length else UNDECIDED
+        return (
+            (16 + length, (2, "LOCAL", "UNSPEC", None, None, ()))
+            if len(data) >= 16 + length
+            else UNDECIDED
+        )
     if family_byte not in V2_FAMILIES:
         return None
     family, size = V2_FAMILIES[family_byte]
@@ -323,17 +395,17 @@ def reference(data: bytes) -> tuple[int, Expected] | None | str:
         return None
     if len(data) < 16 + length:
         return UNDECIDED
-    body = data[16:16 + length]
+    body = data[16 : 16 + length]
     source: Address | None = None
     destination: Address | None = None
     if family in ("UNSPEC", "UNIX"):
-        tlv_block = body[2 * size:]
+        tlv_block = body[2 * size :]
     else:
         make = ipaddress.IPv4Address if size == 4 else ipaddress.IPv6Address
         ports = struct.unpack_from("!HH", body, 2 * size)
         source = (str(make(body[:size])), ports[0])
-        destination = (str(make(body[size:2 * size])), ports[1])
-        tlv_block = body[2 * size + 4:]
+        destination = (str(make(body[size : 2 * size])), ports[1])
+        tlv_block = body[2 * size + 4 :]
     tlvs = []
     while tlv_block:
         if len(tlv_block) < 3 or 3 + struct.unpack_from("!H", tlv_block, 1)[0] > len(tlv_block):
@@ -347,8 +419,7 @@ def reference(data: bytes) -> tuple[int, Expected] | None | str:
 # Enough suffixes to complete any partial address that can be completed: a dotted quad (or an
 # IPv6 address's dotted tail) lacks at most an octet and the ".0"s after it, and hex groups
 # are completed by "0" (the last group), ":" (a "::" to end) or "::", if at all.
-ADDRESS_SUFFIXES = (b"", b"0", b":", b"::", b".0", b".0.0", b".0.0.0", b"0.0", b"0.0.0",
-                    b"0.0.0.0")
+ADDRESS_SUFFIXES = (b"", b"0", b":", b"::", b".0", b".0.0", b".0.0.0", b"0.0", b"0.0.0", b"0.0.0.0")
 FILLERS = {b"TCP4": (b"0.0.0.0", b"0.0.0.0", b"0", b"0"), b"TCP6": (b"::", b"::", b"0", b"0")}
 
 
@@ -369,9 +440,11 @@ def completable(prefix: bytes) -> bool:
     fields = rest.split(b" ")
     if len(fields) > 4:
         return False
-    tail = b"".join(b" " + filler for filler in FILLERS[protocol][len(fields):]) + b"\r\n"
-    return any(v1_line(prefix + suffix + tail) is not None
-               for suffix in (ADDRESS_SUFFIXES if len(fields) <= 2 else (b"", b"0")))
+    tail = b"".join(b" " + filler for filler in FILLERS[protocol][len(fields) :]) + b"\r\n"
+    return any(
+        v1_line(prefix + suffix + tail) is not None
+        for suffix in (ADDRESS_SUFFIXES if len(fields) <= 2 else (b"", b"0"))
+    )
 
 
 def _v2_completable(prefix: bytes) -> bool:
@@ -391,8 +464,7 @@ def _v2_completable(prefix: bytes) -> bool:
         family, size = V2_FAMILIES[fixed[1]]
         least = 2 * size + (4 if family not in ("UNSPEC", "UNIX") else 0)
     highs = fixed[2:3] or range((MAX_V2_LENGTH >> 8) + 1)
-    return any(least <= (high << 8 | low) <= MAX_V2_LENGTH for high in highs
-               for low in range(256))
+    return any(least <= (high << 8 | low) <= MAX_V2_LENGTH for high in highs for low in range(256))
 
 
 def check_early(prefix: bytes, kind: str) -> None:
@@ -400,7 +472,8 @@ def check_early(prefix: bytes, kind: str) -> None:
     line's CR (and of 106 bytes) or of v2's 16 bytes fails if and only if nothing completes
     it."""
     if (prefix[:1] == b"P" and b"\r" not in prefix and len(prefix) < MAX_V1_BYTES - 1) or (
-            prefix[:1] != b"P" and len(prefix) < 16):
+        prefix[:1] != b"P" and len(prefix) < 16
+    ):
         assert (kind != "error") == completable(prefix), f"{kind} for {prefix!r}"
 
 
@@ -418,8 +491,14 @@ def outcome(data: bytes) -> Outcome:
 
 
 def as_expected(header: ProxyHeader) -> Expected:
-    return (header.version, header.command, header.family, header.source, header.destination,
-            tuple((tlv.type, tlv.value) for tlv in header.tlvs))
+    return (
+        header.version,
+        header.command,
+        header.family,
+        header.source,
+        header.destination,
+        tuple((tlv.type, tlv.value) for tlv in header.tlvs),
+    )
 
 
 def check_outcome(data: bytes) -> Outcome:
@@ -470,8 +549,7 @@ def check_splits(stream: bytes, whole: Outcome, cuts: set[int]) -> None:
         good, bad = 0, len(stream)
         while bad - good > 1:
             middle = (good + bad) // 2
-            good, bad = (good, middle) if outcome(stream[:middle])[0] == "error" else (
-                middle, bad)
+            good, bad = (good, middle) if outcome(stream[:middle])[0] == "error" else (middle, bad)
         cuts = cuts | {good, bad}
     failed = False
     for cut in sorted(cut for cut in cuts if 0 <= cut <= len(stream)):
@@ -523,7 +601,7 @@ def test_parse_encoded_and_hostile_bytes(blob: bytes) -> None:
         received = b""
         while not isinstance(result := parse(received), ProxyHeader):
             assert result.at_least >= 1
-            received += stream[len(received):len(received) + result.at_least]
+            received += stream[len(received) : len(received) + result.at_least]
             assert len(received) <= len(header)
         assert result == whole[1] and len(received) == len(header)
 
@@ -532,5 +610,5 @@ def test_parse_encoded_and_hostile_bytes(blob: bytes) -> None:
     event(f"hostile: {whole[0]}, v{1 if data[:1] == b'P' else 2}")
     if whole[0] == "header":
         assert isinstance(whole[1], ProxyHeader)
-        assert outcome(data[:whole[1].consumed]) == whole  # the header alone suffices
+        assert outcome(data[: whole[1].consumed]) == whole  # the header alone suffices
     check_splits(data, whole, cuts_from(data))

@@ -20,21 +20,51 @@ from tests.property.strategies import text_from
 DIGEST = "sha256:" + "a" * 64
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "get", "CONNECT", ""]
 segment = st.one_of(
-    st.sampled_from(["v2", "manifests", "blobs", "uploads", "tags", "list", "referrers",
-                     "_catalog", "latest", DIGEST, "sha256:AB", "a", "public", "app", ".", "..",
-                     "", "%2e", "%2F", "a\\b", "é", "\x00"]),
+    st.sampled_from(
+        [
+            "v2",
+            "manifests",
+            "blobs",
+            "uploads",
+            "tags",
+            "list",
+            "referrers",
+            "_catalog",
+            "latest",
+            DIGEST,
+            "sha256:AB",
+            "a",
+            "public",
+            "app",
+            ".",
+            "..",
+            "",
+            "%2e",
+            "%2F",
+            "a\\b",
+            "é",
+            "\x00",
+        ]
+    ),
     text_from(string.ascii_lowercase + string.digits + "._-:%", 20),
 )
-paths = st.one_of(st.lists(segment, max_size=8).map(lambda s: "/v2/" + "/".join(s)),
-                  st.lists(segment, max_size=8).map("/".join),
-                  text_from(string.printable, 300), any_text)
+paths = st.one_of(
+    st.lists(segment, max_size=8).map(lambda s: "/v2/" + "/".join(s)),
+    st.lists(segment, max_size=8).map("/".join),
+    text_from(string.printable, 300),
+    any_text,
+)
 query_pairs = st.tuples(
-    st.sampled_from(["mount", "from", "digest", "n", "last", "scope", "service", ""]) |
-    text_from(string.ascii_letters + "%=&;+", 10),
-    st.sampled_from([DIGEST, "public/app", "%ff", "%", "a+b", "é", ""]) |
-    text_from(string.ascii_letters + "%=&;+/:", 40))
-queries = st.one_of(st.lists(query_pairs, max_size=70).map(
-    lambda ps: "&".join(f"{k}={v}" for k, v in ps)), text_from("%=&;+ab", 300), any_text)
+    st.sampled_from(["mount", "from", "digest", "n", "last", "scope", "service", ""])
+    | text_from(string.ascii_letters + "%=&;+", 10),
+    st.sampled_from([DIGEST, "public/app", "%ff", "%", "a+b", "é", ""])
+    | text_from(string.ascii_letters + "%=&;+/:", 40),
+)
+queries = st.one_of(
+    st.lists(query_pairs, max_size=70).map(lambda ps: "&".join(f"{k}={v}" for k, v in ps)),
+    text_from("%=&;+ab", 300),
+    any_text,
+)
 
 
 @given(st.sampled_from(METHODS) | any_text, paths, st.none() | queries)
@@ -70,10 +100,22 @@ def test_parse_query_raises_only_route_error(query: str) -> None:
     assert all(isinstance(v, list) and v for v in params.values())
 
 
-@given(st.sampled_from(METHODS), st.lists(
-    st.sampled_from(["application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
-                     "APPLICATION/X-WWW-FORM-URLENCODED", "application/octet-stream",
-                     "application/x-www-form-urlencoded\u0130"]) | any_text, max_size=3))
+@given(
+    st.sampled_from(METHODS),
+    st.lists(
+        st.sampled_from(
+            [
+                "application/x-www-form-urlencoded",
+                "multipart/form-data; boundary=x",
+                "APPLICATION/X-WWW-FORM-URLENCODED",
+                "application/octet-stream",
+                "application/x-www-form-urlencoded\u0130",
+            ]
+        )
+        | any_text,
+        max_size=3,
+    ),
+)
 def test_check_body_type_raises_only_route_error(method: str, content_types: list[str]) -> None:
     try:
         check_body_type(method, content_types)

@@ -14,9 +14,31 @@ from regauth.ops.safe_text import must_escape
 
 # Text biased towards what matters: controls, bidi and format characters, backslashes and the
 # letters that follow a backslash in an escape.
-_TRICKY = st.sampled_from(["\x1b", "\x07", "\r", "\n", "\x00", "\x7f", "\x9b", "\u202e",
-                           "\u2066", "\u200b", "\u2028", "\udc80", "\U000e0041", "\\", "x",
-                           "u", "U", "1", "b", "f", "'"])
+_TRICKY = st.sampled_from(
+    [
+        "\x1b",
+        "\x07",
+        "\r",
+        "\n",
+        "\x00",
+        "\x7f",
+        "\x9b",
+        "\u202e",
+        "\u2066",
+        "\u200b",
+        "\u2028",
+        "\udc80",
+        "\U000e0041",
+        "\\",
+        "x",
+        "u",
+        "U",
+        "1",
+        "b",
+        "f",
+        "'",
+    ]
+)
 TEXT = st.lists(st.one_of(_TRICKY, st.characters()), max_size=40).map("".join)
 _ESCAPE = re.compile(r"\\(?:\\|x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})")
 
@@ -39,8 +61,12 @@ def unescape(shown: str) -> str:
 
 def _terminal_active(char: str) -> bool:
     code = ord(char)
-    return code < 0x20 or 0x7F <= code <= 0x9F or char in (
-        "\u200e\u200f\u061c\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+    return (
+        code < 0x20
+        or 0x7F <= code <= 0x9F
+        or char
+        in ("\u200e\u200f\u061c\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+    )
 
 
 @given(TEXT)
@@ -65,7 +91,12 @@ def test_no_two_inputs_look_alike(a: str, b: str) -> None:
     assert (escape(a) == escape(b)) == (a == b)
 
 
-@given(st.text(st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Zl", "Zp"),
-                             blacklist_characters="\\")))
+@given(
+    st.text(
+        st.characters(
+            blacklist_categories=("Cc", "Cf", "Cs", "Zl", "Zp"), blacklist_characters="\\"
+        )
+    )
+)
 def test_plain_text_is_left_alone(text: str) -> None:
     assert escape(text) == text

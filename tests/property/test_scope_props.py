@@ -16,12 +16,14 @@ from tests.property.strategies import text_from
 
 NAME_CHARS = string.ascii_lowercase + string.digits + "._-/:"
 parts = st.tuples(
-    st.sampled_from(["repository", "registry", "repository(plugin)", "x", "", "Repository"]) |
-    text_from(string.ascii_lowercase + "()", 20),
-    st.sampled_from(["a", "public/app", "catalog", "host:5000/a/b", "a" * 256, "A", "a//b"]) |
-    text_from(NAME_CHARS, 80),
+    st.sampled_from(["repository", "registry", "repository(plugin)", "x", "", "Repository"])
+    | text_from(string.ascii_lowercase + "()", 20),
+    st.sampled_from(["a", "public/app", "catalog", "host:5000/a/b", "a" * 256, "A", "a//b"])
+    | text_from(NAME_CHARS, 80),
     st.lists(st.sampled_from(["pull", "push", "delete", "*", "", "PULL", "x"]), max_size=5).map(
-        ",".join) | text_from(string.ascii_lowercase + ",*", 30),
+        ",".join
+    )
+    | text_from(string.ascii_lowercase + ",*", 30),
 )
 scope_text = st.one_of(parts.map(":".join), text_from(NAME_CHARS + ",* ", 200), any_text)
 

@@ -29,18 +29,32 @@ from tests.property.strategies import text_from
 UPSTREAM = parse_origin("https://registry.example")
 URL_CHARS = string.ascii_letters + string.digits + ":/?#[]@!$&'()*+,;=%.-_~"
 realms = st.one_of(
-    st.sampled_from(["https://auth.example/token", "http://registry.example/t",
-                     "https://[::1/x", "https://a:99999/t", "//x", "", "https://u:p@a/t"]),
-    st.tuples(st.sampled_from(["https://", "http://", "ftp://", ""]),
-              text_from(URL_CHARS, 60)).map("".join),
-    any_text)
+    st.sampled_from(
+        [
+            "https://auth.example/token",
+            "http://registry.example/t",
+            "https://[::1/x",
+            "https://a:99999/t",
+            "//x",
+            "",
+            "https://u:p@a/t",
+        ]
+    ),
+    st.tuples(st.sampled_from(["https://", "http://", "ftp://", ""]), text_from(URL_CHARS, 60)).map(
+        "".join
+    ),
+    any_text,
+)
 token_bodies = st.one_of(
     json_bytes(),
-    st.fixed_dictionaries({}, optional={
-        "token": st.sampled_from(["tok", "a b", "t\r\nX: 1", "é"]) | json_scalars,
-        "access_token": st.sampled_from(["tok"]) | json_scalars,
-        "expires_in": st.sampled_from([300, "300", 1e300, -1, "soon", True]) | json_values,
-    }).map(lambda d: json.dumps(d).encode()),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "token": st.sampled_from(["tok", "a b", "t\r\nX: 1", "é"]) | json_scalars,
+            "access_token": st.sampled_from(["tok"]) | json_scalars,
+            "expires_in": st.sampled_from([300, "300", 1e300, -1, "soon", True]) | json_values,
+        },
+    ).map(lambda d: json.dumps(d).encode()),
 )
 
 
@@ -64,16 +78,23 @@ def test_check_realm_raises_only_upstream_auth_error(realm: str, hosts: list[str
 
 
 challenge_headers = st.one_of(
-    st.tuples(st.sampled_from(["Bearer ", "Basic ", "bearer ", ""]),
-              st.lists(st.tuples(st.sampled_from(["realm", "service", "scope"]),
-                                 realms | any_text).map(
-                  lambda kv: f'{kv[0]}="{kv[1]}"'), max_size=3).map(",".join)).map("".join),
-    any_text)
+    st.tuples(
+        st.sampled_from(["Bearer ", "Basic ", "bearer ", ""]),
+        st.lists(
+            st.tuples(st.sampled_from(["realm", "service", "scope"]), realms | any_text).map(
+                lambda kv: f'{kv[0]}="{kv[1]}"'
+            ),
+            max_size=3,
+        ).map(",".join),
+    ).map("".join),
+    any_text,
+)
 
 
 @given(challenge_headers, st.sampled_from([200, 401, 500]), token_bodies)
-def test_header_for_raises_only_upstream_auth_error(challenge: str, status: int,
-                                                    body: bytes) -> None:
+def test_header_for_raises_only_upstream_auth_error(
+    challenge: str, status: int, body: bytes
+) -> None:
     def fetch(url: str, headers: dict[str, str]) -> HttpResult:
         if url.endswith("/v2/"):
             return HttpResult(401, {"www-authenticate": challenge}, b"")

@@ -48,11 +48,18 @@ ACCOUNT = Account("ci", b"$2b$04$" + b"N" * 53, frozenset({"ci"}), {})
 
 
 def _trusted(claims: str) -> TrustedIssuer:
-    return TrustedIssuer(issuer=f"legacy-{claims}", audience=SERVICE, algorithms=("HS256",),
-                         keys=(SECRET,), key_ids=(None,), claims=claims,
-                         action_map={"read": ("pull",), "write": ("pull", "push"),
-                                     "pull": ("pull",), "*": ("*",)},
-                         repos_actions=("pull",), comment="", line=1)
+    return TrustedIssuer(
+        issuer=f"legacy-{claims}",
+        audience=SERVICE,
+        algorithms=("HS256",),
+        keys=(SECRET,),
+        key_ids=(None,),
+        claims=claims,
+        action_map={"read": ("pull",), "write": ("pull", "push"), "pull": ("pull",), "*": ("*",)},
+        repos_actions=("pull",),
+        comment="",
+        line=1,
+    )
 
 
 TRUSTED = tuple(_trusted(c) for c in ("access", "repos", "repo_access"))
@@ -76,31 +83,55 @@ def verifier(keyring: KeyRing) -> TokenVerifier:
 B64URL = string.ascii_letters + string.digits + "-_"
 compact = st.builds(
     lambda segments, signature: ".".join([b64url(s) for s in segments] + [signature]),
-    st.lists(json_bytes(), min_size=0, max_size=4), text_from(B64URL, 90))
+    st.lists(json_bytes(), min_size=0, max_size=4),
+    text_from(B64URL, 90),
+)
 token_text = st.one_of(compact, text_from(B64URL + ".=", 500), any_text)
 
-names = st.sampled_from(["a", "public/app", "Bad Name", "", "host:5000/a", "a" * 300]) | \
-    text_from(string.ascii_lowercase + "/:._-*", 40)
-actions = st.lists(st.sampled_from(["pull", "push", "delete", "*", "read", "write", ""]) |
-                   json_scalars, max_size=4)
+names = st.sampled_from(["a", "public/app", "Bad Name", "", "host:5000/a", "a" * 300]) | text_from(
+    string.ascii_lowercase + "/:._-*", 40
+)
+actions = st.lists(
+    st.sampled_from(["pull", "push", "delete", "*", "read", "write", ""]) | json_scalars, max_size=4
+)
 access_entry = st.fixed_dictionaries(
-    {}, optional={"type": st.sampled_from(["repository", "registry", "x"]) | json_scalars,
-                  "name": names | json_scalars, "actions": actions | json_scalars,
-                  "repository": names | json_scalars})
+    {},
+    optional={
+        "type": st.sampled_from(["repository", "registry", "x"]) | json_scalars,
+        "name": names | json_scalars,
+        "actions": actions | json_scalars,
+        "repository": names | json_scalars,
+    },
+)
 claim_values = {
     "iss": st.sampled_from([ISSUER, *(t.issuer for t in TRUSTED)]) | json_scalars,
     "aud": st.sampled_from([SERVICE, REFRESH_AUDIENCE, [SERVICE]]) | json_values,
     "sub": st.sampled_from(["ci", "", "nobody"]) | json_scalars,
-    "exp": st.sampled_from([int(time.time()) + 300, time.time() + 300.5, 0, 253402300799,
-                            253402300800, math.inf, -math.inf, math.nan, 10**30, "300",
-                            True]) | json_scalars,
+    "exp": st.sampled_from(
+        [
+            int(time.time()) + 300,
+            time.time() + 300.5,
+            0,
+            253402300799,
+            253402300800,
+            math.inf,
+            -math.inf,
+            math.nan,
+            10**30,
+            "300",
+            True,
+        ]
+    )
+    | json_scalars,
     "nbf": st.sampled_from([int(time.time()) - 1, math.nan, math.inf, -1]) | json_scalars,
     "iat": st.sampled_from([int(time.time()), math.nan, 10**400]) | json_scalars,
     "jti": st.text(max_size=20) | json_scalars,
     "access": st.lists(access_entry | json_values, max_size=4) | json_values,
     "repos": st.lists(names | json_scalars, max_size=4) | json_values,
-    "repo_access": st.lists(names.map(lambda n: f"repository:{n}:read") | access_entry |
-                            json_values, max_size=4) | json_values,
+    "repo_access": st.lists(
+        names.map(lambda n: f"repository:{n}:read") | access_entry | json_values, max_size=4
+    )
+    | json_values,
     "cfp": st.sampled_from([credential_fingerprint(ACCOUNT), "é"]) | json_scalars,
 }
 claims = st.fixed_dictionaries({}, optional=claim_values)
@@ -108,9 +139,15 @@ claims = st.fixed_dictionaries({}, optional=claim_values)
 _now = int(time.time())
 grant_claims = st.fixed_dictionaries(
     {"aud": st.just(SERVICE), "exp": st.just(_now + 300)},
-    optional={"access": claim_values["access"], "repos": claim_values["repos"],
-              "repo_access": claim_values["repo_access"], "nbf": claim_values["nbf"],
-              "iat": claim_values["iat"], "sub": claim_values["sub"]})
+    optional={
+        "access": claim_values["access"],
+        "repos": claim_values["repos"],
+        "repo_access": claim_values["repo_access"],
+        "nbf": claim_values["nbf"],
+        "iat": claim_values["iat"],
+        "sub": claim_values["sub"],
+    },
+)
 
 
 def mostly(value: object, other: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
@@ -118,14 +155,25 @@ def mostly(value: object, other: st.SearchStrategy[object]) -> st.SearchStrategy
     return st.one_of(st.just(value), st.just(value), st.just(value), other)
 
 
-good_headers = st.fixed_dictionaries({
-    "typ": mostly(ACCESS_TYP, st.sampled_from([REFRESH_TYP, "JWT"]) | json_scalars),
-    "kid": mostly("own", json_scalars),
-}, optional={"x5c": st.lists(any_text | json_scalars, max_size=2) | json_scalars |
-                    st.just("own")})
-hostile_headers = st.fixed_dictionaries({}, optional={
-    "typ": json_scalars, "kid": json_scalars, "x5c": json_values, "jwk": json_values,
-    "crit": json_values, "jku": json_values, "x5u": json_values})
+good_headers = st.fixed_dictionaries(
+    {
+        "typ": mostly(ACCESS_TYP, st.sampled_from([REFRESH_TYP, "JWT"]) | json_scalars),
+        "kid": mostly("own", json_scalars),
+    },
+    optional={"x5c": st.lists(any_text | json_scalars, max_size=2) | json_scalars | st.just("own")},
+)
+hostile_headers = st.fixed_dictionaries(
+    {},
+    optional={
+        "typ": json_scalars,
+        "kid": json_scalars,
+        "x5c": json_values,
+        "jwk": json_values,
+        "crit": json_values,
+        "jku": json_values,
+        "x5u": json_values,
+    },
+)
 header_values = st.one_of(good_headers, good_headers, good_headers, hostile_headers)
 
 
@@ -141,8 +189,9 @@ def _own_headers(keyring: KeyRing, header: dict[str, object]) -> dict[str, objec
     return out
 
 
-def _encode(payload: dict[str, object], key: object, algorithm: str,
-            headers: dict[str, object]) -> str:
+def _encode(
+    payload: dict[str, object], key: object, algorithm: str, headers: dict[str, object]
+) -> str:
     """A correctly signed compact JWS of exactly these header and claims values.
 
     Signed here rather than with jwt.encode, which refuses odd headers (a non-string kid).
@@ -177,15 +226,16 @@ def test_split_raises_only_invalid_token(token: str) -> None:
 
 
 @given(token_text)
-def test_verify_access_of_any_text_raises_only_invalid_token(verifier: TokenVerifier,
-                                                             token: str) -> None:
+def test_verify_access_of_any_text_raises_only_invalid_token(
+    verifier: TokenVerifier, token: str
+) -> None:
     assert _outcome(verifier, token) is None  # nothing unsigned passes
 
 
 @given(claims | grant_claims.map(lambda c: {**c, "iss": ISSUER}), header_values)
 def test_verify_access_of_signed_tokens_raises_only_invalid_token(
-        keyring: KeyRing, verifier: TokenVerifier, payload: dict[str, object],
-        header: dict[str, object]) -> None:
+    keyring: KeyRing, verifier: TokenVerifier, payload: dict[str, object], header: dict[str, object]
+) -> None:
     signer = keyring.signer
     token = _encode(payload, signer.private_key, signer.algorithm, _own_headers(keyring, header))
     verified = _outcome(verifier, token)
@@ -198,19 +248,23 @@ def test_verify_access_of_signed_tokens_raises_only_invalid_token(
 
 @given(grant_claims, st.sampled_from(TRUSTED))
 def test_trusted_issuer_tokens_raise_only_invalid_token(
-        verifier: TokenVerifier, payload: dict[str, object], trusted: TrustedIssuer) -> None:
+    verifier: TokenVerifier, payload: dict[str, object], trusted: TrustedIssuer
+) -> None:
     payload = {**payload, "iss": trusted.issuer}
     verified = _outcome(verifier, _encode(payload, SECRET, "HS256", {}))
     event(f"{trusted.claims}: {'verified' if verified else 'refused'}")
     if verified is not None:
         assert verified.source == trusted.issuer
-        assert all(g.type in ("repository", "registry") for g in verified.grants) or \
-            trusted.claims == "access"
+        assert (
+            all(g.type in ("repository", "registry") for g in verified.grants)
+            or trusted.claims == "access"
+        )
 
 
 @given(st.one_of(token_text, st.builds(lambda p, h: (p, h), claims, header_values)))
-def test_verify_refresh_raises_only_invalid_token(keyring: KeyRing, verifier: TokenVerifier,
-                                                  value: object) -> None:
+def test_verify_refresh_raises_only_invalid_token(
+    keyring: KeyRing, verifier: TokenVerifier, value: object
+) -> None:
     if isinstance(value, tuple):
         payload, header = value
         header = {**_own_headers(keyring, header), "typ": REFRESH_TYP}

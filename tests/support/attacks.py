@@ -66,14 +66,22 @@ class RawReply:
         return [e.get("code") for e in self.json().get("errors", [])]
 
 
-def build_request(method: str, target: str | bytes, port: int,
-                  headers: list[tuple[str, str]] | None = None, body: bytes | None = None,
-                  raw_headers: bytes = b"") -> bytes:
+def build_request(
+    method: str,
+    target: str | bytes,
+    port: int,
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes | None = None,
+    raw_headers: bytes = b"",
+) -> bytes:
     """An HTTP/1.1 request, byte for byte: the target is sent exactly as given."""
     if isinstance(target, str):
         target = target.encode("latin-1")
-    lines = [method.encode() + b" " + target + b" HTTP/1.1",
-             f"Host: localhost:{port}".encode(), b"Connection: close"]
+    lines = [
+        method.encode() + b" " + target + b" HTTP/1.1",
+        f"Host: localhost:{port}".encode(),
+        b"Connection: close",
+    ]
     for name, value in headers or []:
         lines.append(f"{name}: {value}".encode("latin-1"))
     if body is not None or method in ("POST", "PUT", "PATCH"):
@@ -94,12 +102,13 @@ def _parse(data: bytes) -> RawReply:
         headers.append((name.strip(), value.strip()))
     reply = RawReply(status, head, headers)
     length = reply.header("content-length")
-    reply.body = rest[:int(length)] if length is not None and length.isdigit() else rest
+    reply.body = rest[: int(length)] if length is not None and length.isdigit() else rest
     return reply
 
 
-def _exchange(port: int, ca: Path, data: bytes | list[bytes], timeout: float,
-              pause: float = 0.0) -> tuple[bytes, str | None]:
+def _exchange(
+    port: int, ca: Path, data: bytes | list[bytes], timeout: float, pause: float = 0.0
+) -> tuple[bytes, str | None]:
     """Send bytes over TLS to localhost:port (a list is sent in parts, `pause` seconds
     apart), read until the server closes or `timeout`; the error that ended reading, if any."""
     context = ssl.create_default_context(cafile=str(ca))
@@ -107,8 +116,10 @@ def _exchange(port: int, ca: Path, data: bytes | list[bytes], timeout: float,
     error = None
     parts = data if isinstance(data, list) else [data]
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock, \
-                context.wrap_socket(sock, server_hostname="localhost") as tls:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock,
+            context.wrap_socket(sock, server_hostname="localhost") as tls,
+        ):
             for i, part in enumerate(parts):
                 if i and pause:
                     time.sleep(pause)
@@ -149,7 +160,7 @@ def _dechunk(data: bytes) -> tuple[bytes, bytes] | None:
         if size == 0:
             _, sep, rest = data.partition(b"\r\n")  # no trailers in these replies
             return (body, rest) if sep else None
-        body, data = body + data[:size], data[size + 2:]
+        body, data = body + data[:size], data[size + 2 :]
 
 
 def parse_replies(data: bytes, methods: list[str]) -> list[RawReply]:
@@ -172,7 +183,7 @@ def parse_replies(data: bytes, methods: list[str]) -> list[RawReply]:
         if method == "HEAD" or reply.status in (204, 304):
             reply.body, data = b"", rest
         elif length is not None and length.isdigit():
-            reply.body, data = rest[:int(length)], rest[int(length):]
+            reply.body, data = rest[: int(length)], rest[int(length) :]
         elif (reply.header("transfer-encoding") or "").lower() == "chunked":
             split = _dechunk(rest)
             if split is None:
@@ -201,17 +212,29 @@ class Conversation:
         return [r.status for r in self.replies]
 
 
-def converse(port: int, ca: Path, data: bytes | list[bytes], methods: list[str],
-             timeout: float = 15.0, pause: float = 0.0) -> Conversation:
+def converse(
+    port: int,
+    ca: Path,
+    data: bytes | list[bytes],
+    methods: list[str],
+    timeout: float = 15.0,
+    pause: float = 0.0,
+) -> Conversation:
     """Send raw bytes (pipelined requests, or parts `pause` seconds apart) on one TLS
     connection, read until the server closes it, and parse every response."""
     received, error = _exchange(port, ca, data, timeout, pause)
     return Conversation(parse_replies(received, methods), error)
 
 
-def request(port: int, ca: Path, method: str, target: str | bytes,
-            headers: list[tuple[str, str]] | None = None, body: bytes | None = None,
-            raw_headers: bytes = b"") -> RawReply:
+def request(
+    port: int,
+    ca: Path,
+    method: str,
+    target: str | bytes,
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes | None = None,
+    raw_headers: bytes = b"",
+) -> RawReply:
     return send_raw(port, ca, build_request(method, target, port, headers, body, raw_headers))
 
 
@@ -251,7 +274,8 @@ class KeyPair:
     @property
     def public_pem(self) -> bytes:
         return self.private_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
 
     @property
     def certificate_pem(self) -> bytes:
@@ -261,7 +285,8 @@ class KeyPair:
 def genuine_key(certs_dir: Path) -> KeyPair:
     """regauth's own token-signing key (what an attacker must not be able to imitate)."""
     key = serialization.load_pem_private_key(
-        (certs_dir / "private" / "token-signing.key").read_bytes(), password=None)
+        (certs_dir / "private" / "token-signing.key").read_bytes(), password=None
+    )
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     cert = x509.load_pem_x509_certificate((certs_dir / "token-signing.crt").read_bytes())
     return KeyPair(key, cert)
@@ -270,23 +295,44 @@ def genuine_key(certs_dir: Path) -> KeyPair:
 def attacker_key(common_name: str = "regauth token signing token-signing") -> KeyPair:
     """A fresh P-256 key with a self-signed certificate named like regauth's."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "regauth")])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "regauth"),
+        ]
+    )
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
     return KeyPair(key, cert)
 
 
-def access_claims(issuer: str, audience: str, access: list[dict[str, object]],
-                  subject: str = "attacker", **overrides: object) -> dict[str, object]:
+def access_claims(
+    issuer: str,
+    audience: str,
+    access: list[dict[str, object]],
+    subject: str = "attacker",
+    **overrides: object,
+) -> dict[str, object]:
     now = int(time.time())
-    claims: dict[str, object] = {"iss": issuer, "sub": subject, "aud": audience,
-                                 "exp": now + 300, "nbf": now - 1, "iat": now,
-                                 "jti": secrets.token_urlsafe(16), "access": access}
+    claims: dict[str, object] = {
+        "iss": issuer,
+        "sub": subject,
+        "aud": audience,
+        "exp": now + 300,
+        "nbf": now - 1,
+        "iat": now,
+        "jti": secrets.token_urlsafe(16),
+        "access": access,
+    }
     claims.update(overrides)
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -299,8 +345,7 @@ def sign(claims: dict[str, object], key: KeyPair, **header: object) -> str:
     return jwt.encode(claims, key.private_key, algorithm="ES256", headers=headers)
 
 
-def unsigned(claims: dict[str, object], header: dict[str, object],
-             signature: str = "") -> str:
+def unsigned(claims: dict[str, object], header: dict[str, object], signature: str = "") -> str:
     return f"{b64url_json(header)}.{b64url_json(claims)}.{signature}"
 
 
@@ -325,8 +370,9 @@ class UpstreamWatch:
     barrier: once the sentinel is in the log, every request regauth forwarded before it is too.
     """
 
-    def __init__(self, registry: RegistryProcess,
-                 direct: Callable[[str, str], object] | None = None) -> None:
+    def __init__(
+        self, registry: RegistryProcess, direct: Callable[[str, str], object] | None = None
+    ) -> None:
         self.registry = registry
         # How sentinels reach the registry: `RegistryWatch.direct` keeps them out of the
         # registry-saw-only-decided invariant.
@@ -344,8 +390,7 @@ class UpstreamWatch:
             self.direct("GET", f"/v2/{tag}/tags/list")
         else:
             try:
-                urllib.request.urlopen(f"{self.registry.url}/v2/{tag}/tags/list",
-                                       timeout=5).close()
+                urllib.request.urlopen(f"{self.registry.url}/v2/{tag}/tags/list", timeout=5).close()
             except urllib.error.HTTPError:
                 pass  # 404 NAME_UNKNOWN: logged all the same
         deadline = time.monotonic() + timeout

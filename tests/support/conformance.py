@@ -33,9 +33,11 @@ class Observation:
     api_version: str | None
 
     def differences(self, other: Observation) -> dict[str, tuple[object, object]]:
-        return {name: (getattr(self, name), getattr(other, name))
-                for name in self.__dataclass_fields__
-                if getattr(self, name) != getattr(other, name)}
+        return {
+            name: (getattr(self, name), getattr(other, name))
+            for name in self.__dataclass_fields__
+            if getattr(self, name) != getattr(other, name)
+        }
 
 
 def _normal_scope(scope: str) -> str:
@@ -58,8 +60,9 @@ def observe(reply: Reply) -> Observation:
         scheme = challenge.scheme
         scopes = frozenset(_normal_scope(s) for s in challenge.scopes())
         error = challenge.params.get("error")
-    return Observation(reply.status, code, scheme, scopes, error,
-                       reply.header("Docker-Distribution-Api-Version"))
+    return Observation(
+        reply.status, code, scheme, scopes, error, reply.header("Docker-Distribution-Api-Version")
+    )
 
 
 @dataclass
@@ -70,13 +73,19 @@ class Endpoint:
     url: str
     ca: Path | None = None
 
-    def send(self, method: str, target: str, headers: dict[str, str] | None = None,
-             body: bytes | None = None) -> Reply:
+    def send(
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> Reply:
         parts = urlsplit(self.url)
         if parts.scheme == "https":
             context = ssl.create_default_context(cafile=str(self.ca))
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                parts.hostname, parts.port, context=context, timeout=30)
+                parts.hostname, parts.port, context=context, timeout=30
+            )
         else:
             conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
         try:
@@ -102,36 +111,51 @@ class Endpoint:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         location = self.start_upload(name, token)
         separator = "&" if "?" in location else "?"
-        reply = self.send("PUT", f"{location}{separator}digest={digest}",
-                          {"Authorization": f"Bearer {token}",
-                           "Content-Type": "application/octet-stream"}, data)
+        reply = self.send(
+            "PUT",
+            f"{location}{separator}digest={digest}",
+            {"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"},
+            data,
+        )
         assert reply.status == 201, (self.name, reply.status, reply.body)
         return digest
 
     def push_manifest(self, name: str, reference: str, manifest: bytes, token: str) -> str:
-        reply = self.send("PUT", f"/v2/{name}/manifests/{reference}",
-                          {"Authorization": f"Bearer {token}", "Content-Type": MANIFEST_TYPE},
-                          manifest)
+        reply = self.send(
+            "PUT",
+            f"/v2/{name}/manifests/{reference}",
+            {"Authorization": f"Bearer {token}", "Content-Type": MANIFEST_TYPE},
+            manifest,
+        )
         assert reply.status == 201, (self.name, reply.status, reply.body)
         return reply.header("Docker-Content-Digest") or ""
 
     def start_upload(self, name: str, token: str) -> str:
         """A new upload session; its path and query (Locations differ: relative or absolute)."""
-        reply = self.send("POST", f"/v2/{name}/blobs/uploads/",
-                          {"Authorization": f"Bearer {token}"})
+        reply = self.send(
+            "POST", f"/v2/{name}/blobs/uploads/", {"Authorization": f"Bearer {token}"}
+        )
         assert reply.status == 202, (self.name, reply.status, reply.body)
         location = urlsplit(reply.header("Location") or "")
         return location.path + (f"?{location.query}" if location.query else "")
 
 
 def image_manifest(config: tuple[str, int], layers: list[tuple[str, int]]) -> bytes:
-    return json.dumps({
-        "schemaVersion": 2, "mediaType": MANIFEST_TYPE,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": config[0], "size": config[1]},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d,
-                    "size": size} for d, size in layers],
-    }).encode()
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_TYPE,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config[0],
+                "size": config[1],
+            },
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": size}
+                for d, size in layers
+            ],
+        }
+    ).encode()
 
 
 TokenFactory = Callable[[list[str]], str]

@@ -47,16 +47,20 @@ def loopback_name(name: str = LOOPBACK_NAME) -> Iterator[str]:
     removed afterwards if this added it)."""
     line = f"127.0.0.1 {name}  # regauth tests\n"
     text = HOSTS.read_text()
-    added = not any(entry.split()[1:2] == [name] for entry in text.splitlines()
-                    if entry.strip() and not entry.lstrip().startswith("#"))
+    added = not any(
+        entry.split()[1:2] == [name]
+        for entry in text.splitlines()
+        if entry.strip() and not entry.lstrip().startswith("#")
+    )
     if added:
         HOSTS.write_text(text + ("" if text.endswith("\n") else "\n") + line)
     try:
         yield name
     finally:
         if added:
-            HOSTS.write_text("".join(entry for entry in HOSTS.read_text().splitlines(True)
-                                     if entry != line))
+            HOSTS.write_text(
+                "".join(entry for entry in HOSTS.read_text().splitlines(True) if entry != line)
+            )
 
 
 class Dockerd:
@@ -91,21 +95,42 @@ class Dockerd:
         if self.ca is not None:
             bundle = self.workdir / "ca-bundle.pem"
             system = Path("/etc/ssl/certs/ca-certificates.crt")
-            bundle.write_bytes((system.read_bytes() if system.exists() else b"") +
-                               self.ca.read_bytes())
+            bundle.write_bytes(
+                (system.read_bytes() if system.exists() else b"") + self.ca.read_bytes()
+            )
             env["SSL_CERT_FILE"] = str(bundle)
         self.process = subprocess.Popen(
-            [DOCKERD, "--config-file", str(daemon_json), "--storage-driver", "vfs",
-             "--iptables=false", "--ip6tables=false", "--bridge=none",
-             "--data-root", str(self.workdir / "data"), "--exec-root", str(self.workdir / "x"),
-             "--pidfile", str(self.workdir / "pid"), "-H", self.host],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+            [
+                DOCKERD,
+                "--config-file",
+                str(daemon_json),
+                "--storage-driver",
+                "vfs",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--bridge=none",
+                "--data-root",
+                str(self.workdir / "data"),
+                "--exec-root",
+                str(self.workdir / "x"),
+                "--pidfile",
+                str(self.workdir / "pid"),
+                "-H",
+                self.host,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
         probe = DockerClient(self, self.workdir / "probe-config")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"dockerd exited with {self.process.returncode}:\n"
-                                   f"{self.log_path.read_text(errors='replace')[-4000:]}")
+                raise RuntimeError(
+                    f"dockerd exited with {self.process.returncode}:\n"
+                    f"{self.log_path.read_text(errors='replace')[-4000:]}"
+                )
             if self.socket.exists() and probe.run("version").ok:
                 return
             time.sleep(0.2)
@@ -134,17 +159,28 @@ class DockerClient:
 
     def env(self, buildkit: bool = False) -> dict[str, str]:
         self.config_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "DOCKER_HOST": self.daemon.host,
-               "DOCKER_CONFIG": str(self.config_dir), "DOCKER_BUILDKIT": "1" if buildkit else "0"}
+        env = {
+            **os.environ,
+            "DOCKER_HOST": self.daemon.host,
+            "DOCKER_CONFIG": str(self.config_dir),
+            "DOCKER_BUILDKIT": "1" if buildkit else "0",
+        }
         if self.ca is not None:
             env["SSL_CERT_FILE"] = str(self.ca)
         return env
 
-    def run(self, *args: str, buildkit: bool = False, input: str | None = None,
-            timeout: float = 300) -> Result:
-        done = subprocess.run([DOCKER, *args], input=input, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=timeout,
-                              env=self.env(buildkit))
+    def run(
+        self, *args: str, buildkit: bool = False, input: str | None = None, timeout: float = 300
+    ) -> Result:
+        done = subprocess.run(
+            [DOCKER, *args],
+            input=input,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+            env=self.env(buildkit),
+        )
         return Result(done.returncode, done.stdout)
 
     def login(self, netloc: str, user: str, password: str) -> Result:

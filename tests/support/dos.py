@@ -41,13 +41,13 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def tls_socket(port: int, ca: Path, source: str = "127.0.0.1", alpn: str | None = None,
-               timeout: float = 10.0) -> ssl.SSLSocket:
+def tls_socket(
+    port: int, ca: Path, source: str = "127.0.0.1", alpn: str | None = None, timeout: float = 10.0
+) -> ssl.SSLSocket:
     context = ssl.create_default_context(cafile=str(ca))
     if alpn:
         context.set_alpn_protocols([alpn])
-    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout,
-                                   source_address=(source, 0))
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0))
     return context.wrap_socket(raw, server_hostname="localhost")
 
 
@@ -76,14 +76,19 @@ def flood(sock: ssl.SSLSocket, chunk: bytes, seconds: float) -> tuple[int, bytes
     return sent, answer
 
 
-def rapid_reset(port: int, ca: Path, seconds: float, source: str, service: str = "regauth"
-                ) -> dict[str, int]:
+def rapid_reset(
+    port: int, ca: Path, seconds: float, source: str, service: str = "regauth"
+) -> dict[str, int]:
     """Open streams and reset them at once, in batches of 50, reconnecting whenever regauth
     closes the connection, for `seconds`."""
     outcome = {"streams": 0, "connections": 0, "enhance_your_calm": 0, "closed": 0}
     deadline = time.monotonic() + seconds
-    headers = [(":method", "GET"), (":scheme", "https"), (":authority", f"localhost:{port}"),
-               (":path", f"/v2/token?service={service}&scope=repository:public/a:pull")]
+    headers = [
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":authority", f"localhost:{port}"),
+        (":path", f"/v2/token?service={service}&scope=repository:public/a:pull"),
+    ]
     while time.monotonic() < deadline:
         try:
             sock = tls_socket(port, ca, source=source, alpn="h2", timeout=5)
@@ -140,8 +145,7 @@ def trickle(sock: ssl.SSLSocket, head: bytes, every: float, limit: float) -> flo
     return None
 
 
-def head_flood(port: int, ca: Path, shape: str, seconds: float, source: str
-               ) -> tuple[int, bytes]:
+def head_flood(port: int, ca: Path, shape: str, seconds: float, source: str) -> tuple[int, bytes]:
     """One HTTP/1.1 connection sending a request head without end: `header lines` (1 KB
     header lines) or `one endless line` (a request target that never ends)."""
     sock = tls_socket(port, ca, source=source)
@@ -157,8 +161,9 @@ def head_flood(port: int, ca: Path, shape: str, seconds: float, source: str
         sock.close()
 
 
-def continuation_flood(port: int, ca: Path, seconds: float, source: str = "127.0.0.1"
-                       ) -> tuple[int, list[int]]:
+def continuation_flood(
+    port: int, ca: Path, seconds: float, source: str = "127.0.0.1"
+) -> tuple[int, list[int]]:
     """HTTP/2 HEADERS without END_HEADERS, then CONTINUATION frames without end: (bytes
     sent, the GOAWAY error codes received)."""
     from hyperframe.frame import ContinuationFrame

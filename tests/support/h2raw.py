@@ -96,12 +96,16 @@ class H2Client:
         raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.sock = context.wrap_socket(raw, server_hostname="localhost")
         if self.sock.selected_alpn_protocol() != "h2":
-            raise AssertionError(f"regauth did not negotiate h2: "
-                                 f"{self.sock.selected_alpn_protocol()!r}")
-        config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8",
-                                           validate_outbound_headers=False,
-                                           normalize_outbound_headers=False,
-                                           validate_inbound_headers=False)
+            raise AssertionError(
+                f"regauth did not negotiate h2: {self.sock.selected_alpn_protocol()!r}"
+            )
+        config = h2.config.H2Configuration(
+            client_side=True,
+            header_encoding="utf-8",
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+            validate_inbound_headers=False,
+        )
         self.conn = h2.connection.H2Connection(config=config)
         self.conn.initiate_connection()
         self.replies: dict[int, H2Reply] = {}
@@ -175,14 +179,25 @@ class H2Client:
         self.replies[stream_id] = H2Reply()
         return stream_id
 
-    def send_headers(self, stream_id: int, method: str, path: str,
-                     headers: list[tuple[str, str]] | None = None, end_stream: bool = False,
-                     authority: str | None = None, scheme: str = "https",
-                     flush: bool = True) -> None:
+    def send_headers(
+        self,
+        stream_id: int,
+        method: str,
+        path: str,
+        headers: list[tuple[str, str]] | None = None,
+        end_stream: bool = False,
+        authority: str | None = None,
+        scheme: str = "https",
+        flush: bool = True,
+    ) -> None:
         """HEADERS with the pseudo-headers first, then `headers` exactly as given. With
         `flush=False` the frame goes out with whatever is sent next (one TLS write)."""
-        fields = [(":method", method), (":scheme", scheme),
-                  (":authority", authority or self.authority), (":path", path)]
+        fields = [
+            (":method", method),
+            (":scheme", scheme),
+            (":authority", authority or self.authority),
+            (":path", path),
+        ]
         self.conn.send_headers(stream_id, fields + list(headers or []), end_stream=end_stream)
         if flush:
             self._flush()
@@ -192,16 +207,21 @@ class H2Client:
         WINDOW_UPDATE while reading what the server sends meanwhile)."""
         view = memoryview(data)
         while True:
-            if (self.closed or self.send_failed or self.goaway is not None
-                    or self.replies[stream_id].reset):
+            if (
+                self.closed
+                or self.send_failed
+                or self.goaway is not None
+                or self.replies[stream_id].reset
+            ):
                 return
             if self.sock.pending() or select.select([self.sock], [], [], 0)[0]:
                 # Read what the server said meanwhile (a GOAWAY must be seen before the
                 # connection is reset by data it no longer reads).
                 self._receive_once(deadline=time.monotonic())
                 continue
-            window = min(self.conn.local_flow_control_window(stream_id),
-                         self.conn.max_outbound_frame_size)
+            window = min(
+                self.conn.local_flow_control_window(stream_id), self.conn.max_outbound_frame_size
+            )
             if window <= 0 and view:
                 self._receive_once(deadline=time.monotonic() + self.timeout)
                 continue
@@ -265,8 +285,7 @@ class H2Client:
         elif isinstance(event, h2.events.StreamEnded):
             self.replies.setdefault(event.stream_id, H2Reply()).ended = True
         elif isinstance(event, h2.events.StreamReset):
-            self.replies.setdefault(event.stream_id, H2Reply()).reset = \
-                _code_name(event.error_code)
+            self.replies.setdefault(event.stream_id, H2Reply()).reset = _code_name(event.error_code)
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.goaway = _code_name(event.error_code)
 
@@ -289,9 +308,15 @@ class H2Client:
 
     # -- one request -----------------------------------------------------------------------
 
-    def request(self, method: str, path: str, headers: list[tuple[str, str]] | None = None,
-                body: bytes | None = None, end_stream_on_headers: bool | None = None,
-                timeout: float | None = None) -> H2Reply:
+    def request(
+        self,
+        method: str,
+        path: str,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes | None = None,
+        end_stream_on_headers: bool | None = None,
+        timeout: float | None = None,
+    ) -> H2Reply:
         """Send one request and read its reply. Without `body` the HEADERS frame ends the
         stream unless `end_stream_on_headers` is False (then an empty DATA frame with
         END_STREAM follows); with `body` the DATA frames carry END_STREAM, and HEADERS ends
@@ -308,9 +333,16 @@ class H2Client:
         return self.reply(stream_id, timeout)
 
 
-def request(port: int, ca: Path, method: str, path: str,
-            headers: list[tuple[str, str]] | None = None, body: bytes | None = None,
-            end_stream_on_headers: bool | None = None, timeout: float = 15.0) -> H2Reply:
+def request(
+    port: int,
+    ca: Path,
+    method: str,
+    path: str,
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes | None = None,
+    end_stream_on_headers: bool | None = None,
+    timeout: float = 15.0,
+) -> H2Reply:
     """One request on a fresh HTTP/2 connection, which is closed afterwards."""
     with H2Client(port, ca, timeout) as client:
         return client.request(method, path, headers, body, end_stream_on_headers, timeout)

@@ -64,23 +64,40 @@ UPSTREAM_PROBE_AGENT = "regauth-upstream-auth"
 # regauth's own `GET /v2/`s: the readiness probe (mitm/upstream_probe.py), the start-up check
 # of a (re)started registry (registry_process.READY_AGENT), and in delegate mode the delegate
 # check's request with a probe token for no access (upstream_probe.DELEGATE_AGENT).
-OWN_PROBE_AGENTS = frozenset({"regauth-readiness", "regauth-registry-start",
-                              "regauth-delegate-check"})
+OWN_PROBE_AGENTS = frozenset(
+    {"regauth-readiness", "regauth-registry-start", "regauth-delegate-check"}
+)
 DIRECT_AGENT = "regauth-tests-direct/"
 _PROBE_KEY = ("GET", "/v2/")
 
 # mitm/records.py: query keys never written to the exchange log.
-_SECRET_QUERY_KEYS = ("password", "refresh_token", "token", "access_token", "client_secret",
-                      "_state")
+_SECRET_QUERY_KEYS = (
+    "password",
+    "refresh_token",
+    "token",
+    "access_token",
+    "client_secret",
+    "_state",
+)
 
 _QUOTED = r'((?:[^"\\]|\\.)*)'
 _ACCESS_LINE = re.compile(
-    r'(?P<host>\S+) - (?P<user>\S+) \[(?P<time>[^\]]+)\] '
+    r"(?P<host>\S+) - (?P<user>\S+) \[(?P<time>[^\]]+)\] "
     rf'"(?P<method>[^ "]+) (?P<uri>(?:[^"\\ ]|\\.)*) (?P<proto>HTTP/\d\.\d)" '
-    rf'(?P<status>\d{{3}}) (?P<size>\d+) "{_QUOTED}" "{_QUOTED}"')
+    rf'(?P<status>\d{{3}}) (?P<size>\d+) "{_QUOTED}" "{_QUOTED}"'
+)
 _ACCESS_START = re.compile(r'\S+ - \S+ \[[^\]]+\] "')
-_ESCAPES = {"a": b"\a", "b": b"\b", "f": b"\f", "n": b"\n", "r": b"\r", "t": b"\t",
-            "v": b"\v", '"': b'"', "\\": b"\\"}
+_ESCAPES = {
+    "a": b"\a",
+    "b": b"\b",
+    "f": b"\f",
+    "n": b"\n",
+    "r": b"\r",
+    "t": b"\t",
+    "v": b"\v",
+    '"': b'"',
+    "\\": b"\\",
+}
 
 
 def unquote_gorilla(text: str) -> str:
@@ -99,11 +116,11 @@ def unquote_gorilla(text: str) -> str:
             out += _ESCAPES[kind]
             i += 2
         elif kind == "x":
-            out.append(int(text[i + 2:i + 4], 16))
+            out.append(int(text[i + 2 : i + 4], 16))
             i += 4
         elif kind in "uU":
             width = 4 if kind == "u" else 8
-            out += chr(int(text[i + 2:i + 2 + width], 16)).encode("utf-8")
+            out += chr(int(text[i + 2 : i + 2 + width], 16)).encode("utf-8")
             i += 2 + width
         else:
             raise ValueError(f"unknown escape \\{kind} in access log field {text!r}")
@@ -139,9 +156,16 @@ def parse_access_log(text: str) -> list[AccessEntry]:
             if _ACCESS_START.match(line):
                 raise ValueError(f"unparsed access log line: {line!r}")
             continue
-        entries.append(AccessEntry(match["method"], unquote_gorilla(match["uri"]),
-                                   match["proto"], int(match["status"]),
-                                   unquote_gorilla(match.group(10)), line))
+        entries.append(
+            AccessEntry(
+                match["method"],
+                unquote_gorilla(match["uri"]),
+                match["proto"],
+                int(match["status"]),
+                unquote_gorilla(match.group(10)),
+                line,
+            )
+        )
     return entries
 
 
@@ -181,12 +205,13 @@ def read_records(path: Path) -> list[dict]:
     if not path.exists():
         return []
     text = path.read_text(errors="replace")
-    complete = text[:text.rfind("\n") + 1]
+    complete = text[: text.rfind("\n") + 1]
     return [json.loads(line) for line in complete.splitlines() if line]
 
 
-def capability_redactor(policy_path: Path, env: dict[str, str] | None = None
-                        ) -> Callable[[str], str] | None:
+def capability_redactor(
+    policy_path: Path, env: dict[str, str] | None = None
+) -> Callable[[str], str] | None:
     """The exchange log's capability-id redaction for a policy file (`Runtime.redact`);
     `env`: variables the policy's secrets are read from while it loads."""
     from regauth.policy.load import load_policy
@@ -221,24 +246,33 @@ class Violation:
 
     def minus(self, earlier: Violation) -> Violation:
         """What is new since `earlier` (more undecided lines or unseen forwards for a key)."""
-        undecided = {k: v[:len(v) - len(earlier.undecided.get(k, ()))]
-                     for k, v in self.undecided.items()
-                     if len(v) > len(earlier.undecided.get(k, ()))}
-        unseen = {k: n - earlier.unseen.get(k, 0) for k, n in self.unseen.items()
-                  if n > earlier.unseen.get(k, 0)}
+        undecided = {
+            k: v[: len(v) - len(earlier.undecided.get(k, ()))]
+            for k, v in self.undecided.items()
+            if len(v) > len(earlier.undecided.get(k, ()))
+        }
+        unseen = {
+            k: n - earlier.unseen.get(k, 0)
+            for k, n in self.unseen.items()
+            if n > earlier.unseen.get(k, 0)
+        }
         return Violation(undecided, unseen)
 
     def __str__(self) -> str:
         parts = []
         if self.undecided:
             lines = [line for v in self.undecided.values() for line in v]
-            parts.append("the registry served requests regauth never decided to forward:\n  "
-                         + "\n  ".join(lines))
+            parts.append(
+                "the registry served requests regauth never decided to forward:\n  "
+                + "\n  ".join(lines)
+            )
         if self.unseen:
             lines = [f"{n} x {k[0]} {k[1]}" for k, n in self.unseen.items()]
-            parts.append("regauth forwarded requests the registry's access log does not "
-                         "show (it refused them before any handler, or never got them):\n  "
-                         + "\n  ".join(lines))
+            parts.append(
+                "regauth forwarded requests the registry's access log does not "
+                "show (it refused them before any handler, or never got them):\n  "
+                + "\n  ".join(lines)
+            )
         return "\n".join(parts)
 
 
@@ -252,8 +286,13 @@ class RegistryWatch:
     (an upstream status, no error) must each be in the access log too.
     """
 
-    def __init__(self, registry: Registry, exchange_logs: Iterable[Path] = (),
-                 redact: Callable[[str], str] | None = None, upstream_probes: int = 0) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        exchange_logs: Iterable[Path] = (),
+        redact: Callable[[str], str] | None = None,
+        upstream_probes: int = 0,
+    ) -> None:
         self.registry = registry
         self.exchange_logs: list[Path] = list(exchange_logs)
         self.redact = redact
@@ -268,20 +307,30 @@ class RegistryWatch:
         path = self.registry.log_path
         text = path.read_text(errors="surrogateescape") if path.exists() else ""
         # Only complete lines: the registry may be writing the last one.
-        entries = parse_access_log(text[:text.rfind("\n") + 1])
-        return entries[self.baseline:] if since_baseline else entries
+        entries = parse_access_log(text[: text.rfind("\n") + 1])
+        return entries[self.baseline :] if since_baseline else entries
 
-    def direct(self, method: str, target: str, body: bytes | None = None,
-               headers: dict[str, str] | None = None, timeout: float = 10.0
-               ) -> tuple[int, dict[str, str], bytes]:
+    def direct(
+        self,
+        method: str,
+        target: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 10.0,
+    ) -> tuple[int, dict[str, str], bytes]:
         """A request a test sends straight to the registry (never through regauth), excluded
         from the invariant by its unique User-Agent. Returns status, headers, body."""
         agent = DIRECT_AGENT + secrets.token_hex(8)
         self._direct_agents.add(agent)
-        request = urllib.request.Request(self.registry.url + target, data=body, method=method,
-                                         headers={**(headers or {}), "User-Agent": agent})
-        context = ssl._create_unverified_context() if self.registry.url.startswith(
-            "https:") else None  # loopback test registry with a throwaway certificate
+        request = urllib.request.Request(
+            self.registry.url + target,
+            data=body,
+            method=method,
+            headers={**(headers or {}), "User-Agent": agent},
+        )
+        context = (
+            ssl._create_unverified_context() if self.registry.url.startswith("https:") else None
+        )  # loopback test registry with a throwaway certificate
         try:
             with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
                 return response.status, dict(response.headers.items()), response.read()
@@ -322,7 +371,8 @@ class RegistryWatch:
             if key == _PROBE_KEY and entry.user_agent in OWN_PROBE_AGENTS:
                 continue  # regauth's own probe, not a client's request
             served.setdefault(key, []).append(
-                f"{entry.request_line} -> {entry.status} (agent {entry.user_agent!r})")
+                f"{entry.request_line} -> {entry.status} (agent {entry.user_agent!r})"
+            )
             if key == _PROBE_KEY and entry.user_agent.startswith(UPSTREAM_PROBE_AGENT):
                 probes += 1
         forwarded: Counter[tuple[str, str]] = Counter()

@@ -31,13 +31,16 @@ class _SourceHTTPS(http.client.HTTPSConnection):
     """HTTPS from a chosen loopback source address (127.0.0.0/8 all reach the proxy)."""
 
     def __init__(self, port: int, ca: Path, source: str, timeout: float) -> None:
-        super().__init__("localhost", port, timeout=timeout,
-                         context=ssl.create_default_context(cafile=str(ca)),
-                         source_address=(source, 0))
+        super().__init__(
+            "localhost",
+            port,
+            timeout=timeout,
+            context=ssl.create_default_context(cafile=str(ca)),
+            source_address=(source, 0),
+        )
 
     def connect(self) -> None:
-        sock = socket.create_connection(("127.0.0.1", self.port), self.timeout,
-                                        self.source_address)
+        sock = socket.create_connection(("127.0.0.1", self.port), self.timeout, self.source_address)
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
@@ -55,8 +58,13 @@ class LegitClient:
     push_seconds: float | None = None
     push_error: str = ""
 
-    def _request(self, method: str, target: str, headers: dict[str, str] | None = None,
-                 body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    def _request(
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
         conn = _SourceHTTPS(self.port, self.ca, self.source, self.timeout)
         try:
             conn.request(method, target, body=body, headers=headers or {})
@@ -68,8 +76,9 @@ class LegitClient:
     def token(self, scope: str) -> str:
         query = urlencode([("service", self.service), ("scope", scope)])
         started = time.monotonic()
-        status, _, body = self._request("GET", f"/v2/token?{query}",
-                                        {"Authorization": basic(*self.credentials)})
+        status, _, body = self._request(
+            "GET", f"/v2/token?{query}", {"Authorization": basic(*self.credentials)}
+        )
         self.token_seconds.append(time.monotonic() - started)
         if status != 200:
             raise RuntimeError(f"token request answered {status}: {body[:200]!r}")
@@ -84,26 +93,44 @@ class LegitClient:
         for blob in (layer, config):
             digest = "sha256:" + hashlib.sha256(blob).hexdigest()
             status, headers, body = self._request(
-                "POST", f"/v2/{self.repository}/blobs/uploads/", auth, b"")
+                "POST", f"/v2/{self.repository}/blobs/uploads/", auth, b""
+            )
             if status != 202:
                 raise RuntimeError(f"upload start answered {status}: {body[:200]!r}")
             location = headers["Location"]
             separator = "&" if "?" in location else "?"
             status, _, body = self._request(
-                "PUT", f"{location}{separator}digest={digest}",
-                {**auth, "Content-Type": "application/octet-stream"}, blob)
+                "PUT",
+                f"{location}{separator}digest={digest}",
+                {**auth, "Content-Type": "application/octet-stream"},
+                blob,
+            )
             if status != 201:
                 raise RuntimeError(f"blob PUT answered {status}: {body[:200]!r}")
-        manifest = json.dumps({
-            "schemaVersion": 2, "mediaType": MANIFEST_TYPE,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                       "digest": "sha256:" + hashlib.sha256(config).hexdigest(),
-                       "size": len(config)},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": MANIFEST_TYPE,
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": "sha256:" + hashlib.sha256(config).hexdigest(),
+                    "size": len(config),
+                },
+                "layers": [
+                    {
+                        "mediaType": "application/vnd.oci.image.layer.v1.tar",
                         "digest": "sha256:" + hashlib.sha256(layer).hexdigest(),
-                        "size": len(layer)}]}).encode()
-        status, _, body = self._request("PUT", f"/v2/{self.repository}/manifests/legit",
-                                        {**auth, "Content-Type": MANIFEST_TYPE}, manifest)
+                        "size": len(layer),
+                    }
+                ],
+            }
+        ).encode()
+        status, _, body = self._request(
+            "PUT",
+            f"/v2/{self.repository}/manifests/legit",
+            {**auth, "Content-Type": MANIFEST_TYPE},
+            manifest,
+        )
         if status != 201:
             raise RuntimeError(f"manifest PUT answered {status}: {body[:200]!r}")
         self.push_seconds = time.monotonic() - started
@@ -143,11 +170,16 @@ class LegitClient:
 
     def report(self, what: str) -> str:
         median = statistics.median(self.token_seconds) if self.token_seconds else float("nan")
-        push = f"{self.push_seconds:.2f} s" if self.push_seconds is not None else \
-            f"failed ({self.push_error})"
-        return (f"legitimate client during {what}: {len(self.token_seconds)} token requests, "
-                f"p50 {median * 1000:.0f} ms, p99 {self.p99 * 1000:.0f} ms, "
-                f"{len(self.failures)} failed; one push {push}")
+        push = (
+            f"{self.push_seconds:.2f} s"
+            if self.push_seconds is not None
+            else f"failed ({self.push_error})"
+        )
+        return (
+            f"legitimate client during {what}: {len(self.token_seconds)} token requests, "
+            f"p50 {median * 1000:.0f} ms, p99 {self.p99 * 1000:.0f} ms, "
+            f"{len(self.failures)} failed; one push {push}"
+        )
 
     def assert_served(self, p99_bound: float = 2.0) -> None:
         assert not self.failures, self.failures[:3]

@@ -31,21 +31,32 @@ def server_cert(ca_dir: Path, out_dir: Path, name: str = "server") -> tuple[Path
     ca_cert = x509.load_pem_x509_certificate((ca_dir / pki.CA_CERT).read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
-                critical=False)
-            .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )  # type: ignore[arg-type]
     out_dir.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = out_dir / f"{name}.crt", out_dir / f"{name}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert_path, key_path
 
 
@@ -101,12 +112,16 @@ class RecordingRelay:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() in ("authorization", "accept", "user-agent")}
+                headers = {
+                    k: v
+                    for k, v in self.headers.items()
+                    if k.lower() in ("authorization", "accept", "user-agent")
+                }
                 request = urllib.request.Request(relay.target + self.path, headers=headers)
                 try:
-                    with urllib.request.urlopen(request, context=client_context,
-                                                timeout=15) as response:
+                    with urllib.request.urlopen(
+                        request, context=client_context, timeout=15
+                    ) as response:
                         status, body = response.status, response.read()
                         reply_headers = response.headers
                 except urllib.error.HTTPError as e:
@@ -128,8 +143,9 @@ class RecordingRelay:
         server_context.load_cert_chain(str(cert[0]), str(cert[1]))
         self.server.socket = server_context.wrap_socket(self.server.socket, server_side=True)
         self.port: int = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True,
-                                        name="recording-relay")
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, daemon=True, name="recording-relay"
+        )
         self._thread.start()
 
     @property
@@ -145,8 +161,11 @@ class RecordingRelay:
             except ValueError:
                 continue
             if isinstance(data, dict):
-                found += [data[k] for k in ("token", "access_token", "refresh_token")
-                          if isinstance(data.get(k), str)]
+                found += [
+                    data[k]
+                    for k in ("token", "access_token", "refresh_token")
+                    if isinstance(data.get(k), str)
+                ]
         return found
 
     def stop(self) -> None:

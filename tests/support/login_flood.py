@@ -37,8 +37,9 @@ TIMEOUT = 180.0  # seconds: the old FIFO made a login wait tens of seconds; neve
 
 
 def connect(port: int, context: ssl.SSLContext, source: str) -> http.client.HTTPSConnection:
-    conn = http.client.HTTPSConnection("localhost", port, context=context, timeout=TIMEOUT,
-                                       source_address=(source, 0))
+    conn = http.client.HTTPSConnection(
+        "localhost", port, context=context, timeout=TIMEOUT, source_address=(source, 0)
+    )
     conn.connect()
     return conn
 
@@ -74,8 +75,15 @@ class FloodResult:
 class Flood:
     """See the module docstring. `start()` returns once every request is sent."""
 
-    def __init__(self, port: int, ca: Path, service: str, sources: list[str],
-                 per_source: int = 30, scope: str = "repository:demo/app:pull") -> None:
+    def __init__(
+        self,
+        port: int,
+        ca: Path,
+        service: str,
+        sources: list[str],
+        per_source: int = 30,
+        scope: str = "repository:demo/app:pull",
+    ) -> None:
         self.port = port
         self.context = ssl.create_default_context(cafile=str(ca))
         self.target = token_target(service, scope)
@@ -84,8 +92,11 @@ class Flood:
         self.result = FloodResult({s: Counter() for s in sources})
         self._lock = threading.Lock()
         self._barrier = threading.Barrier(len(sources) * per_source + 1)
-        self._threads = [threading.Thread(target=self._attack, args=(source, n), daemon=True)
-                         for source in sources for n in range(per_source)]
+        self._threads = [
+            threading.Thread(target=self._attack, args=(source, n), daemon=True)
+            for source in sources
+            for n in range(per_source)
+        ]
         self._released = 0.0
         self._last = 0.0
 
@@ -116,8 +127,9 @@ class Flood:
             self._barrier.wait(timeout=TIMEOUT)
             if conn is not None:
                 name = f"spray-{source.replace('.', '-')}-{n}"
-                conn.request("GET", self.target,
-                             headers={"Authorization": basic(name, f"guess-{n}")})
+                conn.request(
+                    "GET", self.target, headers={"Authorization": basic(name, f"guess-{n}")}
+                )
                 response = conn.getresponse()
                 response.read()
                 status = response.status
@@ -144,11 +156,13 @@ class Timed:
         return self.started + self.seconds
 
 
-def timed_token(conn: http.client.HTTPSConnection, service: str, scope: str,
-                credentials: tuple[str, str]) -> Timed:
+def timed_token(
+    conn: http.client.HTTPSConnection, service: str, scope: str, credentials: tuple[str, str]
+) -> Timed:
     started = time.monotonic()
-    conn.request("GET", token_target(service, scope),
-                 headers={"Authorization": basic(*credentials)})
+    conn.request(
+        "GET", token_target(service, scope), headers={"Authorization": basic(*credentials)}
+    )
     response = conn.getresponse()
     body = response.read()
     return Timed(started, time.monotonic() - started, response.status, body)
@@ -158,8 +172,14 @@ def _digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def _call(conn: http.client.HTTPSConnection, method: str, target: str, expected: int,
-          headers: dict[str, str], body: bytes | None = None) -> http.client.HTTPResponse:
+def _call(
+    conn: http.client.HTTPSConnection,
+    method: str,
+    target: str,
+    expected: int,
+    headers: dict[str, str],
+    body: bytes | None = None,
+) -> http.client.HTTPResponse:
     conn.request(method, target, body=body, headers=headers)
     response = conn.getresponse()
     response.read()
@@ -168,8 +188,13 @@ def _call(conn: http.client.HTTPSConnection, method: str, target: str, expected:
     return response
 
 
-def push_image(conn: http.client.HTTPSConnection, service: str, credentials: tuple[str, str],
-               repository: str, tag: str) -> float:
+def push_image(
+    conn: http.client.HTTPSConnection,
+    service: str,
+    credentials: tuple[str, str],
+    repository: str,
+    tag: str,
+) -> float:
     """Push a one-layer image to `repository:tag`; the seconds it took, token included.
     Raises AssertionError when a step gets an unexpected status."""
     started = time.monotonic()
@@ -180,23 +205,46 @@ def push_image(conn: http.client.HTTPSConnection, service: str, credentials: tup
     layer = os.urandom(4096)
     config = json.dumps({"architecture": "amd64", "os": "linux", "tag": tag}).encode()
     for blob in (layer, config):
-        response = _call(conn, "POST", f"/v2/{repository}/blobs/uploads/", 202,
-                         {**auth, "Content-Length": "0"})
+        response = _call(
+            conn, "POST", f"/v2/{repository}/blobs/uploads/", 202, {**auth, "Content-Length": "0"}
+        )
         location = urlsplit(response.headers["Location"])
         target = location.path + (f"?{location.query}&" if location.query else "?")
-        _call(conn, "PUT", f"{target}digest={_digest(blob)}", 201,
-              {**auth, "Content-Type": "application/octet-stream"}, blob)
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": MANIFEST_TYPE,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": _digest(config), "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": _digest(layer), "size": len(layer)}],
-    }).encode()
-    _call(conn, "PUT", f"/v2/{repository}/manifests/{tag}", 201,
-          {**auth, "Content-Type": MANIFEST_TYPE}, manifest)
-    _call(conn, "GET", f"/v2/{repository}/manifests/{tag}", 200,
-          {**auth, "Accept": MANIFEST_TYPE})
+        _call(
+            conn,
+            "PUT",
+            f"{target}digest={_digest(blob)}",
+            201,
+            {**auth, "Content-Type": "application/octet-stream"},
+            blob,
+        )
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_TYPE,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": _digest(config),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": _digest(layer),
+                    "size": len(layer),
+                }
+            ],
+        }
+    ).encode()
+    _call(
+        conn,
+        "PUT",
+        f"/v2/{repository}/manifests/{tag}",
+        201,
+        {**auth, "Content-Type": MANIFEST_TYPE},
+        manifest,
+    )
+    _call(conn, "GET", f"/v2/{repository}/manifests/{tag}", 200, {**auth, "Accept": MANIFEST_TYPE})
     return time.monotonic() - started
 
 

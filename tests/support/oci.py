@@ -64,8 +64,12 @@ def random_gzip_file(path: Path, size: int) -> None:
             remaining -= n
 
 
-def make_layout(layout: Path, tag: str = "latest", files: dict[str, bytes] | None = None,
-                big_layer: Path | None = None) -> str:
+def make_layout(
+    layout: Path,
+    tag: str = "latest",
+    files: dict[str, bytes] | None = None,
+    big_layer: Path | None = None,
+) -> str:
     """Write an OCI layout with one image; return the manifest digest.
 
     `files` become a gzip tar layer (unpackable by containerd); `big_layer` (a file, moved
@@ -78,29 +82,51 @@ def make_layout(layout: Path, tag: str = "latest", files: dict[str, bytes] | Non
     layers = []
     diff_ids = []
     compressed = gzip.compress(raw, mtime=0)
-    layers.append({"mediaType": OCI_LAYER_GZIP, "digest": _write_blob(layout, compressed),
-                   "size": len(compressed)})
+    layers.append(
+        {
+            "mediaType": OCI_LAYER_GZIP,
+            "digest": _write_blob(layout, compressed),
+            "size": len(compressed),
+        }
+    )
     diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
     if big_layer is not None:
         digest, size = _write_blob_file(layout, big_layer)
         layers.append({"mediaType": OCI_LAYER_GZIP, "digest": digest, "size": size})
         diff_ids.append(digest)
-    config = json.dumps({
-        "architecture": "amd64", "os": "linux",
-        "config": {}, "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    }).encode()
-    manifest = json.dumps({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": _write_blob(layout, config), "size": len(config)},
-        "layers": layers,
-    }).encode()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": _write_blob(layout, config),
+                "size": len(config),
+            },
+            "layers": layers,
+        }
+    ).encode()
     manifest_digest = _write_blob(layout, manifest)
-    index = {"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest,
-        "size": len(manifest), "annotations": {"org.opencontainers.image.ref.name": tag},
-        "platform": {"architecture": "amd64", "os": "linux"}}]}
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": manifest_digest,
+                "size": len(manifest),
+                "annotations": {"org.opencontainers.image.ref.name": tag},
+                "platform": {"architecture": "amd64", "os": "linux"},
+            }
+        ],
+    }
     (layout / "index.json").write_text(json.dumps(index))
     return manifest_digest
 

@@ -34,17 +34,30 @@ class PodmanStorage:
         self.containers_conf = workdir / "containers.conf"
         self.containers_conf.write_text(
             '[engine]\nevents_logger = "file"\ncgroup_manager = "cgroupfs"\n'
-            f'[network]\nnetwork_backend = "cni"\nnetwork_config_dir = "{workdir / "net"}"\n')
+            f'[network]\nnetwork_backend = "cni"\nnetwork_config_dir = "{workdir / "net"}"\n'
+        )
         self.storage_conf = workdir / "storage.conf"
-        self.storage_conf.write_text(f'[storage]\ndriver = "vfs"\nrunroot = "{self.runroot}"\n'
-                                     f'graphroot = "{self.root}"\n')
+        self.storage_conf.write_text(
+            f'[storage]\ndriver = "vfs"\nrunroot = "{self.runroot}"\ngraphroot = "{self.root}"\n'
+        )
         self.registries_conf = workdir / "registries.conf"
         self.registries_conf.write_text("unqualified-search-registries = []\n")
 
     def global_options(self) -> list[str]:
-        return ["--root", str(self.root), "--runroot", str(self.runroot), "--storage-driver",
-                "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "file", "--tmpdir",
-                str(self.tmpdir)]
+        return [
+            "--root",
+            str(self.root),
+            "--runroot",
+            str(self.runroot),
+            "--storage-driver",
+            "vfs",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "file",
+            "--tmpdir",
+            str(self.tmpdir),
+        ]
 
 
 @dataclass
@@ -57,13 +70,22 @@ class PodmanClient:
         if not self.auth_file.exists():
             self.auth_file.parent.mkdir(parents=True, exist_ok=True)
             self.auth_file.write_text("{}")  # podman 4.3 refuses a missing REGISTRY_AUTH_FILE
-        env = {**os.environ, "CONTAINERS_CONF": str(self.storage.containers_conf),
-               "CONTAINERS_STORAGE_CONF": str(self.storage.storage_conf),
-               "CONTAINERS_REGISTRIES_CONF": str(self.storage.registries_conf),
-               "REGISTRY_AUTH_FILE": str(self.auth_file)}
-        done = subprocess.run([PODMAN, *self.storage.global_options(), *args], input=input,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              timeout=timeout, env=env)
+        env = {
+            **os.environ,
+            "CONTAINERS_CONF": str(self.storage.containers_conf),
+            "CONTAINERS_STORAGE_CONF": str(self.storage.storage_conf),
+            "CONTAINERS_REGISTRIES_CONF": str(self.storage.registries_conf),
+            "REGISTRY_AUTH_FILE": str(self.auth_file),
+        }
+        done = subprocess.run(
+            [PODMAN, *self.storage.global_options(), *args],
+            input=input,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
         return Result(done.returncode, done.stdout)
 
     def remote(self, *args: str, input: str | None = None) -> Result:

@@ -30,8 +30,14 @@ def bcrypt_hash(password: str) -> str:
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()
 
 
-def policy_text(hashes: dict[str, str], mode: str = "enforce", lifetime: int = 120,
-                extra_rules: str = "", upstream_extra: str = "", top_extra: str = "") -> str:
+def policy_text(
+    hashes: dict[str, str],
+    mode: str = "enforce",
+    lifetime: int = 120,
+    extra_rules: str = "",
+    upstream_extra: str = "",
+    top_extra: str = "",
+) -> str:
     """The integration-test policy; `mode` is the upstream mode (enforce or delegate)."""
     return f"""version: 1
 service: {SERVICE}
@@ -40,10 +46,10 @@ token:
   lifetime: {lifetime}
 accounts:
   ci:
-    password_hash: "{hashes['ci']}"
+    password_hash: "{hashes["ci"]}"
     groups: [ci]
   alice:
-    password_hash: "{hashes['alice']}"
+    password_hash: "{hashes["alice"]}"
     groups: [dev]
     labels:
       team: [web]
@@ -93,6 +99,7 @@ def htpasswd_file(path: Path, users: dict[str, str]) -> Path:
     """An htpasswd file (bcrypt, by Apache's `htpasswd`) for a registry's own accounts."""
     path.write_text("")
     for user, password in users.items():
-        subprocess.run(["htpasswd", "-bB", str(path), user, password], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["htpasswd", "-bB", str(path), user, password], check=True, capture_output=True
+        )
     return path

@@ -100,13 +100,23 @@ class ProxyProcess:
         return self.process.returncode
 
 
-def start_proxy(workdir: Path, certs_dir: Path, policy: Path, upstream: str | None,
-                env: dict[str, str] | None = None, extra: list[str] | None = None,
-                upstream_ca: Path | None = None, wait: bool = True,
-                timeout: float = 30.0, port: int | None = None,
-                web_port: int | None = None,
-                prefix: list[str] | None = None, listen_host: str = "127.0.0.1",
-                public_url: str | None = None, admin_listen: str = "off") -> ProxyProcess:
+def start_proxy(
+    workdir: Path,
+    certs_dir: Path,
+    policy: Path,
+    upstream: str | None,
+    env: dict[str, str] | None = None,
+    extra: list[str] | None = None,
+    upstream_ca: Path | None = None,
+    wait: bool = True,
+    timeout: float = 30.0,
+    port: int | None = None,
+    web_port: int | None = None,
+    prefix: list[str] | None = None,
+    listen_host: str = "127.0.0.1",
+    public_url: str | None = None,
+    admin_listen: str = "off",
+) -> ProxyProcess:
     # The admin listener is off unless a test asks for it (`127.0.0.1:0`: any free port): its
     # readiness probe sends GET /v2/ to the upstream, which tests that count what reaches the
     # upstream must not see.
@@ -116,9 +126,23 @@ def start_proxy(workdir: Path, certs_dir: Path, policy: Path, upstream: str | No
     output_path = workdir / "regauth.out"
     # `prefix` wraps the process, e.g. ["faketime", "-f", "+2h"] for a skewed clock.
     listen = f"[{listen_host}]" if ":" in listen_host else listen_host  # "": every address
-    cmd = [*(prefix or []), str(REGAUTH), "serve", "--listen", f"{listen}:{port}",
-           "--certs-dir", str(certs_dir), "--policy", str(policy), "--log", str(log_path),
-           "--registry-dir", str(workdir / "registry"), "--admin-listen", admin_listen]
+    cmd = [
+        *(prefix or []),
+        str(REGAUTH),
+        "serve",
+        "--listen",
+        f"{listen}:{port}",
+        "--certs-dir",
+        str(certs_dir),
+        "--policy",
+        str(policy),
+        "--log",
+        str(log_path),
+        "--registry-dir",
+        str(workdir / "registry"),
+        "--admin-listen",
+        admin_listen,
+    ]
     if upstream:
         cmd += ["--upstream", upstream]
     if public_url:
@@ -129,8 +153,13 @@ def start_proxy(workdir: Path, certs_dir: Path, policy: Path, upstream: str | No
         cmd += ["--web", "--web-port", str(web_port)]
     if extra:
         cmd += ["--", *extra]
-    process = subprocess.Popen(cmd, stdout=output_path.open("wb"), stderr=subprocess.STDOUT,
-                               env={**os.environ, **(env or {})}, start_new_session=True)
+    process = subprocess.Popen(
+        cmd,
+        stdout=output_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
     proxy = ProxyProcess(process, port, workdir, certs_dir, log_path, output_path)
     if public_url:
         proxy.host = urlsplit(public_url).hostname or "localhost"

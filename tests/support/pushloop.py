@@ -62,8 +62,9 @@ def _kid(token: str) -> str:
 class PushLoop:
     """`workers` threads pushing to `demo/loop-N` until `stop()`."""
 
-    def __init__(self, port: int, ca: Path, service: str, credentials: tuple[str, str],
-                 workers: int = 2) -> None:
+    def __init__(
+        self, port: int, ca: Path, service: str, credentials: tuple[str, str], workers: int = 2
+    ) -> None:
         self.port = port
         self.context = ssl.create_default_context(cafile=str(ca))
         self.service = service
@@ -71,8 +72,9 @@ class PushLoop:
         self.result = LoopResult()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True)
-                         for n in range(workers)]
+        self._threads = [
+            threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(workers)
+        ]
 
     def start(self) -> None:
         for thread in self._threads:
@@ -85,12 +87,18 @@ class PushLoop:
         return self.result
 
     def _connect(self) -> http.client.HTTPSConnection:
-        return http.client.HTTPSConnection("localhost", self.port, context=self.context,
-                                           timeout=60)
+        return http.client.HTTPSConnection("localhost", self.port, context=self.context, timeout=60)
 
-    def _call(self, conn: http.client.HTTPSConnection, method: str, target: str, what: str,
-              expected: int, headers: dict[str, str] | None = None,
-              body: bytes | None = None) -> http.client.HTTPResponse | None:
+    def _call(
+        self,
+        conn: http.client.HTTPSConnection,
+        method: str,
+        target: str,
+        what: str,
+        expected: int,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> http.client.HTTPResponse | None:
         started, t0 = time.time(), time.monotonic()
         try:
             conn.request(method, target, body=body, headers=headers or {})
@@ -98,12 +106,20 @@ class PushLoop:
             response.read()
         except (OSError, http.client.HTTPException) as e:
             conn.close()  # the next request reconnects
-            self._add(Sample(started, time.monotonic() - t0, method, what, None, False,
-                             repr(e)))
+            self._add(Sample(started, time.monotonic() - t0, method, what, None, False, repr(e)))
             return None
         ok = response.status == expected
-        self._add(Sample(started, time.monotonic() - t0, method, what, response.status, ok,
-                         "" if ok else response.headers.get("www-authenticate", "")))
+        self._add(
+            Sample(
+                started,
+                time.monotonic() - t0,
+                method,
+                what,
+                response.status,
+                ok,
+                "" if ok else response.headers.get("www-authenticate", ""),
+            )
+        )
         return response if ok else None
 
     def _add(self, sample: Sample) -> None:
@@ -129,8 +145,7 @@ class PushLoop:
             body = response.read()
         except (OSError, http.client.HTTPException) as e:
             conn.close()
-            self._add(Sample(started, time.monotonic() - t0, "GET", "token", None, False,
-                             repr(e)))
+            self._add(Sample(started, time.monotonic() - t0, "GET", "token", None, False, repr(e)))
             return None
         ok = response.status == 200
         self._add(Sample(started, time.monotonic() - t0, "GET", "token", response.status, ok))
@@ -149,28 +164,67 @@ class PushLoop:
         layer = os.urandom(512)
         config = json.dumps({"architecture": "amd64", "os": "linux", "n": n}).encode()
         for blob in (layer, config):
-            started = self._call(conn, "POST", f"/v2/{repo}/blobs/uploads/", "upload-start",
-                                 202, auth)
+            started = self._call(
+                conn, "POST", f"/v2/{repo}/blobs/uploads/", "upload-start", 202, auth
+            )
             if started is None:
                 return
             location = started.headers["Location"]
             separator = "&" if "?" in location else "?"
-            if self._call(conn, "PUT", f"{location}{separator}digest={_digest(blob)}",
-                          "upload-finish", 201,
-                          {**auth, "Content-Type": "application/octet-stream"}, blob) is None:
+            if (
+                self._call(
+                    conn,
+                    "PUT",
+                    f"{location}{separator}digest={_digest(blob)}",
+                    "upload-finish",
+                    201,
+                    {**auth, "Content-Type": "application/octet-stream"},
+                    blob,
+                )
+                is None
+            ):
                 return
-        if self._call(conn, "HEAD", f"/v2/{repo}/blobs/{_digest(layer)}", "blob-head", 200,
-                      auth) is None:
+        if (
+            self._call(conn, "HEAD", f"/v2/{repo}/blobs/{_digest(layer)}", "blob-head", 200, auth)
+            is None
+        ):
             return
-        manifest = json.dumps({
-            "schemaVersion": 2, "mediaType": MANIFEST_TYPE,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                       "digest": _digest(config), "size": len(config)},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                        "digest": _digest(layer), "size": len(layer)}],
-        }).encode()
-        if self._call(conn, "PUT", f"/v2/{repo}/manifests/{n}", "manifest-put", 201,
-                      {**auth, "Content-Type": MANIFEST_TYPE}, manifest) is None:
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": MANIFEST_TYPE,
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": _digest(config),
+                    "size": len(config),
+                },
+                "layers": [
+                    {
+                        "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": _digest(layer),
+                        "size": len(layer),
+                    }
+                ],
+            }
+        ).encode()
+        if (
+            self._call(
+                conn,
+                "PUT",
+                f"/v2/{repo}/manifests/{n}",
+                "manifest-put",
+                201,
+                {**auth, "Content-Type": MANIFEST_TYPE},
+                manifest,
+            )
+            is None
+        ):
             return
-        self._call(conn, "GET", f"/v2/{repo}/manifests/{n}", "manifest-get", 200,
-                   {**auth, "Accept": MANIFEST_TYPE})
+        self._call(
+            conn,
+            "GET",
+            f"/v2/{repo}/manifests/{n}",
+            "manifest-get",
+            200,
+            {**auth, "Accept": MANIFEST_TYPE},
+        )

@@ -46,8 +46,11 @@ def pairs(mark: pytest.Mark) -> Iterator[tuple[str, str]]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "client_scenario(client, *scenarios): the README "
-                            "compatibility-matrix cells this test demonstrates")
+    config.addinivalue_line(
+        "markers",
+        "client_scenario(client, *scenarios): the README "
+        "compatibility-matrix cells this test demonstrates",
+    )
     config.addinivalue_line("markers", "runs_last: run after every other test")
 
 
@@ -56,8 +59,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
-                              ) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
     if report.when != "call" and not report.failed:

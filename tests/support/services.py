@@ -49,9 +49,25 @@ class Redis:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = (self.workdir / "redis.log").open("ab")
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir), "--protected-mode", "yes"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+                "--protected-mode",
+                "yes",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -91,8 +107,11 @@ def without_send_proxy(text: str) -> str:
     then connects to the replicas without a PROXY protocol header (for replicas started
     without `--proxy-protocol`). Raises if the config no longer has that line."""
     lines = text.splitlines(keepends=True)
-    found = [i for i, line in enumerate(lines)
-             if line.lstrip().startswith("default-server") and SEND_PROXY in line]
+    found = [
+        i
+        for i, line in enumerate(lines)
+        if line.lstrip().startswith("default-server") and SEND_PROXY in line
+    ]
     if len(found) != 1:
         raise ValueError("haproxy.cfg: expected one `default-server ... send-proxy-v2` line")
     lines[found[0]] = lines[found[0]].replace(SEND_PROXY, "")
@@ -127,9 +146,11 @@ class HAProxy:
         return self.workdir / "haproxy-no-proxy-protocol.cfg"
 
     def environment(self) -> dict[str, str]:
-        env = {"REGAUTH_FRONTEND": f"127.0.0.1:{self.port}",
-               "REGAUTH_STATS": f"127.0.0.1:{self.stats_port}",
-               "REGAUTH_HAPROXY_PIDFILE": str(self.workdir / "haproxy.pid")}
+        env = {
+            "REGAUTH_FRONTEND": f"127.0.0.1:{self.port}",
+            "REGAUTH_STATS": f"127.0.0.1:{self.stats_port}",
+            "REGAUTH_HAPROXY_PIDFILE": str(self.workdir / "haproxy.pid"),
+        }
         for i, replica in enumerate(self.replicas, start=1):
             env[f"REGAUTH_REPLICA_{i}"] = f"127.0.0.1:{replica.port}"
             env[f"REGAUTH_REPLICA_{i}_ADMIN"] = str(replica.admin_port)
@@ -143,15 +164,20 @@ class HAProxy:
         if not self.proxy_protocol:
             self.config.write_text(without_send_proxy(HAPROXY_CONFIG.read_text()))
         env = {**os.environ, **self.environment()}
-        check = subprocess.run([binary, "-c", "-f", str(self.config)], env=env,
-                               capture_output=True, text=True)
+        check = subprocess.run(
+            [binary, "-c", "-f", str(self.config)], env=env, capture_output=True, text=True
+        )
         if check.returncode != 0:
             raise RuntimeError(f"haproxy -c failed:\n{check.stdout}{check.stderr}")
         log = (self.workdir / "haproxy.log").open("ab")
         # -db: stay in the foreground (this process is the one to stop).
-        self.process = subprocess.Popen([binary, "-db", "-f", str(self.config)], env=env,
-                                        stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            [binary, "-db", "-f", str(self.config)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -171,15 +197,15 @@ class HAProxy:
         """Server name -> status (UP, DOWN, ...) from the stats socket page (CSV)."""
         import urllib.request
 
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.stats_port}/stats;csv",
-                                    timeout=5) as response:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.stats_port}/stats;csv", timeout=5
+        ) as response:
             lines = response.read().decode().splitlines()
         header = lines[0].lstrip("# ").split(",")
         states = {}
         for line in lines[1:]:
             row = dict(zip(header, line.split(","), strict=False))
-            if row.get("pxname") == "regauth" and row.get("svname") not in ("FRONTEND",
-                                                                            "BACKEND"):
+            if row.get("pxname") == "regauth" and row.get("svname") not in ("FRONTEND", "BACKEND"):
                 states[row["svname"]] = row["status"]
         return states
 

@@ -20,8 +20,9 @@ class Result:
 
 
 def run(cmd: list[str], timeout: float = 300) -> Result:
-    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout,
-                          text=True)
+    done = subprocess.run(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout, text=True
+    )
     return Result(done.returncode, done.stdout)
 
 
@@ -44,15 +45,16 @@ class Containerd:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "config.toml"
         config.write_text(f"""version = 2
-root = "{self.workdir / 'root'}"
-state = "{self.workdir / 'state'}"
+root = "{self.workdir / "root"}"
+state = "{self.workdir / "state"}"
 disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [grpc]
   address = "{self.socket}"
 """)
         log = (self.workdir / "containerd.log").open("wb")
-        self.process = subprocess.Popen([binary, "--config", str(config)], stdout=log,
-                                        stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [binary, "--config", str(config)], stdout=log, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.ctr("version").ok:
@@ -61,8 +63,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         raise RuntimeError("containerd did not start")
 
     def ctr(self, *args: str, timeout: float = 300) -> Result:
-        return run(["ctr", "--address", str(self.socket), "--namespace", "regauth-tests", *args],
-                   timeout)
+        return run(
+            ["ctr", "--address", str(self.socket), "--namespace", "regauth-tests", *args], timeout
+        )
 
     def trusting(self, netloc: str, ca: Path) -> list[str]:
         """ctr options for a registry at `netloc` served over TLS with `ca`: a hosts.toml, as

@@ -28,14 +28,34 @@ from tornado.websocket import websocket_connect
 
 # Content views a flow can be shown with (contentviews.registry.available_views(), plus
 # regauth's `jwt`); `query` is hidden from mitmweb's menu but answered all the same.
-ALL_VIEWS = ("auto", "dns", "graphql", "grpc", "hex dump", "hex stream", "http/3 frames",
-             "image", "javascript", "json", "jwt", "mqtt", "msgpack", "multipart form",
-             "protobuf", "query", "raw", "socket.io", "url-encoded", "viewcss", "wbxml",
-             "xml/html", "zip archive")
+ALL_VIEWS = (
+    "auto",
+    "dns",
+    "graphql",
+    "grpc",
+    "hex dump",
+    "hex stream",
+    "http/3 frames",
+    "image",
+    "javascript",
+    "json",
+    "jwt",
+    "mqtt",
+    "msgpack",
+    "multipart form",
+    "protobuf",
+    "query",
+    "raw",
+    "socket.io",
+    "url-encoded",
+    "viewcss",
+    "wbxml",
+    "xml/html",
+    "zip archive",
+)
 # The views that render headers, forms, queries, JSON or bytes as text: enough for the
 # snapshots taken while traffic runs (the last snapshot uses ALL_VIEWS).
-TEXT_VIEWS = ("auto", "raw", "jwt", "json", "query", "url-encoded", "multipart form",
-              "hex stream")
+TEXT_VIEWS = ("auto", "raw", "jwt", "json", "query", "url-encoded", "multipart form", "hex stream")
 
 
 def web_token(output: str, web_port: int) -> str:
@@ -70,10 +90,13 @@ class WebApi:
         self.cookies = {"_mitmproxy_xsrf": self.xsrf}
         self._conn: http.client.HTTPConnection | None = None
 
-    def request(self, method: str, path: str, body: object = None,
-                raw: bytes | None = None) -> WebReply:
-        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items()),
-                   "X-XSRFToken": self.xsrf}
+    def request(
+        self, method: str, path: str, body: object = None, raw: bytes | None = None
+    ) -> WebReply:
+        headers = {
+            "Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items()),
+            "X-XSRFToken": self.xsrf,
+        }
         if len(self.cookies) == 1:  # no auth cookie yet
             headers["Authorization"] = f"Bearer {self.token}"
         data = raw
@@ -82,8 +105,9 @@ class WebApi:
             headers["Content-Type"] = "application/json"
         for attempt in range(2):
             if self._conn is None:
-                self._conn = http.client.HTTPConnection("127.0.0.1", self.port,
-                                                        timeout=self.timeout)
+                self._conn = http.client.HTTPConnection(
+                    "127.0.0.1", self.port, timeout=self.timeout
+                )
             try:
                 self._conn.request(method, path, body=data, headers=headers)
                 response = self._conn.getresponse()
@@ -144,7 +168,8 @@ class WebApi:
                     continue
                 base = f"/flows/{flow['id']}/{part}"
                 shown[f"{base}/content.data"] = self.get(f"{base}/content.data").body.decode(
-                    "latin-1")
+                    "latin-1"
+                )
                 for view in views:
                     path = f"{base}/content/{quote(view)}.json"
                     shown[path] = self.get(path).text
@@ -163,8 +188,9 @@ class UpdatesSubscriber:
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._conn: WebSocketClientConnection | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True,
-                                        name="updates-subscriber")
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._main()), daemon=True, name="updates-subscriber"
+        )
 
     def start(self, timeout: float = 15) -> UpdatesSubscriber:
         self._thread.start()
@@ -177,8 +203,9 @@ class UpdatesSubscriber:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         try:
-            self._conn = await websocket_connect(HTTPRequest(
-                self.url, headers={"Authorization": f"Bearer {self.token}"}))
+            self._conn = await websocket_connect(
+                HTTPRequest(self.url, headers={"Authorization": f"Bearer {self.token}"})
+            )
         except Exception as e:  # reported by start()
             self._error = e
             self._ready.set()
@@ -188,8 +215,9 @@ class UpdatesSubscriber:
             message = await self._conn.read_message()
             if message is None:
                 return
-            self.messages.append(message if isinstance(message, str)
-                                 else message.decode("utf-8", "replace"))
+            self.messages.append(
+                message if isinstance(message, str) else message.decode("utf-8", "replace")
+            )
 
     def send(self, message: dict) -> None:
         assert self._loop is not None and self._conn is not None
@@ -254,7 +282,10 @@ def summarize(leaks: list[str], places: int = 3) -> str:
     by_what: dict[str, list[str]] = {}
     for leak in leaks:
         where, _, what = leak.rpartition(": ")
-        by_what.setdefault(what if not what.startswith("a ") else what.split(" (")[0],
-                           []).append(where)
-    return "\n".join(f"{what} ({len(wheres)} places): {', '.join(wheres[:places])}"
-                     for what, wheres in by_what.items())
+        by_what.setdefault(what if not what.startswith("a ") else what.split(" (")[0], []).append(
+            where
+        )
+    return "\n".join(
+        f"{what} ({len(wheres)} places): {', '.join(wheres[:places])}"
+        for what, wheres in by_what.items()
+    )

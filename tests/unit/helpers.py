@@ -30,8 +30,9 @@ def scope(text: str) -> ResourceScope:
     return parse_scope(text)
 
 
-def build_runtime(tmp_path: Path, certs_dir: Path, text: str,
-                  upstream: str = "http://127.0.0.1:5000") -> Runtime:
+def build_runtime(
+    tmp_path: Path, certs_dir: Path, text: str, upstream: str = "http://127.0.0.1:5000"
+) -> Runtime:
     path = tmp_path / "policy.yaml"
     path.write_text(text)
     return runtime.build_runtime(path, certs_dir, upstream)

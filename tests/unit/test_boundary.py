@@ -25,9 +25,13 @@ MITMPROXY_ALLOWED = ("mitm/", "cli.py")
 
 
 def _ruff_on(path: str, source: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(RUFF), "check", "--no-cache", "--select", "TID251",
-                           "--stdin-filename", path, "-"], input=source, text=True,
-                          capture_output=True, cwd=REPO)
+    return subprocess.run(
+        [str(RUFF), "check", "--no-cache", "--select", "TID251", "--stdin-filename", path, "-"],
+        input=source,
+        text=True,
+        capture_output=True,
+        cwd=REPO,
+    )
 
 
 def _import_of(module: str) -> str:
@@ -35,29 +39,48 @@ def _import_of(module: str) -> str:
     return f"from {top} import {rest}\n" if rest else f"import {module}\n"
 
 
-@pytest.mark.parametrize("source", ["from mitmproxy import http\n", "import mitmproxy.ctx\n",
-                                    "from mitmproxy.proxy import layers\n"])
-@pytest.mark.parametrize("path", ["addons/regauth/new_module.py",
-                                  "addons/regauth/protocol/new.py",
-                                  "addons/regauth/ops/new.py",
-                                  "addons/regauth/tools/new.py"])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from mitmproxy import http\n",
+        "import mitmproxy.ctx\n",
+        "from mitmproxy.proxy import layers\n",
+    ],
+)
+@pytest.mark.parametrize(
+    "path",
+    [
+        "addons/regauth/new_module.py",
+        "addons/regauth/protocol/new.py",
+        "addons/regauth/ops/new.py",
+        "addons/regauth/tools/new.py",
+    ],
+)
 def test_a_mitmproxy_import_outside_the_adapters_fails_the_lint(path, source):
     result = _ruff_on(path, source)
     assert result.returncode == 1
     assert "TID251" in result.stdout and "mitmproxy" in result.stdout
 
 
-@pytest.mark.parametrize("path", ["addons/regauth/mitm/new_adapter.py", "addons/regauth/cli.py",
-                                  "tests/unit/test_x.py"])
+@pytest.mark.parametrize(
+    "path", ["addons/regauth/mitm/new_adapter.py", "addons/regauth/cli.py", "tests/unit/test_x.py"]
+)
 def test_adapters_cli_and_tests_may_import_mitmproxy(path):
     assert _ruff_on(path, "from mitmproxy import http\n").returncode == 0
 
 
 @pytest.mark.parametrize("module", BANNED_IO)
-@pytest.mark.parametrize("path", ["addons/regauth/front.py", "addons/regauth/protocol/new.py",
-                                  "addons/regauth/policy/new.py",
-                                  "addons/regauth/tokens/new.py",
-                                  "addons/regauth/logins/new.py", "addons/regauth/tools/new.py"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "addons/regauth/front.py",
+        "addons/regauth/protocol/new.py",
+        "addons/regauth/policy/new.py",
+        "addons/regauth/tokens/new.py",
+        "addons/regauth/logins/new.py",
+        "addons/regauth/tools/new.py",
+    ],
+)
 def test_io_in_the_sans_io_core_fails_the_lint(module, path):
     for source in (_import_of(module), f"def f():\n    import {module}\n"):
         result = _ruff_on(path, source)
@@ -66,10 +89,17 @@ def test_io_in_the_sans_io_core_fails_the_lint(module, path):
 
 
 @pytest.mark.parametrize("module", BANNED_IO)
-@pytest.mark.parametrize("path", ["addons/regauth/ops/new.py", "addons/regauth/mitm/new.py",
-                                  "addons/regauth/logins/redis_store.py",
-                                  "addons/regauth/cli.py", "tests/integration/test_x.py",
-                                  "bench/x.py"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "addons/regauth/ops/new.py",
+        "addons/regauth/mitm/new.py",
+        "addons/regauth/logins/redis_store.py",
+        "addons/regauth/cli.py",
+        "tests/integration/test_x.py",
+        "bench/x.py",
+    ],
+)
 def test_io_is_allowed_where_the_map_says(module, path):
     assert _ruff_on(path, _import_of(module)).returncode == 0
 

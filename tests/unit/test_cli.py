@@ -12,22 +12,25 @@ from regauth import cli
 from regauth.tools import commands
 
 
-@pytest.mark.parametrize(("argv", "func"), [
-    (["certs", "init"], commands.certs_init),
-    (["certs", "bundle"], commands.certs_bundle),
-    (["certs", "list"], commands.certs_lifecycle),
-    (["certs", "rotate"], commands.certs_lifecycle),
-    (["certs", "activate", "k"], commands.certs_lifecycle),
-    (["certs", "retire", "k"], commands.certs_lifecycle),
-    (["passwd"], commands.passwd),
-    (["policy", "check", "p.yaml"], commands.policy_check),
-    (["policy", "test", "p.yaml", "t.yaml"], commands.policy_test),
-    (["policy", "diff", "a.yaml", "b.yaml"], commands.policy_diff),
-    (["policy", "explain", "p.yaml", "repository:a:pull"], commands.policy_explain),
-    (["replay", "log", "--policy", "p.yaml"], commands.replay),
-    (["trace", "log"], commands.trace),
-    (["serve"], commands.serve),
-])
+@pytest.mark.parametrize(
+    ("argv", "func"),
+    [
+        (["certs", "init"], commands.certs_init),
+        (["certs", "bundle"], commands.certs_bundle),
+        (["certs", "list"], commands.certs_lifecycle),
+        (["certs", "rotate"], commands.certs_lifecycle),
+        (["certs", "activate", "k"], commands.certs_lifecycle),
+        (["certs", "retire", "k"], commands.certs_lifecycle),
+        (["passwd"], commands.passwd),
+        (["policy", "check", "p.yaml"], commands.policy_check),
+        (["policy", "test", "p.yaml", "t.yaml"], commands.policy_test),
+        (["policy", "diff", "a.yaml", "b.yaml"], commands.policy_diff),
+        (["policy", "explain", "p.yaml", "repository:a:pull"], commands.policy_explain),
+        (["replay", "log", "--policy", "p.yaml"], commands.replay),
+        (["trace", "log"], commands.trace),
+        (["serve"], commands.serve),
+    ],
+)
 def test_each_subcommand_reaches_its_command(argv, func):
     assert cli.build_parser().parse_args(argv).func is func
 
@@ -38,8 +41,12 @@ def test_defaults_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("REGAUTH_WEB", "yes")
     monkeypatch.setenv("REGAUTH_WEB_PORT", "9999")
     args = cli.build_parser().parse_args(["serve"])
-    assert (args.certs_dir, args.listen, args.web, args.web_port) == \
-        ("/srv/certs", "0.0.0.0:443", True, 9999)
+    assert (args.certs_dir, args.listen, args.web, args.web_port) == (
+        "/srv/certs",
+        "0.0.0.0:443",
+        True,
+        9999,
+    )
     monkeypatch.delenv("REGAUTH_CERTS_DIR")
     monkeypatch.setenv("REGAUTH_WEB", "0")
     args = cli.build_parser().parse_args(["serve"])

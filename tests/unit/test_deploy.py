@@ -24,13 +24,20 @@ VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 
 
 def _documents() -> list[tuple[str, dict]]:
-    return [(f"{path.name}#{i}", doc) for path in sorted(K8S.glob("*.yaml"))
-            for i, doc in enumerate(yaml.safe_load_all(path.read_text())) if doc]
+    return [
+        (f"{path.name}#{i}", doc)
+        for path in sorted(K8S.glob("*.yaml"))
+        for i, doc in enumerate(yaml.safe_load_all(path.read_text()))
+        if doc
+    ]
 
 
 def _kind(kind: str, name: str | None = None) -> dict:
-    found = [d for _, d in _documents() if d["kind"] == kind and
-             (name is None or d["metadata"]["name"] == name)]
+    found = [
+        d
+        for _, d in _documents()
+        if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)
+    ]
     assert len(found) == 1, (kind, name, len(found))
     return found[0]
 
@@ -44,8 +51,9 @@ def test_every_manifest_validates(where, document, version):
 def test_validation_catches_a_mistake():
     deployment = _kind("Deployment", "regauth")
     broken = yaml.safe_load(yaml.safe_dump(deployment))
-    broken["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["pathh"] = \
+    broken["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["pathh"] = (
         "/readyz"
+    )
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, VERSIONS[-1], strict=True)
 
@@ -76,8 +84,9 @@ def test_the_deployment_runs_replicas_with_probes_on_the_admin_port():
     assert annotations["prometheus.io/port"] == str(admin_port)
     assert annotations["prometheus.io/path"] == "/metrics"
     assert args["--state"].startswith("redis://regauth-redis:")
-    assert _kind("Service", "regauth-redis")["spec"]["ports"][0]["port"] == \
-        int(args["--state"].rpartition(":")[2].split("/")[0])
+    assert _kind("Service", "regauth-redis")["spec"]["ports"][0]["port"] == int(
+        args["--state"].rpartition(":")[2].split("/")[0]
+    )
 
 
 def test_the_certs_secret_and_the_policy_configmap_are_mounted_where_regauth_reads():
@@ -108,12 +117,22 @@ def test_the_shipped_policy_is_valid(tmp_path):
 
 
 def test_the_haproxy_config_is_valid_and_checks_readiness():
-    env = {**os.environ, "REGAUTH_FRONTEND": "127.0.0.1:1443", "REGAUTH_STATS": "127.0.0.1:1404",
-           "REGAUTH_REPLICA_1": "127.0.0.1:5441", "REGAUTH_REPLICA_1_ADMIN": "9091",
-           "REGAUTH_REPLICA_2": "127.0.0.1:5442", "REGAUTH_REPLICA_2_ADMIN": "9092"}
+    env = {
+        **os.environ,
+        "REGAUTH_FRONTEND": "127.0.0.1:1443",
+        "REGAUTH_STATS": "127.0.0.1:1404",
+        "REGAUTH_REPLICA_1": "127.0.0.1:5441",
+        "REGAUTH_REPLICA_1_ADMIN": "9091",
+        "REGAUTH_REPLICA_2": "127.0.0.1:5442",
+        "REGAUTH_REPLICA_2_ADMIN": "9092",
+    }
     config = DEPLOY / "haproxy" / "haproxy.cfg"
-    done = subprocess.run([shutil.which("haproxy") or "/usr/sbin/haproxy", "-c", "-f",
-                           str(config)], env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [shutil.which("haproxy") or "/usr/sbin/haproxy", "-c", "-f", str(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "[WARNING]" not in done.stdout + done.stderr
     text = config.read_text()
@@ -125,15 +144,18 @@ def test_haproxy_names_clients_with_the_proxy_protocol_and_checks_without():
     --proxy-protocol); the readiness checks go to the admin port without one (HAProxy sends it
     on checks only with `check-send-proxy`, or without a check `port`).
     tests/integration/test_proxy_protocol_haproxy.py runs this for real."""
-    lines = [line.split("#", 1)[0].split() for line in
-             (DEPLOY / "haproxy" / "haproxy.cfg").read_text().splitlines()]
+    lines = [
+        line.split("#", 1)[0].split()
+        for line in (DEPLOY / "haproxy" / "haproxy.cfg").read_text().splitlines()
+    ]
     [default_server] = [words for words in lines if words[:1] == ["default-server"]]
     assert "send-proxy-v2" in default_server
     servers = [words for words in lines if words[:1] == ["server"]]
     assert len(servers) >= 2
     for words in servers + [default_server]:
-        assert not any(w.startswith("check-send-proxy") or w == "no-send-proxy-v2"
-                       for w in words), words
+        assert not any(
+            w.startswith("check-send-proxy") or w == "no-send-proxy-v2" for w in words
+        ), words
     for words in servers:
         assert "check" in words and words[words.index("port") + 1].endswith('_ADMIN}"'), words
     assert "--proxy-protocol" in (DEPLOY / "haproxy" / "haproxy.cfg").read_text()
@@ -144,11 +166,18 @@ def test_the_systemd_units_verify(tmp_path):
     for unit in (DEPLOY / "systemd").glob("*.service"):
         text = unit.read_text().replace("/opt/regauth/.venv/bin/regauth", str(regauth))
         (tmp_path / unit.name).write_text(text)
-    done = subprocess.run(["systemd-analyze", "verify", "--man=no",
-                           str(tmp_path / "regauth@1.service"),
-                           str(tmp_path / "regauth-init.service")],
-                          env={**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:"},
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            "systemd-analyze",
+            "verify",
+            "--man=no",
+            str(tmp_path / "regauth@1.service"),
+            str(tmp_path / "regauth-init.service"),
+        ],
+        env={**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:"},
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0 and not done.stderr.strip(), done.stderr
 
 
@@ -159,14 +188,18 @@ def test_the_systemd_replicas_trust_haproxy_on_their_host():
 
     from regauth.mitm.patches.proxy_header import parse_networks
 
-    values = dict(line.split("=", 1) for line in
-                  (DEPLOY / "systemd" / "regauth.env.example").read_text().splitlines()
-                  if line and not line.startswith("#"))
+    values = dict(
+        line.split("=", 1)
+        for line in (DEPLOY / "systemd" / "regauth.env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     networks = parse_networks(values["REGAUTH_PROXY_PROTOCOL"])
     assert networks == (ipaddress.ip_network("127.0.0.1/32"),)
-    replica = dict(line.split("=", 1) for line in
-                   (DEPLOY / "systemd" / "replica-1.env.example").read_text().splitlines()
-                   if line and not line.startswith("#"))
+    replica = dict(
+        line.split("=", 1)
+        for line in (DEPLOY / "systemd" / "replica-1.env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     assert ipaddress.ip_address(replica["REGAUTH_LISTEN"].rpartition(":")[0]) in networks[0]
 
 
@@ -196,20 +229,24 @@ def test_the_deployment_sends_no_proxy_protocol_by_default_and_the_alternative_i
     lines = text.splitlines()
     start = lines.index("  # annotations:")
     block = [lines[start].replace("# ", "", 1)]
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if not line.startswith("  #   "):
             break
         block.append(line.replace("#", " ", 1))
     annotations = yaml.safe_load("\n".join(block))["annotations"]
     assert annotations["service.beta.kubernetes.io/aws-load-balancer-proxy-protocol"] == "*"
-    assert annotations["service.beta.kubernetes.io/aws-load-balancer-healthcheck-port"] == \
-        str(int(args["--admin-listen"].rpartition(":")[2]))
+    assert annotations["service.beta.kubernetes.io/aws-load-balancer-healthcheck-port"] == str(
+        int(args["--admin-listen"].rpartition(":")[2])
+    )
     alternative = yaml.safe_load(yaml.safe_dump(service))
     alternative["metadata"]["annotations"] = annotations
     for version in VERSIONS:
         kubernetes_validate.validate(alternative, version, strict=True)
-    [commented] = [line.split("# - ", 1)[1] for line in lines
-                   if line.strip().startswith("# - --proxy-protocol=")]
+    [commented] = [
+        line.split("# - ", 1)[1]
+        for line in lines
+        if line.strip().startswith("# - --proxy-protocol=")
+    ]
     container = _kind("Deployment", "regauth")["spec"]["template"]["spec"]["containers"][0]
     parsed = build_parser().parse_args([*container["args"], commented])
     assert parse_networks(parsed.proxy_protocol)

@@ -18,15 +18,21 @@ from tests.support.invariant import logged_path
 from tests.support.invariant import parse_access_log
 
 # Lines as distribution 2.8.2 (gorilla/handlers' CombinedLoggingHandler) wrote them.
-ESCAPED = ('127.0.0.1 - - [30/Nov/2026:09:32:15 +0000] "GET /v2/a\\"b\\\\c/tags/list?x=%22&y='
-           '\\"z\u00e9 HTTP/1.1" 404 19 "r\\"f" "ua \\"quoted\\" \\\\ back"')
-LOGRUS = ('time="2026-11-30T09:32:01.01Z" level=info msg="response completed" '
-          'http.request.method=GET http.request.uri=/v2/ http.request.useragent="x" HTTP/1.1"')
+ESCAPED = (
+    '127.0.0.1 - - [30/Nov/2026:09:32:15 +0000] "GET /v2/a\\"b\\\\c/tags/list?x=%22&y='
+    '\\"z\u00e9 HTTP/1.1" 404 19 "r\\"f" "ua \\"quoted\\" \\\\ back"'
+)
+LOGRUS = (
+    'time="2026-11-30T09:32:01.01Z" level=info msg="response completed" '
+    'http.request.method=GET http.request.uri=/v2/ http.request.useragent="x" HTTP/1.1"'
+)
 
 
 def line(method: str, uri: str, agent: str = "", status: int = 200) -> str:
-    return f'127.0.0.1 - - [30/Nov/2026:09:32:01 +0000] "{method} {uri} HTTP/1.1" {status} 2 ' \
-           f'"" "{agent}"'
+    return (
+        f'127.0.0.1 - - [30/Nov/2026:09:32:01 +0000] "{method} {uri} HTTP/1.1" {status} 2 '
+        f'"" "{agent}"'
+    )
 
 
 def test_access_log_lines_are_unescaped_exactly() -> None:
@@ -48,10 +54,19 @@ def test_a_line_that_looks_like_an_access_line_must_parse() -> None:
         parse_access_log('127.0.0.1 - - [30/Nov/2026:09:32:01 +0000] "GET /v2/ HTTP/1.1" 200')
 
 
-@pytest.mark.parametrize("target", [
-    "/v2/", "/v2/x/tags/list?n=10&last=a%2Fb", "/v2/token?service=s&scope=a&scope=b",
-    "/v2/token?password=secret&service=s", "/v2/x/blobs/uploads/?mount=sha256:ab&from=a+b",
-    "/v2/?token=only", "/v2/?a=%ff&b", "/v2/?a=b;c=d"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/v2/",
+        "/v2/x/tags/list?n=10&last=a%2Fb",
+        "/v2/token?service=s&scope=a&scope=b",
+        "/v2/token?password=secret&service=s",
+        "/v2/x/blobs/uploads/?mount=sha256:ab&from=a+b",
+        "/v2/?token=only",
+        "/v2/?a=%ff&b",
+        "/v2/?a=b;c=d",
+    ],
+)
 def test_logged_path_matches_the_exchange_log(target: str) -> None:
     flow = tflow.tflow()
     flow.request.path = target
@@ -68,18 +83,27 @@ class Logs:
         with self.access.open("a") as f:
             f.writelines(entry + "\n" for entry in lines)
 
-    def recorded(self, method: str, path: str, answered_by: str = "upstream",
-                 status: int | None = 200, error: str | None = None) -> None:
-        record: dict[str, object] = {"method": method, "path": path,
-                                     "answered_by": answered_by, "status": status}
+    def recorded(
+        self,
+        method: str,
+        path: str,
+        answered_by: str = "upstream",
+        status: int | None = 200,
+        error: str | None = None,
+    ) -> None:
+        record: dict[str, object] = {
+            "method": method,
+            "path": path,
+            "answered_by": answered_by,
+            "status": status,
+        }
         if error:
             record["error"] = error
         with self.exchange.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
     def watch(self, **kwargs: object) -> RegistryWatch:
-        return RegistryWatch(LogOnly("http://127.0.0.1:9", self.access), [self.exchange],
-                             **kwargs)  # type: ignore[arg-type]
+        return RegistryWatch(LogOnly("http://127.0.0.1:9", self.access), [self.exchange], **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -91,8 +115,9 @@ def test_every_line_needs_its_own_forward(logs: Logs) -> None:
     watch = logs.watch()  # the readiness probe is the baseline
     logs.recorded("GET", "/v2/")
     logs.recorded("PUT", "/v2/x/manifests/1", answered_by="regauth", status=401)
-    logs.served(line("GET", "/v2/"), line("GET", "/v2/"),
-                line("PUT", "/v2/cache/evil/manifests/latest"))
+    logs.served(
+        line("GET", "/v2/"), line("GET", "/v2/"), line("PUT", "/v2/cache/evil/manifests/latest")
+    )
     result = watch.violation()
     assert list(result.undecided) == [("GET", "/v2/"), ("PUT", "/v2/cache/evil/manifests/latest")]
     assert len(result.undecided[("GET", "/v2/")]) == 1
@@ -126,8 +151,9 @@ def test_capability_ids_are_compared_redacted(logs: Logs) -> None:
 def test_direct_requests_are_excluded_by_their_own_agent_only(logs: Logs) -> None:
     watch = logs.watch()
     watch._direct_agents.add("regauth-tests-direct/1")
-    logs.served(line("GET", "/v2/", "regauth-tests-direct/1"),
-                line("GET", "/v2/", "regauth-tests-direct/2"))
+    logs.served(
+        line("GET", "/v2/", "regauth-tests-direct/1"), line("GET", "/v2/", "regauth-tests-direct/2")
+    )
     assert list(watch.violation().undecided) == [("GET", "/v2/")]
 
 

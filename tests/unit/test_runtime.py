@@ -38,8 +38,9 @@ def test_what_is_built_fits_together(tmp_path, certs_dir, password_hashes):
 
 
 def test_an_upstream_no_entry_names_is_refused(tmp_path, certs_dir, password_hashes):
-    text = policy_text(password_hashes).replace('  - url: "*"\n',
-                                                '  - url: "https://other.example"\n')
+    text = policy_text(password_hashes).replace(
+        '  - url: "*"\n', '  - url: "https://other.example"\n'
+    )
     with pytest.raises(ValueError, match="no `upstreams:` entry matches http://127.0.0.1:5000"):
         build_runtime(tmp_path, certs_dir, text)
     built = build_runtime(tmp_path, certs_dir, text, upstream="https://other.example")
@@ -47,25 +48,30 @@ def test_an_upstream_no_entry_names_is_refused(tmp_path, certs_dir, password_has
 
 
 def test_the_signer_is_the_one_the_lifecycle_names_until_the_next_switch(
-        tmp_path, certs, password_hashes):
+    tmp_path, certs, password_hashes
+):
     now = time.time()
     name, _ = keystate.stage(certs, "ES256", now + 3600, now)
     policy = tmp_path / "policy.yaml"
     policy.write_text(policy_text(password_hashes))
     before = runtime_module.build_runtime(policy, certs, "http://127.0.0.1:5000", now)
     assert before.keyring.signer.name == "token-signing"
-    assert before.key_change_at is not None and before.key_change_at >= now + 3600
-    after = runtime_module.build_runtime(policy, certs, "http://127.0.0.1:5000",
-                                         before.key_change_at + 1)
+    assert (
+        before.key_change_at is not None and before.key_change_at >= now + 3600 - 0.001
+    )  # stored to the microsecond
+    after = runtime_module.build_runtime(
+        policy, certs, "http://127.0.0.1:5000", before.key_change_at + 1
+    )
     assert after.keyring.signer.name == name and after.key_change_at is None
 
 
-def test_capability_ids_are_replaced_by_a_short_stable_hash(tmp_path, certs_dir,
-                                                            password_hashes):
+def test_capability_ids_are_replaced_by_a_short_stable_hash(tmp_path, certs_dir, password_hashes):
     built = build_runtime(tmp_path, certs_dir, policy_text(password_hashes))
     hidden = "<id:" + hashlib.sha256(BUILD_ID.encode()).hexdigest()[:10] + ">"
-    assert built.redact(f"/v2/builds/{BUILD_ID}/blobs/uploads/") == \
-        f"/v2/builds/{hidden}/blobs/uploads/"
+    assert (
+        built.redact(f"/v2/builds/{BUILD_ID}/blobs/uploads/")
+        == f"/v2/builds/{hidden}/blobs/uploads/"
+    )
     assert built.redact(f"x{BUILD_ID}") == f"x{BUILD_ID}"  # not a path segment
     plain = build_runtime(tmp_path, certs_dir, "version: 1\nservice: svc\nrules: []\n")
     assert plain.redactor is None
@@ -74,7 +80,8 @@ def test_capability_ids_are_replaced_by_a_short_stable_hash(tmp_path, certs_dir,
 
 def test_the_realm_is_the_public_origins_token_url(tmp_path, certs_dir, password_hashes):
     built = build_runtime(tmp_path, certs_dir, policy_text(password_hashes))
-    active = Active(built, parse_origin("https://Registry.Example:443"),
-                    parse_origin("http://127.0.0.1:5000"))
+    active = Active(
+        built, parse_origin("https://Registry.Example:443"), parse_origin("http://127.0.0.1:5000")
+    )
     assert active.realm == "https://registry.example/v2/token"
     assert active.upstream_auth is None and active.stream_threshold == 1024 * 1024

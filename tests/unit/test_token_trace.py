@@ -26,22 +26,59 @@ def test_service_is_recorded_once_read_even_when_none_was_given():
 def test_a_full_trace_in_order_and_split_in_two():
     scope = parse_scope("repository:a/b:pull,push")
     trace = TokenTrace(
-        "POST", grant_type="password", client_id="docker", service="svc", service_given=True,
-        requested=[str(scope)], username="ci", credential="password",
-        failed_login_counted=False, account="ci",
-        decisions=[ScopeDecision(scope, (), None)], decided=True, granted=[],
-        refresh_token_issued=True, expires_in=300, issued_at="2026-01-01T00:00:00Z", jti="j1")
+        "POST",
+        grant_type="password",
+        client_id="docker",
+        service="svc",
+        service_given=True,
+        requested=[str(scope)],
+        username="ci",
+        credential="password",
+        failed_login_counted=False,
+        account="ci",
+        decisions=[ScopeDecision(scope, (), None)],
+        decided=True,
+        granted=[],
+        refresh_token_issued=True,
+        expires_in=300,
+        issued_at="2026-01-01T00:00:00Z",
+        jti="j1",
+    )
     record = trace.as_record()
     assert list(record) == [
-        "method", "grant_type", "client_id", "service", "requested", "username", "credential",
-        "failed_login_counted", "account", "decisions", "granted", "refresh_token_issued",
-        "expires_in", "issued_at", "jti"]
-    assert record["decisions"] == [{"scope": "repository:a/b:pull,push", "granted": [],
-                                    "outcome": "default deny", "rule": "default deny"}]
+        "method",
+        "grant_type",
+        "client_id",
+        "service",
+        "requested",
+        "username",
+        "credential",
+        "failed_login_counted",
+        "account",
+        "decisions",
+        "granted",
+        "refresh_token_issued",
+        "expires_in",
+        "issued_at",
+        "jti",
+    ]
+    assert record["decisions"] == [
+        {
+            "scope": "repository:a/b:pull,push",
+            "granted": [],
+            "outcome": "default deny",
+            "rule": "default deny",
+        }
+    ]
     request, response = trace.request_record(), trace.response_record()
-    assert request == {"method": "POST", "grant_type": "password", "service": "svc",
-                       "client_id": "docker", "username": "ci",
-                       "requested": ["repository:a/b:pull,push"]}
+    assert request == {
+        "method": "POST",
+        "grant_type": "password",
+        "service": "svc",
+        "client_id": "docker",
+        "username": "ci",
+        "requested": ["repository:a/b:pull,push"],
+    }
     assert set(request) | set(response) == set(record) and not set(request) & set(response)
 
 

@@ -66,8 +66,9 @@ def test_check_realm(realm, upstream, allowed, ok):
 class FakeUpstream:
     """Answers the ping with a challenge and the realm with numbered tokens."""
 
-    def __init__(self, challenge='Bearer realm="https://auth.example/token",service="reg"',
-                 expires_in=300):
+    def __init__(
+        self, challenge='Bearer realm="https://auth.example/token",service="reg"', expires_in=300
+    ):
         self.challenge = challenge
         self.expires_in = expires_in
         self.calls = []
@@ -102,16 +103,19 @@ def test_basic_credentials_need_no_token_flow():
 
 def test_discovers_the_challenge_and_asks_the_realm():
     fetch = FakeUpstream()
-    header = _auth(fetch).header_for((scope("repository:a/b:pull,push"),
-                                      scope("repository:c:pull")))
+    header = _auth(fetch).header_for(
+        (scope("repository:a/b:pull,push"), scope("repository:c:pull"))
+    )
     assert header == "Bearer tok1"
     ping, token = fetch.calls
     assert ping == ("https://registry.example/v2/", {})
     url, headers = token
     parts = urlsplit(url)
     assert f"{parts.scheme}://{parts.netloc}{parts.path}" == "https://auth.example/token"
-    assert parse_qs(parts.query) == {"service": ["reg"],
-                                     "scope": ["repository:a/b:pull,push", "repository:c:pull"]}
+    assert parse_qs(parts.query) == {
+        "service": ["reg"],
+        "scope": ["repository:a/b:pull,push", "repository:c:pull"],
+    }
     assert headers == {"Authorization": BASIC}
 
 
@@ -161,8 +165,9 @@ def test_tokens_are_renewed_at_90_percent_of_their_lifetime(expires_in, renew_af
     assert auth.header_for(scopes) == "Bearer tok2"
 
 
-@pytest.mark.parametrize("token", ["abc\r\nX-Injected: 1", "abc\ndef", "abc\rdef", "a b", "",
-                                   None, 42])
+@pytest.mark.parametrize(
+    "token", ["abc\r\nX-Injected: 1", "abc\ndef", "abc\rdef", "a b", "", None, 42]
+)
 def test_unusable_tokens_are_refused(token):
     fetch = FakeUpstream()
     fetch.token_response = HttpResult(200, {}, json.dumps({"token": token}).encode())
@@ -172,8 +177,9 @@ def test_unusable_tokens_are_refused(token):
 
 def test_access_token_field_is_accepted():
     fetch = FakeUpstream()
-    fetch.token_response = HttpResult(200, {}, json.dumps({"access_token": "oauth-tok",
-                                                           "expires_in": 120}).encode())
+    fetch.token_response = HttpResult(
+        200, {}, json.dumps({"access_token": "oauth-tok", "expires_in": 120}).encode()
+    )
     assert _auth(fetch).header_for((scope("repository:a:pull"),)) == "Bearer oauth-tok"
 
 
@@ -185,8 +191,9 @@ def test_non_200_from_the_realm_raises(status):
         _auth(fetch).header_for((scope("repository:a:pull"),))
 
 
-@pytest.mark.parametrize("body", [b"not json", b"[]", b'"token"',
-                                  b'{"token": "t", "expires_in": "soon"}'])
+@pytest.mark.parametrize(
+    "body", [b"not json", b"[]", b'"token"', b'{"token": "t", "expires_in": "soon"}']
+)
 def test_malformed_token_responses_raise(body):
     fetch = FakeUpstream()
     fetch.token_response = HttpResult(200, {}, body)
@@ -245,16 +252,20 @@ def test_a_plain_http_realm_is_refused_for_an_https_upstream_even_when_listed():
 def test_a_listed_plain_http_realm_serves_a_plain_http_upstream():
     fetch = FakeUpstream('Bearer realm="http://auth.example/token",service="reg"')
     credentials = UpstreamCredentials("bearer", "robot", "inline", "s3cret", ("auth.example",))
-    auth = UpstreamAuth(credentials, parse_origin("http://registry.example"), fetch,
-                        clock=FakeClock())
+    auth = UpstreamAuth(
+        credentials, parse_origin("http://registry.example"), fetch, clock=FakeClock()
+    )
     assert auth.header_for((scope("repository:a:pull"),)) == "Bearer tok1"
 
 
-@pytest.mark.parametrize("challenges", [
-    ('Basic realm="r"', 'Bearer realm="https://auth.example/t",service="s"'),
-    ('Bearer realm="https://auth.example/t",service="s"', 'Basic realm="r"'),
-    ("garbage ,,, =", 'Negotiate, Bearer realm="https://auth.example/t",service="s"'),
-])
+@pytest.mark.parametrize(
+    "challenges",
+    [
+        ('Basic realm="r"', 'Bearer realm="https://auth.example/t",service="s"'),
+        ('Bearer realm="https://auth.example/t",service="s"', 'Basic realm="r"'),
+        ("garbage ,,, =", 'Negotiate, Bearer realm="https://auth.example/t",service="s"'),
+    ],
+)
 def test_the_bearer_challenge_is_found_in_any_header_line(challenges):
     # A registry may split its challenges over several WWW-Authenticate lines (RFC 7235).
     fetch = FakeUpstream()

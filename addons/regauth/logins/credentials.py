@@ -53,8 +53,9 @@ class AuthenticationFailed(Exception):
 def hash_password(password: str, rounds: int = 12) -> str:
     raw = password.encode()
     if len(raw) > MAX_PASSWORD_BYTES:
-        raise ValueError(f"passwords longer than {MAX_PASSWORD_BYTES} bytes are not supported "
-                         "by bcrypt")
+        raise ValueError(
+            f"passwords longer than {MAX_PASSWORD_BYTES} bytes are not supported by bcrypt"
+        )
     if not raw:
         raise ValueError("empty password")
     return bcrypt.hashpw(raw, bcrypt.gensalt(rounds)).decode()
@@ -70,8 +71,9 @@ def _cost(password_hash: bytes) -> int:
 def is_password_attempt(username: str, password: bytes) -> bool:
     """Whether (username, password) could ever be valid, judged without looking up the
     account (so the answer reveals nothing about which accounts exist)."""
-    return ACCOUNT_NAME_RE.fullmatch(username) is not None and \
-        0 < len(password) <= MAX_PASSWORD_BYTES
+    return (
+        ACCOUNT_NAME_RE.fullmatch(username) is not None and 0 < len(password) <= MAX_PASSWORD_BYTES
+    )
 
 
 class _Memo:
@@ -127,20 +129,31 @@ class Authenticator:
     def _memo_key(self, username: str, raw: bytes, stored: bytes | None) -> bytes:
         return hashlib.sha256(b"\0".join([username.encode(), raw, stored or b""])).digest()
 
-    def verified_recently(self, accounts: dict[str, Account], username: str,
-                          password: str, margin: float = CACHE_MARGIN) -> bool:
+    def verified_recently(
+        self,
+        accounts: dict[str, Account],
+        username: str,
+        password: str,
+        margin: float = CACHE_MARGIN,
+    ) -> bool:
         """Whether `authenticate` would accept this pair from its memo (no bcrypt, no limit
         check, nothing blocking) for at least another `margin` seconds: the token service may
         then answer on the event loop without the entry expiring in between."""
         account = accounts.get(username)
         if account is None:
             return False
-        key = self._memo_key(username, password.encode("utf-8", "surrogateescape"),
-                             account.password_hash)
+        key = self._memo_key(
+            username, password.encode("utf-8", "surrogateescape"), account.password_hash
+        )
         return self._verified.holds(key, self.clock() + margin)
 
-    def needs_check(self, accounts: dict[str, Account], username: str, password: str,
-                    margin: float = CACHE_MARGIN) -> bool:
+    def needs_check(
+        self,
+        accounts: dict[str, Account],
+        username: str,
+        password: str,
+        margin: float = CACHE_MARGIN,
+    ) -> bool:
         """Whether `authenticate` may consult the login limits or run bcrypt for this pair
         within the next `margin` seconds. False when it decides from memory alone, nothing
         blocking and nothing counted: no password attempt at all, verified in the last
@@ -158,8 +171,14 @@ class Authenticator:
             return False
         return not self._refused.holds(key, later)
 
-    def authenticate(self, accounts: dict[str, Account], username: str, password: str,
-                     client: str, renew_within: float = 0.0) -> Account:
+    def authenticate(
+        self,
+        accounts: dict[str, Account],
+        username: str,
+        password: str,
+        client: str,
+        renew_within: float = 0.0,
+    ) -> Account:
         """Return the account, or raise AuthenticationFailed or `logins.limits.RateLimited`.
 
         Order: not a password attempt (refused, not counted) → verified in the last
@@ -187,8 +206,11 @@ class Authenticator:
             raise AuthenticationFailed(counted=False)
         if not renewing:
             self.limiter.check(username, client)
-        reference = stored if stored is not None else self._dummy(
-            max((_cost(a.password_hash) for a in accounts.values()), default=12))
+        reference = (
+            stored
+            if stored is not None
+            else self._dummy(max((_cost(a.password_hash) for a in accounts.values()), default=12))
+        )
         ok = bcrypt.checkpw(raw, reference)
         now = self.clock()
         if account is None or not ok:

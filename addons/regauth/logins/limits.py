@@ -155,9 +155,11 @@ class LoginLimiter:
 
     def _keys(self, username: str, client: str) -> tuple[str, str, str]:
         network = client_network(client)
-        return (f"login-failure:account-network:{username}:{network}",
-                f"login-failure:network:{network}",
-                f"login-failure:account:{username}")
+        return (
+            f"login-failure:account-network:{username}:{network}",
+            f"login-failure:network:{network}",
+            f"login-failure:account:{username}",
+        )
 
     @staticmethod
     def _known_key(username: str, client: str) -> str:
@@ -169,21 +171,26 @@ class LoginLimiter:
         (the store itself, or the memory behind a shared store: `FallbackAttemptStore.fallback`
         records every event), so another replica's successes are not seen. A scheduling hint
         for the login queue (mitm/login_pool.py), never a limit decision."""
-        local = self.store if isinstance(self.store, MemoryAttemptStore) else \
-            getattr(self.store, "fallback", None)
+        local = (
+            self.store
+            if isinstance(self.store, MemoryAttemptStore)
+            else getattr(self.store, "fallback", None)
+        )
         if not isinstance(local, MemoryAttemptStore):
             return False
-        return bool(local.recent(self._known_key(username, client),
-                                 self.clock() - self.known_network_ttl))
+        return bool(
+            local.recent(self._known_key(username, client), self.clock() - self.known_network_ttl)
+        )
 
     def check(self, username: str, client: str) -> None:
         """Raise RateLimited if any limit that applies is reached. Cheap: no bcrypt."""
         now = self.clock()
         account_network, network, account = self._keys(username, client)
-        checks = [(account_network, self.per_account_network, "account and network"),
-                  (network, self.per_network, "network")]
-        if not self.store.recent(self._known_key(username, client),
-                                 now - self.known_network_ttl):
+        checks = [
+            (account_network, self.per_account_network, "account and network"),
+            (network, self.per_network, "network"),
+        ]
+        if not self.store.recent(self._known_key(username, client), now - self.known_network_ttl):
             checks.append((account, self.per_account, "account"))
         for key, limit, name in checks:
             times = self.store.recent(key, now - limit.window)
@@ -193,10 +200,10 @@ class LoginLimiter:
                 raise RateLimited(max(1, int(release - now) + 1), name)
 
     def failed(self, username: str, client: str) -> None:
-        keep = max(self.per_account_network.window, self.per_network.window,
-                   self.per_account.window)
+        keep = max(
+            self.per_account_network.window, self.per_network.window, self.per_account.window
+        )
         self.store.add(self._keys(username, client), self.clock(), keep)
 
     def succeeded(self, username: str, client: str) -> None:
-        self.store.add([self._known_key(username, client)], self.clock(),
-                       self.known_network_ttl)
+        self.store.add([self._known_key(username, client)], self.clock(), self.known_network_ttl)

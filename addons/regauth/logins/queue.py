@@ -60,8 +60,10 @@ class Refusal:
     def message(self) -> str:
         """The client-facing explanation (the 429's `error_description`)."""
         whose = "from this network " if self.reason == SOURCE_BUSY else ""
-        return (f"too many logins {whose}are waiting for a password check; retry after "
-                f"{self.retry_after} s")
+        return (
+            f"too many logins {whose}are waiting for a password check; retry after "
+            f"{self.retry_after} s"
+        )
 
 
 @dataclass
@@ -104,8 +106,9 @@ class FairQueue[T]:
     Raises ValueError for a bound below 1.
     """
 
-    def __init__(self, workers: int = WORKERS, per_source: int = PER_SOURCE,
-                 max_waiting: int = MAX_WAITING) -> None:
+    def __init__(
+        self, workers: int = WORKERS, per_source: int = PER_SOURCE, max_waiting: int = MAX_WAITING
+    ) -> None:
         if min(workers, per_source, max_waiting) < 1:
             raise ValueError("workers, per_source and max_waiting must be at least 1")
         self.workers = workers

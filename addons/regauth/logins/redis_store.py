@@ -76,21 +76,23 @@ class RedisAttemptStore:
         import redis
 
         self.url = url
-        self.client = redis.Redis.from_url(url, socket_timeout=timeout,
-                                           socket_connect_timeout=timeout,
-                                           retry_on_timeout=False)
+        self.client = redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False
+        )
         self._add = self.client.register_script(_ADD_SCRIPT)
 
     def add(self, keys: Sequence[str], at: float, keep: float) -> None:
         member = f"{at!r}:{secrets.token_hex(6)}"  # two replicas may fail at the same instant
-        self._add(keys=[KEY_PREFIX + k for k in keys], args=[repr(at), repr(keep), member,
-                                                              MAX_EVENTS])
+        self._add(
+            keys=[KEY_PREFIX + k for k in keys], args=[repr(at), repr(keep), member, MAX_EVENTS]
+        )
 
     def recent(self, key: str, since: float) -> list[float]:
         # withscores=True: (member, score) pairs; redis-py's return type covers every flag.
-        pairs = cast(list[tuple[bytes, float]],
-                     self.client.zrangebyscore(KEY_PREFIX + key, f"({since!r}", "+inf",
-                                               withscores=True))
+        pairs = cast(
+            list[tuple[bytes, float]],
+            self.client.zrangebyscore(KEY_PREFIX + key, f"({since!r}", "+inf", withscores=True),
+        )
         return [float(score) for _, score in pairs]
 
     def ping(self) -> bool:
@@ -107,9 +109,14 @@ class FallbackAttemptStore:
     because the primary failed or was not tried; `outages` counts outages.
     """
 
-    def __init__(self, primary: AttemptStore, fallback: AttemptStore | None = None,
-                 retry_seconds: float = 5.0, name: str = "shared state store",
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        primary: AttemptStore,
+        fallback: AttemptStore | None = None,
+        retry_seconds: float = 5.0,
+        name: str = "shared state store",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.primary = primary
         self.fallback: AttemptStore = fallback if fallback is not None else MemoryAttemptStore()
         self.retry_seconds = retry_seconds
@@ -136,9 +143,13 @@ class FallbackAttemptStore:
             self.available = False
             self.outages += 1
             self._down_since = now
-        logger.warning("regauth: %s unreachable (%s: %s); login limits are counted per "
-                       "replica until it answers again", self.name, type(error).__name__,
-                       str(error)[:200])
+        logger.warning(
+            "regauth: %s unreachable (%s: %s); login limits are counted per "
+            "replica until it answers again",
+            self.name,
+            type(error).__name__,
+            str(error)[:200],
+        )
 
     def _succeeded(self) -> None:
         if self.available:
@@ -148,8 +159,11 @@ class FallbackAttemptStore:
                 return
             self.available = True
             down = self.clock() - self._down_since
-        logger.warning("regauth: %s reachable again after %.0f s; login limits are shared "
-                       "again", self.name, down)
+        logger.warning(
+            "regauth: %s reachable again after %.0f s; login limits are shared again",
+            self.name,
+            down,
+        )
 
     def _skipped(self) -> None:
         with self._lock:
@@ -203,6 +217,8 @@ def open_store(url: str) -> FallbackAttemptStore | None:
     if target is None:
         return None
     parts = urlsplit(target)
-    shown = f"{parts.scheme}://{parts.hostname or ''}{':' if parts.port else ''}" \
-            f"{parts.port or ''}{parts.path}"  # never the password of redis://:pw@host
+    shown = (
+        f"{parts.scheme}://{parts.hostname or ''}{':' if parts.port else ''}"
+        f"{parts.port or ''}{parts.path}"
+    )  # never the password of redis://:pw@host
     return FallbackAttemptStore(RedisAttemptStore(target), name=f"state store {shown}")

@@ -57,5 +57,14 @@ def make_addons(embedded: EmbeddedRegistry | None = None) -> list[object]:
         embedded.attach(config)
         first.append(embedded)
     first.append(delegate)
-    return [*first, shared, handler, ResponseRewriter(states), keys, observer, recorder, admin,
-            FailClosedGuard()]
+    return [
+        *first,
+        shared,
+        handler,
+        ResponseRewriter(states),
+        keys,
+        observer,
+        recorder,
+        admin,
+        FailClosedGuard(),
+    ]

@@ -86,9 +86,15 @@ class AdminServer:
     """Owns the admin socket, the tornado server on it, the upstream probe and the samplers
     that read, at scrape time, what other addons already count."""
 
-    def __init__(self, metrics: Metrics, config: ConfigLoader, recorder: Recorder,
-                 observer: MetricsObserver, shared: SharedState,
-                 delegate: DelegateGate | None = None) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        config: ConfigLoader,
+        recorder: Recorder,
+        observer: MetricsObserver,
+        shared: SharedState,
+        delegate: DelegateGate | None = None,
+    ) -> None:
         self.metrics = metrics
         self.config = config
         self.recorder = recorder
@@ -108,13 +114,20 @@ class AdminServer:
         metrics.add_sampler(self._sample)
 
     def load(self, loader: Loader) -> None:
-        loader.add_option("regauth_admin_listen", str, "off",
-                          "HOST:PORT of the admin listener (/metrics, /healthz, /readyz), or "
-                          "off.")
-        loader.add_option("regauth_upstream_check_seconds", int, 2,
-                          "How often the upstream probe asks the upstream for /v2/ (readiness, "
-                          "and in delegate mode the delegate check); /readyz fails when it has "
-                          "not answered for three times this long.")
+        loader.add_option(
+            "regauth_admin_listen",
+            str,
+            "off",
+            "HOST:PORT of the admin listener (/metrics, /healthz, /readyz), or off.",
+        )
+        loader.add_option(
+            "regauth_upstream_check_seconds",
+            int,
+            2,
+            "How often the upstream probe asks the upstream for /v2/ (readiness, "
+            "and in delegate mode the delegate check); /readyz fails when it has "
+            "not answered for three times this long.",
+        )
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -161,20 +174,25 @@ class AdminServer:
             self.probe.start()
         if not self.sockets:
             return
-        app = web.Application([
-            (r"/metrics", _MetricsHandler, {"admin": self}),
-            (r"/healthz", _HealthHandler, {"admin": self}),
-            (r"/readyz", _ReadyHandler, {"admin": self}),
-        ], log_function=lambda handler: None)  # probes every second would flood the console
+        app = web.Application(
+            [
+                (r"/metrics", _MetricsHandler, {"admin": self}),
+                (r"/healthz", _HealthHandler, {"admin": self}),
+                (r"/readyz", _ReadyHandler, {"admin": self}),
+            ],
+            log_function=lambda handler: None,
+        )  # probes every second would flood the console
         self.server = HTTPServer(app, idle_connection_timeout=60)
         self.server.add_sockets(self.sockets)
         host, port = self.address or ("", 0)
         shown = f"[{host}]" if ":" in host else host
-        logger.info("regauth admin listening at http://%s:%d/ (/metrics, /healthz, /readyz)",
-                    shown, port)
+        logger.info(
+            "regauth admin listening at http://%s:%d/ (/metrics, /healthz, /readyz)", shown, port
+        )
         if self.shared.store is not None:
             self._state_checks = asyncio.get_running_loop().create_task(
-                self._check_state(), name="regauth state store check")
+                self._check_state(), name="regauth state store check"
+            )
 
     async def _check_state(self) -> None:
         """Keep the store's availability current between logins (for the metrics)."""
@@ -199,51 +217,86 @@ class AdminServer:
     def readiness(self) -> health.Readiness:
         active = self.config.active
         signer = active.runtime.keyring.signer if active is not None else None
-        not_after = signer.certificate.not_valid_after_utc.timestamp() \
-            if signer is not None and signer.private_key is not None else None
+        not_after = (
+            signer.certificate.not_valid_after_utc.timestamp()
+            if signer is not None and signer.private_key is not None
+            else None
+        )
         delegate = self.delegate
-        return health.readiness(active is not None, not_after, self.probe.answered,
-                                self.probe.error, time.time(), self.probe.window,
-                                delegate=delegate.readiness_problem() if delegate else None,
-                                warnings=delegate.readiness_warnings() if delegate else ())
+        return health.readiness(
+            active is not None,
+            not_after,
+            self.probe.answered,
+            self.probe.error,
+            time.time(),
+            self.probe.window,
+            delegate=delegate.readiness_problem() if delegate else None,
+            warnings=delegate.readiness_warnings() if delegate else (),
+        )
 
     def _sample(self) -> Iterator[Metric]:
         reloads = self.config.reloads
-        yield counter("regauth_policy_reloads", "Policy reload attempts (start-up excluded)",
-                      [({"result": r}, reloads.get(r, 0)) for r in ("ok", "refused", "error")],
-                      ("result",))
+        yield counter(
+            "regauth_policy_reloads",
+            "Policy reload attempts (start-up excluded)",
+            [({"result": r}, reloads.get(r, 0)) for r in ("ok", "refused", "error")],
+            ("result",),
+        )
         loaded = [t for t in (self.config.last_reload_success, self._loaded_at) if t]
         if loaded:
-            yield gauge("regauth_policy_last_reload_success_timestamp_seconds",
-                        "When the policy in force was loaded (Unix time)", [({}, max(loaded))])
+            yield gauge(
+                "regauth_policy_last_reload_success_timestamp_seconds",
+                "When the policy in force was loaded (Unix time)",
+                [({}, max(loaded))],
+            )
         active = self.config.active
         if active is not None:
             not_after = active.runtime.keyring.signer.certificate.not_valid_after_utc
-            yield gauge("regauth_signing_key_not_after_timestamp_seconds",
-                        "notAfter of the token-signing certificate in use (Unix time)",
-                        [({}, not_after.timestamp())])
+            yield gauge(
+                "regauth_signing_key_not_after_timestamp_seconds",
+                "notAfter of the token-signing certificate in use (Unix time)",
+                [({}, not_after.timestamp())],
+            )
         log = self.recorder.exchange_log
         # `records_lost` comes with the robust exchange log; absent before it.
         lost = getattr(log, "records_lost", 0) if log is not None else 0
-        yield counter("regauth_log_records_dropped", "Exchange-log records that could not be "
-                      "written", [({}, float(lost))])
-        yield gauge("regauth_client_connections", "Client connections by state",
-                    [({"state": s}, n) for s, n in self.observer.connection_states().items()],
-                    ("state",))
-        yield counter("regauth_connections_refused", "Connections, request heads and HTTP/2 "
-                      "streams refused or closed by regauth's connection limits, by reason",
-                      [({"reason": r}, float(refusals.counts.get(r, 0))) for r in REASONS],
-                      ("reason",))
-        yield gauge("regauth_upstream_up", "1 while the upstream answered the readiness probe "
-                    "within its window", [({}, float(self.readiness_upstream()))])
+        yield counter(
+            "regauth_log_records_dropped",
+            "Exchange-log records that could not be written",
+            [({}, float(lost))],
+        )
+        yield gauge(
+            "regauth_client_connections",
+            "Client connections by state",
+            [({"state": s}, n) for s, n in self.observer.connection_states().items()],
+            ("state",),
+        )
+        yield counter(
+            "regauth_connections_refused",
+            "Connections, request heads and HTTP/2 "
+            "streams refused or closed by regauth's connection limits, by reason",
+            [({"reason": r}, float(refusals.counts.get(r, 0))) for r in REASONS],
+            ("reason",),
+        )
+        yield gauge(
+            "regauth_upstream_up",
+            "1 while the upstream answered the readiness probe within its window",
+            [({}, float(self.readiness_upstream()))],
+        )
         yield from self._sample_delegate()
         store = self.shared.store
         if store is not None:
-            yield gauge("regauth_state_store_up", "1 while the shared state store (Redis) "
-                        "answers", [({}, float(store.available))])
-            yield counter("regauth_state_store_errors", "Login-limit operations served from "
-                          "this process's memory because the shared store failed",
-                          [({}, float(store.errors))])
+            yield gauge(
+                "regauth_state_store_up",
+                "1 while the shared state store (Redis) answers",
+                [({}, float(store.available))],
+            )
+            yield counter(
+                "regauth_state_store_errors",
+                "Login-limit operations served from "
+                "this process's memory because the shared store failed",
+                [({}, float(store.errors))],
+            )
 
     def _sample_delegate(self) -> Iterator[Metric]:
         """The delegate check, in delegate mode only: the verdict as a one-hot gauge over the
@@ -252,14 +305,23 @@ class AdminServer:
         result = delegate.result() if delegate is not None else None
         if delegate is None or result is None:
             return
-        yield gauge("regauth_delegate_check", "The delegate check's verdict on the registry "
-                    "(1 for the current result)",
-                    [({"result": kind}, float(kind == result)) for kind in KINDS], ("result",))
-        yield gauge("regauth_delegate_refusing", "1 while registry requests are refused "
-                    "because the registry is not known to check regauth's tokens",
-                    [({}, float(delegate.refusing()))])
-        yield gauge("regauth_delegate_unchecked", "1 when the delegate check is not enforced "
-                    "(--delegate-unchecked)", [({}, float(delegate.unchecked))])
+        yield gauge(
+            "regauth_delegate_check",
+            "The delegate check's verdict on the registry (1 for the current result)",
+            [({"result": kind}, float(kind == result)) for kind in KINDS],
+            ("result",),
+        )
+        yield gauge(
+            "regauth_delegate_refusing",
+            "1 while registry requests are refused "
+            "because the registry is not known to check regauth's tokens",
+            [({}, float(delegate.refusing()))],
+        )
+        yield gauge(
+            "regauth_delegate_unchecked",
+            "1 when the delegate check is not enforced (--delegate-unchecked)",
+            [({}, float(delegate.unchecked))],
+        )
 
     def readiness_upstream(self) -> bool:
         answered = self.probe.answered

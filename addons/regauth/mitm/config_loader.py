@@ -41,9 +41,16 @@ from regauth.upstream_auth import UpstreamAuth
 
 logger = logging.getLogger(__name__)
 
-OPTIONS = frozenset({"regauth_policy", "regauth_certs_dir", "regauth_public_url",
-                     "regauth_upstream_ca", "regauth_stream_threshold",
-                     "regauth_reload_seconds"})
+OPTIONS = frozenset(
+    {
+        "regauth_policy",
+        "regauth_certs_dir",
+        "regauth_public_url",
+        "regauth_upstream_ca",
+        "regauth_stream_threshold",
+        "regauth_reload_seconds",
+    }
+)
 _TRACE_INTERVAL = 60.0  # seconds between full tracebacks of unexpected watcher errors
 
 
@@ -51,8 +58,10 @@ def upstream_from_modes(modes: list[str]) -> Origin:
     """The single reverse-proxy target regauth guards; raise ValueError otherwise."""
     parsed = [ProxyMode.parse(spec) for spec in modes]
     if len(parsed) != 1 or not isinstance(parsed[0], ReverseMode):
-        raise ValueError("regauth needs exactly one --mode reverse:URL (the registry it guards) "
-                         "and no other proxy mode")
+        raise ValueError(
+            "regauth needs exactly one --mode reverse:URL (the registry it guards) "
+            "and no other proxy mode"
+        )
     mode = parsed[0]
     if mode.scheme not in ("http", "https"):
         raise ValueError(f"the upstream must be http or https, not {mode.scheme}")
@@ -71,8 +80,14 @@ def _stamp(paths: list[Path]) -> tuple[object, ...]:
     return tuple(out)
 
 
-def _build_active(policy: Path, certs_dir: Path, public: Origin, upstream: Origin,
-                  upstream_ca: str | None, stream_threshold: int) -> Active:
+def _build_active(
+    policy: Path,
+    certs_dir: Path,
+    public: Origin,
+    upstream: Origin,
+    upstream_ca: str | None,
+    stream_threshold: int,
+) -> Active:
     runtime = build_runtime(policy, certs_dir, upstream.url)
     upstream_auth = None
     credentials = runtime.upstream_entry.credentials
@@ -104,20 +119,44 @@ class ConfigLoader:
         self._change_tried: float | None = None  # a scheduled key activation already tried
 
     def load(self, loader: Loader) -> None:
-        loader.add_option("regauth_policy", str, "",
-                          "Policy file (YAML, format v1). Without one, every request is refused.")
-        loader.add_option("regauth_certs_dir", str, "certs",
-                          "Directory with ca.crt, token-signing*.crt and private/.")
-        loader.add_option("regauth_public_url", str, "",
-                          "URL clients use to reach regauth (realm and rewritten URLs point "
-                          "here). Default: https://localhost:<listen port>.")
-        loader.add_option("regauth_upstream_ca", str, "",
-                          "PEM CA bundle for https upstreams and upstream token realms.")
-        loader.add_option("regauth_stream_threshold", int, 1024 * 1024,
-                          "Bodies larger than this many bytes (or of unknown size) stream "
-                          "through without being kept.")
-        loader.add_option("regauth_reload_seconds", int, 1,
-                          "How often the policy file is checked for changes (0 disables).")
+        loader.add_option(
+            "regauth_policy",
+            str,
+            "",
+            "Policy file (YAML, format v1). Without one, every request is refused.",
+        )
+        loader.add_option(
+            "regauth_certs_dir",
+            str,
+            "certs",
+            "Directory with ca.crt, token-signing*.crt and private/.",
+        )
+        loader.add_option(
+            "regauth_public_url",
+            str,
+            "",
+            "URL clients use to reach regauth (realm and rewritten URLs point "
+            "here). Default: https://localhost:<listen port>.",
+        )
+        loader.add_option(
+            "regauth_upstream_ca",
+            str,
+            "",
+            "PEM CA bundle for https upstreams and upstream token realms.",
+        )
+        loader.add_option(
+            "regauth_stream_threshold",
+            int,
+            1024 * 1024,
+            "Bodies larger than this many bytes (or of unknown size) stream "
+            "through without being kept.",
+        )
+        loader.add_option(
+            "regauth_reload_seconds",
+            int,
+            1,
+            "How often the policy file is checked for changes (0 disables).",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if not updated & (OPTIONS | {"mode", "listen_port"}):
@@ -140,7 +179,8 @@ class ConfigLoader:
         self.config_error = None
         try:
             public_url = ctx.options.regauth_public_url or default_public_url(
-                "127.0.0.1", ctx.options.listen_port or 8080)
+                "127.0.0.1", ctx.options.listen_port or 8080
+            )
             active = self._build(parse_origin(public_url), upstream)
         except PolicyError as e:
             raise exceptions.OptionsError(f"invalid policy:\n{e}") from None
@@ -149,9 +189,14 @@ class ConfigLoader:
         self.active = active
         self._stamp = self._watch_stamp()
         runtime = active.runtime
-        logger.info("regauth: policy %s loaded (service %s, %d rules, upstream %s in %s mode)",
-                    self._policy_path(), runtime.policy.service, len(runtime.policy.rules),
-                    upstream.url, runtime.upstream_entry.mode)
+        logger.info(
+            "regauth: policy %s loaded (service %s, %d rules, upstream %s in %s mode)",
+            self._policy_path(),
+            runtime.policy.service,
+            len(runtime.policy.rules),
+            upstream.url,
+            runtime.upstream_entry.mode,
+        )
 
     def _policy_path(self) -> Path:
         return Path(ctx.options.regauth_policy)
@@ -162,14 +207,22 @@ class ConfigLoader:
     def _build(self, public: Origin, upstream: Origin) -> Active:
         """Load policy and keys into a new snapshot; raise PolicyError or ValueError.
         Reads the options here, on the event loop; the loading itself may run in a thread."""
-        return _build_active(self._policy_path(), self._certs_dir(), public, upstream,
-                             ctx.options.regauth_upstream_ca or None,
-                             ctx.options.regauth_stream_threshold)
+        return _build_active(
+            self._policy_path(),
+            self._certs_dir(),
+            public,
+            upstream,
+            ctx.options.regauth_upstream_ca or None,
+            ctx.options.regauth_stream_threshold,
+        )
 
     def _watch_stamp(self) -> tuple[object, ...]:
         certs = self._certs_dir()
-        paths = [self._policy_path(), certs / keystate.STATE_FILE,
-                 *sorted(certs.glob(f"{pki.SIGNING_STEM}*.crt"))]
+        paths = [
+            self._policy_path(),
+            certs / keystate.STATE_FILE,
+            *sorted(certs.glob(f"{pki.SIGNING_STEM}*.crt")),
+        ]
         return _stamp(paths)
 
     async def running(self) -> None:
@@ -177,8 +230,9 @@ class ConfigLoader:
             logger.error("regauth: %s", self.config_error)  # errorcheck exits on this
             return
         if ctx.options.regauth_policy and ctx.options.regauth_reload_seconds:
-            self._watcher = asyncio_utils.create_task(self._watch(), name="regauth policy watch",
-                                                      keep_ref=True)
+            self._watcher = asyncio_utils.create_task(
+                self._watch(), name="regauth policy watch", keep_ref=True
+            )
         if self.active is None:
             logger.warning("regauth: no policy loaded; every request is refused")
 
@@ -194,8 +248,12 @@ class ConfigLoader:
                 trace = now - self._last_trace >= _TRACE_INTERVAL
                 if trace:
                     self._last_trace = now
-                logger.error("regauth: unexpected error while checking the policy (the last "
-                             "good policy stays in force): %r", e, exc_info=e if trace else None)
+                logger.error(
+                    "regauth: unexpected error while checking the policy (the last "
+                    "good policy stays in force): %r",
+                    e,
+                    exc_info=e if trace else None,
+                )
 
     async def reload_if_changed(self) -> bool | None:
         """Rebuild the snapshot if the watched files changed. Returns True (applied), False
@@ -203,8 +261,7 @@ class ConfigLoader:
         stamp = self._watch_stamp()
         current = self.active
         change_at = current.runtime.key_change_at if current is not None else None
-        due = change_at is not None and change_at != self._change_tried and \
-            time.time() >= change_at
+        due = change_at is not None and change_at != self._change_tried and time.time() >= change_at
         if stamp == self._stamp and not due:
             return None
         self._stamp = stamp
@@ -213,13 +270,19 @@ class ConfigLoader:
             return None
         try:
             active = await asyncio.to_thread(
-                _build_active, self._policy_path(), self._certs_dir(), current.public,
-                current.upstream, ctx.options.regauth_upstream_ca or None,
-                ctx.options.regauth_stream_threshold)
+                _build_active,
+                self._policy_path(),
+                self._certs_dir(),
+                current.public,
+                current.upstream,
+                ctx.options.regauth_upstream_ca or None,
+                ctx.options.regauth_stream_threshold,
+            )
         except (PolicyError, ValueError, OSError) as e:
             self.reloads["refused"] += 1
-            logger.error("regauth: policy change refused, the last good policy stays in "
-                         "force:\n%s", e)
+            logger.error(
+                "regauth: policy change refused, the last good policy stays in force:\n%s", e
+            )
             return False
         try:
             for listener in self.before_swap:
@@ -227,8 +290,9 @@ class ConfigLoader:
         except Exception as e:
             self._stamp = ()  # try again at the next check
             self.reloads["error"] += 1
-            logger.error("regauth: the new configuration is not in force (the last good one "
-                         "stays): %s", e)
+            logger.error(
+                "regauth: the new configuration is not in force (the last good one stays): %s", e
+            )
             return False
         self.active = active
         self.reloads["ok"] += 1
@@ -236,8 +300,11 @@ class ConfigLoader:
         signer = active.runtime.keyring.signer
         if signer.name != current.runtime.keyring.signer.name:
             logger.info("regauth: tokens are signed with key %s from now on", signer.name)
-        logger.info("regauth: policy %s reloaded (%d rules)", self._policy_path(),
-                    len(active.runtime.policy.rules))
+        logger.info(
+            "regauth: policy %s reloaded (%d rules)",
+            self._policy_path(),
+            len(active.runtime.policy.rules),
+        )
         return True
 
     async def done(self) -> None:

@@ -107,35 +107,67 @@ class ConnectionLimits:
         return self.log.counts
 
     def load(self, loader: Loader) -> None:
-        loader.add_option("regauth_head_timeout", int, 30,
-                          "Seconds a new connection has to send its first request's headers "
-                          "(TLS handshake included); 0 disables.")
-        loader.add_option("regauth_idle_timeout", int, 60,
-                          "Seconds a connection may stay open with no request in flight; "
-                          "0 disables.")
-        loader.add_option("regauth_max_connections_per_address", int, 100,
-                          "Concurrent connections allowed from one client address; 0 "
-                          "disables.")
-        loader.add_option("regauth_max_connections", int, -1,
-                          "Concurrent client connections before regauth sheds load (503); "
-                          "-1: half of the file descriptors; 0 disables.")
-        loader.add_option("regauth_max_upstream_connections", int, -1,
-                          "Concurrent connections to the registry; -1: half of the file "
-                          "descriptors; 0 disables.")
-        loader.add_option("regauth_body_timeout", int, body_limits.DEFAULT_BODY_TIMEOUT,
-                          "Seconds per window in which a request body must bring "
-                          "regauth_body_min_rate bytes per second; 0 disables.")
-        loader.add_option("regauth_body_min_rate", int, body_limits.DEFAULT_BODY_MIN_RATE,
-                          "Bytes per second a request body must bring, averaged over "
-                          "regauth_body_timeout.")
-        loader.add_option("regauth_token_body_timeout", int,
-                          body_limits.DEFAULT_TOKEN_BODY_TIMEOUT,
-                          "Seconds a token request's form has to arrive whole; 0 disables.")
+        loader.add_option(
+            "regauth_head_timeout",
+            int,
+            30,
+            "Seconds a new connection has to send its first request's headers "
+            "(TLS handshake included); 0 disables.",
+        )
+        loader.add_option(
+            "regauth_idle_timeout",
+            int,
+            60,
+            "Seconds a connection may stay open with no request in flight; 0 disables.",
+        )
+        loader.add_option(
+            "regauth_max_connections_per_address",
+            int,
+            100,
+            "Concurrent connections allowed from one client address; 0 disables.",
+        )
+        loader.add_option(
+            "regauth_max_connections",
+            int,
+            -1,
+            "Concurrent client connections before regauth sheds load (503); "
+            "-1: half of the file descriptors; 0 disables.",
+        )
+        loader.add_option(
+            "regauth_max_upstream_connections",
+            int,
+            -1,
+            "Concurrent connections to the registry; -1: half of the file descriptors; 0 disables.",
+        )
+        loader.add_option(
+            "regauth_body_timeout",
+            int,
+            body_limits.DEFAULT_BODY_TIMEOUT,
+            "Seconds per window in which a request body must bring "
+            "regauth_body_min_rate bytes per second; 0 disables.",
+        )
+        loader.add_option(
+            "regauth_body_min_rate",
+            int,
+            body_limits.DEFAULT_BODY_MIN_RATE,
+            "Bytes per second a request body must bring, averaged over regauth_body_timeout.",
+        )
+        loader.add_option(
+            "regauth_token_body_timeout",
+            int,
+            body_limits.DEFAULT_TOKEN_BODY_TIMEOUT,
+            "Seconds a token request's form has to arrive whole; 0 disables.",
+        )
 
     def configure(self, updated: set[str]) -> None:
-        for name in ("regauth_head_timeout", "regauth_idle_timeout",
-                     "regauth_max_connections_per_address", "regauth_body_timeout",
-                     "regauth_body_min_rate", "regauth_token_body_timeout"):
+        for name in (
+            "regauth_head_timeout",
+            "regauth_idle_timeout",
+            "regauth_max_connections_per_address",
+            "regauth_body_timeout",
+            "regauth_body_min_rate",
+            "regauth_token_body_timeout",
+        ):
             if name in updated and getattr(ctx.options, name) < 0:
                 raise exceptions.OptionsError(f"{name} must be >= 0")
         for name in ("regauth_max_connections", "regauth_max_upstream_connections"):
@@ -145,9 +177,13 @@ class ConnectionLimits:
     def running(self) -> None:
         self._descriptors = descriptor_limit()
         clients, upstream = self.ceilings
-        logger.info("regauth: connection ceilings: %s client, %s registry connections "
-                    "(%d file descriptors)", clients or "no limit on", upstream or "no limit on",
-                    self._descriptors)
+        logger.info(
+            "regauth: connection ceilings: %s client, %s registry connections "
+            "(%d file descriptors)",
+            clients or "no limit on",
+            upstream or "no limit on",
+            self._descriptors,
+        )
 
     @property
     def ceilings(self) -> tuple[int, int]:
@@ -166,23 +202,35 @@ class ConnectionLimits:
         cap = ctx.options.regauth_max_connections_per_address
         if cap and self.per_address[address] >= cap:
             client.error = f"regauth: more than {cap} connections from {address}"
-            self.log.note(address, "cap", f"refused connections from {address}: already {cap} "
-                                          "open (regauth_max_connections_per_address)")
+            self.log.note(
+                address,
+                "cap",
+                f"refused connections from {address}: already {cap} "
+                "open (regauth_max_connections_per_address)",
+            )
             return
         ceiling, _ = self.ceilings
         shed = bool(ceiling) and len(self._conns) >= ceiling
         if shed and len(self._conns) >= ceiling + SHED_MARGIN:
             client.error = f"regauth: more than {ceiling + SHED_MARGIN} connections open"
-            self.log.note("*", "overloaded", f"refused connections: {len(self._conns)} open "
-                                             f"(regauth_max_connections {ceiling} + "
-                                             f"{SHED_MARGIN} shedding)")
+            self.log.note(
+                "*",
+                "overloaded",
+                f"refused connections: {len(self._conns)} open "
+                f"(regauth_max_connections {ceiling} + "
+                f"{SHED_MARGIN} shedding)",
+            )
             return
         conn = _Conn(client, address, shed=shed)
         self._conns[client.id] = conn
         self.per_address[address] += 1
         if shed:
-            self.log.note("*", "shed", f"shedding load: {len(self._conns)} connections open "
-                                       f"(regauth_max_connections {ceiling}); new ones get 503")
+            self.log.note(
+                "*",
+                "shed",
+                f"shedding load: {len(self._conns)} connections open "
+                f"(regauth_max_connections {ceiling}); new ones get 503",
+            )
             self._arm(conn, SHED_HEAD_TIMEOUT, "head_timeout")
         else:
             self._arm(conn, ctx.options.regauth_head_timeout, "head_timeout")
@@ -202,12 +250,15 @@ class ConnectionLimits:
             conn.in_flight += 1
             self._disarm(conn)
             if conn.shed:
-                flow.metadata[SHED] = (f"regauth is at its connection limit "
-                                       f"({self.ceilings[0]} connections); retry shortly")
+                flow.metadata[SHED] = (
+                    f"regauth is at its connection limit "
+                    f"({self.ceilings[0]} connections); retry shortly"
+                )
         _, ceiling = self.ceilings
         if ceiling and self.upstream_open >= ceiling:
             flow.metadata[UPSTREAM_UNAVAILABLE] = (
-                f"regauth is at its registry connection limit ({ceiling})")
+                f"regauth is at its registry connection limit ({ceiling})"
+            )
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._done(flow)
@@ -233,9 +284,12 @@ class ConnectionLimits:
             # Requests are shed (503) from `ceiling` on; this only stops what was already
             # decided when the last connections were taken.
             data.server.error = UPSTREAM_LIMIT_MESSAGE
-            self.log.note("*", "upstream_limit",
-                          f"refused a registry connection: {self.upstream_open} open "
-                          f"(regauth_max_upstream_connections {ceiling} + {SHED_MARGIN})")
+            self.log.note(
+                "*",
+                "upstream_limit",
+                f"refused a registry connection: {self.upstream_open} open "
+                f"(regauth_max_upstream_connections {ceiling} + {SHED_MARGIN})",
+            )
             return
         self.upstream_open += 1
         self._reserved.add(data.server.id)
@@ -254,8 +308,9 @@ class ConnectionLimits:
     def _arm(self, conn: _Conn, seconds: int, reason: str) -> None:
         self._disarm(conn)
         if seconds:
-            conn.timer = asyncio.get_running_loop().call_later(seconds, self._expire,
-                                                               conn.client.id, reason, seconds)
+            conn.timer = asyncio.get_running_loop().call_later(
+                seconds, self._expire, conn.client.id, reason, seconds
+            )
 
     @staticmethod
     def _disarm(conn: _Conn) -> None:
@@ -274,6 +329,9 @@ class ConnectionLimits:
         if transport is None or transport.handler is None:
             return
         what = "no complete request head" if reason == "head_timeout" else "no request"
-        self.log.note(conn.address, reason, f"closed connection from {conn.address}: {what} "
-                                            f"within {seconds} s (regauth_{reason})")
+        self.log.note(
+            conn.address,
+            reason,
+            f"closed connection from {conn.address}: {what} within {seconds} s (regauth_{reason})",
+        )
         transport.handler.cancel(f"regauth {reason}")

@@ -59,7 +59,8 @@ UNCHECKED_WARNING = (
     "regauth: WARNING: delegate mode runs UNCHECKED (--delegate-unchecked / "
     "regauth_delegate_unchecked): registry requests are forwarded even when the registry does "
     "not check regauth's tokens, and then anyone may read and write it. This is for test "
-    "setups only; never run it in front of a registry anyone else can reach.")
+    "setups only; never run it in front of a registry anyone else can reach."
+)
 
 
 class DelegateGate:
@@ -78,9 +79,13 @@ class DelegateGate:
         self._reminded: float | None = None
 
     def load(self, loader: Loader) -> None:
-        loader.add_option("regauth_delegate_unchecked", bool, False,
-                          "Delegate mode: forward even when the registry does not check "
-                          "regauth's tokens (an open registry). For test setups only.")
+        loader.add_option(
+            "regauth_delegate_unchecked",
+            bool,
+            False,
+            "Delegate mode: forward even when the registry does not check "
+            "regauth's tokens (an open registry). For test setups only.",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if "regauth_delegate_unchecked" in updated:
@@ -113,9 +118,13 @@ class DelegateGate:
         """What the registry must be configured with for `active`."""
         runtime = active.runtime
         signer = runtime.keyring.signer
-        return Expected(active.realm, runtime.policy.service, runtime.policy.issuer,
-                        signer.name, key_id(signer.public_key,
-                                            runtime.policy.token.kid_format))
+        return Expected(
+            active.realm,
+            runtime.policy.service,
+            runtime.policy.issuer,
+            signer.name,
+            key_id(signer.public_key, runtime.policy.token.kid_format),
+        )
 
     @staticmethod
     def probe_token(active: Active) -> str:
@@ -153,13 +162,16 @@ class DelegateGate:
         if verdict.ok:
             logger.info("regauth: delegate check passed: %s", verdict.reason)
         elif self.unchecked:
-            logger.warning("regauth: delegate check: %s (not enforced: --delegate-unchecked)",
-                           verdict.reason)
+            logger.warning(
+                "regauth: delegate check: %s (not enforced: --delegate-unchecked)", verdict.reason
+            )
         elif verdict.refuses:
             logger.error("regauth: delegate check: %s", verdict.reason)
         else:
-            logger.warning("regauth: delegate check: %s; /readyz says not ready until it is "
-                           "fixed", verdict.reason)
+            logger.warning(
+                "regauth: delegate check: %s; /readyz says not ready until it is fixed",
+                verdict.reason,
+            )
 
     # -- read by the admin listener ----------------------------------------------------------
 
@@ -186,8 +198,10 @@ class DelegateGate:
             return ()
         verdict = self.tracker.verdict
         last = verdict.reason if verdict is not None else "the registry has not been checked yet"
-        return ("the delegate check is off (--delegate-unchecked): registry requests are "
-                f"forwarded whatever the check says; last check: {last}",)
+        return (
+            "the delegate check is off (--delegate-unchecked): registry requests are "
+            f"forwarded whatever the check says; last check: {last}",
+        )
 
     def result(self) -> str | None:
         """The `result` label of `regauth_delegate_check` (KINDS), None outside delegate mode."""

@@ -61,8 +61,13 @@ class EmbeddedRegistry:
     """Owns the registry process: started before mitmproxy listens (`start`), restarted when the
     trusted keys change (`follow`), stopped when regauth stops (`done`, `stop`)."""
 
-    def __init__(self, registry: RegistryProcess, certs_dir: Path,
-                 hold_timeout: float = HOLD_TIMEOUT, drain_wait: float = DRAIN_WAIT) -> None:
+    def __init__(
+        self,
+        registry: RegistryProcess,
+        certs_dir: Path,
+        hold_timeout: float = HOLD_TIMEOUT,
+        drain_wait: float = DRAIN_WAIT,
+    ) -> None:
         assert registry.token is not None, "the embedded registry runs in token mode"
         self.registry = registry
         self.certs_dir = certs_dir
@@ -77,13 +82,18 @@ class EmbeddedRegistry:
         self.longest_hold = 0.0  # seconds, the longest a request waited
 
     @classmethod
-    def create(cls, workdir: Path, certs_dir: Path, policy_path: Path,
-               public_url: str) -> EmbeddedRegistry:
+    def create(
+        cls, workdir: Path, certs_dir: Path, policy_path: Path, public_url: str
+    ) -> EmbeddedRegistry:
         """The registry for `regauth serve`: storage under `workdir`, realm on `public_url`."""
         policy = load_policy(policy_path)
         workdir.mkdir(parents=True, exist_ok=True)
-        token = TokenAuth(realm=f"{public_url}/v2/token", service=policy.service,
-                          issuer=policy.issuer, rootcertbundle=workdir / "rootcertbundle.pem")
+        token = TokenAuth(
+            realm=f"{public_url}/v2/token",
+            service=policy.service,
+            issuer=policy.issuer,
+            rootcertbundle=workdir / "rootcertbundle.pem",
+        )
         return cls(RegistryProcess(workdir, token=token, drain_timeout=DRAIN_TIMEOUT), certs_dir)
 
     @property
@@ -100,15 +110,15 @@ class EmbeddedRegistry:
         mitmproxy listens, so a registry that cannot start stops `regauth serve` first)."""
         token = self.registry.token
         assert token is not None
-        self._launch(pki.load_signing_keys(self.certs_dir), token.service, token.issuer,
-                     restart=False)
+        self._launch(
+            pki.load_signing_keys(self.certs_dir), token.service, token.issuer, restart=False
+        )
         self.ready.set()
 
     def stop(self) -> None:
         self.registry.stop()
 
-    def _launch(self, keys: list[pki.SigningKey], service: str, issuer: str,
-                restart: bool) -> None:
+    def _launch(self, keys: list[pki.SigningKey], service: str, issuer: str, restart: bool) -> None:
         """Write the bundle (atomically) and the token settings, then (re)start; blocking."""
         token = self.registry.token
         assert token is not None
@@ -144,18 +154,27 @@ class EmbeddedRegistry:
             deadline = started + self.drain_wait
             while self.in_flight and time.monotonic() < deadline:
                 await asyncio.sleep(0.005)
-            await asyncio.to_thread(self._launch, runtime.keyring.keys, runtime.policy.service,
-                                    runtime.policy.issuer, True)
+            await asyncio.to_thread(
+                self._launch,
+                runtime.keyring.keys,
+                runtime.policy.service,
+                runtime.policy.issuer,
+                True,
+            )
         except Exception as e:
             self.down = "regauth's registry is restarting with new signing keys"
-            logger.error("regauth: the embedded registry did not restart with the new signing "
-                         "keys: %s", e)
+            logger.error(
+                "regauth: the embedded registry did not restart with the new signing keys: %s", e
+            )
             raise
         else:
             self.down = ""
             self.restarts += 1
-            logger.info("regauth: embedded registry restarted with %d trusted signing keys "
-                        "in %.2f s", len(trust[0]), time.monotonic() - started)
+            logger.info(
+                "regauth: embedded registry restarted with %d trusted signing keys in %.2f s",
+                len(trust[0]),
+                time.monotonic() - started,
+            )
         finally:
             # Held requests resume once the loader has swapped the configuration in.
             self.ready.set()
@@ -171,8 +190,9 @@ class EmbeddedRegistry:
             try:
                 await asyncio.wait_for(self.ready.wait(), self.hold_timeout)
             except TimeoutError:
-                flow.metadata[UPSTREAM_UNAVAILABLE] = \
+                flow.metadata[UPSTREAM_UNAVAILABLE] = (
                     "regauth's registry is restarting with new signing keys"
+                )
                 return
             finally:
                 self.longest_hold = max(self.longest_hold, time.monotonic() - held)
@@ -186,4 +206,3 @@ class EmbeddedRegistry:
 
     def error(self, flow: http.HTTPFlow) -> None:
         self.in_flight.discard(flow)
-

@@ -38,15 +38,23 @@ def _contain(flow: http.HTTPFlow, hook: str, error: BaseException) -> None:
     trace = now - _last_trace[0] >= TRACE_INTERVAL
     if trace:
         _last_trace[0] = now
-    logger.error("regauth %s hook failed for flow %s (%s %s): %s: %s; the request is refused",
-                 hook, flow.id, flow.request.method, flow.request.path[:200],
-                 type(error).__name__, str(error)[:200], exc_info=error if trace else None)
+    logger.error(
+        "regauth %s hook failed for flow %s (%s %s): %s: %s; the request is refused",
+        hook,
+        flow.id,
+        flow.request.method,
+        flow.request.path[:200],
+        type(error).__name__,
+        str(error)[:200],
+        exc_info=error if trace else None,
+    )
     flow.metadata.pop(FORWARD_MARK, None)
-    if hook in ("requestheaders", "request") and flow.response is None and not \
-            flow.request.stream:
+    if hook in ("requestheaders", "request") and flow.response is None and not flow.request.stream:
         flow.response = http.Response.make(
-            500, error_body(Code.UNAVAILABLE, "regauth internal error; request refused"),
-            JSON_HEADERS)
+            500,
+            error_body(Code.UNAVAILABLE, "regauth internal error; request refused"),
+            JSON_HEADERS,
+        )
         flow.metadata[LOCAL_MARK] = True
     elif flow.killable:
         flow.kill()
@@ -55,6 +63,7 @@ def _contain(flow: http.HTTPFlow, hook: str, error: BaseException) -> None:
 def fail_closed(func: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a flow hook (sync or async) so that any exception refuses the flow."""
     if inspect.iscoroutinefunction(func):
+
         @functools.wraps(func)
         async def async_wrapper(self: Any, flow: http.HTTPFlow) -> None:
             try:
@@ -62,6 +71,7 @@ def fail_closed(func: Callable[..., Any]) -> Callable[..., Any]:
             except Exception as e:
                 _contain(flow, func.__name__, e)
                 _note(self, flow, func.__name__)
+
         return async_wrapper
 
     @functools.wraps(func)
@@ -71,6 +81,7 @@ def fail_closed(func: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as e:
             _contain(flow, func.__name__, e)
             _note(self, flow, func.__name__)
+
     return wrapper
 
 
@@ -94,8 +105,11 @@ class FailClosedGuard:
             return
         if flow.metadata.get(FORWARD_MARK) or flow.metadata.get(LOCAL_MARK):
             return
-        logger.error("request %s %s reached the guard without a regauth decision; killed",
-                     flow.request.method, flow.request.path[:200])
+        logger.error(
+            "request %s %s reached the guard without a regauth decision; killed",
+            flow.request.method,
+            flow.request.path[:200],
+        )
         flow.kill()
 
     def request(self, flow: http.HTTPFlow) -> None:
@@ -105,6 +119,9 @@ class FailClosedGuard:
             return
         if flow.metadata.get(LOCAL_MARK) and flow.request.stream:
             return  # streamed into the refusal sink, which answers it
-        logger.error("request %s %s has no response and no forward decision; killed",
-                     flow.request.method, flow.request.path[:200])
+        logger.error(
+            "request %s %s has no response and no forward decision; killed",
+            flow.request.method,
+            flow.request.path[:200],
+        )
         flow.kill()

@@ -107,8 +107,9 @@ class FlowStates:
     while it is in flight. One instance is shared by regauth's addons (see make_addons)."""
 
     def __init__(self) -> None:
-        self._states: weakref.WeakKeyDictionary[http.HTTPFlow, FlowState] = \
+        self._states: weakref.WeakKeyDictionary[http.HTTPFlow, FlowState] = (
             weakref.WeakKeyDictionary()
+        )
 
     def start(self, flow: http.HTTPFlow, started: float) -> FlowState:
         state = FlowState(started=started)

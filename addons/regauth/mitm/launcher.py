@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass
 class ServeConfig:
     upstream: str
@@ -67,8 +68,12 @@ def resolve_admin_listen(value: str | None) -> str:
         with socket.create_server(("127.0.0.1", 9090)):
             pass
     except OSError:
-        print(f"admin listener off: {DEFAULT_ADMIN_LISTEN} is in use (set --admin-listen or "
-              "REGAUTH_ADMIN_LISTEN)", file=sys.stderr, flush=True)
+        print(
+            f"admin listener off: {DEFAULT_ADMIN_LISTEN} is in use (set --admin-listen or "
+            "REGAUTH_ADMIN_LISTEN)",
+            file=sys.stderr,
+            flush=True,
+        )
         return "off"
     return DEFAULT_ADMIN_LISTEN
 
@@ -77,21 +82,32 @@ def mitmproxy_args(config: ServeConfig, web_password_hash: str | None) -> list[s
     # mitmproxy splits the listen address at its last ':', so an IPv6 host goes in bare
     # (`@::1:5443`); brackets would reach the resolver as part of the name.
     args = [
-        "--mode", f"reverse:{config.upstream}@{config.listen_host}:{config.listen_port}",
-        "--set", f"confdir={config.certs_dir / pki.PRIVATE_DIR}",
-        "--set", "connection_strategy=lazy",
+        "--mode",
+        f"reverse:{config.upstream}@{config.listen_host}:{config.listen_port}",
+        "--set",
+        f"confdir={config.certs_dir / pki.PRIVATE_DIR}",
+        "--set",
+        "connection_strategy=lazy",
         # HTTP/1.1 and HTTP/2 only: framing and stream isolation are proven for those.
-        "--set", "http3=false",
+        "--set",
+        "http3=false",
         # mitmproxy's default kills clients with public addresses (meant for open forward
         # proxies); a registry front serves them. regauth's own limits apply instead.
-        "--set", "block_global=false",
+        "--set",
+        "block_global=false",
         # Flow lines on the console would print capability ids; the exchange log has it all.
-        "--set", "flow_detail=0",
-        "--set", f"regauth_policy={config.policy}",
-        "--set", f"regauth_certs_dir={config.certs_dir}",
-        "--set", f"regauth_public_url={config.public_url}",
-        "--set", f"regauth_log={config.log}",
-        "--set", f"regauth_admin_listen={resolve_admin_listen(config.admin_listen)}",
+        "--set",
+        "flow_detail=0",
+        "--set",
+        f"regauth_policy={config.policy}",
+        "--set",
+        f"regauth_certs_dir={config.certs_dir}",
+        "--set",
+        f"regauth_public_url={config.public_url}",
+        "--set",
+        f"regauth_log={config.log}",
+        "--set",
+        f"regauth_admin_listen={resolve_admin_listen(config.admin_listen)}",
     ]
     if config.state:
         args += ["--set", f"regauth_state={config.state}"]
@@ -102,17 +118,36 @@ def mitmproxy_args(config: ServeConfig, web_password_hash: str | None) -> list[s
     if config.plain_http:
         args += ["--set", "regauth_plain_http=true"]
     if config.upstream_ca is not None:
-        args += ["--set", f"ssl_verify_upstream_trusted_ca={config.upstream_ca}",
-                 "--set", f"regauth_upstream_ca={config.upstream_ca}"]
+        args += [
+            "--set",
+            f"ssl_verify_upstream_trusted_ca={config.upstream_ca}",
+            "--set",
+            f"regauth_upstream_ca={config.upstream_ca}",
+        ]
     if config.web:
-        args += ["--web-host", "127.0.0.1", "--web-port", str(config.web_port),
-                 "--no-web-open-browser",
-                 # regauth's comment (what happened in auth terms, and the conversation) and
-                 # marker are the point of watching: show them by default.
-                 "--set", "web_columns=icon",
-                 "--set", "web_columns=path", "--set", "web_columns=method",
-                 "--set", "web_columns=status", "--set", "web_columns=comment",
-                 "--set", "web_columns=size", "--set", "web_columns=time"]
+        args += [
+            "--web-host",
+            "127.0.0.1",
+            "--web-port",
+            str(config.web_port),
+            "--no-web-open-browser",
+            # regauth's comment (what happened in auth terms, and the conversation) and
+            # marker are the point of watching: show them by default.
+            "--set",
+            "web_columns=icon",
+            "--set",
+            "web_columns=path",
+            "--set",
+            "web_columns=method",
+            "--set",
+            "web_columns=status",
+            "--set",
+            "web_columns=comment",
+            "--set",
+            "web_columns=size",
+            "--set",
+            "web_columns=time",
+        ]
         if web_password_hash:
             args += ["--set", f"web_password={web_password_hash}"]
     return args + list(config.extra)
@@ -163,12 +198,32 @@ def _master_class(web: bool, embedded: EmbeddedRegistry | None = None) -> type[M
 # commands (which stay registered). Onboarding is pinned *on*, but only answers requests to
 # `mitm.it`, which in reverse mode could only be the upstream itself: regauth decides alone.
 # Each addon in the chain costs every event of every request, so they are taken out of it.
-INERT_ADDONS = frozenset({
-    "AntiCache", "AntiComp", "BlockList", "Browser", "ClientPlayback", "Comment", "Cut",
-    "DnsResolver", "Export", "MapLocal", "MapRemote", "ModifyBody", "ModifyHeaders",
-    "Onboarding", "ProxyAuth", "Save", "SaveHar", "ServerPlayback", "StickyAuth",
-    "StickyCookie", "StripDnsHttpsRecords", "UpstreamAuth",
-})
+INERT_ADDONS = frozenset(
+    {
+        "AntiCache",
+        "AntiComp",
+        "BlockList",
+        "Browser",
+        "ClientPlayback",
+        "Comment",
+        "Cut",
+        "DnsResolver",
+        "Export",
+        "MapLocal",
+        "MapRemote",
+        "ModifyBody",
+        "ModifyHeaders",
+        "Onboarding",
+        "ProxyAuth",
+        "Save",
+        "SaveHar",
+        "ServerPlayback",
+        "StickyAuth",
+        "StickyCookie",
+        "StripDnsHttpsRecords",
+        "UpstreamAuth",
+    }
+)
 
 
 def prune_inert_addons(manager: AddonManager) -> None:
@@ -203,8 +258,10 @@ class _NoStreamingNotices(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.msg
-        return not (isinstance(message, str) and message.startswith(
-            ("Streaming response from ", "Streaming request to ")))
+        return not (
+            isinstance(message, str)
+            and message.startswith(("Streaming response from ", "Streaming request to "))
+        )
 
 
 def quiet_streaming_notices() -> None:
@@ -231,8 +288,9 @@ def serve(config: ServeConfig) -> int:
     if config.registry_dir is not None:
         from regauth.mitm.embedded_registry import EmbeddedRegistry
 
-        embedded = EmbeddedRegistry.create(config.registry_dir, config.certs_dir,
-                                           config.policy, config.public_url)
+        embedded = EmbeddedRegistry.create(
+            config.registry_dir, config.certs_dir, config.policy, config.public_url
+        )
         config = dataclasses.replace(config, upstream=embedded.url)
     try:
         return _serve(config, embedded)
@@ -246,8 +304,11 @@ def _serve(config: ServeConfig, embedded: EmbeddedRegistry | None) -> int:
     runtime = build_runtime(config.policy, config.certs_dir, parse_origin(config.upstream).url)
     if embedded is not None:
         embedded.start()
-        print(f"embedded registry: {embedded.url} (token mode, storage "
-              f"{config.registry_dir / 'data' if config.registry_dir else ''})", flush=True)
+        print(
+            f"embedded registry: {embedded.url} (token mode, storage "
+            f"{config.registry_dir / 'data' if config.registry_dir else ''})",
+            flush=True,
+        )
     web_token = secrets.token_urlsafe(24) if config.web else None
     web_hash = None
     if web_token:
@@ -255,9 +316,12 @@ def _serve(config: ServeConfig, embedded: EmbeddedRegistry | None) -> int:
 
         web_hash = argon2.PasswordHasher().hash(web_token)
     print(trust_instructions(public, config.certs_dir / pki.CA_CERT), flush=True)
-    print(f"policy {config.policy}: service {runtime.policy.service}, "
-          f"{len(runtime.policy.rules)} rules, upstream {config.upstream} "
-          f"({runtime.upstream_entry.mode} mode)", flush=True)
+    print(
+        f"policy {config.policy}: service {runtime.policy.service}, "
+        f"{len(runtime.policy.rules)} rules, upstream {config.upstream} "
+        f"({runtime.upstream_entry.mode} mode)",
+        flush=True,
+    )
     print(f"exchange log: {config.log}", flush=True)
     if web_token:
         print(f"mitmweb: http://127.0.0.1:{config.web_port}/?token={web_token}", flush=True)
@@ -267,8 +331,7 @@ def _serve(config: ServeConfig, embedded: EmbeddedRegistry | None) -> int:
     ensure_dhparam(config.certs_dir)
     quiet_streaming_notices()
     parser = cmdline.mitmweb if config.web else cmdline.mitmdump
-    master = run(_master_class(config.web, embedded), parser,
-                 mitmproxy_args(config, web_hash))
+    master = run(_master_class(config.web, embedded), parser, mitmproxy_args(config, web_hash))
     del master
     return EXIT_OK
 

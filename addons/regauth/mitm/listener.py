@@ -27,13 +27,21 @@ logger = logging.getLogger(__name__)
 
 class Listener:
     def load(self, loader: Loader) -> None:
-        loader.add_option("regauth_proxy_protocol", str, "",
-                          "Networks (CIDR[,CIDR...]) of the load balancers that send a PROXY "
-                          "protocol header (v1 or v2); required from them, refused from "
-                          "everyone else. Empty: no PROXY protocol.")
-        loader.add_option("regauth_plain_http", bool, False,
-                          "Serve plain HTTP on the proxy port besides TLS (test setups only: "
-                          "clients would send passwords and tokens in clear text).")
+        loader.add_option(
+            "regauth_proxy_protocol",
+            str,
+            "",
+            "Networks (CIDR[,CIDR...]) of the load balancers that send a PROXY "
+            "protocol header (v1 or v2); required from them, refused from "
+            "everyone else. Empty: no PROXY protocol.",
+        )
+        loader.add_option(
+            "regauth_plain_http",
+            bool,
+            False,
+            "Serve plain HTTP on the proxy port besides TLS (test setups only: "
+            "clients would send passwords and tokens in clear text).",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if "regauth_proxy_protocol" in updated:
@@ -47,7 +55,8 @@ class Listener:
         if ctx.options.regauth_plain_http:
             logger.warning(
                 "WARNING: regauth serves plain HTTP on its proxy port (regauth_plain_http): "
-                "passwords and tokens cross the network in clear text; for test setups only")
+                "passwords and tokens cross the network in clear text; for test setups only"
+            )
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         via = proxy_header.current_via()

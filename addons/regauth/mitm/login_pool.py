@@ -68,8 +68,9 @@ class LoginPool:
         self.queue: FairQueue[_Job] = queue if queue is not None else FairQueue()
         self._inflight: dict[Hashable, _Job] = {}
 
-    async def answer(self, runtime: Runtime, authenticator: Authenticator,
-                     request: TokenRequest) -> TokenResponse:
+    async def answer(
+        self, runtime: Runtime, authenticator: Authenticator, request: TokenRequest
+    ) -> TokenResponse:
         """The token service's answer to `request` (a 429 if the login queue has no room)."""
         followed = False
         while True:
@@ -80,10 +81,20 @@ class LoginPool:
             pair = password_pair(request)
             source = client_network(request.client_ip)
             limiter = authenticator.limiter
-            known = pair is not None and limiter is not None and \
-                limiter.known_here(pair[0], request.client_ip)
-            key = None if pair is None else (source, known, hashlib.sha256(
-                "\0".join(pair).encode("utf-8", "surrogateescape")).digest())
+            known = (
+                pair is not None
+                and limiter is not None
+                and limiter.known_here(pair[0], request.client_ip)
+            )
+            key = (
+                None
+                if pair is None
+                else (
+                    source,
+                    known,
+                    hashlib.sha256("\0".join(pair).encode("utf-8", "surrogateescape")).digest(),
+                )
+            )
             leader = self._inflight.get(key) if key is not None else None
             if leader is not None and not followed:
                 # The same check is on its way: wait for it (not for its result, which is
@@ -96,20 +107,35 @@ class LoginPool:
                 return self._refuse(runtime, authenticator, request, outcome)
             return outcome
 
-    def _refuse(self, runtime: Runtime, authenticator: Authenticator, request: TokenRequest,
-                refusal: Refusal) -> TokenResponse:
+    def _refuse(
+        self,
+        runtime: Runtime,
+        authenticator: Authenticator,
+        request: TokenRequest,
+        refusal: Refusal,
+    ) -> TokenResponse:
         limited = RateLimited(refusal.retry_after, refusal.reason, refusal.message)
         return handle_token_request(runtime, authenticator, request, refuse_login=limited)
 
-    async def _run(self, runtime: Runtime, authenticator: Authenticator,
-                   request: TokenRequest, source: Hashable, known: bool,
-                   key: Hashable | None) -> TokenResponse | Refusal:
+    async def _run(
+        self,
+        runtime: Runtime,
+        authenticator: Authenticator,
+        request: TokenRequest,
+        source: Hashable,
+        known: bool,
+        key: Hashable | None,
+    ) -> TokenResponse | Refusal:
         loop = asyncio.get_running_loop()
         # A queued check also renews a cached login in its last seconds (needs_check sent it
         # here), so the identical logins that follow it find it cached again.
-        job = _Job(functools.partial(handle_token_request, runtime, authenticator, request,
-                                     renew_within=CACHE_MARGIN),
-                   loop.create_future(), key)
+        job = _Job(
+            functools.partial(
+                handle_token_request, runtime, authenticator, request, renew_within=CACHE_MARGIN
+            ),
+            loop.create_future(),
+            key,
+        )
         # Retrieved even when its waiter is gone, so asyncio never reports it as lost.
         job.outcome.add_done_callback(lambda f: f.cancelled() or f.exception())
         admission = self.queue.submit(source, job, known)

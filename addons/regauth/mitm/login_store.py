@@ -34,9 +34,13 @@ class SharedState:
         self.error: str | None = None
 
     def load(self, loader: Loader) -> None:
-        loader.add_option("regauth_state", str, "",
-                          "Where login-failure counters live: empty for this process, or "
-                          "redis://HOST:PORT/DB to share them between replicas.")
+        loader.add_option(
+            "regauth_state",
+            str,
+            "",
+            "Where login-failure counters live: empty for this process, or "
+            "redis://HOST:PORT/DB to share them between replicas.",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if "regauth_state" not in updated:

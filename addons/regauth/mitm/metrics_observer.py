@@ -84,9 +84,11 @@ class MetricsObserver:
         if state.kind == "token":
             if response is not None:
                 trace = state.token_trace
-                self.metrics.token_answered(response.status_code,
-                                            trace.as_record() if trace is not None else {},
-                                            state.client_authorization is not None)
+                self.metrics.token_answered(
+                    response.status_code,
+                    trace.as_record() if trace is not None else {},
+                    state.client_authorization is not None,
+                )
             return
         if state.kind == "jwks":
             return
@@ -94,8 +96,12 @@ class MetricsObserver:
         gate = decision.gate if isinstance(decision, (Forward, Respond)) else None
         route = gate.route.kind if gate is not None and gate.route is not None else None
         self.metrics.gate_answered(route, metrics.gate_outcome(gate, bool(state.reason_override)))
-        if state.answered_by == "upstream" and response is not None and \
-                response.timestamp_start is not None and not state.reason_override:
+        if (
+            state.answered_by == "upstream"
+            and response is not None
+            and response.timestamp_start is not None
+            and not state.reason_override
+        ):
             request = flow.request
             sent = request.timestamp_end or request.timestamp_start
             self.metrics.upstream_answered(route, response.timestamp_start - sent)

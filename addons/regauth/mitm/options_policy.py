@@ -22,25 +22,63 @@ from mitmproxy import exceptions
 from regauth.mitm.config_loader import upstream_from_modes
 
 # Options that change only what is shown.
-VIEW_OPTIONS = frozenset({
-    "web_columns", "web_theme", "view_filter", "view_order", "view_order_reversed",
-    "content_view_lines_cutoff", "console_focus_follow", "showhost", "show_ignored_hosts",
-})
+VIEW_OPTIONS = frozenset(
+    {
+        "web_columns",
+        "web_theme",
+        "view_filter",
+        "view_order",
+        "view_order_reversed",
+        "content_view_lines_cutoff",
+        "console_focus_follow",
+        "showhost",
+        "show_ignored_hosts",
+    }
+)
 
 # Options that may differ from their defaults at start (besides regauth_*): what the launcher
 # sets, where to listen, TLS settings on either side, trust for the upstream, limits that can
 # only refuse more, logging verbosity and view settings.
-STARTUP_OPTIONS = VIEW_OPTIONS | frozenset({
-    "mode", "confdir", "connection_strategy", "flow_detail", "listen_host", "listen_port",
-    "ssl_verify_upstream_trusted_ca", "ssl_verify_upstream_trusted_confdir",
-    "web_host", "web_port", "web_open_browser", "web_password",
-    "termlog_verbosity", "http2", "http3", "http2_ping_keepalive",
-    "tls_version_client_min", "tls_version_client_max", "tls_version_server_min",
-    "tls_version_server_max", "ciphers_client", "ciphers_server", "tls_ecdh_curve_client",
-    "tls_ecdh_curve_server", "certs", "cert_passphrase", "key_size", "request_client_cert",
-    "client_certs", "add_upstream_certs_to_client_chain", "body_size_limit", "tcp_timeout",
-    "block_global", "block_private", "protobuf_definitions", "command_history",
-})
+STARTUP_OPTIONS = VIEW_OPTIONS | frozenset(
+    {
+        "mode",
+        "confdir",
+        "connection_strategy",
+        "flow_detail",
+        "listen_host",
+        "listen_port",
+        "ssl_verify_upstream_trusted_ca",
+        "ssl_verify_upstream_trusted_confdir",
+        "web_host",
+        "web_port",
+        "web_open_browser",
+        "web_password",
+        "termlog_verbosity",
+        "http2",
+        "http3",
+        "http2_ping_keepalive",
+        "tls_version_client_min",
+        "tls_version_client_max",
+        "tls_version_server_min",
+        "tls_version_server_max",
+        "ciphers_client",
+        "ciphers_server",
+        "tls_ecdh_curve_client",
+        "tls_ecdh_curve_server",
+        "certs",
+        "cert_passphrase",
+        "key_size",
+        "request_client_cert",
+        "client_certs",
+        "add_upstream_certs_to_client_chain",
+        "body_size_limit",
+        "tcp_timeout",
+        "block_global",
+        "block_private",
+        "protobuf_definitions",
+        "command_history",
+    }
+)
 
 
 def _one_reverse_mode(value: object) -> str | None:
@@ -78,14 +116,18 @@ class OptionPolicy:
         # mitmproxy rolls a refused change back and configures again: that restore is not
         # checked (it would replace the refusal's message with one about the old values).
         rollback, self._rollback = self._rollback, None
-        if rollback is not None and updated == set(rollback) and all(
-                getattr(ctx.options, name) == value for name, value in rollback.items()):
+        if (
+            rollback is not None
+            and updated == set(rollback)
+            and all(getattr(ctx.options, name) == value for name, value in rollback.items())
+        ):
             return
         try:
             self._check(updated)
         except exceptions.OptionsError:
-            self._rollback = {name: self._accepted.get(name, ctx.options.default(name))
-                              for name in updated}
+            self._rollback = {
+                name: self._accepted.get(name, ctx.options.default(name)) for name in updated
+            }
             raise
         for name in updated:
             self._accepted[name] = getattr(ctx.options, name)
@@ -96,7 +138,8 @@ class OptionPolicy:
             if changed:
                 raise exceptions.OptionsError(
                     f"regauth: {', '.join(changed)} cannot be changed while regauth runs; only "
-                    f"view options can ({', '.join(sorted(VIEW_OPTIONS))})")
+                    f"view options can ({', '.join(sorted(VIEW_OPTIONS))})"
+                )
             return
         problems = []
         for name in sorted(updated):
@@ -105,9 +148,11 @@ class OptionPolicy:
                 continue
             if name not in STARTUP_OPTIONS:
                 if value != ctx.options.default(name):
-                    problems.append(f"{name}: not allowed with regauth (it could change how "
-                                    "requests are decided, modified, routed, replayed, "
-                                    "intercepted or logged)")
+                    problems.append(
+                        f"{name}: not allowed with regauth (it could change how "
+                        "requests are decided, modified, routed, replayed, "
+                        "intercepted or logged)"
+                    )
                 continue
             check = _REQUIRED.get(name)
             if name == "mode" and list(value) == list(ctx.options.default("mode")):

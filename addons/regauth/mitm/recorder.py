@@ -49,8 +49,7 @@ class Recorder:
         shown.SHOWN.follow(lambda: config.active)
 
     def load(self, loader: Loader) -> None:
-        loader.add_option("regauth_log", str, "logs/exchange.jsonl",
-                          "JSONL exchange log file.")
+        loader.add_option("regauth_log", str, "logs/exchange.jsonl", "JSONL exchange log file.")
 
     def configure(self, updated: set[str]) -> None:
         if "regauth_log" not in updated:
@@ -83,8 +82,7 @@ class Recorder:
             return
         self._finish(flow, state)
 
-    def _link(self, flow: http.HTTPFlow, state: FlowState, client_ip: str,
-              sent: list[str]) -> None:
+    def _link(self, flow: http.HTTPFlow, state: FlowState, client_ip: str, sent: list[str]) -> None:
         """Put the flow in its conversation (see regauth.ops.conversations)."""
         trace = state.token_trace
         if state.kind == "token" and trace is not None:
@@ -92,7 +90,8 @@ class Recorder:
             # name is a claim): it binds the conversation (regauth.ops.conversations).
             identity = (trace.account or "anonymous") if trace.jti else None
             state.conversation = self.conversations.token_requested(
-                client_ip, trace.requested or [], identity)
+                client_ip, trace.requested or [], identity
+            )
             if trace.jti:
                 self.conversations.token_issued(trace.jti, state.conversation, identity)
             return
@@ -108,8 +107,8 @@ class Recorder:
         issued_in = self.conversations.for_token(jti)
         if challenge_scopes is not None and state.kind == "registry":
             state.conversation = self.conversations.challenged(
-                client_ip, challenge_scopes, issued_in,
-                self.conversations.identity_of_token(jti))
+                client_ip, challenge_scopes, issued_in, self.conversations.identity_of_token(jti)
+            )
         elif state.conversation is None:
             state.conversation = issued_in or new_id()
 

@@ -31,8 +31,14 @@ from regauth.token_trace import TokenTrace
 # Never written: credentials, and distribution's `_state` upload parameter (base64 JSON that
 # names the repository, so a capability id would pass the redactor inside it; the upload's
 # UUID in the path already identifies it).
-_SECRET_QUERY_KEYS = ("password", "refresh_token", "token", "access_token", "client_secret",
-                      "_state")
+_SECRET_QUERY_KEYS = (
+    "password",
+    "refresh_token",
+    "token",
+    "access_token",
+    "client_secret",
+    "_state",
+)
 
 
 def _logged_path(flow: http.HTTPFlow) -> str:
@@ -41,8 +47,11 @@ def _logged_path(flow: http.HTTPFlow) -> str:
     base = request.path.partition("?")[0]
     if "?" not in request.path:
         return base
-    kept = [f"{k}={v}" for k, v in request.query.items(multi=True)
-            if k.lower() not in _SECRET_QUERY_KEYS]
+    kept = [
+        f"{k}={v}"
+        for k, v in request.query.items(multi=True)
+        if k.lower() not in _SECRET_QUERY_KEYS
+    ]
     return base + ("?" + "&".join(kept) if kept else "")
 
 
@@ -54,8 +63,9 @@ def _body_size(message: http.Message | None, counted: int | None) -> int | None:
     return len(message.raw_content)
 
 
-def build_record(flow: http.HTTPFlow, state: FlowState,
-                 sent_challenges: list[str]) -> ExchangeRecord:
+def build_record(
+    flow: http.HTTPFlow, state: FlowState, sent_challenges: list[str]
+) -> ExchangeRecord:
     """The exchange record of a finished flow (`ops.exchange_record`): what the client sent and
     got, and what regauth decided, from the flow and the facts its addons gathered.
     `sent_challenges`: the `WWW-Authenticate` values the client got (one that does not parse
@@ -88,9 +98,11 @@ def build_record(flow: http.HTTPFlow, state: FlowState,
         answered_by=state.answered_by or None,
         # The load balancer whose PROXY protocol header named `client`.
         via=via if isinstance(via, str) else None,
-        route=RouteRecord(kind=route.kind, repository=route.repository,
-                          required=tuple(route.required_strings))
-        if route is not None else None,
+        route=RouteRecord(
+            kind=route.kind, repository=route.repository, required=tuple(route.required_strings)
+        )
+        if route is not None
+        else None,
         auth=_auth(state),
         decision=_decision(state),
         upstream_credentials="injected" if state.injected else None,
@@ -99,11 +111,14 @@ def build_record(flow: http.HTTPFlow, state: FlowState,
         upstream_refused_token=state.upstream_refused_token or None,
         token_request=_token_request(trace) if trace is not None else None,
         token_response=_token_response(trace) if trace is not None else None,
-        bytes=BytesRecord(request=_body_size(request, state.counted.get("request")),
-                          response=_body_size(response, state.counted.get("response"))),
+        bytes=BytesRecord(
+            request=_body_size(request, state.counted.get("request")),
+            response=_body_size(response, state.counted.get("response")),
+        ),
         # The registry's clock, to tell clock skew from other reasons it refuses a token.
         upstream_date=registry.headers["date"][:64]
-        if registry is not None and "date" in registry.headers else None,
+        if registry is not None and "date" in registry.headers
+        else None,
         upstream_ms=upstream_ms,
         body_discarded=state.via_sink,
         error=flow.error.msg if flow.error is not None else None,
@@ -130,10 +145,14 @@ def _decision(state: FlowState) -> DecisionRecord | None:
     answered_here = bool(state.reason_override) or isinstance(decision, Respond)
     token = gate.token
     return DecisionRecord(
-        forward=False if answered_here else gate.forward, reason=state.reason,
-        verified_token=VerifiedTokenRecord(issuer=token.issuer, subject=token.subject,
-                                           source=token.source)
-        if token is not None else None)
+        forward=False if answered_here else gate.forward,
+        reason=state.reason,
+        verified_token=VerifiedTokenRecord(
+            issuer=token.issuer, subject=token.subject, source=token.source
+        )
+        if token is not None
+        else None,
+    )
 
 
 def _sent_challenges(values: list[str]) -> list[ChallengeRecord]:
@@ -150,28 +169,43 @@ def _sent_challenges(values: list[str]) -> list[ChallengeRecord]:
 def _token_request(trace: TokenTrace) -> TokenRequestRecord:
     """What the client asked the token endpoint for (README: `token_request`)."""
     return TokenRequestRecord(
-        method=trace.method, grant_type=trace.grant_type,
+        method=trace.method,
+        grant_type=trace.grant_type,
         service=trace.service if trace.service_given else ABSENT,
-        client_id=trace.client_id, username=trace.username,
-        requested=tuple(trace.requested) if trace.requested is not None else None)
+        client_id=trace.client_id,
+        username=trace.username,
+        requested=tuple(trace.requested) if trace.requested is not None else None,
+    )
 
 
 def _token_response(trace: TokenTrace) -> TokenResponseRecord:
     """What the token endpoint did (README: `token_response`), each scope's decision with the
     rule that made it."""
     return TokenResponseRecord(
-        credential=trace.credential, failed_login_counted=trace.failed_login_counted,
-        rate_limited=trace.rate_limited, account=trace.account,
+        credential=trace.credential,
+        failed_login_counted=trace.failed_login_counted,
+        rate_limited=trace.rate_limited,
+        account=trace.account,
         decisions=tuple(
             ScopeDecisionRecord(
-                scope=str(d.requested), granted=d.granted, outcome=d.outcome,
+                scope=str(d.requested),
+                granted=d.granted,
+                outcome=d.outcome,
                 rule=d.rule.index if d.rule is not None else None,
                 line=d.rule.line if d.rule is not None else None,
-                comment=(d.rule.comment or None) if d.rule is not None else None)
-            for d in trace.decisions) if trace.decided else None,
+                comment=(d.rule.comment or None) if d.rule is not None else None,
+            )
+            for d in trace.decisions
+        )
+        if trace.decided
+        else None,
         granted=tuple(trace.granted) if trace.granted is not None else None,
-        refresh_token_issued=trace.refresh_token_issued, expires_in=trace.expires_in,
-        issued_at=trace.issued_at, jti=trace.jti, refused=trace.refused)
+        refresh_token_issued=trace.refresh_token_issued,
+        expires_in=trace.expires_in,
+        issued_at=trace.issued_at,
+        jti=trace.jti,
+        refused=trace.refused,
+    )
 
 
 def checked_by(state: FlowState) -> CheckedBy | None:
@@ -185,8 +219,11 @@ def checked_by(state: FlowState) -> CheckedBy | None:
     if state.token is not None:
         return "regauth"
     active = state.active
-    if state.answered_by == "upstream" and active is not None and \
-            active.runtime.upstream_entry.mode == "delegate":
+    if (
+        state.answered_by == "upstream"
+        and active is not None
+        and active.runtime.upstream_entry.mode == "delegate"
+    ):
         return "registry"
     return None
 
@@ -202,13 +239,15 @@ def trusted_jti(flow: http.HTTPFlow, state: FlowState) -> str | None:
     if checked_by(state) != "registry" or flow.response is None:
         return None
     if flow.response.status_code == 401 and not any(
-            c.get("error") == "insufficient_scope" for c in state.upstream_challenge):
+        c.get("error") == "insufficient_scope" for c in state.upstream_challenge
+    ):
         return None
     return state.presented_jti()
 
 
-def comment_and_marker(flow: http.HTTPFlow, state: FlowState,
-                       record: ExchangeRecord) -> tuple[str, str]:
+def comment_and_marker(
+    flow: http.HTTPFlow, state: FlowState, record: ExchangeRecord
+) -> tuple[str, str]:
     """One line for mitmweb's comment column, and an emoji name for the marker column.
 
     The comment ends with `[conv ID]`, the record's conversation: mitmweb's filter
@@ -235,8 +274,7 @@ def _who(state: FlowState) -> str:
     return "no token"
 
 
-def _describe(flow: http.HTTPFlow, state: FlowState,
-              record: ExchangeRecord) -> tuple[str, str]:
+def _describe(flow: http.HTTPFlow, state: FlowState, record: ExchangeRecord) -> tuple[str, str]:
     status = record.status
     if flow.error is not None:
         return f"error: {flow.error.msg}", ":x:"
@@ -252,7 +290,8 @@ def _describe(flow: http.HTTPFlow, state: FlowState,
             granted = ",".join(d.granted) or "nothing"
             parts.append(f"{d.requested} → {d.outcome} [{granted}] ({d.rule.describe_short()})")
         text = f"token for {trace.account or 'anonymous'}: " + (
-            "; ".join(parts) if parts else "no scope requested")
+            "; ".join(parts) if parts else "no scope requested"
+        )
         return text, ":key:"
     if status == 401 and len(record.challenge) == 1:
         challenge = record.challenge[0]

@@ -27,10 +27,24 @@ logger = logging.getLogger("regauth.mitm.conn_limits")
 # read, dropped unseen). Bodies: body_too_slow. First bytes: plain_http (plain HTTP on the TLS
 # port), proxy_header_untrusted (a PROXY header from a peer not named in
 # regauth_proxy_protocol), proxy_header (a trusted balancer's header missing or invalid).
-REASONS = ("head_timeout", "idle_timeout", "cap", "overloaded", "shed", "upstream_limit",
-           "head_too_large", "request_line_too_long", "bad_head", "header_block_too_large",
-           "h2_rapid_reset", "h2_streams_cancelled", "body_too_slow", "plain_http",
-           "proxy_header_untrusted", "proxy_header")
+REASONS = (
+    "head_timeout",
+    "idle_timeout",
+    "cap",
+    "overloaded",
+    "shed",
+    "upstream_limit",
+    "head_too_large",
+    "request_line_too_long",
+    "bad_head",
+    "header_block_too_large",
+    "h2_rapid_reset",
+    "h2_streams_cancelled",
+    "body_too_slow",
+    "plain_http",
+    "proxy_header_untrusted",
+    "proxy_header",
+)
 INTERVAL = 60.0  # seconds between two lines for one address and reason
 MAX_ENTRIES = 4096  # (address, reason) pairs remembered for the interval
 
@@ -38,8 +52,12 @@ MAX_ENTRIES = 4096  # (address, reason) pairs remembered for the interval
 class RefusalLog:
     """Counts refusals by reason (`counts`, read by the metrics) and logs them."""
 
-    def __init__(self, interval: float = INTERVAL, max_entries: int = MAX_ENTRIES,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        interval: float = INTERVAL,
+        max_entries: int = MAX_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.interval = interval
         self.max_entries = max_entries
         self.clock = clock

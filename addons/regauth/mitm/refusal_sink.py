@@ -24,8 +24,9 @@ _MAX_HEAD = 64 * 1024
 def assemble(status: int, headers: dict[str, str], body: bytes) -> bytes:
     reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
     lines = [f"HTTP/1.1 {status} {reason}"]
-    lines += [f"{k}: {v}" for k, v in headers.items()
-              if k.lower() not in ("content-length", "connection")]
+    lines += [
+        f"{k}: {v}" for k, v in headers.items() if k.lower() not in ("content-length", "connection")
+    ]
     lines += [f"Content-Length: {len(body)}", "Connection: close"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
@@ -37,8 +38,7 @@ class RefusalSink:
         self.port = 0
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0,
-                                                  limit=_MAX_HEAD)
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, limit=_MAX_HEAD)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:

@@ -59,13 +59,15 @@ SHED = "regauth.shed"
 
 def _goes_to_upstream(flow: http.HTTPFlow, active: Active | None) -> bool:
     """Only live flows of the reverse proxy, aimed at the configured upstream."""
-    if active is None or flow.is_replay or not isinstance(flow.client_conn.proxy_mode,
-                                                          ReverseMode):
+    if active is None or flow.is_replay or not isinstance(flow.client_conn.proxy_mode, ReverseMode):
         return False
     request = flow.request
     upstream = active.upstream
-    return (request.scheme, request.host.lower(), request.port) == \
-        (upstream.scheme, upstream.host, upstream.port)
+    return (request.scheme, request.host.lower(), request.port) == (
+        upstream.scheme,
+        upstream.host,
+        upstream.port,
+    )
 
 
 def request_view(flow: http.HTTPFlow, active: Active | None) -> front.RequestView:
@@ -102,8 +104,9 @@ class RequestHandler:
         self.sink = RefusalSink()
         # bcrypt runs here, bounded, so failed logins cannot take every thread of the loop;
         # the login queue decides whose check runs next (mitm/login_pool.py).
-        self.login_pool = ThreadPoolExecutor(max_workers=WORKERS,
-                                             thread_name_prefix="regauth-login")
+        self.login_pool = ThreadPoolExecutor(
+            max_workers=WORKERS, thread_name_prefix="regauth-login"
+        )
         self.logins = LoginPool(self.login_pool)
 
     async def running(self) -> None:
@@ -141,8 +144,7 @@ class RequestHandler:
             scrub_request(flow.request, state.client_authorization)
         await self._apply(flow, state, front.decide(active, view))
 
-    async def _apply(self, flow: http.HTTPFlow, state: FlowState,
-                     decision: front.Decision) -> None:
+    async def _apply(self, flow: http.HTTPFlow, state: FlowState, decision: front.Decision) -> None:
         state.decision = decision
         match decision:
             case front.Respond():
@@ -156,8 +158,9 @@ class RequestHandler:
                 flow.metadata[LOCAL_MARK] = True
                 state.answered_by = "regauth"
 
-    def _respond(self, flow: http.HTTPFlow, state: FlowState, answer: Answer,
-                 discard_body: bool) -> None:
+    def _respond(
+        self, flow: http.HTTPFlow, state: FlowState, answer: Answer, discard_body: bool
+    ) -> None:
         """Answer locally; a large or unknown-size request body goes to the refusal sink."""
         flow.metadata[LOCAL_MARK] = True
         flow.metadata.pop(FORWARD_MARK, None)
@@ -180,8 +183,14 @@ class RequestHandler:
             body = b""  # a HEAD response has no body; sending one desynchronizes HTTP/1
         flow.response = http.Response.make(answer.status, body, answer.headers)
 
-    def _refuse(self, flow: http.HTTPFlow, state: FlowState, error: RegistryError,
-                reason: str, body_read: bool = False) -> None:
+    def _refuse(
+        self,
+        flow: http.HTTPFlow,
+        state: FlowState,
+        error: RegistryError,
+        reason: str,
+        body_read: bool = False,
+    ) -> None:
         """A refusal met while carrying out a decision (no upstream credentials, a body that
         does not match its length); the record then says why it was not carried out."""
         state.reason_override = reason
@@ -190,8 +199,9 @@ class RequestHandler:
             discard = state.view.may_carry_large_body(state.active.stream_threshold)
         self._respond(flow, state, error.answer(), discard)
 
-    async def _forward(self, flow: http.HTTPFlow, state: FlowState,
-                       decision: front.Forward) -> None:
+    async def _forward(
+        self, flow: http.HTTPFlow, state: FlowState, decision: front.Forward
+    ) -> None:
         request = flow.request
         active = state.active
         assert active is not None
@@ -202,9 +212,16 @@ class RequestHandler:
                 header = await asyncio.to_thread(active.upstream_auth.header_for, scopes)
             except UpstreamAuthError as e:
                 logger.warning("regauth: upstream credentials unavailable: %s", e)
-                self._refuse(flow, state, RegistryError(
-                    502, Code.UNAVAILABLE, "regauth could not obtain upstream credentials (see "
-                                           "its log)"), "upstream credentials unavailable")
+                self._refuse(
+                    flow,
+                    state,
+                    RegistryError(
+                        502,
+                        Code.UNAVAILABLE,
+                        "regauth could not obtain upstream credentials (see its log)",
+                    ),
+                    "upstream credentials unavailable",
+                )
                 return
             request.headers["authorization"] = header
             state.injected = True
@@ -220,12 +237,12 @@ class RequestHandler:
         flow.metadata[FORWARD_MARK] = True
         state.answered_by = "upstream"
 
-    async def _issue(self, flow: http.HTTPFlow, state: FlowState,
-                     decision: front.IssueToken) -> None:
+    async def _issue(
+        self, flow: http.HTTPFlow, state: FlowState, decision: front.IssueToken
+    ) -> None:
         active = state.active
         assert active is not None
-        response = await self.logins.answer(active.runtime, self.authenticator,
-                                            decision.request)
+        response = await self.logins.answer(active.runtime, self.authenticator, decision.request)
         state.token_trace = response.trace
         answer = front.token_answer(response)
         state.decision = answer
@@ -256,8 +273,12 @@ class RequestHandler:
             if flow.request.stream:
                 # Already on its way: cut it, so the upstream gets an incomplete request and
                 # its connection is closed, never reused.
-                logger.warning("regauth: %s %s: %s; request aborted", flow.request.method,
-                               flow.request.path[:200], error.message)
+                logger.warning(
+                    "regauth: %s %s: %s; request aborted",
+                    flow.request.method,
+                    flow.request.path[:200],
+                    error.message,
+                )
                 state.reason_override = error.message
                 flow.kill()
                 return

@@ -42,15 +42,18 @@ class ResponseRewriter:
         response = flow.response
         for name in ("location", "content-location"):
             if name in response.headers:
-                response.headers[name] = rewrite.relative_location(response.headers[name],
-                                                                   active.upstream, active.public)
+                response.headers[name] = rewrite.relative_location(
+                    response.headers[name], active.upstream, active.public
+                )
         if "link" in response.headers:
-            response.headers["link"] = rewrite.rewrite_link(response.headers["link"],
-                                                            active.upstream, active.public)
+            response.headers["link"] = rewrite.rewrite_link(
+                response.headers["link"], active.upstream, active.public
+            )
         challenges = response.headers.get_all("www-authenticate")
         if challenges and is_registry_path(flow.request.path.partition("?")[0]):
-            value, records = rewrite.rewrite_challenges(challenges, active.realm,
-                                                        active.runtime.policy.service)
+            value, records = rewrite.rewrite_challenges(
+                challenges, active.realm, active.runtime.policy.service
+            )
             state.upstream_challenge.extend(records)
             response.headers.set_all("www-authenticate", [value])
         if response.status_code == 101:
@@ -67,8 +70,7 @@ class ResponseRewriter:
         if state is None or flow.response is None:
             return
         kept = state.kept_response
-        if kept is not None and flow.response.stream and \
-                state.counted.get("response") == len(kept):
+        if kept is not None and flow.response.stream and state.counted.get("response") == len(kept):
             # The whole body was small: keep it on the flow so mitmweb can show it.
             flow.response.data.content = bytes(kept)
         if state.upstream_refused_credentials:
@@ -76,8 +78,9 @@ class ResponseRewriter:
             route = state.route
             if active is not None and active.upstream_auth is not None and route is not None:
                 active.upstream_auth.forget(route.required)
-            answer = RegistryError(502, Code.UNAVAILABLE, "the upstream registry refused "
-                                                          "regauth's credentials").answer()
+            answer = RegistryError(
+                502, Code.UNAVAILABLE, "the upstream registry refused regauth's credentials"
+            ).answer()
             flow.response = http.Response.make(answer.status, answer.body, answer.headers)
             state.reason_override = "upstream refused the injected credentials"
 
@@ -91,7 +94,7 @@ def _keep_prefix(state: FlowState) -> Callable[[bytes], bytes]:
     def stream(chunk: bytes) -> bytes:
         state.counted["response"] += len(chunk)
         if len(kept) < KEEP_FOR_DISPLAY:
-            kept.extend(chunk[:KEEP_FOR_DISPLAY - len(kept)])
+            kept.extend(chunk[: KEEP_FOR_DISPLAY - len(kept)])
         return chunk
 
     return stream

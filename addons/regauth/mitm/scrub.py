@@ -49,13 +49,13 @@ def scrub_request(request: http.Request, client_authorization: str | None) -> No
     content = request.raw_content
     if content and "x-www-form-urlencoded" in request.headers.get("content-type", ""):
         try:
-            pairs = parse_qsl(content.decode("utf-8"), keep_blank_values=True,
-                              max_num_fields=64)
+            pairs = parse_qsl(content.decode("utf-8"), keep_blank_values=True, max_num_fields=64)
         except (UnicodeDecodeError, ValueError):
             request.content = REDACTED.encode()
             return
-        request.content = urlencode([(k, REDACTED if k in _FORM_SECRETS else v)
-                                     for k, v in pairs]).encode()
+        request.content = urlencode(
+            [(k, REDACTED if k in _FORM_SECRETS else v) for k, v in pairs]
+        ).encode()
 
 
 def scrub_token_response(response: http.Response) -> None:
@@ -101,10 +101,13 @@ def display_copy(flow: http.HTTPFlow) -> http.HTTPFlow:
     request.headers.pop("proxy-authorization", None)
     if request.path.partition("?")[0] == "/v2/token":
         if "?" in request.path:
-            request.query = [(k, REDACTED if k.lower() in _QUERY_SECRETS else v)
-                             for k, v in request.query.items(multi=True)]
-        if request.raw_content and \
-                "x-www-form-urlencoded" not in request.headers.get("content-type", ""):
+            request.query = [
+                (k, REDACTED if k.lower() in _QUERY_SECRETS else v)
+                for k, v in request.query.items(multi=True)
+            ]
+        if request.raw_content and "x-www-form-urlencoded" not in request.headers.get(
+            "content-type", ""
+        ):
             request.content = REDACTED.encode()  # not a form: nothing in it is shown
         if copy.response is not None:
             scrub_token_response(copy.response)

@@ -36,8 +36,10 @@ REDACTED = "<redacted>"
 # A run of URL text holding a percent escape: the id in `scope=repository%3Abuilds%2F<id>%3A…`
 # (a form or query, or a `Link` header) stands after an encoded slash.
 # Each match starts where a run starts (after a delimiter): linear in the text, whatever it holds.
-_ENCODED_RUN = re.compile(r"(?<![^/?&=#\s<>\"',;])[^/?&=#\s<>\"',;%]*"
-                          r"(?:%[0-9A-Fa-f]{2}[^/?&=#\s<>\"',;%]*)+")
+_ENCODED_RUN = re.compile(
+    r"(?<![^/?&=#\s<>\"',;])[^/?&=#\s<>\"',;%]*"
+    r"(?:%[0-9A-Fa-f]{2}[^/?&=#\s<>\"',;%]*)+"
+)
 # distribution's upload state (`_state=` in an upload's Location and the client's PATCH and PUT
 # targets): base64url of an HMAC and JSON naming the repository, so the id in base64.
 _UPLOAD_STATE = re.compile(r"(?<=_state=)[A-Za-z0-9_%=+/-]+")
@@ -79,13 +81,14 @@ class _Hider:
         self.broad: re.Pattern[str] | None = None
         self.candidate: Any = None  # an RE2 pattern on bytes (google-re2 is untyped)
         if pattern.startswith(_AFTER_SLASH) and pattern.endswith(_NAME_ENDS):
-            shapes = pattern[len(_AFTER_SLASH):-len(_NAME_ENDS)]
+            shapes = pattern[len(_AFTER_SLASH) : -len(_NAME_ENDS)]
             # Any non-name character may precede an id here; hiding a look-alike costs nothing.
             self.broad = re.compile("(?<![A-Za-z0-9._-])" + shapes + _NAME_ENDS)
             try:
                 self.candidate = re2.compile(
                     rb"(?:^|[^A-Za-z0-9._-])" + shapes.encode() + rb"(?:[^A-Za-z0-9._-]|$)|"
-                    rb"%(?:2[Ff]|3[Aa])" + shapes.encode() + rb"|_state=|eyJ")
+                    rb"%(?:2[Ff]|3[Aa])" + shapes.encode() + rb"|_state=|eyJ"
+                )
             except re2.error:
                 self.candidate = None  # then every body gets the full passes
 

@@ -30,19 +30,30 @@ class UpstreamKeyWatch:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         state = self.states.get(flow)
         response = flow.response
-        if state is None or response is None or state.answered_by != "upstream" or \
-                state.injected or state.active is None:
+        if (
+            state is None
+            or response is None
+            or state.answered_by != "upstream"
+            or state.injected
+            or state.active is None
+        ):
             return
         if response.status_code != 401 and not self.refused_kids:
             return  # only a refusal, or the end of one, is news
         try:
             verdict = refused_keys.judge(
-                state.active.runtime, response.status_code, state.upstream_challenge,
-                state.token, state.client_authorization, response.headers.get("date"),
-                time.time())
+                state.active.runtime,
+                response.status_code,
+                state.upstream_challenge,
+                state.token,
+                state.client_authorization,
+                response.headers.get("date"),
+                time.time(),
+            )
         except Exception as e:  # observing must never change what the client gets
-            logger.error("regauth: could not check the upstream's answer for flow %s: %r",
-                         flow.id, e)
+            logger.error(
+                "regauth: could not check the upstream's answer for flow %s: %r", flow.id, e
+            )
             return
         if verdict is None:
             return
@@ -50,9 +61,11 @@ class UpstreamKeyWatch:
             state.upstream_refused_token = verdict.kid
             if verdict.kid not in self.refused_kids:
                 self.refused_kids.add(verdict.kid)
-                logger.error("regauth: the registry does not trust signing key %s: update its "
-                             "rootcertbundle (`regauth certs bundle`) and restart it",
-                             verdict.kid)
+                logger.error(
+                    "regauth: the registry does not trust signing key %s: update its "
+                    "rootcertbundle (`regauth certs bundle`) and restart it",
+                    verdict.kid,
+                )
         elif verdict.kid in self.refused_kids:
             self.refused_kids.discard(verdict.kid)
             logger.info("regauth: the registry accepts signing key %s again", verdict.kid)

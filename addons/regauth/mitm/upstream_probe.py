@@ -45,32 +45,54 @@ DELEGATE_AGENT = "regauth-delegate-check"
 MAX_HEAD_BYTES = 64 * 1024  # a response head larger than this is not a registry's answer
 MAX_HEAD_LINES = 100
 MIN_GAP = 0.25  # seconds between rounds, however often the probe is kicked
-_PROBE_ERRORS = (OSError, TimeoutError, ValueError, ssl.SSLError, asyncio.IncompleteReadError,
-                 asyncio.LimitOverrunError)
+_PROBE_ERRORS = (
+    OSError,
+    TimeoutError,
+    ValueError,
+    ssl.SSLError,
+    asyncio.IncompleteReadError,
+    asyncio.LimitOverrunError,
+)
 
 
 class Fetch(Protocol):
-    def __call__(self, origin: Origin, context: ssl.SSLContext | None, timeout: float,
-                 agent: str = ..., authorization: str | None = ...) -> Awaitable[Reply]: ...
+    def __call__(
+        self,
+        origin: Origin,
+        context: ssl.SSLContext | None,
+        timeout: float,
+        agent: str = ...,
+        authorization: str | None = ...,
+    ) -> Awaitable[Reply]: ...
 
 
-async def probe_once(origin: Origin, context: ssl.SSLContext | None, timeout: float,
-                     agent: str = READINESS_AGENT, authorization: str | None = None) -> Reply:
+async def probe_once(
+    origin: Origin,
+    context: ssl.SSLContext | None,
+    timeout: float,
+    agent: str = READINESS_AGENT,
+    authorization: str | None = None,
+) -> Reply:
     """The upstream's answer to `GET /v2/` (status, WWW-Authenticate values, Date), within
     `timeout` seconds; raise OSError, TimeoutError or ValueError (not HTTP, head too large).
 
     `authorization` (a probe token) goes to this origin only, over the verified connection,
     and appears in no exception or log."""
+
     async def exchange() -> Reply:
         reader, writer = await asyncio.open_connection(
-            origin.host, origin.port, ssl=context,
+            origin.host,
+            origin.port,
+            ssl=context,
             server_hostname=origin.host if context is not None else None,
-            limit=MAX_HEAD_BYTES)
+            limit=MAX_HEAD_BYTES,
+        )
         try:
             credentials = f"Authorization: {authorization}\r\n" if authorization else ""
-            writer.write(f"GET /v2/ HTTP/1.1\r\nHost: {origin.netloc}\r\n"
-                         f"User-Agent: {agent}\r\n{credentials}Connection: close\r\n\r\n"
-                         .encode())
+            writer.write(
+                f"GET /v2/ HTTP/1.1\r\nHost: {origin.netloc}\r\n"
+                f"User-Agent: {agent}\r\n{credentials}Connection: close\r\n\r\n".encode()
+            )
             await writer.drain()
             line = await reader.readline()
             parts = line.split(b" ", 2)
@@ -113,8 +135,12 @@ class UpstreamProbe:
     `probe_once` (tests replace it); `readiness` is set by the admin listener when it runs.
     """
 
-    def __init__(self, target: Callable[[], tuple[Origin, ssl.SSLContext | None] | None],
-                 interval: float, delegate: DelegateGate | None = None) -> None:
+    def __init__(
+        self,
+        target: Callable[[], tuple[Origin, ssl.SSLContext | None] | None],
+        interval: float,
+        delegate: DelegateGate | None = None,
+    ) -> None:
         self.target = target
         self.interval = interval
         self.delegate = delegate
@@ -142,8 +168,9 @@ class UpstreamProbe:
         if self.running:
             return
         self._wake = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._run(),
-                                                            name="regauth upstream probe")
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name="regauth upstream probe"
+        )
 
     def kick(self) -> None:
         """Probe now rather than at the end of the interval (a new configuration, or requests
@@ -181,8 +208,11 @@ class UpstreamProbe:
         except _PROBE_ERRORS as e:
             self.error = _describe(e)
             if not self._failing:
-                logger.warning("regauth: upstream %s does not answer (%s); not ready until it "
-                               "does", origin.url, self.error)
+                logger.warning(
+                    "regauth: upstream %s does not answer (%s); not ready until it does",
+                    origin.url,
+                    self.error,
+                )
                 self._failing = True
             if delegate is not None and active is not None:
                 delegate.conclude(active, None, f"GET /v2/: {self.error}")
@@ -196,16 +226,23 @@ class UpstreamProbe:
         if delegate is not None and active is not None:
             await self._check_delegate(delegate, active, origin, context, reply, timeout)
 
-    async def _check_delegate(self, delegate: DelegateGate, active: Active, origin: Origin,
-                              context: ssl.SSLContext | None, anonymous: Reply,
-                              timeout: float) -> None:
+    async def _check_delegate(
+        self,
+        delegate: DelegateGate,
+        active: Active,
+        origin: Origin,
+        context: ssl.SSLContext | None,
+        anonymous: Reply,
+        timeout: float,
+    ) -> None:
         expected = delegate.expected(active)
         with_token = None
         if needs_token_probe(anonymous):
             authorization = "Bearer " + delegate.probe_token(active)
             try:
-                with_token = await self.fetch(origin, context, timeout, agent=DELEGATE_AGENT,
-                                              authorization=authorization)
+                with_token = await self.fetch(
+                    origin, context, timeout, agent=DELEGATE_AGENT, authorization=authorization
+                )
             except _PROBE_ERRORS as e:
                 delegate.conclude(active, None, f"GET /v2/ with a probe token: {_describe(e)}")
                 return

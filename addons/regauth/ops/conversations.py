@@ -51,22 +51,25 @@ class Conversations:
 
     def _expire(self) -> None:
         horizon = self.clock() - self.window
-        self._challenges = [c for c in self._challenges if c.at >= horizon][-self.max_entries:]
+        self._challenges = [c for c in self._challenges if c.at >= horizon][-self.max_entries :]
         while len(self._by_jti) > self.max_entries:
             self._by_jti.popitem(last=False)
 
-    def challenged(self, client: str, scopes: list[str], conversation: str | None = None,
-                   identity: str | None = None) -> str:
+    def challenged(
+        self,
+        client: str,
+        scopes: list[str],
+        conversation: str | None = None,
+        identity: str | None = None,
+    ) -> str:
         """Record a challenge sent to `client` (whose request carried a token of `identity`,
         when regauth knows it); return its conversation id."""
         self._expire()
         cid = conversation or new_id()
-        self._challenges.append(_Challenge(cid, client, frozenset(scopes), self.clock(),
-                                           identity))
+        self._challenges.append(_Challenge(cid, client, frozenset(scopes), self.clock(), identity))
         return cid
 
-    def token_requested(self, client: str, scopes: list[str],
-                        identity: str | None = None) -> str:
+    def token_requested(self, client: str, scopes: list[str], identity: str | None = None) -> str:
         """The conversation a token request belongs to: the latest matching challenge of the
         same client that is not another identity's, or new. `identity` is the account a token
         was issued to (None when none was): it then owns the challenge it joined."""

@@ -33,8 +33,17 @@ logger = logging.getLogger(__name__)
 _write = os.write
 _ftruncate = os.ftruncate
 
-SECRET_KEYS = frozenset({"password", "refresh_token", "access_token", "token", "secret",
-                         "authorization", "client_secret"})
+SECRET_KEYS = frozenset(
+    {
+        "password",
+        "refresh_token",
+        "access_token",
+        "token",
+        "secret",
+        "authorization",
+        "client_secret",
+    }
+)
 
 
 def scrub(value: object) -> object:
@@ -43,8 +52,14 @@ def scrub(value: object) -> object:
     Non-finite floats become strings ("nan", "inf"), which strict JSON readers accept.
     """
     if isinstance(value, dict):
-        return {k: ("<redacted>" if k.lower() in SECRET_KEYS and not (
-                    v is None or isinstance(v, bool)) else scrub(v)) for k, v in value.items()}
+        return {
+            k: (
+                "<redacted>"
+                if k.lower() in SECRET_KEYS and not (v is None or isinstance(v, bool))
+                else scrub(v)
+            )
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [scrub(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
@@ -101,8 +116,7 @@ class ExchangeLog:
     def write(self, record: dict[str, object]) -> bool:
         """Append `record` as one line; return False (and count it lost) if it was not."""
         try:
-            line = json.dumps(scrub(record), separators=(",", ":"), default=str,
-                              allow_nan=False)
+            line = json.dumps(scrub(record), separators=(",", ":"), default=str, allow_nan=False)
             if self.redact is not None:
                 line = self.redact(line)
             data = (line + "\n").encode("utf-8", "backslashreplace")
@@ -124,9 +138,13 @@ class ExchangeLog:
                 return False
             self.records_written += 1
             if self._failures:
-                logger.warning("exchange log %s is writable again after %d failed writes "
-                               "(%d record(s) lost since start)", self.path, self._failures,
-                               self.records_lost)
+                logger.warning(
+                    "exchange log %s is writable again after %d failed writes "
+                    "(%d record(s) lost since start)",
+                    self.path,
+                    self._failures,
+                    self.records_lost,
+                )
                 self._failures = 0
                 self._last_error = None
         return True
@@ -172,6 +190,10 @@ class ExchangeLog:
         self.records_lost += 1
         self._failures += 1
         if reason != self._last_error or self._failures % 100 == 1:
-            logger.error("cannot write exchange log %s (%s); proxying continues, %d record(s) "
-                         "lost so far", self.path, reason, self.records_lost)
+            logger.error(
+                "cannot write exchange log %s (%s); proxying continues, %d record(s) lost so far",
+                self.path,
+                reason,
+                self.records_lost,
+            )
             self._last_error = reason

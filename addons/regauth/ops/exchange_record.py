@@ -65,6 +65,7 @@ KINDS: Final = ("registry", "token", "jwks", "other")
 
 # -- reading JSON values: the wrong type reads as absent ----------------------------------------
 
+
 def _str(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -125,6 +126,7 @@ def _list(values: tuple[str, ...] | None) -> list[str] | None:
 # Each part writes its JSON object with `to_json()` and reads one back with `from_json(obj)`,
 # as tolerantly as the record (unknown keys ignored, wrong types absent).
 
+
 @dataclass(frozen=True, kw_only=True)
 class RouteRecord:
     """The registry route a request matched (registry records only). Written flat, as the
@@ -146,8 +148,11 @@ class RouteRecord:
         kind = _str(obj.get("route"))
         if kind is None:
             return None
-        return cls(kind=kind, repository=_str(obj.get("repository")),
-                   required=_strs(obj.get("required")) or ())
+        return cls(
+            kind=kind,
+            repository=_str(obj.get("repository")),
+            required=_strs(obj.get("required")) or (),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -160,14 +165,19 @@ class JwtRecord:
     signature_bytes: int | None = None  # the signature's length in bytes
 
     def to_json(self) -> dict[str, object]:
-        return {"header": self.header, "claims": self.claims,
-                "signature_bytes": self.signature_bytes}
+        return {
+            "header": self.header,
+            "claims": self.claims,
+            "signature_bytes": self.signature_bytes,
+        }
 
     @classmethod
     def from_json(cls, obj: dict[str, object]) -> JwtRecord:
-        return cls(header=_object(obj.get("header")) or {},
-                   claims=_object(obj.get("claims")) or {},
-                   signature_bytes=_int(obj.get("signature_bytes")))
+        return cls(
+            header=_object(obj.get("header")) or {},
+            claims=_object(obj.get("claims")) or {},
+            signature_bytes=_int(obj.get("signature_bytes")),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -205,12 +215,18 @@ class AuthRecord:
         checked_by: CheckedBy | None | Absent = ABSENT
         if "checked_by" in obj:
             value = obj["checked_by"]  # anything else: nobody
-            checked_by = "regauth" if value == "regauth" else \
-                "registry" if value == "registry" else None
-        return cls(scheme=_str(obj.get("scheme")), length=_int(obj.get("length")),
-                   username=_str(obj.get("username")), malformed=_str(obj.get("malformed")),
-                   token_length=_int(obj.get("token_length")),
-                   jwt=_part(obj.get("jwt"), JwtRecord.from_json), checked_by=checked_by)
+            checked_by = (
+                "regauth" if value == "regauth" else "registry" if value == "registry" else None
+            )
+        return cls(
+            scheme=_str(obj.get("scheme")),
+            length=_int(obj.get("length")),
+            username=_str(obj.get("username")),
+            malformed=_str(obj.get("malformed")),
+            token_length=_int(obj.get("token_length")),
+            jwt=_part(obj.get("jwt"), JwtRecord.from_json),
+            checked_by=checked_by,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -226,8 +242,11 @@ class VerifiedTokenRecord:
 
     @classmethod
     def from_json(cls, obj: dict[str, object]) -> VerifiedTokenRecord:
-        return cls(issuer=_str(obj.get("issuer")), subject=_str(obj.get("subject")),
-                   source=_str(obj.get("source")))
+        return cls(
+            issuer=_str(obj.get("issuer")),
+            subject=_str(obj.get("subject")),
+            source=_str(obj.get("source")),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -243,14 +262,20 @@ class DecisionRecord:
         out: dict[str, object] = {}
         _put(out, "forward", self.forward)
         _put(out, "reason", self.reason)
-        _put(out, "verified_token",
-             self.verified_token.to_json() if self.verified_token is not None else None)
+        _put(
+            out,
+            "verified_token",
+            self.verified_token.to_json() if self.verified_token is not None else None,
+        )
         return out
 
     @classmethod
     def from_json(cls, obj: dict[str, object]) -> DecisionRecord:
-        return cls(forward=_bool(obj.get("forward")), reason=_str(obj.get("reason")),
-                   verified_token=_part(obj.get("verified_token"), VerifiedTokenRecord.from_json))
+        return cls(
+            forward=_bool(obj.get("forward")),
+            reason=_str(obj.get("reason")),
+            verified_token=_part(obj.get("verified_token"), VerifiedTokenRecord.from_json),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -280,11 +305,15 @@ class ChallengeRecord:
 
     @classmethod
     def from_json(cls, obj: dict[str, object]) -> ChallengeRecord:
-        return cls(unparsed=obj.get("unparsed") is True, scheme=_str(obj.get("scheme")),
-                   realm=_str(obj.get("realm")), service=_str(obj.get("service")),
-                   error=_str(obj.get("error")),
-                   error_description=_str(obj.get("error_description")),
-                   scopes=_strs(obj.get("scopes")))
+        return cls(
+            unparsed=obj.get("unparsed") is True,
+            scheme=_str(obj.get("scheme")),
+            realm=_str(obj.get("realm")),
+            service=_str(obj.get("service")),
+            error=_str(obj.get("error")),
+            error_description=_str(obj.get("error_description")),
+            scopes=_strs(obj.get("scopes")),
+        )
 
     @property
     def is_bearer(self) -> bool:
@@ -304,24 +333,36 @@ class ScopeDecisionRecord:
     comment: str | None = None  # that rule's comment
 
     def to_json(self) -> dict[str, object]:
-        out: dict[str, object] = {"scope": self.scope, "granted": list(self.granted),
-                                  "outcome": self.outcome,
-                                  "rule": self.rule if self.rule is not None else "default deny"}
+        out: dict[str, object] = {
+            "scope": self.scope,
+            "granted": list(self.granted),
+            "outcome": self.outcome,
+            "rule": self.rule if self.rule is not None else "default deny",
+        }
         _put(out, "line", self.line)
         _put(out, "comment", self.comment)
         return out
 
     @classmethod
     def from_json(cls, obj: dict[str, object]) -> ScopeDecisionRecord:
-        return cls(scope=_str(obj.get("scope")), granted=_strs(obj.get("granted")) or (),
-                   outcome=_str(obj.get("outcome")), rule=_int(obj.get("rule")),
-                   line=_int(obj.get("line")), comment=_str(obj.get("comment")))
+        return cls(
+            scope=_str(obj.get("scope")),
+            granted=_strs(obj.get("granted")) or (),
+            outcome=_str(obj.get("outcome")),
+            rule=_int(obj.get("rule")),
+            line=_int(obj.get("line")),
+            comment=_str(obj.get("comment")),
+        )
 
     def rule_label(self, default: str = "default deny") -> str:
         """`rule 3 (line 12) 'comment'`, or `default` when no rule matched
         (`policy.model.describe_rule`; the comment is quoted: the log is untrusted text)."""
-        return describe_rule(self.rule, f"line {self.line}" if self.line else "",
-                             quote(self.comment) if self.comment else "", default)
+        return describe_rule(
+            self.rule,
+            f"line {self.line}" if self.line else "",
+            quote(self.comment) if self.comment else "",
+            default,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -351,10 +392,14 @@ class TokenRequestRecord:
 
     @classmethod
     def from_json(cls, obj: dict[str, object]) -> TokenRequestRecord:
-        return cls(method=_str(obj.get("method")), grant_type=_str(obj.get("grant_type")),
-                   service=_str(obj["service"]) if "service" in obj else ABSENT,
-                   client_id=_str(obj.get("client_id")), username=_str(obj.get("username")),
-                   requested=_strs(obj.get("requested")))
+        return cls(
+            method=_str(obj.get("method")),
+            grant_type=_str(obj.get("grant_type")),
+            service=_str(obj["service"]) if "service" in obj else ABSENT,
+            client_id=_str(obj.get("client_id")),
+            username=_str(obj.get("username")),
+            requested=_strs(obj.get("requested")),
+        )
 
     @property
     def named_service(self) -> str | None:
@@ -402,16 +447,23 @@ class TokenResponseRecord:
     @classmethod
     def from_json(cls, obj: dict[str, object]) -> TokenResponseRecord:
         decisions = obj.get("decisions")
-        return cls(credential=_str(obj.get("credential")),
-                   failed_login_counted=_bool(obj.get("failed_login_counted")),
-                   rate_limited=_str(obj.get("rate_limited")), account=_str(obj.get("account")),
-                   decisions=tuple(ScopeDecisionRecord.from_json(d) for d in decisions
-                                   if isinstance(d, dict))
-                   if isinstance(decisions, list) else None,
-                   granted=_strs(obj.get("granted")),
-                   refresh_token_issued=_bool(obj.get("refresh_token_issued")),
-                   expires_in=_int(obj.get("expires_in")), issued_at=_str(obj.get("issued_at")),
-                   jti=_str(obj.get("jti")), refused=_str(obj.get("refused")))
+        return cls(
+            credential=_str(obj.get("credential")),
+            failed_login_counted=_bool(obj.get("failed_login_counted")),
+            rate_limited=_str(obj.get("rate_limited")),
+            account=_str(obj.get("account")),
+            decisions=tuple(
+                ScopeDecisionRecord.from_json(d) for d in decisions if isinstance(d, dict)
+            )
+            if isinstance(decisions, list)
+            else None,
+            granted=_strs(obj.get("granted")),
+            refresh_token_issued=_bool(obj.get("refresh_token_issued")),
+            expires_in=_int(obj.get("expires_in")),
+            issued_at=_str(obj.get("issued_at")),
+            jti=_str(obj.get("jti")),
+            refused=_str(obj.get("refused")),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -431,6 +483,7 @@ class BytesRecord:
 
 
 # -- the record -----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, kw_only=True)
 class ExchangeRecord:
@@ -474,9 +527,15 @@ class ExchangeRecord:
         out: dict[str, object] = {
             "version": self.version,
             "time": self.time.isoformat(timespec="milliseconds") if self.time else None,
-            "flow": self.flow, "conversation": self.conversation, "client": self.client,
-            "method": self.method, "path": self.path, "http_version": self.http_version,
-            "kind": self.kind, "status": self.status, "answered_by": self.answered_by,
+            "flow": self.flow,
+            "conversation": self.conversation,
+            "client": self.client,
+            "method": self.method,
+            "path": self.path,
+            "http_version": self.http_version,
+            "kind": self.kind,
+            "status": self.status,
+            "answered_by": self.answered_by,
         }
         _put(out, "via", self.via)
         if self.route is not None:
@@ -529,13 +588,17 @@ class ExchangeRecord:
             route=RouteRecord.from_json(obj),
             auth=_part(obj.get("auth"), AuthRecord.from_json),
             decision=_part(obj.get("decision"), DecisionRecord.from_json),
-            upstream_credentials="injected" if obj.get("upstream_credentials") == "injected"
+            upstream_credentials="injected"
+            if obj.get("upstream_credentials") == "injected"
             else None,
-            challenge=tuple(ChallengeRecord.from_json(c) for c in challenges
-                            if isinstance(c, dict)),
-            upstream_challenge=tuple(ChallengeRecord.from_json(c) for c in upstream
-                                     if isinstance(c, dict))
-            if isinstance(upstream, list) else (),
+            challenge=tuple(
+                ChallengeRecord.from_json(c) for c in challenges if isinstance(c, dict)
+            ),
+            upstream_challenge=tuple(
+                ChallengeRecord.from_json(c) for c in upstream if isinstance(c, dict)
+            )
+            if isinstance(upstream, list)
+            else (),
             upstream_refused_token=_str(obj.get("upstream_refused_token")),
             token_request=_part(obj.get("token_request"), TokenRequestRecord.from_json),
             token_response=_part(obj.get("token_response"), TokenResponseRecord.from_json),

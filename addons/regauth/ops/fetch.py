@@ -28,22 +28,29 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 def make_fetcher(ssl_context: ssl.SSLContext | None, timeout: float = 15.0) -> Fetcher:
     opener = urllib.request.build_opener(
-        _NoRedirect(), urllib.request.HTTPSHandler(context=ssl_context),
-        urllib.request.ProxyHandler({}))
+        _NoRedirect(),
+        urllib.request.HTTPSHandler(context=ssl_context),
+        urllib.request.ProxyHandler({}),
+    )
 
     def fetch(url: str, headers: dict[str, str]) -> HttpResult:
         # A name of its own, so the registry's access log tells regauth's own requests apart.
         request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **headers})
         try:
             with opener.open(request, timeout=timeout) as response:
-                return HttpResult(response.status, {k.lower(): v for k, v in
-                                                    response.headers.items()},
-                                  response.read(MAX_TOKEN_RESPONSE),
-                                  tuple(response.headers.get_all("www-authenticate") or ()))
+                return HttpResult(
+                    response.status,
+                    {k.lower(): v for k, v in response.headers.items()},
+                    response.read(MAX_TOKEN_RESPONSE),
+                    tuple(response.headers.get_all("www-authenticate") or ()),
+                )
         except urllib.error.HTTPError as e:
-            return HttpResult(e.code, {k.lower(): v for k, v in e.headers.items()},
-                              e.read(MAX_TOKEN_RESPONSE),
-                              tuple(e.headers.get_all("www-authenticate") or ()))
+            return HttpResult(
+                e.code,
+                {k.lower(): v for k, v in e.headers.items()},
+                e.read(MAX_TOKEN_RESPONSE),
+                tuple(e.headers.get_all("www-authenticate") or ()),
+            )
         except (OSError, ValueError) as e:
             raise UpstreamAuthError(f"cannot reach {urlsplit(url).netloc}: {e}") from None
 

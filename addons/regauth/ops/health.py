@@ -34,9 +34,17 @@ class Readiness:
         return head + "".join(f"warning: {w}\n" for w in self.warnings)
 
 
-def readiness(policy_loaded: bool, signer_not_after: float | None, upstream_answered: float | None,
-              upstream_error: str | None, now: float, window: float, *,
-              delegate: str | None = None, warnings: Sequence[str] = ()) -> Readiness:
+def readiness(
+    policy_loaded: bool,
+    signer_not_after: float | None,
+    upstream_answered: float | None,
+    upstream_error: str | None,
+    now: float,
+    window: float,
+    *,
+    delegate: str | None = None,
+    warnings: Sequence[str] = (),
+) -> Readiness:
     """`signer_not_after` and `upstream_answered` are Unix times (None: no key / never
     answered); `upstream_error` is the last probe failure, for the reason text; `delegate` is
     why the delegate check does not pass (None: it passes, or does not apply); `warnings` are
@@ -49,11 +57,15 @@ def readiness(policy_loaded: bool, signer_not_after: float | None, upstream_answ
     elif signer_not_after <= now:
         reasons.append("the token-signing certificate has expired")
     if upstream_answered is None:
-        reasons.append("the upstream registry has not answered yet" +
-                       (f" ({upstream_error})" if upstream_error else ""))
+        reasons.append(
+            "the upstream registry has not answered yet"
+            + (f" ({upstream_error})" if upstream_error else "")
+        )
     elif now - upstream_answered > window:
-        reasons.append(f"the upstream registry has not answered for {now - upstream_answered:.0f}"
-                       f" s" + (f" ({upstream_error})" if upstream_error else ""))
+        reasons.append(
+            f"the upstream registry has not answered for {now - upstream_answered:.0f}"
+            f" s" + (f" ({upstream_error})" if upstream_error else "")
+        )
     if delegate:
         reasons.append(delegate)
     return Readiness(not reasons, tuple(reasons), tuple(warnings))

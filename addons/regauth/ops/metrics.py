@@ -41,17 +41,43 @@ from prometheus_client.registry import Collector
 from regauth.gate import GateDecision
 
 # Seconds; registry answers range from sub-millisecond HEADs to multi-second blob commits.
-UPSTREAM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    10.0, 30.0, 60.0, 120.0)
+UPSTREAM_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+)
 
 # Route kinds of `protocol.routes` (a closed vocabulary), plus `none` for requests refused before a
 # route was matched.
-ROUTES = ("base", "catalog", "tags", "manifest", "blob", "upload-start", "upload",
-          "referrers", "none")
+ROUTES = (
+    "base",
+    "catalog",
+    "tags",
+    "manifest",
+    "blob",
+    "upload-start",
+    "upload",
+    "referrers",
+    "none",
+)
 
 
-def token_labels(status: int, record: Mapping[str, object],
-                 has_credentials: bool) -> tuple[str, str]:
+def token_labels(
+    status: int, record: Mapping[str, object], has_credentials: bool
+) -> tuple[str, str]:
     """(grant_type, outcome) of one answered token request.
 
     `record` is the token service's record (token_service.TokenResponse.record); GET with Basic
@@ -133,19 +159,33 @@ class Metrics:
         disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
-        self.token_requests = Counter("regauth_token_requests", "Token requests answered",
-                                      ["grant_type", "outcome"], registry=r)
-        self.scope_decisions = Counter("regauth_scope_decisions", "Scope decisions by rule",
-                                       ["rule", "result"], registry=r)
-        self.gate_requests = Counter("regauth_gate_requests", "Registry requests decided",
-                                     ["route", "outcome"], registry=r)
+        self.token_requests = Counter(
+            "regauth_token_requests",
+            "Token requests answered",
+            ["grant_type", "outcome"],
+            registry=r,
+        )
+        self.scope_decisions = Counter(
+            "regauth_scope_decisions", "Scope decisions by rule", ["rule", "result"], registry=r
+        )
+        self.gate_requests = Counter(
+            "regauth_gate_requests", "Registry requests decided", ["route", "outcome"], registry=r
+        )
         self.upstream_duration = Histogram(
-            "regauth_upstream_request_duration_seconds", "Upstream response time (request "
-            "sent to response headers)", ["route"], buckets=UPSTREAM_BUCKETS, registry=r)
-        self.login_failures = Counter("regauth_login_failures", "Failed password attempts "
-                                      "counted by the login limits", registry=r)
-        self.rate_limited = Counter("regauth_rate_limited", "Token requests refused by the "
-                                    "login limits (429)", registry=r)
+            "regauth_upstream_request_duration_seconds",
+            "Upstream response time (request sent to response headers)",
+            ["route"],
+            buckets=UPSTREAM_BUCKETS,
+            registry=r,
+        )
+        self.login_failures = Counter(
+            "regauth_login_failures",
+            "Failed password attempts counted by the login limits",
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "regauth_rate_limited", "Token requests refused by the login limits (429)", registry=r
+        )
         # labels() takes a lock and builds a key each time; children are cached per label set.
         self._children: dict[tuple[object, ...], object] = {}
 
@@ -160,8 +200,9 @@ class Metrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    def token_answered(self, status: int, record: Mapping[str, object],
-                       has_credentials: bool) -> None:
+    def token_answered(
+        self, status: int, record: Mapping[str, object], has_credentials: bool
+    ) -> None:
         self._child(self.token_requests, *token_labels(status, record, has_credentials)).inc()
         decisions = record.get("decisions")
         if isinstance(decisions, list):
@@ -178,11 +219,16 @@ class Metrics:
 
     def upstream_answered(self, route: str | None, seconds: float) -> None:
         self._child(self.upstream_duration, route if route in ROUTES else "none").observe(
-            max(0.0, seconds))
+            max(0.0, seconds)
+        )
 
 
-def counter(name: str, documentation: str, samples: Iterable[tuple[Mapping[str, str], float]],
-            label_names: tuple[str, ...] = ()) -> CounterMetricFamily:
+def counter(
+    name: str,
+    documentation: str,
+    samples: Iterable[tuple[Mapping[str, str], float]],
+    label_names: tuple[str, ...] = (),
+) -> CounterMetricFamily:
     """A counter family (`name` without `_total`) from (labels, value) pairs."""
     family = CounterMetricFamily(name, documentation, labels=list(label_names))
     for labels, value in samples:
@@ -190,8 +236,12 @@ def counter(name: str, documentation: str, samples: Iterable[tuple[Mapping[str, 
     return family
 
 
-def gauge(name: str, documentation: str, samples: Iterable[tuple[Mapping[str, str], float]],
-          label_names: tuple[str, ...] = ()) -> GaugeMetricFamily:
+def gauge(
+    name: str,
+    documentation: str,
+    samples: Iterable[tuple[Mapping[str, str], float]],
+    label_names: tuple[str, ...] = (),
+) -> GaugeMetricFamily:
     """A gauge family from (labels, value) pairs."""
     family = GaugeMetricFamily(name, documentation, labels=list(label_names))
     for labels, value in samples:

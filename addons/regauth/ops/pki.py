@@ -95,12 +95,15 @@ def _private_dir(certs_dir: Path) -> Path:
     return private
 
 
-def _self_signed(key: PrivateKey, common_name: str, lifetime: dt.timedelta,
-                 backdate: dt.timedelta, is_ca: bool) -> x509.Certificate:
-    name = x509.Name([
-        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "regauth"),
-    ])
+def _self_signed(
+    key: PrivateKey, common_name: str, lifetime: dt.timedelta, backdate: dt.timedelta, is_ca: bool
+) -> x509.Certificate:
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "regauth"),
+        ]
+    )
     now = _now()
     builder = (
         x509.CertificateBuilder()
@@ -113,19 +116,25 @@ def _self_signed(key: PrivateKey, common_name: str, lifetime: dt.timedelta,
         .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=is_ca,
-                crl_sign=is_ca, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=is_ca,
+                crl_sign=is_ca,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                       critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
     if is_ca:
         # mitmproxy's own CA carries serverAuth too; some TLS stacks check it on the chain.
         builder = builder.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
     return builder.sign(key, hashes.SHA256())
 
 
@@ -148,8 +157,10 @@ def init_certs(certs_dir: Path, algorithm: str = "ES256") -> list[Path]:
     ca_crt = certs_dir / CA_CERT
     if not ca_pem.exists():
         if ca_crt.exists():
-            raise ValueError(f"{ca_crt} exists but its key {ca_pem} is missing; "
-                             "restore the key or remove the certificate")
+            raise ValueError(
+                f"{ca_crt} exists but its key {ca_pem} is missing; "
+                "restore the key or remove the certificate"
+            )
         key, cert = create_ca()
         cert_pem = cert.public_bytes(serialization.Encoding.PEM)
         _write_private(ca_pem, _pem_key(key) + cert_pem)
@@ -169,8 +180,9 @@ def new_signing_name(certs_dir: Path) -> str:
     stamp = _now().strftime("%Y%m%dT%H%M%SZ")
     name = f"{SIGNING_STEM}-{stamp}"
     n = 1
-    while (certs_dir / f"{name}.crt").exists() or \
-            (certs_dir / PRIVATE_DIR / f"{name}.key").exists():
+    while (certs_dir / f"{name}.crt").exists() or (
+        certs_dir / PRIVATE_DIR / f"{name}.key"
+    ).exists():
         n += 1
         name = f"{SIGNING_STEM}-{stamp}-{n}"
     return name
@@ -245,7 +257,7 @@ class SigningKey:
     def fingerprint(self) -> str:
         """SHA-256 of the certificate, as `openssl x509 -noout -fingerprint -sha256` shows it."""
         digest = self.certificate.fingerprint(hashes.SHA256()).hex().upper()
-        return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
+        return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
     def certificate_der(self) -> bytes:
         return self.certificate.public_bytes(serialization.Encoding.DER)
@@ -272,8 +284,9 @@ def load_signing_keys(certs_dir: Path) -> list[SigningKey]:
         private_key = None
         if key_path.exists():
             if key_path.stat().st_mode & 0o077:
-                raise ValueError(f"{key_path}: private key is accessible by other users "
-                                 "(chmod 600 it)")
+                raise ValueError(
+                    f"{key_path}: private key is accessible by other users (chmod 600 it)"
+                )
             loaded = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
             if not isinstance(loaded, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
                 raise ValueError(f"{key_path}: unsupported key type")

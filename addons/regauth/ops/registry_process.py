@@ -41,7 +41,8 @@ def find_binary() -> str:
     if path is None:
         raise FileNotFoundError(
             "docker-registry is not installed: run `sudo apt-get install docker-registry` "
-            "(Debian/Ubuntu) or pass --upstream URL")
+            "(Debian/Ubuntu) or pass --upstream URL"
+        )
     return path
 
 
@@ -53,10 +54,16 @@ class TokenAuth:
     rootcertbundle: Path
 
 
-def registry_config(storage: Path, port: int, token: TokenAuth | None = None,
-                    htpasswd: Path | None = None,
-                    tls: tuple[Path, Path] | None = None, secret: str | None = None,
-                    drain_timeout: int = 0, host: str = "127.0.0.1") -> dict:
+def registry_config(
+    storage: Path,
+    port: int,
+    token: TokenAuth | None = None,
+    htpasswd: Path | None = None,
+    tls: tuple[Path, Path] | None = None,
+    secret: str | None = None,
+    drain_timeout: int = 0,
+    host: str = "127.0.0.1",
+) -> dict:
     """distribution's configuration (docs/configuration.md). `secret` signs upload state: every
     process serving the same storage needs the same one, or uploads started on one fail on the
     next. `drain_timeout` (seconds, 0: none) is `http.draintimeout`: on SIGTERM the registry
@@ -64,22 +71,35 @@ def registry_config(storage: Path, port: int, token: TokenAuth | None = None,
     the loopback address to listen on (an IPv6 one without brackets)."""
     config: dict = {
         "version": 0.1,
-        "log": {"level": "info", "accesslog": {"disabled": False},
-                "fields": {"service": "registry"}},
-        "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True},
-                    "cache": {"blobdescriptor": "inmemory"}},
-        "http": {"addr": f"{_bracketed(host)}:{port}",
-                 "headers": {"X-Content-Type-Options": ["nosniff"]},
-                 "secret": secret or os.urandom(16).hex()},
+        "log": {
+            "level": "info",
+            "accesslog": {"disabled": False},
+            "fields": {"service": "registry"},
+        },
+        "storage": {
+            "filesystem": {"rootdirectory": str(storage)},
+            "delete": {"enabled": True},
+            "cache": {"blobdescriptor": "inmemory"},
+        },
+        "http": {
+            "addr": f"{_bracketed(host)}:{port}",
+            "headers": {"X-Content-Type-Options": ["nosniff"]},
+            "secret": secret or os.urandom(16).hex(),
+        },
     }
     if drain_timeout:
         config["http"]["draintimeout"] = f"{drain_timeout}s"
     if tls is not None:
         config["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
     if token is not None:
-        config["auth"] = {"token": {"realm": token.realm, "service": token.service,
-                                    "issuer": token.issuer,
-                                    "rootcertbundle": str(token.rootcertbundle)}}
+        config["auth"] = {
+            "token": {
+                "realm": token.realm,
+                "service": token.service,
+                "issuer": token.issuer,
+                "rootcertbundle": str(token.rootcertbundle),
+            }
+        }
     elif htpasswd is not None:
         config["auth"] = {"htpasswd": {"realm": "staging-registry", "path": str(htpasswd)}}
     return config
@@ -107,9 +127,16 @@ def _port_free(port: int) -> bool:
 
 
 class RegistryProcess:
-    def __init__(self, workdir: Path, port: int | None = None, token: TokenAuth | None = None,
-                 htpasswd: Path | None = None, tls: tuple[Path, Path] | None = None,
-                 drain_timeout: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        token: TokenAuth | None = None,
+        htpasswd: Path | None = None,
+        tls: tuple[Path, Path] | None = None,
+        drain_timeout: int = 0,
+        host: str = "127.0.0.1",
+    ) -> None:
         self.workdir = workdir
         self.host = host
         self.tls = tls
@@ -132,21 +159,38 @@ class RegistryProcess:
         storage = self.workdir / "data"
         storage.mkdir(exist_ok=True)
         config_path = self.workdir / "config.yml"
-        config_path.write_text(yaml.safe_dump(
-            registry_config(storage, self.port, self.token, self.htpasswd, self.tls,
-                            self.secret, self.drain_timeout, self.host)))
+        config_path.write_text(
+            yaml.safe_dump(
+                registry_config(
+                    storage,
+                    self.port,
+                    self.token,
+                    self.htpasswd,
+                    self.tls,
+                    self.secret,
+                    self.drain_timeout,
+                    self.host,
+                )
+            )
+        )
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen([binary, "serve", str(config_path)], stdout=log,
-                                        stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        self.process = subprocess.Popen(
+            [binary, "serve", str(config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"docker-registry exited with {self.process.returncode}; "
-                                   f"see {self.log_path}")
+                raise RuntimeError(
+                    f"docker-registry exited with {self.process.returncode}; see {self.log_path}"
+                )
             try:
                 context = ssl._create_unverified_context() if self.tls else None  # readiness only
-                probe = urllib.request.Request(f"{self.url}/v2/",
-                                               headers={"User-Agent": READY_AGENT})
+                probe = urllib.request.Request(
+                    f"{self.url}/v2/", headers={"User-Agent": READY_AGENT}
+                )
                 urllib.request.urlopen(probe, timeout=1, context=context).close()
                 return
             except urllib.error.HTTPError:
@@ -168,12 +212,15 @@ class RegistryProcess:
         if old is not None and old.poll() is None:
             old.send_signal(signal.SIGTERM)
             self.draining.append(old)
-            threading.Thread(target=self._reap, args=(old,), daemon=True,
-                             name="registry-reaper").start()
+            threading.Thread(
+                target=self._reap, args=(old,), daemon=True, name="registry-reaper"
+            ).start()
             while not _port_free(self.port):
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"docker-registry (pid {old.pid}) still listens on "
-                                       f"port {self.port} {timeout:.0f} s after SIGTERM")
+                    raise RuntimeError(
+                        f"docker-registry (pid {old.pid}) still listens on "
+                        f"port {self.port} {timeout:.0f} s after SIGTERM"
+                    )
                 time.sleep(0.01)
         self.start(max(1.0, deadline - time.monotonic()))
 
@@ -206,7 +253,7 @@ class RegistryProcess:
         lines = []
         for line in self.log_path.read_text(errors="replace").splitlines():
             # Access log lines look like Apache combined logs: ... "GET /v2/ HTTP/1.1" 401 ...
-            if '" ' in line and ' HTTP/' in line and not line.startswith("time="):
+            if '" ' in line and " HTTP/" in line and not line.startswith("time="):
                 start = line.find('"')
-                lines.append(line[start + 1:line.find('"', start + 1)])
+                lines.append(line[start + 1 : line.find('"', start + 1)])
         return lines

@@ -91,8 +91,9 @@ def compile_linear(regex: str) -> Matcher:
     try:
         return re2.compile(regex, _OPTIONS)
     except re2.error as e:
-        raise ValueError(f"cannot compile {regex!r} for linear-time matching: "
-                         f"{_re2_message(e)}") from None
+        raise ValueError(
+            f"cannot compile {regex!r} for linear-time matching: {_re2_message(e)}"
+        ) from None
 
 
 def compile_policy_regex(source: str) -> Matcher:
@@ -101,8 +102,11 @@ def compile_policy_regex(source: str) -> Matcher:
     The result must be used with `fullmatch` (patterns are anchored at both ends)."""
     for offset, char in enumerate(source):
         if not char.isascii():
-            raise RegexError(f"character {char!r} is outside ASCII", offset,
-                             "repository names are ASCII (lower-case letters, digits, ._-/)")
+            raise RegexError(
+                f"character {char!r} is outside ASCII",
+                offset,
+                "repository names are ASCII (lower-case letters, digits, ._-/)",
+            )
     python_error, python_refusal = _python_reading(source)
     try:
         compiled = re2.compile(source, _OPTIONS)
@@ -119,10 +123,14 @@ def compile_policy_regex(source: str) -> Matcher:
 
 # -- refusals from RE2 -------------------------------------------------------------------------
 
-_LOOKAROUND = ("describe the names you mean directly, or put a `deny: true` rule for the "
-               "exceptions before this rule (the first matching rule decides)")
-_NO_BACKTRACKING = ("RE2 never backtracks, so it is not needed against slow matching; write "
-                    "(?:...) or a plain quantifier if that means the same for your names")
+_LOOKAROUND = (
+    "describe the names you mean directly, or put a `deny: true` rule for the "
+    "exceptions before this rule (the first matching rule decides)"
+)
+_NO_BACKTRACKING = (
+    "RE2 never backtracks, so it is not needed against slow matching; write "
+    "(?:...) or a plain quantifier if that means the same for your names"
+)
 _RE2_OPERATOR_HINTS = {
     "(?=": ("lookahead", _LOOKAROUND),
     "(?!": ("negative lookahead", _LOOKAROUND),
@@ -159,31 +167,46 @@ def _re2_refusal(source: str, message: str) -> RegexError:
             # RE2 reports every (?P...) it lacks as "(?P": find the named backreference.
             for named in ("(?P=", "(?P>"):
                 if named in source:
-                    return RegexError("RE2 has no named backreferences", source.index(named),
-                                      "list the alternatives explicitly")
+                    return RegexError(
+                        "RE2 has no named backreferences",
+                        source.index(named),
+                        "list the alternatives explicitly",
+                    )
         if fragment in _RE2_OPERATOR_HINTS:
             what, hint = _RE2_OPERATOR_HINTS[fragment]
             return RegexError(f"RE2 has no {what} {fragment}", offset, hint)
-        return RegexError(f"RE2 does not support {fragment}", offset,
-                          "see the README's Repository patterns for the accepted syntax")
+        return RegexError(
+            f"RE2 does not support {fragment}",
+            offset,
+            "see the README's Repository patterns for the accepted syntax",
+        )
     if code == "invalid escape sequence":
         if len(fragment) == 2 and fragment[1] in "123456789":
-            return RegexError(f"RE2 has no backreferences ({fragment})", offset,
-                              "list the alternatives explicitly")
+            return RegexError(
+                f"RE2 has no backreferences ({fragment})",
+                offset,
+                "list the alternatives explicitly",
+            )
         if fragment in _RE2_ESCAPE_HINTS:
-            return RegexError(f"RE2 does not support {fragment}", offset,
-                              _RE2_ESCAPE_HINTS[fragment])
+            return RegexError(
+                f"RE2 does not support {fragment}", offset, _RE2_ESCAPE_HINTS[fragment]
+            )
         return RegexError(f"RE2 does not support the escape {fragment}", offset)
     if code == "bad repetition operator" and len(fragment) >= 2 and fragment[-1] == "+":
-        return RegexError(f"RE2 has no possessive quantifiers ({fragment})", offset,
-                          _NO_BACKTRACKING)
+        return RegexError(
+            f"RE2 has no possessive quantifiers ({fragment})", offset, _NO_BACKTRACKING
+        )
     if code == "invalid repetition size":
-        return RegexError(f"invalid regular expression: repetition {fragment} (RE2 allows at "
-                          f"most {MAX_REPEAT}, nested counts multiplied)", offset,
-                          "use a smaller count, or + or * if any length will do")
+        return RegexError(
+            f"invalid regular expression: repetition {fragment} (RE2 allows at "
+            f"most {MAX_REPEAT}, nested counts multiplied)",
+            offset,
+            "use a smaller count, or + or * if any length will do",
+        )
     if code.startswith("pattern too large"):
-        return RegexError("regular expression too large for RE2", None,
-                          "use fewer or smaller counted repetitions")
+        return RegexError(
+            "regular expression too large for RE2", None, "use fewer or smaller counted repetitions"
+        )
     # Plain syntax errors (missing ), bad class range, ...): RE2's words are clear enough.
     return RegexError(f"invalid regular expression: {message}", offset)
 
@@ -222,20 +245,24 @@ def _python_reading(source: str) -> tuple[re.error | None, RegexError | None]:
                 offset -= 1  # Python points at the '?' of a group opener: show its '('
             hint = _FLAGS_HINT if "flag" in e.msg else _AGREE
             if offset is not None:
-                hint = next((text for prefix, text in _PYTHON_HINTS
-                             if source.startswith(prefix, offset)), hint)
-            return e, RegexError(f"only RE2 reads this, Python's re says: {e.msg}", offset,
-                                 hint)
+                hint = next(
+                    (text for prefix, text in _PYTHON_HINTS if source.startswith(prefix, offset)),
+                    hint,
+                )
+            return e, RegexError(f"only RE2 reads this, Python's re says: {e.msg}", offset, hint)
         except (FutureWarning, DeprecationWarning) as w:
             what, _, where = str(w).partition(" at position ")
             offset = int(where) if where.isdigit() else None
             if "nested set" in what:
-                hint = ("write \\[ for a literal '[' in a class; POSIX classes such as "
-                        "[[:alpha:]] are not accepted, write [a-zA-Z]")
+                hint = (
+                    "write \\[ for a literal '[' in a class; POSIX classes such as "
+                    "[[:alpha:]] are not accepted, write [a-zA-Z]"
+                )
             else:
                 hint = "escape the doubled character in the class (\\-\\-, \\&\\&, \\|\\|, \\~\\~)"
-            return None, RegexError(f"RE2 and Python's re read this class differently "
-                                    f"({what})", offset, hint)
+            return None, RegexError(
+                f"RE2 and Python's re read this class differently ({what})", offset, hint
+            )
     return None, None
 
 
@@ -260,17 +287,26 @@ def _check_braces(source: str) -> None:
         if char == "{":
             m = _PYTHON_REPEAT_RE.match(source, pos)
             if m is None:
-                raise RegexError("'{' that does not open a repetition", pos,
-                                 "write \\{ for a literal brace (names never contain one)")
+                raise RegexError(
+                    "'{' that does not open a repetition",
+                    pos,
+                    "write \\{ for a literal brace (names never contain one)",
+                )
             low, high = m.group(1), m.group(3) or ""
             if not low:
-                raise RegexError(f"repetition {m.group()} reads differently in RE2 (literal "
-                                 "text) and Python's re (from 0)", pos,
-                                 f"write {{0,{high}}}")
+                raise RegexError(
+                    f"repetition {m.group()} reads differently in RE2 (literal "
+                    "text) and Python's re (from 0)",
+                    pos,
+                    f"write {{0,{high}}}",
+                )
             if any(c and _COUNT_RE.fullmatch(c) is None for c in (low, high)):
-                raise RegexError(f"repetition {m.group()} reads differently in RE2 (literal "
-                                 "text) and Python's re", pos, "write counts without leading "
-                                                               "zeros")
+                raise RegexError(
+                    f"repetition {m.group()} reads differently in RE2 (literal "
+                    "text) and Python's re",
+                    pos,
+                    "write counts without leading zeros",
+                )
             pos = m.end()
             continue
         pos += 1

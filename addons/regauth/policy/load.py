@@ -44,13 +44,27 @@ class _Loader(RulesReader, UpstreamsReader):
             root = self.mapping(doc, Position(1, 1), "the policy")
         except Invalid:
             return None
-        self.check_keys(root, {"version", "service", "issuer", "token", "accounts",
-                               "capabilities", "rules", "upstreams", "trusted_issuers"},
-                        "the policy")
+        self.check_keys(
+            root,
+            {
+                "version",
+                "service",
+                "issuer",
+                "token",
+                "accounts",
+                "capabilities",
+                "rules",
+                "upstreams",
+                "trusted_issuers",
+            },
+            "the policy",
+        )
         version = root.get("version")
         if type(version) is not int or version != 1:
-            self.problem(root.where("version") if "version" in root else root.position,
-                         "`version: 1` is required (the only policy format this regauth reads)")
+            self.problem(
+                root.where("version") if "version" in root else root.position,
+                "`version: 1` is required (the only policy format this regauth reads)",
+            )
         service = self.guard(lambda: self.string(root, "service", "the policy", required=True))
         issuer = self.guard(lambda: self.string(root, "issuer", "the policy", default="regauth"))
         token = self.guard(lambda: self.token_settings(root)) or TokenSettings()
@@ -61,28 +75,46 @@ class _Loader(RulesReader, UpstreamsReader):
         issuers = self.trusted_issuers(root)
         for key, value in (("service", service), ("issuer", issuer)):
             if value is not None and _SERVICE_RE.fullmatch(value) is None:
-                self.problem(root.where(key), f"{key} {value!r} may only hold letters, digits "
-                                              "and . _ : / @ - (it is sent in headers)")
+                self.problem(
+                    root.where(key),
+                    f"{key} {value!r} may only hold letters, digits "
+                    "and . _ : / @ - (it is sent in headers)",
+                )
         if self.problems:
             return None
         assert service is not None and issuer is not None
-        return Policy(self.file, service, issuer, token, accounts, capabilities, tuple(rules),
-                      tuple(upstreams), tuple(issuers))
+        return Policy(
+            self.file,
+            service,
+            issuer,
+            token,
+            accounts,
+            capabilities,
+            tuple(rules),
+            tuple(upstreams),
+            tuple(issuers),
+        )
 
     def token_settings(self, root: Map) -> TokenSettings:
         if "token" not in root:
             return TokenSettings()
         t = self.mapping(root["token"], root.where("token"), "token")
-        self.check_keys(t, {"lifetime", "refresh_lifetime", "algorithm", "kid", "signing_key"},
-                        "token")
+        self.check_keys(
+            t, {"lifetime", "refresh_lifetime", "algorithm", "kid", "signing_key"}, "token"
+        )
         lifetime = self.integer(t, "lifetime", "token", 300)
         if lifetime < MIN_LIFETIME or lifetime > MAX_LIFETIME:
-            self.problem(t.where("lifetime"), f"token lifetime must be between {MIN_LIFETIME} "
-                                              f"and {MAX_LIFETIME} seconds, not {lifetime}")
+            self.problem(
+                t.where("lifetime"),
+                f"token lifetime must be between {MIN_LIFETIME} "
+                f"and {MAX_LIFETIME} seconds, not {lifetime}",
+            )
         refresh = self.integer(t, "refresh_lifetime", "token", 7 * 24 * 3600)
         if refresh < lifetime:
-            self.problem(t.where("refresh_lifetime"),
-                         "refresh_lifetime must not be shorter than the token lifetime")
+            self.problem(
+                t.where("refresh_lifetime"),
+                "refresh_lifetime must not be shorter than the token lifetime",
+            )
         algorithm = self.string(t, "algorithm", "token", default="ES256")
         if algorithm not in ("ES256", "RS256"):
             self.problem(t.where("algorithm"), "token algorithm must be ES256 or RS256")
@@ -94,9 +126,14 @@ class _Loader(RulesReader, UpstreamsReader):
         return TokenSettings(lifetime, refresh, algorithm, kid, signing_key)
 
 
-def load_policy_text(text: str, file: str = "<policy>", base_dir: Path | None = None,
-                     environ: dict[str, str] | None = None, *,
-                     secret_notes: list[Problem] | None = None) -> Policy:
+def load_policy_text(
+    text: str,
+    file: str = "<policy>",
+    base_dir: Path | None = None,
+    environ: dict[str, str] | None = None,
+    *,
+    secret_notes: list[Problem] | None = None,
+) -> Policy:
     """Parse and check a policy; raise PolicyError (one `file:line:column: message` per
     problem) and nothing else. With `secret_notes`, absent secrets are appended there (as
     `Problem`s) instead of failing the load, and placeholders stand in for them.
@@ -106,8 +143,12 @@ def load_policy_text(text: str, file: str = "<policy>", base_dir: Path | None = 
     position the loader was working on, the original exception chained for the log.
     """
     try:
-        loader = _Loader(file, base_dir or Path.cwd(), dict(os.environ if environ is None
-                                                            else environ), secret_notes)
+        loader = _Loader(
+            file,
+            base_dir or Path.cwd(),
+            dict(os.environ if environ is None else environ),
+            secret_notes,
+        )
         try:
             doc = yamlpos.load(text)
         except yamlpos.YamlError as e:
@@ -121,10 +162,17 @@ def load_policy_text(text: str, file: str = "<policy>", base_dir: Path | None = 
         raise
     except Exception as e:  # the fail-closed last line, see the docstring
         pos = _position_in(e.__traceback__) or Position(1, 1)
-        raise PolicyError([Problem(file, pos.line, pos.column,
-                                   f"cannot check this part of the policy (internal error "
-                                   f"{type(e).__name__}: {yamlpos.shown(str(e))[1:-1]})")]
-                          ) from e
+        raise PolicyError(
+            [
+                Problem(
+                    file,
+                    pos.line,
+                    pos.column,
+                    f"cannot check this part of the policy (internal error "
+                    f"{type(e).__name__}: {yamlpos.shown(str(e))[1:-1]})",
+                )
+            ]
+        ) from e
 
 
 def _position_in(tb: TracebackType | None) -> Position | None:
@@ -134,15 +182,17 @@ def _position_in(tb: TracebackType | None) -> Position | None:
         for value in tb.tb_frame.f_locals.values():
             if isinstance(value, Position):
                 found = value
-            elif isinstance(getattr(value, "position", None), Position) and \
-                    isinstance(value, Map | Seq | yamlpos.Str):
+            elif isinstance(getattr(value, "position", None), Position) and isinstance(
+                value, Map | Seq | yamlpos.Str
+            ):
                 found = value.position
         tb = tb.tb_next
     return found
 
 
-def load_policy(path: Path, environ: dict[str, str] | None = None, *,
-                secret_notes: list[Problem] | None = None) -> Policy:
+def load_policy(
+    path: Path, environ: dict[str, str] | None = None, *, secret_notes: list[Problem] | None = None
+) -> Policy:
     """Read and check the policy file at `path`; raise PolicyError and nothing else.
 
     The file must be a regular file (a directory, FIFO or device is refused without blocking),
@@ -153,9 +203,17 @@ def load_policy(path: Path, environ: dict[str, str] | None = None, *,
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        column = len(data[data.rfind(b"\n", 0, e.start) + 1:e.start].decode("utf-8", "replace"))
-        raise PolicyError([Problem(str(path), line, column + 1, f"the policy is not UTF-8 "
-                                   f"text (byte 0x{data[e.start]:02x}: {e.reason})")]) from None
+        column = len(data[data.rfind(b"\n", 0, e.start) + 1 : e.start].decode("utf-8", "replace"))
+        raise PolicyError(
+            [
+                Problem(
+                    str(path),
+                    line,
+                    column + 1,
+                    f"the policy is not UTF-8 text (byte 0x{data[e.start]:02x}: {e.reason})",
+                )
+            ]
+        ) from None
     return load_policy_text(text, str(path), path.parent, environ, secret_notes=secret_notes)
 
 
@@ -173,7 +231,14 @@ def _read_policy_file(path: Path) -> bytes:
         tail = data[:MAX_POLICY_BYTES]
         line = tail.count(b"\n") + 1
         column = len(tail) - (tail.rfind(b"\n") + 1) + 1
-        raise PolicyError([Problem(str(path), line, column, f"the policy is larger than "
-                                   f"{MAX_POLICY_BYTES // 1024} KiB")])
+        raise PolicyError(
+            [
+                Problem(
+                    str(path),
+                    line,
+                    column,
+                    f"the policy is larger than {MAX_POLICY_BYTES // 1024} KiB",
+                )
+            ]
+        )
     return data
-

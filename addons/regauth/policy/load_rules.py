@@ -48,8 +48,10 @@ class RulesReader(Reader):
                 self.problem(where, f"{name!r} is a reserved word, not an account name")
                 continue
             if ACCOUNT_NAME_RE.fullmatch(name) is None:
-                self.problem(where, f"account name {name!r} must be 1-64 letters, digits, "
-                                    "'.', '_', '@' or '-'")
+                self.problem(
+                    where,
+                    f"account name {name!r} must be 1-64 letters, digits, '.', '_', '@' or '-'",
+                )
                 continue
             try:
                 accounts[name] = self.account(name, spec, section.where(name))
@@ -60,34 +62,55 @@ class RulesReader(Reader):
     def account(self, name: str, spec: object, where: Position) -> Account:
         what = f"account {name!r}"
         a = self.mapping(spec, where, what)
-        self.check_keys(a, {"password_hash", "password_hash_env", "password_hash_file",
-                            "groups", "labels", "comment"}, what)
+        self.check_keys(
+            a,
+            {
+                "password_hash",
+                "password_hash_env",
+                "password_hash_file",
+                "groups",
+                "labels",
+                "comment",
+            },
+            what,
+        )
         self.string(a, "comment", what)
         hashed, source = self.secret(a, "password_hash", what)
         if _BCRYPT_RE.fullmatch(hashed) is None:
             key = next(k for k in a if k.startswith("password_hash"))
-            raise self.fail(a.where(key), f"{what}: the password hash from {source} is not a "
-                                          "bcrypt hash (create one with `regauth passwd`)")
+            raise self.fail(
+                a.where(key),
+                f"{what}: the password hash from {source} is not a "
+                "bcrypt hash (create one with `regauth passwd`)",
+            )
         groups = []
         for group, pos in self.string_list(a, "groups", what):
             if _GROUP_RE.fullmatch(group) is None:
-                self.problem(pos, f"{what}: group {group!r} must be lower-case letters, digits, "
-                                  "'.', '_' or '-'")
+                self.problem(
+                    pos,
+                    f"{what}: group {group!r} must be lower-case letters, digits, '.', '_' or '-'",
+                )
             groups.append(group)
         labels: dict[str, tuple[str, ...]] = {}
         if "labels" in a:
             lm = self.mapping(a["labels"], a.where("labels"), f"{what} labels")
             for key in lm:
                 if _LABEL_RE.fullmatch(key) is None:
-                    self.problem(lm.key_positions[key], f"{what}: label name {key!r} must be "
-                                                        "lower-case letters, digits, '_' or '-' "
-                                                        "(it is used as ${labels.NAME})")
+                    self.problem(
+                        lm.key_positions[key],
+                        f"{what}: label name {key!r} must be "
+                        "lower-case letters, digits, '_' or '-' "
+                        "(it is used as ${labels.NAME})",
+                    )
                 values = self.string_list(lm, key, f"{what} labels")
                 for value, pos in values:
                     if _GROUP_RE.fullmatch(value) is None:
-                        self.problem(pos, f"{what}: label value {value!r} must be lower-case "
-                                          "letters, digits, '.', '_' or '-' (it stands in "
-                                          "for one path segment)")
+                        self.problem(
+                            pos,
+                            f"{what}: label value {value!r} must be lower-case "
+                            "letters, digits, '.', '_' or '-' (it stands in "
+                            "for one path segment)",
+                        )
                 labels[key] = tuple(v for v, _ in values)
         return Account(name, hashed.encode(), tuple(groups), labels)
 
@@ -98,13 +121,16 @@ class RulesReader(Reader):
         caps: dict[str, Capability] = {}
         for name, pattern in section.items():
             if not re.fullmatch(r"[a-z][a-z0-9_-]*", name):
-                self.problem(section.key_positions[name],
-                             f"capability name {name!r} must be lower-case letters, digits, "
-                             "'_' or '-'")
+                self.problem(
+                    section.key_positions[name],
+                    f"capability name {name!r} must be lower-case letters, digits, '_' or '-'",
+                )
                 continue
             if not isinstance(pattern, str):
-                self.problem(section.where(name), f"capability {name!r}: the pattern must be a "
-                                                  "string such as '[a-z0-9]{26}'")
+                self.problem(
+                    section.where(name),
+                    f"capability {name!r}: the pattern must be a string such as '[a-z0-9]{{26}}'",
+                )
                 continue
             try:
                 caps[name] = parse_capability(name, pattern)
@@ -112,11 +138,15 @@ class RulesReader(Reader):
                 self.problem(section.where(name), f"capability {name!r}: {e}")
         return caps
 
-    def rules(self, root: Map, accounts: dict[str, Account],
-              capabilities: dict[str, Capability]) -> list[Rule]:
+    def rules(
+        self, root: Map, accounts: dict[str, Account], capabilities: dict[str, Capability]
+    ) -> list[Rule]:
         if "rules" not in root:
-            self.problem(root.position, "the policy has no `rules:`; everything would be denied "
-                                        "(write `rules: []` if that is intended)")
+            self.problem(
+                root.position,
+                "the policy has no `rules:`; everything would be denied "
+                "(write `rules: []` if that is intended)",
+            )
             return []
         section = root["rules"]
         if not isinstance(section, Seq):
@@ -127,19 +157,49 @@ class RulesReader(Reader):
         rules = []
         for i, spec in enumerate(section):
             try:
-                rules.append(self.rule(i + 1, spec, section.where(i), accounts, known_groups,
-                                       known_labels, capabilities))
+                rules.append(
+                    self.rule(
+                        i + 1,
+                        spec,
+                        section.where(i),
+                        accounts,
+                        known_groups,
+                        known_labels,
+                        capabilities,
+                    )
+                )
             except Invalid:
                 continue
         return rules
 
-    def rule(self, index: int, spec: object, where: Position, accounts: dict[str, Account],
-             known_groups: set[str], known_labels: set[str],
-             capabilities: dict[str, Capability]) -> Rule:
+    def rule(
+        self,
+        index: int,
+        spec: object,
+        where: Position,
+        accounts: dict[str, Account],
+        known_groups: set[str],
+        known_labels: set[str],
+        capabilities: dict[str, Capability],
+    ) -> Rule:
         what = f"rule {index}"
         r = self.mapping(spec, where, what)
-        self.check_keys(r, {"comment", "account", "group", "labels", "type", "repository",
-                            "name", "networks", "actions", "deny"}, what)
+        self.check_keys(
+            r,
+            {
+                "comment",
+                "account",
+                "group",
+                "labels",
+                "type",
+                "repository",
+                "name",
+                "networks",
+                "actions",
+                "deny",
+            },
+            what,
+        )
         comment = self.string(r, "comment", what, default="") or ""
         account_refs = self.string_list(r, "account", what) or [(ANY, r.position)]
         for name, pos in account_refs:
@@ -168,49 +228,70 @@ class RulesReader(Reader):
                 self.problem(pos, f"{what}: invalid network {text!r} ({e})")
         for pattern in patterns:
             for placeholder in pattern.placeholders:
-                if placeholder.startswith("labels.") and \
-                        placeholder.removeprefix("labels.") not in known_labels:
-                    self.problem(r.where("repository"), f"{what}: ${{{placeholder}}} names a "
-                                                        "label no account has")
+                if (
+                    placeholder.startswith("labels.")
+                    and placeholder.removeprefix("labels.") not in known_labels
+                ):
+                    self.problem(
+                        r.where("repository"),
+                        f"{what}: ${{{placeholder}}} names a label no account has",
+                    )
         actions = self.rule_actions(r, what)
-        rule = Rule(index, where.line, comment, tuple(n for n, _ in account_refs),
-                    tuple(g for g, _ in groups), labels, resource_type, patterns, tuple(networks),
-                    actions)
+        rule = Rule(
+            index,
+            where.line,
+            comment,
+            tuple(n for n, _ in account_refs),
+            tuple(g for g, _ in groups),
+            labels,
+            resource_type,
+            patterns,
+            tuple(networks),
+            actions,
+        )
         self.check_anonymous_write(rule, r, what)
         return rule
 
-    def rule_resource(self, r: Map, what: str, resource_type: str,
-                      capabilities: dict[str, Capability]) -> tuple[RepositoryPattern, ...]:
+    def rule_resource(
+        self, r: Map, what: str, resource_type: str, capabilities: dict[str, Capability]
+    ) -> tuple[RepositoryPattern, ...]:
         if resource_type == REGISTRY:
             if "repository" in r:
-                raise self.fail(r.key_positions["repository"],
-                                f"{what}: a registry rule has `name: catalog`, not a repository")
+                raise self.fail(
+                    r.key_positions["repository"],
+                    f"{what}: a registry rule has `name: catalog`, not a repository",
+                )
             if r.get("name", "catalog") != "catalog":
-                raise self.fail(r.where("name"), f"{what}: the only registry resource is "
-                                                 "'catalog'")
+                raise self.fail(r.where("name"), f"{what}: the only registry resource is 'catalog'")
             return ()
         if "name" in r:
-            raise self.fail(r.key_positions["name"], f"{what}: repository rules use "
-                                                     "`repository:`, not `name:`")
+            raise self.fail(
+                r.key_positions["name"], f"{what}: repository rules use `repository:`, not `name:`"
+            )
         if "repository" not in r:
-            raise self.fail(r.position, f"{what} needs `repository:` (a pattern such as "
-                                        "'public/**')")
+            raise self.fail(
+                r.position, f"{what} needs `repository:` (a pattern such as 'public/**')"
+            )
         value = r["repository"]
         items = list(enumerate(value)) if isinstance(value, Seq) else [(None, value)]
         if isinstance(value, Seq) and not value:
             raise self.fail(r.where("repository"), f"{what}: empty repository list")
         patterns = []
         for index, item in items:
-            pos = value.where(index) if isinstance(value, Seq) and index is not None \
+            pos = (
+                value.where(index)
+                if isinstance(value, Seq) and index is not None
                 else r.where("repository")
+            )
             try:
                 patterns.append(self.repository_pattern(item, pos, what, capabilities))
             except Invalid:
                 continue
         return tuple(patterns)
 
-    def repository_pattern(self, value: object, pos: Position, what: str,
-                           capabilities: dict[str, Capability]) -> RepositoryPattern:
+    def repository_pattern(
+        self, value: object, pos: Position, what: str, capabilities: dict[str, Capability]
+    ) -> RepositoryPattern:
         try:
             if isinstance(value, Map):
                 self.check_keys(value, {"regex"}, f"{what} repository")
@@ -218,8 +299,10 @@ class RulesReader(Reader):
                 assert regex is not None
                 return compile_regex(regex)
             if not isinstance(value, str):
-                raise self.fail(pos, f"{what}: repository must be a glob string, "
-                                     "{regex: ...}, or a list of them")
+                raise self.fail(
+                    pos,
+                    f"{what}: repository must be a glob string, {{regex: ...}}, or a list of them",
+                )
             return compile_glob(str(value), capabilities)
         except ValueError as e:
             raise self.fail(pos, f"{what}: bad repository pattern: {e}") from None
@@ -230,17 +313,16 @@ class RulesReader(Reader):
             raise self.fail(r.where("deny"), f"{what}: deny must be true or false")
         if deny:
             if "actions" in r:
-                raise self.fail(r.key_positions["actions"], f"{what}: a deny rule has no "
-                                                            "actions")
+                raise self.fail(r.key_positions["actions"], f"{what}: a deny rule has no actions")
             return ()
         if "actions" not in r:
-            raise self.fail(r.position, f"{what} needs `actions:` (pull, push, delete, '*') "
-                                        "or `deny: true`")
+            raise self.fail(
+                r.position, f"{what} needs `actions:` (pull, push, delete, '*') or `deny: true`"
+            )
         actions = []
         for action, pos in self.string_list(r, "actions", what):
             if action not in ACTIONS:
-                self.problem(pos, f"{what}: unknown action {action!r} (pull, push, delete "
-                                  "or '*')")
+                self.problem(pos, f"{what}: unknown action {action!r} (pull, push, delete or '*')")
             actions.append(action)
         return tuple(dict.fromkeys(actions))
 
@@ -253,10 +335,15 @@ class RulesReader(Reader):
         pos = r.where("actions")
         who = "anonymous" if ANONYMOUS in rule.accounts else "anyone (account: any)"
         if rule.resource_type == REGISTRY:
-            self.problem(pos, f"{what}: the catalog lists every repository, capability ids "
-                              f"included; it cannot be granted to {who}")
+            self.problem(
+                pos,
+                f"{what}: the catalog lists every repository, capability ids "
+                f"included; it cannot be granted to {who}",
+            )
             return
-        self.problem(pos, f"{what}: grants {', '.join(sorted(writes))} to {who} outside a "
-                          "capability repository; anonymous writes are only allowed in "
-                          "repositories such as 'builds/{id}' whose id is a declared capability")
-
+        self.problem(
+            pos,
+            f"{what}: grants {', '.join(sorted(writes))} to {who} outside a "
+            "capability repository; anonymous writes are only allowed in "
+            "repositories such as 'builds/{id}' whose id is a declared capability",
+        )

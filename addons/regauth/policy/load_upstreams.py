@@ -43,26 +43,36 @@ class UpstreamsReader(Reader):
                 raise self.fail(u.where("url"), f"upstream url: {e}") from None
         mode = one_of(self.string(u, "mode", "upstream", default="enforce"), UPSTREAM_MODES)
         if mode is None:
-            raise self.fail(u.where("mode"), "upstream mode must be 'enforce' (regauth checks "
-                                             "every request) or 'delegate' (the registry checks "
-                                             "regauth's tokens itself)")
+            raise self.fail(
+                u.where("mode"),
+                "upstream mode must be 'enforce' (regauth checks "
+                "every request) or 'delegate' (the registry checks "
+                "regauth's tokens itself)",
+            )
         credentials = None
         if "credentials" in u:
             if mode != "enforce":
-                raise self.fail(u.key_positions["credentials"],
-                                "injecting upstream credentials requires mode: enforce, or "
-                                "every client would act with them unchecked")
+                raise self.fail(
+                    u.key_positions["credentials"],
+                    "injecting upstream credentials requires mode: enforce, or "
+                    "every client would act with them unchecked",
+                )
             c = self.mapping(u["credentials"], u.where("credentials"), "upstream credentials")
-            self.check_keys(c, {"type", "username", "password", "password_env", "password_file",
-                                "realm_hosts"}, "upstream credentials")
-            kind = one_of(self.string(c, "type", "upstream credentials", default="basic"),
-                          CREDENTIAL_KINDS)
+            self.check_keys(
+                c,
+                {"type", "username", "password", "password_env", "password_file", "realm_hosts"},
+                "upstream credentials",
+            )
+            kind = one_of(
+                self.string(c, "type", "upstream credentials", default="basic"), CREDENTIAL_KINDS
+            )
             if kind is None:
                 raise self.fail(c.where("type"), "credentials type must be 'basic' or 'bearer'")
             username = self.string(c, "username", "upstream credentials", required=True)
             password, source = self.secret(c, "password", "upstream credentials")
-            hosts = tuple(h.lower() for h, _ in self.string_list(c, "realm_hosts",
-                                                                  "upstream credentials"))
+            hosts = tuple(
+                h.lower() for h, _ in self.string_list(c, "realm_hosts", "upstream credentials")
+            )
             assert username is not None
             credentials = UpstreamCredentials(kind, username, source, password, hosts)
         return UpstreamEntry(url, mode, credentials, where.line)
@@ -73,23 +83,48 @@ class UpstreamsReader(Reader):
     def trusted_issuer(self, spec: object, where: Position) -> TrustedIssuer:
         what = "trusted issuer"
         t = self.mapping(spec, where, what)
-        self.check_keys(t, {"issuer", "audience", "algorithm", "secret", "secret_env",
-                            "secret_file", "public_key_file", "jwks_file", "claims", "actions",
-                            "repos_actions", "comment"}, what)
+        self.check_keys(
+            t,
+            {
+                "issuer",
+                "audience",
+                "algorithm",
+                "secret",
+                "secret_env",
+                "secret_file",
+                "public_key_file",
+                "jwks_file",
+                "claims",
+                "actions",
+                "repos_actions",
+                "comment",
+            },
+            what,
+        )
         issuer = self.string(t, "issuer", what, required=True)
         audience = self.string(t, "audience", what, required=True)
         algorithm = self.string(t, "algorithm", what, required=True)
         assert issuer is not None and audience is not None and algorithm is not None
         if algorithm not in ("HS256", "RS256", "ES256"):
-            raise self.fail(t.where("algorithm"), f"{what}: algorithm must be HS256, RS256 or "
-                                                  "ES256")
+            raise self.fail(
+                t.where("algorithm"), f"{what}: algorithm must be HS256, RS256 or ES256"
+            )
         keys: list[VerificationKey] = []
         kids: list[str | None] = []
-        wrong = [k for k in t if k in (("public_key_file", "jwks_file") if algorithm == "HS256"
-                                       else ("secret", "secret_env", "secret_file"))]
+        wrong = [
+            k
+            for k in t
+            if k
+            in (
+                ("public_key_file", "jwks_file")
+                if algorithm == "HS256"
+                else ("secret", "secret_env", "secret_file")
+            )
+        ]
         if wrong:
-            raise self.fail(t.key_positions[wrong[0]], f"{what}: {wrong[0]} does not fit "
-                                                       f"algorithm {algorithm}")
+            raise self.fail(
+                t.key_positions[wrong[0]], f"{what}: {wrong[0]} does not fit algorithm {algorithm}"
+            )
         if algorithm == "HS256":
             secret, _ = self.secret(t, "secret", what)
             if len(secret.encode()) < 32:
@@ -102,8 +137,9 @@ class UpstreamsReader(Reader):
                 kids.append(kid)
         claims = one_of(self.string(t, "claims", what, default="access"), CLAIM_SHAPES)
         if claims is None:
-            raise self.fail(t.where("claims"), f"{what}: claims must be 'access', 'repos' or "
-                                               "'repo_access'")
+            raise self.fail(
+                t.where("claims"), f"{what}: claims must be 'access', 'repos' or 'repo_access'"
+            )
         # delete and `*` only when the operator names them: an issuer's key is as powerful as
         # the actions it may grant, and destructive ones must never come by default.
         action_map: dict[str, tuple[str, ...]] = {a: (a,) for a in SAFE_ISSUER_ACTIONS}
@@ -115,21 +151,30 @@ class UpstreamsReader(Reader):
                     if v not in ACTIONS:
                         self.problem(am.where(key), f"{what}: {v!r} is not a registry action")
                 action_map[key] = mapped
-        repos_actions = tuple(v for v, _ in self.string_list(t, "repos_actions", what)) or \
-            ("pull",)
+        repos_actions = tuple(v for v, _ in self.string_list(t, "repos_actions", what)) or ("pull",)
         for v in repos_actions:
             if v not in ACTIONS:
                 self.problem(t.where("repos_actions"), f"{what}: {v!r} is not a registry action")
         comment = self.string(t, "comment", what, default="") or ""
-        return TrustedIssuer(issuer, audience, (algorithm,), tuple(keys), tuple(kids), claims,
-                             action_map, repos_actions, comment, where.line)
+        return TrustedIssuer(
+            issuer,
+            audience,
+            (algorithm,),
+            tuple(keys),
+            tuple(kids),
+            claims,
+            action_map,
+            repos_actions,
+            comment,
+            where.line,
+        )
 
-    def public_keys(self, t: Map, what: str, algorithm: str
-                    ) -> list[tuple[PublicKey, str | None]]:
+    def public_keys(self, t: Map, what: str, algorithm: str) -> list[tuple[PublicKey, str | None]]:
         given = [k for k in ("public_key_file", "jwks_file") if k in t]
         if len(given) != 1:
-            raise self.fail(t.position, f"{what}: {algorithm} needs exactly one of "
-                                        "public_key_file or jwks_file")
+            raise self.fail(
+                t.position, f"{what}: {algorithm} needs exactly one of public_key_file or jwks_file"
+            )
         key = given[0]
         ref = self.string(t, key, what, required=True)
         assert ref is not None
@@ -137,8 +182,9 @@ class UpstreamsReader(Reader):
         try:
             data = read_small(path, MAX_KEY_FILE_BYTES)
         except OSError as e:
-            raise self.fail(t.where(key), f"{what}: cannot read {path}: "
-                                          f"{e.strerror or e}") from None
+            raise self.fail(
+                t.where(key), f"{what}: cannot read {path}: {e.strerror or e}"
+            ) from None
         except ValueError as e:
             raise self.fail(t.where(key), f"{what}: cannot use {path}: {e}") from None
         try:
@@ -148,7 +194,7 @@ class UpstreamsReader(Reader):
             if message == "no keys":
                 raise self.fail(t.where(key), f"{what}: no keys in {path}") from None
             if message.startswith("a key does not fit"):
-                raise self.fail(t.where(key), f"{what}: a key in {path} does not fit "
-                                              f"{algorithm}") from None
+                raise self.fail(
+                    t.where(key), f"{what}: a key in {path} does not fit {algorithm}"
+                ) from None
             raise self.fail(t.where(key), f"{what}: {message} from {path}") from None
-

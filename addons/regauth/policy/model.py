@@ -116,12 +116,16 @@ class Rule:
             return False
         if self.groups and not set(self.groups) & set(account.groups):
             return False
-        return all(set(values) & set(account.labels.get(key, ()))
-                   for key, values in self.labels.items())
+        return all(
+            set(values) & set(account.labels.get(key, ())) for key, values in self.labels.items()
+        )
 
     def matches_anonymous(self) -> bool:
-        return any(a in (ANONYMOUS, ANY) for a in self.accounts) and not self.groups \
+        return (
+            any(a in (ANONYMOUS, ANY) for a in self.accounts)
+            and not self.groups
             and not self.labels
+        )
 
     def matches_resource(self, scope: ResourceScope, identity: Identity) -> bool:
         if scope.type != self.resource_type:
@@ -153,8 +157,9 @@ class Rule:
         return f"rule {self.index}: {self.comment}" if self.comment else f"rule {self.index}"
 
 
-def describe_rule(index: int | None, where: str = "", note: str = "",
-                  default: str = "default deny") -> str:
+def describe_rule(
+    index: int | None, where: str = "", note: str = "", default: str = "default deny"
+) -> str:
     """A rule as the tools name it when they have its parts rather than the `Rule` (a decision
     read from the exchange log, a rule of a draft policy): `rule 3 (line 12) 'comment'`, or
     `default` when no rule decided (`index` None).
@@ -186,8 +191,11 @@ class ScopeDecision:
             return "denied"
         if not self.granted:
             return "denied"
-        return "granted" if set(self.granted) >= set(self.requested.actions) or \
-            "*" in self.granted else "partial"
+        return (
+            "granted"
+            if set(self.granted) >= set(self.requested.actions) or "*" in self.granted
+            else "partial"
+        )
 
     def as_record(self) -> dict[str, object]:
         record: dict[str, object] = {
@@ -284,8 +292,9 @@ class Policy:
     upstreams: tuple[UpstreamEntry, ...]  # empty means one enforcing catch-all
     trusted_issuers: tuple[TrustedIssuer, ...]
 
-    def decide(self, identity: Identity, scope: ResourceScope,
-               client_ip: str | None) -> ScopeDecision:
+    def decide(
+        self, identity: Identity, scope: ResourceScope, client_ip: str | None
+    ) -> ScopeDecision:
         for rule in self.rules:
             if not rule.matches_identity(identity):
                 continue
@@ -311,16 +320,39 @@ class Policy:
         """Matches capability ids wherever they stand as a whole path segment, so logs can hide
         them. By shape, not by rule prefix: a prefix with wildcards or placeholders cannot be
         matched textually, and hiding a look-alike segment costs nothing."""
-        shapes = {segment.text for rule in self.rules for pattern in rule.repositories
-                  for segment in pattern.segments if segment.kind == "capability"}
+        shapes = {
+            segment.text
+            for rule in self.rules
+            for pattern in rule.repositories
+            for segment in pattern.segments
+            if segment.kind == "capability"
+        }
         if not shapes:
             return None
         return re.compile("(?<=/)(?:" + "|".join(sorted(shapes)) + ")(?![A-Za-z0-9._-])")
 
 
 __all__ = [
-    "ACCOUNT_NAME_RE", "ANONYMOUS", "ANY", "AUTHENTICATED", "CLAIM_SHAPES", "CREDENTIAL_KINDS",
-    "REPOSITORY", "UPSTREAM_MODES", "Account", "ClaimShape", "CredentialKind", "Identity",
-    "Outcome", "Policy", "Rule", "ScopeDecision", "TokenSettings", "TrustedIssuer",
-    "UpstreamCredentials", "UpstreamEntry", "UpstreamMode", "one_of",
+    "ACCOUNT_NAME_RE",
+    "ANONYMOUS",
+    "ANY",
+    "AUTHENTICATED",
+    "CLAIM_SHAPES",
+    "CREDENTIAL_KINDS",
+    "REPOSITORY",
+    "UPSTREAM_MODES",
+    "Account",
+    "ClaimShape",
+    "CredentialKind",
+    "Identity",
+    "Outcome",
+    "Policy",
+    "Rule",
+    "ScopeDecision",
+    "TokenSettings",
+    "TrustedIssuer",
+    "UpstreamCredentials",
+    "UpstreamEntry",
+    "UpstreamMode",
+    "one_of",
 ]

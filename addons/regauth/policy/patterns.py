@@ -64,8 +64,10 @@ def parse_capability(name: str, pattern: str) -> Capability:
     """Parse `[a-z0-9]{26}` or `[0-9a-f]{32,64}`; refuse anything weaker than 128 bits."""
     m = _CAPABILITY_PATTERN_RE.fullmatch(pattern)
     if m is None:
-        raise ValueError("capability pattern must look like [a-z0-9]{26} or [0-9a-f]{32,64}: "
-                         "one character class of lower-case letters and digits and a length")
+        raise ValueError(
+            "capability pattern must look like [a-z0-9]{26} or [0-9a-f]{32,64}: "
+            "one character class of lower-case letters and digits and a length"
+        )
     alphabet: set[str] = set()
     cls = m.group("cls")
     pos = 0
@@ -147,8 +149,9 @@ class RepositoryPattern:
             return self.compiled.fullmatch(name) is not None
         given = variables or {}
         # Only the values this pattern uses are in the key: accounts sharing them share an entry.
-        bindings = tuple((var, tuple(given.get(var, ()))) for var in dict.fromkeys(
-            self.placeholders))
+        bindings = tuple(
+            (var, tuple(given.get(var, ()))) for var in dict.fromkeys(self.placeholders)
+        )
         compiled = _expanded(self.segments, bindings)
         return compiled is not None and compiled.fullmatch(name) is not None
 
@@ -168,8 +171,9 @@ class RepositoryPattern:
 
 
 @functools.lru_cache(maxsize=4096)
-def _expanded(segments: tuple[Segment, ...],
-              bindings: tuple[tuple[str, tuple[str, ...]], ...]) -> Matcher | None:
+def _expanded(
+    segments: tuple[Segment, ...], bindings: tuple[tuple[str, tuple[str, ...]], ...]
+) -> Matcher | None:
     """The compiled expansion of a glob for one set of placeholder values (None: a placeholder
     has no value, so nothing matches). Keys come from policy accounts, never from clients, so
     the cache holds at most patterns × distinct value sets."""
@@ -195,7 +199,7 @@ def _segment_regex(segment: Segment, substitute) -> str:
     pos = 0
     text = segment.text
     for m in re.finditer(r"\$\{[^}]*\}|\*", text):
-        out.append(re.escape(text[pos:m.start()]))
+        out.append(re.escape(text[pos : m.start()]))
         out.append("[^/]*" if m.group() == "*" else _PLACEHOLDER_RE.sub(substitute, m.group()))
         pos = m.end()
     out.append(re.escape(text[pos:]))
@@ -223,8 +227,9 @@ def compile_glob(source: str, capabilities: dict[str, Capability]) -> Repository
         if cap is not None:
             name = cap.group("cap")
             if name not in capabilities:
-                raise ValueError(f"unknown capability {{{name}}} (declare it under "
-                                 "`capabilities:`)")
+                raise ValueError(
+                    f"unknown capability {{{name}}} (declare it under `capabilities:`)"
+                )
             used_caps.append(name)
             segments.append(Segment("capability", capabilities[name].regex))
             continue
@@ -232,21 +237,27 @@ def compile_glob(source: str, capabilities: dict[str, Capability]) -> Repository
             raise ValueError(f"segment {text!r}: capabilities and '**' must be whole segments")
         rest = _PLACEHOLDER_RE.sub("", text).replace("*", "")
         if "$" in rest or "}" in rest:
-            raise ValueError(f"segment {text!r}: unknown placeholder (use ${{account}}, "
-                             "${group} or ${labels.NAME})")
+            raise ValueError(
+                f"segment {text!r}: unknown placeholder (use ${{account}}, "
+                "${group} or ${labels.NAME})"
+            )
         if rest and _LITERAL_RE.fullmatch(rest) is None:
-            raise ValueError(f"segment {text!r}: only lower-case letters, digits, '.', '_' "
-                             "and '-' may appear in repository names")
+            raise ValueError(
+                f"segment {text!r}: only lower-case letters, digits, '.', '_' "
+                "and '-' may appear in repository names"
+            )
         found = [m.group("var") for m in _PLACEHOLDER_RE.finditer(text)]
         placeholders += found
         segments.append(Segment("literal" if not found and "*" not in text else "mixed", text))
-    pattern = RepositoryPattern(source, False, tuple(segments), None, tuple(used_caps),
-                                tuple(placeholders))
+    pattern = RepositoryPattern(
+        source, False, tuple(segments), None, tuple(used_caps), tuple(placeholders)
+    )
     if not placeholders:
         regex = pattern._expand({})
         assert regex is not None
-        pattern = RepositoryPattern(source, False, tuple(segments), compile_linear(regex),
-                                    tuple(used_caps), ())
+        pattern = RepositoryPattern(
+            source, False, tuple(segments), compile_linear(regex), tuple(used_caps), ()
+        )
     return pattern
 
 

@@ -53,8 +53,13 @@ class Reader:
     """Reads one policy document; its subclasses in `load_rules`, `load_upstreams` and
     `load` read the sections."""
 
-    def __init__(self, file: str, base_dir: Path, environ: dict[str, str],
-                 secret_notes: list[Problem] | None = None) -> None:
+    def __init__(
+        self,
+        file: str,
+        base_dir: Path,
+        environ: dict[str, str],
+        secret_notes: list[Problem] | None = None,
+    ) -> None:
         self.file = file
         self.base_dir = base_dir
         self.environ = environ
@@ -84,11 +89,13 @@ class Reader:
         for key in m:
             if key not in allowed:
                 hint = ", ".join(sorted(allowed))
-                self.problem(m.key_positions[key], f"unknown key {key!r} in {what} "
-                                                   f"(allowed: {hint})")
+                self.problem(
+                    m.key_positions[key], f"unknown key {key!r} in {what} (allowed: {hint})"
+                )
 
-    def string(self, m: Map, key: str, what: str, required: bool = False,
-               default: str | None = None) -> str | None:
+    def string(
+        self, m: Map, key: str, what: str, required: bool = False, default: str | None = None
+    ) -> str | None:
         if key not in m:
             if required:
                 raise self.fail(m.position, f"{what} needs {key!r}")
@@ -105,13 +112,15 @@ class Reader:
         if isinstance(value, str):
             return [(str(value), m.where(key))]
         if not isinstance(value, Seq) or not value:
-            raise self.fail(m.where(key), f"{what}: {key!r} must be a string or a non-empty "
-                                          "list of strings")
+            raise self.fail(
+                m.where(key), f"{what}: {key!r} must be a string or a non-empty list of strings"
+            )
         out = []
         for i, item in enumerate(value):
             if not isinstance(item, str) or not item:
-                raise self.fail(value.where(i), f"{what}: every entry of {key!r} must be a "
-                                                "non-empty string")
+                raise self.fail(
+                    value.where(i), f"{what}: every entry of {key!r} must be a non-empty string"
+                )
             out.append((str(item), value.where(i)))
         return out
 
@@ -127,12 +136,14 @@ class Reader:
         """(secret, source description) from `stem`, `stem_env` or `stem_file`."""
         given = [k for k in (stem, f"{stem}_env", f"{stem}_file") if k in m]
         if len(given) > 1:
-            raise self.fail(m.key_positions[given[1]],
-                            f"{what}: give only one of {', '.join(given)}")
+            raise self.fail(
+                m.key_positions[given[1]], f"{what}: give only one of {', '.join(given)}"
+            )
         if not given:
             if required:
-                raise self.fail(m.position, f"{what} needs {stem!r}, {stem + '_env'!r} or "
-                                            f"{stem + '_file'!r}")
+                raise self.fail(
+                    m.position, f"{what} needs {stem!r}, {stem + '_env'!r} or {stem + '_file'!r}"
+                )
             return "", ""
         key = given[0]
         ref = self.string(m, key, what, required=True)
@@ -141,24 +152,27 @@ class Reader:
             return ref, "inline"
         if key.endswith("_env"):
             if ref not in self.environ:
-                return self.absent_secret(m.where(key), stem, f"${ref}",
-                                          f"{what}: environment variable {ref} is not set")
+                return self.absent_secret(
+                    m.where(key), stem, f"${ref}", f"{what}: environment variable {ref} is not set"
+                )
             value, source = self.environ[ref].strip(), f"${ref}"
         else:
             path = self.resolve(ref)
             try:
                 value, source = read_small(path, MAX_SECRET_BYTES).decode().strip(), str(path)
             except OSError as e:
-                return self.absent_secret(m.where(key), stem, str(path),
-                                          f"{what}: cannot read {path}: {e.strerror or e}")
+                return self.absent_secret(
+                    m.where(key), stem, str(path), f"{what}: cannot read {path}: {e.strerror or e}"
+                )
             except (ValueError, UnicodeDecodeError) as e:
                 raise self.fail(m.where(key), f"{what}: cannot use {path}: {e}") from None
         if not value:
             raise self.fail(m.where(key), f"{what}: the secret from {source} is empty")
         return value, source
 
-    def absent_secret(self, where: Position, stem: str, source: str,
-                      message: str) -> tuple[str, str]:
+    def absent_secret(
+        self, where: Position, stem: str, source: str, message: str
+    ) -> tuple[str, str]:
         """A missing secret: a load error, or a note and a well-formed placeholder."""
         if self.secret_notes is None:
             raise self.fail(where, message)
@@ -221,4 +235,3 @@ def read_small(path: Path, limit: int) -> bytes:
     if len(data) > limit:
         raise ValueError(f"larger than {limit // 1024} KiB")
     return data
-

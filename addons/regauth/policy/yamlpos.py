@@ -23,8 +23,10 @@ MAX_DOCUMENT_CHARS = 1024 * 1024
 MAX_NODES = 100_000  # aliases can make a small document expand exponentially
 _MAX_SHOWN = 60  # characters of an offending value quoted in a message
 
-_DEFAULT_TAGS = {yaml.MappingNode: "tag:yaml.org,2002:map",
-                 yaml.SequenceNode: "tag:yaml.org,2002:seq"}
+_DEFAULT_TAGS = {
+    yaml.MappingNode: "tag:yaml.org,2002:map",
+    yaml.SequenceNode: "tag:yaml.org,2002:seq",
+}
 
 
 @dataclass(frozen=True)
@@ -101,11 +103,15 @@ class _BoundedLoader(yaml.SafeLoader):
         self._nodes += 1
         try:
             if self._depth > MAX_DEPTH:
-                raise YamlError(f"YAML nesting deeper than {MAX_DEPTH} levels",
-                                Position.of_mark(self.peek_event().start_mark))
+                raise YamlError(
+                    f"YAML nesting deeper than {MAX_DEPTH} levels",
+                    Position.of_mark(self.peek_event().start_mark),
+                )
             if self._nodes > MAX_NODES:
-                raise YamlError(f"document too large: more than {MAX_NODES} values",
-                                Position.of_mark(self.peek_event().start_mark))
+                raise YamlError(
+                    f"document too large: more than {MAX_NODES} values",
+                    Position.of_mark(self.peek_event().start_mark),
+                )
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -121,16 +127,22 @@ def _tag_name(tag: str) -> str:
 def _convert(node: yaml.Node, budget: list[int], depth: int = 1) -> object:
     budget[0] -= 1
     if budget[0] < 0:
-        raise YamlError(f"document too large: more than {MAX_NODES} values after alias "
-                        "expansion", Position.of(node))
+        raise YamlError(
+            f"document too large: more than {MAX_NODES} values after alias expansion",
+            Position.of(node),
+        )
     if depth > MAX_DEPTH:
-        raise YamlError(f"YAML nesting deeper than {MAX_DEPTH} levels (through aliases)",
-                        Position.of(node))
-    if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and \
-            node.tag != _DEFAULT_TAGS[type(node)]:
+        raise YamlError(
+            f"YAML nesting deeper than {MAX_DEPTH} levels (through aliases)", Position.of(node)
+        )
+    if (
+        isinstance(node, yaml.MappingNode | yaml.SequenceNode)
+        and node.tag != _DEFAULT_TAGS[type(node)]
+    ):
         # !!set, !!omap, !!pairs, or a scalar tag on a collection: never what a policy means.
-        raise YamlError(f"YAML tag {_tag_name(node.tag)!r} is not supported here",
-                        Position.of(node))
+        raise YamlError(
+            f"YAML tag {_tag_name(node.tag)!r} is not supported here", Position.of(node)
+        )
     if isinstance(node, yaml.MappingNode):
         result = Map()
         result.position = Position.of(node)
@@ -138,8 +150,9 @@ def _convert(node: yaml.Node, budget: list[int], depth: int = 1) -> object:
         result.value_positions = {}
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                raise YamlError("YAML merge keys ('<<') are not supported in policies",
-                                Position.of(key_node))
+                raise YamlError(
+                    "YAML merge keys ('<<') are not supported in policies", Position.of(key_node)
+                )
             key = _convert(key_node, budget, depth + 1)
             if not isinstance(key, str):
                 raise YamlError("mapping keys must be strings", Position.of(key_node))
@@ -159,8 +172,11 @@ def _convert(node: yaml.Node, budget: list[int], depth: int = 1) -> object:
         value = _constructor.construct_object(node, deep=True)
     except Exception as e:  # PyYAML's constructors raise anything on bad values
         reason = getattr(e, "problem", None) or f"{type(e).__name__}: {e}"
-        raise YamlError(f"cannot read {_tag_name(node.tag)} value {shown(node.value)}: "
-                        f"{shown(str(reason))[1:-1]}", Position.of(node)) from None
+        raise YamlError(
+            f"cannot read {_tag_name(node.tag)} value {shown(node.value)}: "
+            f"{shown(str(reason))[1:-1]}",
+            Position.of(node),
+        ) from None
     if isinstance(value, str):
         located = Str(value)
         located.position = Position.of(node)
@@ -181,13 +197,17 @@ def load(text: str) -> object:
     and scalars their tag cannot construct. No other exception escapes.
     """
     if len(text) > MAX_DOCUMENT_CHARS:
-        raise YamlError(f"document larger than {MAX_DOCUMENT_CHARS // 1024} KiB",
-                        Position.of_index(text, MAX_DOCUMENT_CHARS))
+        raise YamlError(
+            f"document larger than {MAX_DOCUMENT_CHARS // 1024} KiB",
+            Position.of_index(text, MAX_DOCUMENT_CHARS),
+        )
     try:
         loader = _BoundedLoader(text)  # the reader checks every character here
     except yaml.reader.ReaderError as e:
-        raise YamlError(f"character {_character(e.character)} is not allowed in YAML",
-                        Position.of_index(text, e.position)) from None
+        raise YamlError(
+            f"character {_character(e.character)} is not allowed in YAML",
+            Position.of_index(text, e.position),
+        ) from None
     try:
         node = loader.get_single_node()
         return None if node is None else _convert(node, [MAX_NODES])
@@ -200,7 +220,9 @@ def load(text: str) -> object:
         raise YamlError(f"YAML syntax error: {reason}", position) from None
     except Exception as e:  # PyYAML defects on hostile input: report where
         mark = loader.get_mark()
-        raise YamlError(f"cannot parse YAML here ({type(e).__name__}: {shown(str(e))[1:-1]})",
-                        Position.of_mark(mark)) from e
+        raise YamlError(
+            f"cannot parse YAML here ({type(e).__name__}: {shown(str(e))[1:-1]})",
+            Position.of_mark(mark),
+        ) from e
     finally:
         loader.dispose()

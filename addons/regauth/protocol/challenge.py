@@ -83,15 +83,15 @@ def parse_challenges(header: str) -> list[Challenge]:
                 quoted = param.group("quoted")
                 if key in current.params:
                     raise ValueError(f"parameter {key!r} repeated in challenge")
-                current.params[key] = (_ESCAPE_RE.sub(r"\1", quoted) if quoted is not None
-                                       else param.group("token"))
+                current.params[key] = (
+                    _ESCAPE_RE.sub(r"\1", quoted) if quoted is not None else param.group("token")
+                )
                 pos = param.end()
             first = False
             pos = _SPACES_RE.match(header, pos).end()  # type: ignore[union-attr]
             if pos < len(header) and header[pos] == ",":
                 after = _SEPARATORS_RE.match(header, pos).end()  # type: ignore[union-attr]
-                if _PARAM_RE.match(header, after) is not None and "token68" not in \
-                        current.params:
+                if _PARAM_RE.match(header, after) is not None and "token68" not in current.params:
                     pos = after  # another parameter of this challenge
         pos = _SEPARATORS_RE.match(header, pos).end()  # type: ignore[union-attr]
     return challenges

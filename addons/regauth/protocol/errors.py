@@ -91,8 +91,9 @@ class Answer:
     body: bytes = b""
 
 
-def error_body(code: Code, message: str, detail: object = None,
-               extra: dict[str, object] | None = None) -> bytes:
+def error_body(
+    code: Code, message: str, detail: object = None, extra: dict[str, object] | None = None
+) -> bytes:
     """The registry JSON error body: one entry with `code`, `message` and, if given, `detail`;
     `extra` adds top-level members after `errors` (the token endpoint's OAuth 2 fields)."""
     entry: dict[str, object] = {"code": str(code), "message": message}
@@ -107,8 +108,14 @@ class RegistryError(ValueError):
     `message` is shown to the client and logged: it never contains a credential.
     """
 
-    def __init__(self, status: int, code: Code, message: str, detail: object = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: Code,
+        message: str,
+        detail: object = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -126,7 +133,5 @@ class RegistryError(ValueError):
 def access_detail(scopes: tuple[ResourceScope, ...] | list[ResourceScope]) -> list[dict[str, str]]:
     """The `detail` distribution attaches to UNAUTHORIZED: one record per required action."""
     return [
-        {"Type": s.type, "Name": s.name, "Action": action}
-        for s in scopes
-        for action in s.actions
+        {"Type": s.type, "Name": s.name, "Action": action} for s in scopes for action in s.actions
     ]

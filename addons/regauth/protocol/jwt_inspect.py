@@ -20,8 +20,9 @@ MAX_JSON_DEPTH = 16  # deeper than any real claim set; the log shows what it can
 
 
 def _b64json(segment: str) -> object:
-    return strict_json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)),
-                             MAX_JSON_DEPTH)
+    return strict_json.loads(
+        base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)), MAX_JSON_DEPTH
+    )
 
 
 def decode_unverified(token: str) -> dict[str, object]:

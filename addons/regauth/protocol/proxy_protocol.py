@@ -207,7 +207,7 @@ _FIELDS: Final = ("source address", "destination address", "source port", "desti
 
 def _parse_v1(data: bytes) -> ProxyHeader | NeedMore:
     # A line that fits has its CR at index MAX_V1_BYTES - 2 at the latest.
-    window = data[:MAX_V1_BYTES - 1]
+    window = data[: MAX_V1_BYTES - 1]
     cr = window.find(b"\r")
     if cr < 0:
         _check_v1_line(window, complete=False)
@@ -219,22 +219,28 @@ def _parse_v1(data: bytes) -> ProxyHeader | NeedMore:
         return NeedMore(1)
     if data[cr + 1] != 0x0A:
         raise ProxyProtocolError("v1 line with a CR not followed by LF")
-    return ProxyHeader(version=1, command="PROXY", family=family, source=source,
-                       destination=destination, tlvs=(), consumed=cr + 2)
+    return ProxyHeader(
+        version=1,
+        command="PROXY",
+        family=family,
+        source=source,
+        destination=destination,
+        tlvs=(),
+        consumed=cr + 2,
+    )
 
 
-def _check_v1_line(line: bytes,
-                   complete: bool) -> tuple[Family, Address | None, Address | None]:
+def _check_v1_line(line: bytes, complete: bool) -> tuple[Family, Address | None, Address | None]:
     """Check a v1 line (without its CRLF) from left to right; raise at the first field that
     is invalid (`complete`) or cannot be completed (not `complete`). The result means
     something only for a complete line."""
-    if not V1_PREFIX.startswith(line[:len(V1_PREFIX)]):
+    if not V1_PREFIX.startswith(line[: len(V1_PREFIX)]):
         raise ProxyProtocolError("not a PROXY protocol header")
     if len(line) < len(V1_PREFIX):
         if complete:
             raise ProxyProtocolError("v1 line without a protocol")
         return "UNKNOWN", None, None
-    protocol, space, rest = line[len(V1_PREFIX):].partition(b" ")
+    protocol, space, rest = line[len(V1_PREFIX) :].partition(b" ")
     if not space and not complete:
         if not any(known.startswith(protocol) for known in _V1_PROTOCOLS):
             raise ProxyProtocolError("v1 protocol not TCP4, TCP6 or UNKNOWN")
@@ -263,8 +269,11 @@ def _check_v1_line(line: bytes,
     source_ip, destination_ip, source_port, destination_port = values
     assert isinstance(source_ip, str) and isinstance(destination_ip, str)
     assert isinstance(source_port, int) and isinstance(destination_port, int)
-    return ("TCP6" if ipv6 else "TCP4"), (source_ip, source_port), (destination_ip,
-                                                                   destination_port)
+    return (
+        ("TCP6" if ipv6 else "TCP4"),
+        (source_ip, source_port),
+        (destination_ip, destination_port),
+    )
 
 
 def _v1_field(index: int, field: bytes, ipv6: bool, whole: bool) -> str | int | None:
@@ -275,8 +284,10 @@ def _v1_field(index: int, field: bytes, ipv6: bool, whole: bool) -> str | int | 
         if whole:
             return _v1_address(field, ipv6, what)
         if not _address_chars_ok(field, ipv6) or not (
-                _ipv6_prefix_ok(field.decode("ascii")) if ipv6
-                else _ipv4_prefix_ok(field.decode("ascii"))):
+            _ipv6_prefix_ok(field.decode("ascii"))
+            if ipv6
+            else _ipv4_prefix_ok(field.decode("ascii"))
+        ):
             raise ProxyProtocolError(f"v1 {what} invalid")
     elif whole:
         return _v1_port(field, what)
@@ -305,9 +316,12 @@ def _v1_address(field: bytes, ipv6: bool, what: str) -> str:
 
 def _port_prefix_ok(field: bytes) -> bool:
     """Whether `field` is empty or a port (every prefix of a port is a port or empty)."""
-    return (len(field) <= _MAX_PORT_TEXT and _DIGITS.issuperset(field)
-            and not (len(field) > 1 and field[0] == 0x30)
-            and (not field or int(field) <= 0xFFFF))
+    return (
+        len(field) <= _MAX_PORT_TEXT
+        and _DIGITS.issuperset(field)
+        and not (len(field) > 1 and field[0] == 0x30)
+        and (not field or int(field) <= 0xFFFF)
+    )
 
 
 def _v1_port(field: bytes, what: str) -> int:
@@ -319,16 +333,24 @@ def _v1_port(field: bytes, what: str) -> int:
 
 def _octet_ok(text: str) -> bool:
     """Decimal 0-255 without leading zeros (§2.1)."""
-    return (0 < len(text) <= 3 and text.isascii() and text.isdigit()
-            and (text == "0" or text[0] != "0") and int(text) <= 255)
+    return (
+        0 < len(text) <= 3
+        and text.isascii()
+        and text.isdigit()
+        and (text == "0" or text[0] != "0")
+        and int(text) <= 255
+    )
 
 
 def _ipv4_prefix_ok(text: str) -> bool:
     """Whether `text` (digits and dots) can be continued into a dotted quad. Every non-empty
     prefix of a valid octet is itself a valid octet, so the last part needs no lookahead."""
     parts = text.split(".")
-    return (len(parts) <= 4 and all(_octet_ok(part) for part in parts[:-1])
-            and (not parts[-1] or _octet_ok(parts[-1])))
+    return (
+        len(parts) <= 4
+        and all(_octet_ok(part) for part in parts[:-1])
+        and (not parts[-1] or _octet_ok(parts[-1]))
+    )
 
 
 def _ipv6_prefix_ok(text: str) -> bool:
@@ -338,10 +360,10 @@ def _ipv6_prefix_ok(text: str) -> bool:
     if "." in text:
         # An IPv4 tail: what precedes it must be valid before any dotted quad.
         colon = text.rfind(":")
-        if colon < 0 or not _ipv4_prefix_ok(text[colon + 1:]):
+        if colon < 0 or not _ipv4_prefix_ok(text[colon + 1 :]):
             return False
         try:
-            ipaddress.IPv6Address(text[:colon + 1] + "0.0.0.0")
+            ipaddress.IPv6Address(text[: colon + 1] + "0.0.0.0")
         except ValueError:
             return False
         return True
@@ -377,7 +399,7 @@ _TLV_HEAD: Final = 3  # type, 2-byte big-endian length
 
 
 def _parse_v2(data: bytes) -> ProxyHeader | NeedMore:
-    if not V2_SIGNATURE.startswith(data[:len(V2_SIGNATURE)]):
+    if not V2_SIGNATURE.startswith(data[: len(V2_SIGNATURE)]):
         raise ProxyProtocolError("not a PROXY protocol header")
     command: Command = "LOCAL"
     family: Family = "UNSPEC"
@@ -407,13 +429,26 @@ def _parse_v2(data: bytes) -> ProxyHeader | NeedMore:
     if len(data) < total:
         return NeedMore(total - len(data))
     if command == "LOCAL":
-        return ProxyHeader(version=2, command="LOCAL", family="UNSPEC", source=None,
-                           destination=None, tlvs=(), consumed=total)
+        return ProxyHeader(
+            version=2,
+            command="LOCAL",
+            family="UNSPEC",
+            source=None,
+            destination=None,
+            tlvs=(),
+            consumed=total,
+        )
     body = data[V2_FIXED_BYTES:total]
     source, destination = _v2_addresses(family, body)
-    return ProxyHeader(version=2, command="PROXY", family=family, source=source,
-                       destination=destination, tlvs=_tlvs(body[addresses_length:]),
-                       consumed=total)
+    return ProxyHeader(
+        version=2,
+        command="PROXY",
+        family=family,
+        source=source,
+        destination=destination,
+        tlvs=_tlvs(body[addresses_length:]),
+        consumed=total,
+    )
 
 
 def _v2_addresses(family: Family, body: bytes) -> tuple[Address | None, Address | None]:
@@ -428,9 +463,9 @@ def _v2_addresses(family: Family, body: bytes) -> tuple[Address | None, Address 
     else:
         return None, None
     source_ip = str(make(body[:size]))
-    destination_ip = str(make(body[size:2 * size]))
-    source_port = int.from_bytes(body[2 * size:2 * size + 2], "big")
-    destination_port = int.from_bytes(body[2 * size + 2:2 * size + 4], "big")
+    destination_ip = str(make(body[size : 2 * size]))
+    source_port = int.from_bytes(body[2 * size : 2 * size + 2], "big")
+    destination_port = int.from_bytes(body[2 * size + 2 : 2 * size + 4], "big")
     return (source_ip, source_port), (destination_ip, destination_port)
 
 
@@ -441,9 +476,9 @@ def _tlvs(block: bytes) -> tuple[Tlv, ...]:
     while offset < len(block):
         if len(block) - offset < _TLV_HEAD:
             raise ProxyProtocolError("v2 TLV truncated")
-        end = offset + _TLV_HEAD + int.from_bytes(block[offset + 1:offset + 3], "big")
+        end = offset + _TLV_HEAD + int.from_bytes(block[offset + 1 : offset + 3], "big")
         if end > len(block):
             raise ProxyProtocolError("v2 TLV runs past the header")
-        tlvs.append(Tlv(block[offset], block[offset + _TLV_HEAD:end]))
+        tlvs.append(Tlv(block[offset], block[offset + _TLV_HEAD : end]))
         offset = end
     return tuple(tlvs)

@@ -36,6 +36,7 @@ MAX_HEAD_BYTES = 64 * 1024
 # least one CRLF there); h11 drops one per read, so an endless run would grow the buffer.
 MAX_LEADING_EMPTY_BYTES = 4
 
+
 @dataclass(frozen=True)
 class HeadRefusal:
     """Why a request head is refused: the status to answer and a reason safe to log."""
@@ -106,8 +107,9 @@ class Http1HeadScanner:
                 return HeadRefusal(431, f"more than {MAX_FIELDS} header fields")
 
 
-def check_fields(target: str, method: str, fields: Iterable[tuple[bytes, bytes]]
-                 ) -> HeadRefusal | None:
+def check_fields(
+    target: str, method: str, fields: Iterable[tuple[bytes, bytes]]
+) -> HeadRefusal | None:
     """The same bounds for a head that arrived decoded (HTTP/2): the request line is measured
     as its HTTP/1.1 form would be (`METHOD TARGET HTTP/1.1`), each field as `name: value`."""
     if len(method) + len(target) + 10 > MAX_REQUEST_LINE:

@@ -58,8 +58,9 @@ def rewrite_link(value: str, upstream: Origin, public: Origin) -> str:
     return _LINK_URL_RE.sub(lambda m: f"<{rewrite_url(m.group(1), upstream, public)}>", value)
 
 
-def rewrite_challenges(values: list[str], realm: str,
-                       service: str) -> tuple[str, list[dict[str, object]]]:
+def rewrite_challenges(
+    values: list[str], realm: str, service: str
+) -> tuple[str, list[dict[str, object]]]:
     """The one Bearer challenge a client gets for all the `WWW-Authenticate` values of an
     upstream response, and the parsed originals for the log.
 
@@ -114,5 +115,11 @@ def challenge_scopes(value: str) -> list[str]:
     return []
 
 
-__all__ = ["challenge_scopes", "relative_location", "rewrite_challenge", "rewrite_challenges",
-           "rewrite_link", "rewrite_url"]
+__all__ = [
+    "challenge_scopes",
+    "relative_location",
+    "rewrite_challenge",
+    "rewrite_challenges",
+    "rewrite_link",
+    "rewrite_url",
+]

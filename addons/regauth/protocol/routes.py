@@ -35,30 +35,39 @@ _REF = rf"(?:{grammar.TAG}|{grammar.DIGEST})"
 _UUID = r"[A-Za-z0-9_.=-]+"
 
 # The routes of the registry API regauth forwards (distribution's router names them alike).
-RouteKind = Literal["base", "catalog", "tags", "manifest", "blob", "upload-start", "upload",
-                    "referrers"]
+RouteKind = Literal[
+    "base", "catalog", "tags", "manifest", "blob", "upload-start", "upload", "referrers"
+]
 
 # (kind, pattern, allowed methods). Order follows distribution's router: first match wins.
 _ROUTE_TABLE: tuple[tuple[RouteKind, str, set[str]], ...] = (
     ("base", r"/v2/", {"GET", "HEAD"}),
     ("catalog", r"/v2/_catalog", {"GET"}),
     ("tags", rf"/v2/(?P<name>{_N})/tags/list", {"GET", "HEAD"}),
-    ("manifest", rf"/v2/(?P<name>{_N})/manifests/(?P<ref>{_REF})",
-     {"GET", "HEAD", "PUT", "DELETE"}),
+    (
+        "manifest",
+        rf"/v2/(?P<name>{_N})/manifests/(?P<ref>{_REF})",
+        {"GET", "HEAD", "PUT", "DELETE"},
+    ),
     ("blob", rf"/v2/(?P<name>{_N})/blobs/(?P<ref>{grammar.DIGEST})", {"GET", "HEAD", "DELETE"}),
     ("upload-start", rf"/v2/(?P<name>{_N})/blobs/uploads/", {"POST"}),
-    ("upload", rf"/v2/(?P<name>{_N})/blobs/uploads/(?P<ref>{_UUID})",
-     {"GET", "PATCH", "PUT", "DELETE"}),
+    (
+        "upload",
+        rf"/v2/(?P<name>{_N})/blobs/uploads/(?P<ref>{_UUID})",
+        {"GET", "PATCH", "PUT", "DELETE"},
+    ),
     ("referrers", rf"/v2/(?P<name>{_N})/referrers/(?P<ref>{grammar.DIGEST})", {"GET"}),
 )
-_ROUTES = tuple((kind, re.compile(pattern), frozenset(methods))
-                for kind, pattern, methods in _ROUTE_TABLE)
+_ROUTES = tuple(
+    (kind, re.compile(pattern), frozenset(methods)) for kind, pattern, methods in _ROUTE_TABLE
+)
 
 # The requests of the registry API that carry a body (OCI distribution-spec end-4a/4b/5/6/7):
 # starting an upload (monolithic POST), PATCH and PUT of upload chunks, PUT of a manifest.
 # Every other request has none, and a body there is refused (it could only be smuggled).
-_BODY_ROUTES: frozenset[tuple[RouteKind, str]] = frozenset({
-    ("upload-start", "POST"), ("upload", "PATCH"), ("upload", "PUT"), ("manifest", "PUT")})
+_BODY_ROUTES: frozenset[tuple[RouteKind, str]] = frozenset(
+    {("upload-start", "POST"), ("upload", "PATCH"), ("upload", "PUT"), ("manifest", "PUT")}
+)
 
 _METHOD_ACTIONS = {
     "GET": ("pull",),
@@ -113,8 +122,9 @@ def check_canonical(path: str) -> None:
     if len(path) > MAX_PATH_LENGTH:
         raise RouteError(414, Code.NAME_INVALID, "request path too long")
     if "%" in path:
-        raise RouteError(400, Code.NAME_INVALID, "percent-encoded characters are not allowed in "
-                                                 "registry paths")
+        raise RouteError(
+            400, Code.NAME_INVALID, "percent-encoded characters are not allowed in registry paths"
+        )
     if "\\" in path:
         raise RouteError(400, Code.NAME_INVALID, "backslash in registry path")
     if not path.isascii() or not path.isprintable():
@@ -136,8 +146,9 @@ def parse_query(query: str) -> dict[str, list[str]]:
         raise RouteError(400, Code.UNSUPPORTED, "';' in query string")
     params: dict[str, list[str]] = {}
     try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=False,
-                          errors="strict", max_num_fields=64)
+        pairs = parse_qsl(
+            query, keep_blank_values=True, strict_parsing=False, errors="strict", max_num_fields=64
+        )
     except (ValueError, UnicodeDecodeError) as e:
         raise RouteError(400, Code.UNSUPPORTED, f"malformed query string: {e}") from None
     for key, value in pairs:
@@ -180,8 +191,11 @@ def _check_reference(kind: RouteKind, ref: str | None) -> None:
     if ref is None:
         return
     if kind in ("blob", "referrers") and not grammar.is_digest(ref):
-        raise RouteError(400, Code.DIGEST_INVALID, "digest is outside the digest grammar (known "
-                                                   "algorithm, lower-case hex of its length)")
+        raise RouteError(
+            400,
+            Code.DIGEST_INVALID,
+            "digest is outside the digest grammar (known algorithm, lower-case hex of its length)",
+        )
     if kind == "manifest" and ":" in ref and not grammar.is_digest(ref):
         raise RouteError(400, Code.DIGEST_INVALID, "manifest digest is outside the digest grammar")
 
@@ -205,12 +219,14 @@ def check_body_type(method: str, content_types: list[str]) -> None:
         raise RouteError(400, Code.UNSUPPORTED, "Content-Type outside ASCII")
     media_type = value.split(";", 1)[0].strip().lower()
     if media_type in _FORM_TYPES:
-        raise RouteError(415, Code.UNSUPPORTED, f"{media_type} bodies are not part of the registry "
-                                                "API")
+        raise RouteError(
+            415, Code.UNSUPPORTED, f"{media_type} bodies are not part of the registry API"
+        )
 
 
-def _required(kind: RouteKind, method: str, name: str | None,
-              params: dict[str, list[str]]) -> tuple[ResourceScope, ...]:
+def _required(
+    kind: RouteKind, method: str, name: str | None, params: dict[str, list[str]]
+) -> tuple[ResourceScope, ...]:
     if kind == "base":
         return ()
     if kind == "catalog":
@@ -224,8 +240,9 @@ def _required(kind: RouteKind, method: str, name: str | None,
             raise RouteError(400, Code.DIGEST_INVALID, "invalid digest in mount parameter")
         if source is not None:
             if not grammar.is_name(source):
-                raise RouteError(400, Code.NAME_INVALID,
-                                 "invalid repository name in from parameter")
+                raise RouteError(
+                    400, Code.NAME_INVALID, "invalid repository name in from parameter"
+                )
             if source != name:
                 required.append(ResourceScope(REPOSITORY, source, ("pull",)))
     if kind in ("upload", "upload-start"):
@@ -252,8 +269,9 @@ def _classify_miss(path: str) -> RouteError:
             continue
         name = m.group("name")
         if not grammar.is_name(name):
-            return RouteError(400, Code.NAME_INVALID,
-                              "repository name is outside the OCI name grammar")
+            return RouteError(
+                400, Code.NAME_INVALID, "repository name is outside the OCI name grammar"
+            )
         ref = m.groupdict().get("ref") or ""
         if kind == "manifest":
             code = Code.DIGEST_INVALID if ":" in ref else Code.TAG_INVALID

@@ -74,8 +74,12 @@ def loads(data: bytes | str, max_depth: int = MAX_DEPTH) -> object:
     if nesting_depth(text) > max_depth:
         raise JsonError(f"JSON nested deeper than {max_depth} levels")
     try:
-        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float,
-                          object_pairs_hook=_unique_members)
+        return json.loads(
+            text,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+            object_pairs_hook=_unique_members,
+        )
     except JsonError:
         raise
     except (ValueError, RecursionError) as e:

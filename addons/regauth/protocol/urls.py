@@ -47,8 +47,9 @@ def parse_origin(url: str) -> Origin:
         raise ValueError(f"URL {url!r} must not have a path, query or fragment")
     if port == 0:
         raise ValueError(f"URL {url!r} has port 0")
-    return Origin(scheme, parts.hostname.lower(), port if port is not None
-                  else DEFAULT_PORTS[scheme])
+    return Origin(
+        scheme, parts.hostname.lower(), port if port is not None else DEFAULT_PORTS[scheme]
+    )
 
 
 def normalize_url(url: str) -> str:
@@ -71,11 +72,13 @@ def parse_listen(value: str) -> tuple[str, int]:
             if ipaddress.ip_address(host).version != 6:
                 raise ValueError
         except ValueError:
-            raise ValueError(f"listen address {value!r}: only IPv6 addresses go in "
-                             "brackets") from None
+            raise ValueError(
+                f"listen address {value!r}: only IPv6 addresses go in brackets"
+            ) from None
     elif ":" in host:
-        raise ValueError(f"listen address {value!r}: write an IPv6 address in brackets, "
-                         "e.g. [::1]:5443")
+        raise ValueError(
+            f"listen address {value!r}: write an IPv6 address in brackets, e.g. [::1]:5443"
+        )
     return host, port
 
 

@@ -39,8 +39,9 @@ def access_claim(value: object) -> tuple[ResourceScope, ...]:
         if not actions:
             continue
         try:
-            grants.append(parse_scope(f"{entry.get('type')}:{entry.get('name')}:"
-                                      f"{','.join(actions)}"))
+            grants.append(
+                parse_scope(f"{entry.get('type')}:{entry.get('name')}:{','.join(actions)}")
+            )
         except ValueError as e:
             raise InvalidToken(f"access claim outside the scope grammar: {e}") from None
     return tuple(grants)
@@ -57,14 +58,12 @@ def map_actions(names: Iterable[object], trusted: TrustedIssuer) -> list[str]:
 ClaimReader = Callable[[dict[str, object], TrustedIssuer], tuple[ResourceScope, ...]]
 
 
-def external_grants(claims: dict[str, object],
-                    trusted: TrustedIssuer) -> tuple[ResourceScope, ...]:
+def external_grants(claims: dict[str, object], trusted: TrustedIssuer) -> tuple[ResourceScope, ...]:
     """Grants from the claim shape the issuer uses, mapped to registry actions per the policy."""
     return CLAIM_READERS[trusted.claims](claims, trusted)
 
 
-def _access_grants(claims: dict[str, object],
-                   trusted: TrustedIssuer) -> tuple[ResourceScope, ...]:
+def _access_grants(claims: dict[str, object], trusted: TrustedIssuer) -> tuple[ResourceScope, ...]:
     # Actions go through the policy's mapping here too: delete and `*` only if named.
     out = []
     for grant in access_claim(claims.get("access", [])):
@@ -74,8 +73,7 @@ def _access_grants(claims: dict[str, object],
     return tuple(out)
 
 
-def _repos_grants(claims: dict[str, object],
-                  trusted: TrustedIssuer) -> tuple[ResourceScope, ...]:
+def _repos_grants(claims: dict[str, object], trusted: TrustedIssuer) -> tuple[ResourceScope, ...]:
     repos = claims.get("repos")
     if not isinstance(repos, list) or len(repos) > MAX_ACCESS_ENTRIES:
         raise InvalidToken("malformed repos claim")
@@ -88,8 +86,9 @@ def _repos_grants(claims: dict[str, object],
     return tuple(out)
 
 
-def _repo_access_grants(claims: dict[str, object],
-                        trusted: TrustedIssuer) -> tuple[ResourceScope, ...]:
+def _repo_access_grants(
+    claims: dict[str, object], trusted: TrustedIssuer
+) -> tuple[ResourceScope, ...]:
     entries = claims.get("repo_access")
     if not isinstance(entries, list) or len(entries) > MAX_ACCESS_ENTRIES:
         raise InvalidToken("malformed repo_access claim")

@@ -65,11 +65,14 @@ class TokenIssuer:
             raise ValueError(
                 f"the policy asks for {self.settings.algorithm} tokens but signing key "
                 f"{self.keyring.signer.name!r} is a {self.keyring.signer.algorithm} key "
-                f"(rotate with `regauth certs rotate --algorithm {self.settings.algorithm}`)")
+                f"(rotate with `regauth certs rotate --algorithm {self.settings.algorithm}`)"
+            )
         signer = self.keyring.signer
         # The same for every token this issuer signs: computed once per policy load.
-        self._signer_headers = {"kid": key_id(signer.public_key, self.settings.kid_format),
-                                "x5c": [base64.b64encode(signer.certificate_der()).decode()]}
+        self._signer_headers = {
+            "kid": key_id(signer.public_key, self.settings.kid_format),
+            "x5c": [base64.b64encode(signer.certificate_der()).decode()],
+        }
 
     def _headers(self, typ: str) -> dict[str, object]:
         return {"typ": typ, **self._signer_headers}
@@ -78,8 +81,9 @@ class TokenIssuer:
         signer = self.keyring.signer
         private_key = signer.private_key
         assert private_key is not None  # KeyRing picks its signer among keys with a private key
-        return jwt.encode(claims, private_key, algorithm=signer.algorithm,
-                          headers=self._headers(typ))
+        return jwt.encode(
+            claims, private_key, algorithm=signer.algorithm, headers=self._headers(typ)
+        )
 
     def issue_access(self, subject: str, access: list[ResourceScope]) -> IssuedToken:
         now = int(self.clock())
@@ -94,8 +98,7 @@ class TokenIssuer:
             "jti": jti,
             "access": [s.as_claim() for s in access],
         }
-        return IssuedToken(self._sign(claims, ACCESS_TYP), jti, now, self.settings.lifetime,
-                           claims)
+        return IssuedToken(self._sign(claims, ACCESS_TYP), jti, now, self.settings.lifetime, claims)
 
     def issue_refresh(self, account: Account) -> str:
         now = int(self.clock())

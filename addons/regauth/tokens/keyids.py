@@ -42,13 +42,20 @@ def public_jwk(public_key: PublicKey) -> dict[str, str]:
             raise ValueError(f"unsupported curve {public_key.curve.name}")
         numbers = public_key.public_numbers()
         size = (public_key.curve.key_size + 7) // 8
-        return {"crv": curve, "kty": "EC", "x": _b64u_int(numbers.x, size),
-                "y": _b64u_int(numbers.y, size)}
+        return {
+            "crv": curve,
+            "kty": "EC",
+            "x": _b64u_int(numbers.x, size),
+            "y": _b64u_int(numbers.y, size),
+        }
     if isinstance(public_key, rsa.RSAPublicKey):
         rsa_numbers = public_key.public_numbers()
         e, n = rsa_numbers.e, rsa_numbers.n
-        return {"e": _b64u_int(e, (e.bit_length() + 7) // 8), "kty": "RSA",
-                "n": _b64u_int(n, (n.bit_length() + 7) // 8)}
+        return {
+            "e": _b64u_int(e, (e.bit_length() + 7) // 8),
+            "kty": "RSA",
+            "n": _b64u_int(n, (n.bit_length() + 7) // 8),
+        }
     raise ValueError("unsupported key type")
 
 

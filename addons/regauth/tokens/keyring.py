@@ -40,6 +40,12 @@ class KeyRing:
         entries = []
         for k in self.keys:
             for fmt in dict.fromkeys((kid_format, "libtrust", "rfc7638")):
-                entries.append({**public_jwk(k.public_key), "kid": key_id(k.public_key, fmt),
-                                "alg": k.algorithm, "use": "sig"})
+                entries.append(
+                    {
+                        **public_jwk(k.public_key),
+                        "kid": key_id(k.public_key, fmt),
+                        "alg": k.algorithm,
+                        "use": "sig",
+                    }
+                )
         return {"keys": entries}

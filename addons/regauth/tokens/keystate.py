@@ -77,8 +77,7 @@ class KeyStatus:
         it never signed. Refresh tokens (`refresh_lifetime`) outlive access tokens."""
         if self.signed_until is None:
             return None
-        return self.signed_until + max(settings.lifetime, settings.refresh_lifetime) + \
-            RETIRE_MARGIN
+        return self.signed_until + max(settings.lifetime, settings.refresh_lifetime) + RETIRE_MARGIN
 
 
 @dataclass(frozen=True)
@@ -122,23 +121,31 @@ def read_activations(certs_dir: Path) -> Activations | None:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{e.lineno}:{e.colno}: not JSON ({e.msg})") from None
-    if not isinstance(data, dict) or set(data) != {"version", "keys"} or \
-            data["version"] != VERSION or not isinstance(data["keys"], dict):
+    if (
+        not isinstance(data, dict)
+        or set(data) != {"version", "keys"}
+        or data["version"] != VERSION
+        or not isinstance(data["keys"], dict)
+    ):
         raise ValueError(f'{path}: expected {{"version": {VERSION}, "keys": {{...}}}}')
     out: Activations = {}
     for name, entry in data["keys"].items():
         where = f"{path}: key {str(name)[:80]!r}"
         if not isinstance(entry, dict) or set(entry) - {"activated"}:
-            raise ValueError(f"{where}: an entry is {{}} or {{\"activated\": TIME}}")
+            raise ValueError(f'{where}: an entry is {{}} or {{"activated": TIME}}')
         out[name] = _parse_time(entry["activated"], where) if "activated" in entry else None
     return out
 
 
 def write_activations(certs_dir: Path, activations: Activations) -> None:
     """Replace the state file atomically (readers see the old or the new file, whole)."""
-    data = {"version": VERSION, "keys": {
-        name: {} if at is None else {"activated": format_time(at)}
-        for name, at in sorted(activations.items())}}
+    data = {
+        "version": VERSION,
+        "keys": {
+            name: {} if at is None else {"activated": format_time(at)}
+            for name, at in sorted(activations.items())
+        },
+    }
     tmp = certs_dir / f".{STATE_FILE}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     with os.fdopen(fd, "w") as f:
@@ -171,8 +178,9 @@ def implied_activations(keys: list[SigningKey]) -> Activations:
     return {k.name: k.created if k.private_key is not None else None for k in keys}
 
 
-def derive(keys: list[SigningKey], activations: Activations, now: float,
-           managed: bool = True) -> Lifecycle:
+def derive(
+    keys: list[SigningKey], activations: Activations, now: float, managed: bool = True
+) -> Lifecycle:
     """Every key's state at `now` (epoch seconds). Entries naming no key are ignored. Raises
     ValueError when no key signs, or the signing key has no private key."""
     if not keys:
@@ -184,8 +192,10 @@ def derive(keys: list[SigningKey], activations: Activations, now: float,
         raise ValueError("no token-signing key is active (`regauth certs activate KEY`)")
     signer = by_name[started[-1][1]]
     if signer.private_key is None:
-        raise ValueError(f"signing key {signer.name!r} is active but its private key "
-                         f"{pki.PRIVATE_DIR}/{signer.name}.key is missing")
+        raise ValueError(
+            f"signing key {signer.name!r} is active but its private key "
+            f"{pki.PRIVATE_DIR}/{signer.name}.key is missing"
+        )
     times = [at for at, _ in started]
     statuses = []
     for key in keys:
@@ -208,8 +218,9 @@ def lifecycle(certs_dir: Path, now: float) -> Lifecycle:
     keys = pki.load_signing_keys(certs_dir)
     activations = read_activations(certs_dir)
     managed = activations is not None
-    return derive(keys, implied_activations(keys) if activations is None else activations, now,
-                  managed)
+    return derive(
+        keys, implied_activations(keys) if activations is None else activations, now, managed
+    )
 
 
 def _current(certs_dir: Path, keys: list[SigningKey]) -> Activations:
@@ -223,8 +234,7 @@ def _next_activation(activations: Activations, now: float) -> float:
     return max([now, *(at + _TICK for at in started)])
 
 
-def resolve(certs_dir: Path, keys: list[SigningKey], pinned: str | None,
-            now: float) -> Lifecycle:
+def resolve(certs_dir: Path, keys: list[SigningKey], pinned: str | None, now: float) -> Lifecycle:
     """The lifecycle regauth signs with. A `token.signing_key` pin is an activation: when it
     names another key than the state file, the switch is recorded (so `retire` knows when the
     displaced key stopped signing); a directory regauth cannot write still honours the pin."""
@@ -233,27 +243,37 @@ def resolve(certs_dir: Path, keys: list[SigningKey], pinned: str | None,
         return life
     key = next((k for k in keys if k.name == pinned), None)
     if key is None or key.private_key is None:
-        raise ValueError(f"token.signing_key: signing key {pinned!r} not found or has no "
-                         f"private key in {certs_dir}")
+        raise ValueError(
+            f"token.signing_key: signing key {pinned!r} not found or has no "
+            f"private key in {certs_dir}"
+        )
     try:
         with _locked(certs_dir):
             activations = _current(certs_dir, keys)
             activations[pinned] = _next_activation(activations, now)
             write_activations(certs_dir, activations)
-        logger.info("regauth: token.signing_key %s recorded as activated in %s", pinned,
-                    certs_dir / STATE_FILE)
+        logger.info(
+            "regauth: token.signing_key %s recorded as activated in %s",
+            pinned,
+            certs_dir / STATE_FILE,
+        )
         return derive(keys, activations, now, True)
     except OSError as e:
-        logger.warning("regauth: cannot record the token.signing_key pin in %s (%s); "
-                       "`regauth certs retire` will not know when %s stopped signing",
-                       certs_dir / STATE_FILE, e, life.signer.name)
+        logger.warning(
+            "regauth: cannot record the token.signing_key pin in %s (%s); "
+            "`regauth certs retire` will not know when %s stopped signing",
+            certs_dir / STATE_FILE,
+            e,
+            life.signer.name,
+        )
         activations = _current(certs_dir, keys)
         activations[pinned] = _next_activation(activations, now)
         return derive(keys, activations, now, life.managed)
 
 
-def stage(certs_dir: Path, algorithm: str, activate_at: float | None,
-          now: float) -> tuple[str, list[Path]]:
+def stage(
+    certs_dir: Path, algorithm: str, activate_at: float | None, now: float
+) -> tuple[str, list[Path]]:
     """Create a key that is published but not signing (until `activate_at`, epoch seconds, if
     given). The state file names it before its files exist, so no reader ever takes the new
     key for "the newest key, which signs". Returns its name and the files written."""
@@ -262,14 +282,16 @@ def stage(certs_dir: Path, algorithm: str, activate_at: float | None,
         activations = _current(certs_dir, keys)
         derive(keys, activations, now)  # refuse to build on a broken state
         name = pki.new_signing_name(certs_dir)
-        activations[name] = None if activate_at is None else \
-            _next_activation(activations, max(activate_at, now))
+        activations[name] = (
+            None if activate_at is None else _next_activation(activations, max(activate_at, now))
+        )
         write_activations(certs_dir, activations)
         return name, pki.write_signing_pair(certs_dir, name, algorithm)
 
 
-def activate(certs_dir: Path, name: str, now: float,
-             settings: TokenSettings | None = None) -> Lifecycle:
+def activate(
+    certs_dir: Path, name: str, now: float, settings: TokenSettings | None = None
+) -> Lifecycle:
     """Make `name` sign from `now`. Raises ValueError for an unknown key, one without a private
     key, a key of another algorithm than the policy's, or a policy that pins another key."""
     with _locked(certs_dir):
@@ -278,14 +300,19 @@ def activate(certs_dir: Path, name: str, now: float,
         if key is None:
             raise ValueError(f"no signing key {name!r} in {certs_dir} (`regauth certs list`)")
         if key.private_key is None:
-            raise ValueError(f"{name} has no private key here ({pki.PRIVATE_DIR}/{name}.key): "
-                             "it can only verify")
+            raise ValueError(
+                f"{name} has no private key here ({pki.PRIVATE_DIR}/{name}.key): it can only verify"
+            )
         if settings is not None and settings.signing_key not in (None, name):
-            raise ValueError(f"the policy pins token.signing_key: {settings.signing_key}; "
-                             f"remove the pin (or set it to {name}) first")
+            raise ValueError(
+                f"the policy pins token.signing_key: {settings.signing_key}; "
+                f"remove the pin (or set it to {name}) first"
+            )
         if settings is not None and key.algorithm != settings.algorithm:
-            raise ValueError(f"{name} is an {key.algorithm} key but the policy asks for "
-                             f"{settings.algorithm} tokens (token.algorithm)")
+            raise ValueError(
+                f"{name} is an {key.algorithm} key but the policy asks for "
+                f"{settings.algorithm} tokens (token.algorithm)"
+            )
         activations = _current(certs_dir, keys)
         if derive(keys, activations, now).signer.name != name:
             activations[name] = _next_activation(activations, now)
@@ -293,8 +320,9 @@ def activate(certs_dir: Path, name: str, now: float,
         return derive(keys, activations, now)
 
 
-def retire(certs_dir: Path, name: str, settings: TokenSettings, now: float,
-           force: bool = False) -> list[Path]:
+def retire(
+    certs_dir: Path, name: str, settings: TokenSettings, now: float, force: bool = False
+) -> list[Path]:
     """Remove a key that no longer signs, once no token it signed can still be accepted (or at
     once with `force`: its tokens stop working). Raises RetireRefused or ValueError; returns
     the files removed."""
@@ -315,7 +343,8 @@ def retire(certs_dir: Path, name: str, settings: TokenSettings, now: float,
                 f"{max(settings.lifetime, settings.refresh_lifetime)} s (token.lifetime "
                 f"{settings.lifetime} s, token.refresh_lifetime {settings.refresh_lifetime} s) "
                 f"+ {RETIRE_MARGIN:.0f} s. Retire it after that, or with --force to make "
-                "those tokens invalid now")
+                "those tokens invalid now"
+            )
         activations.pop(name, None)
         write_activations(certs_dir, activations)
         return pki.remove_signing_key(certs_dir, name)

@@ -35,8 +35,9 @@ class KeyVerdict:
     refused: bool
 
 
-def _own_token(runtime: Runtime, verified: VerifiedToken | None,
-               authorization: str | None) -> VerifiedToken | None:
+def _own_token(
+    runtime: Runtime, verified: VerifiedToken | None, authorization: str | None
+) -> VerifiedToken | None:
     """The regauth token the request carried, verified now (enforce mode: the gate already
     did; delegate mode: here), or None."""
     if verified is None and authorization:
@@ -62,9 +63,15 @@ def _clock_off(upstream_date: str | None, now: float) -> bool:
     return abs(registry_now - now) > REGISTRY_LEEWAY
 
 
-def judge(runtime: Runtime, status: int, challenges: list[dict[str, object]],
-          verified: VerifiedToken | None, authorization: str | None,
-          upstream_date: str | None, now: float) -> KeyVerdict | None:
+def judge(
+    runtime: Runtime,
+    status: int,
+    challenges: list[dict[str, object]],
+    verified: VerifiedToken | None,
+    authorization: str | None,
+    upstream_date: str | None,
+    now: float,
+) -> KeyVerdict | None:
     """What an upstream answer says about regauth's key, or None if it says nothing.
 
     `status` is the upstream's; `challenges` its parsed `WWW-Authenticate` challenges

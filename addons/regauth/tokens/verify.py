@@ -44,8 +44,6 @@ MAX_TOKEN_LENGTH = 8192
 MAX_HEADER_JSON = 4096
 
 
-
-
 MAX_JSON_DEPTH = 8  # the access claim nests 3 levels: claims > access > entry > actions
 
 
@@ -116,11 +114,16 @@ def _numeric_date(claims: dict[str, object], name: str) -> float | None:
     value = claims.get(name)
     if value is None and name not in claims:
         return None
-    if not isinstance(value, int | float) or isinstance(value, bool) or \
-            not NUMERIC_DATE_RANGE[0] <= value <= NUMERIC_DATE_RANGE[1]:
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not NUMERIC_DATE_RANGE[0] <= value <= NUMERIC_DATE_RANGE[1]
+    ):
         # The range check is also False for NaN, so NaN is refused here.
-        raise InvalidToken(f"{name} must be a number of seconds between "
-                           f"{NUMERIC_DATE_RANGE[0]} and {NUMERIC_DATE_RANGE[1]}")
+        raise InvalidToken(
+            f"{name} must be a number of seconds between "
+            f"{NUMERIC_DATE_RANGE[0]} and {NUMERIC_DATE_RANGE[1]}"
+        )
     return value
 
 
@@ -168,8 +171,10 @@ class TokenVerifier:
         header, unverified = _split(token)
         for name in _FORBIDDEN_HEADERS:
             if name in header:
-                raise InvalidToken(f"JWT header {name!r} is not accepted (keys come only from "
-                                   "regauth's trust store)")
+                raise InvalidToken(
+                    f"JWT header {name!r} is not accepted (keys come only from "
+                    "regauth's trust store)"
+                )
         alg = header.get("alg")
         if not isinstance(alg, str):
             raise InvalidToken("JWT header has no alg")
@@ -202,15 +207,25 @@ class TokenVerifier:
             raise InvalidToken("unknown key id")
         return key
 
-    def _decode(self, token: str, key: VerificationKey, alg: str, allowed: str, audience: str,
-                issuer: str) -> dict[str, object]:
+    def _decode(
+        self, token: str, key: VerificationKey, alg: str, allowed: str, audience: str, issuer: str
+    ) -> dict[str, object]:
         if alg != allowed:
             raise InvalidToken(f"algorithm {alg} is not accepted for this key (only {allowed})")
         try:
             claims = jwt.decode(
-                token, key, algorithms=[allowed], audience=audience, issuer=issuer,
-                options={"require": ["exp", "iss", "aud"], "verify_signature": True,
-                         "verify_exp": False, "verify_nbf": False, "verify_iat": False},
+                token,
+                key,
+                algorithms=[allowed],
+                audience=audience,
+                issuer=issuer,
+                options={
+                    "require": ["exp", "iss", "aud"],
+                    "verify_signature": True,
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
             )
         except jwt.PyJWTError as e:
             raise _explain(e) from None
@@ -235,25 +250,34 @@ class TokenVerifier:
         if header.get("typ") != ACCESS_TYP:
             raise InvalidToken("not a regauth access token (typ)")
         key = self._own_key(header)
-        claims = self._decode(token, key.public_key, alg, key.algorithm, self.service,
-                              self.issuer)
+        claims = self._decode(token, key.public_key, alg, key.algorithm, self.service, self.issuer)
         if not isinstance(claims.get("aud"), str):
             raise InvalidToken("audience must be a single string")
         grants = access_claim(claims.get("access", []))
         return _verified(claims, grants, "regauth", key.name)
 
-    def _verify_trusted(self, token: str, header: dict[str, object], alg: str,
-                        trusted: TrustedIssuer, reader: ClaimReader) -> VerifiedToken:
+    def _verify_trusted(
+        self,
+        token: str,
+        header: dict[str, object],
+        alg: str,
+        trusted: TrustedIssuer,
+        reader: ClaimReader,
+    ) -> VerifiedToken:
         kid = header.get("kid")
-        candidates = [k for k, key_kid in zip(trusted.keys, trusted.key_ids, strict=True)
-                      if key_kid is None or key_kid == kid]
+        candidates = [
+            k
+            for k, key_kid in zip(trusted.keys, trusted.key_ids, strict=True)
+            if key_kid is None or key_kid == kid
+        ]
         if not candidates:
             raise InvalidToken("unknown key id for trusted issuer")
         last: InvalidToken | None = None
         for key in candidates:
             try:
-                claims = self._decode(token, key, alg, trusted.algorithms[0], trusted.audience,
-                                      trusted.issuer)
+                claims = self._decode(
+                    token, key, alg, trusted.algorithms[0], trusted.audience, trusted.issuer
+                )
                 break
             except InvalidToken as e:
                 last = e
@@ -262,8 +286,9 @@ class TokenVerifier:
             raise last
         return _verified(claims, reader(claims, trusted), trusted.issuer)
 
-    def verify_refresh(self, token: str, refresh_audience: str,
-                       accounts: dict[str, Account]) -> Account:
+    def verify_refresh(
+        self, token: str, refresh_audience: str, accounts: dict[str, Account]
+    ) -> Account:
         header, _ = _split(token)
         for name in _FORBIDDEN_HEADERS:
             if name in header:
@@ -272,16 +297,17 @@ class TokenVerifier:
             raise InvalidToken("not a regauth refresh token")
         alg = header.get("alg")
         key = self._own_key(header)
-        claims = self._decode(token, key.public_key, str(alg), key.algorithm, refresh_audience,
-                              self.issuer)
+        claims = self._decode(
+            token, key.public_key, str(alg), key.algorithm, refresh_audience, self.issuer
+        )
         account = accounts.get(str(claims.get("sub", "")))
         if account is None:
             raise InvalidToken("the refresh token's account no longer exists")
         cfp = claims.get("cfp")
         if not isinstance(cfp, str) or not hmac.compare_digest(
-                cfp.encode("utf-8", "surrogatepass"), credential_fingerprint(account).encode()):
-            raise InvalidToken("the account's password changed since this refresh token was "
-                               "issued")
+            cfp.encode("utf-8", "surrogatepass"), credential_fingerprint(account).encode()
+        ):
+            raise InvalidToken("the account's password changed since this refresh token was issued")
         return account
 
 
@@ -300,8 +326,12 @@ def _explain(error: Exception) -> InvalidToken:
     return InvalidToken(f"invalid token: {type(error).__name__}")
 
 
-def _verified(claims: dict[str, object], grants: tuple[ResourceScope, ...],
-              source: str, signing_key: str | None = None) -> VerifiedToken:
+def _verified(
+    claims: dict[str, object],
+    grants: tuple[ResourceScope, ...],
+    source: str,
+    signing_key: str | None = None,
+) -> VerifiedToken:
     exp = claims.get("exp")
     aud = claims.get("aud")  # PyJWT checked it against the audience: a string or a list of them
     audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
@@ -315,5 +345,3 @@ def _verified(claims: dict[str, object], grants: tuple[ResourceScope, ...],
         source=source,
         signing_key=signing_key,
     )
-
-

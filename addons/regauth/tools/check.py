@@ -20,8 +20,9 @@ from regauth.tools import EXIT_OK
 from regauth.tools.render import Printer
 
 
-def check_files(files: list[str], no_secrets: bool, out: Printer | None = None,
-                err: IO[str] | None = None) -> int:
+def check_files(
+    files: list[str], no_secrets: bool, out: Printer | None = None, err: IO[str] | None = None
+) -> int:
     """Print `FILE: ok (…)` per valid file and `file:line:column: message` per problem (on
     `err`); notes go to `err` as `file:line:column: note: …`. Exit code 1 if any file has
     problems, else 0."""
@@ -38,10 +39,17 @@ def check_files(files: list[str], no_secrets: bool, out: Printer | None = None,
             status = EXIT_FINDING
             continue
         for note in notes or []:
-            err.write(escape(f"{note.file}:{note.line}:{note.column}: note: {note.message} "
-                             "(not checked: --no-secrets)") + "\n")
+            err.write(
+                escape(
+                    f"{note.file}:{note.line}:{note.column}: note: {note.message} "
+                    "(not checked: --no-secrets)"
+                )
+                + "\n"
+            )
         skipped = f", {len(notes)} secrets not checked" if notes else ""
-        out.line((f"{file}: ok", "green"),
-                 f" (service {policy.service}, {len(policy.accounts)} accounts, "
-                 f"{len(policy.rules)} rules{skipped})")
+        out.line(
+            (f"{file}: ok", "green"),
+            f" (service {policy.service}, {len(policy.accounts)} accounts, "
+            f"{len(policy.rules)} rules{skipped})",
+        )
     return status

@@ -35,8 +35,9 @@ def certs_init(args: argparse.Namespace) -> int:
 def certs_bundle(args: argparse.Namespace) -> int:
     keys = pki.load_signing_keys(Path(args.dir))
     if not keys:
-        print(f"{args.dir}: no token-signing certificates (run `regauth certs init`)",
-              file=sys.stderr)
+        print(
+            f"{args.dir}: no token-signing certificates (run `regauth certs init`)", file=sys.stderr
+        )
         return EXIT_FAILED
     sys.stdout.write(pki.bundle_pem(keys))
     return EXIT_OK
@@ -65,7 +66,7 @@ def passwd(args: argparse.Namespace) -> int:
         print(f"regauth passwd: {e}", file=sys.stderr)
         return EXIT_FAILED
     if args.user:
-        print(f"  {args.user}:\n    password_hash: \"{hashed}\"")
+        print(f'  {args.user}:\n    password_hash: "{hashed}"')
     else:
         print(hashed)
     return EXIT_OK
@@ -162,8 +163,10 @@ def trace(args: argparse.Namespace) -> int:
     path = Path(args.log)
     if args.follow:
         if args.json:
-            print("regauth trace: --follow prints conversations as text; use --json without "
-                  "it", file=sys.stderr)
+            print(
+                "regauth trace: --follow prints conversations as text; use --json without it",
+                file=sys.stderr,
+            )
             return EXIT_INPUT
         try:
             trace.follow(path, filters, Printer())
@@ -182,8 +185,13 @@ def trace(args: argparse.Namespace) -> int:
         print_error(f"regauth trace: {log.skipped} lines of {args.log} are not exchange records")
     found = trace.analyse(log.entries, filters, dt.datetime.now(dt.UTC))
     if args.json:
-        print_json({"log": str(path), "skipped_lines": log.skipped,
-                    "conversations": [trace.as_json(c, d) for c, d in found]})
+        print_json(
+            {
+                "log": str(path),
+                "skipped_lines": log.skipped,
+                "conversations": [trace.as_json(c, d) for c, d in found],
+            }
+        )
         return EXIT_OK
     out = Printer()
     for conversation, diagnoses in found:
@@ -253,14 +261,25 @@ def serve(args: argparse.Namespace) -> int:
     certs_dir = Path(args.certs_dir)
     pki.init_certs(certs_dir)
     try:
-        config = ServeConfig(upstream or "", host, port, public_url, certs_dir, Path(args.policy),
-                             Path(args.log), Path(args.upstream_ca) if args.upstream_ca else None,
-                             args.web, args.web_port, tuple(args.extra),
-                             registry_dir=None if upstream else Path(args.registry_dir),
-                             admin_listen=args.admin_listen, state=args.state,
-                             delegate_unchecked=args.delegate_unchecked,
-                             proxy_protocol=args.proxy_protocol,
-                             plain_http=args.allow_plain_http)
+        config = ServeConfig(
+            upstream or "",
+            host,
+            port,
+            public_url,
+            certs_dir,
+            Path(args.policy),
+            Path(args.log),
+            Path(args.upstream_ca) if args.upstream_ca else None,
+            args.web,
+            args.web_port,
+            tuple(args.extra),
+            registry_dir=None if upstream else Path(args.registry_dir),
+            admin_listen=args.admin_listen,
+            state=args.state,
+            delegate_unchecked=args.delegate_unchecked,
+            proxy_protocol=args.proxy_protocol,
+            plain_http=args.allow_plain_http,
+        )
         return serve(config)
     except PolicyError as e:
         for problem in e.problems:

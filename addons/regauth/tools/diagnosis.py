@@ -52,8 +52,13 @@ class Diagnosis:
     line: int  # the log line that shows it
 
     def as_json(self) -> dict[str, object]:
-        return {"code": self.code, "title": self.title, "detail": self.detail,
-                "hint": self.hint, "log_line": self.line}
+        return {
+            "code": self.code,
+            "title": self.title,
+            "detail": self.detail,
+            "hint": self.hint,
+            "log_line": self.line,
+        }
 
 
 @dataclass
@@ -80,8 +85,11 @@ def _challenge_error(entry: Entry) -> str | None:
 
 
 def _is_challenge(entry: Entry) -> bool:
-    return entry.kind == "registry" and entry.status == 401 and \
-        (entry.bearer_challenge is not None or bool(entry.upstream_challenges))
+    return (
+        entry.kind == "registry"
+        and entry.status == 401
+        and (entry.bearer_challenge is not None or bool(entry.upstream_challenges))
+    )
 
 
 def _scopes(challenge: ChallengeRecord | None) -> list[str]:
@@ -89,6 +97,7 @@ def _scopes(challenge: ChallengeRecord | None) -> list[str]:
 
 
 # -- detectors -------------------------------------------------------------------------------
+
 
 def no_token_request(c: Conversation, ctx: Context) -> list[Diagnosis]:
     if any(e.kind == "token" for e in c.entries):
@@ -101,27 +110,43 @@ def no_token_request(c: Conversation, ctx: Context) -> list[Diagnosis]:
             continue
         if ctx.end - at < TOKEN_WAIT and not _later_activity(entry, ctx):
             continue  # too early to tell
-        later = [e for e in ctx.entries if e.client_ip == entry.client_ip and e.time
-                 and at <= e.time <= at + TOKEN_WAIT and
-                 (e.kind == "token" or e.auth_scheme == "Bearer")]
+        later = [
+            e
+            for e in ctx.entries
+            if e.client_ip == entry.client_ip
+            and e.time
+            and at <= e.time <= at + TOKEN_WAIT
+            and (e.kind == "token" or e.auth_scheme == "Bearer")
+        ]
         if later:
             continue
         bearer = entry.bearer_challenge
         realm = bearer.realm if bearer is not None and bearer.realm is not None else "the realm"
-        return [Diagnosis(
-            "no-token-request", "challenge not followed by a token request",
-            f"{entry.client_ip} got a 401 challenge for {entry.method} {entry.path} and never "
-            f"asked {realm} for a token",
-            "the process that fetches tokens does not trust regauth's CA (buildx/buildctl "
-            "fetch tokens on the client host; SSL_CERT_FILE, certs.d, hosts.toml), or the "
-            "client is configured for a plain-http or insecure registry", entry.line)]
+        return [
+            Diagnosis(
+                "no-token-request",
+                "challenge not followed by a token request",
+                f"{entry.client_ip} got a 401 challenge for {entry.method} {entry.path} and never "
+                f"asked {realm} for a token",
+                "the process that fetches tokens does not trust regauth's CA (buildx/buildctl "
+                "fetch tokens on the client host; SSL_CERT_FILE, certs.d, hosts.toml), or the "
+                "client is configured for a plain-http or insecure registry",
+                entry.line,
+            )
+        ]
     return []
 
 
 def _later_activity(entry: Entry, ctx: Context) -> bool:
     """True when the same client sent anything after `entry` (so it is not still waiting)."""
-    return any(e.client_ip == entry.client_ip and e.time and entry.time and
-               e.time > entry.time and e.line != entry.line for e in ctx.entries)
+    return any(
+        e.client_ip == entry.client_ip
+        and e.time
+        and entry.time
+        and e.time > entry.time
+        and e.line != entry.line
+        for e in ctx.entries
+    )
 
 
 def bad_credentials(c: Conversation, ctx: Context) -> list[Diagnosis]:
@@ -129,12 +154,16 @@ def bad_credentials(c: Conversation, ctx: Context) -> list[Diagnosis]:
         if entry.kind == "token" and entry.status == 401:
             user = entry.token_request.username or entry.basic_username
             who = f"user {_q(user)}" if user else "a refresh token"
-            return [Diagnosis(
-                "bad-credentials", "bad credentials or unknown account",
-                f"the token endpoint refused {who}: {entry.token_refused or 'unauthorized'}",
-                "check the client's login (docker/skopeo login, --creds, --user) against the "
-                "policy's accounts; regauth does not say which of name or password is wrong",
-                entry.line)]
+            return [
+                Diagnosis(
+                    "bad-credentials",
+                    "bad credentials or unknown account",
+                    f"the token endpoint refused {who}: {entry.token_refused or 'unauthorized'}",
+                    "check the client's login (docker/skopeo login, --creds, --user) against the "
+                    "policy's accounts; regauth does not say which of name or password is wrong",
+                    entry.line,
+                )
+            ]
     return []
 
 
@@ -144,20 +173,30 @@ def rate_limited(c: Conversation, ctx: Context) -> list[Diagnosis]:
             user = entry.token_request.username or entry.basic_username or "?"
             limit = entry.token_response.rate_limited
             if isinstance(limit, str) and limit.startswith("login queue"):
-                return [Diagnosis(
-                    "login-queue", "refused by the login queue",
-                    f"{_q(user)} from {entry.client_ip}: {limit} (too many logins from that "
-                    "network were waiting for a password check; nothing was checked or counted)",
-                    "retry after a second; many parallel logins from one host with the same "
-                    "credentials share one check, different ones wait their turn (4 at most "
-                    "per network): use a refresh token (docker login) or fewer parallel logins",
-                    entry.line)]
-            return [Diagnosis(
-                "rate-limited", "rate limited",
-                f"too many failed logins for {_q(user)} from {entry.client_ip}: "
-                f"{entry.token_refused or '429'}",
-                "fix the credentials first (the failed logins before this one), then wait for "
-                "the Retry-After period", entry.line)]
+                return [
+                    Diagnosis(
+                        "login-queue",
+                        "refused by the login queue",
+                        f"{_q(user)} from {entry.client_ip}: {limit} (too many logins from that "
+                        "network were waiting for a password check; nothing was checked or "
+                        "counted)",
+                        "retry after a second; many parallel logins from one host with the same "
+                        "credentials share one check, different ones wait their turn (4 at most "
+                        "per network): use a refresh token (docker login) or fewer parallel logins",
+                        entry.line,
+                    )
+                ]
+            return [
+                Diagnosis(
+                    "rate-limited",
+                    "rate limited",
+                    f"too many failed logins for {_q(user)} from {entry.client_ip}: "
+                    f"{entry.token_refused or '429'}",
+                    "fix the credentials first (the failed logins before this one), then wait for "
+                    "the Retry-After period",
+                    entry.line,
+                )
+            ]
     return []
 
 
@@ -166,14 +205,22 @@ def partial_grant(c: Conversation, ctx: Context) -> list[Diagnosis]:
         short = [d for d in entry.decisions if d.outcome != "granted"]
         if entry.kind != "token" or not short:
             continue
-        parts = [f"{d.scope} → [{','.join(d.granted) or '-'}] "
-                 f"by {d.rule_label('default deny (no rule matched)')}" for d in short]
+        parts = [
+            f"{d.scope} → [{','.join(d.granted) or '-'}] "
+            f"by {d.rule_label('default deny (no rule matched)')}"
+            for d in short
+        ]
         who = entry.token_account or "anonymous"
-        return [Diagnosis(
-            "partial-grant", "granted less than requested",
-            f"{who}: " + "; ".join(parts),
-            "`regauth policy explain POLICY --account NAME SCOPE` shows the decision; change "
-            "that rule (or an earlier one) if the access is intended", entry.line)]
+        return [
+            Diagnosis(
+                "partial-grant",
+                "granted less than requested",
+                f"{who}: " + "; ".join(parts),
+                "`regauth policy explain POLICY --account NAME SCOPE` shows the decision; change "
+                "that rule (or an earlier one) if the access is intended",
+                entry.line,
+            )
+        ]
     return []
 
 
@@ -187,20 +234,28 @@ def insufficient_scope(c: Conversation, ctx: Context) -> list[Diagnosis]:
         token = grants.get(entry.verified_jti or "")
         if token is None:
             continue
-        missing = _scopes(entry.bearer_challenge) or \
-            [s for u in entry.upstream_challenges for s in _scopes(u)]
+        missing = _scopes(entry.bearer_challenge) or [
+            s for u in entry.upstream_challenges for s in _scopes(u)
+        ]
         requested = token.requested
         asked = [m for m in missing if _covered(m, requested)]
         if asked and len(asked) == len(missing):
             why = "the client asked for it but the policy granted less (see the partial grant)"
         else:
-            why = (f"the client never asked for it: it asked for {' '.join(requested) or '-'} "
-                   "(a token request must name every scope the next requests need)")
-        return [Diagnosis(
-            "insufficient-scope", "insufficient_scope after a grant",
-            f"{entry.method} {entry.path} needs {' '.join(missing) or entry.required}; {why}",
-            "compare the challenge's scope with the token request; for a cross-repository "
-            "mount the source repository needs pull too", entry.line)]
+            why = (
+                f"the client never asked for it: it asked for {' '.join(requested) or '-'} "
+                "(a token request must name every scope the next requests need)"
+            )
+        return [
+            Diagnosis(
+                "insufficient-scope",
+                "insufficient_scope after a grant",
+                f"{entry.method} {entry.path} needs {' '.join(missing) or entry.required}; {why}",
+                "compare the challenge's scope with the token request; for a cross-repository "
+                "mount the source repository needs pull too",
+                entry.line,
+            )
+        ]
     return []
 
 
@@ -208,8 +263,9 @@ def _covered(scope: str, requested: list[str]) -> bool:
     resource, _, actions = scope.rpartition(":")
     for r in requested:
         r_resource, _, r_actions = r.rpartition(":")
-        if r_resource == resource and (set(actions.split(",")) <= set(r_actions.split(","))
-                                       or "*" in r_actions.split(",")):
+        if r_resource == resource and (
+            set(actions.split(",")) <= set(r_actions.split(",")) or "*" in r_actions.split(",")
+        ):
             return True
     return False
 
@@ -220,20 +276,30 @@ def service_mismatch(c: Conversation, ctx: Context) -> list[Diagnosis]:
         for upstream in entry.upstream_challenges:
             theirs = upstream.service
             if upstream.is_bearer and theirs and ours and theirs != ours:
-                return [Diagnosis(
-                    "service-mismatch", "service mismatch",
-                    f"the registry challenges for service {_q(theirs)}, the policy's service "
-                    f"is {_q(ours)}: the registry refuses tokens whose audience is {_q(ours)}",
-                    f"set the registry's auth.token.service to {_q(ours)} (or the policy's "
-                    f"`service:` to {_q(theirs)})", entry.line)]
+                return [
+                    Diagnosis(
+                        "service-mismatch",
+                        "service mismatch",
+                        f"the registry challenges for service {_q(theirs)}, the policy's service "
+                        f"is {_q(ours)}: the registry refuses tokens whose audience is {_q(ours)}",
+                        f"set the registry's auth.token.service to {_q(ours)} (or the policy's "
+                        f"`service:` to {_q(theirs)})",
+                        entry.line,
+                    )
+                ]
         refused = entry.token_refused or ""
         if entry.kind == "token" and entry.status == 400 and "for service" in refused:
             asked = entry.token_request.named_service
-            return [Diagnosis(
-                "service-mismatch", "service mismatch",
-                f"the client asked for a token for service {_q(asked)}: {refused}",
-                "the client's realm configuration names another service than the policy's; "
-                "use the challenge regauth sends", entry.line)]
+            return [
+                Diagnosis(
+                    "service-mismatch",
+                    "service mismatch",
+                    f"the client asked for a token for service {_q(asked)}: {refused}",
+                    "the client's realm configuration names another service than the policy's; "
+                    "use the challenge regauth sends",
+                    entry.line,
+                )
+            ]
     return []
 
 
@@ -241,13 +307,18 @@ def basic_on_registry(c: Conversation, ctx: Context) -> list[Diagnosis]:
     for entry in c.entries:
         if entry.kind == "registry" and entry.auth_scheme.lower() == "basic":
             user = f" (user {_q(entry.basic_username)})" if entry.basic_username else ""
-            return [Diagnosis(
-                "basic-on-registry", "Basic credentials sent to a registry route",
-                f"{entry.method} {entry.path} carried Basic credentials{user}; registry routes "
-                "take only Bearer tokens from regauth's token endpoint",
-                "the client skipped the token flow: use a registry client (docker, skopeo, "
-                "ctr), or with curl first GET a token from /v2/token with -u and send it as "
-                "`Authorization: Bearer`", entry.line)]
+            return [
+                Diagnosis(
+                    "basic-on-registry",
+                    "Basic credentials sent to a registry route",
+                    f"{entry.method} {entry.path} carried Basic credentials{user}; registry routes "
+                    "take only Bearer tokens from regauth's token endpoint",
+                    "the client skipped the token flow: use a registry client (docker, skopeo, "
+                    "ctr), or with curl first GET a token from /v2/token with -u and send it as "
+                    "`Authorization: Bearer`",
+                    entry.line,
+                )
+            ]
     return []
 
 
@@ -259,8 +330,13 @@ def challenge_loop(c: Conversation, ctx: Context) -> list[Diagnosis]:
     by_key: dict[tuple[str, str, str, tuple[str, ...], str | None], list[Entry]] = {}
     for entry in c.entries:
         if _is_challenge(entry) and entry.time is not None:
-            key = (entry.client_ip, entry.method, entry.path.partition("?")[0],
-                   tuple(_scopes(entry.bearer_challenge)), _challenge_error(entry))
+            key = (
+                entry.client_ip,
+                entry.method,
+                entry.path.partition("?")[0],
+                tuple(_scopes(entry.bearer_challenge)),
+                _challenge_error(entry),
+            )
             by_key.setdefault(key, []).append(entry)
     for key, found in by_key.items():
         for i, first in enumerate(found):
@@ -271,25 +347,36 @@ def challenge_loop(c: Conversation, ctx: Context) -> list[Diagnosis]:
             last = run[-1]
             assert last.time is not None
             span = (last.time - first.time).total_seconds()
-            tokens = sum(1 for e in c.entries if e.kind == "token" and e.time
-                         and first.time <= e.time <= last.time)
+            tokens = sum(
+                1
+                for e in c.entries
+                if e.kind == "token" and e.time and first.time <= e.time <= last.time
+            )
             error = f" ({key[4]})" if key[4] else ""
             scopes = " ".join(key[3])
-            return [Diagnosis(
-                "challenge-loop", "the same challenge repeated in a loop",
-                f"{first.client_ip} got the same challenge{error} for {first.method} {key[2]} "
-                f"{len(run)} times in {span:.1f} s, with {tokens} token requests in between"
-                + (f"; scope {scopes}" if scopes else ""),
-                "the token the client fetches never covers the request: read the token "
-                "requests between the challenges (partial grant, wrong scope, refused token)",
-                first.line)]
+            return [
+                Diagnosis(
+                    "challenge-loop",
+                    "the same challenge repeated in a loop",
+                    f"{first.client_ip} got the same challenge{error} for {first.method} {key[2]} "
+                    f"{len(run)} times in {span:.1f} s, with {tokens} token requests in between"
+                    + (f"; scope {scopes}" if scopes else ""),
+                    "the token the client fetches never covers the request: read the token "
+                    "requests between the challenges (partial grant, wrong scope, refused token)",
+                    first.line,
+                )
+            ]
     return []
 
 
 def registry_refused_token(c: Conversation, ctx: Context) -> list[Diagnosis]:
     for entry in c.entries:
-        if entry.answered_by != "upstream" or entry.status != 401 or \
-                entry.auth_scheme != "Bearer" or not entry.jwt_claims:
+        if (
+            entry.answered_by != "upstream"
+            or entry.status != 401
+            or entry.auth_scheme != "Bearer"
+            or not entry.jwt_claims
+        ):
             continue
         if _challenge_error(entry) not in ("invalid_token", None):
             continue
@@ -298,8 +385,15 @@ def registry_refused_token(c: Conversation, ctx: Context) -> list[Diagnosis]:
         if theirs and claims.get("aud") and theirs[0] != claims.get("aud"):
             continue  # service-mismatch says it
         detail, hint = _refusal_cause(entry, claims)
-        return [Diagnosis("registry-refused-token", "the registry refused regauth's token",
-                          detail, hint, entry.line)]
+        return [
+            Diagnosis(
+                "registry-refused-token",
+                "the registry refused regauth's token",
+                detail,
+                hint,
+                entry.line,
+            )
+        ]
     return []
 
 
@@ -307,9 +401,10 @@ def _refusal_cause(entry: Entry, claims: dict[str, object]) -> tuple[str, str]:
     nbf, exp = claims.get("nbf"), claims.get("exp")
     at = entry.time
     if isinstance(exp, int) and at is not None and at.timestamp() > exp:
-        return (f"the client presented a token that had expired {at.timestamp() - exp:.0f} s "
-                "earlier", "the client should fetch a new token; check its clock and the "
-                "policy's token.lifetime")
+        return (
+            f"the client presented a token that had expired {at.timestamp() - exp:.0f} s earlier",
+            "the client should fetch a new token; check its clock and the policy's token.lifetime",
+        )
     date = entry.upstream_date
     if date and isinstance(nbf, int) and isinstance(exp, int):
         try:
@@ -317,37 +412,51 @@ def _refusal_cause(entry: Entry, claims: dict[str, object]) -> tuple[str, str]:
         except (TypeError, ValueError):
             registry_now = None
         if registry_now is not None and registry_now < nbf - REGISTRY_LEEWAY:
-            return (f"clock skew: the registry's clock ({date}) is {nbf - registry_now:.0f} s "
-                    "before the token's nbf (distribution allows 60 s)",
-                    "synchronise the registry host's clock (NTP) with regauth's")
+            return (
+                f"clock skew: the registry's clock ({date}) is {nbf - registry_now:.0f} s "
+                "before the token's nbf (distribution allows 60 s)",
+                "synchronise the registry host's clock (NTP) with regauth's",
+            )
         if registry_now is not None and registry_now > exp + REGISTRY_LEEWAY:
-            return (f"clock skew: the registry's clock ({date}) is {registry_now - exp:.0f} s "
-                    "past the token's exp (distribution allows 60 s)",
-                    "synchronise the registry host's clock (NTP) with regauth's")
+            return (
+                f"clock skew: the registry's clock ({date}) is {registry_now - exp:.0f} s "
+                "past the token's exp (distribution allows 60 s)",
+                "synchronise the registry host's clock (NTP) with regauth's",
+            )
     iss = claims.get("iss")
     jwt = entry.auth.jwt
     header_kid = jwt.header.get("kid") if jwt is not None else None
     kid = f" (kid {header_kid})" if header_kid else ""
-    skew = "" if date else " or its clock is off by more than 60 s (the log has no registry " \
-        "Date to tell)"
-    return (f"a token-mode registry answered invalid_token to a token regauth issued "
-            f"(iss {_q(iss)}, aud {_q(claims.get('aud'))}){kid}: it does not trust the signing "
-            f"key (rootcertbundle), expects another issuer{skew}",
-            f"compare the registry's auth.token.rootcertbundle with `regauth certs bundle`, "
-            f"its auth.token.issuer with {_q(iss)}, and its clock with regauth's; the registry's "
-            "own log names the reason")
+    skew = (
+        ""
+        if date
+        else " or its clock is off by more than 60 s (the log has no registry Date to tell)"
+    )
+    return (
+        f"a token-mode registry answered invalid_token to a token regauth issued "
+        f"(iss {_q(iss)}, aud {_q(claims.get('aud'))}){kid}: it does not trust the signing "
+        f"key (rootcertbundle), expects another issuer{skew}",
+        f"compare the registry's auth.token.rootcertbundle with `regauth certs bundle`, "
+        f"its auth.token.issuer with {_q(iss)}, and its clock with regauth's; the registry's "
+        "own log names the reason",
+    )
 
 
 def upstream_credentials_refused(c: Conversation, ctx: Context) -> list[Diagnosis]:
     for entry in c.entries:
         if entry.injected and entry.status == 502:
             schemes = ", ".join(str(u.scheme) for u in entry.upstream_challenges) or "401"
-            return [Diagnosis(
-                "upstream-credentials-refused", "injected upstream credentials refused",
-                f"the upstream answered {schemes} to the credentials regauth injected for "
-                f"{entry.method} {entry.path}; the client got 502",
-                "check `upstreams[].credentials` (username and password source) against the "
-                "registry's htpasswd or token service", entry.line)]
+            return [
+                Diagnosis(
+                    "upstream-credentials-refused",
+                    "injected upstream credentials refused",
+                    f"the upstream answered {schemes} to the credentials regauth injected for "
+                    f"{entry.method} {entry.path}; the client got 502",
+                    "check `upstreams[].credentials` (username and password source) against the "
+                    "registry's htpasswd or token service",
+                    entry.line,
+                )
+            ]
     return []
 
 
@@ -360,19 +469,29 @@ def delegate_check_refused(c: Conversation, ctx: Context) -> list[Diagnosis]:
         detail = reason.removesuffix("; retry shortly")
         if pending:
             title = "delegate mode refused to forward: the registry has not been checked yet"
-            hint = ("regauth could not reach the registry, or it answered 5xx: see /readyz on "
-                    "the admin listener and regauth's log; requests are refused until the "
-                    "check passes")
+            hint = (
+                "regauth could not reach the registry, or it answered 5xx: see /readyz on "
+                "the admin listener and regauth's log; requests are refused until the "
+                "check passes"
+            )
         else:
-            title = "delegate mode refused to forward: the registry does not check regauth's " \
-                "tokens"
-            hint = ("in delegate mode the registry must check regauth's tokens itself: "
-                    "configure its auth.token (realm <public URL>/v2/token, the policy's "
-                    "service and issuer, rootcertbundle from `regauth certs bundle`) and "
-                    "restart it; /readyz names the problem in full. --delegate-unchecked "
-                    "forwards anyway, for test setups only")
-        return [Diagnosis("delegate-check-refused", title, f"{entry.method} {entry.path}: "
-                          f"{detail}", hint, entry.line)]
+            title = "delegate mode refused to forward: the registry does not check regauth's tokens"
+            hint = (
+                "in delegate mode the registry must check regauth's tokens itself: "
+                "configure its auth.token (realm <public URL>/v2/token, the policy's "
+                "service and issuer, rootcertbundle from `regauth certs bundle`) and "
+                "restart it; /readyz names the problem in full. --delegate-unchecked "
+                "forwards anyway, for test setups only"
+            )
+        return [
+            Diagnosis(
+                "delegate-check-refused",
+                title,
+                f"{entry.method} {entry.path}: {detail}",
+                hint,
+                entry.line,
+            )
+        ]
     return []
 
 
@@ -380,13 +499,18 @@ def regauth_overloaded(c: Conversation, ctx: Context) -> list[Diagnosis]:
     for entry in c.entries:
         reason = entry.reason
         if entry.status == 503 and "connection limit" in reason:
-            return [Diagnosis(
-                "regauth-overloaded", "regauth shed the request (connection limits)",
-                f"{entry.method} {entry.path}: {reason}",
-                "clients retry after Retry-After; if it persists, see "
-                "regauth_connections_refused_total and raise regauth_max_connections or "
-                "regauth_max_upstream_connections (each needs file descriptors), or add a "
-                "replica", entry.line)]
+            return [
+                Diagnosis(
+                    "regauth-overloaded",
+                    "regauth shed the request (connection limits)",
+                    f"{entry.method} {entry.path}: {reason}",
+                    "clients retry after Retry-After; if it persists, see "
+                    "regauth_connections_refused_total and raise regauth_max_connections or "
+                    "regauth_max_upstream_connections (each needs file descriptors), or add a "
+                    "replica",
+                    entry.line,
+                )
+            ]
     return []
 
 
@@ -394,19 +518,33 @@ def body_too_slow(c: Conversation, ctx: Context) -> list[Diagnosis]:
     for entry in c.entries:
         error = entry.error or ""
         if "body too slow" in error or "token request body incomplete" in error:
-            return [Diagnosis(
-                "body-too-slow", "request cut: its body stopped arriving",
-                f"{entry.method} {entry.path}: {error}",
-                "a client (or a network path) that cannot send 1 KiB/s for 30 s is cut; "
-                "check the client's uplink, or raise regauth_body_timeout / "
-                "regauth_body_min_rate", entry.line)]
+            return [
+                Diagnosis(
+                    "body-too-slow",
+                    "request cut: its body stopped arriving",
+                    f"{entry.method} {entry.path}: {error}",
+                    "a client (or a network path) that cannot send 1 KiB/s for 30 s is cut; "
+                    "check the client's uplink, or raise regauth_body_timeout / "
+                    "regauth_body_min_rate",
+                    entry.line,
+                )
+            ]
     return []
 
 
 DETECTORS: tuple[Callable[[Conversation, Context], list[Diagnosis]], ...] = (
-    bad_credentials, rate_limited, service_mismatch, basic_on_registry, partial_grant,
-    insufficient_scope, registry_refused_token, upstream_credentials_refused,
-    delegate_check_refused, regauth_overloaded, body_too_slow, challenge_loop,
+    bad_credentials,
+    rate_limited,
+    service_mismatch,
+    basic_on_registry,
+    partial_grant,
+    insufficient_scope,
+    registry_refused_token,
+    upstream_credentials_refused,
+    delegate_check_refused,
+    regauth_overloaded,
+    body_too_slow,
+    challenge_loop,
     no_token_request,
 )
 

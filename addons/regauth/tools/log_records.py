@@ -240,8 +240,7 @@ class Entry:
         if self.kind == "token":
             user = self.token_request.username or self.basic_username
             return f"user={quote(user, 64)} (unverified)" if user is not None else None
-        how = "claimed, checked by the registry" if self.checked_by == "registry" \
-            else "unverified"
+        how = "claimed, checked by the registry" if self.checked_by == "registry" else "unverified"
         sub = self.jwt_claims.get("sub")
         if isinstance(sub, str):
             return f"sub={quote(sub, 64)} ({how})"
@@ -261,9 +260,14 @@ class Entry:
         by = self.checked_by
         if by == "regauth":
             return jti
-        if by == "registry" and self.status is not None and (
-                self.status != 401 or any(c.error == "insufficient_scope"
-                                          for c in self.upstream_challenges)):
+        if (
+            by == "registry"
+            and self.status is not None
+            and (
+                self.status != 401
+                or any(c.error == "insufficient_scope" for c in self.upstream_challenges)
+            )
+        ):
             return jti
         return None
 

@@ -63,8 +63,12 @@ class RuleRef:
         return cls(text, rule.index, location, rule.comment)
 
     def as_json(self) -> dict[str, object]:
-        return {"text": self.text, "rule": self.index, "location": self.location,
-                "comment": self.comment or None}
+        return {
+            "text": self.text,
+            "rule": self.index,
+            "location": self.location,
+            "comment": self.comment or None,
+        }
 
 
 @dataclass
@@ -82,11 +86,17 @@ class Change:
     address: str = ""  # one client address the change holds for (a witness)
 
     def as_json(self) -> dict[str, object]:
-        return {"change": "gained" if self.sign == "+" else "lost", "subject": self.subject,
-                "action": self.action, "names": self.names,
-                "patterns": list(self.patterns), "addresses": list(self.addresses) or None,
-                "example_address": self.address,
-                "old": self.old.as_json(), "new": self.new.as_json()}
+        return {
+            "change": "gained" if self.sign == "+" else "lost",
+            "subject": self.subject,
+            "action": self.action,
+            "names": self.names,
+            "patterns": list(self.patterns),
+            "addresses": list(self.addresses) or None,
+            "example_address": self.address,
+            "old": self.old.as_json(),
+            "new": self.new.as_json(),
+        }
 
 
 @dataclass
@@ -105,8 +115,9 @@ class DiffResult:
         return any(c.sign == "+" for c in self.changes)
 
 
-def _decide(policy: Policy, identity: Identity | None, scope: ResourceScope,
-            address: str) -> ScopeDecision | None:
+def _decide(
+    policy: Policy, identity: Identity | None, scope: ResourceScope, address: str
+) -> ScopeDecision | None:
     return None if identity is None else policy.decide(identity, scope, address)
 
 
@@ -119,8 +130,11 @@ def _patterns(decision: ScopeDecision | None, identity: Identity | None) -> tupl
     if decision is None or decision.rule is None or identity is None:
         return ()
     variables = identity.variables()
-    return tuple(p.source for p in decision.rule.repositories
-                 if p.matches(decision.requested.name, variables))
+    return tuple(
+        p.source
+        for p in decision.rule.repositories
+        if p.matches(decision.requested.name, variables)
+    )
 
 
 def diff_policies(old: Policy, new: Policy) -> DiffResult:
@@ -134,8 +148,11 @@ def diff_policies(old: Policy, new: Policy) -> DiffResult:
         witnesses = name_witnesses(subject_expressions(subject, old, new))
         exact = exact and witnesses.exact
         notes += [n for n in witnesses.notes if n not in notes]
-        resources = [ResourceScope(REPOSITORY, name, (action,))
-                     for name in witnesses.names for action in REPOSITORY_ACTIONS]
+        resources = [
+            ResourceScope(REPOSITORY, name, (action,))
+            for name in witnesses.names
+            for action in REPOSITORY_ACTIONS
+        ]
         resources.append(ResourceScope(REGISTRY, "catalog", ("*",)))
         for scope in resources:
             for address in addresses:
@@ -146,30 +163,55 @@ def diff_policies(old: Policy, new: Policy) -> DiffResult:
                 had, has = _has(before, action), _has(after, action)
                 if had == has:
                     continue
-                _record(groups, per_address, subject, scope, address, old, new, before, after,
-                        "+" if has else "-")
+                _record(
+                    groups,
+                    per_address,
+                    subject,
+                    scope,
+                    address,
+                    old,
+                    new,
+                    before,
+                    after,
+                    "+" if has else "-",
+                )
     changes = []
     for key, change in groups.items():
         change.addresses = merge_labels(per_address[key], addresses)
         changes.append(change)
-    return DiffResult(old, new, _without_repeats(_merge_addresses(changes)), exact, notes,
-                      checked)
+    return DiffResult(old, new, _without_repeats(_merge_addresses(changes)), exact, notes, checked)
 
 
-def _record(groups: dict[tuple[object, ...], Change],
-            per_address: dict[tuple[object, ...], list[AddressClass]], subject: Subject,
-            scope: ResourceScope, address: AddressClass, old: Policy, new: Policy,
-            before: ScopeDecision | None, after: ScopeDecision | None, sign: str) -> None:
+def _record(
+    groups: dict[tuple[object, ...], Change],
+    per_address: dict[tuple[object, ...], list[AddressClass]],
+    subject: Subject,
+    scope: ResourceScope,
+    address: AddressClass,
+    old: Policy,
+    new: Policy,
+    before: ScopeDecision | None,
+    after: ScopeDecision | None,
+    sign: str,
+) -> None:
     name = CATALOG if scope.type == REGISTRY else scope.name
     if subject.symbolic:
         name = name.replace(SYMBOLIC_ACCOUNT, "${account}")
     old_ref, new_ref = RuleRef.of(old, before), RuleRef.of(new, after)
     key = (sign, subject.name, scope.actions[0], old_ref, new_ref, name)
-    granting = _patterns(after, subject.new) if sign == "+" else \
-        _patterns(before, subject.old)
+    granting = _patterns(after, subject.new) if sign == "+" else _patterns(before, subject.old)
     if key not in groups:
-        groups[key] = Change(sign, subject.name, scope.actions[0], old_ref, new_ref, (),
-                             [name], granting, address.witness)
+        groups[key] = Change(
+            sign,
+            subject.name,
+            scope.actions[0],
+            old_ref,
+            new_ref,
+            (),
+            [name],
+            granting,
+            address.witness,
+        )
         per_address[key] = []
     per_address[key].append(address)
 
@@ -178,27 +220,26 @@ def _merge_addresses(changes: list[Change]) -> list[Change]:
     """One change per (sign, subject, action, rules, addresses), listing all its names."""
     merged: dict[tuple[object, ...], Change] = {}
     for change in changes:
-        key = (change.sign, change.subject, change.action, change.old, change.new,
-               change.addresses)
+        key = (change.sign, change.subject, change.action, change.old, change.new, change.addresses)
         if key in merged:
             merged[key].names.extend(n for n in change.names if n not in merged[key].names)
-            merged[key].patterns += tuple(p for p in change.patterns
-                                          if p not in merged[key].patterns)
+            merged[key].patterns += tuple(
+                p for p in change.patterns if p not in merged[key].patterns
+            )
         else:
             merged[key] = change
-    return sorted(merged.values(), key=lambda c: (c.sign != "+", c.subject, c.action,
-                                                  c.names[0]))
+    return sorted(merged.values(), key=lambda c: (c.sign != "+", c.subject, c.action, c.names[0]))
 
 
 def _without_repeats(changes: list[Change]) -> list[Change]:
     """Representative signed-in subjects (`authenticated[group=…]`) only show what differs
     from plain `authenticated`."""
+
     def shape(c: Change) -> tuple[object, ...]:
         return (c.sign, c.action, c.old, c.new, c.addresses, tuple(c.names))
 
     base = {shape(c) for c in changes if c.subject == "authenticated"}
-    return [c for c in changes
-            if not (c.subject.startswith("authenticated[") and shape(c) in base)]
+    return [c for c in changes if not (c.subject.startswith("authenticated[") and shape(c) in base)]
 
 
 def report(result: DiffResult, out: Printer | None = None) -> int:
@@ -210,12 +251,19 @@ def report(result: DiffResult, out: Printer | None = None) -> int:
         more = f" (+{len(change.names) - 1} more names)" if len(change.names) > 1 else ""
         via = f" [pattern {', '.join(change.patterns)}]" if change.patterns else ""
         where = f" from {', '.join(change.addresses)}" if change.addresses else ""
-        out.line((f"{change.sign} {change.subject} {change.action} {target}", f"bold {style}"),
-                 more, where, (via, "dim"))
+        out.line(
+            (f"{change.sign} {change.subject} {change.action} {target}", f"bold {style}"),
+            more,
+            where,
+            (via, "dim"),
+        )
         out.line("    old: ", change.old.text, "  new: ", change.new.text)
     if not result.exact:
-        out.line(("sample: ", "bold yellow"), "the comparison is exact for glob rules only; ",
-                 "; ".join(result.notes))
+        out.line(
+            ("sample: ", "bold yellow"),
+            "the comparison is exact for glob rules only; ",
+            "; ".join(result.notes),
+        )
     gained = sum(1 for c in result.changes if c.sign == "+")
     lost = len(result.changes) - gained
     summary = f"{gained} gained, {lost} lost ({result.checked} decisions compared"
@@ -225,6 +273,12 @@ def report(result: DiffResult, out: Printer | None = None) -> int:
 
 
 def as_json(result: DiffResult) -> dict[str, object]:
-    return {"old": result.old.source, "new": result.new.source, "exact": result.exact,
-            "notes": result.notes, "decisions_compared": result.checked,
-            "gained": result.gained, "changes": [c.as_json() for c in result.changes]}
+    return {
+        "old": result.old.source,
+        "new": result.new.source,
+        "exact": result.exact,
+        "notes": result.notes,
+        "decisions_compared": result.checked,
+        "gained": result.gained,
+        "changes": [c.as_json() for c in result.changes],
+    }

@@ -102,8 +102,10 @@ def load_tests(path: Path) -> list[PolicyTest]:
             problems.append(f"{file}:{pos.line}:{pos.column}: test {index + 1}: {message}")
             continue
         if test.name in names:
-            problems.append(f"{file}:{where.line}:{where.column}: test {index + 1}: the name "
-                            f"{test.name!r} is used twice")
+            problems.append(
+                f"{file}:{where.line}:{where.column}: test {index + 1}: the name "
+                f"{test.name!r} is used twice"
+            )
         names.add(test.name)
         tests.append(test)
     if problems:
@@ -116,8 +118,10 @@ def _parse_test(item: object, where: yamlpos.Position, number: int) -> PolicyTes
         raise ValueError(where, "each test is a mapping")
     for key in item:
         if key not in _KEYS:
-            raise ValueError(item.key_positions[key], f"unknown key {key!r} (allowed: "
-                                                      f"{', '.join(sorted(_KEYS))})")
+            raise ValueError(
+                item.key_positions[key],
+                f"unknown key {key!r} (allowed: {', '.join(sorted(_KEYS))})",
+            )
     for key in ("scope", "granted"):
         if key not in item:
             raise ValueError(where, f"`{key}:` is required")
@@ -134,8 +138,9 @@ def _parse_test(item: object, where: yamlpos.Position, number: int) -> PolicyTes
             raise ValueError(item.where("ip"), f"ip {ip!r} is not an IP address") from None
     scope_text = item["scope"]
     if not isinstance(scope_text, str):
-        raise ValueError(item.where("scope"), "scope must be a string such as "
-                                              "'repository:cache/go:pull,push'")
+        raise ValueError(
+            item.where("scope"), "scope must be a string such as 'repository:cache/go:pull,push'"
+        )
     try:
         scopes = parse_scopes([scope_text])
     except ValueError as e:
@@ -144,19 +149,33 @@ def _parse_test(item: object, where: yamlpos.Position, number: int) -> PolicyTes
         raise ValueError(item.where("scope"), "a test decides exactly one resource scope")
     granted = item["granted"]
     if not isinstance(granted, list) or not all(isinstance(a, str) for a in granted):
-        raise ValueError(item.where("granted"), "granted must be a list of actions ([] for "
-                                                "nothing)")
+        raise ValueError(
+            item.where("granted"), "granted must be a list of actions ([] for nothing)"
+        )
     unknown = [a for a in granted if a not in ACTIONS]
     if unknown:
-        raise ValueError(item.where("granted"), f"unknown action {unknown[0]!r} (pull, push, "
-                                                "delete or '*')")
+        raise ValueError(
+            item.where("granted"), f"unknown action {unknown[0]!r} (pull, push, delete or '*')"
+        )
     rule = item.get("rule")
-    if rule is not None and (isinstance(rule, bool) or not isinstance(rule, int | str)
-                             or (isinstance(rule, int) and rule < 1)):
-        raise ValueError(item.where("rule"), "rule must be a 1-based rule index, a rule's "
-                                             "comment, or 'default deny'")
-    return PolicyTest(str(name), where.line, str(account), None if ip is None else str(ip),
-                      scopes[0], canonical_actions(granted), rule)
+    if rule is not None and (
+        isinstance(rule, bool)
+        or not isinstance(rule, int | str)
+        or (isinstance(rule, int) and rule < 1)
+    ):
+        raise ValueError(
+            item.where("rule"),
+            "rule must be a 1-based rule index, a rule's comment, or 'default deny'",
+        )
+    return PolicyTest(
+        str(name),
+        where.line,
+        str(account),
+        None if ip is None else str(ip),
+        scopes[0],
+        canonical_actions(granted),
+        rule,
+    )
 
 
 def run_test(policy: Policy, test: PolicyTest) -> PolicyTestResult:
@@ -169,8 +188,9 @@ def run_test(policy: Policy, test: PolicyTest) -> PolicyTestResult:
     decision = policy.decide(identity, test.scope, test.ip)
     failures = []
     if set(decision.granted) != set(test.granted):
-        failures.append(f"expected [{', '.join(test.granted)}], got "
-                        f"[{', '.join(decision.granted)}]")
+        failures.append(
+            f"expected [{', '.join(test.granted)}], got [{', '.join(decision.granted)}]"
+        )
     if test.rule is not None and not _rule_matches(test.rule, decision):
         failures.append(f"expected the deciding rule to be {_rule_name(test.rule)}")
     return PolicyTestResult(test, decision, tuple(failures))
@@ -200,8 +220,9 @@ def describe_rule(policy: Policy, decision: ScopeDecision) -> str:
     return f"{text}: {rule.comment}" if rule.comment else text
 
 
-def report(policy: Policy, tests_file: str, outcomes: list[PolicyTestResult],
-           out: Printer | None = None) -> int:
+def report(
+    policy: Policy, tests_file: str, outcomes: list[PolicyTestResult], out: Printer | None = None
+) -> int:
     """Print one line per failure (with details) and a summary; exit code 1 if any failed."""
     out = out or Printer()
     failed = [o for o in outcomes if not o.passed]
@@ -216,8 +237,10 @@ def report(policy: Policy, tests_file: str, outcomes: list[PolicyTestResult],
             out.line(f"  decided by {describe_rule(policy, outcome.decision)}")
     passed = len(outcomes) - len(failed)
     style = "bold red" if failed else "bold green"
-    out.line((f"{passed} passed, {len(failed)} failed", style),
-             f" ({len(outcomes)} tests, policy {policy.source})")
+    out.line(
+        (f"{passed} passed, {len(failed)} failed", style),
+        f" ({len(outcomes)} tests, policy {policy.source})",
+    )
     return EXIT_FINDING if failed else EXIT_OK
 
 
@@ -228,19 +251,42 @@ def junit_xml(policy: Policy, tests_file: str, outcomes: list[PolicyTestResult])
     it, and XML 1.0 cannot even hold most control characters."""
     failures = sum(1 for o in outcomes if not o.passed)
     suites = ET.Element("testsuites", tests=str(len(outcomes)), failures=str(failures))
-    suite = ET.SubElement(suites, "testsuite", name=escape(f"regauth policy {policy.source}"),
-                          tests=str(len(outcomes)), failures=str(failures), errors="0",
-                          skipped="0")
+    suite = ET.SubElement(
+        suites,
+        "testsuite",
+        name=escape(f"regauth policy {policy.source}"),
+        tests=str(len(outcomes)),
+        failures=str(failures),
+        errors="0",
+        skipped="0",
+    )
     for outcome in outcomes:
         test = outcome.test
-        case = ET.SubElement(suite, "testcase", name=escape(test.name),
-                             classname=escape(tests_file), file=escape(tests_file),
-                             line=str(test.line))
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            name=escape(test.name),
+            classname=escape(tests_file),
+            file=escape(tests_file),
+            line=str(test.line),
+        )
         if not outcome.passed:
             rule = describe_rule(policy, outcome.decision) if outcome.decision else "-"
-            failure = ET.SubElement(case, "failure", message=escape("; ".join(outcome.failures)),
-                                    type="PolicyTestFailure")
-            failure.text = "\n".join(escape(line) for line in (
-                f"{test.account} asks {test.scope}", *outcome.failures,
-                f"decided by {rule}")) + "\n"
+            failure = ET.SubElement(
+                case,
+                "failure",
+                message=escape("; ".join(outcome.failures)),
+                type="PolicyTestFailure",
+            )
+            failure.text = (
+                "\n".join(
+                    escape(line)
+                    for line in (
+                        f"{test.account} asks {test.scope}",
+                        *outcome.failures,
+                        f"decided by {rule}",
+                    )
+                )
+                + "\n"
+            )
     return ET.tostring(suites, encoding="utf-8", xml_declaration=True)

@@ -52,4 +52,3 @@ def print_json(value: object, stream: IO[str] | None = None) -> None:
     `ensure_ascii` so is every non-ASCII character, bidi controls included."""
     out = stream or sys.stdout
     out.write(json.dumps(value, indent=2, default=str, ensure_ascii=True) + "\n")
-

@@ -41,11 +41,15 @@ class ChangedDecision:
     kind: str
 
     def as_json(self, count: int) -> dict[str, object]:
-        return {"kind": self.kind, "account": self.account, "address": self.address,
-                "scope": self.scope, "old": {"granted": list(self.old_granted),
-                                             "rule": self.old_rule},
-                "new": {"granted": list(self.new_granted), "rule": self.new_rule},
-                "count": count}
+        return {
+            "kind": self.kind,
+            "account": self.account,
+            "address": self.address,
+            "scope": self.scope,
+            "old": {"granted": list(self.old_granted), "rule": self.old_rule},
+            "new": {"granted": list(self.new_granted), "rule": self.new_rule},
+            "count": count,
+        }
 
 
 @dataclass
@@ -83,8 +87,9 @@ def _new_rule(policy: Policy, rule_index: int | None) -> str:
     if rule_index is None:
         return describe_rule(None)
     rule = policy.rules[rule_index - 1]
-    return describe_rule(rule.index, f"{policy.source}:{rule.line}",
-                         quote(rule.comment) if rule.comment else "")
+    return describe_rule(
+        rule.index, f"{policy.source}:{rule.line}", quote(rule.comment) if rule.comment else ""
+    )
 
 
 def replay(entries: list[Entry], policy: Policy) -> ReplayResult:
@@ -123,16 +128,24 @@ def replay(entries: list[Entry], policy: Policy) -> ReplayResult:
             else:
                 new_decision = policy.decide(identity, scope, address)
                 new_granted = new_decision.granted
-                new_rule = _new_rule(policy, new_decision.rule.index
-                                     if new_decision.rule else None)
+                new_rule = _new_rule(policy, new_decision.rule.index if new_decision.rule else None)
             kind = classify(old, set(new_granted))
             if kind is None:
                 result.unchanged += 1
                 continue
             result.kinds[kind] += 1
-            result.changed[ChangedDecision(account, address or "-", str(scope),
-                                           tuple(sorted(old)), decision.rule_label(),
-                                           new_granted, new_rule, kind)] += 1
+            result.changed[
+                ChangedDecision(
+                    account,
+                    address or "-",
+                    str(scope),
+                    tuple(sorted(old)),
+                    decision.rule_label(),
+                    new_granted,
+                    new_rule,
+                    kind,
+                )
+            ] += 1
     return result
 
 
@@ -142,21 +155,34 @@ def report(result: ReplayResult, out: Printer | None = None) -> int:
     assert result.kinds is not None and result.changed is not None
     changed = sum(result.kinds.values())
     kinds = ", ".join(f"{k} {result.kinds[k]}" for k in KINDS if result.kinds[k]) or "none"
-    out.line(("replay", "bold"), f" under {result.policy.source}: {result.requests} token "
-             f"requests ({result.decisions} scopes) re-decided, {result.not_decided} refused "
-             "before any decision")
+    out.line(
+        ("replay", "bold"),
+        f" under {result.policy.source}: {result.requests} token "
+        f"requests ({result.decisions} scopes) re-decided, {result.not_decided} refused "
+        "before any decision",
+    )
     if result.redacted:
-        out.line(f"  {result.redacted} scopes name a capability id the log redacts; they are "
-                 "not re-decided")
-    out.line(f"  unchanged {result.unchanged}, ",
-             (f"changed {changed}", "bold red" if changed else "bold green"), f" ({kinds})")
-    for change, count in sorted(result.changed.items(),
-                                key=lambda item: (KINDS.index(item[0].kind), item[0].account,
-                                                  item[0].scope)):
+        out.line(
+            f"  {result.redacted} scopes name a capability id the log redacts; they are "
+            "not re-decided"
+        )
+    out.line(
+        f"  unchanged {result.unchanged}, ",
+        (f"changed {changed}", "bold red" if changed else "bold green"),
+        f" ({kinds})",
+    )
+    for change, count in sorted(
+        result.changed.items(),
+        key=lambda item: (KINDS.index(item[0].kind), item[0].account, item[0].scope),
+    ):
         times = f" ×{count}" if count > 1 else ""
-        out.line((f"{change.kind}", "red" if change.kind in ("granted→denied", "narrower")
-                  else "yellow"),
-                 f" {change.account} from {change.address} {change.scope}{times}")
+        out.line(
+            (
+                f"{change.kind}",
+                "red" if change.kind in ("granted→denied", "narrower") else "yellow",
+            ),
+            f" {change.account} from {change.address} {change.scope}{times}",
+        )
         out.line(f"    old [{','.join(change.old_granted) or '-'}] by {change.old_rule}")
         out.line(f"    new [{','.join(change.new_granted) or '-'}] by {change.new_rule}")
     return EXIT_FINDING if changed else EXIT_OK
@@ -164,8 +190,13 @@ def report(result: ReplayResult, out: Printer | None = None) -> int:
 
 def as_json(result: ReplayResult) -> dict[str, object]:
     assert result.kinds is not None and result.changed is not None
-    return {"policy": result.policy.source, "requests": result.requests,
-            "not_decided": result.not_decided, "redacted": result.redacted,
-            "decisions": result.decisions,
-            "unchanged": result.unchanged, "changed": dict(result.kinds),
-            "changes": [c.as_json(n) for c, n in result.changed.items()]}
+    return {
+        "policy": result.policy.source,
+        "requests": result.requests,
+        "not_decided": result.not_decided,
+        "redacted": result.redacted,
+        "decisions": result.decisions,
+        "unchanged": result.unchanged,
+        "changed": dict(result.kinds),
+        "changes": [c.as_json(n) for c, n in result.changed.items()],
+    }

@@ -59,8 +59,9 @@ class Filters:
     def keep(self, c: Conversation, now: dt.datetime) -> bool:
         """`account` matches only accounts regauth verified (Conversation.accounts), never a
         name a client merely sent."""
-        if self.conversation and not any(i.startswith(self.conversation)
-                                         for i in [c.id, *c.merged]):
+        if self.conversation and not any(
+            i.startswith(self.conversation) for i in [c.id, *c.merged]
+        ):
             return False
         if self.repository and self.repository not in c.names:
             return False
@@ -83,8 +84,14 @@ class Step:
     failed: bool = False
 
     def as_json(self) -> dict[str, object]:
-        return {"offset_s": round(self.offset, 3), "step": self.kind, "text": self.text,
-                "count": self.count, "failed": self.failed, "log_line": self.line}
+        return {
+            "offset_s": round(self.offset, 3),
+            "step": self.kind,
+            "text": self.text,
+            "count": self.count,
+            "failed": self.failed,
+            "log_line": self.line,
+        }
 
 
 def _offset(entry: Entry, start: dt.datetime | None) -> float:
@@ -131,29 +138,59 @@ def steps(c: Conversation) -> list[Step]:
         offset = _offset(entry, start)
         if entry.kind == "token":
             # Only a login regauth accepted names an account; a refused one is a claim.
-            who = f"as {entry.token_account}" if entry.token_account else \
-                f"claims {entry.claim}" if entry.claim else "as anonymous"
+            who = (
+                f"as {entry.token_account}"
+                if entry.token_account
+                else f"claims {entry.claim}"
+                if entry.claim
+                else "as anonymous"
+            )
             grant_type = entry.token_request.grant_type or entry.method
-            out.append(Step(offset, "token request",
-                            f"{entry.method} ({grant_type}) {who} for "
-                            f"{' '.join(entry.requested) or '(no scope)'}", entry.line))
+            out.append(
+                Step(
+                    offset,
+                    "token request",
+                    f"{entry.method} ({grant_type}) {who} for "
+                    f"{' '.join(entry.requested) or '(no scope)'}",
+                    entry.line,
+                )
+            )
             if entry.status != 200:
-                out.append(Step(offset, "refused", f"{entry.status}: "
-                                f"{entry.token_refused or entry.reason or 'refused'}",
-                                entry.line, failed=True))
+                out.append(
+                    Step(
+                        offset,
+                        "refused",
+                        f"{entry.status}: {entry.token_refused or entry.reason or 'refused'}",
+                        entry.line,
+                        failed=True,
+                    )
+                )
                 continue
             for d in entry.decisions:
                 granted = ",".join(d.granted) or "-"
-                out.append(Step(offset, "grant", f"{d.scope} → {d.outcome} "
-                                f"[{granted}] by {d.rule_label()}", entry.line,
-                                failed=d.outcome != "granted"))
+                out.append(
+                    Step(
+                        offset,
+                        "grant",
+                        f"{d.scope} → {d.outcome} [{granted}] by {d.rule_label()}",
+                        entry.line,
+                        failed=d.outcome != "granted",
+                    )
+                )
             if entry.issued_jti:
                 issued.add(entry.issued_jti)
             continue
         if entry.status == 401 and (entry.bearer_challenge or entry.upstream_challenges):
             bearer = entry.bearer_challenge
-            out.append(Step(offset, "challenge", _challenge_text(entry), entry.line,
-                            failed=bool(bearer is not None and bearer.error)))
+            out.append(
+                Step(
+                    offset,
+                    "challenge",
+                    _challenge_text(entry),
+                    entry.line,
+                    failed=bool(bearer is not None and bearer.error),
+                )
+            )
             continue
         jti = entry.verified_jti  # a forged token naming an issued jti is no retry
         kind = "request"
@@ -170,10 +207,10 @@ def steps(c: Conversation) -> list[Step]:
             text += f" error: {entry.error}"
         failed = not isinstance(entry.status, int) or entry.status >= 400
         previous = out[-1]
-        if kind == "request" and previous.kind in ("request", "retry") and \
-                previous.text == text:
-            out[-1] = Step(previous.offset, previous.kind, text, previous.line,
-                           previous.count + 1, failed)
+        if kind == "request" and previous.kind in ("request", "retry") and previous.text == text:
+            out[-1] = Step(
+                previous.offset, previous.kind, text, previous.line, previous.count + 1, failed
+            )
             continue
         out.append(Step(offset, kind, text, entry.line, failed=failed))
     return out
@@ -183,8 +220,11 @@ def result_of(c: Conversation) -> tuple[str, bool]:
     """(text, ok) for the conversation's outcome: its last registry answer."""
     registry = [e for e in c.entries if e.kind != "token"]
     last = registry[-1] if registry else c.entries[-1]
-    ok = isinstance(last.status, int) and last.status < 400 and \
-        not (last.kind == "token" and not last.decisions)
+    ok = (
+        isinstance(last.status, int)
+        and last.status < 400
+        and not (last.kind == "token" and not last.decisions)
+    )
     status = last.status if last.status is not None else "no response"
     return f"{status} for {last.method} {last.route or last.path}", ok
 
@@ -196,26 +236,36 @@ def context(entries: list[Entry], now: dt.datetime) -> Context:
     return Context(ordered, end)
 
 
-def render(c: Conversation, diagnoses: list[Diagnosis], out: Printer,
-           updated: bool = False) -> None:
+def render(
+    c: Conversation, diagnoses: list[Diagnosis], out: Printer, updated: bool = False
+) -> None:
     start = c.start
     duration = (c.end - start).total_seconds() if c.end and start else 0.0
     result, ok = result_of(c)
     ids = c.id + (f" (+{', '.join(c.merged)})" if c.merged else "")
     names = ", ".join(c.names) or "-"
     when = start.isoformat(timespec="milliseconds") if start else "?"
-    out.line(("conversation ", "bold"), (ids, "bold cyan"),
-             (" (updated)" if updated else ""), f"  {when}  {len(c.entries)} records, "
-             f"{duration:.3f} s  repositories {names}")
+    out.line(
+        ("conversation ", "bold"),
+        (ids, "bold cyan"),
+        (" (updated)" if updated else ""),
+        f"  {when}  {len(c.entries)} records, {duration:.3f} s  repositories {names}",
+    )
     for step in steps(c):
         count = f" ×{step.count}" if step.count > 1 else ""
         style = "red" if step.failed else ("green" if step.kind == "grant" else "")
-        out.line((f"  +{step.offset:7.3f}s ", "dim"), (f"{step.kind:<13} ", "bold"),
-                 (step.text + count, style))
+        out.line(
+            (f"  +{step.offset:7.3f}s ", "dim"),
+            (f"{step.kind:<13} ", "bold"),
+            (step.text + count, style),
+        )
     out.line(("  result        ", "bold"), (result, "green" if ok else "bold red"))
     for d in diagnoses:
-        out.line(("  diagnosis     ", "bold yellow"), (f"{d.code}: {d.title}", "bold yellow"),
-                 f" (log line {d.line})")
+        out.line(
+            ("  diagnosis     ", "bold yellow"),
+            (f"{d.code}: {d.title}", "bold yellow"),
+            f" (log line {d.line})",
+        )
         out.line(f"                {d.detail}")
         out.line(("                hint: ", "dim"), d.hint)
     out.line("")
@@ -224,17 +274,25 @@ def render(c: Conversation, diagnoses: list[Diagnosis], out: Printer,
 def as_json(c: Conversation, diagnoses: list[Diagnosis]) -> dict[str, object]:
     start = c.start
     result, ok = result_of(c)
-    return {"id": c.id, "merged": c.merged, "clients": c.clients, "accounts": c.accounts,
-            "claims": c.claims,
-            "repositories": c.names, "start": start.isoformat() if start else None,
-            "duration_s": round((c.end - start).total_seconds(), 3) if c.end and start
-            else None, "result": result, "ok": ok,
-            "steps": [s.as_json() for s in steps(c)],
-            "diagnoses": [d.as_json() for d in diagnoses]}
+    return {
+        "id": c.id,
+        "merged": c.merged,
+        "clients": c.clients,
+        "accounts": c.accounts,
+        "claims": c.claims,
+        "repositories": c.names,
+        "start": start.isoformat() if start else None,
+        "duration_s": round((c.end - start).total_seconds(), 3) if c.end and start else None,
+        "result": result,
+        "ok": ok,
+        "steps": [s.as_json() for s in steps(c)],
+        "diagnoses": [d.as_json() for d in diagnoses],
+    }
 
 
-def analyse(entries: list[Entry], filters: Filters, now: dt.datetime | None = None
-            ) -> list[tuple[Conversation, list[Diagnosis]]]:
+def analyse(
+    entries: list[Entry], filters: Filters, now: dt.datetime | None = None
+) -> list[tuple[Conversation, list[Diagnosis]]]:
     now = now or dt.datetime.now(dt.UTC)
     ctx = context(entries, now)
     out = []
@@ -244,8 +302,13 @@ def analyse(entries: list[Entry], filters: Filters, now: dt.datetime | None = No
     return out
 
 
-def follow(path: Path, filters: Filters, out: Printer, poll: float = 0.5,
-           stop: Callable[[], bool] = lambda: False) -> None:
+def follow(
+    path: Path,
+    filters: Filters,
+    out: Printer,
+    poll: float = 0.5,
+    stop: Callable[[], bool] = lambda: False,
+) -> None:
     """Print existing conversations, then new ones as they settle; returns when `stop()`."""
     entries: list[Entry] = []
     shown: dict[str, int] = {}  # conversation id -> records when last printed

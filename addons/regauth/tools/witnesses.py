@@ -49,12 +49,14 @@ MAX_PRODUCT_STATES = 200_000
 
 # -- patterns as regular expressions ---------------------------------------------------------
 
+
 def _escape(text: str) -> str:
     return re.escape(text)
 
 
-def pattern_regex(pattern: RepositoryPattern, policy: Policy,
-                  variables: dict[str, list[str]]) -> str | None:
+def pattern_regex(
+    pattern: RepositoryPattern, policy: Policy, variables: dict[str, list[str]]
+) -> str | None:
     """The regular expression `pattern` stands for, for an account with `variables`
     (`Identity.variables()`); None when a placeholder has no value (the pattern cannot match).
     Same semantics as patterns.py: `*` one segment, `**` one or more, `*` inside a segment any
@@ -77,7 +79,7 @@ def pattern_regex(pattern: RepositoryPattern, policy: Policy,
         else:
             out, pos = [], 0
             for m in _TOKEN_RE.finditer(segment.text):
-                out.append(_escape(segment.text[pos:m.start()]))
+                out.append(_escape(segment.text[pos : m.start()]))
                 if m.group() == "*":
                     out.append("[^/]*")
                 else:
@@ -92,6 +94,7 @@ def pattern_regex(pattern: RepositoryPattern, policy: Policy,
 
 
 # -- name classes ----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class NameWitnesses:
@@ -140,14 +143,23 @@ def name_witnesses(expressions: Iterable[str]) -> NameWitnesses:
             parsed.append(parse_pattern(expression))
             readable.append(expression)
         except Exception as e:  # interegular raises several types for unsupported syntax
-            notes.append(f"cannot analyse the regular expression {quote(expression)} "
-                         f"({type(e).__name__}); names for it are a sample")
+            notes.append(
+                f"cannot analyse the regular expression {quote(expression)} "
+                f"({type(e).__name__}); names for it are a sample"
+            )
     components = []
     for p in [parse_pattern(grammar.NAME), *parsed]:
         fsm = p.to_fsm()
-        components.append(_Component(fsm, _live_states(fsm), {
-            c: fsm.alphabet[c] if c in fsm.alphabet else fsm.alphabet[anything_else]
-            for c in _NAME_CHARS}))
+        components.append(
+            _Component(
+                fsm,
+                _live_states(fsm),
+                {
+                    c: fsm.alphabet[c] if c in fsm.alphabet else fsm.alphabet[anything_else]
+                    for c in _NAME_CHARS
+                },
+            )
+        )
     # Characters every automaton treats alike are one: keep the first of each class.
     classes: dict[tuple[object, ...], str] = {}
     for c in _NAME_CHARS:
@@ -155,22 +167,26 @@ def name_witnesses(expressions: Iterable[str]) -> NameWitnesses:
     symbols = list(classes.values())
     names, vectors, truncated = _search(components, symbols)
     if truncated:
-        notes.append(f"the name search stopped after {MAX_PRODUCT_STATES} states; names are "
-                     "a sample")
+        notes.append(
+            f"the name search stopped after {MAX_PRODUCT_STATES} states; names are a sample"
+        )
     # Safety net: the automata must agree with Python's matcher on every witness.
     for expression in readable:
         compiled = re.compile(expression)
         index = readable.index(expression) + 1
         for name, vector in zip(names, vectors, strict=True):
             if vector[index - 1] != (compiled.fullmatch(name) is not None):
-                notes.append(f"the expression {quote(expression)} is not analysed exactly; "
-                             "names for it are a sample")
+                notes.append(
+                    f"the expression {quote(expression)} is not analysed exactly; "
+                    "names for it are a sample"
+                )
                 break
     return NameWitnesses(tuple(names), not notes, tuple(notes))
 
 
-def _search(components: list[_Component], symbols: list[str]
-            ) -> tuple[list[str], list[tuple[bool, ...]], bool]:
+def _search(
+    components: list[_Component], symbols: list[str]
+) -> tuple[list[str], list[tuple[bool, ...]], bool]:
     def step(state: _Product, char: str) -> _Product | None:
         out: list[State | None] = []
         for component, current in zip(components, state, strict=True):
@@ -190,8 +206,10 @@ def _search(components: list[_Component], symbols: list[str]
     while queue:
         state, depth = queue.popleft()
         if state[0] in components[0].fsm.finals:
-            vector = tuple(s is not None and s in c.fsm.finals
-                           for c, s in zip(components[1:], state[1:], strict=True))
+            vector = tuple(
+                s is not None and s in c.fsm.finals
+                for c, s in zip(components[1:], state[1:], strict=True)
+            )
             seen_vectors.setdefault(vector, state)
         if depth >= grammar.MAX_NAME_LENGTH:
             continue
@@ -206,8 +224,9 @@ def _search(components: list[_Component], symbols: list[str]
     return _spell(seen_vectors.values(), parent), list(seen_vectors), False
 
 
-def _spell(states: Iterable[_Product],
-           parent: dict[_Product, tuple[_Product, str] | None]) -> list[str]:
+def _spell(
+    states: Iterable[_Product], parent: dict[_Product, tuple[_Product, str] | None]
+) -> list[str]:
     names = []
     for state in states:
         chars = []
@@ -222,6 +241,7 @@ def _spell(states: Iterable[_Product],
 
 # -- address classes -------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class AddressClass:
     witness: str
@@ -230,7 +250,8 @@ class AddressClass:
 
     def label(self) -> str:
         networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = [
-            *ipaddress.summarize_address_range(self.first, self.last)]
+            *ipaddress.summarize_address_range(self.first, self.last)
+        ]
         return networks[0].with_prefixlen if len(networks) == 1 else f"{self.first}-{self.last}"
 
 
@@ -241,7 +262,7 @@ def address_classes(networks: Iterable[Network]) -> list[AddressClass]:
         cuts = by_family.setdefault(network.version, {0})
         cuts.add(int(network.network_address))
         end = int(network.broadcast_address) + 1
-        if end < 2 ** network.max_prefixlen:
+        if end < 2**network.max_prefixlen:
             cuts.add(end)
     if not by_family:
         by_family[4] = {0}
@@ -251,8 +272,9 @@ def address_classes(networks: Iterable[Network]) -> list[AddressClass]:
         ordered = sorted(cuts)
         for start, end in zip(ordered, [*ordered[1:], top], strict=True):
             first = ipaddress.IPv4Address(start) if version == 4 else ipaddress.IPv6Address(start)
-            last = ipaddress.IPv4Address(end - 1) if version == 4 else \
-                ipaddress.IPv6Address(end - 1)
+            last = (
+                ipaddress.IPv4Address(end - 1) if version == 4 else ipaddress.IPv6Address(end - 1)
+            )
             classes.append(AddressClass(str(first), first, last))
     return classes
 
@@ -264,8 +286,11 @@ def merge_labels(classes: list[AddressClass], every: list[AddressClass]) -> tupl
     ordered = sorted(classes, key=lambda c: (c.first.version, int(c.first)))
     merged: list[AddressClass] = []
     for c in ordered:
-        if merged and merged[-1].last.version == c.first.version and \
-                int(merged[-1].last) + 1 == int(c.first):
+        if (
+            merged
+            and merged[-1].last.version == c.first.version
+            and int(merged[-1].last) + 1 == int(c.first)
+        ):
             merged[-1] = AddressClass(merged[-1].witness, merged[-1].first, c.last)
         else:
             merged.append(c)
@@ -299,12 +324,12 @@ def subjects(old: Policy, new: Policy) -> list[Subject]:
     if signed_in or uses_placeholders:
         symbolic.append(("authenticated", Account(SYMBOLIC_ACCOUNT, b"")))
     uses_group = any("group" in p.placeholders for r in rules for p in r.repositories)
-    groups = sorted({g for r in signed_in for g in r.groups} |
-                    {g for p in (old, new) for a in p.accounts.values() for g in a.groups
-                     if uses_group})
+    groups = sorted(
+        {g for r in signed_in for g in r.groups}
+        | {g for p in (old, new) for a in p.accounts.values() for g in a.groups if uses_group}
+    )
     for group in groups:
-        symbolic.append((f"authenticated[group={group}]",
-                         Account(SYMBOLIC_ACCOUNT, b"", (group,))))
+        symbolic.append((f"authenticated[group={group}]", Account(SYMBOLIC_ACCOUNT, b"", (group,))))
     labels: dict[str, set[str]] = {}
     for r in signed_in:
         for key, values in r.labels.items():
@@ -313,12 +338,15 @@ def subjects(old: Policy, new: Policy) -> list[Subject]:
         for p in r.repositories:
             for placeholder in p.placeholders:
                 if placeholder.startswith("labels."):
-                    labels.setdefault(placeholder.removeprefix("labels."), set()).add(
-                        "new-value")
+                    labels.setdefault(placeholder.removeprefix("labels."), set()).add("new-value")
     for key in sorted(labels):
         for value in sorted(labels[key]):
-            symbolic.append((f"authenticated[labels.{key}={value}]",
-                             Account(SYMBOLIC_ACCOUNT, b"", (), {key: (value,)})))
+            symbolic.append(
+                (
+                    f"authenticated[labels.{key}={value}]",
+                    Account(SYMBOLIC_ACCOUNT, b"", (), {key: (value,)}),
+                )
+            )
     for name, account in symbolic:
         out.append(Subject(name, Identity(account), Identity(account), True))
     return out

@@ -114,11 +114,21 @@ def test_unknown_user_with_no_accounts_at_all(checkpw_calls, monkeypatch):
     assert len(checkpw_calls) == 1
 
 
-@pytest.mark.parametrize(("username", "password"), [
-    ("", "pw"), ("ci", ""), ("ci", "p" * 73), ("-ci", "pw"), ("ci:x", "pw"), ("c" * 65, "pw"),
-    ("ci\n", "pw")])
-def test_what_can_never_be_valid_costs_no_bcrypt_and_counts_nothing(accounts, checkpw_calls,
-                                                                     username, password):
+@pytest.mark.parametrize(
+    ("username", "password"),
+    [
+        ("", "pw"),
+        ("ci", ""),
+        ("ci", "p" * 73),
+        ("-ci", "pw"),
+        ("ci:x", "pw"),
+        ("c" * 65, "pw"),
+        ("ci\n", "pw"),
+    ],
+)
+def test_what_can_never_be_valid_costs_no_bcrypt_and_counts_nothing(
+    accounts, checkpw_calls, username, password
+):
     auth = Authenticator(clock=FakeClock())
     for _ in range(10):
         with pytest.raises(AuthenticationFailed) as e:
@@ -262,8 +272,9 @@ def test_failure_table_is_bounded(accounts):
 
 def test_the_recently_verified_rule_outlasts_every_limit(accounts):
     clock = FakeClock()
-    auth = _limited(clock, per_account_network=Limit(1, 60), per_network=Limit(1, 60),
-                    per_account=Limit(1, 300))
+    auth = _limited(
+        clock, per_account_network=Limit(1, 60), per_network=Limit(1, 60), per_account=Limit(1, 300)
+    )
     assert auth.authenticate(accounts, "ci", PASSWORD, "10.0.0.1")
     with pytest.raises(AuthenticationFailed):
         auth.authenticate(accounts, "ci", "guess", "10.0.0.1")

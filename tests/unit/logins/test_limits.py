@@ -10,14 +10,17 @@ from regauth.logins.limits import client_network
 from tests.unit.helpers import FakeClock
 
 
-@pytest.mark.parametrize(("client", "network"), [
-    ("192.0.2.7", "192.0.2.7"),
-    ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
-    ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
-    ("::ffff:192.0.2.7", "192.0.2.7"),
-    ("fe80::1%eth0", "fe80::/64"),
-    ("not-an-address", "not-an-address"),
-])
+@pytest.mark.parametrize(
+    ("client", "network"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("not-an-address", "not-an-address"),
+    ],
+)
 def test_client_network(client, network):
     assert client_network(client) == network
 
@@ -77,8 +80,9 @@ def test_per_account_ceiling_across_networks_spares_known_networks():
 
 def test_retry_after_counts_until_the_count_is_under_the_limit():
     clock = FakeClock(0.0)
-    limiter = LoginLimiter(clock=clock, per_account_network=Limit(2, 60),
-                           per_account=Limit(100, 60))
+    limiter = LoginLimiter(
+        clock=clock, per_account_network=Limit(2, 60), per_account=Limit(100, 60)
+    )
     for t in (0.0, 10.0, 20.0, 30.0):  # more failures than the limit allows
         clock.now = t
         limiter.failed("ci", "c")

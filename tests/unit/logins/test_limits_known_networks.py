@@ -39,8 +39,10 @@ def test_a_spray_from_100000_networks_leaves_the_usual_network_known():
     clock.advance(60)
     started = time.monotonic()
     _spray(limiter)
-    print(f"\n{SPRAY} failed networks recorded in {time.monotonic() - started:.1f} s; "
-          f"{len(store)} keys held")
+    print(
+        f"\n{SPRAY} failed networks recorded in {time.monotonic() - started:.1f} s; "
+        f"{len(store)} keys held"
+    )
     # The ceiling holds for everyone else...
     with pytest.raises(RateLimited) as refused:
         limiter.check("ci", "203.0.113.9")

@@ -137,8 +137,9 @@ class Outcome:
     end: float | None = None
 
 
-def simulate(queue: FairQueue[str], arrivals: list[tuple[float, str, str, bool]],
-             seconds: float = BCRYPT) -> dict[str, Outcome]:
+def simulate(
+    queue: FairQueue[str], arrivals: list[tuple[float, str, str, bool]], seconds: float = BCRYPT
+) -> dict[str, Outcome]:
     """Play `arrivals` (time, source, job name, known) with `queue.workers` workers that each
     take `seconds` per job, on a fake clock; the outcome of every job."""
     outcomes: dict[str, Outcome] = {}
@@ -164,11 +165,15 @@ def simulate(queue: FairQueue[str], arrivals: list[tuple[float, str, str, bool]]
     return outcomes
 
 
-def _flood(networks: int, per_network: int, gap: float = 1e-4
-           ) -> list[tuple[float, str, str, bool]]:
+def _flood(
+    networks: int, per_network: int, gap: float = 1e-4
+) -> list[tuple[float, str, str, bool]]:
     """`per_network` guesses from each network, round after round, `gap` seconds apart."""
-    return [((i * networks + k) * gap, f"net{k}", f"net{k}-{i}", False)
-            for i in range(per_network) for k in range(networks)]
+    return [
+        ((i * networks + k) * gap, f"net{k}", f"net{k}-{i}", False)
+        for i in range(per_network)
+        for k in range(networks)
+    ]
 
 
 def test_the_issue_20_flood_no_longer_delays_a_correct_password():
@@ -180,8 +185,10 @@ def test_the_issue_20_flood_no_longer_delays_a_correct_password():
     waited = ci.start - 0.5
     # Behind it: at most one job of each of the 8 networks and what was running, 2 workers.
     bound = (8 / WORKERS + 1) * BCRYPT
-    print(f"\nsimulated wait of the correct password: {waited:.2f} s (bound {bound:.2f} s; "
-          f"a single FIFO: {240 / WORKERS * BCRYPT:.1f} s)")
+    print(
+        f"\nsimulated wait of the correct password: {waited:.2f} s (bound {bound:.2f} s; "
+        f"a single FIFO: {240 / WORKERS * BCRYPT:.1f} s)"
+    )
     assert waited <= bound
     refused = sum(not o.admitted for o in outcomes.values())
     assert refused == 8 * (30 - PER_SOURCE)  # refused at once, not queued
@@ -194,16 +201,20 @@ def test_a_new_network_waits_at_most_one_job_of_each_waiting_network():
     newcomer = outcomes["newcomer"]
     assert newcomer.admitted and newcomer.start is not None
     bound = (MAX_WAITING / WORKERS + 1) * BCRYPT
-    print(f"\nsimulated wait behind 31 networks: {newcomer.start - 0.5:.2f} s (bound "
-          f"{bound:.2f} s)")
+    print(
+        f"\nsimulated wait behind 31 networks: {newcomer.start - 0.5:.2f} s (bound {bound:.2f} s)"
+    )
     assert newcomer.start - 0.5 <= bound
 
 
 def test_when_a_thousand_networks_fill_the_lane_a_known_client_still_goes_first():
     # 1,000 IPv6 /64s with 4 guesses each, sent over 2 s: the lane stays full of single
     # jobs, every place a finished job frees is taken by the next guess within a millisecond.
-    arrivals = [*_flood(1000, 4, gap=5e-4), (1.0, "new-net", "newcomer", False),
-                (1.0, "ci-net", "ci", True)]
+    arrivals = [
+        *_flood(1000, 4, gap=5e-4),
+        (1.0, "new-net", "newcomer", False),
+        (1.0, "ci-net", "ci", True),
+    ]
     outcomes = simulate(FairQueue(), arrivals)
     assert not outcomes["newcomer"].admitted  # refused at once (429, Retry-After: 1)
     ci = outcomes["ci"]
@@ -212,19 +223,24 @@ def test_when_a_thousand_networks_fill_the_lane_a_known_client_still_goes_first(
 
 # --- properties -------------------------------------------------------------------------------
 
-_OPS = st.lists(st.one_of(
-    st.tuples(st.just("submit"), st.integers(0, 5), st.booleans()),
-    st.tuples(st.just("take"), st.just(0), st.just(False)),
-    st.tuples(st.just("finish"), st.integers(0, 10), st.just(False)),
-    st.tuples(st.just("withdraw"), st.integers(0, 30), st.booleans()),
-), max_size=200)
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("submit"), st.integers(0, 5), st.booleans()),
+        st.tuples(st.just("take"), st.just(0), st.just(False)),
+        st.tuples(st.just("finish"), st.integers(0, 10), st.just(False)),
+        st.tuples(st.just("withdraw"), st.integers(0, 30), st.booleans()),
+    ),
+    max_size=200,
+)
 
 
 @settings(max_examples=300, deadline=None)
-@given(ops=_OPS, workers=st.integers(1, 3), per_source=st.integers(1, 4),
-       max_waiting=st.integers(1, 8))
-def test_bounds_hold_and_no_source_waits_behind_two_jobs_of_another(ops, workers, per_source,
-                                                                   max_waiting):
+@given(
+    ops=_OPS, workers=st.integers(1, 3), per_source=st.integers(1, 4), max_waiting=st.integers(1, 8)
+)
+def test_bounds_hold_and_no_source_waits_behind_two_jobs_of_another(
+    ops, workers, per_source, max_waiting
+):
     queue: FairQueue[int] = FairQueue(workers, per_source, max_waiting)
     waiting: dict[tuple[bool, int], deque[int]] = {}
     running: list = []
@@ -256,7 +272,8 @@ def test_bounds_hold_and_no_source_waits_behind_two_jobs_of_another(ops, workers
             else:
                 assert admission.refused is not None
                 admitted = len(waiting.get((known, arg), ())) + sum(
-                    1 for t in running if (t.known, t.source) == (known, arg))
+                    1 for t in running if (t.known, t.source) == (known, arg)
+                )
                 assert admission.refused.reason == QUEUE_FULL or admitted >= per_source
         elif op == "take":
             taken = queue.take()
@@ -294,5 +311,7 @@ def test_bounds_hold_and_no_source_waits_behind_two_jobs_of_another(ops, workers
         for lane in (True, False):
             assert sum(len(v) for k, v in waiting.items() if k[0] == lane) <= max_waiting
         for (lane, source), jobs in waiting.items():
-            assert len(jobs) + sum(1 for t in running if (t.known, t.source) == (lane, source)) \
+            assert (
+                len(jobs) + sum(1 for t in running if (t.known, t.source) == (lane, source))
                 <= per_source
+            )

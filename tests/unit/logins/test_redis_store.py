@@ -42,19 +42,29 @@ class _Flaky:
         return self.memory.recent(key, since)
 
 
-@pytest.mark.parametrize(("url", "expected"), [
-    ("", None), ("memory", None), ("redis://redis:6379/0", "redis://redis:6379/0"),
-    ("rediss://:pw@redis.example", "rediss://:pw@redis.example"),
-    ("unix:///run/redis.sock", "unix:///run/redis.sock"),
-])
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("", None),
+        ("memory", None),
+        ("redis://redis:6379/0", "redis://redis:6379/0"),
+        ("rediss://:pw@redis.example", "rediss://:pw@redis.example"),
+        ("unix:///run/redis.sock", "unix:///run/redis.sock"),
+    ],
+)
 def test_state_urls(url, expected):
     assert parse_state_url(url) == expected
 
 
-@pytest.mark.parametrize(("url", "message"), [
-    ("memcached://x", "use redis://HOST:PORT/DB"), ("redis://", "no host"),
-    ("redis://redis/zero", "the path must be a database number"), ("redis", "use redis://"),
-])
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("memcached://x", "use redis://HOST:PORT/DB"),
+        ("redis://", "no host"),
+        ("redis://redis/zero", "the path must be a database number"),
+        ("redis", "use redis://"),
+    ],
+)
 def test_unusable_state_urls(url, message):
     with pytest.raises(ValueError, match=message):
         parse_state_url(url)
@@ -82,8 +92,7 @@ def test_events_go_to_both_and_reads_come_from_the_primary_while_it_answers():
 
 def test_an_outage_is_served_from_memory_logged_once_and_retried_spaced(caplog):
     primary, clock = _Flaky(), FakeClock()
-    store = FallbackAttemptStore(primary, retry_seconds=5.0, name="state store test",
-                                 clock=clock)
+    store = FallbackAttemptStore(primary, retry_seconds=5.0, name="state store test", clock=clock)
     store.add(["a"], 10.0, 60)
     primary.down = True
     with caplog.at_level(logging.WARNING):
@@ -101,7 +110,8 @@ def test_an_outage_is_served_from_memory_logged_once_and_retried_spaced(caplog):
     assert [r.getMessage() for r in caplog.records] == [
         "regauth: state store test unreachable (ConnectionError: connection refused); login "
         "limits are counted per replica until it answers again",
-        "regauth: state store test reachable again after 10 s; login limits are shared again"]
+        "regauth: state store test reachable again after 10 s; login limits are shared again",
+    ]
 
 
 def test_check_tries_now_and_counts_no_operation(caplog):

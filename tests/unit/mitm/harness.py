@@ -105,16 +105,24 @@ class FakeRegistry:
     `seen` lists (User-Agent, Authorization) of every request.
     """
 
-    anonymous: Reply = field(default_factory=lambda: Reply(401, (
-        f'Bearer realm="{PUBLIC}/v2/token",service="{SERVICE}"',)))
+    anonymous: Reply = field(
+        default_factory=lambda: Reply(
+            401, (f'Bearer realm="{PUBLIC}/v2/token",service="{SERVICE}"',)
+        )
+    )
     with_token: Reply = field(default_factory=lambda: Reply(200))
     error: Exception | None = None
     gate: asyncio.Event | None = None
     seen: list[tuple[str, str | None]] = field(default_factory=list)
 
-    async def fetch(self, origin: object, context: object, timeout: float,
-                    agent: str = "regauth-readiness",
-                    authorization: str | None = None) -> Reply:
+    async def fetch(
+        self,
+        origin: object,
+        context: object,
+        timeout: float,
+        agent: str = "regauth-readiness",
+        authorization: str | None = None,
+    ) -> Reply:
         self.seen.append((agent, authorization))
         if self.gate is not None:
             await self.gate.wait()
@@ -186,8 +194,9 @@ class Harness:
             await self.hook("error", flow)
         return flow
 
-    async def cycle(self, flow: http.HTTPFlow,
-                    upstream: http.Response | None = None) -> http.HTTPFlow:
+    async def cycle(
+        self, flow: http.HTTPFlow, upstream: http.Response | None = None
+    ) -> http.HTTPFlow:
         """The whole life of a flow. A forwarded request gets `upstream` (default: an empty
         200) as the registry's answer; a local answer goes through the response hooks too."""
         await self.send(flow)
@@ -239,8 +248,11 @@ class Harness:
 
     def _to_sink(self, flow: http.HTTPFlow) -> bool:
         request = flow.request
-        return (request.scheme, request.host, request.port) == \
-            ("http", "127.0.0.1", self.requests.sink.port)
+        return (request.scheme, request.host, request.port) == (
+            "http",
+            "127.0.0.1",
+            self.requests.sink.port,
+        )
 
     async def _sink_answer(self, flow: http.HTTPFlow, body: bytes) -> http.Response:
         """Send the streamed request to the refusal sink over loopback; its answer."""
@@ -273,23 +285,43 @@ def _feed(stream: Callable[[bytes], bytes | list[bytes]], body: bytes) -> bytes:
 
 
 @asynccontextmanager
-async def running(policy: Path | None, certs_dir: Path, log: Path | None = None,
-                  registry: FakeRegistry | None = None,
-                  **options: object) -> AsyncIterator[Harness]:
+async def running(
+    policy: Path | None,
+    certs_dir: Path,
+    log: Path | None = None,
+    registry: FakeRegistry | None = None,
+    **options: object,
+) -> AsyncIterator[Harness]:
     """The configured, running addon chain; `policy=None` runs without a policy; `registry`
     answers regauth's own requests to the upstream (default: a registry trusting regauth)."""
     addons = make_addons()
     by_type = {type(addon): addon for addon in addons}
-    harness = Harness(None, *(by_type[t] for t in (  # type: ignore[arg-type]
-        ConnectionLimits, OptionPolicy, ConfigLoader, RequestHandler, ResponseRewriter,
-        UpstreamKeyWatch, Recorder, FailClosedGuard)), log=log,
-        admin=by_type[AdminServer], delegate=by_type[DelegateGate],  # type: ignore[arg-type]
-        registry=registry or FakeRegistry())
+    harness = Harness(
+        None,
+        *(
+            by_type[t]
+            for t in (  # type: ignore[arg-type]
+                ConnectionLimits,
+                OptionPolicy,
+                ConfigLoader,
+                RequestHandler,
+                ResponseRewriter,
+                UpstreamKeyWatch,
+                Recorder,
+                FailClosedGuard,
+            )
+        ),
+        log=log,
+        admin=by_type[AdminServer],
+        delegate=by_type[DelegateGate],  # type: ignore[arg-type]
+        registry=registry or FakeRegistry(),
+    )
     harness.admin.probe.fetch = harness.registry.fetch  # type: ignore[union-attr]
     with restoring_log_handlers(), taddons.context(*addons) as tctx:
         harness.tctx = tctx
         settings: dict[str, object] = {
-            "mode": [f"reverse:{UPSTREAM}"], "regauth_certs_dir": str(certs_dir),
+            "mode": [f"reverse:{UPSTREAM}"],
+            "regauth_certs_dir": str(certs_dir),
             "regauth_public_url": PUBLIC,
             "regauth_log": str(log) if log else str(certs_dir.parent / "discarded.jsonl"),
             "regauth_reload_seconds": 0,
@@ -307,6 +339,7 @@ async def running(policy: Path | None, certs_dir: Path, log: Path | None = None,
 
 def run(coroutine_function: Callable[..., object]) -> Callable[..., object]:
     """Decorator: run an async test body with `asyncio.run` (no pytest-asyncio here)."""
+
     @functools.wraps(coroutine_function)
     def wrapper(*args: object, **kwargs: object) -> object:
         return asyncio.run(coroutine_function(*args, **kwargs))  # type: ignore[arg-type]
@@ -314,11 +347,16 @@ def run(coroutine_function: Callable[..., object]) -> Callable[..., object]:
     return wrapper
 
 
-def registry_flow(path: str = "/v2/public/app/manifests/1", method: str = "GET",
-                  headers: dict[str, str] | list[tuple[str, str]] | None = None,
-                  body: bytes = b"", http_version: str = "HTTP/1.1",
-                  end_stream: bool | None = None, client: tuple[str, int] = CLIENT,
-                  live: bool = True) -> http.HTTPFlow:
+def registry_flow(
+    path: str = "/v2/public/app/manifests/1",
+    method: str = "GET",
+    headers: dict[str, str] | list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+    http_version: str = "HTTP/1.1",
+    end_stream: bool | None = None,
+    client: tuple[str, int] = CLIENT,
+    live: bool = True,
+) -> http.HTTPFlow:
     """A live reverse-proxy flow aimed at the test upstream, as mitmproxy has it when
     `requestheaders` runs: the body (`body`) has not arrived yet.
 
@@ -334,11 +372,18 @@ def registry_flow(path: str = "/v2/public/app/manifests/1", method: str = "GET",
     if end_stream is None:
         end_stream = not body
     request = tutils.treq(
-        method=method.encode(), path=path.encode(), host="127.0.0.1", port=5000,
+        method=method.encode(),
+        path=path.encode(),
+        host="127.0.0.1",
+        port=5000,
         authority=b"" if http1 else b"localhost:5443",
-        scheme=b"http", content=None, http_version=http_version.encode(),
+        scheme=b"http",
+        content=None,
+        http_version=http_version.encode(),
         headers=http.Headers([(k.encode(), v.encode()) for k, v in pairs]),
-        timestamp_start=time.time(), timestamp_end=None)
+        timestamp_start=time.time(),
+        timestamp_end=None,
+    )
     if not http1 and end_stream:
         request.data.content = b""
     flow = tflow.tflow(req=request, live=live)
@@ -348,14 +393,19 @@ def registry_flow(path: str = "/v2/public/app/manifests/1", method: str = "GET",
     return flow
 
 
-def upstream_response(status: int = 200, headers: list[tuple[str, str]] | None = None,
-                      body: bytes = b"") -> http.Response:
+def upstream_response(
+    status: int = 200, headers: list[tuple[str, str]] | None = None, body: bytes = b""
+) -> http.Response:
     """What the registry answers (Content-Length added unless `headers` frame the body)."""
     pairs = list(headers or [])
     if not any(k.lower() in ("content-length", "transfer-encoding") for k, _ in pairs):
         pairs.append(("Content-Length", str(len(body))))
-    return tutils.tresp(status_code=status, content=body, timestamp_start=time.time(),
-                        headers=http.Headers([(k.encode(), v.encode()) for k, v in pairs]))
+    return tutils.tresp(
+        status_code=status,
+        content=body,
+        timestamp_start=time.time(),
+        headers=http.Headers([(k.encode(), v.encode()) for k, v in pairs]),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,20 +424,24 @@ def _option_specs() -> tuple[tuple[str, object, object, str, object], ...]:
     async def collect() -> dict[str, tuple[str, object, object, str, object]]:
         specs: dict[str, tuple[str, object, object, str, object]] = {}
         masters: list[Master] = []
-        for make in (lambda o: WebMaster(o, with_termlog=True),
-                     lambda o: DumpMaster(o, with_termlog=False, with_dumper=True)):
+        for make in (
+            lambda o: WebMaster(o, with_termlog=True),
+            lambda o: DumpMaster(o, with_termlog=False, with_dumper=True),
+        ):
             opts = moptions.Options()
             masters.append(make(opts))
             for name, option in opts.items():
-                specs.setdefault(name, (name, option.typespec, option.default, option.help,
-                                        option.choices))
+                specs.setdefault(
+                    name, (name, option.typespec, option.default, option.help, option.choices)
+                )
         opts = moptions.Options()
         console = Master(opts)
         console.addons.add(ConsoleAddon(console))
         for name, option in opts.items():
             if name.startswith("console_"):
-                specs.setdefault(name, (name, option.typespec, option.default, option.help,
-                                        option.choices))
+                specs.setdefault(
+                    name, (name, option.typespec, option.default, option.help, option.choices)
+                )
         return specs
 
     with restoring_log_handlers():
@@ -411,8 +465,13 @@ def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def token_flow(*scopes: str, user: str | None = None, service: str = SERVICE,
-               offline: bool = False, client: tuple[str, int] = CLIENT) -> http.HTTPFlow:
+def token_flow(
+    *scopes: str,
+    user: str | None = None,
+    service: str = SERVICE,
+    offline: bool = False,
+    client: tuple[str, int] = CLIENT,
+) -> http.HTTPFlow:
     """GET /v2/token for `scopes`, anonymous or as `user` (with the test password)."""
     query = [("service", service)] + [("scope", s) for s in scopes]
     if offline:
@@ -421,12 +480,16 @@ def token_flow(*scopes: str, user: str | None = None, service: str = SERVICE,
     return registry_flow("/v2/token?" + urlencode(query), headers=headers, client=client)
 
 
-def token_post(form: dict[str, str], http_version: str = "HTTP/1.1",
-               headers: dict[str, str] | None = None) -> http.HTTPFlow:
+def token_post(
+    form: dict[str, str], http_version: str = "HTTP/1.1", headers: dict[str, str] | None = None
+) -> http.HTTPFlow:
     """POST /v2/token with a form body (Content-Length set unless `headers` set one)."""
     body = urlencode(form).encode()
-    pairs = {"Content-Type": "application/x-www-form-urlencoded",
-             "Content-Length": str(len(body)), **(headers or {})}
+    pairs = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Content-Length": str(len(body)),
+        **(headers or {}),
+    }
     return registry_flow("/v2/token", "POST", pairs, body, http_version)
 
 

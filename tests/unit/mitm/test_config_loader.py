@@ -52,9 +52,14 @@ def loader():
 
 
 def _configure(tctx, addon, policy, certs, **options):
-    settings = {"mode": [f"reverse:{UPSTREAM}"], "regauth_certs_dir": str(certs),
-                "regauth_public_url": PUBLIC, "regauth_reload_seconds": 0,
-                "regauth_policy": str(policy), **options}
+    settings = {
+        "mode": [f"reverse:{UPSTREAM}"],
+        "regauth_certs_dir": str(certs),
+        "regauth_public_url": PUBLIC,
+        "regauth_reload_seconds": 0,
+        "regauth_policy": str(policy),
+        **options,
+    }
     tctx.configure(addon, **settings)
 
 
@@ -89,8 +94,10 @@ def test_a_policy_builds_one_snapshot(loader, write_policy, certs, caplog):
     assert active.realm == f"{PUBLIC}/v2/token" and active.stream_threshold == 4096
     assert active.upstream_auth is None
     assert active.runtime.policy.service == "regauth-test"
-    assert (f"regauth: policy {policy} loaded (service regauth-test, 6 rules, upstream "
-            f"{UPSTREAM} in enforce mode)") in caplog.text
+    assert (
+        f"regauth: policy {policy} loaded (service regauth-test, 6 rules, upstream "
+        f"{UPSTREAM} in enforce mode)"
+    ) in caplog.text
 
 
 def test_the_public_url_defaults_to_localhost_and_the_listen_port(loader, write_policy, certs):
@@ -99,14 +106,22 @@ def test_the_public_url_defaults_to_localhost_and_the_listen_port(loader, write_
     assert addon.active.public == Origin("https", "localhost", 6000)
 
 
-def test_inject_credentials_give_the_snapshot_an_upstream_authenticator(loader, write_policy,
-                                                                        certs):
+def test_inject_credentials_give_the_snapshot_an_upstream_authenticator(
+    loader, write_policy, certs
+):
     addon, tctx = loader
-    _configure(tctx, addon, write_policy(upstream_extra="""    credentials:
+    _configure(
+        tctx,
+        addon,
+        write_policy(
+            upstream_extra="""    credentials:
       type: basic
       username: robot
       password: robot-secret
-"""), certs)
+"""
+        ),
+        certs,
+    )
     assert addon.active.upstream_auth is not None
     assert addon.active.upstream_auth.upstream == addon.active.upstream
 
@@ -139,20 +154,25 @@ def test_an_invalid_policy_later_keeps_the_current_snapshot(loader, write_policy
     assert tctx.options.regauth_policy == str(policy)
 
 
-@pytest.mark.parametrize(("options", "match"), [
-    ({"regauth_public_url": "ftp://x"}, "^regauth: "),
-    ({"regauth_certs_dir": "/nonexistent"}, "^regauth: no token-signing keys"),
-])
-def test_values_that_do_not_build_a_snapshot_are_refused(options, match, loader, write_policy,
-                                                         certs):
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"regauth_public_url": "ftp://x"}, "^regauth: "),
+        ({"regauth_certs_dir": "/nonexistent"}, "^regauth: no token-signing keys"),
+    ],
+)
+def test_values_that_do_not_build_a_snapshot_are_refused(
+    options, match, loader, write_policy, certs
+):
     addon, tctx = loader
     with pytest.raises(exceptions.OptionsError, match=match):
         _configure(tctx, addon, write_policy(), certs, **options)
     assert addon.active is None
 
 
-def test_a_policy_without_an_entry_for_the_upstream_is_refused(loader, write_policy, certs,
-                                                               password_hashes):
+def test_a_policy_without_an_entry_for_the_upstream_is_refused(
+    loader, write_policy, certs, password_hashes
+):
     addon, tctx = loader
     text = policy_text(password_hashes).replace('url: "*"', "url: https://other.example")
     with pytest.raises(exceptions.OptionsError, match="no `upstreams:` entry matches"):
@@ -195,17 +215,28 @@ def test_other_options_leave_the_snapshot_alone(loader, write_policy, certs):
     assert addon.active is active
 
 
-@pytest.mark.parametrize(("modes", "origin"), [
-    ([f"reverse:{UPSTREAM}"], Origin("http", "127.0.0.1", 5000)),
-    (["reverse:https://Registry.Example"], Origin("https", "registry.example", 443)),
-    (["reverse:http://[::1]:5000@[::1]:5443"], Origin("http", "::1", 5000)),
-])
+@pytest.mark.parametrize(
+    ("modes", "origin"),
+    [
+        ([f"reverse:{UPSTREAM}"], Origin("http", "127.0.0.1", 5000)),
+        (["reverse:https://Registry.Example"], Origin("https", "registry.example", 443)),
+        (["reverse:http://[::1]:5000@[::1]:5443"], Origin("http", "::1", 5000)),
+    ],
+)
 def test_upstream_from_modes(modes, origin):
     assert upstream_from_modes(modes) == origin
 
 
-@pytest.mark.parametrize("modes", [[], ["regular"], ["reverse:http://a", "reverse:http://b"],
-                                   ["reverse:dns://1.1.1.1"], ["socks5"]])
+@pytest.mark.parametrize(
+    "modes",
+    [
+        [],
+        ["regular"],
+        ["reverse:http://a", "reverse:http://b"],
+        ["reverse:dns://1.1.1.1"],
+        ["socks5"],
+    ],
+)
 def test_upstream_from_modes_refuses_anything_but_one_http_reverse_proxy(modes):
     with pytest.raises(ValueError):
         upstream_from_modes(modes)
@@ -225,8 +256,9 @@ async def test_nothing_changed_nothing_reloaded(write_policy, certs):
 
 
 @run
-async def test_a_policy_change_is_applied_as_a_new_snapshot(write_policy, certs,
-                                                            password_hashes, caplog):
+async def test_a_policy_change_is_applied_as_a_new_snapshot(
+    write_policy, certs, password_hashes, caplog
+):
     caplog.set_level(logging.INFO)
     addon = ConfigLoader()
     with taddons.context(addon) as tctx:
@@ -244,16 +276,18 @@ async def test_a_policy_change_is_applied_as_a_new_snapshot(write_policy, certs,
 
 
 @run
-async def test_a_refused_edit_keeps_the_last_good_snapshot_and_is_counted(write_policy, certs,
-                                                                          password_hashes,
-                                                                          caplog):
+async def test_a_refused_edit_keeps_the_last_good_snapshot_and_is_counted(
+    write_policy, certs, password_hashes, caplog
+):
     addon = ConfigLoader()
     with taddons.context(addon) as tctx:
         policy = write_policy()
         _configure(tctx, addon, policy, certs)
         good = addon.active
-        _edit(policy, policy_text(password_hashes).replace("actions: [pull]\n",
-                                                           "actions: [pull, fly]\n", 1))
+        _edit(
+            policy,
+            policy_text(password_hashes).replace("actions: [pull]\n", "actions: [pull, fly]\n", 1),
+        )
         assert await addon.reload_if_changed() is False
         assert addon.active is good
         assert await addon.reload_if_changed() is None  # logged once, not every second
@@ -263,16 +297,18 @@ async def test_a_refused_edit_keeps_the_last_good_snapshot_and_is_counted(write_
         _edit(policy, policy_text(password_hashes, extra_rules=MORE_RULES))
         assert await addon.reload_if_changed() is True  # the next valid edit
     assert addon.reloads == {"refused": 2, "ok": 1}
-    refusals = [r.getMessage() for r in caplog.records
-                if "policy change refused" in r.getMessage()]
+    refusals = [r.getMessage() for r in caplog.records if "policy change refused" in r.getMessage()]
     assert len(refusals) == 2
     # The first line is fixed; the problem follows on the next line (indented when the log
     # safety filter of another test is still installed on the logger).
     head, problem = refusals[0].split("\n", 1)
     assert head == "regauth: policy change refused, the last good policy stays in force:"
     assert problem.lstrip().startswith(f"{policy}:32:")
-    assert all(r.levelno == logging.ERROR for r in caplog.records
-               if "policy change refused" in r.getMessage())
+    assert all(
+        r.levelno == logging.ERROR
+        for r in caplog.records
+        if "policy change refused" in r.getMessage()
+    )
 
 
 @run
@@ -289,8 +325,7 @@ async def test_a_new_signing_key_triggers_a_rebuild(write_policy, certs):
 
 
 @run
-async def test_a_broken_signing_key_is_refused_and_the_old_keys_stay(write_policy, certs,
-                                                                     caplog):
+async def test_a_broken_signing_key_is_refused_and_the_old_keys_stay(write_policy, certs, caplog):
     addon = ConfigLoader()
     with taddons.context(addon) as tctx:
         _configure(tctx, addon, write_policy(), certs)
@@ -313,8 +348,9 @@ async def test_without_a_snapshot_there_is_nothing_to_reload(certs, write_policy
 
 
 @run
-async def test_a_request_is_decided_with_the_snapshot_it_started_with(write_policy, certs,
-                                                                      password_hashes):
+async def test_a_request_is_decided_with_the_snapshot_it_started_with(
+    write_policy, certs, password_hashes
+):
     policy = write_policy(mode="delegate")
     async with running(policy, certs) as harness:
         flow = registry_flow("/v2/late/app/manifests/1")
@@ -339,8 +375,9 @@ def fast_watch(monkeypatch):
     async def sleep(_seconds):
         await real_sleep(0.001)
 
-    monkeypatch.setattr(config_loader, "asyncio",
-                        types.SimpleNamespace(sleep=sleep, to_thread=asyncio.to_thread))
+    monkeypatch.setattr(
+        config_loader, "asyncio", types.SimpleNamespace(sleep=sleep, to_thread=asyncio.to_thread)
+    )
 
 
 async def _until(condition, seconds=5.0):
@@ -353,7 +390,8 @@ async def _until(condition, seconds=5.0):
 
 @run
 async def test_the_watcher_survives_an_unexpected_error_and_applies_the_next_edit(
-        write_policy, certs, password_hashes, monkeypatch, fast_watch, caplog):
+    write_policy, certs, password_hashes, monkeypatch, fast_watch, caplog
+):
     addon = ConfigLoader()
     real_build = config_loader._build_active
     calls = []
@@ -383,8 +421,9 @@ async def test_the_watcher_survives_an_unexpected_error_and_applies_the_next_edi
         await asyncio.sleep(0)
         assert addon._watcher.cancelled() or addon._watcher.done()
     assert addon.active is not good
-    errors = [r for r in caplog.records if "unexpected error while checking the policy"
-              in r.getMessage()]
+    errors = [
+        r for r in caplog.records if "unexpected error while checking the policy" in r.getMessage()
+    ]
     assert len(errors) == 2 and all(r.levelno == logging.ERROR for r in errors)
     assert "RuntimeError('unexpected')" in errors[0].getMessage()
     assert [r.exc_info is not None for r in errors] == [True, False]  # one traceback a minute
@@ -402,12 +441,14 @@ async def test_no_watcher_when_reloading_is_off(write_policy, certs):
 
 @run
 async def test_the_first_unexpected_error_gets_its_traceback_however_soon_after_boot(
-        write_policy, certs, password_hashes, monkeypatch, fast_watch, caplog):
+    write_policy, certs, password_hashes, monkeypatch, fast_watch, caplog
+):
     """The interval is counted from the last traceback, not from the clock's zero: the
     monotonic clock starts at boot, so a regauth started within a minute of it must still
     log the first traceback."""
-    monkeypatch.setattr(config_loader, "time",
-                        types.SimpleNamespace(monotonic=lambda: 5.0, time=time.time))
+    monkeypatch.setattr(
+        config_loader, "time", types.SimpleNamespace(monotonic=lambda: 5.0, time=time.time)
+    )
 
     def build(*_args):
         raise RuntimeError("unexpected")

@@ -30,8 +30,9 @@ def test_a_scheduled_activation_is_applied_by_the_running_loader(write_policy, c
             seen = []
 
             async def listener(active):
-                seen.append((config.active.runtime.keyring.signer.name,
-                             active.runtime.keyring.signer.name))
+                seen.append(
+                    (config.active.runtime.keyring.signer.name, active.runtime.keyring.signer.name)
+                )
 
             config.before_swap.append(listener)
             name, _ = keystate.stage(certs, "ES256", time.time() + 0.5, time.time())

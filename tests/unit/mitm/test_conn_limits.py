@@ -28,8 +28,7 @@ from tests.unit.mitm.harness import run
 from tests.unit.mitm.harness import running
 from tests.unit.mitm.harness import upstream_response
 
-OPTIONS = ("regauth_head_timeout", "regauth_idle_timeout",
-           "regauth_max_connections_per_address")
+OPTIONS = ("regauth_head_timeout", "regauth_idle_timeout", "regauth_max_connections_per_address")
 
 
 def _client(address: str = "10.0.0.1", port: int = 40000):
@@ -61,8 +60,11 @@ def limits():
 
 def test_the_limits_and_their_defaults(limits):
     _, tctx = limits
-    assert (tctx.options.regauth_head_timeout, tctx.options.regauth_idle_timeout,
-            tctx.options.regauth_max_connections_per_address) == (30, 60, 100)
+    assert (
+        tctx.options.regauth_head_timeout,
+        tctx.options.regauth_idle_timeout,
+        tctx.options.regauth_max_connections_per_address,
+    ) == (30, 60, 100)
 
 
 @pytest.mark.parametrize("name", OPTIONS)
@@ -178,8 +180,10 @@ async def test_the_per_address_cap(limits, caplog):
     fourth = _client(port=4)
     addon.client_connected(fourth)
     assert fourth.error is None
-    assert "refused connections from 10.0.0.1: already 2 open " \
-           "(regauth_max_connections_per_address)" in caplog.text
+    assert (
+        "refused connections from 10.0.0.1: already 2 open "
+        "(regauth_max_connections_per_address)" in caplog.text
+    )
 
 
 @run
@@ -193,8 +197,7 @@ async def test_no_cap_with_0(limits):
 
 
 @run
-async def test_closed_connections_are_logged_once_per_address_and_reason_a_minute(limits,
-                                                                                  caplog):
+async def test_closed_connections_are_logged_once_per_address_and_reason_a_minute(limits, caplog):
     addon, tctx = limits
     tctx.configure(addon, regauth_max_connections_per_address=1)
     addon.client_connected(_client(port=1))
@@ -204,8 +207,9 @@ async def test_closed_connections_are_logged_once_per_address_and_reason_a_minut
     addon.client_connected(_client("10.0.0.9", 2))
     lines = [r.getMessage() for r in caplog.records if r.name == conn_limits.__name__]
     assert len(lines) == 2 and addon.closed == {"cap": 5}
-    assert all(r.levelno == logging.WARNING for r in caplog.records
-               if r.name == conn_limits.__name__)
+    assert all(
+        r.levelno == logging.WARNING for r in caplog.records if r.name == conn_limits.__name__
+    )
     now = addon.log.clock()
     addon.log.clock = lambda: now + addon.log.interval  # a minute later
     addon.client_connected(_client(port=6))
@@ -239,10 +243,14 @@ async def test_in_the_chain_every_flow_ends_whoever_answers_it(write_policy, cer
     async with running(write_policy(mode="delegate"), certs_dir) as harness:
         client = _client("127.0.0.1")
         harness.limits.client_connected(client)
-        for path, upstream in (("/v2/a/../b/tags/list", None),  # refused by regauth
-                               ("/v2/public/app/tags/list", None),  # answered upstream
-                               ("/v2/public/app/tags/list",  # killed (error hook)
-                                upstream_response(101, [("Upgrade", "h2c")]))):
+        for path, upstream in (
+            ("/v2/a/../b/tags/list", None),  # refused by regauth
+            ("/v2/public/app/tags/list", None),  # answered upstream
+            (
+                "/v2/public/app/tags/list",  # killed (error hook)
+                upstream_response(101, [("Upgrade", "h2c")]),
+            ),
+        ):
             flow = registry_flow(path)
             flow.client_conn = client
             await harness.cycle(flow, upstream)
@@ -260,12 +268,16 @@ async def test_past_the_ceiling_connections_get_a_503_then_are_refused(limits):
     clients = [_client(port=p) for p in range(3 + conn_limits.SHED_MARGIN + 1)]
     for client in clients:
         addon.client_connected(client)
-    normal, shed, refused = (clients[:3], clients[3:3 + conn_limits.SHED_MARGIN],
-                             clients[3 + conn_limits.SHED_MARGIN:])
+    normal, shed, refused = (
+        clients[:3],
+        clients[3 : 3 + conn_limits.SHED_MARGIN],
+        clients[3 + conn_limits.SHED_MARGIN :],
+    )
     assert not any(addon._conns[c.id].shed for c in normal)
     assert all(addon._conns[c.id].shed for c in shed)
     assert [c.error for c in refused] == [
-        f"regauth: more than {3 + conn_limits.SHED_MARGIN} connections open"]
+        f"regauth: more than {3 + conn_limits.SHED_MARGIN} connections open"
+    ]
     assert _timer_in(addon, shed[0]) == conn_limits.SHED_HEAD_TIMEOUT
     assert addon.closed["shed"] == conn_limits.SHED_MARGIN and addon.closed["overloaded"] == 1
     flow = _flow_on(shed[0])
@@ -288,8 +300,7 @@ async def test_registry_connections_are_bounded(limits):
     addon.client_connected(client)
 
     def connect():
-        data = server_hooks.ServerConnectionHookData(client=client,
-                                                      server=tflow.tserver_conn())
+        data = server_hooks.ServerConnectionHookData(client=client, server=tflow.tserver_conn())
         addon.server_connect(data)
         return data
 

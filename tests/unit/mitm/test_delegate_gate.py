@@ -30,12 +30,16 @@ from tests.unit.mitm.harness import running
 
 OPEN = Reply(200)
 BASIC = Reply(401, ('Basic realm="staging-registry"',))
-REFUSED_OPEN = ("delegate check failed: the registry behind regauth answers without "
-                "authentication (delegate mode needs it to check regauth's tokens: auth.token); "
-                "nothing is forwarded until it does; retry shortly")
-PENDING = ("delegate check pending: regauth has not yet verified that the registry behind it "
-           "checks regauth's tokens (delegate mode); nothing is forwarded until it has; retry "
-           "shortly")
+REFUSED_OPEN = (
+    "delegate check failed: the registry behind regauth answers without "
+    "authentication (delegate mode needs it to check regauth's tokens: auth.token); "
+    "nothing is forwarded until it does; retry shortly"
+)
+PENDING = (
+    "delegate check pending: regauth has not yet verified that the registry behind it "
+    "checks regauth's tokens (delegate mode); nothing is forwarded until it has; retry "
+    "shortly"
+)
 
 
 def _error(flow: http.HTTPFlow) -> tuple[int, str, str]:
@@ -63,37 +67,52 @@ async def test_a_registry_that_checks_regauths_tokens_gets_requests(write_policy
         assert seen[0] == ("regauth-readiness", None)
         agent, authorization = seen[1]
         assert agent == "regauth-delegate-check" and authorization.startswith("Bearer ")
-        claims = jwt.decode(authorization.removeprefix("Bearer "),
-                            options={"verify_signature": False})
-        assert (claims["access"], claims["sub"], claims["iss"], claims["aud"]) == \
-            ([], "", ISSUER, SERVICE)
+        claims = jwt.decode(
+            authorization.removeprefix("Bearer "), options={"verify_signature": False}
+        )
+        assert (claims["access"], claims["sub"], claims["iss"], claims["aud"]) == (
+            [],
+            "",
+            ISSUER,
+            SERVICE,
+        )
         assert harness.admin.readiness().reasons == ()  # type: ignore[union-attr]
         text = _metrics(harness)
         assert 'regauth_delegate_check{result="ok"} 1.0' in text
         assert "regauth_delegate_refusing 0.0" in text
 
 
-@pytest.mark.parametrize("anonymous, kind", [(OPEN, "open"), (BASIC, "wrong_scheme"),
-                                             (Reply(404), "unexpected_status")])
+@pytest.mark.parametrize(
+    "anonymous, kind", [(OPEN, "open"), (BASIC, "wrong_scheme"), (Reply(404), "unexpected_status")]
+)
 @run
-async def test_a_registry_that_does_not_challenge_gets_nothing(anonymous, kind, write_policy,
-                                                               certs_dir, tmp_path, caplog):
+async def test_a_registry_that_does_not_challenge_gets_nothing(
+    anonymous, kind, write_policy, certs_dir, tmp_path, caplog
+):
     log = tmp_path / "exchange.jsonl"
     registry = FakeRegistry(anonymous=anonymous)
-    async with running(write_policy(mode="delegate"), certs_dir, log,
-                       registry=registry) as harness:
-        flows = [await harness.cycle(registry_flow(path, method, headers, body))
-                 for path, method, headers, body in [
-                     ("/v2/cache/app/blobs/uploads/", "POST", {}, b""),
-                     ("/v2/cache/app/blobs/uploads/abc?digest=sha256:" + "a" * 64, "PUT",
-                      {"Content-Type": "application/octet-stream"}, b"x" * (2 << 20)),
-                     ("/v2/", "GET", {}, b""), ("/v2/_catalog", "GET", {}, b""),
-                     ("/metrics", "GET", {}, b"")]]
+    async with running(write_policy(mode="delegate"), certs_dir, log, registry=registry) as harness:
+        flows = [
+            await harness.cycle(registry_flow(path, method, headers, body))
+            for path, method, headers, body in [
+                ("/v2/cache/app/blobs/uploads/", "POST", {}, b""),
+                (
+                    "/v2/cache/app/blobs/uploads/abc?digest=sha256:" + "a" * 64,
+                    "PUT",
+                    {"Content-Type": "application/octet-stream"},
+                    b"x" * (2 << 20),
+                ),
+                ("/v2/", "GET", {}, b""),
+                ("/v2/_catalog", "GET", {}, b""),
+                ("/metrics", "GET", {}, b""),
+            ]
+        ]
         token = await get_token(harness, "repository:cache/app:pull")  # still answered
         jwks = await harness.cycle(registry_flow("/.well-known/jwks.json"))
         assert jwks.response.status_code == 200
-        with_token = await harness.cycle(registry_flow(
-            "/v2/cache/app/manifests/1", headers={"Authorization": f"Bearer {token}"}))
+        with_token = await harness.cycle(
+            registry_flow("/v2/cache/app/manifests/1", headers={"Authorization": f"Bearer {token}"})
+        )
         for flow in [*flows, with_token]:
             status, code, message = _error(flow)
             assert (status, code) == (503, "UNAVAILABLE"), flow.request.path
@@ -110,11 +129,17 @@ async def test_a_registry_that_does_not_challenge_gets_nothing(anonymous, kind, 
         text = _metrics(harness)
         assert f'regauth_delegate_check{{result="{kind}"}} 1.0' in text
         assert "regauth_delegate_refusing 1.0" in text
-    records = [r for r in harness.records() if r["kind"] != "token" and r["method"] != "GET"
-               or r["path"] == "/v2/"]
-    assert records and all(r["status"] == 503 and r["answered_by"] == "regauth"
-                           and r["decision"]["reason"].startswith("delegate check failed: ")
-                           for r in records), records
+    records = [
+        r
+        for r in harness.records()
+        if r["kind"] != "token" and r["method"] != "GET" or r["path"] == "/v2/"
+    ]
+    assert records and all(
+        r["status"] == 503
+        and r["answered_by"] == "regauth"
+        and r["decision"]["reason"].startswith("delegate check failed: ")
+        for r in records
+    ), records
     errors = [r for r in caplog.records if "delegate check" in r.getMessage()]
     assert len(errors) == 1 and errors[0].levelno == logging.ERROR  # once, not per request
 
@@ -141,8 +166,10 @@ async def test_a_request_waits_at_most_the_hold_timeout(write_policy, certs_dir)
         flow = await asyncio.wait_for(harness.cycle(registry_flow("/v2/")), 5)
         assert _error(flow) == (503, "UNAVAILABLE", PENDING)
         assert not _forwarded(harness, flow)
-        assert "delegate check: the registry has not been checked yet" in \
-            harness.admin.readiness().reasons  # type: ignore[union-attr]
+        assert (
+            "delegate check: the registry has not been checked yet"
+            in harness.admin.readiness().reasons
+        )  # type: ignore[union-attr]
         registry.gate.set()  # type: ignore[union-attr]
 
 
@@ -153,9 +180,11 @@ async def test_an_unreachable_registry_is_unverified_until_it_answers(write_poli
         flow = await harness.cycle(registry_flow("/v2/"))
         assert _error(flow) == (503, "UNAVAILABLE", PENDING)
         problem = harness.delegate.readiness_problem()  # type: ignore[union-attr]
-        assert problem.startswith("delegate check: regauth could not yet check that the "
-                                  "registry verifies its tokens (GET /v2/: "
-                                  "ConnectionRefusedError")
+        assert problem.startswith(
+            "delegate check: regauth could not yet check that the "
+            "registry verifies its tokens (GET /v2/: "
+            "ConnectionRefusedError"
+        )
         text = _metrics(harness)
         assert 'regauth_delegate_check{result="unverified"} 1.0' in text
         registry.error = None
@@ -188,17 +217,33 @@ async def test_the_verdict_follows_the_registry_and_silence_keeps_it(write_polic
         assert harness.delegate.verdict.ok  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("anonymous, with_token, kind", [
-    (Reply(401, (f'Bearer realm="{PUBLIC}/v2/token",service="other"',)),
-     Reply(401, ('Bearer error="invalid_token"',)), "service_mismatch"),
-    (None, Reply(401, (f'Bearer realm="{PUBLIC}/v2/token",service="{SERVICE}",'
-                       'error="invalid_token"',)), "token_refused"),
-    (Reply(401, (f'Bearer realm="https://elsewhere/token",service="{SERVICE}"',)), Reply(200),
-     "realm_mismatch"),
-])
+@pytest.mark.parametrize(
+    "anonymous, with_token, kind",
+    [
+        (
+            Reply(401, (f'Bearer realm="{PUBLIC}/v2/token",service="other"',)),
+            Reply(401, ('Bearer error="invalid_token"',)),
+            "service_mismatch",
+        ),
+        (
+            None,
+            Reply(
+                401,
+                (f'Bearer realm="{PUBLIC}/v2/token",service="{SERVICE}",error="invalid_token"',),
+            ),
+            "token_refused",
+        ),
+        (
+            Reply(401, (f'Bearer realm="https://elsewhere/token",service="{SERVICE}"',)),
+            Reply(200),
+            "realm_mismatch",
+        ),
+    ],
+)
 @run
 async def test_a_registry_that_disagrees_is_not_ready_but_still_decides(
-        anonymous, with_token, kind, write_policy, certs_dir, caplog):
+    anonymous, with_token, kind, write_policy, certs_dir, caplog
+):
     registry = FakeRegistry(with_token=with_token)
     if anonymous is not None:
         registry.anonymous = anonymous
@@ -217,8 +262,9 @@ async def test_a_registry_that_disagrees_is_not_ready_but_still_decides(
 @run
 async def test_the_opt_out_forwards_and_warns(write_policy, certs_dir, caplog):
     registry = FakeRegistry(anonymous=OPEN)
-    async with running(write_policy(mode="delegate"), certs_dir, registry=registry,
-                       regauth_delegate_unchecked=True) as harness:
+    async with running(
+        write_policy(mode="delegate"), certs_dir, registry=registry, regauth_delegate_unchecked=True
+    ) as harness:
         flow = await harness.cycle(registry_flow("/v2/cache/app/blobs/uploads/", "POST"))
         assert _forwarded(harness, flow)
         await harness.admin.probe.check()  # type: ignore[union-attr]
@@ -227,7 +273,8 @@ async def test_the_opt_out_forwards_and_warns(write_policy, certs_dir, caplog):
         assert readiness.body().startswith(
             "ready\nwarning: the delegate check is off (--delegate-unchecked): registry requests "
             "are forwarded whatever the check says; last check: the registry answered GET /v2/ "
-            "without authentication (200)")
+            "without authentication (200)"
+        )
         text = _metrics(harness)
         assert 'regauth_delegate_check{result="open"} 1.0' in text
         assert "regauth_delegate_refusing 0.0" in text
@@ -241,8 +288,11 @@ async def test_enforce_mode_is_not_checked(write_policy, certs_dir):
     registry = FakeRegistry(anonymous=OPEN)
     async with running(write_policy(), certs_dir, registry=registry) as harness:
         token = await get_token(harness, "repository:public/app:pull")
-        flow = await harness.cycle(registry_flow("/v2/public/app/manifests/1",
-                                                 headers={"Authorization": f"Bearer {token}"}))
+        flow = await harness.cycle(
+            registry_flow(
+                "/v2/public/app/manifests/1", headers={"Authorization": f"Bearer {token}"}
+            )
+        )
         assert _forwarded(harness, flow)
         assert registry.seen == []  # no admin listener, no delegate mode: nothing sent
         assert not harness.admin.probe.running  # type: ignore[union-attr]
@@ -252,7 +302,8 @@ async def test_enforce_mode_is_not_checked(write_policy, certs_dir):
 
 @run
 async def test_a_reload_into_delegate_mode_is_checked_before_anything_is_forwarded(
-        write_policy, certs_dir):
+    write_policy, certs_dir
+):
     policy = write_policy()
     registry = FakeRegistry(anonymous=OPEN)
     async with running(policy, certs_dir, registry=registry) as harness:

@@ -31,15 +31,16 @@ def certs(tmp_path):
 
 
 def _embedded(tmp_path, certs, **kwargs) -> EmbeddedRegistry:
-    token = TokenAuth("https://localhost:5443/v2/token", SERVICE, ISSUER,
-                      tmp_path / "registry" / "bundle.pem")
+    token = TokenAuth(
+        "https://localhost:5443/v2/token", SERVICE, ISSUER, tmp_path / "registry" / "bundle.pem"
+    )
     (tmp_path / "registry").mkdir(exist_ok=True)
-    return EmbeddedRegistry(RegistryProcess(tmp_path / "registry", token=token), certs,
-                            **kwargs)
+    return EmbeddedRegistry(RegistryProcess(tmp_path / "registry", token=token), certs, **kwargs)
 
 
 def test_held_requests_wait_for_the_registry_and_fail_closed_after_the_timeout(
-        write_policy, certs, tmp_path):
+    write_policy, certs, tmp_path
+):
     async def run():
         embedded = _embedded(tmp_path, certs, hold_timeout=0.2)
         async with running(write_policy(mode="delegate"), certs) as harness:
@@ -69,7 +70,8 @@ def test_held_requests_wait_for_the_registry_and_fail_closed_after_the_timeout(
 
 
 def test_the_registry_restarts_once_requests_on_their_way_have_their_answer(
-        write_policy, certs, tmp_path, monkeypatch):
+    write_policy, certs, tmp_path, monkeypatch
+):
     async def run():
         embedded = _embedded(tmp_path, certs, drain_wait=5)
         events = []
@@ -97,7 +99,8 @@ def test_the_registry_restarts_once_requests_on_their_way_have_their_answer(
 
 
 def test_after_a_failed_restart_requests_are_refused_until_one_succeeds(
-        write_policy, certs, tmp_path, monkeypatch):
+    write_policy, certs, tmp_path, monkeypatch
+):
     async def run():
         embedded = _embedded(tmp_path, certs)
         monkeypatch.setattr(embedded.registry, "start", lambda: None)
@@ -125,5 +128,3 @@ def test_after_a_failed_restart_requests_are_refused_until_one_succeeds(
             assert accepted.response is None
 
     asyncio.run(run())
-
-

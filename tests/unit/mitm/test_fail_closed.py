@@ -44,18 +44,27 @@ def _boom(*_args, **_kwargs):
 
 
 def _failures(caplog) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "regauth.mitm.fail_closed"
-            and "hook failed" in r.getMessage()]
+    return [
+        r
+        for r in caplog.records
+        if r.name == "regauth.mitm.fail_closed" and "hook failed" in r.getMessage()
+    ]
 
 
 # --- every flow hook of regauth's addons is wrapped ------------------------------------------
 
 
-@pytest.mark.parametrize(("addon", "hook"), [
-    (RequestHandler, "requestheaders"), (RequestHandler, "request"),
-    (ResponseRewriter, "responseheaders"), (ResponseRewriter, "response"),
-    (Recorder, "response"), (Recorder, "error"),
-])
+@pytest.mark.parametrize(
+    ("addon", "hook"),
+    [
+        (RequestHandler, "requestheaders"),
+        (RequestHandler, "request"),
+        (ResponseRewriter, "responseheaders"),
+        (ResponseRewriter, "response"),
+        (Recorder, "response"),
+        (Recorder, "error"),
+    ],
+)
 def test_every_flow_hook_that_touches_a_flow_is_wrapped(addon, hook):
     assert getattr(addon, hook).__wrapped__.__name__ == hook
 
@@ -71,8 +80,9 @@ def test_no_other_flow_hook_is_left_unwrapped():
 
 
 @run
-async def test_an_exception_in_requestheaders_answers_500(write_policy, certs_dir, monkeypatch,
-                                                          caplog):
+async def test_an_exception_in_requestheaders_answers_500(
+    write_policy, certs_dir, monkeypatch, caplog
+):
     monkeypatch.setattr("regauth.front.decide", _boom)
     async with running(write_policy(), certs_dir) as harness:
         flow = await harness.cycle(registry_flow())
@@ -89,9 +99,9 @@ async def test_an_exception_in_requestheaders_answers_500(write_policy, certs_di
 
 
 @run
-async def test_an_exception_in_request_answers_500_for_a_buffered_body(write_policy,
-                                                                       certs_dir,
-                                                                       monkeypatch, caplog):
+async def test_an_exception_in_request_answers_500_for_a_buffered_body(
+    write_policy, certs_dir, monkeypatch, caplog
+):
     monkeypatch.setattr("regauth.front.check_body", _boom)
     async with running(write_policy(mode="delegate"), certs_dir) as harness:
         flow = await harness.cycle(registry_flow(UPLOAD, "PUT", {}, b"abc"))
@@ -103,23 +113,30 @@ async def test_an_exception_in_request_answers_500_for_a_buffered_body(write_pol
 
 
 @run
-async def test_an_exception_in_request_kills_a_streamed_body(write_policy, certs_dir,
-                                                             monkeypatch, caplog):
+async def test_an_exception_in_request_kills_a_streamed_body(
+    write_policy, certs_dir, monkeypatch, caplog
+):
     monkeypatch.setattr("regauth.front.check_body", _boom)
-    async with running(write_policy(mode="delegate"), certs_dir,
-                       regauth_stream_threshold=16) as harness:
+    async with running(
+        write_policy(mode="delegate"), certs_dir, regauth_stream_threshold=16
+    ) as harness:
         flow = await harness.cycle(registry_flow(UPLOAD, "PUT", {}, b"x" * 100))
     assert killed(flow) and flow.response is None
     assert len(_failures(caplog)) == 1
 
 
 @run
-async def test_an_exception_in_responseheaders_kills_the_flow(write_policy, certs_dir,
-                                                              monkeypatch, caplog):
+async def test_an_exception_in_responseheaders_kills_the_flow(
+    write_policy, certs_dir, monkeypatch, caplog
+):
     monkeypatch.setattr("regauth.protocol.rewrite.rewrite_challenges", _boom)
     async with running(write_policy(mode="delegate"), certs_dir) as harness:
-        flow = await harness.cycle(registry_flow(), upstream_response(
-            401, [("WWW-Authenticate", 'Bearer realm="http://127.0.0.1:5000/token"')]))
+        flow = await harness.cycle(
+            registry_flow(),
+            upstream_response(
+                401, [("WWW-Authenticate", 'Bearer realm="http://127.0.0.1:5000/token"')]
+            ),
+        )
     assert killed(flow)
     [line] = _failures(caplog)
     assert "regauth responseheaders hook failed" in line.getMessage()
@@ -127,23 +144,25 @@ async def test_an_exception_in_responseheaders_kills_the_flow(write_policy, cert
 
 
 @run
-async def test_an_exception_in_the_rewriters_response_hook_kills_the_flow(write_policy,
-                                                                          certs_dir,
-                                                                          monkeypatch, caplog):
+async def test_an_exception_in_the_rewriters_response_hook_kills_the_flow(
+    write_policy, certs_dir, monkeypatch, caplog
+):
     monkeypatch.setattr("regauth.mitm.response_rewriter.RegistryError", _boom)
     async with running(write_policy(upstream_extra=INJECT_BASIC), certs_dir) as harness:
         token = await get_token(harness, "repository:public/app:pull")
         flow = await harness.cycle(
             registry_flow(headers={"Authorization": f"Bearer {token}"}),
-            upstream_response(401, [("WWW-Authenticate", 'Basic realm="registry"')]))
+            upstream_response(401, [("WWW-Authenticate", 'Basic realm="registry"')]),
+        )
     assert killed(flow)  # the upstream's 401 never reaches the client
     [line] = _failures(caplog)
     assert "regauth response hook failed" in line.getMessage()
 
 
 @run
-async def test_an_exception_in_the_recorder_kills_the_flow(write_policy, certs_dir,
-                                                           monkeypatch, caplog):
+async def test_an_exception_in_the_recorder_kills_the_flow(
+    write_policy, certs_dir, monkeypatch, caplog
+):
     monkeypatch.setattr("regauth.mitm.recorder.build_record", _boom)
     async with running(write_policy(mode="delegate"), certs_dir) as harness:
         flow = await harness.send(registry_flow())
@@ -156,8 +175,9 @@ async def test_an_exception_in_the_recorder_kills_the_flow(write_policy, certs_d
 
 
 @run
-async def test_an_exception_in_the_recorders_error_hook_is_contained(write_policy, certs_dir,
-                                                                     monkeypatch, caplog):
+async def test_an_exception_in_the_recorders_error_hook_is_contained(
+    write_policy, certs_dir, monkeypatch, caplog
+):
     monkeypatch.setattr("regauth.mitm.recorder.build_record", _boom)
     async with running(write_policy(mode="delegate"), certs_dir) as harness:
         failed = await harness.fail(registry_flow(), "[Errno 111] Connect call failed")
@@ -167,7 +187,8 @@ async def test_an_exception_in_the_recorders_error_hook_is_contained(write_polic
 
 @run
 async def test_an_exception_in_the_error_hook_of_a_killed_flow_is_contained(
-        write_policy, certs_dir, monkeypatch, caplog):
+    write_policy, certs_dir, monkeypatch, caplog
+):
     """A flow the guard (or a 101, or a cut body) killed gets the error hook; if recording it
     fails, the failure must still be one contained log line: killing it again raises
     mitmproxy's ControlException out of the hook."""
@@ -186,8 +207,9 @@ async def test_an_exception_in_the_error_hook_of_a_killed_flow_is_contained(
 
 
 @run
-async def test_the_traceback_is_logged_at_most_once_per_interval(write_policy, certs_dir,
-                                                                 monkeypatch, caplog):
+async def test_the_traceback_is_logged_at_most_once_per_interval(
+    write_policy, certs_dir, monkeypatch, caplog
+):
     monkeypatch.setattr("regauth.front.decide", _boom)
     async with running(write_policy(), certs_dir) as harness:
         first = await harness.cycle(registry_flow())
@@ -196,8 +218,9 @@ async def test_the_traceback_is_logged_at_most_once_per_interval(write_policy, c
         fail_closed._last_trace[0] = time.monotonic() - fail_closed.TRACE_INTERVAL - 1
         third = await harness.cycle(registry_flow())
     lines = _failures(caplog)
-    assert [line.getMessage().count(f.id) for line, f in
-            zip(lines, (first, second, third), strict=True)] == [1, 1, 1]
+    assert [
+        line.getMessage().count(f.id) for line, f in zip(lines, (first, second, third), strict=True)
+    ] == [1, 1, 1]
     assert [line.exc_info is not None for line in lines] == [True, False, True]
     assert all(line.levelno == logging.ERROR for line in lines)
 
@@ -288,9 +311,9 @@ def test_the_guard_lets_forwarded_and_sink_bound_requests_pass_request():
 
 
 @run
-async def test_the_guard_is_last_and_kills_what_an_earlier_addon_left_undecided(write_policy,
-                                                                                certs_dir,
-                                                                                monkeypatch):
+async def test_the_guard_is_last_and_kills_what_an_earlier_addon_left_undecided(
+    write_policy, certs_dir, monkeypatch
+):
     async def undecided(self, flow):  # a request handler that decided nothing
         return None
 

@@ -27,9 +27,15 @@ from tests.unit.mitm.harness import restoring_log_handlers
 
 def _config(tmp_path: Path, policy: Path, certs: Path, **kwargs: object) -> ServeConfig:
     values: dict[str, object] = {
-        "upstream": UPSTREAM, "listen_host": "127.0.0.1", "listen_port": 5443,
-        "public_url": "https://localhost:5443", "certs_dir": certs, "policy": policy,
-        "log": tmp_path / "exchange.jsonl", **kwargs}
+        "upstream": UPSTREAM,
+        "listen_host": "127.0.0.1",
+        "listen_port": 5443,
+        "public_url": "https://localhost:5443",
+        "certs_dir": certs,
+        "policy": policy,
+        "log": tmp_path / "exchange.jsonl",
+        **kwargs,
+    }
     return ServeConfig(**values)  # type: ignore[arg-type]
 
 
@@ -46,37 +52,59 @@ def test_the_arguments_of_regauth_serve(tmp_path, certs_dir):
     assert [p for p in pairs if p not in admin] == [
         ("--mode", f"reverse:{UPSTREAM}@127.0.0.1:5443"),
         ("--set", f"confdir={certs_dir / 'private'}"),
-        ("--set", "connection_strategy=lazy"), ("--set", "http3=false"),
-        ("--set", "block_global=false"), ("--set", "flow_detail=0"),
-        ("--set", f"regauth_policy={policy}"), ("--set", f"regauth_certs_dir={certs_dir}"),
+        ("--set", "connection_strategy=lazy"),
+        ("--set", "http3=false"),
+        ("--set", "block_global=false"),
+        ("--set", "flow_detail=0"),
+        ("--set", f"regauth_policy={policy}"),
+        ("--set", f"regauth_certs_dir={certs_dir}"),
         ("--set", "regauth_public_url=https://localhost:5443"),
         ("--set", f"regauth_log={tmp_path / 'exchange.jsonl'}"),
     ]
 
 
 def test_an_ipv6_listen_address_goes_in_bare(tmp_path, certs_dir):
-    args = mitmproxy_args(_config(tmp_path, tmp_path / "p.yaml", certs_dir, listen_host="::1",
-                                  public_url="https://[::1]:5443"), None)
+    args = mitmproxy_args(
+        _config(
+            tmp_path,
+            tmp_path / "p.yaml",
+            certs_dir,
+            listen_host="::1",
+            public_url="https://[::1]:5443",
+        ),
+        None,
+    )
     assert args[1] == f"reverse:{UPSTREAM}@::1:5443"
 
 
 def test_an_upstream_ca_is_trusted_by_mitmproxy_and_by_regauth(tmp_path, certs_dir):
     ca = tmp_path / "ca.pem"
-    args = mitmproxy_args(_config(tmp_path, tmp_path / "p.yaml", certs_dir, upstream_ca=ca),
-                          None)
+    args = mitmproxy_args(_config(tmp_path, tmp_path / "p.yaml", certs_dir, upstream_ca=ca), None)
     assert ("--set", f"ssl_verify_upstream_trusted_ca={ca}") in _pairs(args)
     assert ("--set", f"regauth_upstream_ca={ca}") in _pairs(args)
 
 
 def test_mitmweb_arguments_and_extra_arguments_come_last(tmp_path, certs_dir):
-    config = _config(tmp_path, tmp_path / "p.yaml", certs_dir, web=True, web_port=8090,
-                     extra=("--set", "regauth_idle_timeout=5"))
+    config = _config(
+        tmp_path,
+        tmp_path / "p.yaml",
+        certs_dir,
+        web=True,
+        web_port=8090,
+        extra=("--set", "regauth_idle_timeout=5"),
+    )
     args = mitmproxy_args(config, "$argon2id$hash")
-    web = args[args.index("--web-host"):]
+    web = args[args.index("--web-host") :]
     assert web[:5] == ["--web-host", "127.0.0.1", "--web-port", "8090", "--no-web-open-browser"]
     assert [v for k, v in _pairs(web[5:]) if v.startswith("web_columns=")] == [
-        "web_columns=icon", "web_columns=path", "web_columns=method", "web_columns=status",
-        "web_columns=comment", "web_columns=size", "web_columns=time"]
+        "web_columns=icon",
+        "web_columns=path",
+        "web_columns=method",
+        "web_columns=status",
+        "web_columns=comment",
+        "web_columns=size",
+        "web_columns=time",
+    ]
     assert ("--set", "web_password=$argon2id$hash") in _pairs(web[5:])
     assert args[-2:] == ["--set", "regauth_idle_timeout=5"]
 
@@ -101,9 +129,9 @@ def _web_password_hash() -> str:
     return argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash("token")
 
 
-
 def _start(config: ServeConfig, web: bool):
     """mitmproxy.tools.main.run up to (not including) master.run(): the master, its options."""
+
     async def start():
         opts = moptions.Options()
         master = launcher._master_class(web)(opts, with_termlog=False)
@@ -125,9 +153,19 @@ def test_regauth_serve_starts_with_its_addons_in_place(web, tmp_path, certs_dir,
     # The option policy runs first of all (a refused option is never acted on), the guard last.
     assert names[0] == "OptionPolicy"
     group = chain[names.index("RegauthAddons")]
-    ours = ["Listener", "ConnectionLimits", "ConfigLoader", "DelegateGate",
-            "SharedState", "RequestHandler", "ResponseRewriter", "UpstreamKeyWatch",
-            "MetricsObserver", "Recorder", "AdminServer"]
+    ours = [
+        "Listener",
+        "ConnectionLimits",
+        "ConfigLoader",
+        "DelegateGate",
+        "SharedState",
+        "RequestHandler",
+        "ResponseRewriter",
+        "UpstreamKeyWatch",
+        "MetricsObserver",
+        "Recorder",
+        "AdminServer",
+    ]
     assert [type(a).__name__ for a in group.addons] == ours
     assert isinstance(chain[-1], FailClosedGuard)
     if web:
@@ -136,24 +174,31 @@ def test_regauth_serve_starts_with_its_addons_in_place(web, tmp_path, certs_dir,
     config = master.addons.get("configloader")
     assert config.active is not None and config.active.upstream.url == UPSTREAM
     options = master.options
-    assert (options.connection_strategy, options.http3, options.block_global) == \
-        ("lazy", False, False)
+    assert (options.connection_strategy, options.http3, options.block_global) == (
+        "lazy",
+        False,
+        False,
+    )
     if not web:
         assert options.flow_detail == 0
 
 
 @pytest.mark.parametrize("web", [False, True], ids=["mitmdump", "mitmweb"])
-@pytest.mark.parametrize(("extra", "refused"), [
-    (("--set", "stickyauth=.*"), "stickyauth"),
-    (("--anticache",), "anticache"),
-    (("--ssl-insecure",), "ssl_insecure"),
-    (("--set", "modify_headers=/~q/X-Forwarded-For/1.2.3.4"), "modify_headers"),
-    (("--ignore-hosts", ".*"), "ignore_hosts"),
-    (("--set", "keep_host_header=true"), "keep_host_header"),
-    (("--set", "validate_inbound_headers=false"), "validate_inbound_headers"),
-])
-def test_options_that_bypass_regauth_stop_it_at_start(web, extra, refused, tmp_path, certs_dir,
-                                                      write_policy):
+@pytest.mark.parametrize(
+    ("extra", "refused"),
+    [
+        (("--set", "stickyauth=.*"), "stickyauth"),
+        (("--anticache",), "anticache"),
+        (("--ssl-insecure",), "ssl_insecure"),
+        (("--set", "modify_headers=/~q/X-Forwarded-For/1.2.3.4"), "modify_headers"),
+        (("--ignore-hosts", ".*"), "ignore_hosts"),
+        (("--set", "keep_host_header=true"), "keep_host_header"),
+        (("--set", "validate_inbound_headers=false"), "validate_inbound_headers"),
+    ],
+)
+def test_options_that_bypass_regauth_stop_it_at_start(
+    web, extra, refused, tmp_path, certs_dir, write_policy
+):
     config = _config(tmp_path, write_policy(), certs_dir, web=web, extra=extra)
     with pytest.raises(exceptions.OptionsError, match=f"regauth: {refused}: not allowed"):
         _start(config, web)

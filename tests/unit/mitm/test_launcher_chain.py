@@ -45,12 +45,29 @@ def test_the_chain_of_regauth_serve():
     assert isinstance(chain[-2], RegauthAddons)
     assert isinstance(chain[0], OptionPolicy)  # sees every option change first
     children = [type(a).__name__ for a in chain[-2].addons]
-    assert children == ["Listener", "ConnectionLimits", "ConfigLoader",
-                        "DelegateGate", "SharedState",
-                        "RequestHandler", "ResponseRewriter", "UpstreamKeyWatch",
-                        "MetricsObserver", "Recorder", "AdminServer"]
-    for name in ("requesthandler", "recorder", "adminserver", "disableh2c", "tlsconfig",
-                 "proxyserver", "nextlayer", "errorcheck"):
+    assert children == [
+        "Listener",
+        "ConnectionLimits",
+        "ConfigLoader",
+        "DelegateGate",
+        "SharedState",
+        "RequestHandler",
+        "ResponseRewriter",
+        "UpstreamKeyWatch",
+        "MetricsObserver",
+        "Recorder",
+        "AdminServer",
+    ]
+    for name in (
+        "requesthandler",
+        "recorder",
+        "adminserver",
+        "disableh2c",
+        "tlsconfig",
+        "proxyserver",
+        "nextlayer",
+        "errorcheck",
+    ):
         assert master.addons.get(name) is not None, name
     # Options of the addons out of the chain still exist, so the option policy still sees
     # (and refuses) them.
@@ -58,8 +75,9 @@ def test_the_chain_of_regauth_serve():
 
 
 def _record(message: str) -> logging.LogRecord:
-    return logging.LogRecord("mitmproxy.proxy.server", logging.INFO, __file__, 1, message,
-                             None, None)
+    return logging.LogRecord(
+        "mitmproxy.proxy.server", logging.INFO, __file__, 1, message, None, None
+    )
 
 
 def test_streaming_notices_are_dropped_and_nothing_else():

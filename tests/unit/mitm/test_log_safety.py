@@ -38,8 +38,9 @@ RAW = ("\x1b", "\x07", "\r", "\u202e")
 def policy_in_force(tmp_path: Path, certs_dir: Path, password_hashes) -> Iterator[None]:
     """shown.SHOWN follows a configuration whose policy declares `builds/{build-id}`."""
     runtime = build_runtime(tmp_path, certs_dir, policy_text(password_hashes))
-    active = Active(runtime, parse_origin("https://localhost:5443"),
-                    parse_origin("http://127.0.0.1:5000"))
+    active = Active(
+        runtime, parse_origin("https://localhost:5443"), parse_origin("http://127.0.0.1:5000")
+    )
     shown.SHOWN.follow(lambda: active)
     yield
     shown.SHOWN.follow(lambda: None)
@@ -70,17 +71,26 @@ def _handlers(log: logging.Logger) -> tuple[io.StringIO, list[LogEntry], ErrorCh
 def test_every_handler_shows_the_same_safe_text(logger, policy_in_force) -> None:
     async def emit() -> tuple[io.StringIO, list[LogEntry], ErrorCheckHandler]:
         shown = _handlers(logger)
-        logger.error("regauth: %s %s: %s; request aborted", "PATCH",
-                     f"/v2/builds/{BUILD_ID}/blobs/uploads/x?n={HOSTILE}", "too large")
+        logger.error(
+            "regauth: %s %s: %s; request aborted",
+            "PATCH",
+            f"/v2/builds/{BUILD_ID}/blobs/uploads/x?n={HOSTILE}",
+            "too large",
+        )
         # mitmproxy formats its own messages before logging them (no args).
-        logger.info(f"Client closed connection before completing request headers: "
-                    f"GET /v2/builds/{BUILD_ID}/tags/list\n{HOSTILE}")
+        logger.info(
+            f"Client closed connection before completing request headers: "
+            f"GET /v2/builds/{BUILD_ID}/tags/list\n{HOSTILE}"
+        )
         await asyncio.sleep(0)  # the event store's handler posts to the loop
         return shown
 
     console, entries, errors = asyncio.run(emit())
-    texts = {"console": console.getvalue(), "events": "\n".join(e.msg for e in entries),
-             "startup errors": "\n".join(errors.format(r) for r in errors.has_errored)}
+    texts = {
+        "console": console.getvalue(),
+        "events": "\n".join(e.msg for e in entries),
+        "startup errors": "\n".join(errors.format(r) for r in errors.has_errored),
+    }
     for where, text in texts.items():
         assert BUILD_ID not in text and HIDDEN in text, (where, text)
         raw = [repr(c) for c in RAW if c in text]

@@ -62,8 +62,7 @@ async def settle() -> None:
 
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory, certs_dir, password_hashes):
-    return build_runtime(tmp_path_factory.mktemp("policy"), certs_dir,
-                         policy_text(password_hashes))
+    return build_runtime(tmp_path_factory.mktemp("policy"), certs_dir, policy_text(password_hashes))
 
 
 @pytest.fixture
@@ -91,18 +90,25 @@ def checkpw_calls(monkeypatch):
 
 def get(user: str, password: str, client: str) -> TokenRequest:
     basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-    return TokenRequest("GET", {"service": [SERVICE], "scope": ["repository:demo/app:pull"]},
-                        None, basic, client)
+    return TokenRequest(
+        "GET", {"service": [SERVICE], "scope": ["repository:demo/app:pull"]}, None, basic, client
+    )
 
 
 def post(user: str, password: str, client: str) -> TokenRequest:
-    form = {"grant_type": ["password"], "username": [user], "password": [password],
-            "client_id": ["unit-test"], "service": [SERVICE]}
+    form = {
+        "grant_type": ["password"],
+        "username": [user],
+        "password": [password],
+        "client_id": ["unit-test"],
+        "service": [SERVICE],
+    }
     return TokenRequest("POST", {}, form, None, client)
 
 
-def answers(pool: LoginPool, runtime, auth, requests: list[TokenRequest]
-            ) -> list[asyncio.Task[TokenResponse]]:
+def answers(
+    pool: LoginPool, runtime, auth, requests: list[TokenRequest]
+) -> list[asyncio.Task[TokenResponse]]:
     return [asyncio.ensure_future(pool.answer(runtime, auth, r)) for r in requests]
 
 
@@ -139,11 +145,13 @@ async def test_a_flood_is_refused_per_network_and_the_real_client_waits_its_turn
 
 @run
 async def test_identical_logins_from_one_network_cost_one_check_and_one_place(
-        runtime, auth, checkpw_calls):
+    runtime, auth, checkpw_calls
+):
     executor = StepExecutor()
     pool = LoginPool(executor, FairQueue(workers=2, per_source=1, max_waiting=32))
-    same = [get("ci", PASSWORDS["ci"], "198.51.100.7") for _ in range(5)] + \
-        [post("ci", PASSWORDS["ci"], "198.51.100.7")]
+    same = [get("ci", PASSWORDS["ci"], "198.51.100.7") for _ in range(5)] + [
+        post("ci", PASSWORDS["ci"], "198.51.100.7")
+    ]
     tasks = answers(pool, runtime, auth, same)
     await settle()
     assert len(executor.pending) == 1 and not any(t.done() for t in tasks)
@@ -174,9 +182,14 @@ async def test_logins_decided_from_memory_never_wait_for_a_thread(runtime, auth)
     assert wrong.result().status == 401
     # Cached (GET and POST), refused in the last minute, never a password attempt: answered
     # on the event loop, nothing handed to the executor.
-    for request in (get("ci", PASSWORDS["ci"], "192.0.2.1"), post("ci", PASSWORDS["ci"], "x"),
-                    get("alice", "nope", "192.0.2.1"), get("ci", "", "192.0.2.1"),
-                    get("-nope", "x", "192.0.2.1"), get("ci", "x" * 73, "192.0.2.1")):
+    for request in (
+        get("ci", PASSWORDS["ci"], "192.0.2.1"),
+        post("ci", PASSWORDS["ci"], "x"),
+        get("alice", "nope", "192.0.2.1"),
+        get("ci", "", "192.0.2.1"),
+        get("-nope", "x", "192.0.2.1"),
+        get("ci", "x" * 73, "192.0.2.1"),
+    ):
         assert not may_block(runtime, auth, request)
         response = await pool.answer(runtime, auth, request)
         assert response.status in (200, 401)
@@ -204,8 +217,12 @@ async def test_a_known_client_goes_before_the_flood(runtime, auth, clock):
     assert auth.limiter is not None
     auth.limiter.succeeded("ci", "198.51.100.7")  # ci logged in from there an hour ago
     clock.advance(3600)
-    flood = answers(pool, runtime, auth, [get(f"spray{n}-{i}", "guess", f"203.0.113.{n}")
-                                          for i in range(4) for n in range(8)])
+    flood = answers(
+        pool,
+        runtime,
+        auth,
+        [get(f"spray{n}-{i}", "guess", f"203.0.113.{n}") for i in range(4) for n in range(8)],
+    )
     await settle()
     ci = answers(pool, runtime, auth, [get("ci", PASSWORDS["ci"], "198.51.100.7")])[0]
     await settle()
@@ -221,8 +238,9 @@ async def test_a_known_client_goes_before_the_flood(runtime, auth, clock):
 async def test_a_client_that_goes_away_takes_its_job_out_of_the_queue(runtime, auth):
     executor = StepExecutor()
     pool = LoginPool(executor, FairQueue(workers=1, per_source=4, max_waiting=32))
-    first, second = answers(pool, runtime, auth, [get("a1", "x", "203.0.113.1"),
-                                                  get("a2", "x", "203.0.113.1")])
+    first, second = answers(
+        pool, runtime, auth, [get("a1", "x", "203.0.113.1"), get("a2", "x", "203.0.113.1")]
+    )
     await settle()
     second.cancel()
     await settle()
@@ -245,9 +263,12 @@ async def test_an_evicted_job_is_answered_429(runtime, auth):
     while executor.pending:
         await executor.run_next()
     assert newcomer.result().status == 401
+
+
 @run
 async def test_identical_logins_in_the_last_seconds_of_a_cached_login_share_one_place(
-        runtime, auth, clock):
+    runtime, auth, clock
+):
     executor = StepExecutor()
     pool = LoginPool(executor, FairQueue(workers=2, per_source=4, max_waiting=32))
     first = answers(pool, runtime, auth, [get("ci", PASSWORDS["ci"], "198.51.100.7")])[0]
@@ -255,8 +276,9 @@ async def test_identical_logins_in_the_last_seconds_of_a_cached_login_share_one_
     await executor.run_next()
     assert first.result().status == 200
     clock.advance(57)  # still cached for 3 s: inside needs_check's 5 s margin
-    same = answers(pool, runtime, auth,
-                   [get("ci", PASSWORDS["ci"], "198.51.100.7") for _ in range(8)])
+    same = answers(
+        pool, runtime, auth, [get("ci", PASSWORDS["ci"], "198.51.100.7") for _ in range(8)]
+    )
     await settle()
     while executor.pending:
         await executor.run_next()

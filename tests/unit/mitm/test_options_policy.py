@@ -25,44 +25,89 @@ from tests.unit.mitm.harness import all_options
 # README: "So `scripts`, `stickyauth`, ... are all refused": each with a value mitmproxy itself
 # accepts.
 REFUSED: dict[str, object] = {
-    "scripts": ["addon.py"], "stickyauth": ".*", "stickycookie": ".*", "anticache": True,
-    "anticomp": True, "modify_headers": ["/~q/X-Test/1"], "modify_body": ["/~q/a/b"],
-    "map_remote": ["|example.com|example.org"], "map_local": ["|example.com|/srv"],
-    "intercept": "~q", "ssl_insecure": True, "upstream_cert": False,
-    "upstream_auth": "user:password", "proxyauth": "any", "keep_host_header": True,
-    "ignore_hosts": [".*"], "allow_hosts": ["example.com"], "tcp_hosts": [".*"],
-    "udp_hosts": [".*"], "client_replay": ["flows"], "server_replay": ["flows"],
-    "save_stream_file": "flows", "hardump": "flows.har", "rfile": "flows",
-    "web_static_viewer": "static", "stream_large_bodies": "1m",
-    "store_streamed_bodies": True, "proxy_debug": True, "validate_inbound_headers": False,
+    "scripts": ["addon.py"],
+    "stickyauth": ".*",
+    "stickycookie": ".*",
+    "anticache": True,
+    "anticomp": True,
+    "modify_headers": ["/~q/X-Test/1"],
+    "modify_body": ["/~q/a/b"],
+    "map_remote": ["|example.com|example.org"],
+    "map_local": ["|example.com|/srv"],
+    "intercept": "~q",
+    "ssl_insecure": True,
+    "upstream_cert": False,
+    "upstream_auth": "user:password",
+    "proxyauth": "any",
+    "keep_host_header": True,
+    "ignore_hosts": [".*"],
+    "allow_hosts": ["example.com"],
+    "tcp_hosts": [".*"],
+    "udp_hosts": [".*"],
+    "client_replay": ["flows"],
+    "server_replay": ["flows"],
+    "save_stream_file": "flows",
+    "hardump": "flows.har",
+    "rfile": "flows",
+    "web_static_viewer": "static",
+    "stream_large_bodies": "1m",
+    "store_streamed_bodies": True,
+    "proxy_debug": True,
+    "validate_inbound_headers": False,
 }
 
 # README: the options that may differ from their defaults at start, each with a value that
 # differs from mitmproxy's default.
 ALLOWED: dict[str, object] = {
     # set by `regauth serve` itself
-    "mode": [f"reverse:{UPSTREAM}@127.0.0.1:5443"], "confdir": "certs/private",
-    "connection_strategy": "lazy", "flow_detail": 0, "listen_host": "127.0.0.1",
-    "listen_port": 5443, "http3": False, "block_global": False, "web_host": "0.0.0.0",
-    "web_port": 8082, "web_open_browser": False, "web_password": "$argon2id$v=19$hash",
+    "mode": [f"reverse:{UPSTREAM}@127.0.0.1:5443"],
+    "confdir": "certs/private",
+    "connection_strategy": "lazy",
+    "flow_detail": 0,
+    "listen_host": "127.0.0.1",
+    "listen_port": 5443,
+    "http3": False,
+    "block_global": False,
+    "web_host": "0.0.0.0",
+    "web_port": 8082,
+    "web_open_browser": False,
+    "web_password": "$argon2id$v=19$hash",
     "web_columns": ["icon", "path", "comment"],
     # TLS and trust
     "ssl_verify_upstream_trusted_ca": "ca.pem",
-    "ssl_verify_upstream_trusted_confdir": "/etc/ssl/certs", "certs": ["*=cert.pem"],
-    "cert_passphrase": "secret", "key_size": 4096, "ciphers_client": "ECDHE+AESGCM",
-    "ciphers_server": "ECDHE+AESGCM", "tls_version_client_min": "TLS1_3",
-    "tls_version_client_max": "TLS1_3", "tls_version_server_min": "TLS1_3",
-    "tls_version_server_max": "TLS1_2", "tls_ecdh_curve_client": "prime256v1",
-    "tls_ecdh_curve_server": "prime256v1", "request_client_cert": True,
-    "client_certs": "client.pem", "add_upstream_certs_to_client_chain": True,
+    "ssl_verify_upstream_trusted_confdir": "/etc/ssl/certs",
+    "certs": ["*=cert.pem"],
+    "cert_passphrase": "secret",
+    "key_size": 4096,
+    "ciphers_client": "ECDHE+AESGCM",
+    "ciphers_server": "ECDHE+AESGCM",
+    "tls_version_client_min": "TLS1_3",
+    "tls_version_client_max": "TLS1_3",
+    "tls_version_server_min": "TLS1_3",
+    "tls_version_server_max": "TLS1_2",
+    "tls_ecdh_curve_client": "prime256v1",
+    "tls_ecdh_curve_server": "prime256v1",
+    "request_client_cert": True,
+    "client_certs": "client.pem",
+    "add_upstream_certs_to_client_chain": True,
     # protocol and limits that can only refuse more
-    "http2": False, "http2_ping_keepalive": 0, "body_size_limit": "1g", "tcp_timeout": 60,
+    "http2": False,
+    "http2_ping_keepalive": 0,
+    "body_size_limit": "1g",
+    "tcp_timeout": 60,
     "block_private": True,
     # logging and view
-    "termlog_verbosity": "warn", "command_history": False, "protobuf_definitions": "x.proto",
-    "web_theme": "dark", "view_filter": "~q", "view_order": "size",
-    "view_order_reversed": True, "content_view_lines_cutoff": 100,
-    "console_focus_follow": True, "showhost": True, "show_ignored_hosts": True,
+    "termlog_verbosity": "warn",
+    "command_history": False,
+    "protobuf_definitions": "x.proto",
+    "web_theme": "dark",
+    "view_filter": "~q",
+    "view_order": "size",
+    "view_order_reversed": True,
+    "content_view_lines_cutoff": 100,
+    "console_focus_follow": True,
+    "showhost": True,
+    "show_ignored_hosts": True,
 }
 
 
@@ -83,8 +128,12 @@ def _other_value(options, name: str) -> object:
     raise AssertionError(f"no value for {name}: {typespec}")
 
 
-OTHERS = sorted(set(all_options().keys()) - STARTUP_OPTIONS - set(REFUSED)
-                - {n for n in all_options().keys() if n.startswith("regauth_")})
+OTHERS = sorted(
+    set(all_options().keys())
+    - STARTUP_OPTIONS
+    - set(REFUSED)
+    - {n for n in all_options().keys() if n.startswith("regauth_")}
+)
 
 
 @pytest.fixture
@@ -166,23 +215,37 @@ def test_what_regauth_serve_sets_passes_the_startup_check_of_every_option(policy
     everything = set(tctx.options.keys())
     with pytest.raises(exceptions.OptionsError, match=r"^regauth: flow_detail: must be 0$"):
         addon.configure(everything)
-    tctx.options.update(mode=[f"reverse:{UPSTREAM}"], flow_detail=0,
-                        connection_strategy="lazy", http3=False, block_global=False)
+    tctx.options.update(
+        mode=[f"reverse:{UPSTREAM}"],
+        flow_detail=0,
+        connection_strategy="lazy",
+        http3=False,
+        block_global=False,
+    )
     addon.configure(everything)
 
 
-@pytest.mark.parametrize(("mode", "problem"), [
-    ([f"reverse:{UPSTREAM}"], None),
-    (["reverse:https://registry.example:5000@[::1]:5443"], None),
-    (["regular"], None),  # mitmproxy's default: --set comes before --mode (the loader refuses it)
-    (["socks5"], "exactly one --mode reverse:URL"),
-    (["regular@8081"], "exactly one --mode reverse:URL"),
-    ([f"upstream:{UPSTREAM}"], "exactly one --mode reverse:URL"),
-    ([f"reverse:{UPSTREAM}", "regular@8081"], "exactly one --mode reverse:URL"),
-    ([f"reverse:{UPSTREAM}@5443", f"reverse:{UPSTREAM}@5444"], "exactly one --mode reverse:URL"),
-    (["reverse:tcp://127.0.0.1:5000"], "must be http or https, not tcp"),
-    (["reverse:tls://127.0.0.1:5000"], "must be http or https, not tls"),
-])
+@pytest.mark.parametrize(
+    ("mode", "problem"),
+    [
+        ([f"reverse:{UPSTREAM}"], None),
+        (["reverse:https://registry.example:5000@[::1]:5443"], None),
+        (
+            ["regular"],
+            None,
+        ),  # mitmproxy's default: --set comes before --mode (the loader refuses it)
+        (["socks5"], "exactly one --mode reverse:URL"),
+        (["regular@8081"], "exactly one --mode reverse:URL"),
+        ([f"upstream:{UPSTREAM}"], "exactly one --mode reverse:URL"),
+        ([f"reverse:{UPSTREAM}", "regular@8081"], "exactly one --mode reverse:URL"),
+        (
+            [f"reverse:{UPSTREAM}@5443", f"reverse:{UPSTREAM}@5444"],
+            "exactly one --mode reverse:URL",
+        ),
+        (["reverse:tcp://127.0.0.1:5000"], "must be http or https, not tcp"),
+        (["reverse:tls://127.0.0.1:5000"], "must be http or https, not tls"),
+    ],
+)
 def test_mode_must_be_one_reverse_proxy_to_an_http_registry(mode, problem, policy):
     addon, tctx = policy
     if problem is None:
@@ -207,8 +270,12 @@ def test_connection_strategy_must_be_lazy_or_eager(value, ok, policy):
     if ok:
         tctx.configure(addon, connection_strategy=value)
     else:
-        _refused(tctx, addon, "^regauth: connection_strategy: must be lazy or eager",
-                 connection_strategy=value)
+        _refused(
+            tctx,
+            addon,
+            "^regauth: connection_strategy: must be lazy or eager",
+            connection_strategy=value,
+        )
 
 
 # --- while running ---------------------------------------------------------------------------
@@ -226,16 +293,24 @@ def test_view_options_may_change_while_regauth_runs(name, policy):
 def test_nothing_else_allowed_at_start_may_change_while_regauth_runs(name, policy):
     addon, tctx = policy
     addon.running()
-    _refused(tctx, addon, f"^regauth: {name} cannot be changed while regauth runs; only view "
-                          "options can", **{name: ALLOWED[name]})
+    _refused(
+        tctx,
+        addon,
+        f"^regauth: {name} cannot be changed while regauth runs; only view options can",
+        **{name: ALLOWED[name]},
+    )
 
 
 @pytest.mark.parametrize("name", ["stickyauth", "scripts", "intercept", "rfile"])
 def test_refused_options_stay_refused_while_regauth_runs(name, policy):
     addon, tctx = policy
     addon.running()
-    _refused(tctx, addon, f"^regauth: {name} cannot be changed while regauth runs",
-             **{name: REFUSED[name]})
+    _refused(
+        tctx,
+        addon,
+        f"^regauth: {name} cannot be changed while regauth runs",
+        **{name: REFUSED[name]},
+    )
 
 
 def test_regauths_own_options_are_set_at_start_only(policy):
@@ -248,8 +323,9 @@ def test_regauths_own_options_are_set_at_start_only(policy):
 def test_a_mixed_change_while_running_is_refused_whole(policy):
     addon, tctx = policy
     addon.running()
-    _refused(tctx, addon, "^regauth: listen_port cannot be changed", view_filter="~q",
-             listen_port=1)
+    _refused(
+        tctx, addon, "^regauth: listen_port cannot be changed", view_filter="~q", listen_port=1
+    )
     assert tctx.options.view_filter is None
 
 

@@ -61,42 +61,59 @@ def _conv(flow) -> str:
 
 
 @run
-async def test_a_challenge_is_recorded_with_the_challenge_the_client_got(write_policy,
-                                                                        certs_dir, log):
+async def test_a_challenge_is_recorded_with_the_challenge_the_client_got(
+    write_policy, certs_dir, log
+):
     async with running(write_policy(), certs_dir, log) as harness:
         flow = await harness.cycle(registry_flow("/v2/demo/app/manifests/1"))
         record = _by_flow(harness, flow)
     assert record == {
-        "version": 2, "time": record["time"], "flow": flow.id, "conversation": _conv(flow),
-        "client": "127.0.0.1:40000", "method": "GET", "path": "/v2/demo/app/manifests/1",
-        "http_version": "HTTP/1.1", "kind": "registry", "status": 401,
-        "answered_by": "regauth", "repository": "demo/app", "route": "manifest",
+        "version": 2,
+        "time": record["time"],
+        "flow": flow.id,
+        "conversation": _conv(flow),
+        "client": "127.0.0.1:40000",
+        "method": "GET",
+        "path": "/v2/demo/app/manifests/1",
+        "http_version": "HTTP/1.1",
+        "kind": "registry",
+        "status": 401,
+        "answered_by": "regauth",
+        "repository": "demo/app",
+        "route": "manifest",
         "required": ["repository:demo/app:pull"],
         "decision": {"forward": False, "reason": "no token"},
-        "challenge": {"scheme": "Bearer", "realm": f"{PUBLIC}/v2/token",
-                      "service": "regauth-test", "scopes": ["repository:demo/app:pull"]},
+        "challenge": {
+            "scheme": "Bearer",
+            "realm": f"{PUBLIC}/v2/token",
+            "service": "regauth-test",
+            "scopes": ["repository:demo/app:pull"],
+        },
         "bytes": {"request": 0, "response": len(flow.response.content)},
     }
-    assert flow.comment == ("401 challenge → scope repository:demo/app:pull — no token "
-                            f"[conv {record['conversation']}]")
+    assert flow.comment == (
+        f"401 challenge → scope repository:demo/app:pull — no token [conv {record['conversation']}]"
+    )
     assert flow.marked == ":lock:"
 
 
 @run
-async def test_a_forwarded_request_is_recorded_with_its_verified_token(write_policy, certs_dir,
-                                                                       log):
+async def test_a_forwarded_request_is_recorded_with_its_verified_token(
+    write_policy, certs_dir, log
+):
     async with running(write_policy(), certs_dir, log) as harness:
         token = await get_token(harness, "repository:demo/app:pull", user="ci")
         flow = await harness.cycle(
-            registry_flow("/v2/demo/app/manifests/1",
-                          headers={"Authorization": f"Bearer {token}"}),
-            upstream_response(200, [("Date", "Mon, 30 Nov 2026 10:00:00 GMT")], b"{}"))
+            registry_flow("/v2/demo/app/manifests/1", headers={"Authorization": f"Bearer {token}"}),
+            upstream_response(200, [("Date", "Mon, 30 Nov 2026 10:00:00 GMT")], b"{}"),
+        )
         record = _by_flow(harness, flow)
     assert record["status"] == 200 and record["answered_by"] == "upstream"
     assert record["decision"] == {
-        "forward": True, "reason": "token grants repository:demo/app:pull",
-        "verified_token": {"issuer": "regauth-test-issuer", "subject": "ci",
-                           "source": "regauth"}}
+        "forward": True,
+        "reason": "token grants repository:demo/app:pull",
+        "verified_token": {"issuer": "regauth-test-issuer", "subject": "ci", "source": "regauth"},
+    }
     assert record["auth"]["scheme"] == "Bearer"
     assert record["auth"]["jwt"]["claims"]["sub"] == "ci"
     assert record["upstream_date"] == "Mon, 30 Nov 2026 10:00:00 GMT"
@@ -112,16 +129,28 @@ async def test_a_delegated_request_and_the_upstreams_challenge(write_policy, cer
     async with running(write_policy(mode="delegate"), certs_dir, log) as harness:
         flow = await harness.cycle(
             registry_flow("/v2/public/app/manifests/1"),
-            upstream_response(401, [("WWW-Authenticate",
-                                     f'Bearer realm="{UPSTREAM}/auth",service="r",'
-                                     'scope="repository:public/app:pull"')]))
+            upstream_response(
+                401,
+                [
+                    (
+                        "WWW-Authenticate",
+                        f'Bearer realm="{UPSTREAM}/auth",service="r",'
+                        'scope="repository:public/app:pull"',
+                    )
+                ],
+            ),
+        )
         record = _by_flow(harness, flow)
     assert record["answered_by"] == "upstream" and record["status"] == 401
-    assert record["decision"] == {"forward": True,
-                                  "reason": "delegated to the upstream registry"}
-    assert record["upstream_challenge"] == [{"scheme": "Bearer", "realm": f"{UPSTREAM}/auth",
-                                             "service": "r",
-                                             "scopes": ["repository:public/app:pull"]}]
+    assert record["decision"] == {"forward": True, "reason": "delegated to the upstream registry"}
+    assert record["upstream_challenge"] == [
+        {
+            "scheme": "Bearer",
+            "realm": f"{UPSTREAM}/auth",
+            "service": "r",
+            "scopes": ["repository:public/app:pull"],
+        }
+    ]
     assert record["challenge"]["realm"] == f"{PUBLIC}/v2/token"
     assert flow.comment.startswith("upstream 401 challenge → scope repository:public/app:pull")
     assert flow.marked == ":lock:"
@@ -131,9 +160,14 @@ async def test_a_delegated_request_and_the_upstreams_challenge(write_policy, cer
 async def test_insufficient_scope_is_marked_as_refused(write_policy, certs_dir, log):
     async with running(write_policy(), certs_dir, log) as harness:
         token = await get_token(harness, "repository:demo/app:pull")
-        flow = await harness.cycle(registry_flow(
-            "/v2/demo/app/manifests/1", "PUT",
-            {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}, b"{}"))
+        flow = await harness.cycle(
+            registry_flow(
+                "/v2/demo/app/manifests/1",
+                "PUT",
+                {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+                b"{}",
+            )
+        )
         record = _by_flow(harness, flow)
     assert record["challenge"]["error"] == "insufficient_scope"
     assert "[insufficient_scope]" in flow.comment and flow.marked == ":x:"
@@ -154,17 +188,23 @@ async def test_a_refused_path_is_recorded_with_its_reason(write_policy, certs_di
 @run
 async def test_an_issued_token_is_recorded_with_every_decision(write_policy, certs_dir, log):
     async with running(write_policy(), certs_dir, log) as harness:
-        flow = await harness.cycle(token_flow("repository:demo/app:pull,push",
-                                              "repository:cache/x:pull", user="ci",
-                                              offline=True))
+        flow = await harness.cycle(
+            token_flow(
+                "repository:demo/app:pull,push", "repository:cache/x:pull", user="ci", offline=True
+            )
+        )
         record = _by_flow(harness, flow)
     body = json.loads(flow.response.content)
     assert record["kind"] == "token" and record["status"] == 200
     assert record["answered_by"] == "regauth"
     assert record["auth"] == {"scheme": "Basic", "username": "ci"}
     assert record["token_request"] == {
-        "method": "GET", "grant_type": "get", "service": "regauth-test", "username": "ci",
-        "requested": ["repository:demo/app:pull,push", "repository:cache/x:pull"]}
+        "method": "GET",
+        "grant_type": "get",
+        "service": "regauth-test",
+        "username": "ci",
+        "requested": ["repository:demo/app:pull,push", "repository:cache/x:pull"],
+    }
     response = record["token_response"]
     assert response["account"] == "ci" and response["credential"] == "password"
     assert [d["rule"] for d in response["decisions"]] == [2, 1]
@@ -178,7 +218,8 @@ async def test_an_issued_token_is_recorded_with_every_decision(write_policy, cer
     assert flow.comment.startswith(
         "token for ci: repository:demo/app:pull,push → granted [pull,push] (rule 2: CI "
         "publishes); repository:cache/x:pull → granted [pull] (rule 1: CI writes the build "
-        "cache) [conv ")
+        "cache) [conv "
+    )
     assert flow.marked == ":key:"
 
 
@@ -188,18 +229,23 @@ async def test_an_anonymous_token_with_nothing_granted(write_policy, certs_dir, 
         flow = await harness.cycle(token_flow("repository:secret/app:pull"))
         record = _by_flow(harness, flow)
     assert record["token_response"]["decisions"][0]["outcome"] == "default deny"
-    assert flow.comment.startswith("token for anonymous: repository:secret/app:pull → default "
-                                   "deny [conv ")
+    assert flow.comment.startswith(
+        "token for anonymous: repository:secret/app:pull → default deny [conv "
+    )
     assert flow.marked == ":key:"
 
 
 @run
-async def test_a_refused_token_request_is_recorded_without_the_password(write_policy,
-                                                                        certs_dir, log):
+async def test_a_refused_token_request_is_recorded_without_the_password(
+    write_policy, certs_dir, log
+):
     async with running(write_policy(), certs_dir, log) as harness:
-        flow = await harness.cycle(registry_flow(
-            "/v2/token?service=regauth-test&scope=repository:demo/app:pull",
-            headers={"Authorization": basic("ci", "wrong-password")}))
+        flow = await harness.cycle(
+            registry_flow(
+                "/v2/token?service=regauth-test&scope=repository:demo/app:pull",
+                headers={"Authorization": basic("ci", "wrong-password")},
+            )
+        )
         record = _by_flow(harness, flow)
     assert record["status"] == 401
     assert record["token_response"]["refused"]
@@ -221,7 +267,8 @@ async def test_the_key_set_is_recorded(write_policy, certs_dir, log):
 
 @run
 async def test_a_refusal_answered_by_the_sink_is_recorded_with_its_discarded_body(
-        write_policy, certs_dir, log):
+    write_policy, certs_dir, log
+):
     body = b"z" * 3000
     async with running(write_policy(), certs_dir, log, regauth_stream_threshold=1024) as harness:
         flow = await harness.cycle(registry_flow(UPLOAD, "POST", {}, body))
@@ -234,14 +281,17 @@ async def test_a_refusal_answered_by_the_sink_is_recorded_with_its_discarded_bod
 
 
 @run
-async def test_an_upstream_401_to_injected_credentials_is_recorded_as_a_502(write_policy,
-                                                                           certs_dir, log):
+async def test_an_upstream_401_to_injected_credentials_is_recorded_as_a_502(
+    write_policy, certs_dir, log
+):
     async with running(write_policy(upstream_extra=INJECT_BASIC), certs_dir, log) as harness:
         token = await get_token(harness, "repository:public/app:pull")
         flow = await harness.cycle(
-            registry_flow("/v2/public/app/manifests/1",
-                          headers={"Authorization": f"Bearer {token}"}),
-            upstream_response(401, [("WWW-Authenticate", 'Basic realm="registry"')]))
+            registry_flow(
+                "/v2/public/app/manifests/1", headers={"Authorization": f"Bearer {token}"}
+            ),
+            upstream_response(401, [("WWW-Authenticate", 'Basic realm="registry"')]),
+        )
         record = _by_flow(harness, flow)
     assert record["status"] == 502 and record["upstream_credentials"] == "injected"
     assert record["decision"]["forward"] is False
@@ -261,20 +311,27 @@ async def test_unavailable_upstream_credentials_are_recorded(write_policy, certs
 
         harness.config.active.upstream_auth.header_for = unavailable
         token = await get_token(harness, "repository:public/app:pull")
-        flow = await harness.cycle(registry_flow(
-            "/v2/public/app/manifests/1", headers={"Authorization": f"Bearer {token}"}))
+        flow = await harness.cycle(
+            registry_flow(
+                "/v2/public/app/manifests/1", headers={"Authorization": f"Bearer {token}"}
+            )
+        )
         record = _by_flow(harness, flow)
     assert record["status"] == 502 and record["answered_by"] == "regauth"
-    assert record["decision"] == {"forward": False, "reason": "upstream credentials unavailable",
-                                  "verified_token": record["decision"]["verified_token"]}
+    assert record["decision"] == {
+        "forward": False,
+        "reason": "upstream credentials unavailable",
+        "verified_token": record["decision"]["verified_token"],
+    }
     assert flow.comment.startswith("502 refused by regauth: upstream credentials unavailable")
 
 
 @run
 async def test_an_errored_flow_is_recorded_with_its_error(write_policy, certs_dir, log):
     async with running(write_policy(mode="delegate"), certs_dir, log) as harness:
-        flow = await harness.fail(registry_flow("/v2/public/app/manifests/1"),
-                                  "[Errno 111] Connect call failed")
+        flow = await harness.fail(
+            registry_flow("/v2/public/app/manifests/1"), "[Errno 111] Connect call failed"
+        )
         record = _by_flow(harness, flow)
     assert record["status"] is None and record["error"] == "[Errno 111] Connect call failed"
     assert record["answered_by"] == "upstream"
@@ -291,11 +348,13 @@ async def test_a_killed_flow_is_recorded(write_policy, certs_dir, log):
 
 
 @run
-async def test_an_internal_error_is_recorded_as_regauths_refusal(write_policy, certs_dir, log,
-                                                                 monkeypatch):
+async def test_an_internal_error_is_recorded_as_regauths_refusal(
+    write_policy, certs_dir, log, monkeypatch
+):
     """fail_closed answers 500; the record must say who answered and why (README: every
     record has answered_by regauth or upstream), and mitmweb must not show it as an
     ordinary response."""
+
     def boom(*_args):
         raise RuntimeError("boom")
 
@@ -312,9 +371,12 @@ async def test_an_internal_error_is_recorded_as_regauths_refusal(write_policy, c
 @run
 async def test_secret_query_parameters_are_not_logged(write_policy, certs_dir, log):
     async with running(write_policy(), certs_dir, log) as harness:
-        flow = await harness.cycle(registry_flow(
-            "/v2/token?service=regauth-test&password=hunter2&refresh_token=r1&scope="
-            "repository:demo/app:pull&access_token=a1"))
+        flow = await harness.cycle(
+            registry_flow(
+                "/v2/token?service=regauth-test&password=hunter2&refresh_token=r1&scope="
+                "repository:demo/app:pull&access_token=a1"
+            )
+        )
         record = _by_flow(harness, flow)
     assert record["path"] == "/v2/token?service=regauth-test&scope=repository:demo/app:pull"
     assert not {"hunter2", "r1", "a1"} & set(log.read_text().replace('"', " ").split())
@@ -342,17 +404,24 @@ async def test_challenge_token_and_retries_share_one_conversation(write_policy, 
         bearer = {"Authorization": f"Bearer {token}"}
         retry = await harness.cycle(registry_flow("/v2/demo/app/manifests/1", headers=bearer))
         # A retry the token does not cover is challenged again, in the same conversation.
-        push = await harness.cycle(registry_flow(
-            "/v2/demo/app/manifests/1", "PUT",
-            {**bearer, "Content-Type": "application/json"}, b"{}"))
-        elsewhere = await harness.cycle(registry_flow("/v2/demo/app/manifests/1",
-                                                      client=("10.0.0.9", 5555)))
+        push = await harness.cycle(
+            registry_flow(
+                "/v2/demo/app/manifests/1",
+                "PUT",
+                {**bearer, "Content-Type": "application/json"},
+                b"{}",
+            )
+        )
+        elsewhere = await harness.cycle(
+            registry_flow("/v2/demo/app/manifests/1", client=("10.0.0.9", 5555))
+        )
         records = harness.records()
     assert push.response.status_code == 401
     ids = {_conv(f) for f in (challenge, token_request, retry, push)}
     assert len(ids) == 1 and _conv(elsewhere) not in ids
     assert [r["conversation"] for r in records] == [
-        _conv(f) for f in (challenge, token_request, retry, push, elsewhere)]
+        _conv(f) for f in (challenge, token_request, retry, push, elsewhere)
+    ]
 
 
 # --- hooks: early exits, configure, done -----------------------------------------------------
@@ -404,28 +473,38 @@ def test_the_log_file_follows_its_option(tmp_path):
 async def test_stored_flows_lose_their_credentials_when_they_end(write_policy, certs_dir):
     async with running(write_policy(), certs_dir) as harness:
         token = await get_token(harness, "repository:demo/app:pull", user="ci")
-        bearer = await harness.cycle(registry_flow(
-            "/v2/demo/app/manifests/1", headers={"Authorization": f"Bearer {token}"}))
-        basic_auth = await harness.cycle(registry_flow(
-            "/v2/demo/app/manifests/1", headers={"Authorization": basic("ci", "pw")}))
+        bearer = await harness.cycle(
+            registry_flow("/v2/demo/app/manifests/1", headers={"Authorization": f"Bearer {token}"})
+        )
+        basic_auth = await harness.cycle(
+            registry_flow("/v2/demo/app/manifests/1", headers={"Authorization": basic("ci", "pw")})
+        )
     head, claims, _ = token.split(".")
     assert bearer.request.headers["Authorization"] == f"Bearer {head}.{claims}."
     assert basic_auth.request.headers["Authorization"] == f"Basic {REDACTED}"
 
 
 @run
-async def test_token_responses_are_scrubbed_a_second_after_they_were_sent(write_policy,
-                                                                         certs_dir,
-                                                                         monkeypatch):
+async def test_token_responses_are_scrubbed_a_second_after_they_were_sent(
+    write_policy, certs_dir, monkeypatch
+):
     scheduled = []
     async with running(write_policy(), certs_dir) as harness:
         loop = asyncio.get_running_loop()
-        monkeypatch.setattr(loop, "call_later",
-                            lambda delay, callback, *args: scheduled.append((delay, callback,
-                                                                             args)))
-        form = {"grant_type": "password", "username": "ci", "password": PASSWORDS["ci"],
-                "client_id": "test", "scope": "repository:demo/app:pull",
-                "service": "regauth-test", "access_type": "offline"}
+        monkeypatch.setattr(
+            loop,
+            "call_later",
+            lambda delay, callback, *args: scheduled.append((delay, callback, args)),
+        )
+        form = {
+            "grant_type": "password",
+            "username": "ci",
+            "password": PASSWORDS["ci"],
+            "client_id": "test",
+            "scope": "repository:demo/app:pull",
+            "service": "regauth-test",
+            "access_type": "offline",
+        }
         flow = await harness.cycle(token_post(form))
     sent = json.loads(flow.response.content)  # what the client got: whole
     assert sent["refresh_token"] != REDACTED and sent["token"].count(".") == 2
@@ -439,18 +518,24 @@ async def test_token_responses_are_scrubbed_a_second_after_they_were_sent(write_
 
 
 @run
-async def test_what_mitmweb_shows_of_a_token_flow_never_holds_a_secret(write_policy,
-                                                                       certs_dir):
+async def test_what_mitmweb_shows_of_a_token_flow_never_holds_a_secret(write_policy, certs_dir):
     async with running(write_policy(), certs_dir) as harness:
-        flow = registry_flow("/v2/token?service=regauth-test&scope=repository:demo/app:pull"
-                             "&offline_token=true&password=hunter2",
-                             headers={"Authorization": basic("ci", PASSWORDS["ci"])})
+        flow = registry_flow(
+            "/v2/token?service=regauth-test&scope=repository:demo/app:pull"
+            "&offline_token=true&password=hunter2",
+            headers={"Authorization": basic("ci", PASSWORDS["ci"])},
+        )
         await harness.requests.requestheaders(flow)
         body = json.loads(flow.response.content)
         shown = display_copy(flow)  # before the delayed scrub: mitmweb may show it now
     text = repr(shown.get_state())
-    for secret in ("hunter2", PASSWORDS["ci"], body["refresh_token"],
-                   body["token"].rsplit(".", 1)[1], basic("ci", PASSWORDS["ci"]).split()[1]):
+    for secret in (
+        "hunter2",
+        PASSWORDS["ci"],
+        body["refresh_token"],
+        body["token"].rsplit(".", 1)[1],
+        basic("ci", PASSWORDS["ci"]).split()[1],
+    ):
         assert secret not in text
     assert shown.id == flow.id
     assert json.loads(flow.response.content) == body  # the flow itself is not changed
@@ -460,8 +545,9 @@ async def test_what_mitmweb_shows_of_a_token_flow_never_holds_a_secret(write_pol
 async def test_injected_credentials_are_never_shown_nor_kept(write_policy, certs_dir):
     async with running(write_policy(upstream_extra=INJECT_BASIC), certs_dir) as harness:
         token = await get_token(harness, "repository:public/app:pull")
-        flow = registry_flow("/v2/public/app/manifests/1",
-                             headers={"Authorization": f"Bearer {token}"})
+        flow = registry_flow(
+            "/v2/public/app/manifests/1", headers={"Authorization": f"Bearer {token}"}
+        )
         await harness.send(flow)
         in_flight = flow.request.headers["Authorization"]
         shown = display_copy(flow).request.headers["Authorization"]
@@ -476,20 +562,28 @@ async def test_injected_credentials_are_never_shown_nor_kept(write_policy, certs
 async def test_injected_bearer_credentials_are_not_kept_either(write_policy, certs_dir):
     async with running(write_policy(upstream_extra=INJECT_BEARER), certs_dir) as harness:
         harness.config.active.upstream_auth._cache["repository:public/app:pull"] = _Cached(
-            "Bearer upstream-secret", time.time() + 300)
-        flow = await harness.cycle(registry_flow("/v2/public/app/manifests/1", headers={
-            "Authorization": f"Bearer {await get_token(harness, 'repository:public/app:pull')}"}))
+            "Bearer upstream-secret", time.time() + 300
+        )
+        token = await get_token(harness, "repository:public/app:pull")
+        flow = await harness.cycle(
+            registry_flow(
+                "/v2/public/app/manifests/1", headers={"Authorization": f"Bearer {token}"}
+            )
+        )
     assert "upstream-secret" not in repr(flow.get_state())
 
 
 @run
-async def test_a_delegated_request_names_the_subject_its_token_claims(write_policy, certs_dir,
-                                                                      log):
+async def test_a_delegated_request_names_the_subject_its_token_claims(write_policy, certs_dir, log):
     # regauth does not verify tokens in delegate mode: "no token" would be wrong.
     async with running(write_policy(mode="delegate"), certs_dir, log) as harness:
         token = harness.config.active.runtime.issuer.issue_access("ci", []).token
-        flow = await harness.cycle(registry_flow("/v2/public/app/manifests/1",
-                                                 headers={"Authorization": f"Bearer {token}"}))
+        flow = await harness.cycle(
+            registry_flow(
+                "/v2/public/app/manifests/1", headers={"Authorization": f"Bearer {token}"}
+            )
+        )
     # Named as `regauth trace` does: a claim, in quotes (issue 20: a claim is not an account).
-    assert flow.comment.startswith("200 sub='ci' (claimed, checked by the registry) → "
-                                   "repository:public/app:pull [conv "), flow.comment
+    assert flow.comment.startswith(
+        "200 sub='ci' (claimed, checked by the registry) → repository:public/app:pull [conv "
+    ), flow.comment

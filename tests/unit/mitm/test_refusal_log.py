@@ -27,7 +27,8 @@ def test_one_line_per_address_and_reason_a_minute_then_the_count_of_the_others(c
         "regauth: 10.0.0.1: too many connections",
         "regauth: 10.0.0.1: no request head",
         "regauth: 10.0.0.2: too many connections",
-        "regauth: 10.0.0.1: too many connections (3 more like it in the last minute)"]
+        "regauth: 10.0.0.1: too many connections (3 more like it in the last minute)",
+    ]
     assert log.counts == {"cap": 6, "head_timeout": 1}
     assert len(log) == 3
 

@@ -42,73 +42,109 @@ async def _through(policy, certs_dir, response, path="/v2/public/app/tags/list",
         return flow, state, harness
 
 
-@pytest.mark.parametrize(("header", "value", "expected"), [
-    ("Location", f"{UPSTREAM}/v2/public/app/blobs/uploads/u1?_state=s",
-     "/v2/public/app/blobs/uploads/u1?_state=s"),
-    ("Location", f"{PUBLIC}/v2/public/app/blobs/uploads/u1", "/v2/public/app/blobs/uploads/u1"),
-    ("Location", "https://storage.example/blob?sig=1", "https://storage.example/blob?sig=1"),
-    ("Location", "/v2/public/app/blobs/uploads/u2", "/v2/public/app/blobs/uploads/u2"),
-    ("Content-Location", f"{UPSTREAM}/v2/public/app/manifests/sha256:" + "a" * 64,
-     "/v2/public/app/manifests/sha256:" + "a" * 64),
-    ("Content-Location", "https://elsewhere.example/x", "https://elsewhere.example/x"),
-])
+@pytest.mark.parametrize(
+    ("header", "value", "expected"),
+    [
+        (
+            "Location",
+            f"{UPSTREAM}/v2/public/app/blobs/uploads/u1?_state=s",
+            "/v2/public/app/blobs/uploads/u1?_state=s",
+        ),
+        ("Location", f"{PUBLIC}/v2/public/app/blobs/uploads/u1", "/v2/public/app/blobs/uploads/u1"),
+        ("Location", "https://storage.example/blob?sig=1", "https://storage.example/blob?sig=1"),
+        ("Location", "/v2/public/app/blobs/uploads/u2", "/v2/public/app/blobs/uploads/u2"),
+        (
+            "Content-Location",
+            f"{UPSTREAM}/v2/public/app/manifests/sha256:" + "a" * 64,
+            "/v2/public/app/manifests/sha256:" + "a" * 64,
+        ),
+        ("Content-Location", "https://elsewhere.example/x", "https://elsewhere.example/x"),
+    ],
+)
 @run
-async def test_locations_on_the_upstream_become_relative(header, value, expected, write_policy,
-                                                         certs_dir):
-    flow, _, _ = await _through(write_policy(mode="delegate"), certs_dir,
-                                upstream_response(202, [(header, value)]))
+async def test_locations_on_the_upstream_become_relative(
+    header, value, expected, write_policy, certs_dir
+):
+    flow, _, _ = await _through(
+        write_policy(mode="delegate"), certs_dir, upstream_response(202, [(header, value)])
+    )
     assert flow.response.headers[header] == expected
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    (f'<{UPSTREAM}/v2/_catalog?last=b&n=2>; rel="next"',
-     f'<{PUBLIC}/v2/_catalog?last=b&n=2>; rel="next"'),
-    ('</v2/_catalog?last=b&n=2>; rel="next"', '</v2/_catalog?last=b&n=2>; rel="next"'),
-    ('<https://elsewhere.example/x>; rel="next"', '<https://elsewhere.example/x>; rel="next"'),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (
+            f'<{UPSTREAM}/v2/_catalog?last=b&n=2>; rel="next"',
+            f'<{PUBLIC}/v2/_catalog?last=b&n=2>; rel="next"',
+        ),
+        ('</v2/_catalog?last=b&n=2>; rel="next"', '</v2/_catalog?last=b&n=2>; rel="next"'),
+        ('<https://elsewhere.example/x>; rel="next"', '<https://elsewhere.example/x>; rel="next"'),
+    ],
+)
 @run
 async def test_link_pages_move_to_the_public_url(value, expected, write_policy, certs_dir):
-    flow, _, _ = await _through(write_policy(mode="delegate"), certs_dir,
-                                upstream_response(200, [("Link", value)]))
+    flow, _, _ = await _through(
+        write_policy(mode="delegate"), certs_dir, upstream_response(200, [("Link", value)])
+    )
     assert flow.response.headers["Link"] == expected
 
 
 @run
 async def test_several_challenge_lines_become_one_bearer_challenge(write_policy, certs_dir):
-    upstream = upstream_response(401, [
-        ("WWW-Authenticate", 'Basic realm="registry"'),
-        ("WWW-Authenticate", f'Bearer realm="{UPSTREAM}/auth",service="registry.internal",'
-                             'scope="repository:public/app:pull",error="insufficient_scope"'),
-    ])
+    upstream = upstream_response(
+        401,
+        [
+            ("WWW-Authenticate", 'Basic realm="registry"'),
+            (
+                "WWW-Authenticate",
+                f'Bearer realm="{UPSTREAM}/auth",service="registry.internal",'
+                'scope="repository:public/app:pull",error="insufficient_scope"',
+            ),
+        ],
+    )
     flow, state, _ = await _through(write_policy(mode="delegate"), certs_dir, upstream)
     assert flow.response.headers.get_all("WWW-Authenticate") == [
         f'Bearer realm="{REALM}",service="regauth-test",scope="repository:public/app:pull",'
-        'error="insufficient_scope"']
+        'error="insufficient_scope"'
+    ]
     assert [c["scheme"] for c in state.upstream_challenge] == ["Basic", "Bearer"]
     assert state.upstream_challenge[1]["realm"] == f"{UPSTREAM}/auth"
 
 
 @run
 async def test_a_basic_only_challenge_becomes_a_plain_bearer_challenge(write_policy, certs_dir):
-    flow, _, _ = await _through(write_policy(mode="delegate"), certs_dir, upstream_response(
-        401, [("WWW-Authenticate", 'Basic realm="registry", Digest realm="x", nonce="1"')]))
+    flow, _, _ = await _through(
+        write_policy(mode="delegate"),
+        certs_dir,
+        upstream_response(
+            401, [("WWW-Authenticate", 'Basic realm="registry", Digest realm="x", nonce="1"')]
+        ),
+    )
     assert flow.response.headers.get_all("WWW-Authenticate") == [
-        f'Bearer realm="{REALM}",service="regauth-test"']
+        f'Bearer realm="{REALM}",service="regauth-test"'
+    ]
 
 
 @run
 async def test_challenges_outside_the_registry_api_are_left_alone(write_policy, certs_dir):
-    flow, state, _ = await _through(write_policy(mode="delegate"), certs_dir, upstream_response(
-        401, [("WWW-Authenticate", 'Basic realm="elsewhere"')]), path="/metrics")
+    flow, state, _ = await _through(
+        write_policy(mode="delegate"),
+        certs_dir,
+        upstream_response(401, [("WWW-Authenticate", 'Basic realm="elsewhere"')]),
+        path="/metrics",
+    )
     assert flow.response.headers["WWW-Authenticate"] == 'Basic realm="elsewhere"'
     assert state.upstream_challenge == []
 
 
 @run
 async def test_a_101_kills_the_flow(write_policy, certs_dir):
-    flow, _, harness = await _through(write_policy(mode="delegate"), certs_dir,
-                                      upstream_response(101, [("Upgrade", "h2c"),
-                                                              ("Connection", "Upgrade")]))
+    flow, _, harness = await _through(
+        write_policy(mode="delegate"),
+        certs_dir,
+        upstream_response(101, [("Upgrade", "h2c"), ("Connection", "Upgrade")]),
+    )
     assert killed(flow)
     assert flow.id not in harness.sent_to_client
 
@@ -116,19 +152,22 @@ async def test_a_101_kills_the_flow(write_policy, certs_dir):
 @run
 async def test_a_small_streamed_body_is_kept_for_mitmweb(write_policy, certs_dir):
     body = json.dumps({"name": "public/app", "tags": ["1"]}).encode()
-    flow, state, harness = await _through(write_policy(mode="delegate"), certs_dir,
-                                          upstream_response(200, body=body))
+    flow, state, harness = await _through(
+        write_policy(mode="delegate"), certs_dir, upstream_response(200, body=body)
+    )
     assert callable(flow.response.stream)
     assert harness.sent_to_client[flow.id] == body
     assert flow.response.raw_content == body and state.counted["response"] == len(body)
 
 
 @run
-async def test_a_large_body_streams_whole_and_only_a_bounded_prefix_is_kept(write_policy,
-                                                                            certs_dir):
+async def test_a_large_body_streams_whole_and_only_a_bounded_prefix_is_kept(
+    write_policy, certs_dir
+):
     body = bytes(range(256)) * (KEEP_FOR_DISPLAY // 256 * 3)
-    flow, state, harness = await _through(write_policy(mode="delegate"), certs_dir,
-                                          upstream_response(200, body=body))
+    flow, state, harness = await _through(
+        write_policy(mode="delegate"), certs_dir, upstream_response(200, body=body)
+    )
     assert harness.sent_to_client[flow.id] == body  # every byte, unchanged
     assert state.counted["response"] == len(body)
     assert bytes(state.kept_response) == body[:KEEP_FOR_DISPLAY]
@@ -136,12 +175,13 @@ async def test_a_large_body_streams_whole_and_only_a_bounded_prefix_is_kept(writ
 
 
 @run
-async def test_a_body_cut_short_by_the_registry_is_passed_on_as_it_came(write_policy,
-                                                                        certs_dir):
+async def test_a_body_cut_short_by_the_registry_is_passed_on_as_it_came(write_policy, certs_dir):
     """distribution 2.8 answers a bad Range with a 416 whose Content-Length is the blob's."""
-    flow, state, harness = await _through(write_policy(mode="delegate"), certs_dir,
-                                          upstream_response(416, [("Content-Length", "1000")],
-                                                            b"short"))
+    flow, state, harness = await _through(
+        write_policy(mode="delegate"),
+        certs_dir,
+        upstream_response(416, [("Content-Length", "1000")], b"short"),
+    )
     assert harness.sent_to_client[flow.id] == b"short"
     assert flow.response.headers["Content-Length"] == "1000"
 
@@ -157,8 +197,12 @@ async def test_regauths_own_answers_are_not_rewritten(write_policy, certs_dir):
 @pytest.mark.parametrize("hook", ["responseheaders", "response"])
 @run
 async def test_flows_regauth_never_decided_are_left_alone(hook, write_policy, certs_dir):
-    flow = tflow.tflow(resp=tutils.tresp(status_code=302, headers=[
-        (b"Location", f"{UPSTREAM}/v2/x".encode()), (b"WWW-Authenticate", b"Basic")]))
+    flow = tflow.tflow(
+        resp=tutils.tresp(
+            status_code=302,
+            headers=[(b"Location", f"{UPSTREAM}/v2/x".encode()), (b"WWW-Authenticate", b"Basic")],
+        )
+    )
     async with running(write_policy(mode="delegate"), certs_dir) as harness:
         getattr(harness.responses, hook)(flow)
     assert flow.response.headers["Location"] == f"{UPSTREAM}/v2/x"
@@ -180,8 +224,9 @@ async def test_a_decided_flow_without_a_response_is_left_alone(write_policy, cer
 async def _inject(write_policy, certs_dir, upstream):
     async with running(write_policy(upstream_extra=INJECT_BEARER), certs_dir) as harness:
         auth = harness.config.active.upstream_auth
-        auth._cache["repository:public/app:pull"] = _Cached("Bearer upstream-token",
-                                                            time.time() + 300)
+        auth._cache["repository:public/app:pull"] = _Cached(
+            "Bearer upstream-token", time.time() + 300
+        )
         token = await get_token(harness, "repository:public/app:pull")
         flow = registry_flow(headers={"Authorization": f"Bearer {token}"})
         await harness.send(flow)
@@ -193,9 +238,20 @@ async def _inject(write_policy, certs_dir, upstream):
 
 @run
 async def test_an_upstream_401_to_injected_credentials_becomes_a_502(write_policy, certs_dir):
-    flow, state, auth = await _inject(write_policy, certs_dir, upstream_response(
-        401, [("WWW-Authenticate", f'Bearer realm="{UPSTREAM}/auth",service="r",'
-                                   'error="invalid_token"')], b'{"errors":[]}'))
+    flow, state, auth = await _inject(
+        write_policy,
+        certs_dir,
+        upstream_response(
+            401,
+            [
+                (
+                    "WWW-Authenticate",
+                    f'Bearer realm="{UPSTREAM}/auth",service="r",error="invalid_token"',
+                )
+            ],
+            b'{"errors":[]}',
+        ),
+    )
     assert flow.response.status_code == 502
     assert json.loads(flow.response.content)["errors"][0]["code"] == "UNAVAILABLE"
     assert "WWW-Authenticate" not in flow.response.headers
@@ -206,14 +262,18 @@ async def test_an_upstream_401_to_injected_credentials_becomes_a_502(write_polic
 
 @run
 async def test_other_upstream_answers_in_inject_mode_pass_through(write_policy, certs_dir):
-    flow, state, auth = await _inject(write_policy, certs_dir,
-                                      upstream_response(200, body=b"{}"))
+    flow, state, auth = await _inject(write_policy, certs_dir, upstream_response(200, body=b"{}"))
     assert flow.response.status_code == 200 and not state.upstream_refused_credentials
     assert "repository:public/app:pull" in auth._cache
 
 
 @run
 async def test_an_upstream_401_without_injection_stays_a_challenge(write_policy, certs_dir):
-    flow, state, _ = await _through(write_policy(mode="delegate"), certs_dir, upstream_response(
-        401, [("WWW-Authenticate", f'Bearer realm="{UPSTREAM}/auth",service="r"')]))
+    flow, state, _ = await _through(
+        write_policy(mode="delegate"),
+        certs_dir,
+        upstream_response(
+            401, [("WWW-Authenticate", f'Bearer realm="{UPSTREAM}/auth",service="r"')]
+        ),
+    )
     assert flow.response.status_code == 401 and not state.upstream_refused_credentials

@@ -34,24 +34,41 @@ def test_scrub_request_restores_the_client_header_and_hides_form_secrets():
 
 
 def test_scrub_token_response():
-    response = tutils.tresp(content=json.dumps({
-        "token": "h.c.sig", "access_token": "h.c.sig", "refresh_token": "r.r.r",
-        "expires_in": 300}).encode())
+    response = tutils.tresp(
+        content=json.dumps(
+            {
+                "token": "h.c.sig",
+                "access_token": "h.c.sig",
+                "refresh_token": "r.r.r",
+                "expires_in": 300,
+            }
+        ).encode()
+    )
     scrub_token_response(response)
     body = json.loads(response.content)
-    assert body == {"token": "h.c.", "access_token": "h.c.", "refresh_token": "<redacted>",
-                    "expires_in": 300}
+    assert body == {
+        "token": "h.c.",
+        "access_token": "h.c.",
+        "refresh_token": "<redacted>",
+        "expires_in": 300,
+    }
 
 
 def test_capability_ids_are_redacted_whatever_precedes_them(password_hashes):
-    text = policy_text(password_hashes, extra_rules=(
-        "  - comment: team builds\n    account: authenticated\n"
-        "    repository: teams/*/{build-id}\n    actions: [pull, push]\n"))
+    text = policy_text(
+        password_hashes,
+        extra_rules=(
+            "  - comment: team builds\n    account: authenticated\n"
+            "    repository: teams/*/{build-id}\n    actions: [pull, push]\n"
+        ),
+    )
     policy = load_policy_text(text)
     redactor = policy.capability_redactor()
     build = "a" * 26
-    line = (f'"path":"/v2/teams/web/{build}/blobs/uploads/","scopes":["repository:builds/{build}:'
-            f'push"],"digest":"sha256:{"b" * 64}"')
+    line = (
+        f'"path":"/v2/teams/web/{build}/blobs/uploads/","scopes":["repository:builds/{build}:'
+        f'push"],"digest":"sha256:{"b" * 64}"'
+    )
     hidden = redactor.sub("<id>", line)
     assert build not in hidden
     assert "b" * 64 in hidden  # digests are not capability ids

@@ -52,15 +52,17 @@ def jwt(claims: dict[str, object]) -> str:
 
 
 # distribution's upload state: base64url(HMAC-SHA256 || JSON naming the repository).
-STATE = base64.urlsafe_b64encode(b"\x01" * 32 + json.dumps(
-    {"Name": REPO, "UUID": "u-1", "Offset": 0}).encode()).decode()
+STATE = base64.urlsafe_b64encode(
+    b"\x01" * 32 + json.dumps({"Name": REPO, "UUID": "u-1", "Offset": 0}).encode()
+).decode()
 
 
 @pytest.fixture
 def policy_in_force(tmp_path: Path, certs_dir: Path, password_hashes) -> Iterator[object]:
     runtime = build_runtime(tmp_path, certs_dir, policy_text(password_hashes))
-    active = Active(runtime, parse_origin("https://localhost:5443"),
-                    parse_origin("http://127.0.0.1:5000"))
+    active = Active(
+        runtime, parse_origin("https://localhost:5443"), parse_origin("http://127.0.0.1:5000")
+    )
     shown.SHOWN.follow(lambda: active)
     yield runtime
     shown.SHOWN.follow(lambda: None)
@@ -72,24 +74,35 @@ def _shown_text(flow) -> str:  # type: ignore[no-untyped-def]
     decoded = []
     for part in state.replace('"', " ").replace(".", " ").split():
         if part.startswith("eyJ"):
-            decoded.append(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-                           .decode("latin-1"))
+            decoded.append(
+                base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)).decode("latin-1")
+            )
     return state + "\n".join(decoded)
 
 
 def _flow_naming_the_id():  # type: ignore[no-untyped-def]
-    token = jwt({"sub": "", "access": [{"type": "repository", "name": REPO,
-                                        "actions": ["pull", "push"]}]})
-    request = tutils.treq(method=b"PATCH", path=(
-        f"/v2/{REPO}/blobs/uploads/u-1?_state={STATE}").encode(),
-        headers=((b"authorization", f"Bearer {token}".encode()),), content=b"layer bytes")
-    body = json.dumps({"errors": [{"code": "NAME_UNKNOWN", "detail": {"name": REPO}}],
-                       "repository": BUILD_ID}).encode()
-    response = tutils.tresp(status_code=404, headers=(
-        (b"location", f"/v2/{REPO}/blobs/uploads/u-1?_state={STATE}".encode()),
-        (b"www-authenticate", f'Bearer scope="repository:{REPO}:pull,push"'.encode()),
-        (b"link", f'</v2/_catalog?last=builds%2F{BUILD_ID}&n=1>; rel="next"'.encode()),
-        (b"content-encoding", b"gzip")), content=b"")
+    token = jwt(
+        {"sub": "", "access": [{"type": "repository", "name": REPO, "actions": ["pull", "push"]}]}
+    )
+    request = tutils.treq(
+        method=b"PATCH",
+        path=(f"/v2/{REPO}/blobs/uploads/u-1?_state={STATE}").encode(),
+        headers=((b"authorization", f"Bearer {token}".encode()),),
+        content=b"layer bytes",
+    )
+    body = json.dumps(
+        {"errors": [{"code": "NAME_UNKNOWN", "detail": {"name": REPO}}], "repository": BUILD_ID}
+    ).encode()
+    response = tutils.tresp(
+        status_code=404,
+        headers=(
+            (b"location", f"/v2/{REPO}/blobs/uploads/u-1?_state={STATE}".encode()),
+            (b"www-authenticate", f'Bearer scope="repository:{REPO}:pull,push"'.encode()),
+            (b"link", f'</v2/_catalog?last=builds%2F{BUILD_ID}&n=1>; rel="next"'.encode()),
+            (b"content-encoding", b"gzip"),
+        ),
+        content=b"",
+    )
     response.content = body  # gzip-encoded on the wire, decoded in the views
     flow = tflow.tflow(req=request, resp=response)
     flow.comment = f"token for anonymous: repository:{REPO}:push \x1b]52;c;eA==\x07"
@@ -112,15 +125,20 @@ def test_the_shown_copy_hides_the_id_everywhere(policy_in_force) -> None:
     assert f"builds/{HIDDEN}" in shown.response.headers["link"]
     assert f'"repository": "{HIDDEN}"' in shown.response.get_text()  # an id standing alone
     # A comment a viewer set is escaped; the id in it hidden.
-    assert shown.comment == f"token for anonymous: repository:builds/{HIDDEN}:push " \
-                            "\\x1b]52;c;eA==\\x07"
+    assert (
+        shown.comment == f"token for anonymous: repository:builds/{HIDDEN}:push "
+        "\\x1b]52;c;eA==\\x07"
+    )
     # The hash is the exchange log's.
     assert policy_in_force.redact(f"/{BUILD_ID}") == f"/{HIDDEN}"
 
 
 def test_percent_encoded_ids_in_token_requests(policy_in_force) -> None:
-    flow = tflow.tflow(req=tutils.treq(path=(
-        f"/v2/token?service=s&scope=repository%3Abuilds%2F{BUILD_ID}%3Apull").encode()))
+    flow = tflow.tflow(
+        req=tutils.treq(
+            path=(f"/v2/token?service=s&scope=repository%3Abuilds%2F{BUILD_ID}%3Apull").encode()
+        )
+    )
     flow.request.headers["content-type"] = "application/x-www-form-urlencoded"
     flow.request.content = f"scope=repository%3Abuilds%2F{BUILD_ID}%3Apush".encode()
     shown = display_copy(flow)
@@ -158,7 +176,7 @@ def _record(harness, flow) -> dict:  # type: ignore[no-untyped-def]
 
 
 def _forged(claims: dict[str, object]) -> str:
-    return f"{b64(b'{\"alg\":\"none\"}')}.{b64(json.dumps(claims).encode())}."
+    return f"{b64(b'{"alg":"none"}')}.{b64(json.dumps(claims).encode())}."
 
 
 @run
@@ -166,14 +184,22 @@ async def test_only_a_genuine_token_joins_its_conversation(write_policy, certs_d
     async with running(write_policy(), certs_dir, log) as harness:
         token = await get_token(harness, "repository:demo/app:pull", user="ci")
         claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
-        genuine = await harness.cycle(registry_flow(
-            "/v2/demo/app/manifests/1", headers={"Authorization": f"Bearer {token}"}))
-        forged = await harness.cycle(registry_flow(
-            "/v2/demo/app/manifests/1", client=("10.6.6.6", 666),
-            headers={"Authorization": "Bearer " + _forged(
-                {"sub": "ci", "jti": claims["jti"], "iss": claims["iss"]})}))
-        basic_on_registry = await harness.cycle(registry_flow(
-            "/v2/demo/app/manifests/1", headers={"Authorization": basic("ci", "x")}))
+        genuine = await harness.cycle(
+            registry_flow("/v2/demo/app/manifests/1", headers={"Authorization": f"Bearer {token}"})
+        )
+        forged = await harness.cycle(
+            registry_flow(
+                "/v2/demo/app/manifests/1",
+                client=("10.6.6.6", 666),
+                headers={
+                    "Authorization": "Bearer "
+                    + _forged({"sub": "ci", "jti": claims["jti"], "iss": claims["iss"]})
+                },
+            )
+        )
+        basic_on_registry = await harness.cycle(
+            registry_flow("/v2/demo/app/manifests/1", headers={"Authorization": basic("ci", "x")})
+        )
         records = harness.records()
     issued = records[0]["conversation"]
     assert _record(harness, genuine)["conversation"] == issued
@@ -189,14 +215,22 @@ async def test_delegate_mode_links_what_the_registry_accepted(write_policy, cert
     async with running(write_policy(mode="delegate"), certs_dir, log) as harness:
         token = await get_token(harness, "repository:public/app:pull", user="ci")
         claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
-        accepted = await harness.cycle(registry_flow(
-            "/v2/public/app/manifests/1", headers={"Authorization": f"Bearer {token}"}),
-            upstream_response(200))
-        refused = await harness.cycle(registry_flow(
-            "/v2/public/app/manifests/1", client=("10.6.6.6", 666),
-            headers={"Authorization": "Bearer " + _forged({"sub": "ci", "jti": claims["jti"]})}),
-            upstream_response(401, [("WWW-Authenticate", 'Bearer realm="r",service="s",'
-                                     'error="invalid_token"')]))
+        accepted = await harness.cycle(
+            registry_flow(
+                "/v2/public/app/manifests/1", headers={"Authorization": f"Bearer {token}"}
+            ),
+            upstream_response(200),
+        )
+        refused = await harness.cycle(
+            registry_flow(
+                "/v2/public/app/manifests/1",
+                client=("10.6.6.6", 666),
+                headers={"Authorization": "Bearer " + _forged({"sub": "ci", "jti": claims["jti"]})},
+            ),
+            upstream_response(
+                401, [("WWW-Authenticate", 'Bearer realm="r",service="s",error="invalid_token"')]
+            ),
+        )
         records = harness.records()
     issued = records[0]["conversation"]
     assert _record(harness, accepted)["conversation"] == issued
@@ -208,13 +242,17 @@ async def test_delegate_mode_links_what_the_registry_accepted(write_policy, cert
 async def test_comments_are_escaped_and_hide_capability_ids(write_policy, certs_dir, log):
     async with running(write_policy(mode="delegate"), certs_dir, log) as harness:
         hostile = "\x1b]52;c;eA==\x07\r\x1b[2K200 ci\u202e"
-        claimed = await harness.cycle(registry_flow(
-            "/elsewhere", headers={"Authorization": "Bearer " + _forged({"sub": hostile})}),
-            upstream_response(404))
+        claimed = await harness.cycle(
+            registry_flow(
+                "/elsewhere", headers={"Authorization": "Bearer " + _forged({"sub": hostile})}
+            ),
+            upstream_response(404),
+        )
         token = await harness.cycle(token_flow(f"repository:{REPO}:pull,push"))
     assert claimed.comment.startswith(
         "404 sub='\\x1b]52;c;eA==\\x07\\x0d\\x1b[2K200 ci\\u202e' (claimed, checked by the "
-        "registry)"), claimed.comment
+        "registry)"
+    ), claimed.comment
     assert BUILD_ID not in token.comment and f"builds/{HIDDEN}" in token.comment
 
 

@@ -33,20 +33,23 @@ def certs(tmp_path):
     return directory
 
 
-def _upstream(status: int, challenge: str | None = None, date: str | None = None
-              ) -> http.Response:
+def _upstream(status: int, challenge: str | None = None, date: str | None = None) -> http.Response:
     headers = {}
     if challenge:
         headers["WWW-Authenticate"] = challenge
     if date:
         headers["Date"] = date
-    return tutils.tresp(status_code=status, headers=http.Headers(
-        [(k.encode(), v.encode()) for k, v in headers.items()]), content=b"{}")
+    return tutils.tresp(
+        status_code=status,
+        headers=http.Headers([(k.encode(), v.encode()) for k, v in headers.items()]),
+        content=b"{}",
+    )
 
 
 @pytest.mark.parametrize("mode", ["delegate", "enforce"])
 def test_an_upstream_refusing_regauth_tokens_names_the_key_once(
-        write_policy, certs, tmp_path, caplog, mode):
+    write_policy, certs, tmp_path, caplog, mode
+):
     log = tmp_path / "exchange.jsonl"
 
     async def run():
@@ -66,8 +69,9 @@ def test_an_upstream_refusing_regauth_tokens_names_the_key_once(
                     flow = await exchange(_upstream(401, INVALID))
                     assert flow.response.status_code == 401  # the registry's answer
                 assert harness.keys.refused_kids == {kid}
-                await exchange(_upstream(401, INVALID.replace("invalid_token",
-                                                              "insufficient_scope")))
+                await exchange(
+                    _upstream(401, INVALID.replace("invalid_token", "insufficient_scope"))
+                )
                 await exchange(_upstream(401, INVALID, "Mon, 01 Jan 2001 00:00:00 GMT"))
                 await exchange(_upstream(401, INVALID.replace(SERVICE, "another-service")))
                 assert harness.keys.refused_kids == {kid}
@@ -76,7 +80,8 @@ def test_an_upstream_refusing_regauth_tokens_names_the_key_once(
             named = [r for r in caplog.records if "does not trust signing key" in r.message]
             assert [r.message for r in named] == [
                 f"regauth: the registry does not trust signing key {kid}: update its "
-                "rootcertbundle (`regauth certs bundle`) and restart it"]
+                "rootcertbundle (`regauth certs bundle`) and restart it"
+            ]
             assert any(f"accepts signing key {kid} again" in r.message for r in caplog.records)
             return kid
 
@@ -89,8 +94,9 @@ def test_tokens_regauth_did_not_issue_are_not_blamed_on_its_keys(write_policy, c
     async def run():
         async with running(write_policy(mode="delegate"), certs) as harness:
             for authorization in ("Bearer not-a-jwt", "Basic Y2k6eA==", None):
-                flow = registry_flow(headers={"Authorization": authorization}
-                                     if authorization else {})
+                flow = registry_flow(
+                    headers={"Authorization": authorization} if authorization else {}
+                )
                 await harness.send(flow)
                 await harness.answer(flow, _upstream(401, INVALID))
             assert harness.keys.refused_kids == set()
@@ -99,7 +105,8 @@ def test_tokens_regauth_did_not_issue_are_not_blamed_on_its_keys(write_policy, c
 
 
 def test_a_failure_while_judging_is_logged_and_the_answer_passes_unchanged(
-        write_policy, certs, caplog, monkeypatch):
+    write_policy, certs, caplog, monkeypatch
+):
     def broken(*args, **kwargs):
         raise RuntimeError("judging failed")
 
@@ -117,5 +124,7 @@ def test_a_failure_while_judging_is_logged_and_the_answer_passes_unchanged(
             assert harness.keys.refused_kids == set()
 
     asyncio.run(run())
-    assert any("could not check the upstream's answer" in r.message and
-               "judging failed" in r.message for r in caplog.records)
+    assert any(
+        "could not check the upstream's answer" in r.message and "judging failed" in r.message
+        for r in caplog.records
+    )

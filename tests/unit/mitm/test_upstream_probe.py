@@ -35,29 +35,46 @@ async def _server(answer: bytes, received: list[bytes]) -> AsyncIterator[Origin]
 @run
 async def test_the_answer_and_the_request():
     received: list[bytes] = []
-    answer = (b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\n"
-              b'WWW-Authenticate: Basic realm="r"\r\n'
-              b'www-authenticate:   Bearer realm="https://x/v2/token",service="s"  \r\n'
-              b"Date: Mon, 07 Dec 2026 13:11:10 GMT\r\nContent-Length: 2\r\n\r\n{}")
+    answer = (
+        b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\n"
+        b'WWW-Authenticate: Basic realm="r"\r\n'
+        b'www-authenticate:   Bearer realm="https://x/v2/token",service="s"  \r\n'
+        b"Date: Mon, 07 Dec 2026 13:11:10 GMT\r\nContent-Length: 2\r\n\r\n{}"
+    )
     async with _server(answer, received) as origin:
         reply = await probe_once(origin, None, 5)
-        assert reply == Reply(401, ('Basic realm="r"', 'Bearer realm="https://x/v2/token",'
-                                                        'service="s"'),
-                              "Mon, 07 Dec 2026 13:11:10 GMT")
+        assert reply == Reply(
+            401,
+            ('Basic realm="r"', 'Bearer realm="https://x/v2/token",service="s"'),
+            "Mon, 07 Dec 2026 13:11:10 GMT",
+        )
         await probe_once(origin, None, 5, agent=DELEGATE_AGENT, authorization="Bearer abc")
     anonymous, with_token = received
-    assert anonymous == (f"GET /v2/ HTTP/1.1\r\nHost: {origin.netloc}\r\nUser-Agent: "
-                         "regauth-readiness\r\nConnection: close\r\n\r\n").encode()
-    assert with_token == (f"GET /v2/ HTTP/1.1\r\nHost: {origin.netloc}\r\nUser-Agent: "
-                          "regauth-delegate-check\r\nAuthorization: Bearer abc\r\n"
-                          "Connection: close\r\n\r\n").encode()
+    assert (
+        anonymous
+        == (
+            f"GET /v2/ HTTP/1.1\r\nHost: {origin.netloc}\r\nUser-Agent: "
+            "regauth-readiness\r\nConnection: close\r\n\r\n"
+        ).encode()
+    )
+    assert (
+        with_token
+        == (
+            f"GET /v2/ HTTP/1.1\r\nHost: {origin.netloc}\r\nUser-Agent: "
+            "regauth-delegate-check\r\nAuthorization: Bearer abc\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode()
+    )
 
 
-@pytest.mark.parametrize("answer, message", [
-    (b"SSH-2.0-OpenSSH\r\n", "did not answer with HTTP"),
-    (b"HTTP/1.1 200 OK\r\nX: " + b"a" * MAX_HEAD_BYTES + b"\r\n\r\n", "limit|too large"),
-    (b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 200 + b"\r\n", "too many lines"),
-])
+@pytest.mark.parametrize(
+    "answer, message",
+    [
+        (b"SSH-2.0-OpenSSH\r\n", "did not answer with HTTP"),
+        (b"HTTP/1.1 200 OK\r\nX: " + b"a" * MAX_HEAD_BYTES + b"\r\n\r\n", "limit|too large"),
+        (b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 200 + b"\r\n", "too many lines"),
+    ],
+)
 @run
 async def test_what_is_not_a_registry_answer(answer, message):
     async with _server(answer, []) as origin:

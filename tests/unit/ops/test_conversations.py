@@ -140,8 +140,12 @@ def test_a_challenge_to_a_token_holder_belongs_to_that_account():
     cid = conv.token_requested("10.0.0.1", ["repository:a:pull"], "alice")
     conv.token_issued("jti-a", cid, "alice")
     assert conv.identity_of_token("jti-a") == "alice" and conv.identity_of_token("x") is None
-    again = conv.challenged("10.0.0.1", ["repository:a:pull,push"], conv.for_token("jti-a"),
-                            conv.identity_of_token("jti-a"))
+    again = conv.challenged(
+        "10.0.0.1",
+        ["repository:a:pull,push"],
+        conv.for_token("jti-a"),
+        conv.identity_of_token("jti-a"),
+    )
     assert again == cid
     assert conv.token_requested("10.0.0.1", ["repository:a:pull,push"], "bob") != cid
     assert conv.token_requested("10.0.0.1", ["repository:a:pull,push"], "alice") == cid

@@ -21,8 +21,10 @@ def test_one_json_object_per_line(tmp_path):
     log.close()
     text = path.read_text()
     assert text.count("\n") == 2
-    assert _lines(path) == [{"kind": "challenge", "n": 1},
-                            {"kind": "token", "nested": {"list": [1, 2, "three\nlines"]}}]
+    assert _lines(path) == [
+        {"kind": "challenge", "n": 1},
+        {"kind": "token", "nested": {"list": [1, 2, "three\nlines"]}},
+    ]
 
 
 def test_appends_to_an_existing_log(tmp_path):
@@ -55,15 +57,19 @@ def test_non_json_values_are_stringified(tmp_path):
 def test_secret_keys_are_scrubbed_at_any_depth(tmp_path):
     path = tmp_path / "x.jsonl"
     log = ExchangeLog(path)
-    log.write({
-        "password": "hunter2",
-        "request": {"headers": {"Authorization": "Basic Y2k6aHVudGVyMg=="},
-                    "form": [{"refresh_token": "eyJr"}, {"client_secret": "cs"}]},
-        "response": {"token": "eyJa", "access_token": "eyJb", "Secret": "s"},
-        "refresh_token_issued": True,
-        "token": None,
-        "keep": "visible",
-    })
+    log.write(
+        {
+            "password": "hunter2",
+            "request": {
+                "headers": {"Authorization": "Basic Y2k6aHVudGVyMg=="},
+                "form": [{"refresh_token": "eyJr"}, {"client_secret": "cs"}],
+            },
+            "response": {"token": "eyJa", "access_token": "eyJb", "Secret": "s"},
+            "refresh_token_issued": True,
+            "token": None,
+            "keep": "visible",
+        }
+    )
     log.close()
     text = path.read_text()
     for secret in ("hunter2", "Y2k6aHVudGVyMg", "eyJr", "eyJa", "eyJb", '"cs"', '"s"'):
@@ -71,10 +77,15 @@ def test_secret_keys_are_scrubbed_at_any_depth(tmp_path):
     record = _lines(path)[0]
     assert record["password"] == "<redacted>"
     assert record["request"]["headers"]["Authorization"] == "<redacted>"
-    assert record["request"]["form"] == [{"refresh_token": "<redacted>"},
-                                         {"client_secret": "<redacted>"}]
-    assert record["response"] == {"token": "<redacted>", "access_token": "<redacted>",
-                                  "Secret": "<redacted>"}
+    assert record["request"]["form"] == [
+        {"refresh_token": "<redacted>"},
+        {"client_secret": "<redacted>"},
+    ]
+    assert record["response"] == {
+        "token": "<redacted>",
+        "access_token": "<redacted>",
+        "Secret": "<redacted>",
+    }
     assert record["refresh_token_issued"] is True
     assert record["token"] is None
     assert record["keep"] == "visible"
@@ -160,7 +171,7 @@ def _short_then_full(limit):
     def write(fd, data):
         if state["left"] <= 0:
             raise OSError(28, "No space left on device")
-        n = os.write(fd, bytes(data[:state["left"]]))
+        n = os.write(fd, bytes(data[: state["left"]]))
         state["left"] -= n
         return n
 
@@ -245,7 +256,9 @@ def test_records_that_cannot_be_serialized_are_counted_not_raised(tmp_path, capl
     log.close()
     # Strict JSON: no NaN/Infinity literals in the file.
     assert json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(c)) == {
-        "nan": "nan", "inf": ["-inf"]}
+        "nan": "nan",
+        "inf": ["-inf"],
+    }
     assert (log.records_written, log.records_lost) == (1, 1)
 
 
@@ -270,4 +283,8 @@ def test_secret_key_match_is_case_insensitive(key):
 
 def test_scrub_redacts_secret_values_that_equal_zero_or_one():
     assert scrub({"password": 1, "token": 0, "refresh_token": True, "secret": None}) == {
-        "password": "<redacted>", "token": "<redacted>", "refresh_token": True, "secret": None}
+        "password": "<redacted>",
+        "token": "<redacted>",
+        "refresh_token": True,
+        "secret": None,
+    }

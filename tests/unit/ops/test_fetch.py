@@ -32,8 +32,11 @@ class _Realm(BaseHTTPRequestHandler):
         elif self.path == "/moved":
             self._answer(302, [("Location", "/token")], b"")
         else:
-            self._answer(401, [("WWW-Authenticate", 'Bearer realm="a"'),
-                               ("WWW-Authenticate", 'Basic realm="b"')], b'{"errors": []}')
+            self._answer(
+                401,
+                [("WWW-Authenticate", 'Bearer realm="a"'), ("WWW-Authenticate", 'Basic realm="b"')],
+                b'{"errors": []}',
+            )
 
     def _answer(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         self.send_response(status)

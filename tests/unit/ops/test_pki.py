@@ -18,8 +18,12 @@ from regauth.ops import pki
 
 def test_init_never_overwrites(tmp_path):
     first = pki.init_certs(tmp_path)
-    assert {p.name for p in first} == {"mitmproxy-ca.pem", "ca.crt", "token-signing.key",
-                                       "token-signing.crt"}
+    assert {p.name for p in first} == {
+        "mitmproxy-ca.pem",
+        "ca.crt",
+        "token-signing.key",
+        "token-signing.crt",
+    }
     before = {p: p.read_bytes() for p in first}
     assert pki.init_certs(tmp_path) == []
     assert all(p.read_bytes() == data for p, data in before.items())
@@ -43,19 +47,27 @@ def test_a_missing_ca_crt_is_written_again_from_the_key_file(tmp_path):
     assert (tmp_path / pki.CA_CERT).read_bytes() == before
 
 
-@pytest.mark.parametrize(("key", "algorithm"), [
-    (ec.generate_private_key(ec.SECP256R1()).public_key(), "ES256"),
-    (rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key(), "RS256"),
-])
+@pytest.mark.parametrize(
+    ("key", "algorithm"),
+    [
+        (ec.generate_private_key(ec.SECP256R1()).public_key(), "ES256"),
+        (rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key(), "RS256"),
+    ],
+)
 def test_each_key_signs_with_one_algorithm(key, algorithm):
     assert pki.algorithm_for(key) == algorithm
 
 
-@pytest.mark.parametrize(("key", "message"), [
-    (ec.generate_private_key(ec.SECP384R1()).public_key(), "unsupported EC curve secp384r1"),
-    (rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key(),
-     "RSA keys below 2048 bits"),
-])
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        (ec.generate_private_key(ec.SECP384R1()).public_key(), "unsupported EC curve secp384r1"),
+        (
+            rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key(),
+            "RSA keys below 2048 bits",
+        ),
+    ],
+)
 def test_other_keys_are_refused(key, message):
     with pytest.raises(ValueError, match=message):
         pki.algorithm_for(key)
@@ -79,9 +91,20 @@ def test_keys_load_oldest_first_with_their_private_keys(tmp_path):
 def test_the_fingerprint_is_what_openssl_shows(tmp_path):
     pki.init_certs(tmp_path)
     [key] = pki.load_signing_keys(tmp_path)
-    shown = subprocess.run(["openssl", "x509", "-noout", "-fingerprint", "-sha256", "-in",
-                            str(tmp_path / "token-signing.crt")], capture_output=True,
-                           text=True, check=True).stdout.strip()
+    shown = subprocess.run(
+        [
+            "openssl",
+            "x509",
+            "-noout",
+            "-fingerprint",
+            "-sha256",
+            "-in",
+            str(tmp_path / "token-signing.crt"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert shown == f"sha256 Fingerprint={key.fingerprint()}"
 
 

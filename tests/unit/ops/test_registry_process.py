@@ -24,27 +24,45 @@ def test_the_configuration_for_each_auth_mode(tmp_path):
     assert "auth" not in plain and "tls" not in plain["http"]
     assert "draintimeout" not in plain["http"]
     token = TokenAuth("https://localhost:5443/v2/token", "svc", "iss", tmp_path / "b.pem")
-    with_token = registry_config(tmp_path, 5000, token=token, htpasswd=tmp_path / "h",
-                                 tls=(tmp_path / "c", tmp_path / "k"), drain_timeout=30,
-                                 host="::1")
-    assert with_token["auth"] == {"token": {
-        "realm": "https://localhost:5443/v2/token", "service": "svc", "issuer": "iss",
-        "rootcertbundle": str(tmp_path / "b.pem")}}  # token mode wins over htpasswd
+    with_token = registry_config(
+        tmp_path,
+        5000,
+        token=token,
+        htpasswd=tmp_path / "h",
+        tls=(tmp_path / "c", tmp_path / "k"),
+        drain_timeout=30,
+        host="::1",
+    )
+    assert with_token["auth"] == {
+        "token": {
+            "realm": "https://localhost:5443/v2/token",
+            "service": "svc",
+            "issuer": "iss",
+            "rootcertbundle": str(tmp_path / "b.pem"),
+        }
+    }  # token mode wins over htpasswd
     assert with_token["http"]["addr"] == "[::1]:5000"
-    assert with_token["http"]["tls"] == {"certificate": str(tmp_path / "c"),
-                                         "key": str(tmp_path / "k")}
+    assert with_token["http"]["tls"] == {
+        "certificate": str(tmp_path / "c"),
+        "key": str(tmp_path / "k"),
+    }
     assert with_token["http"]["draintimeout"] == "30s"
     htpasswd = registry_config(tmp_path, 5000, htpasswd=tmp_path / "h")
-    assert htpasswd["auth"] == {"htpasswd": {"realm": "staging-registry",
-                                             "path": str(tmp_path / "h")}}
-    assert registry_config(tmp_path, 1)["http"]["secret"] != \
-        registry_config(tmp_path, 1)["http"]["secret"]  # random unless given
+    assert htpasswd["auth"] == {
+        "htpasswd": {"realm": "staging-registry", "path": str(tmp_path / "h")}
+    }
+    assert (
+        registry_config(tmp_path, 1)["http"]["secret"]
+        != registry_config(tmp_path, 1)["http"]["secret"]
+    )  # random unless given
 
 
 def test_the_url_and_a_free_port(tmp_path):
     assert RegistryProcess(tmp_path, port=5000).url == "http://127.0.0.1:5000"
-    assert RegistryProcess(tmp_path, port=5000, host="::1",
-                           tls=(tmp_path, tmp_path)).url == "https://[::1]:5000"
+    assert (
+        RegistryProcess(tmp_path, port=5000, host="::1", tls=(tmp_path, tmp_path)).url
+        == "https://[::1]:5000"
+    )
     port = registry_process.free_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))  # it was free
@@ -58,7 +76,8 @@ def test_requests_seen_reads_the_access_log_lines_only(tmp_path):
         '127.0.0.1 - - [01/Jan/2026:00:00:00 +0000] "GET /v2/ HTTP/1.1" 401 87 "" "regauth"\n'
         "garbage\n"
         '127.0.0.1 - - [01/Jan/2026:00:00:01 +0000] "PUT /v2/a/manifests/1 HTTP/1.1" 201 0 "" '
-        '"containerd/1.7"\n')
+        '"containerd/1.7"\n'
+    )
     assert registry.requests_seen() == ["GET /v2/ HTTP/1.1", "PUT /v2/a/manifests/1 HTTP/1.1"]
 
 

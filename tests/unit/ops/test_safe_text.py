@@ -12,17 +12,22 @@ from regauth.ops.safe_text import quote
 OSC52 = "\x1b]52;c;Y3VybCBldmlsIHwgc2g=\x07"
 
 
-@pytest.mark.parametrize(("text", "shown"), [
-    (OSC52, "\\x1b]52;c;Y3VybCBldmlsIHwgc2g=\\x07"),  # clipboard write
-    ("ok\r\x1b[2Kgranted", "ok\\x0d\\x1b[2Kgranted"),  # a line painted over
-    ("a\nb\tc\x00d\x7f", "a\\x0ab\\x09c\\x00d\\x7f"),  # every C0 control, DEL
-    ("\x9b2J\x85", "\\x9b2J\\x85"),  # C1: a one-character CSI, NEL
-    ("user\u202eevil\u2066\u2069\u200e\u200f\u061c", "user\\u202eevil\\u2066\\u2069\\u200e"
-                                                     "\\u200f\\u061c"),  # bidi
-    ("a\u2028b\u2029c\u200bd\ufeffe\u00adf", "a\\u2028b\\u2029c\\u200bd\\ufeffe\\xadf"),
-    ("tag\U000e0041", "tag\\U000e0041"),  # tag characters hide text
-    ("lone \udc80 surrogate", "lone \\udc80 surrogate"),  # surrogateescape'd bytes
-])
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (OSC52, "\\x1b]52;c;Y3VybCBldmlsIHwgc2g=\\x07"),  # clipboard write
+        ("ok\r\x1b[2Kgranted", "ok\\x0d\\x1b[2Kgranted"),  # a line painted over
+        ("a\nb\tc\x00d\x7f", "a\\x0ab\\x09c\\x00d\\x7f"),  # every C0 control, DEL
+        ("\x9b2J\x85", "\\x9b2J\\x85"),  # C1: a one-character CSI, NEL
+        (
+            "user\u202eevil\u2066\u2069\u200e\u200f\u061c",
+            "user\\u202eevil\\u2066\\u2069\\u200e\\u200f\\u061c",
+        ),  # bidi
+        ("a\u2028b\u2029c\u200bd\ufeffe\u00adf", "a\\u2028b\\u2029c\\u200bd\\ufeffe\\xadf"),
+        ("tag\U000e0041", "tag\\U000e0041"),  # tag characters hide text
+        ("lone \udc80 surrogate", "lone \\udc80 surrogate"),  # surrogateescape'd bytes
+    ],
+)
 def test_controls_bidi_and_format_characters_become_visible(text: str, shown: str) -> None:
     assert escape(text) == shown
     assert is_safe(escape(text)) and not is_safe(text)
@@ -56,6 +61,8 @@ def test_quote_keeps_where_a_value_ends() -> None:
 
 
 def test_escape_lines_keeps_line_breaks_and_indents_what_follows() -> None:
-    assert escape_lines("policy refused:\nfile:1:2: bad\x1b[2K") == \
-        "policy refused:\n    file:1:2: bad\\x1b[2K"
+    assert (
+        escape_lines("policy refused:\nfile:1:2: bad\x1b[2K")
+        == "policy refused:\n    file:1:2: bad\\x1b[2K"
+    )
     assert escape_lines("one line\r") == "one line\\x0d"

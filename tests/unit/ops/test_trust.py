@@ -11,11 +11,15 @@ def test_the_instructions_name_the_origin_and_the_absolute_ca_path(tmp_path, mon
     (tmp_path / "certs").mkdir()
     (tmp_path / "certs" / "ca.crt").write_text("")
     monkeypatch.chdir(tmp_path)
-    text = trust_instructions(parse_origin("https://registry.example:5443"),
-                              tmp_path / "certs" / ".." / "certs" / "ca.crt")
+    text = trust_instructions(
+        parse_origin("https://registry.example:5443"),
+        tmp_path / "certs" / ".." / "certs" / "ca.crt",
+    )
     ca = tmp_path / "certs" / "ca.crt"
-    assert text.startswith("regauth is serving https://registry.example:5443  "
-                           "(token realm https://registry.example:5443/v2/token)\n")
+    assert text.startswith(
+        "regauth is serving https://registry.example:5443  "
+        "(token realm https://registry.example:5443/v2/token)\n"
+    )
     assert f"CA certificate: {ca}\n" in text
     assert f"curl --cacert {ca} https://registry.example:5443/v2/" in text
     assert f"--dest-cert-dir {tmp_path / 'certs'} " in text

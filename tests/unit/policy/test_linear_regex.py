@@ -62,8 +62,7 @@ REFUSED = [
     (r"'\pL+'", "only RE2 reads this, Python's re says: bad escape \\p", 0),
     (r"'(?<n>a)'", "only RE2 reads this, Python's re says: unknown extension ?<n", 0),
     (r"'a(?i)b'", "only RE2 reads this, Python's re says: global flags not at the start", 1),
-    (r"'[[:alpha:]]+'", "RE2 and Python's re read this class differently (Possible nested set)",
-     1),
+    (r"'[[:alpha:]]+'", "RE2 and Python's re read this class differently (Possible nested set)", 1),
     (r"'a{,3}'", "repetition {,3} reads differently in RE2 (literal text) and Python's re", 1),
     (r"'a{01}'", "repetition {01} reads differently", 1),
     (r"'a{x}'", "'{' that does not open a repetition", 1),
@@ -83,16 +82,19 @@ def test_regexes_outside_the_dialect_are_refused_with_positions(regex, message, 
     assert hint.startswith("; ") and len(hint) > 10, line  # every refusal carries a hint
 
 
-@pytest.mark.parametrize(("regex", "hint"), [
-    (r"(?=x)a", "deny: true"),
-    (r"a++", "never backtracks"),
-    (r"a\Z", "anchored"),
-    (r"a{,3}", "write {0,3}"),
-    (r"[[:alpha:]]", "write [a-zA-Z]"),
-    (r"(?<n>a)", "(?P<name>...)"),
-    (r"(a)\1", "alternatives"),
-    (r"a{x}", "\\{"),
-])
+@pytest.mark.parametrize(
+    ("regex", "hint"),
+    [
+        (r"(?=x)a", "deny: true"),
+        (r"a++", "never backtracks"),
+        (r"a\Z", "anchored"),
+        (r"a{,3}", "write {0,3}"),
+        (r"[[:alpha:]]", "write [a-zA-Z]"),
+        (r"(?<n>a)", "(?P<name>...)"),
+        (r"(a)\1", "alternatives"),
+        (r"a{x}", "\\{"),
+    ],
+)
 def test_refusals_say_what_to_write_instead(regex, hint):
     with pytest.raises(RegexError) as e:
         compile_policy_regex(regex)
@@ -101,8 +103,10 @@ def test_refusals_say_what_to_write_instead(regex, hint):
 
 def test_plain_syntax_errors_keep_pythons_words():
     line = _refusal("'a(('")
-    assert line == ("p.yaml:5:17: rule 1: bad repository pattern: invalid regular expression: "
-                    "missing ), unterminated subpattern at position 2")
+    assert line == (
+        "p.yaml:5:17: rule 1: bad repository pattern: invalid regular expression: "
+        "missing ), unterminated subpattern at position 2"
+    )
 
 
 def test_refusals_in_a_list_and_in_block_style_point_at_their_item():
@@ -121,27 +125,48 @@ def test_refusals_in_a_list_and_in_block_style_point_at_their_item():
     with pytest.raises(PolicyError) as e:
         load_policy_text(text, file="p.yaml")
     lines = str(e.value).splitlines()
-    assert lines[0].startswith("p.yaml:6:9: rule 1: bad repository pattern: RE2 has no "
-                               "lookahead")
-    assert lines[1].startswith("p.yaml:9:7: rule 2: bad repository pattern: RE2 has no "
-                               "backreferences")
+    assert lines[0].startswith("p.yaml:6:9: rule 1: bad repository pattern: RE2 has no lookahead")
+    assert lines[1].startswith(
+        "p.yaml:9:7: rule 2: bad repository pattern: RE2 has no backreferences"
+    )
 
 
 def test_policy_check_refuses_non_re2_patterns(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text(HEAD % "'team-(?!admin)[a-z]+/.*'")
-    result = subprocess.run([sys.executable, "-m", "regauth.cli", "policy", "check", str(path)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "regauth.cli", "policy", "check", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
-    assert result.stderr.startswith(f"{path}:5:17: rule 1: bad repository pattern: RE2 has no "
-                                    "negative lookahead (?! at position 5; ")
+    assert result.stderr.startswith(
+        f"{path}:5:17: rule 1: bad repository pattern: RE2 has no "
+        "negative lookahead (?! at position 5; "
+    )
     assert "re2.cc" not in result.stderr  # RE2's own logging is off
 
 
 def test_accepted_constructs():
-    for regex in (r"(?i)APPS/[a-z]+", r"(?s).+", r"(?m)^a$", r"(?i:a)b", r"(?-i:a)",
-                  r"(?P<team>[a-z]+)/app", r"\d+\w*\s?", r"a{2}b{1,}c{0,3}?", r"\x61\.\-\/",
-                  r"[]a]", r"[^]a/]+", r"\Aa\b", r"a|", r"(?:)", r"a\{b\}", "[{]"):
+    for regex in (
+        r"(?i)APPS/[a-z]+",
+        r"(?s).+",
+        r"(?m)^a$",
+        r"(?i:a)b",
+        r"(?-i:a)",
+        r"(?P<team>[a-z]+)/app",
+        r"\d+\w*\s?",
+        r"a{2}b{1,}c{0,3}?",
+        r"\x61\.\-\/",
+        r"[]a]",
+        r"[^]a/]+",
+        r"\Aa\b",
+        r"a|",
+        r"(?:)",
+        r"a\{b\}",
+        "[{]",
+    ):
         compile_policy_regex(regex)
 
 
@@ -153,8 +178,12 @@ _REGEX_VALUE = re.compile(r"""regex:\s*(?:'([^']*)'|"((?:[^"\\]|\\.)*)"|([^,}'"\
 def _existing_regexes() -> list[str]:
     """Every `regex:` value in the shipped policies, the schema's examples and the tests."""
     found: set[str] = set()
-    files = [*ROOT.glob("policies/*.yaml"), *ROOT.glob("tests/**/*.py"), ROOT / "README.md",
-             ROOT / "policies/policy.schema.json"]
+    files = [
+        *ROOT.glob("policies/*.yaml"),
+        *ROOT.glob("tests/**/*.py"),
+        ROOT / "README.md",
+        ROOT / "policies/policy.schema.json",
+    ]
     for path in files:
         if path.name == Path(__file__).name:
             continue
@@ -162,16 +191,38 @@ def _existing_regexes() -> list[str]:
             value = next(g for g in m.groups() if g is not None).strip()
             # Skip test templates ({{...}}, %s, {pattern}, {draw(...)}): they are filled in
             # elsewhere.
-            if value and value not in ("…", "...") and \
-                    not re.search(r"\{\{|%|\{[a-z_]+[}(]", value):
+            if (
+                value
+                and value not in ("…", "...")
+                and not re.search(r"\{\{|%|\{[a-z_]+[}(]", value)
+            ):
                 found.add(value)
     return sorted(found)
 
 
 EXISTING = _existing_regexes()
-NAMES = ["a", "x/abc", "x/ABC", "x/", "re/abc-12", "re/abc-12/x", "x/re/abc-12", "re/abc",
-         "apps/shop", "apps/shop/v2", "apps/Shop", "builds/" + "a" * 26, "builds/" + "a" * 25,
-         "builds/" + "a" * 26 + "/x", "a/b", "a/", "a/.x", "apps/a-b", "ab", "b"]
+NAMES = [
+    "a",
+    "x/abc",
+    "x/ABC",
+    "x/",
+    "re/abc-12",
+    "re/abc-12/x",
+    "x/re/abc-12",
+    "re/abc",
+    "apps/shop",
+    "apps/shop/v2",
+    "apps/Shop",
+    "builds/" + "a" * 26,
+    "builds/" + "a" * 25,
+    "builds/" + "a" * 26 + "/x",
+    "a/b",
+    "a/",
+    "a/.x",
+    "apps/a-b",
+    "ab",
+    "b",
+]
 
 
 def test_existing_regexes_were_found():
@@ -215,13 +266,91 @@ def _python_compiles(regex: str) -> bool:
 
 # -- the engines agree on everything the dialect accepts ---------------------------------------
 
-TOKENS = ["a", "b", "A", "0", "-", "_", ".", "/", ":", "*", "+", "?", "*?", "|", "(", ")", "(?:",
-          "(?i)", "(?i:", "(?-i:", "(?s)", "(?m)", "[", "]", "[^", "^", "$", "{", "}", ",", "1",
-          "2", "{2}", "{1,3}", "{0,}", "{,2}", "{01}", "\\", "\\d", "\\w", "\\s", "\\b", "\\B",
-          "\\D", "\\W", "\\S", "\\A", "\\Z", "\\z", "\\x41", "\\x2f", "\\0", "\\101", "\\1",
-          "\\.", "\\-", "\\/", "\\[", "\\]", "\\{", "\\}", "\\\\", "[:alpha:]", "\\t", "\\v",
-          "k", "s", "K", "(?P<n>", "(?P=n)", "a-z", "A-Z", "&&", "--", "\\Q", "\\E", "\\pN",
-          ".", "\\xff", "(?U)", "\\C", " ", "#"]
+TOKENS = [
+    "a",
+    "b",
+    "A",
+    "0",
+    "-",
+    "_",
+    ".",
+    "/",
+    ":",
+    "*",
+    "+",
+    "?",
+    "*?",
+    "|",
+    "(",
+    ")",
+    "(?:",
+    "(?i)",
+    "(?i:",
+    "(?-i:",
+    "(?s)",
+    "(?m)",
+    "[",
+    "]",
+    "[^",
+    "^",
+    "$",
+    "{",
+    "}",
+    ",",
+    "1",
+    "2",
+    "{2}",
+    "{1,3}",
+    "{0,}",
+    "{,2}",
+    "{01}",
+    "\\",
+    "\\d",
+    "\\w",
+    "\\s",
+    "\\b",
+    "\\B",
+    "\\D",
+    "\\W",
+    "\\S",
+    "\\A",
+    "\\Z",
+    "\\z",
+    "\\x41",
+    "\\x2f",
+    "\\0",
+    "\\101",
+    "\\1",
+    "\\.",
+    "\\-",
+    "\\/",
+    "\\[",
+    "\\]",
+    "\\{",
+    "\\}",
+    "\\\\",
+    "[:alpha:]",
+    "\\t",
+    "\\v",
+    "k",
+    "s",
+    "K",
+    "(?P<n>",
+    "(?P=n)",
+    "a-z",
+    "A-Z",
+    "&&",
+    "--",
+    "\\Q",
+    "\\E",
+    "\\pN",
+    ".",
+    "\\xff",
+    "(?U)",
+    "\\C",
+    " ",
+    "#",
+]
 # Repository names as scopes carry them: ASCII letters, digits, `._-:/`.
 NAME_ALPHABET = "abAzKks09-_./:"
 DOMAIN = re.compile(r"[A-Za-z0-9._:/-]+")
@@ -242,5 +371,7 @@ def test_re2_and_python_agree_on_every_accepted_regex(regex, data):
         pass
     for name in names:
         if DOMAIN.fullmatch(name):
-            assert (compiled.fullmatch(name) is not None) == \
-                (python.fullmatch(name) is not None), (regex, name)
+            assert (compiled.fullmatch(name) is not None) == (python.fullmatch(name) is not None), (
+                regex,
+                name,
+            )

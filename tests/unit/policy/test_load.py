@@ -59,35 +59,59 @@ def test_a_minimal_policy_loads():
 @pytest.mark.parametrize(
     ("rule", "expected"),
     [
-        ("  - account: anonymous\n    repository: cache/**\n    actions: [pull, push]\n",
-         "p.yaml:14:14: rule 1: grants push to anonymous outside a capability repository"),
-        ("  - account: any\n    repository: cache/**\n    actions: [push]\n",
-         "p.yaml:14:14: rule 1: grants push to anyone (account: any) outside a capability "
-         "repository"),
-        ("  - repository: cache/**\n    actions: [delete]\n",
-         "p.yaml:13:14: rule 1: grants delete to anyone (account: any) outside a capability "
-         "repository"),
-        ("  - account: anonymous\n    repository: cache/*\n    actions: ['*']\n",
-         "p.yaml:14:14: rule 1: grants * to anonymous outside a capability repository"),
-        ("  - account: anonymous\n    repository: cache/*\n    actions: '*'\n",
-         "p.yaml:14:14: rule 1: grants * to anonymous outside a capability repository"),
-        ("  - account: [anonymous, ci]\n    repository: '**/{build-id}'\n    actions: [push]\n",
-         "p.yaml:14:14: rule 1: grants push to anonymous outside a capability repository"),
-        ("  - account: any\n    repository: '*/{build-id}'\n    actions: [pull, push]\n",
-         "p.yaml:14:14: rule 1: grants push to anyone (account: any) outside a capability"),
-        ("  - account: any\n    repository: ['builds/{build-id}', 'other/**']\n"
-         "    actions: [push]\n",
-         "p.yaml:14:14: rule 1: grants push to anyone (account: any) outside a capability"),
-        ("  - account: any\n    repository: {regex: 'builds/[a-z0-9]{26}'}\n"
-         "    actions: [push]\n",
-         "p.yaml:14:14: rule 1: grants push to anyone (account: any) outside a capability"),
-        ("  - account: any\n    repository: 'b-${account}/{build-id}'\n    actions: [push]\n",
-         "p.yaml:14:14: rule 1: grants push to anyone (account: any) outside a capability"),
+        (
+            "  - account: anonymous\n    repository: cache/**\n    actions: [pull, push]\n",
+            "p.yaml:14:14: rule 1: grants push to anonymous outside a capability repository",
+        ),
+        (
+            "  - account: any\n    repository: cache/**\n    actions: [push]\n",
+            "p.yaml:14:14: rule 1: grants push to anyone (account: any) outside a capability "
+            "repository",
+        ),
+        (
+            "  - repository: cache/**\n    actions: [delete]\n",
+            "p.yaml:13:14: rule 1: grants delete to anyone (account: any) outside a capability "
+            "repository",
+        ),
+        (
+            "  - account: anonymous\n    repository: cache/*\n    actions: ['*']\n",
+            "p.yaml:14:14: rule 1: grants * to anonymous outside a capability repository",
+        ),
+        (
+            "  - account: anonymous\n    repository: cache/*\n    actions: '*'\n",
+            "p.yaml:14:14: rule 1: grants * to anonymous outside a capability repository",
+        ),
+        (
+            "  - account: [anonymous, ci]\n    repository: '**/{build-id}'\n    actions: [push]\n",
+            "p.yaml:14:14: rule 1: grants push to anonymous outside a capability repository",
+        ),
+        (
+            "  - account: any\n    repository: '*/{build-id}'\n    actions: [pull, push]\n",
+            "p.yaml:14:14: rule 1: grants push to anyone (account: any) outside a capability",
+        ),
+        (
+            "  - account: any\n    repository: ['builds/{build-id}', 'other/**']\n"
+            "    actions: [push]\n",
+            "p.yaml:14:14: rule 1: grants push to anyone (account: any) outside a capability",
+        ),
+        (
+            "  - account: any\n    repository: {regex: 'builds/[a-z0-9]{26}'}\n"
+            "    actions: [push]\n",
+            "p.yaml:14:14: rule 1: grants push to anyone (account: any) outside a capability",
+        ),
+        (
+            "  - account: any\n    repository: 'b-${account}/{build-id}'\n    actions: [push]\n",
+            "p.yaml:14:14: rule 1: grants push to anyone (account: any) outside a capability",
+        ),
         # a capability needs a literal namespace before it
-        ("  - account: any\n    repository: '{build-id}'\n    actions: [push]\n",
-         "p.yaml:14:14: rule 1: grants push to anyone (account: any) outside a capability"),
-        ("  - account: anonymous\n    repository: '{build-id}/**'\n    actions: [push]\n",
-         "p.yaml:14:14: rule 1: grants push to anonymous outside a capability"),
+        (
+            "  - account: any\n    repository: '{build-id}'\n    actions: [push]\n",
+            "p.yaml:14:14: rule 1: grants push to anyone (account: any) outside a capability",
+        ),
+        (
+            "  - account: anonymous\n    repository: '{build-id}/**'\n    actions: [push]\n",
+            "p.yaml:14:14: rule 1: grants push to anonymous outside a capability",
+        ),
     ],
 )
 def test_anonymous_writes_outside_capability_repositories(rule, expected):
@@ -140,8 +164,9 @@ def test_bad_repository_patterns(pattern, column, message):
 
 
 def test_unknown_regex_key():
-    line = _single(HEAD + "  - account: ci\n    repository: {regex: a, flags: i}\n"
-                          "    actions: [pull]\n")
+    line = _single(
+        HEAD + "  - account: ci\n    repository: {regex: a, flags: i}\n    actions: [pull]\n"
+    )
     assert line.startswith("p.yaml:13:28: unknown key 'flags' in rule 1 repository")
 
 
@@ -182,18 +207,28 @@ def test_bad_capability_name():
 @pytest.mark.parametrize(
     ("text", "prefix"),
     [
-        ("version: 1\nservice: svc\ncolour: red\nrules: []\n",
-         "p.yaml:3:1: unknown key 'colour' in the policy"),
-        ("version: 1\nservice: svc\ntoken:\n  lifetme: 100\nrules: []\n",
-         "p.yaml:4:3: unknown key 'lifetme' in token"),
-        (f"version: 1\nservice: svc\naccounts:\n  ci:\n    password_hash: '{HASH}'\n"
-         "    group: [ci]\nrules: []\n",
-         "p.yaml:6:5: unknown key 'group' in account 'ci'"),
-        ("version: 1\nservice: svc\nrules:\n  - repository: a\n    actions: [pull]\n"
-         "    acount: ci\n",
-         "p.yaml:6:5: unknown key 'acount' in rule 1"),
-        ("version: 1\nservice: svc\nupstreams:\n  - url: '*'\n    moed: enforce\nrules: []\n",
-         "p.yaml:5:5: unknown key 'moed' in upstream"),
+        (
+            "version: 1\nservice: svc\ncolour: red\nrules: []\n",
+            "p.yaml:3:1: unknown key 'colour' in the policy",
+        ),
+        (
+            "version: 1\nservice: svc\ntoken:\n  lifetme: 100\nrules: []\n",
+            "p.yaml:4:3: unknown key 'lifetme' in token",
+        ),
+        (
+            f"version: 1\nservice: svc\naccounts:\n  ci:\n    password_hash: '{HASH}'\n"
+            "    group: [ci]\nrules: []\n",
+            "p.yaml:6:5: unknown key 'group' in account 'ci'",
+        ),
+        (
+            "version: 1\nservice: svc\nrules:\n  - repository: a\n    actions: [pull]\n"
+            "    acount: ci\n",
+            "p.yaml:6:5: unknown key 'acount' in rule 1",
+        ),
+        (
+            "version: 1\nservice: svc\nupstreams:\n  - url: '*'\n    moed: enforce\nrules: []\n",
+            "p.yaml:5:5: unknown key 'moed' in upstream",
+        ),
     ],
 )
 def test_unknown_keys(text, prefix):
@@ -212,17 +247,24 @@ def test_unknown_keys(text, prefix):
     ],
 )
 def test_bad_networks(networks, column, message):
-    line = _single(HEAD + f"  - account: ci\n    repository: a\n    networks: {networks}\n"
-                          "    actions: [pull]\n")
+    line = _single(
+        HEAD + f"  - account: ci\n    repository: a\n    networks: {networks}\n"
+        "    actions: [pull]\n"
+    )
     assert line.startswith(f"p.yaml:14:{column}: rule 1: ")
     assert message in line
 
 
 def test_single_host_networks_load():
-    policy = _load(HEAD + "  - account: ci\n    repository: a\n"
-                          "    networks: [10.1.2.3, '::1', 192.168.0.0/16]\n    actions: [pull]\n")
-    assert [str(n) for n in policy.rules[0].networks] == ["10.1.2.3/32", "::1/128",
-                                                          "192.168.0.0/16"]
+    policy = _load(
+        HEAD + "  - account: ci\n    repository: a\n"
+        "    networks: [10.1.2.3, '::1', 192.168.0.0/16]\n    actions: [pull]\n"
+    )
+    assert [str(n) for n in policy.rules[0].networks] == [
+        "10.1.2.3/32",
+        "::1/128",
+        "192.168.0.0/16",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -242,15 +284,19 @@ def test_unknown_accounts_groups_labels(condition, prefix):
 @pytest.mark.parametrize(
     ("token", "prefix"),
     [
-        ("lifetime: 59", "p.yaml:4:13: token lifetime must be between 60 and 86400 seconds, "
-                         "not 59"),
+        (
+            "lifetime: 59",
+            "p.yaml:4:13: token lifetime must be between 60 and 86400 seconds, not 59",
+        ),
         ("lifetime: 86401", "p.yaml:4:13: token lifetime must be between"),
         ("lifetime: '300'", "p.yaml:4:13: token: 'lifetime' must be an integer"),
         ("lifetime: true", "p.yaml:4:13: token: 'lifetime' must be an integer"),
         ("algorithm: HS256", "p.yaml:4:14: token algorithm must be ES256 or RS256"),
         ("kid: x5t", "p.yaml:4:8: token kid must be one of libtrust, rfc7638"),
-        ("{lifetime: 600, refresh_lifetime: 300}",
-         "p.yaml:3:42: refresh_lifetime must not be shorter than the token lifetime"),
+        (
+            "{lifetime: 600, refresh_lifetime: 300}",
+            "p.yaml:3:42: refresh_lifetime must not be shorter than the token lifetime",
+        ),
     ],
 )
 def test_token_settings(token, prefix):
@@ -279,8 +325,10 @@ def test_lifetime_at_the_minimum_loads():
         ("version: 1\nservice: svc\n", "p.yaml:1:1: the policy has no `rules:`"),
         ("version: 1\nservice: svc\nrules: {}\n", "p.yaml:3:8: rules must be a list"),
         ("version: 1\nservice: 'a b'\nrules: []\n", "p.yaml:2:10: service 'a b' may only hold"),
-        ("version: 1\nservice: svc\nissuer: 'x\"y'\nrules: []\n",
-         "p.yaml:3:9: issuer 'x\"y' may only hold"),
+        (
+            "version: 1\nservice: svc\nissuer: 'x\"y'\nrules: []\n",
+            "p.yaml:3:9: issuer 'x\"y' may only hold",
+        ),
         ("", "p.yaml:1:1: the policy file is empty"),
         ("- a\n- b\n", "p.yaml:1:1: the policy must be a mapping"),
     ],
@@ -292,11 +340,15 @@ def test_document_level_problems(text, prefix):
 @pytest.mark.parametrize(
     ("text", "prefix"),
     [
-        ("version: 1\nservice: svc\nservice: other\nrules: []\n",
-         "p.yaml:3:1: duplicate key 'service'"),
-        (f"version: 1\nservice: svc\naccounts:\n  ci:\n    password_hash: '{HASH}'\n"
-         f"  ci:\n    password_hash: '{HASH}'\nrules: []\n",
-         "p.yaml:6:3: duplicate key 'ci'"),
+        (
+            "version: 1\nservice: svc\nservice: other\nrules: []\n",
+            "p.yaml:3:1: duplicate key 'service'",
+        ),
+        (
+            f"version: 1\nservice: svc\naccounts:\n  ci:\n    password_hash: '{HASH}'\n"
+            f"  ci:\n    password_hash: '{HASH}'\nrules: []\n",
+            "p.yaml:6:3: duplicate key 'ci'",
+        ),
         ("version: 1\nservice: svc\nrules: [\n", "p.yaml:4:1: YAML syntax error"),
         ("version: 1\nservice: 'svc\nrules: []\n", "p.yaml:4:1: YAML syntax error"),
         ("version: 1\n  service: svc\n", "p.yaml:2:10: YAML syntax error"),
@@ -312,8 +364,9 @@ def test_yaml_level_problems(text, prefix):
 @pytest.mark.parametrize("value", ["!!int abc", "!!float x", "!!timestamp nope"])
 def test_unconstructible_tagged_values_are_policy_errors(value):
     # `regauth policy check` and the reload watcher only expect PolicyError (or ValueError).
-    assert _single(f"version: 1\nservice: svc\nrules: []\ncomment: {value}\n") \
-        .startswith("p.yaml:4:10: ")
+    assert _single(f"version: 1\nservice: svc\nrules: []\ncomment: {value}\n").startswith(
+        "p.yaml:4:10: "
+    )
 
 
 def test_password_hash_from_the_environment():
@@ -326,14 +379,17 @@ def test_password_hash_from_the_environment():
 
 def test_empty_secret_is_refused():
     text = "version: 1\nservice: svc\naccounts:\n  ci:\n    password_hash_env: CI_HASH\nrules: []\n"
-    assert _single(text, environ={"CI_HASH": "  \n"}) == \
-        "p.yaml:5:24: account 'ci': the secret from $CI_HASH is empty"
+    assert (
+        _single(text, environ={"CI_HASH": "  \n"})
+        == "p.yaml:5:24: account 'ci': the secret from $CI_HASH is empty"
+    )
 
 
 def test_password_hash_from_a_file(tmp_path):
     (tmp_path / "ci.hash").write_text(HASH + "\n")
-    text = "version: 1\nservice: svc\naccounts:\n  ci:\n    password_hash_file: ci.hash\n" \
-           "rules: []\n"
+    text = (
+        "version: 1\nservice: svc\naccounts:\n  ci:\n    password_hash_file: ci.hash\nrules: []\n"
+    )
     policy = load_policy_text(text, file=FILE, base_dir=tmp_path)
     assert policy.accounts["ci"].password_hash == HASH.encode()
     with pytest.raises(PolicyError) as e:
@@ -352,44 +408,57 @@ def test_password_hash_from_a_file(tmp_path):
     ],
 )
 def test_non_bcrypt_password_hash(value):
-    line = _single(f"version: 1\nservice: svc\naccounts:\n  ci:\n    password_hash: '{value}'\n"
-                   "rules: []\n")
-    assert line.startswith("p.yaml:5:20: account 'ci': the password hash from inline is not a "
-                           "bcrypt hash")
+    line = _single(
+        f"version: 1\nservice: svc\naccounts:\n  ci:\n    password_hash: '{value}'\nrules: []\n"
+    )
+    assert line.startswith(
+        "p.yaml:5:20: account 'ci': the password hash from inline is not a bcrypt hash"
+    )
 
 
 def test_two_password_sources():
-    line = _single(f"version: 1\nservice: svc\naccounts:\n  ci:\n    password_hash: '{HASH}'\n"
-                   "    password_hash_env: X\nrules: []\n", environ={"X": HASH})
-    assert line.startswith("p.yaml:6:5: account 'ci': give only one of password_hash, "
-                           "password_hash_env")
+    line = _single(
+        f"version: 1\nservice: svc\naccounts:\n  ci:\n    password_hash: '{HASH}'\n"
+        "    password_hash_env: X\nrules: []\n",
+        environ={"X": HASH},
+    )
+    assert line.startswith(
+        "p.yaml:6:5: account 'ci': give only one of password_hash, password_hash_env"
+    )
 
 
 @pytest.mark.parametrize("name", ["anonymous", "authenticated", "any"])
 def test_reserved_account_names(name):
-    line = _single(f"version: 1\nservice: svc\naccounts:\n  {name}:\n    password_hash: '{HASH}'\n"
-                   "rules: []\n")
+    line = _single(
+        f"version: 1\nservice: svc\naccounts:\n  {name}:\n    password_hash: '{HASH}'\nrules: []\n"
+    )
     assert line == f"p.yaml:4:3: {name!r} is a reserved word, not an account name"
 
 
 def test_label_names_must_work_as_placeholders():
-    line = _single(f"version: 1\nservice: svc\naccounts:\n  ci:\n    password_hash: '{HASH}'\n"
-                   "    labels:\n      team.x: [a]\nrules: []\n")
+    line = _single(
+        f"version: 1\nservice: svc\naccounts:\n  ci:\n    password_hash: '{HASH}'\n"
+        "    labels:\n      team.x: [a]\nrules: []\n"
+    )
     assert line.startswith("p.yaml:7:7: account 'ci': label name 'team.x' must be")
 
 
 def test_label_placeholder_nobody_has():
-    line = _single(HEAD + "  - account: ci\n    repository: 'teams/${labels.site}/**'\n"
-                          "    actions: [pull]\n")
+    line = _single(
+        HEAD + "  - account: ci\n    repository: 'teams/${labels.site}/**'\n    actions: [pull]\n"
+    )
     assert line == "p.yaml:13:17: rule 1: ${labels.site} names a label no account has"
 
 
 @pytest.mark.parametrize("who", ["anonymous", "any"])
 def test_catalog_is_never_granted_to_anonymous(who):
-    line = _single(HEAD + f"  - account: {who}\n    type: registry\n    name: catalog\n"
-                          "    actions: ['*']\n")
-    assert line.startswith("p.yaml:15:14: rule 1: the catalog lists every repository, "
-                           "capability ids included; it cannot be granted to ")
+    line = _single(
+        HEAD + f"  - account: {who}\n    type: registry\n    name: catalog\n    actions: ['*']\n"
+    )
+    assert line.startswith(
+        "p.yaml:15:14: rule 1: the catalog lists every repository, "
+        "capability ids included; it cannot be granted to "
+    )
 
 
 def test_catalog_rule_for_an_account_loads():
@@ -410,8 +479,9 @@ def test_credentials_with_delegate_mode():
               password: p
         rules: []
         """
-    assert _single(text).startswith("p.yaml:6:5: injecting upstream credentials requires "
-                                    "mode: enforce")
+    assert _single(text).startswith(
+        "p.yaml:6:5: injecting upstream credentials requires mode: enforce"
+    )
 
 
 def test_upstream_credentials_load_and_normalize():
@@ -450,34 +520,53 @@ def test_upstream_credentials_load_and_normalize():
     ],
 )
 def test_bad_upstreams(upstream, prefix):
-    assert _single(f"version: 1\nservice: svc\nupstreams:\n  - {upstream}\nrules: []\n") \
-        .startswith(prefix)
+    assert _single(f"version: 1\nservice: svc\nupstreams:\n  - {upstream}\nrules: []\n").startswith(
+        prefix
+    )
 
 
 @pytest.mark.parametrize(
     ("rule", "prefix"),
     [
         ("  - account: ci\n    repository: a\n", "p.yaml:12:5: rule 1 needs `actions:`"),
-        ("  - account: ci\n    repository: a\n    actions: [pull, fly]\n",
-         "p.yaml:14:21: rule 1: unknown action 'fly'"),
-        ("  - account: ci\n    repository: a\n    deny: true\n    actions: [pull]\n",
-         "p.yaml:15:5: rule 1: a deny rule has no actions"),
-        ("  - account: ci\n    repository: a\n    deny: 'yes'\n",
-         "p.yaml:14:11: rule 1: deny must be true or false"),
+        (
+            "  - account: ci\n    repository: a\n    actions: [pull, fly]\n",
+            "p.yaml:14:21: rule 1: unknown action 'fly'",
+        ),
+        (
+            "  - account: ci\n    repository: a\n    deny: true\n    actions: [pull]\n",
+            "p.yaml:15:5: rule 1: a deny rule has no actions",
+        ),
+        (
+            "  - account: ci\n    repository: a\n    deny: 'yes'\n",
+            "p.yaml:14:11: rule 1: deny must be true or false",
+        ),
         ("  - account: ci\n    actions: [pull]\n", "p.yaml:12:5: rule 1 needs `repository:`"),
-        ("  - account: ci\n    repository: []\n    actions: [pull]\n",
-         "p.yaml:13:17: rule 1: empty repository list"),
-        ("  - account: ci\n    type: registry\n    repository: a\n    actions: ['*']\n",
-         "p.yaml:14:5: rule 1: a registry rule has `name: catalog`"),
-        ("  - account: ci\n    type: registry\n    name: other\n    actions: ['*']\n",
-         "p.yaml:14:11: rule 1: the only registry resource is 'catalog'"),
-        ("  - account: ci\n    type: blob\n    repository: a\n    actions: [pull]\n",
-         "p.yaml:13:11: rule 1: type must be 'repository' or 'registry'"),
-        ("  - account: ci\n    name: a\n    actions: [pull]\n",
-         "p.yaml:13:5: rule 1: repository rules use `repository:`"),
+        (
+            "  - account: ci\n    repository: []\n    actions: [pull]\n",
+            "p.yaml:13:17: rule 1: empty repository list",
+        ),
+        (
+            "  - account: ci\n    type: registry\n    repository: a\n    actions: ['*']\n",
+            "p.yaml:14:5: rule 1: a registry rule has `name: catalog`",
+        ),
+        (
+            "  - account: ci\n    type: registry\n    name: other\n    actions: ['*']\n",
+            "p.yaml:14:11: rule 1: the only registry resource is 'catalog'",
+        ),
+        (
+            "  - account: ci\n    type: blob\n    repository: a\n    actions: [pull]\n",
+            "p.yaml:13:11: rule 1: type must be 'repository' or 'registry'",
+        ),
+        (
+            "  - account: ci\n    name: a\n    actions: [pull]\n",
+            "p.yaml:13:5: rule 1: repository rules use `repository:`",
+        ),
         ("  - just a string\n", "p.yaml:12:5: rule 1 must be a mapping"),
-        ("  - comment: [a]\n    account: ci\n    repository: a\n    actions: [pull]\n",
-         "p.yaml:12:14: rule 1: 'comment' must be a non-empty string"),
+        (
+            "  - comment: [a]\n    account: ci\n    repository: a\n    actions: [pull]\n",
+            "p.yaml:12:14: rule 1: 'comment' must be a non-empty string",
+        ),
     ],
 )
 def test_bad_rules(rule, prefix):
@@ -551,20 +640,32 @@ TRUSTED_HEAD = "version: 1\nservice: svc\nrules: []\ntrusted_issuers:\n"
 @pytest.mark.parametrize(
     ("issuer", "prefix"),
     [
-        ("  - {issuer: x, audience: svc, algorithm: HS256, secret: short}\n",
-         "p.yaml:5:5: trusted issuer: an HS256 secret needs at least 32 bytes"),
-        ("  - {issuer: x, audience: svc, algorithm: none, secret: short}\n",
-         "p.yaml:5:43: trusted issuer: algorithm must be HS256, RS256 or ES256"),
-        ("  - {issuer: x, audience: svc, algorithm: RS256}\n",
-         "p.yaml:5:5: trusted issuer: RS256 needs exactly one of public_key_file or jwks_file"),
-        ("  - {issuer: x, audience: svc, algorithm: HS256, secret_env: NOPE}\n",
-         "p.yaml:5:62: trusted issuer: environment variable NOPE is not set"),
-        (f"  - {{issuer: x, audience: svc, algorithm: HS256, secret: '{'k' * 32}', "
-         "claims: groups}\n",
-         "p.yaml:5:102: trusted issuer: claims must be 'access', 'repos' or 'repo_access'"),
-        (f"  - {{issuer: x, audience: svc, algorithm: HS256, secret: '{'k' * 32}', "
-         "actions: {read: [fly]}}\n",
-         "p.yaml:5:110: trusted issuer: 'fly' is not a registry action"),
+        (
+            "  - {issuer: x, audience: svc, algorithm: HS256, secret: short}\n",
+            "p.yaml:5:5: trusted issuer: an HS256 secret needs at least 32 bytes",
+        ),
+        (
+            "  - {issuer: x, audience: svc, algorithm: none, secret: short}\n",
+            "p.yaml:5:43: trusted issuer: algorithm must be HS256, RS256 or ES256",
+        ),
+        (
+            "  - {issuer: x, audience: svc, algorithm: RS256}\n",
+            "p.yaml:5:5: trusted issuer: RS256 needs exactly one of public_key_file or jwks_file",
+        ),
+        (
+            "  - {issuer: x, audience: svc, algorithm: HS256, secret_env: NOPE}\n",
+            "p.yaml:5:62: trusted issuer: environment variable NOPE is not set",
+        ),
+        (
+            f"  - {{issuer: x, audience: svc, algorithm: HS256, secret: '{'k' * 32}', "
+            "claims: groups}\n",
+            "p.yaml:5:102: trusted issuer: claims must be 'access', 'repos' or 'repo_access'",
+        ),
+        (
+            f"  - {{issuer: x, audience: svc, algorithm: HS256, secret: '{'k' * 32}', "
+            "actions: {read: [fly]}}\n",
+            "p.yaml:5:110: trusted issuer: 'fly' is not a registry action",
+        ),
     ],
 )
 def test_bad_trusted_issuers(issuer, prefix):
@@ -574,11 +675,15 @@ def test_bad_trusted_issuers(issuer, prefix):
 @pytest.mark.parametrize(
     ("issuer", "prefix"),
     [
-        (f"  - {{issuer: x, audience: svc, algorithm: RS256, secret: '{'k' * 40}'}}\n",
-         "p.yaml:5:50: trusted issuer: secret does not fit algorithm RS256"),
-        (f"  - {{issuer: x, audience: svc, algorithm: HS256, secret: '{'k' * 40}', "
-         "jwks_file: x.json}\n",
-         "p.yaml:5:102: trusted issuer: jwks_file does not fit algorithm HS256"),
+        (
+            f"  - {{issuer: x, audience: svc, algorithm: RS256, secret: '{'k' * 40}'}}\n",
+            "p.yaml:5:50: trusted issuer: secret does not fit algorithm RS256",
+        ),
+        (
+            f"  - {{issuer: x, audience: svc, algorithm: HS256, secret: '{'k' * 40}', "
+            "jwks_file: x.json}\n",
+            "p.yaml:5:102: trusted issuer: jwks_file does not fit algorithm HS256",
+        ),
     ],
 )
 def test_trusted_issuer_key_material_must_fit_the_algorithm(issuer, prefix):
@@ -586,7 +691,9 @@ def test_trusted_issuer_key_material_must_fit_the_algorithm(issuer, prefix):
 
 
 def test_label_values_stand_for_one_segment():
-    text = HEAD.replace("team: [web]", "team: [web/internal]") + \
-        "  - account: ci\n    repository: a\n    actions: [pull]\n"
+    text = (
+        HEAD.replace("team: [web]", "team: [web/internal]")
+        + "  - account: ci\n    repository: a\n    actions: [pull]\n"
+    )
     line = _single(text)
     assert "label value 'web/internal'" in line and line.startswith(f"{FILE}:8:")

@@ -47,8 +47,10 @@ def validator() -> Draft202012Validator:
 
 
 def schema_errors(validator: Draft202012Validator, text: str) -> list[str]:
-    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
-            for e in validator.iter_errors(yaml.safe_load(text))]
+    return [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in validator.iter_errors(yaml.safe_load(text))
+    ]
 
 
 def environ_for(doc: object) -> dict[str, str]:
@@ -60,8 +62,9 @@ def environ_for(doc: object) -> dict[str, str]:
             for key, value in node.items():
                 if isinstance(key, str) and key.endswith("_env") and isinstance(value, str):
                     if key == "password_hash_env":
-                        env[value] = bcrypt.hashpw(b"pw-" + value.encode(),
-                                                   bcrypt.gensalt(4)).decode()
+                        env[value] = bcrypt.hashpw(
+                            b"pw-" + value.encode(), bcrypt.gensalt(4)
+                        ).decode()
                     elif key == "secret_env":
                         env[value] = secrets.token_urlsafe(48)
                     elif key == "password_env":
@@ -79,6 +82,7 @@ def environ_for(doc: object) -> dict[str, str]:
 
 
 # -- the schema itself ------------------------------------------------------------------------
+
 
 def test_the_schema_is_a_valid_draft_2020_12_schema() -> None:
     schema = json.loads(SCHEMA_PATH.read_text())
@@ -108,6 +112,7 @@ def test_every_schema_property_has_a_description() -> None:
 
 # -- shipped policy files ---------------------------------------------------------------------
 
+
 def test_the_shipped_policies_are_found() -> None:
     names = {p.name for p in SHIPPED}
     assert {"default.yaml", "example-staging.yaml"} <= names
@@ -119,8 +124,9 @@ def test_shipped_policy_names_the_schema_on_its_first_line(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
-def test_shipped_policy_validates_against_the_schema(path: Path,
-                                                     validator: Draft202012Validator) -> None:
+def test_shipped_policy_validates_against_the_schema(
+    path: Path, validator: Draft202012Validator
+) -> None:
     assert schema_errors(validator, path.read_text()) == []
 
 
@@ -137,8 +143,11 @@ def test_shipped_policy_without_its_environment_is_refused(path: Path) -> None:
     assert environ, "shipped policies take their secrets from the environment, never inline"
     with pytest.raises(PolicyError) as e:
         load_policy(path, environ={})
-    unset = {m[1] for p in e.value.problems
-             if (m := re.search(r"environment variable (\S+) is not set", p.message))}
+    unset = {
+        m[1]
+        for p in e.value.problems
+        if (m := re.search(r"environment variable (\S+) is not set", p.message))
+    }
     assert unset == set(environ)
 
 
@@ -174,12 +183,17 @@ STAGING_DECISIONS = [
 ]
 
 
-@pytest.mark.parametrize(("account", "ip", "scope", "outcome", "granted", "rule"),
-                         STAGING_DECISIONS)
-def test_staging_example_decides_as_its_comments_say(account: str | None, ip: str | None,
-                                                     scope: str, outcome: str,
-                                                     granted: tuple[str, ...],
-                                                     rule: int | None) -> None:
+@pytest.mark.parametrize(
+    ("account", "ip", "scope", "outcome", "granted", "rule"), STAGING_DECISIONS
+)
+def test_staging_example_decides_as_its_comments_say(
+    account: str | None,
+    ip: str | None,
+    scope: str,
+    outcome: str,
+    granted: tuple[str, ...],
+    rule: int | None,
+) -> None:
     path = POLICIES / "example-staging.yaml"
     policy = load_policy(path, environ=environ_for(yaml.safe_load(path.read_text())))
     identity = Identity(policy.accounts[account] if account else None)
@@ -236,8 +250,11 @@ def with_top(text: str) -> str:
 def public_key_file(directory: Path) -> str:
     key = ec.generate_private_key(ec.SECP256R1()).public_key()
     path = directory / "issuer.pem"
-    path.write_bytes(key.public_bytes(serialization.Encoding.PEM,
-                                      serialization.PublicFormat.SubjectPublicKeyInfo))
+    path.write_bytes(
+        key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
     return path.name
 
 
@@ -447,14 +464,17 @@ REFUSED = {
           actions: [pull]
         """),
     "account with two password sources": BASE.replace(
-        f'password_hash: "{HASH}"', f'password_hash: "{HASH}"\n    password_hash_env: X'),
+        f'password_hash: "{HASH}"', f'password_hash: "{HASH}"\n    password_hash_env: X'
+    ),
     "account without a password": BASE.replace(f'    password_hash: "{HASH}"\n', ""),
     "account with an unknown key": BASE.replace("groups: [ci]", "groups: [ci]\n    role: x"),
     "inline hash that is not bcrypt": BASE.replace(HASH, "secret"),
     "reserved account name": BASE.replace("  ci:", "  anonymous:").replace(
-        "account: ci", "account: authenticated"),
+        "account: ci", "account: authenticated"
+    ),
     "account name with a space": BASE.replace("  ci:", "  c i:").replace(
-        "account: ci", "account: authenticated"),
+        "account: ci", "account: authenticated"
+    ),
     "upper-case group": BASE.replace("groups: [ci]", "groups: [CI]"),
     "empty group list": BASE.replace("groups: [ci]", "groups: []"),
     "upper-case capability name": BASE.replace("build-id:", "Build:"),
@@ -536,10 +556,12 @@ SEMANTIC_ONLY = {
           repository: "builds/{run-id}"
           actions: [pull]
         """),
-    "unset environment variable": BASE.replace(f'password_hash: "{HASH}"',
-                                               "password_hash_env: NOT_SET_ANYWHERE"),
+    "unset environment variable": BASE.replace(
+        f'password_hash: "{HASH}"', "password_hash_env: NOT_SET_ANYWHERE"
+    ),
     "refresh lifetime shorter than lifetime": with_top(
-        "token: {lifetime: 600, refresh_lifetime: 300}\n"),
+        "token: {lifetime: 600, refresh_lifetime: 300}\n"
+    ),
     "host bits in a network": with_rule("""\
         - account: ci
           repository: a/**
@@ -559,8 +581,9 @@ def loader_problems(text: str, directory: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("name", ACCEPTED)
-def test_schema_and_loader_both_accept(name: str, tmp_path: Path,
-                                       validator: Draft202012Validator) -> None:
+def test_schema_and_loader_both_accept(
+    name: str, tmp_path: Path, validator: Draft202012Validator
+) -> None:
     public_key_file(tmp_path)
     text = ACCEPTED[name]
     assert loader_problems(text, tmp_path) == []
@@ -568,16 +591,18 @@ def test_schema_and_loader_both_accept(name: str, tmp_path: Path,
 
 
 @pytest.mark.parametrize("name", REFUSED)
-def test_schema_and_loader_both_refuse(name: str, tmp_path: Path,
-                                       validator: Draft202012Validator) -> None:
+def test_schema_and_loader_both_refuse(
+    name: str, tmp_path: Path, validator: Draft202012Validator
+) -> None:
     text = REFUSED[name]
     assert loader_problems(text, tmp_path) != []
     assert schema_errors(validator, text) != []
 
 
 @pytest.mark.parametrize("name", SEMANTIC_ONLY)
-def test_semantic_problems_are_left_to_the_loader(name: str, tmp_path: Path,
-                                                  validator: Draft202012Validator) -> None:
+def test_semantic_problems_are_left_to_the_loader(
+    name: str, tmp_path: Path, validator: Draft202012Validator
+) -> None:
     text = SEMANTIC_ONLY[name]
     assert loader_problems(text, tmp_path) != []
     assert schema_errors(validator, text) == []
@@ -585,11 +610,18 @@ def test_semantic_problems_are_left_to_the_loader(name: str, tmp_path: Path,
 
 # -- regauth policy check ---------------------------------------------------------------------
 
-def policy_check(*files: Path, env: dict[str, str] | None = None
-                 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "regauth.cli", "policy", "check",
-                           *map(str, files)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=60)
+
+def policy_check(
+    *files: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "regauth.cli", "policy", "check", *map(str, files)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 BROKEN = f"""\
@@ -620,8 +652,12 @@ def test_policy_check_reports_file_line_column_and_fails(tmp_path: Path) -> None
         assert m is not None, line
         assert m["file"] == str(path)
     assert f"{path}:4:13: token lifetime must be between 60 and 86400 seconds, not 30" in lines
-    assert any(line.startswith(f"{path}:12:14: rule 1: grants push to anonymous outside a "
-                               "capability repository") for line in lines), lines
+    assert any(
+        line.startswith(
+            f"{path}:12:14: rule 1: grants push to anonymous outside a capability repository"
+        )
+        for line in lines
+    ), lines
     assert "ok" not in result.stdout
 
 

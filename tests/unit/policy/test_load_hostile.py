@@ -38,17 +38,25 @@ def _problems(text: str) -> list[str]:
         ("version: !!int\n", "p.yaml:1:10: cannot read int value ''"),
         ("[" * 1000 + "]" * 1000, f"p.yaml:1:{DEEP}: YAML nesting deeper than 32 levels"),
         ("{a: " * 1000 + "}" * 1000, "p.yaml:1:126: YAML nesting deeper than 32 levels"),
-        ("".join(" " * i + "a:\n" for i in range(1000)),
-         "p.yaml:32:32: YAML nesting deeper than 32 levels"),
-        ("".join(" " * i + "-\n" for i in range(1000)),
-         f"p.yaml:{DEEP}:{DEEP}: YAML nesting deeper than 32 levels"),
+        (
+            "".join(" " * i + "a:\n" for i in range(1000)),
+            "p.yaml:32:32: YAML nesting deeper than 32 levels",
+        ),
+        (
+            "".join(" " * i + "-\n" for i in range(1000)),
+            f"p.yaml:{DEEP}:{DEEP}: YAML nesting deeper than 32 levels",
+        ),
         ("[" * 1_000_000, f"p.yaml:1:{DEEP}: YAML nesting deeper than 32 levels"),
         ("a: &a [*a]\n", "p.yaml:1:4: YAML nesting deeper than 32 levels (through aliases)"),
-        ("a0: &a0 [x]\n" + "".join(f"a{i}: &a{i} [*a{i - 1}]\n" for i in range(1, 40)),
-         "p.yaml:1:10: YAML nesting deeper than 32 levels (through aliases)"),
-        ("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
-            f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9)),
-         "values after alias expansion"),
+        (
+            "a0: &a0 [x]\n" + "".join(f"a{i}: &a{i} [*a{i - 1}]\n" for i in range(1, 40)),
+            "p.yaml:1:10: YAML nesting deeper than 32 levels (through aliases)",
+        ),
+        (
+            "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+            + "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9)),
+            "values after alias expansion",
+        ),
         ("[" + "a," * 150_000 + "]", "document too large: more than 100000 values"),
         ("x" * (1024 * 1024 + 1), "p.yaml:1:1048577: document larger than 1024 KiB"),
         ("version: !!set {a}\n", "p.yaml:1:10: YAML tag 'set' is not supported here"),
@@ -97,8 +105,10 @@ def test_an_unexpected_loader_defect_is_a_policy_error_at_its_position(monkeypat
 
     monkeypatch.setattr(load._Loader, "token_settings", broken)
     problems = _problems("version: 1\nservice: s\ntoken:\n  lifetime: 300\nrules: []\n")
-    assert any(p.startswith("p.yaml:4:3: cannot check this part of the policy (internal "
-                            "error TypeError") for p in problems), problems
+    assert any(
+        p.startswith("p.yaml:4:3: cannot check this part of the policy (internal error TypeError")
+        for p in problems
+    ), problems
 
 
 def test_a_recursion_error_inside_the_loader_is_a_policy_error(monkeypatch) -> None:
@@ -107,8 +117,10 @@ def test_a_recursion_error_inside_the_loader_is_a_policy_error(monkeypatch) -> N
 
     monkeypatch.setattr(yamlpos, "load", recurse)
     problems = _problems("version: 1\n")
-    assert problems == ["p.yaml:1:1: cannot check this part of the policy (internal error "
-                        "RecursionError: maximum recursion depth exceeded)"]
+    assert problems == [
+        "p.yaml:1:1: cannot check this part of the policy (internal error "
+        "RecursionError: maximum recursion depth exceeded)"
+    ]
 
 
 # -- files -------------------------------------------------------------------------------------
@@ -123,13 +135,13 @@ def _file_problems(path: Path) -> list[str]:
 
 
 def test_a_directory_is_refused(tmp_path: Path) -> None:
-    assert _file_problems(tmp_path) == [f"{tmp_path}:1:1: cannot read policy: not a regular "
-                                        "file"]
+    assert _file_problems(tmp_path) == [f"{tmp_path}:1:1: cannot read policy: not a regular file"]
 
 
 def test_a_missing_file_is_refused(tmp_path: Path) -> None:
     assert _file_problems(tmp_path / "nope.yaml") == [
-        f"{tmp_path / 'nope.yaml'}:1:1: cannot read policy: No such file or directory"]
+        f"{tmp_path / 'nope.yaml'}:1:1: cannot read policy: No such file or directory"
+    ]
 
 
 def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
@@ -147,15 +159,17 @@ def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
 
 
 def test_a_device_is_refused() -> None:
-    assert _file_problems(Path("/dev/zero")) == ["/dev/zero:1:1: cannot read policy: not a "
-                                                 "regular file"]
+    assert _file_problems(Path("/dev/zero")) == [
+        "/dev/zero:1:1: cannot read policy: not a regular file"
+    ]
 
 
 def test_non_utf8_bytes_are_reported_where_they_are(tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
     path.write_bytes(b"version: 1\nservice: caf\xc3\xa9 \xff\n")
-    assert _file_problems(path) == [f"{path}:2:15: the policy is not UTF-8 text (byte 0xff: "
-                                    "invalid start byte)"]
+    assert _file_problems(path) == [
+        f"{path}:2:15: the policy is not UTF-8 text (byte 0xff: invalid start byte)"
+    ]
 
 
 def test_binary_junk_is_refused(tmp_path: Path) -> None:
@@ -182,19 +196,25 @@ def test_a_utf8_bom_is_accepted(tmp_path: Path) -> None:
 def test_secret_and_key_files_are_read_bounded_and_never_block(tmp_path, kind):
     # A *_file secret or key naming /dev/zero read until MemoryError; a FIFO blocked forever
     # (in the proxy, the reload task with it).
-    target = {"device": Path("/dev/zero"), "fifo": tmp_path / "fifo",
-              "directory": tmp_path, "huge": tmp_path / "huge"}[kind]
+    target = {
+        "device": Path("/dev/zero"),
+        "fifo": tmp_path / "fifo",
+        "directory": tmp_path,
+        "huge": tmp_path / "huge",
+    }[kind]
     if kind == "fifo":
         os.mkfifo(target)
     if kind == "huge":
         target.write_bytes(b"$2b$04$" + b"a" * (2 * 1024 * 1024))
-    for text in (f"""version: 1
+    for text in (
+        f"""version: 1
 service: s
 accounts:
   ci:
     password_hash_file: {target}
 rules: []
-""", f"""version: 1
+""",
+        f"""version: 1
 service: s
 rules: []
 trusted_issuers:
@@ -202,7 +222,8 @@ trusted_issuers:
     audience: s
     algorithm: ES256
     public_key_file: {target}
-"""):
+""",
+    ):
         with pytest.raises(PolicyError) as raised:
             load_policy_text(text, "p.yaml", tmp_path)
         [problem] = raised.value.problems

@@ -166,8 +166,12 @@ def test_default_deny_without_rules():
     assert decision.granted == ()
     assert decision.rule is None
     assert decision.outcome == "default deny"
-    assert decision.as_record() == {"scope": "repository:a:pull", "granted": [],
-                                    "outcome": "default deny", "rule": "default deny"}
+    assert decision.as_record() == {
+        "scope": "repository:a:pull",
+        "granted": [],
+        "outcome": "default deny",
+        "rule": "default deny",
+    }
 
 
 @pytest.mark.parametrize(
@@ -241,8 +245,9 @@ rules:
 """
     policy = load_policy_text(text)
     assert policy.decide(Identity(None), scope("repository:a/b:pull"), "127.0.0.1").granted == ()
-    assert policy.decide(Identity(policy.accounts["ci"]), scope("repository:a/b:pull"),
-                         "127.0.0.1").granted == ("pull",)
+    assert policy.decide(
+        Identity(policy.accounts["ci"]), scope("repository:a/b:pull"), "127.0.0.1"
+    ).granted == ("pull",)
 
 
 def test_ipv6_network_with_ipv4_client():
@@ -262,8 +267,7 @@ rules:
     assert policy.decide(anon, scope("repository:a/x:pull"), "10.0.0.1").granted == ()
     assert policy.decide(anon, scope("repository:b/x:pull"), "2001:db8::1").granted == ()
     assert policy.decide(anon, scope("repository:a/x:pull"), "2001:db8::1").granted == ("pull",)
-    assert policy.decide(anon, scope("repository:b/x:pull"), "::ffff:1.2.3.4").granted == \
-        ("pull",)
+    assert policy.decide(anon, scope("repository:b/x:pull"), "::ffff:1.2.3.4").granted == ("pull",)
 
 
 @pytest.mark.parametrize(
@@ -303,8 +307,10 @@ def test_granted_scope(policy):
 
 
 def test_describe_rule(policy):
-    assert policy.rules[0].describe() == \
-        f"rule 1 (line {policy.rules[0].line}): nobody touches the vault"
+    assert (
+        policy.rules[0].describe()
+        == f"rule 1 (line {policy.rules[0].line}): nobody touches the vault"
+    )
 
 
 def test_globstar_patterns():

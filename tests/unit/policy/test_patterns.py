@@ -38,12 +38,16 @@ CATASTROPHIC = [
 
 
 def _policy(rules: str, accounts: str = ""):
-    return load_policy_text(textwrap.dedent(f"""\
+    return load_policy_text(
+        textwrap.dedent(f"""\
         version: 1
         service: svc
         {accounts}
         rules:
-        """) + textwrap.dedent(rules), file="p.yaml")
+        """)
+        + textwrap.dedent(rules),
+        file="p.yaml",
+    )
 
 
 def _granted(policy, name, identity=None):
@@ -63,15 +67,29 @@ def test_catastrophic_regexes_load_and_decide_255_character_names(pattern, miss,
     # The same answers Python's re gives, on names short enough for it to finish.
     python = re.compile(pattern)
     compiled = policy.rules[0].repositories[0]
-    for name in ("ab", "aab", "a-b", "a--b", "team-a/app", "team-/app", "app", "a" * 16,
-                 "a" * 15 + "b", "ba" * 8, "a/b"):
+    for name in (
+        "ab",
+        "aab",
+        "a-b",
+        "a--b",
+        "team-a/app",
+        "team-/app",
+        "app",
+        "a" * 16,
+        "a" * 15 + "b",
+        "ba" * 8,
+        "a/b",
+    ):
         assert compiled.matches(name) == (python.fullmatch(name) is not None), name
 
 
 def test_patterns_are_compiled_for_linear_matching():
     # Python's re.Pattern is the backtracking engine this issue replaces.
-    for pattern in (compile_regex("(a+)+b"), compile_glob("a*a*b", {}),
-                    compile_glob("builds/**", {})):
+    for pattern in (
+        compile_regex("(a+)+b"),
+        compile_glob("a*a*b", {}),
+        compile_glob("builds/**", {}),
+    ):
         assert pattern.compiled is not None
         assert not isinstance(pattern.compiled, re.Pattern)
     assert not isinstance(JWT_RE, re.Pattern)
@@ -79,13 +97,22 @@ def test_patterns_are_compiled_for_linear_matching():
 
 # (glob, 255-character names it must not match, names it must match)
 MANY_STARS = [
-    ("a*a*a*a*a*a*b", ["a" * 255, "a" * 254 + "c", "a" * 100 + "/" + "a" * 153 + "b"],
-     ["a" * 254 + "b", "aaaaaa" + "x" * 248 + "b"]),
+    (
+        "a*a*a*a*a*a*b",
+        ["a" * 255, "a" * 254 + "c", "a" * 100 + "/" + "a" * 153 + "b"],
+        ["a" * 254 + "b", "aaaaaa" + "x" * 248 + "b"],
+    ),
     ("*a*a*a*a*a*b", ["a" * 255, "b" * 250 + "aaaaa"], ["a" * 254 + "b", "ba" * 127 + "b"]),
-    ("a*-*-*-*-*-*-*-*b", ["a" + "-" * 253 + "c", "a" + "-b" * 126 + "-c"],
-     ["a" + "-" * 253 + "b", "a" + "-b" * 127]),
-    ("**/**/**/**/b", ["a/" * 127 + "a", "a/" * 127 + "c", "a/a/" + "a" * 250 + "b"],
-     ["a/" * 126 + "a/b"]),
+    (
+        "a*-*-*-*-*-*-*-*b",
+        ["a" + "-" * 253 + "c", "a" + "-b" * 126 + "-c"],
+        ["a" + "-" * 253 + "b", "a" + "-b" * 127],
+    ),
+    (
+        "**/**/**/**/b",
+        ["a/" * 127 + "a", "a/" * 127 + "c", "a/a/" + "a" * 250 + "b"],
+        ["a/" * 126 + "a/b"],
+    ),
     ("a/**/a/**/a/**/b", ["a/" * 127 + "a"], ["a/" * 126 + "a/b"]),
     ("x-*/**/*-y", ["x-" + "a/" * 126 + "a", "x-" + "a/" * 126 + "y"], ["x-" + "a/" * 125 + "a-y"]),
 ]
@@ -106,12 +133,14 @@ def test_globs_with_many_stars_decide_255_character_names(glob, misses, hits):
 
 
 def test_placeholder_globs_with_many_stars():
-    policy = _policy("""\
+    policy = _policy(
+        """\
         - repository: '${group}*${group}*${group}*${group}*${group}*b'
           actions: [pull]
         - repository: 'teams/${labels.team}/**/${account}-*'
           actions: [pull]
-        """, accounts=f"""accounts:
+        """,
+        accounts=f"""accounts:
           alice:
             password_hash: "{HASH}"
             groups: [a, aa, a-a]
@@ -120,7 +149,8 @@ def test_placeholder_globs_with_many_stars():
           bob:
             password_hash: "{HASH}"
             groups: [b]
-        """)
+        """,
+    )
     alice = Identity(policy.accounts["alice"])
     bob = Identity(policy.accounts["bob"])
     assert not _granted(policy, "a" * 255, alice)
@@ -151,16 +181,25 @@ def test_placeholder_expansions_are_per_account_values():
         assert not pattern.matches("home/alice/dev-1", {})  # anonymous: no values
 
 
-_GLOB_SEGMENT = st.lists(st.sampled_from(["a", "b", "-", "*", "${group}", "${account}"]),
-                         min_size=1, max_size=5).map("".join).filter(lambda s: "**" not in s)
-_GLOB = st.lists(st.one_of(_GLOB_SEGMENT, st.just("**"), st.just("*")), min_size=1,
-                 max_size=4).map("/".join)
+_GLOB_SEGMENT = (
+    st.lists(
+        st.sampled_from(["a", "b", "-", "*", "${group}", "${account}"]), min_size=1, max_size=5
+    )
+    .map("".join)
+    .filter(lambda s: "**" not in s)
+)
+_GLOB = st.lists(st.one_of(_GLOB_SEGMENT, st.just("**"), st.just("*")), min_size=1, max_size=4).map(
+    "/".join
+)
 _NAME = st.lists(st.text("ab-", min_size=1, max_size=6), min_size=1, max_size=5).map("/".join)
 
 
 @settings(max_examples=300, deadline=None)
-@given(_GLOB, st.lists(_NAME, min_size=1, max_size=8),
-       st.lists(st.text("ab-", min_size=1, max_size=3), max_size=3))
+@given(
+    _GLOB,
+    st.lists(_NAME, min_size=1, max_size=8),
+    st.lists(st.text("ab-", min_size=1, max_size=3), max_size=3),
+)
 def test_globs_decide_like_the_python_regex_they_used_to_be(glob, names, groups):
     pattern = compile_glob(glob, {})
     variables = {"account": ["ab"], "group": groups}
@@ -174,8 +213,11 @@ _OLD_JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.sampled_from(["eyJ", "a", "Z9", ".", "-", "_", " ", "\n", "=", "é", '"']),
-                max_size=40).map("".join))
+@given(
+    st.lists(
+        st.sampled_from(["eyJ", "a", "Z9", ".", "-", "_", " ", "\n", "=", "é", '"']), max_size=40
+    ).map("".join)
+)
 def test_find_jwts_finds_what_it_found_before(text):
     assert find_jwts(text) == _OLD_JWT_RE.findall(text)
 

@@ -21,8 +21,9 @@ from regauth.policy.reader import read_regular_file
 from regauth.policy.reader import read_small
 
 
-def _reader(tmp_path: Path, environ: dict[str, str] | None = None,
-            notes: list[Problem] | None = None) -> Reader:
+def _reader(
+    tmp_path: Path, environ: dict[str, str] | None = None, notes: list[Problem] | None = None
+) -> Reader:
     return Reader("p.yaml", tmp_path, environ or {}, notes)
 
 
@@ -46,14 +47,18 @@ def test_typed_reads_record_the_problem_where_it_is(tmp_path):
     assert reader.string(m, "a", "thing") == "text"
     assert reader.string(m, "missing", "thing", default="d") == "d"
     assert reader.integer(m, "n", "thing", 0) == 3
-    assert reader.string_list(m, "list", "thing") == [("x", m["list"].where(0)),
-                                                       ("y", m["list"].where(1))]
+    assert reader.string_list(m, "list", "thing") == [
+        ("x", m["list"].where(0)),
+        ("y", m["list"].where(1)),
+    ]
     assert [v for v, _ in reader.string_list(m, "a", "thing")] == ["text"]
-    for read in (lambda: reader.integer(m, "flag", "thing", 0),  # a bool is no integer
-                 lambda: reader.string(m, "n", "thing"),
-                 lambda: reader.string_list(m, "empty", "thing"),
-                 lambda: reader.string(m, "missing", "thing", required=True),
-                 lambda: reader.mapping(m["list"], m.where("list"), "thing")):
+    for read in (
+        lambda: reader.integer(m, "flag", "thing", 0),  # a bool is no integer
+        lambda: reader.string(m, "n", "thing"),
+        lambda: reader.string_list(m, "empty", "thing"),
+        lambda: reader.string(m, "missing", "thing", required=True),
+        lambda: reader.mapping(m["list"], m.where("list"), "thing"),
+    ):
         with pytest.raises(Invalid):
             read()
     reader.check_keys(m, {"a", "n", "flag", "list", "empty"}, "thing")
@@ -63,7 +68,8 @@ def test_typed_reads_record_the_problem_where_it_is(tmp_path):
         "p.yaml:5:8: thing: 'empty' must be a string or a non-empty list of strings",
         "p.yaml:1:1: thing needs 'missing'",
         "p.yaml:4:7: thing must be a mapping",
-        "p.yaml:6:1: unknown key 'odd' in thing (allowed: a, empty, flag, list, n)"]
+        "p.yaml:6:1: unknown key 'odd' in thing (allowed: a, empty, flag, list, n)",
+    ]
 
 
 def test_a_list_section_keeps_the_valid_items_and_reports_the_others(tmp_path):
@@ -86,20 +92,25 @@ def test_secrets_inline_from_the_environment_or_a_file(tmp_path):
     reader = _reader(tmp_path, {"HASH": " from-env \n"})
     assert reader.secret(_map("h: inline\n"), "h", "it") == ("inline", "inline")
     assert reader.secret(_map("h_env: HASH\n"), "h", "it") == ("from-env", "$HASH")
-    assert reader.secret(_map("h_file: hash.txt\n"), "h", "it") == \
-        ("from-file", str(tmp_path / "hash.txt"))
+    assert reader.secret(_map("h_file: hash.txt\n"), "h", "it") == (
+        "from-file",
+        str(tmp_path / "hash.txt"),
+    )
     assert reader.secret(_map("other: 1\n"), "h", "it", required=False) == ("", "")
     assert reader.problems == []
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("h: a\nh_env: B\n", "p.yaml:2:1: it: give only one of h, h_env"),
-    ("other: 1\n", "p.yaml:1:1: it needs 'h', 'h_env' or 'h_file'"),
-    ("h_env: UNSET\n", "p.yaml:1:8: it: environment variable UNSET is not set"),
-    ("h_env: EMPTY\n", "p.yaml:1:8: it: the secret from $EMPTY is empty"),
-    ("h_file: absent.txt\n", "p.yaml:1:9: it: cannot read {dir}/absent.txt: No such file"),
-    ("h_file: big.txt\n", "p.yaml:1:9: it: cannot use {dir}/big.txt: larger than 64 KiB"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("h: a\nh_env: B\n", "p.yaml:2:1: it: give only one of h, h_env"),
+        ("other: 1\n", "p.yaml:1:1: it needs 'h', 'h_env' or 'h_file'"),
+        ("h_env: UNSET\n", "p.yaml:1:8: it: environment variable UNSET is not set"),
+        ("h_env: EMPTY\n", "p.yaml:1:8: it: the secret from $EMPTY is empty"),
+        ("h_file: absent.txt\n", "p.yaml:1:9: it: cannot read {dir}/absent.txt: No such file"),
+        ("h_file: big.txt\n", "p.yaml:1:9: it: cannot use {dir}/big.txt: larger than 64 KiB"),
+    ],
+)
 def test_secret_problems(tmp_path, text, message):
     (tmp_path / "big.txt").write_bytes(b"x" * (MAX_SECRET_BYTES + 1))
     reader = _reader(tmp_path, {"EMPTY": "  "})
@@ -118,7 +129,9 @@ def test_absent_secrets_become_notes_with_well_formed_stand_ins(tmp_path):
     assert len(password) == 64
     assert reader.problems == []
     assert [n.message.split(":")[1].strip() for n in notes] == [
-        "environment variable UNSET is not set", f"cannot read {tmp_path}/none.txt"]
+        "environment variable UNSET is not set",
+        f"cannot read {tmp_path}/none.txt",
+    ]
 
 
 def test_relative_paths_are_the_policys_directory(tmp_path):

@@ -27,10 +27,13 @@ def doc():
 
 
 def test_values_are_plain_python(doc):
-    assert doc == {"version": 1, "service": "svc", "token": {"lifetime": 300},
-                   "rules": [{"account": "ci", "repository": ["a", "b/**"]},
-                             {"account": "any", "deny": True}],
-                   "flow": {"x": 1, "y": "two"}}
+    assert doc == {
+        "version": 1,
+        "service": "svc",
+        "token": {"lifetime": 300},
+        "rules": [{"account": "ci", "repository": ["a", "b/**"]}, {"account": "any", "deny": True}],
+        "flow": {"x": 1, "y": "two"},
+    }
     assert isinstance(doc, Map)
     assert isinstance(doc["rules"], Seq)
     assert isinstance(doc["service"], Str)

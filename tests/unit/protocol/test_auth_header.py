@@ -16,8 +16,10 @@ def _b64u(obj):
     return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
 
 
-TOKEN = f"{_b64u({'alg': 'ES256', 'x5c': ['AAAA', 'BBBB']})}.{_b64u({'sub': 'ci'})}." \
-        "c2lnbmF0dXJlLXNlY3JldA"
+TOKEN = (
+    f"{_b64u({'alg': 'ES256', 'x5c': ['AAAA', 'BBBB']})}.{_b64u({'sub': 'ci'})}."
+    "c2lnbmF0dXJlLXNlY3JldA"
+)
 
 
 def test_parse_basic():
@@ -61,10 +63,11 @@ def test_describe_malformed_values():
     assert describe("Digest x") == {"scheme": "Digest"}
 
 
-@pytest.mark.parametrize("header", ["ghp_SECRETtokenvalue123", "Basic\tY2k6c2VjcmV0",
-                                    "a-very-long-scheme-name-that-is-a-token x"])
+@pytest.mark.parametrize(
+    "header",
+    ["ghp_SECRETtokenvalue123", "Basic\tY2k6c2VjcmV0", "a-very-long-scheme-name-that-is-a-token x"],
+)
 def test_a_credential_without_a_recognisable_scheme_is_never_logged(header):
     record = describe(header)
-    assert record == {"scheme": "<unparsed>", "length": len(header)} or \
-        record["scheme"] == "Basic"
+    assert record == {"scheme": "<unparsed>", "length": len(header)} or record["scheme"] == "Basic"
     assert "SECRET" not in json.dumps(record) and "c2VjcmV0" not in json.dumps(record)

@@ -17,44 +17,79 @@ def _parsed(header):
     ("header", "expected"),
     [
         # distribution's own rendering (Go %q)
-        ('Bearer realm="https://auth.docker.io/token",service="registry.docker.io",'
-         'scope="repository:samalba/my-app:pull,push"',
-         [("Bearer", {"realm": "https://auth.docker.io/token", "service": "registry.docker.io",
-                      "scope": "repository:samalba/my-app:pull,push"})]),
+        (
+            'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",'
+            'scope="repository:samalba/my-app:pull,push"',
+            [
+                (
+                    "Bearer",
+                    {
+                        "realm": "https://auth.docker.io/token",
+                        "service": "registry.docker.io",
+                        "scope": "repository:samalba/my-app:pull,push",
+                    },
+                )
+            ],
+        ),
         # no scope on the ping, error parameter
-        ('Bearer realm="https://r/token",service="r",error="invalid_token"',
-         [("Bearer", {"realm": "https://r/token", "service": "r", "error": "invalid_token"})]),
+        (
+            'Bearer realm="https://r/token",service="r",error="invalid_token"',
+            [("Bearer", {"realm": "https://r/token", "service": "r", "error": "invalid_token"})],
+        ),
         # several resources inside one scope parameter
-        ('Bearer realm="r",scope="repository:a:pull repository:b:pull,push"',
-         [("Bearer", {"realm": "r", "scope": "repository:a:pull repository:b:pull,push"})]),
+        (
+            'Bearer realm="r",scope="repository:a:pull repository:b:pull,push"',
+            [("Bearer", {"realm": "r", "scope": "repository:a:pull repository:b:pull,push"})],
+        ),
         # several challenges in one header
-        ('Basic realm="x", Bearer realm="y",service="z"',
-         [("Basic", {"realm": "x"}), ("Bearer", {"realm": "y", "service": "z"})]),
-        ('Basic realm="x",Bearer realm="y"',
-         [("Basic", {"realm": "x"}), ("Bearer", {"realm": "y"})]),
-        ('Bearer realm="y",service="z", Basic realm="x"',
-         [("Bearer", {"realm": "y", "service": "z"}), ("Basic", {"realm": "x"})]),
+        (
+            'Basic realm="x", Bearer realm="y",service="z"',
+            [("Basic", {"realm": "x"}), ("Bearer", {"realm": "y", "service": "z"})],
+        ),
+        (
+            'Basic realm="x",Bearer realm="y"',
+            [("Basic", {"realm": "x"}), ("Bearer", {"realm": "y"})],
+        ),
+        (
+            'Bearer realm="y",service="z", Basic realm="x"',
+            [("Bearer", {"realm": "y", "service": "z"}), ("Basic", {"realm": "x"})],
+        ),
         # token (unquoted) values and optional whitespace
-        ('Bearer realm="y", service=registry.local, error=insufficient_scope',
-         [("Bearer", {"realm": "y", "service": "registry.local",
-                      "error": "insufficient_scope"})]),
-        ('Bearer realm = "y" , service = z',
-         [("Bearer", {"realm": "y", "service": "z"})]),
+        (
+            'Bearer realm="y", service=registry.local, error=insufficient_scope',
+            [
+                (
+                    "Bearer",
+                    {"realm": "y", "service": "registry.local", "error": "insufficient_scope"},
+                )
+            ],
+        ),
+        ('Bearer realm = "y" , service = z', [("Bearer", {"realm": "y", "service": "z"})]),
         # escaped quote and backslash inside a quoted-string
-        ('Bearer realm="a\\"b",service="c\\\\d"',
-         [("Bearer", {"realm": 'a"b', "service": "c\\d"})]),
+        (
+            'Bearer realm="a\\"b",service="c\\\\d"',
+            [("Bearer", {"realm": 'a"b', "service": "c\\d"})],
+        ),
         # a comma inside a quoted value does not split anything
-        ('Bearer realm="r",scope="repository:a:pull,push,delete"',
-         [("Bearer", {"realm": "r", "scope": "repository:a:pull,push,delete"})]),
+        (
+            'Bearer realm="r",scope="repository:a:pull,push,delete"',
+            [("Bearer", {"realm": "r", "scope": "repository:a:pull,push,delete"})],
+        ),
         # parameter names are case-insensitive; the scheme keeps its spelling
         ('bearer Realm="r",SERVICE="s"', [("bearer", {"realm": "r", "service": "s"})]),
         # token68 credentials-style challenge followed by another challenge
-        ('Negotiate abc123==, Bearer realm="r"',
-         [("Negotiate", {"token68": "abc123=="}), ("Bearer", {"realm": "r"})]),
+        (
+            'Negotiate abc123==, Bearer realm="r"',
+            [("Negotiate", {"token68": "abc123=="}), ("Bearer", {"realm": "r"})],
+        ),
         # the RFC 7235 section 4.1 example
-        ('Newauth realm="apps", type=1, title="Login to \\"apps\\"", Basic realm="simple"',
-         [("Newauth", {"realm": "apps", "type": "1", "title": 'Login to "apps"'}),
-          ("Basic", {"realm": "simple"})]),
+        (
+            'Newauth realm="apps", type=1, title="Login to \\"apps\\"", Basic realm="simple"',
+            [
+                ("Newauth", {"realm": "apps", "type": "1", "title": 'Login to "apps"'}),
+                ("Basic", {"realm": "simple"}),
+            ],
+        ),
         # empty list elements are allowed around challenges and parameters
         (', Bearer realm="r",,service="s",', [("Bearer", {"realm": "r", "service": "s"})]),
         ("Bearer", [("Bearer", {})]),
@@ -87,7 +122,9 @@ def test_a_challenge_without_parameters_may_be_followed_by_another():
     # RFC 7235 section 4.1: WWW-Authenticate = 1#challenge, and a challenge may be a bare
     # auth-scheme, so "Negotiate, Bearer realm=..." is two challenges.
     assert _parsed('Negotiate, Bearer realm="r",service="s"') == [
-        ("Negotiate", {}), ("Bearer", {"realm": "r", "service": "s"})]
+        ("Negotiate", {}),
+        ("Bearer", {"realm": "r", "service": "s"}),
+    ]
 
 
 def test_parse_challenges_rejects_overlong_header():
@@ -96,46 +133,67 @@ def test_parse_challenges_rejects_overlong_header():
 
 
 def test_challenge_helpers():
-    [c] = parse_challenges('BEARER realm="r",service="s",scope="repository:a:pull '
-                           'repository:b:push",error="insufficient_scope",extra="x"')
+    [c] = parse_challenges(
+        'BEARER realm="r",service="s",scope="repository:a:pull '
+        'repository:b:push",error="insufficient_scope",extra="x"'
+    )
     assert c.is_bearer
     assert c.scopes() == ["repository:a:pull", "repository:b:push"]
-    assert c.as_record() == {"scheme": "BEARER", "realm": "r", "service": "s",
-                             "error": "insufficient_scope",
-                             "scopes": ["repository:a:pull", "repository:b:push"]}
+    assert c.as_record() == {
+        "scheme": "BEARER",
+        "realm": "r",
+        "service": "s",
+        "error": "insufficient_scope",
+        "scopes": ["repository:a:pull", "repository:b:push"],
+    }
     assert not Challenge("Basic", {"realm": "x"}).is_bearer
     assert Challenge("Bearer").scopes() == []
 
 
 def test_build_bearer_without_scope():
-    assert build_bearer("https://proxy:5000/v2/token", "registry") == \
-        'Bearer realm="https://proxy:5000/v2/token",service="registry"'
+    assert (
+        build_bearer("https://proxy:5000/v2/token", "registry")
+        == 'Bearer realm="https://proxy:5000/v2/token",service="registry"'
+    )
 
 
 def test_build_bearer_with_scopes_and_error():
-    header = build_bearer("https://p/v2/token", "svc",
-                          [scope("repository:a:push,pull"), scope("registry:catalog:*")],
-                          "insufficient_scope")
-    assert header == ('Bearer realm="https://p/v2/token",service="svc",'
-                      'scope="repository:a:pull,push registry:catalog:*",'
-                      'error="insufficient_scope"')
+    header = build_bearer(
+        "https://p/v2/token",
+        "svc",
+        [scope("repository:a:push,pull"), scope("registry:catalog:*")],
+        "insufficient_scope",
+    )
+    assert header == (
+        'Bearer realm="https://p/v2/token",service="svc",'
+        'scope="repository:a:pull,push registry:catalog:*",'
+        'error="insufficient_scope"'
+    )
 
 
 def test_build_bearer_error_without_scope():
-    assert build_bearer("r", "s", (), "invalid_token") == \
-        'Bearer realm="r",service="s",error="invalid_token"'
+    assert (
+        build_bearer("r", "s", (), "invalid_token")
+        == 'Bearer realm="r",service="s",error="invalid_token"'
+    )
 
 
 def test_build_bearer_round_trips_through_the_parser():
-    header = build_bearer("https://p/v2/token", "svc", [scope("repository:a/b:pull")],
-                          "invalid_token")
+    header = build_bearer(
+        "https://p/v2/token", "svc", [scope("repository:a/b:pull")], "invalid_token"
+    )
     [c] = parse_challenges(header)
-    assert c.params == {"realm": "https://p/v2/token", "service": "svc",
-                        "scope": "repository:a/b:pull", "error": "invalid_token"}
+    assert c.params == {
+        "realm": "https://p/v2/token",
+        "service": "svc",
+        "scope": "repository:a/b:pull",
+        "error": "invalid_token",
+    }
 
 
-@pytest.mark.parametrize("bad", ['a"b', "a\\b", "a\rb", "a\nb", "a\r\nX-Injected: 1", "a\x00b",
-                                 "ä"])
+@pytest.mark.parametrize(
+    "bad", ['a"b', "a\\b", "a\rb", "a\nb", "a\r\nX-Injected: 1", "a\x00b", "ä"]
+)
 @pytest.mark.parametrize("where", ["realm", "service", "error"])
 def test_build_bearer_refuses_unquotable_values(bad, where):
     args = {"realm": "r", "service": "s", "error": None}
@@ -157,8 +215,25 @@ def test_render_refuses_a_value_that_would_break_the_header():
 
 def test_parser_never_fails_with_anything_but_value_error():
     rnd = random.Random(20261129)
-    pieces = ["Bearer", "Basic", " ", "\t", ",", "=", '"', "\\", "realm", "a", "x=", "==",
-              '"v"', "/", ":", "\r\n", "é"]
+    pieces = [
+        "Bearer",
+        "Basic",
+        " ",
+        "\t",
+        ",",
+        "=",
+        '"',
+        "\\",
+        "realm",
+        "a",
+        "x=",
+        "==",
+        '"v"',
+        "/",
+        ":",
+        "\r\n",
+        "é",
+    ]
     for _ in range(5000):
         header = "".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 14)))
         try:
@@ -172,5 +247,6 @@ def test_parser_never_fails_with_anything_but_value_error():
             except ValueError:
                 continue
             # whatever renders parses back to the same challenge
-            assert [(x.scheme, x.params) for x in parse_challenges(rendered)] == \
-                [(c.scheme, {k: v for k, v in c.params.items() if k != "token68"})]
+            assert [(x.scheme, x.params) for x in parse_challenges(rendered)] == [
+                (c.scheme, {k: v for k, v in c.params.items() if k != "token68"})
+            ]

@@ -17,26 +17,38 @@ def _b64u(obj):
     return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
 
 
-TOKEN = f"{_b64u({'alg': 'ES256', 'x5c': ['AAAA', 'BBBB']})}.{_b64u({'sub': 'ci'})}." \
-        "c2lnbmF0dXJlLXNlY3JldA"
+TOKEN = (
+    f"{_b64u({'alg': 'ES256', 'x5c': ['AAAA', 'BBBB']})}.{_b64u({'sub': 'ci'})}."
+    "c2lnbmF0dXJlLXNlY3JldA"
+)
 
 
 def test_header_and_claims_but_not_the_signature():
     decoded = decode_unverified(TOKEN)
-    assert decoded == {"header": {"alg": "ES256", "x5c": "<2 certificate(s)>"},
-                       "claims": {"sub": "ci"}, "signature_bytes": 16}
+    assert decoded == {
+        "header": {"alg": "ES256", "x5c": "<2 certificate(s)>"},
+        "claims": {"sub": "ci"},
+        "signature_bytes": 16,
+    }
     assert "c2lnbmF0dXJl" not in json.dumps(decoded)
 
 
-@pytest.mark.parametrize("claims", [
-    b"[" * 17 + b"]" * 17,  # deeper than strict JSON allows here
-    b'{"exp": 1e400}',  # not a finite number
-    b'{"sub": "a", "sub": "b"}',  # a member named twice
-    b"\xff\xfe",  # not UTF-8
-])
+@pytest.mark.parametrize(
+    "claims",
+    [
+        b"[" * 17 + b"]" * 17,  # deeper than strict JSON allows here
+        b'{"exp": 1e400}',  # not a finite number
+        b'{"sub": "a", "sub": "b"}',  # a member named twice
+        b"\xff\xfe",  # not UTF-8
+    ],
+)
 def test_claims_outside_strict_json_are_value_errors(claims):
-    token = _b64u({"alg": "ES256"}) + "." + \
-        base64.urlsafe_b64encode(claims).rstrip(b"=").decode() + ".x"
+    token = (
+        _b64u({"alg": "ES256"})
+        + "."
+        + base64.urlsafe_b64encode(claims).rstrip(b"=").decode()
+        + ".x"
+    )
     with pytest.raises(ValueError, match="undecodable JWT segment"):
         decode_unverified(token)
 
@@ -48,8 +60,9 @@ def test_the_length_bound():
         decode_unverified(f"{_b64u({'alg': 'ES256'})}.{long_claims}.x")
 
 
-@pytest.mark.parametrize("token", ["a.b", "a.b.c.d", "!!.!!.x", f"{_b64u([1])}.{_b64u({})}.x",
-                                   "x" * 20000])
+@pytest.mark.parametrize(
+    "token", ["a.b", "a.b.c.d", "!!.!!.x", f"{_b64u([1])}.{_b64u({})}.x", "x" * 20000]
+)
 def test_decode_unverified_refuses(token):
     with pytest.raises(ValueError):
         decode_unverified(token)
@@ -58,7 +71,6 @@ def test_decode_unverified_refuses(token):
 def test_find_jwts():
     text = f"Authorization: Bearer {TOKEN}, other text eyJnot-a-jwt"
     assert find_jwts(text) == [TOKEN]
-
 
 
 def test_finding_jwts_is_linear_in_the_text():

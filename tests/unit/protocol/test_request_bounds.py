@@ -16,15 +16,17 @@ from regauth.protocol.request_bounds import MAX_REQUEST_LINE
 from regauth.protocol.request_bounds import Http1HeadScanner
 from regauth.protocol.request_bounds import check_fields
 
-OK_HEAD = (b"PUT /v2/a/blobs/uploads/x?digest=sha256:00 HTTP/1.1\r\nHost: localhost\r\n"
-           b"Authorization: Bearer " + b"a" * 8000 + b"\r\nContent-Length: 4\r\n\r\nbody")
+OK_HEAD = (
+    b"PUT /v2/a/blobs/uploads/x?digest=sha256:00 HTTP/1.1\r\nHost: localhost\r\n"
+    b"Authorization: Bearer " + b"a" * 8000 + b"\r\nContent-Length: 4\r\n\r\nbody"
+)
 
 
 def _feed(data: bytes, step: int | None = None):
     scanner = Http1HeadScanner()
     buffer = bytearray()
     for at in range(0, len(data), step or len(data) or 1):
-        buffer += data[at:at + (step or len(data))]
+        buffer += data[at : at + (step or len(data))]
         refusal = scanner.feed(buffer)
         if refusal is not None:
             return refusal, len(buffer)
@@ -36,16 +38,19 @@ def test_a_normal_head_passes_however_it_arrives(step):
     assert _feed(OK_HEAD, step) == (None, len(OK_HEAD))
 
 
-@pytest.mark.parametrize(("data", "status"), [
-    (b"GET /" + b"a" * MAX_REQUEST_LINE + b" HTTP/1.1\r\n\r\n", 414),
-    (b"GET /" + b"a" * (MAX_REQUEST_LINE + 10), 414),  # no end of line yet
-    (b"GET / HTTP/1.1\r\nX: " + b"a" * MAX_FIELD_LINE + b"\r\n\r\n", 431),
-    (b"GET / HTTP/1.1\r\nX: " + b"a" * (MAX_FIELD_LINE + 10), 431),
-    (b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * (MAX_FIELDS + 1) + b"\r\n", 431),
-    (b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * (MAX_FIELDS + 1), 431),  # before its end
-    (b"GET / HTTP/1.1\r\n" + (b"X: " + b"a" * 1000 + b"\n") * 70, 431),  # LF only, 70 KB
-    (b"\r\n" * 3 + b"GET / HTTP/1.1\r\n\r\n", 400),
-])
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        (b"GET /" + b"a" * MAX_REQUEST_LINE + b" HTTP/1.1\r\n\r\n", 414),
+        (b"GET /" + b"a" * (MAX_REQUEST_LINE + 10), 414),  # no end of line yet
+        (b"GET / HTTP/1.1\r\nX: " + b"a" * MAX_FIELD_LINE + b"\r\n\r\n", 431),
+        (b"GET / HTTP/1.1\r\nX: " + b"a" * (MAX_FIELD_LINE + 10), 431),
+        (b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * (MAX_FIELDS + 1) + b"\r\n", 431),
+        (b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * (MAX_FIELDS + 1), 431),  # before its end
+        (b"GET / HTTP/1.1\r\n" + (b"X: " + b"a" * 1000 + b"\n") * 70, 431),  # LF only, 70 KB
+        (b"\r\n" * 3 + b"GET / HTTP/1.1\r\n\r\n", 400),
+    ],
+)
 @pytest.mark.parametrize("step", [None, 1, 1000])
 def test_oversized_heads_are_refused_as_soon_as_they_cannot_fit(data, status, step):
     refusal, received = _feed(data, step)

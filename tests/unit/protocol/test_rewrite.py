@@ -15,21 +15,42 @@ REALM = "https://proxy.test:5443/v2/token"
 @pytest.mark.parametrize(
     ("upstream", "url", "expected"),
     [
-        ("http://127.0.0.1:5000", "http://127.0.0.1:5000/v2/a/blobs/uploads/u1?_state=xyz",
-         "https://proxy.test:5443/v2/a/blobs/uploads/u1?_state=xyz"),
-        ("http://127.0.0.1:5000", "HTTP://127.0.0.1:5000/v2/a/blobs/uploads/u1",
-         "https://proxy.test:5443/v2/a/blobs/uploads/u1"),
+        (
+            "http://127.0.0.1:5000",
+            "http://127.0.0.1:5000/v2/a/blobs/uploads/u1?_state=xyz",
+            "https://proxy.test:5443/v2/a/blobs/uploads/u1?_state=xyz",
+        ),
+        (
+            "http://127.0.0.1:5000",
+            "HTTP://127.0.0.1:5000/v2/a/blobs/uploads/u1",
+            "https://proxy.test:5443/v2/a/blobs/uploads/u1",
+        ),
         ("http://127.0.0.1:5000", "http://127.0.0.1:5000", "https://proxy.test:5443"),
-        ("https://Registry.Example", "https://registry.example/v2/a/blobs/uploads/u1",
-         "https://proxy.test:5443/v2/a/blobs/uploads/u1"),
-        ("https://registry.example", "HTTPS://REGISTRY.EXAMPLE/v2/x#frag",
-         "https://proxy.test:5443/v2/x#frag"),
-        ("https://registry.example", "https://registry.example:443/v2/x",
-         "https://proxy.test:5443/v2/x"),
-        ("https://registry.example:443", "https://registry.example/v2/x",
-         "https://proxy.test:5443/v2/x"),
-        ("http://registry.example", "http://registry.example:80/v2/x",
-         "https://proxy.test:5443/v2/x"),
+        (
+            "https://Registry.Example",
+            "https://registry.example/v2/a/blobs/uploads/u1",
+            "https://proxy.test:5443/v2/a/blobs/uploads/u1",
+        ),
+        (
+            "https://registry.example",
+            "HTTPS://REGISTRY.EXAMPLE/v2/x#frag",
+            "https://proxy.test:5443/v2/x#frag",
+        ),
+        (
+            "https://registry.example",
+            "https://registry.example:443/v2/x",
+            "https://proxy.test:5443/v2/x",
+        ),
+        (
+            "https://registry.example:443",
+            "https://registry.example/v2/x",
+            "https://proxy.test:5443/v2/x",
+        ),
+        (
+            "http://registry.example",
+            "http://registry.example:80/v2/x",
+            "https://proxy.test:5443/v2/x",
+        ),
         ("http://[::1]:5000", "http://[::1]:5000/v2/x", "https://proxy.test:5443/v2/x"),
     ],
 )
@@ -60,8 +81,10 @@ def test_other_urls_are_untouched(upstream, url):
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("http://127.0.0.1:5000/v2/a/blobs/uploads/u1?_state=xyz",
-         "/v2/a/blobs/uploads/u1?_state=xyz"),
+        (
+            "http://127.0.0.1:5000/v2/a/blobs/uploads/u1?_state=xyz",
+            "/v2/a/blobs/uploads/u1?_state=xyz",
+        ),
         ("HTTP://127.0.0.1:5000/v2/a/blobs/uploads/u1", "/v2/a/blobs/uploads/u1"),
         ("https://proxy.test:5443/v2/a/blobs/uploads/u1?x=1", "/v2/a/blobs/uploads/u1?x=1"),
         ("https://PROXY.test:5443/v2/x", "/v2/x"),
@@ -79,24 +102,37 @@ def test_relative_location(url, expected):
 def test_link_header():
     upstream = parse_origin("http://127.0.0.1:5000")
     value = '<http://127.0.0.1:5000/v2/_catalog?last=b&n=2>; rel="next"'
-    assert rewrite_link(value, upstream, PUBLIC) == \
-        '<https://proxy.test:5443/v2/_catalog?last=b&n=2>; rel="next"'
+    assert (
+        rewrite_link(value, upstream, PUBLIC)
+        == '<https://proxy.test:5443/v2/_catalog?last=b&n=2>; rel="next"'
+    )
     relative = '</v2/_catalog?last=b&n=2>; rel="next"'
     assert rewrite_link(relative, upstream, PUBLIC) == relative
     several = '<http://127.0.0.1:5000/a>; rel="next", <https://cdn.example/b>; rel="x"'
-    assert rewrite_link(several, upstream, PUBLIC) == \
-        '<https://proxy.test:5443/a>; rel="next", <https://cdn.example/b>; rel="x"'
+    assert (
+        rewrite_link(several, upstream, PUBLIC)
+        == '<https://proxy.test:5443/a>; rel="next", <https://cdn.example/b>; rel="x"'
+    )
 
 
 def test_rewrite_challenge_replaces_realm_and_service_and_keeps_the_scope():
     value, records = rewrite_challenge(
         'Bearer realm="https://auth.upstream/token",service="upstream",'
-        'scope="repository:a/b:pull,push repository:c:pull"', REALM, "svc")
-    assert value == (f'Bearer realm="{REALM}",service="svc",'
-                     'scope="repository:a/b:pull,push repository:c:pull"')
-    assert records == [{"scheme": "Bearer", "realm": "https://auth.upstream/token",
-                        "service": "upstream",
-                        "scopes": ["repository:a/b:pull,push", "repository:c:pull"]}]
+        'scope="repository:a/b:pull,push repository:c:pull"',
+        REALM,
+        "svc",
+    )
+    assert value == (
+        f'Bearer realm="{REALM}",service="svc",scope="repository:a/b:pull,push repository:c:pull"'
+    )
+    assert records == [
+        {
+            "scheme": "Bearer",
+            "realm": "https://auth.upstream/token",
+            "service": "upstream",
+            "scopes": ["repository:a/b:pull,push", "repository:c:pull"],
+        }
+    ]
 
 
 @pytest.mark.parametrize("error", ["invalid_token", "insufficient_scope", "invalid_request"])
@@ -113,14 +149,19 @@ def test_rewrite_challenge_drops_unknown_errors():
 
 @pytest.mark.parametrize(
     "bad_scope",
-    ["repository:A:pull", "repository:a", "repository:a:pull repository:b:PUSH", "x\\y",
-     "repository:a/../b:pull"],
+    [
+        "repository:A:pull",
+        "repository:a",
+        "repository:a:pull repository:b:PUSH",
+        "x\\y",
+        "repository:a/../b:pull",
+    ],
 )
 def test_rewrite_challenge_drops_an_invalid_scope(bad_scope):
     escaped = bad_scope.replace("\\", "\\\\")
     value, records = rewrite_challenge(
-        f'Bearer realm="x",service="y",scope="{escaped}",error="insufficient_scope"',
-        REALM, "svc")
+        f'Bearer realm="x",service="y",scope="{escaped}",error="insufficient_scope"', REALM, "svc"
+    )
     assert value == f'Bearer realm="{REALM}",service="svc",error="insufficient_scope"'
     assert "scopes" in records[0]
 
@@ -128,8 +169,8 @@ def test_rewrite_challenge_drops_an_invalid_scope(bad_scope):
 def test_rewrite_challenge_drops_basic_challenges():
     # A Basic challenge would make containers/image send passwords on every request.
     value, records = rewrite_challenge(
-        'Basic realm="Registry Realm", Bearer realm="https://auth/token",service="up"',
-        REALM, "svc")
+        'Basic realm="Registry Realm", Bearer realm="https://auth/token",service="up"', REALM, "svc"
+    )
     assert value == f'Bearer realm="{REALM}",service="svc"'
     assert [r["scheme"] for r in records] == ["Basic", "Bearer"]  # the log keeps the original
     only_basic, _ = rewrite_challenge('Basic realm="r"', REALM, "svc")
@@ -137,8 +178,9 @@ def test_rewrite_challenge_drops_basic_challenges():
 
 
 def test_rewrite_challenge_merges_duplicate_scopes():
-    value, _ = rewrite_challenge('Bearer realm="x",scope="repository:a:pull repository:a:push"',
-                                 REALM, "svc")
+    value, _ = rewrite_challenge(
+        'Bearer realm="x",scope="repository:a:pull repository:a:push"', REALM, "svc"
+    )
     assert value.endswith('scope="repository:a:pull,push"')
 
 
@@ -157,10 +199,12 @@ def test_rewritten_challenges_never_carry_unsafe_text():
 
 
 def test_challenge_scopes():
-    assert challenge_scopes('Bearer realm="x",scope="repository:a:push repository:a:pull"') == \
-        ["repository:a:pull,push"]
-    assert challenge_scopes('Basic realm="x", Bearer realm="y",scope="registry:catalog:*"') == \
-        ["registry:catalog:*"]
+    assert challenge_scopes('Bearer realm="x",scope="repository:a:push repository:a:pull"') == [
+        "repository:a:pull,push"
+    ]
+    assert challenge_scopes('Basic realm="x", Bearer realm="y",scope="registry:catalog:*"') == [
+        "registry:catalog:*"
+    ]
     assert challenge_scopes('Bearer realm="x"') == []
     assert challenge_scopes('Bearer realm="x",scope="repository:A:pull"') == []
     assert challenge_scopes("nonsense ===") == []

@@ -15,10 +15,18 @@ from regauth.protocol.scope import parse_scopes
     ("text", "type_", "name", "actions"),
     [
         ("repository:samalba/my-app:pull,push", "repository", "samalba/my-app", ("pull", "push")),
-        ("repository:localhost:5000/foo/bar:pull", "repository", "localhost:5000/foo/bar",
-         ("pull",)),
-        ("repository:registry.example.com/a:push", "repository", "registry.example.com/a",
-         ("push",)),
+        (
+            "repository:localhost:5000/foo/bar:pull",
+            "repository",
+            "localhost:5000/foo/bar",
+            ("pull",),
+        ),
+        (
+            "repository:registry.example.com/a:push",
+            "repository",
+            "registry.example.com/a",
+            ("push",),
+        ),
         ("repository:a/b/c:pull", "repository", "a/b/c", ("pull",)),
         ("repository:a:*", "repository", "a", ("*",)),
         ("registry:catalog:*", "registry", "catalog", ("*",)),
@@ -53,8 +61,7 @@ def test_actions_are_deduplicated_in_canonical_order(given, canonical):
 
 
 def test_canonical_actions_sorts_unknown_actions_after_known():
-    assert canonical_actions(["zeta", "push", "alpha", "pull"]) == ("pull", "push", "alpha",
-                                                                    "zeta")
+    assert canonical_actions(["zeta", "push", "alpha", "pull"]) == ("pull", "push", "alpha", "zeta")
 
 
 @pytest.mark.parametrize(
@@ -87,7 +94,7 @@ def test_canonical_actions_sorts_unknown_actions_after_known():
         "registry:other:*",  # the only registry resource is the catalog
         "repository(Plugin):x:pull",
         "repository():x:pull",
-        "vendor:th\"ing:read",
+        'vendor:th"ing:read',
         "repository:ä:pull",
         "repository:a:pull1",
         "repository:a:**",
@@ -110,19 +117,25 @@ def test_parse_scope_rejects_name_longer_than_distribution_allows():
     name = "a" * (grammar.MAX_NAME_LENGTH + 1)
     with pytest.raises(ValueError, match="invalid repository name"):
         parse_scope(f"repository:{name}:pull")
-    assert parse_scope(f"repository:{'a' * grammar.MAX_NAME_LENGTH}:pull").name == \
-        "a" * grammar.MAX_NAME_LENGTH
+    assert (
+        parse_scope(f"repository:{'a' * grammar.MAX_NAME_LENGTH}:pull").name
+        == "a" * grammar.MAX_NAME_LENGTH
+    )
 
 
 def test_parse_scopes_splits_space_separated_values_and_repeated_params():
     scopes = parse_scopes(["repository:a:pull repository:b:push", "registry:catalog:*"])
-    assert [str(s) for s in scopes] == ["repository:a:pull", "repository:b:push",
-                                        "registry:catalog:*"]
+    assert [str(s) for s in scopes] == [
+        "repository:a:pull",
+        "repository:b:push",
+        "registry:catalog:*",
+    ]
 
 
 def test_parse_scopes_merges_duplicate_resources():
-    scopes = parse_scopes(["repository:a:push repository:b:pull",
-                           "repository:a:pull repository(x):a:delete"])
+    scopes = parse_scopes(
+        ["repository:a:push repository:b:pull", "repository:a:pull repository(x):a:delete"]
+    )
     assert scopes == [
         ResourceScope("repository", "a", ("pull", "push", "delete")),
         ResourceScope("repository", "b", ("pull",)),
@@ -159,8 +172,7 @@ def test_merged_duplicates_do_not_count_against_the_limit():
 def test_format_scopes_and_as_claim():
     scopes = parse_scopes(["repository:a:push,pull repository:b:pull"])
     assert format_scopes(scopes) == "repository:a:pull,push repository:b:pull"
-    assert scopes[0].as_claim() == {"type": "repository", "name": "a",
-                                    "actions": ["pull", "push"]}
+    assert scopes[0].as_claim() == {"type": "repository", "name": "a", "actions": ["pull", "push"]}
 
 
 def test_with_actions_canonicalizes():

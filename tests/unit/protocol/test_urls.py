@@ -16,8 +16,7 @@ from regauth.protocol.urls import parse_origin
         ("https://Reg.Example", Origin("https", "reg.example", 443), "https://reg.example"),
         ("HTTPS://REG.EXAMPLE:443/", Origin("https", "reg.example", 443), "https://reg.example"),
         ("http://reg.example:80", Origin("http", "reg.example", 80), "http://reg.example"),
-        ("http://reg.example:443", Origin("http", "reg.example", 443),
-         "http://reg.example:443"),
+        ("http://reg.example:443", Origin("http", "reg.example", 443), "http://reg.example:443"),
         ("https://127.0.0.1:5000", Origin("https", "127.0.0.1", 5000), "https://127.0.0.1:5000"),
         ("https://[::1]:5000", Origin("https", "::1", 5000), "https://[::1]:5000"),
         ("https://[::1]", Origin("https", "::1", 443), "https://[::1]"),
@@ -37,9 +36,20 @@ def test_origins_compare_case_insensitively_with_default_ports():
 
 @pytest.mark.parametrize(
     "url",
-    ["ftp://x", "x.example", "//x.example", "https://", "https://x/path", "https://x/?q=1",
-     "https://x#frag", "https://user@x", "https://user:pw@x", "https://x:99999",
-     "https://x:port", "javascript:alert(1)"],
+    [
+        "ftp://x",
+        "x.example",
+        "//x.example",
+        "https://",
+        "https://x/path",
+        "https://x/?q=1",
+        "https://x#frag",
+        "https://user@x",
+        "https://user:pw@x",
+        "https://x:99999",
+        "https://x:port",
+        "javascript:alert(1)",
+    ],
 )
 def test_parse_origin_refuses(url):
     with pytest.raises(ValueError):
@@ -48,16 +58,34 @@ def test_parse_origin_refuses(url):
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("127.0.0.1:5000", ("127.0.0.1", 5000)), ("[::1]:8080", ("::1", 8080)),
-     (":5000", ("", 5000)), ("0.0.0.0:5000", ("0.0.0.0", 5000)),
-     ("[::]:5000", ("::", 5000)), ("localhost:0", ("localhost", 0))],
+    [
+        ("127.0.0.1:5000", ("127.0.0.1", 5000)),
+        ("[::1]:8080", ("::1", 8080)),
+        (":5000", ("", 5000)),
+        ("0.0.0.0:5000", ("0.0.0.0", 5000)),
+        ("[::]:5000", ("::", 5000)),
+        ("localhost:0", ("localhost", 0)),
+    ],
 )
 def test_parse_listen(value, expected):
     assert parse_listen(value) == expected
 
 
-@pytest.mark.parametrize("value", ["5000", "host", "host:", "host:70000", "host:-1", "host:x",
-                                   "::1:5443", "[127.0.0.1]:5443", "[host]:1", "[::1:5443"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "5000",
+        "host",
+        "host:",
+        "host:70000",
+        "host:-1",
+        "host:x",
+        "::1:5443",
+        "[127.0.0.1]:5443",
+        "[host]:1",
+        "[::1:5443",
+    ],
+)
 def test_parse_listen_refuses(value):
     with pytest.raises(ValueError):
         parse_listen(value)

@@ -26,16 +26,22 @@ SERVICE = "registry.test"
 ISSUER = "regauth.test"
 
 
-def issuer(keyring: KeyRing, clock: Callable[[], float] = time.time,
-           **settings: object) -> TokenIssuer:
-    return TokenIssuer(keyring, TokenSettings(**settings), SERVICE,  # type: ignore[arg-type]
-                       ISSUER, clock=clock)
+def issuer(
+    keyring: KeyRing, clock: Callable[[], float] = time.time, **settings: object
+) -> TokenIssuer:
+    return TokenIssuer(
+        keyring,
+        TokenSettings(**settings),
+        SERVICE,  # type: ignore[arg-type]
+        ISSUER,
+        clock=clock,
+    )
 
 
-def verifier(keyring: KeyRing, trusted: Iterable[TrustedIssuer] = (),
-             **kwargs: object) -> TokenVerifier:
-    return TokenVerifier(keyring, SERVICE, ISSUER, tuple(trusted),
-                         **kwargs)  # type: ignore[arg-type]
+def verifier(
+    keyring: KeyRing, trusted: Iterable[TrustedIssuer] = (), **kwargs: object
+) -> TokenVerifier:
+    return TokenVerifier(keyring, SERVICE, ISSUER, tuple(trusted), **kwargs)  # type: ignore[arg-type]
 
 
 def segments(token: str) -> tuple[dict, dict, str]:
@@ -61,9 +67,15 @@ def claims(**overrides: object) -> dict[str, object]:
     """Valid access-token claims for the test service, with `overrides`."""
     now = int(time.time())
     result: dict[str, object] = {
-        "iss": ISSUER, "sub": "ci", "aud": SERVICE, "exp": now + 300, "nbf": now - 1,
-        "iat": now, "jti": "j1",
-        "access": [{"type": "repository", "name": "a", "actions": ["pull", "push"]}]}
+        "iss": ISSUER,
+        "sub": "ci",
+        "aud": SERVICE,
+        "exp": now + 300,
+        "nbf": now - 1,
+        "iat": now,
+        "jti": "j1",
+        "access": [{"type": "repository", "name": "a", "actions": ["pull", "push"]}],
+    }
     result.update(overrides)
     return result
 
@@ -72,9 +84,16 @@ def signed(keyring: KeyRing, payload: dict[str, object], **header: object) -> st
     """`payload` signed with the key ring's signer; `header` entries override (None: drop)."""
     signer = keyring.signer
     assert signer.private_key is not None
-    headers: dict[str, object] = {"typ": ACCESS_TYP, "kid": libtrust_kid(signer.public_key),
-                                  "x5c": [b64der(signer.certificate)]}
+    headers: dict[str, object] = {
+        "typ": ACCESS_TYP,
+        "kid": libtrust_kid(signer.public_key),
+        "x5c": [b64der(signer.certificate)],
+    }
     headers.update(header)
     headers = {k: v for k, v in headers.items() if v is not None}
-    return jwt.encode(payload, signer.private_key,  # type: ignore[arg-type]
-                      algorithm=signer.algorithm, headers=headers)
+    return jwt.encode(
+        payload,
+        signer.private_key,  # type: ignore[arg-type]
+        algorithm=signer.algorithm,
+        headers=headers,
+    )

@@ -39,14 +39,21 @@ def test_kid_is_the_rfc7638_thumbprint_when_configured(keyring):
 def test_access_token_claims(keyring):
     clock = FakeClock(1_700_000_000)
     issued = jwts.issuer(keyring, clock=clock, lifetime=120).issue_access(
-        "ci", [scope("repository:a/b:push,pull"), scope("registry:catalog:*")])
+        "ci", [scope("repository:a/b:push,pull"), scope("registry:catalog:*")]
+    )
     _, claims, _ = jwts.segments(issued.token)
     assert claims == {
-        "iss": ISSUER, "sub": "ci", "aud": SERVICE,
-        "exp": 1_700_000_120, "nbf": 1_699_999_999, "iat": 1_700_000_000,
+        "iss": ISSUER,
+        "sub": "ci",
+        "aud": SERVICE,
+        "exp": 1_700_000_120,
+        "nbf": 1_699_999_999,
+        "iat": 1_700_000_000,
         "jti": issued.jti,
-        "access": [{"type": "repository", "name": "a/b", "actions": ["pull", "push"]},
-                   {"type": "registry", "name": "catalog", "actions": ["*"]}],
+        "access": [
+            {"type": "repository", "name": "a/b", "actions": ["pull", "push"]},
+            {"type": "registry", "name": "catalog", "actions": ["*"]},
+        ],
     }
     assert isinstance(claims["aud"], str)
     assert len(issued.jti) >= 16
@@ -75,12 +82,14 @@ def test_issuer_refuses_a_key_of_the_wrong_algorithm(keyring, rs_keyring):
 
 def test_rs256_key_ring(rs_keyring, keyring):
     issued = jwts.issuer(rs_keyring, algorithm="RS256").issue_access(
-        "ci", [scope("repository:a:pull")])
+        "ci", [scope("repository:a:pull")]
+    )
     header, _, _ = jwts.segments(issued.token)
     assert header["alg"] == "RS256"
     assert header["kid"] == libtrust_kid(rs_keyring.signer.public_key)
-    assert jwts.verifier(rs_keyring).verify_access(issued.token).grants == \
-        (scope("repository:a:pull"),)
+    assert jwts.verifier(rs_keyring).verify_access(issued.token).grants == (
+        scope("repository:a:pull"),
+    )
     # and the two key rings do not trust each other
     with pytest.raises(InvalidToken):
         jwts.verifier(keyring).verify_access(issued.token)

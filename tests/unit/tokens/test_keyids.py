@@ -78,9 +78,11 @@ def test_libtrust_kid_shape():
 def test_ec_coordinates_are_left_padded_to_the_curve_size():
     # RFC 7518 requires full-length coordinates: take the first (deterministic) private scalar
     # whose public x has a leading zero byte, and check the JWK still carries 32 bytes.
-    key = next(k for k in (ec.derive_private_key(i, ec.SECP256R1()).public_key()
-                           for i in range(1, 100000))
-               if k.public_numbers().x.bit_length() <= 248)
+    key = next(
+        k
+        for k in (ec.derive_private_key(i, ec.SECP256R1()).public_key() for i in range(1, 100000))
+        if k.public_numbers().x.bit_length() <= 248
+    )
     x = public_jwk(key)["x"]
     assert len(base64.urlsafe_b64decode(x + "=" * (-len(x) % 4))) == 32
 

@@ -35,8 +35,7 @@ def _header(token: str) -> dict:
 
 
 def _kid(certs, name: str) -> str:
-    return libtrust_kid(next(k for k in pki.load_signing_keys(certs) if k.name == name)
-                        .public_key)
+    return libtrust_kid(next(k for k in pki.load_signing_keys(certs) if k.name == name).public_key)
 
 
 @pytest.fixture
@@ -131,14 +130,18 @@ def test_activate_switches_signing_and_records_when_the_old_key_stopped(certs):
     keystate.activate(certs, old, now + 20)
     back = keystate.activate(certs, name, now + 30)
     assert back.status(old).signed_until == pytest.approx(now + 30, abs=1e-5)
-    assert keystate.activate(certs, name, now + 40).status(old).signed_until == \
-        pytest.approx(now + 30, abs=1e-5)  # activating the signer again changes nothing
+    assert keystate.activate(certs, name, now + 40).status(old).signed_until == pytest.approx(
+        now + 30, abs=1e-5
+    )  # activating the signer again changes nothing
 
 
-@pytest.mark.parametrize(("settings", "message"), [
-    (TokenSettings(signing_key="token-signing"), "pins token.signing_key: token-signing"),
-    (TokenSettings(algorithm="RS256"), "an ES256 key but the policy asks for RS256"),
-])
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (TokenSettings(signing_key="token-signing"), "pins token.signing_key: token-signing"),
+        (TokenSettings(algorithm="RS256"), "an ES256 key but the policy asks for RS256"),
+    ],
+)
 def test_activate_refuses_what_regauth_could_not_sign_with(certs, settings, message):
     name, _ = keystate.stage(certs, "ES256", None, time.time())
     with pytest.raises(ValueError, match=message):
@@ -210,8 +213,9 @@ def test_a_legacy_directory_keeps_its_history_when_first_changed(certs):
 def test_a_policy_pin_is_recorded_as_an_activation(certs, tmp_path):
     old = pki.load_signing_keys(certs)[0].name
     name, _ = keystate.stage(certs, "ES256", None, time.time())
-    pinned = POLICY.replace("refresh_lifetime: 3600}", f"refresh_lifetime: 3600, "
-                                                        f"signing_key: {name}}}")
+    pinned = POLICY.replace(
+        "refresh_lifetime: 3600}", f"refresh_lifetime: 3600, signing_key: {name}}}"
+    )
     runtime = build_runtime(tmp_path, certs, pinned)
     assert runtime.keyring.signer.name == name
     assert keystate.read_activations(certs)[name] is not None
@@ -234,15 +238,20 @@ def test_a_pin_is_honoured_where_the_state_cannot_be_written(certs, tmp_path, mo
     assert (certs / keystate.STATE_FILE).read_bytes() == before
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("{", "not JSON"),
-    ('{"version": 2, "keys": {}}', "expected"),
-    ('{"version": 1, "keys": {"token-signing": {"activated": 5}}}', "RFC 3339 time string"),
-    ('{"version": 1, "keys": {"token-signing": {"activated": "2026-01-01T00:00:00"}}}',
-     "time zone"),
-    ('{"version": 1, "keys": {"token-signing": {"signing": true}}}', "an entry is"),
-    ('{"version": 1, "keys": {"token-signing": {}}}', "no token-signing key is active"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{", "not JSON"),
+        ('{"version": 2, "keys": {}}', "expected"),
+        ('{"version": 1, "keys": {"token-signing": {"activated": 5}}}', "RFC 3339 time string"),
+        (
+            '{"version": 1, "keys": {"token-signing": {"activated": "2026-01-01T00:00:00"}}}',
+            "time zone",
+        ),
+        ('{"version": 1, "keys": {"token-signing": {"signing": true}}}', "an entry is"),
+        ('{"version": 1, "keys": {"token-signing": {}}}', "no token-signing key is active"),
+    ],
+)
 def test_a_broken_state_file_is_refused_with_its_name(certs, tmp_path, text, message):
     (certs / keystate.STATE_FILE).write_text(text)
     with pytest.raises(ValueError, match=message):

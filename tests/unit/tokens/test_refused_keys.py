@@ -19,14 +19,14 @@ from tests.support.policies import policy_text
 from tests.unit.helpers import build_runtime
 
 NOW = 1_800_000_000.0
-INVALID = [{"scheme": "Bearer", "realm": "https://r/token", "service": SERVICE,
-            "error": "invalid_token"}]
+INVALID = [
+    {"scheme": "Bearer", "realm": "https://r/token", "service": SERVICE, "error": "invalid_token"}
+]
 
 
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory, certs_dir, password_hashes):
-    return build_runtime(tmp_path_factory.mktemp("policy"), certs_dir,
-                         policy_text(password_hashes))
+    return build_runtime(tmp_path_factory.mktemp("policy"), certs_dir, policy_text(password_hashes))
 
 
 @pytest.fixture(scope="module")
@@ -54,32 +54,44 @@ def test_a_refused_token_names_its_key_in_delegate_and_enforce_mode(runtime, tok
 
 @pytest.mark.parametrize("status", [200, 202, 403, 404])
 def test_any_other_answer_means_the_registry_trusts_the_key(runtime, token, kid, status):
-    assert judge(runtime, status, [], None, f"Bearer {token}", None, NOW) == \
-        KeyVerdict(kid, refused=False)
+    assert judge(runtime, status, [], None, f"Bearer {token}", None, NOW) == KeyVerdict(
+        kid, refused=False
+    )
 
 
-@pytest.mark.parametrize(("status", "challenges", "date"), [
-    (500, INVALID, None),  # server errors say nothing about tokens
-    (503, [], None),
-    (401, [{**INVALID[0], "error": "insufficient_scope"}], None),  # trusted, grants fall short
-    (401, [{**INVALID[0], "service": "another-service"}], None),  # not a key problem
-    (401, INVALID, _date(REGISTRY_LEEWAY + 5)),  # the registry's clock is off
-    (401, INVALID, _date(-REGISTRY_LEEWAY - 5)),
-])
+@pytest.mark.parametrize(
+    ("status", "challenges", "date"),
+    [
+        (500, INVALID, None),  # server errors say nothing about tokens
+        (503, [], None),
+        (401, [{**INVALID[0], "error": "insufficient_scope"}], None),  # trusted, grants fall short
+        (401, [{**INVALID[0], "service": "another-service"}], None),  # not a key problem
+        (401, INVALID, _date(REGISTRY_LEEWAY + 5)),  # the registry's clock is off
+        (401, INVALID, _date(-REGISTRY_LEEWAY - 5)),
+    ],
+)
 def test_answers_that_say_nothing_about_the_key(runtime, token, status, challenges, date):
     assert judge(runtime, status, challenges, None, f"Bearer {token}", date, NOW) is None
 
 
-def test_a_clock_within_the_leeway_or_an_unreadable_date_still_blames_the_key(runtime, token,
-                                                                              kid):
+def test_a_clock_within_the_leeway_or_an_unreadable_date_still_blames_the_key(runtime, token, kid):
     for date in (_date(REGISTRY_LEEWAY - 5), "yesterday", ""):
-        assert judge(runtime, 401, INVALID, None, f"Bearer {token}", date, NOW) == \
-            KeyVerdict(kid, refused=True)
+        assert judge(runtime, 401, INVALID, None, f"Bearer {token}", date, NOW) == KeyVerdict(
+            kid, refused=True
+        )
 
 
-@pytest.mark.parametrize("authorization", [
-    None, "", "Bearer", "Bearer not-a-jwt", "Basic Y2k6c2VjcmV0", "Bearer eyJhbGciOiJub25lIn0.e30.",
-])
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "",
+        "Bearer",
+        "Bearer not-a-jwt",
+        "Basic Y2k6c2VjcmV0",
+        "Bearer eyJhbGciOiJub25lIn0.e30.",
+    ],
+)
 def test_tokens_regauth_did_not_sign_are_never_blamed_on_its_keys(runtime, authorization):
     assert judge(runtime, 401, INVALID, None, authorization, None, NOW) is None
 

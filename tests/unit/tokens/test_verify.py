@@ -55,15 +55,17 @@ def test_issue_and_verify_round_trip(keyring):
 
 
 def test_empty_action_lists_grant_nothing(keyring):
-    token = jwts.signed(keyring, jwts.claims(access=[{"type": "repository", "name": "a",
-                                                      "actions": []}]))
+    token = jwts.signed(
+        keyring, jwts.claims(access=[{"type": "repository", "name": "a", "actions": []}])
+    )
     assert jwts.verifier(keyring).verify_access(token).grants == ()
 
 
 def test_rs256_token_cannot_be_replayed_as_hs256_with_the_public_key(rs_keyring):
     signer = rs_keyring.signer
-    pem = signer.public_key.public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = signer.public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     header = {"alg": "HS256", "typ": ACCESS_TYP, "kid": libtrust_kid(signer.public_key)}
     signing_input = f"{jwts.b64json(header)}.{jwts.b64json(jwts.claims())}"
     mac = hmac.new(pem, signing_input.encode(), hashlib.sha256).digest()
@@ -137,8 +139,12 @@ def test_hs256_signed_with_the_public_key_pem_is_refused(keyring):
         (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo),
     ]:
         secret = signer.public_key.public_bytes(encoding, fmt)
-        header = {"alg": "HS256", "typ": ACCESS_TYP, "kid": libtrust_kid(signer.public_key),
-                  "x5c": [jwts.b64der(signer.certificate)]}
+        header = {
+            "alg": "HS256",
+            "typ": ACCESS_TYP,
+            "kid": libtrust_kid(signer.public_key),
+            "x5c": [jwts.b64der(signer.certificate)],
+        }
         signing_input = f"{jwts.b64json(header)}.{jwts.b64json(jwts.claims())}"
         mac = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
         token = signing_input + "." + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
@@ -147,8 +153,11 @@ def test_hs256_signed_with_the_public_key_pem_is_refused(keyring):
 
 
 def test_wrong_audience_is_refused(keyring):
-    token = TokenIssuer(keyring, TokenSettings(), "another-service", ISSUER) \
-        .issue_access("ci", []).token
+    token = (
+        TokenIssuer(keyring, TokenSettings(), "another-service", ISSUER)
+        .issue_access("ci", [])
+        .token
+    )
     with pytest.raises(InvalidToken, match="audience"):
         jwts.verifier(keyring).verify_access(token)
 
@@ -160,16 +169,20 @@ def test_audience_array_is_refused(keyring):
 
 
 def test_wrong_issuer_is_refused(keyring):
-    token = TokenIssuer(keyring, TokenSettings(), SERVICE, "someone-else") \
-        .issue_access("ci", []).token
+    token = (
+        TokenIssuer(keyring, TokenSettings(), SERVICE, "someone-else").issue_access("ci", []).token
+    )
     with pytest.raises(InvalidToken, match="issuer is not trusted"):
         jwts.verifier(keyring).verify_access(token)
 
 
 def test_unknown_kid_is_refused(keyring):
-    token = jwts.signed(keyring, jwts.claims(),
-                        kid="AAAA:BBBB:CCCC:DDDD:EEEE:FFFF:GGGG:HHHH:IIII:JJJJ:KKKK:LLLL",
-                        x5c=None)
+    token = jwts.signed(
+        keyring,
+        jwts.claims(),
+        kid="AAAA:BBBB:CCCC:DDDD:EEEE:FFFF:GGGG:HHHH:IIII:JJJJ:KKKK:LLLL",
+        x5c=None,
+    )
     with pytest.raises(InvalidToken, match="unknown key id"):
         jwts.verifier(keyring).verify_access(token)
 
@@ -194,19 +207,28 @@ def test_key_carrying_headers_are_refused(keyring, foreign, header):
         "x5u": "https://evil.example/cert.pem",
         "crit": ["exp"],
     }[header]
-    token = jwt.encode(jwts.claims(), key, algorithm="ES256",
-                       headers={"typ": ACCESS_TYP, "kid": libtrust_kid(key.public_key()),
-                                header: value})
+    token = jwt.encode(
+        jwts.claims(),
+        key,
+        algorithm="ES256",
+        headers={"typ": ACCESS_TYP, "kid": libtrust_kid(key.public_key()), header: value},
+    )
     with pytest.raises(InvalidToken, match=header):
         jwts.verifier(keyring).verify_access(token)
 
 
 def test_injected_jwk_with_a_trusted_kid_is_refused(keyring, foreign):
     key, _ = foreign
-    token = jwt.encode(jwts.claims(), key, algorithm="ES256",
-                       headers={"typ": ACCESS_TYP,
-                                "kid": libtrust_kid(keyring.signer.public_key),
-                                "jwk": public_jwk(key.public_key())})
+    token = jwt.encode(
+        jwts.claims(),
+        key,
+        algorithm="ES256",
+        headers={
+            "typ": ACCESS_TYP,
+            "kid": libtrust_kid(keyring.signer.public_key),
+            "jwk": public_jwk(key.public_key()),
+        },
+    )
     with pytest.raises(InvalidToken, match="jwk"):
         jwts.verifier(keyring).verify_access(token)
 
@@ -214,17 +236,24 @@ def test_injected_jwk_with_a_trusted_kid_is_refused(keyring, foreign):
 def test_x5c_with_a_foreign_certificate_is_refused(keyring, foreign):
     key, cert = foreign
     for kid in (libtrust_kid(key.public_key()), libtrust_kid(keyring.signer.public_key)):
-        token = jwt.encode(jwts.claims(), key, algorithm="ES256",
-                           headers={"typ": ACCESS_TYP, "kid": kid, "x5c": [jwts.b64der(cert)]})
+        token = jwt.encode(
+            jwts.claims(),
+            key,
+            algorithm="ES256",
+            headers={"typ": ACCESS_TYP, "kid": kid, "x5c": [jwts.b64der(cert)]},
+        )
         with pytest.raises(InvalidToken, match="not a trusted signing certificate"):
             jwts.verifier(keyring).verify_access(token)
 
 
 def test_trusted_x5c_does_not_make_a_foreign_signature_valid(keyring, foreign):
     key, _ = foreign
-    token = jwt.encode(jwts.claims(), key, algorithm="ES256",
-                       headers={"typ": ACCESS_TYP,
-                                "x5c": [jwts.b64der(keyring.signer.certificate)]})
+    token = jwt.encode(
+        jwts.claims(),
+        key,
+        algorithm="ES256",
+        headers={"typ": ACCESS_TYP, "x5c": [jwts.b64der(keyring.signer.certificate)]},
+    )
     with pytest.raises(InvalidToken, match="signature"):
         jwts.verifier(keyring).verify_access(token)
 
@@ -247,7 +276,7 @@ def test_tampered_payload_is_refused(keyring):
 def test_tampered_signature_is_refused(keyring):
     token = jwts.issuer(keyring).issue_access("ci", []).token
     head, _, signature = token.rpartition(".")
-    flipped = ("B" if signature[10] == "A" else "A")
+    flipped = "B" if signature[10] == "A" else "A"
     with pytest.raises(InvalidToken):
         jwts.verifier(keyring).verify_access(f"{head}.{signature[:10]}{flipped}{signature[11:]}")
 
@@ -261,8 +290,17 @@ def test_oversized_token_is_refused(keyring):
 
 @pytest.mark.parametrize(
     "token",
-    ["", "abc", "a.b", "a.b.c.d", "eyJhbGciOiJFUzI1NiJ9..sig", "!!!.???.***",
-     "e30.e30.c2ln", "W10.W10.c2ln", "bm90anNvbg.bm90anNvbg.c2ln"],
+    [
+        "",
+        "abc",
+        "a.b",
+        "a.b.c.d",
+        "eyJhbGciOiJFUzI1NiJ9..sig",
+        "!!!.???.***",
+        "e30.e30.c2ln",
+        "W10.W10.c2ln",
+        "bm90anNvbg.bm90anNvbg.c2ln",
+    ],
 )
 def test_malformed_tokens_are_refused(keyring, token):
     with pytest.raises(InvalidToken):
@@ -390,24 +428,27 @@ def test_refresh_token_fails_after_the_account_is_removed(keyring):
     issuer = jwts.issuer(keyring)
     refresh = issuer.issue_refresh(Account("ci", HASH))
     with pytest.raises(InvalidToken, match="no longer exists"):
-        jwts.verifier(keyring).verify_refresh(refresh, issuer.refresh_audience,
-                                               {"alice": Account("alice", HASH)})
+        jwts.verifier(keyring).verify_refresh(
+            refresh, issuer.refresh_audience, {"alice": Account("alice", HASH)}
+        )
 
 
 def test_refresh_token_for_another_audience_is_refused(keyring):
     issuer = jwts.issuer(keyring)
     refresh = issuer.issue_refresh(Account("ci", HASH))
     with pytest.raises(InvalidToken, match="audience"):
-        jwts.verifier(keyring).verify_refresh(refresh, "regauth-refresh:other",
-                                               {"ci": Account("ci", HASH)})
+        jwts.verifier(keyring).verify_refresh(
+            refresh, "regauth-refresh:other", {"ci": Account("ci", HASH)}
+        )
 
 
 def test_access_token_is_not_a_refresh_token(keyring):
     issuer = jwts.issuer(keyring)
     access = issuer.issue_access("ci", []).token
     with pytest.raises(InvalidToken, match="not a regauth refresh token"):
-        jwts.verifier(keyring).verify_refresh(access, issuer.refresh_audience,
-                                               {"ci": Account("ci", HASH)})
+        jwts.verifier(keyring).verify_refresh(
+            access, issuer.refresh_audience, {"ci": Account("ci", HASH)}
+        )
 
 
 def test_expired_refresh_token_is_refused(keyring):
@@ -415,19 +456,24 @@ def test_expired_refresh_token_is_refused(keyring):
     issuer = jwts.issuer(keyring, clock=clock, lifetime=60, refresh_lifetime=3600)
     refresh = issuer.issue_refresh(Account("ci", HASH))
     with pytest.raises(InvalidToken, match="expired"):
-        jwts.verifier(keyring).verify_refresh(refresh, issuer.refresh_audience,
-                                               {"ci": Account("ci", HASH)})
+        jwts.verifier(keyring).verify_refresh(
+            refresh, issuer.refresh_audience, {"ci": Account("ci", HASH)}
+        )
 
 
 def test_refresh_token_with_a_jwk_header_is_refused(keyring, foreign):
     key, _ = foreign
     now = int(time.time())
-    token = jwt.encode({"iss": ISSUER, "sub": "ci", "aud": f"regauth-refresh:{SERVICE}",
-                        "exp": now + 60}, key, algorithm="ES256",
-                       headers={"typ": REFRESH_TYP, "jwk": public_jwk(key.public_key())})
+    token = jwt.encode(
+        {"iss": ISSUER, "sub": "ci", "aud": f"regauth-refresh:{SERVICE}", "exp": now + 60},
+        key,
+        algorithm="ES256",
+        headers={"typ": REFRESH_TYP, "jwk": public_jwk(key.public_key())},
+    )
     with pytest.raises(InvalidToken, match="jwk"):
-        jwts.verifier(keyring).verify_refresh(token, f"regauth-refresh:{SERVICE}",
-                                               {"ci": Account("ci", HASH)})
+        jwts.verifier(keyring).verify_refresh(
+            token, f"regauth-refresh:{SERVICE}", {"ci": Account("ci", HASH)}
+        )
 
 
 # -- trusted external issuers --------------------------------------------------------------
@@ -450,8 +496,7 @@ trusted_issuers:
 
 def _external(claims, secret=SECRET, algorithm="HS256", **headers):
     now = int(time.time())
-    payload = {"iss": "ci-system", "aud": SERVICE, "sub": "job-7", "exp": now + 120,
-               "iat": now}
+    payload = {"iss": "ci-system", "aud": SERVICE, "sub": "job-7", "exp": now + 120, "iat": now}
     payload.update(claims)
     return jwt.encode(payload, secret, algorithm=algorithm, headers=headers or None)
 
@@ -459,8 +504,10 @@ def _external(claims, secret=SECRET, algorithm="HS256", **headers):
 def test_trusted_issuer_with_repos_claim(keyring):
     verifier = jwts.verifier(keyring, _trusted("repos"))
     verified = verifier.verify_access(_external({"repos": ["team/app", "team/lib"]}))
-    assert [str(g) for g in verified.grants] == ["repository:team/app:pull",
-                                                 "repository:team/lib:pull"]
+    assert [str(g) for g in verified.grants] == [
+        "repository:team/app:pull",
+        "repository:team/lib:pull",
+    ]
     assert verified.source == "ci-system"
     assert verified.subject == "job-7"
 
@@ -474,13 +521,19 @@ def test_trusted_issuer_with_repos_claim_and_repos_actions(keyring):
 def test_trusted_issuer_with_repo_access_claim(keyring):
     extra = "    actions:\n      read: [pull]\n      write: [pull, push]\n      admin: ['*']\n"
     verifier = jwts.verifier(keyring, _trusted("repo_access", extra))
-    verified = verifier.verify_access(_external({"repo_access": [
-        "repository:team/app:read",
-        {"repository": "team/lib", "actions": ["write"]},
-        {"name": "team/doc", "actions": ["read", "unmapped"]},
-        {"repository": "team/none", "actions": ["unmapped"]},
-        "repository:team/own:admin",
-    ]}))
+    verified = verifier.verify_access(
+        _external(
+            {
+                "repo_access": [
+                    "repository:team/app:read",
+                    {"repository": "team/lib", "actions": ["write"]},
+                    {"name": "team/doc", "actions": ["read", "unmapped"]},
+                    {"repository": "team/none", "actions": ["unmapped"]},
+                    "repository:team/own:admin",
+                ]
+            }
+        )
+    )
     assert [str(g) for g in verified.grants] == [
         "repository:team/app:pull",
         "repository:team/lib:pull,push",
@@ -492,16 +545,26 @@ def test_trusted_issuer_with_repo_access_claim(keyring):
 def test_repo_access_keeps_only_pull_and_push_by_default(keyring):
     # delete and `*` are destructive: an issuer grants them only where `actions` names them.
     verifier = jwts.verifier(keyring, _trusted("repo_access"))
-    verified = verifier.verify_access(_external({"repo_access": [
-        {"repository": "a", "actions": ["pull", "push", "delete", "read"]},
-        "repository:b:*"]}))
+    verified = verifier.verify_access(
+        _external(
+            {
+                "repo_access": [
+                    {"repository": "a", "actions": ["pull", "push", "delete", "read"]},
+                    "repository:b:*",
+                ]
+            }
+        )
+    )
     assert [str(g) for g in verified.grants] == ["repository:a:pull,push"]
 
 
-@pytest.mark.parametrize("shape,claim", [
-    ("access", {"access": [{"type": "repository", "name": "a", "actions": ["delete", "*"]}]}),
-    ("repo_access", {"repo_access": ["repository:a:delete,*"]}),
-])
+@pytest.mark.parametrize(
+    "shape,claim",
+    [
+        ("access", {"access": [{"type": "repository", "name": "a", "actions": ["delete", "*"]}]}),
+        ("repo_access", {"repo_access": ["repository:a:delete,*"]}),
+    ],
+)
 def test_issuer_delete_and_star_need_an_explicit_mapping(keyring, shape, claim):
     default = jwts.verifier(keyring, _trusted(shape)).verify_access(_external(claim))
     assert not default.allows(scope("repository:a:delete"))
@@ -526,8 +589,9 @@ def test_repo_access_does_not_turn_other_resource_types_into_repositories(keyrin
 
 def test_trusted_issuer_with_access_claim(keyring):
     verifier = jwts.verifier(keyring, _trusted("access"))
-    verified = verifier.verify_access(_external({"access": [
-        {"type": "repository", "name": "x", "actions": ["pull"]}]}))
+    verified = verifier.verify_access(
+        _external({"access": [{"type": "repository", "name": "x", "actions": ["pull"]}]})
+    )
     assert verified.grants == (scope("repository:x:pull"),)
 
 
@@ -549,8 +613,7 @@ def test_trusted_issuer_token_with_another_algorithm_is_refused(keyring, foreign
     with pytest.raises(InvalidToken, match="algorithm"):
         verifier.verify_access(_external({"repos": ["a"]}, secret=key, algorithm="ES256"))
     with pytest.raises(InvalidToken, match="algorithm"):
-        verifier.verify_access(_external({"repos": ["a"]}, secret=SECRET * 2,
-                                         algorithm="HS512"))
+        verifier.verify_access(_external({"repos": ["a"]}, secret=SECRET * 2, algorithm="HS512"))
 
 
 def test_trusted_issuer_expired_token_is_refused(keyring):
@@ -600,15 +663,20 @@ trusted_issuers:
 
 def test_trusted_rs256_issuer_from_a_public_key_file(keyring, tmp_path):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    (tmp_path / "ci.pem").write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    verifier = jwts.verifier(keyring,
-                             _key_file_policy(tmp_path, "RS256", "public_key_file: ci.pem"))
+    (tmp_path / "ci.pem").write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    verifier = jwts.verifier(
+        keyring, _key_file_policy(tmp_path, "RS256", "public_key_file: ci.pem")
+    )
     token = _external({"repos": ["team/app"]}, secret=key, algorithm="RS256")
     assert [str(g) for g in verifier.verify_access(token).grants] == ["repository:team/app:pull"]
     # the public key is never usable as an HMAC secret
-    pem = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     header = {"alg": "HS256", "typ": "JWT"}
     signing_input = f"{jwts.b64json(header)}.{jwts.b64json(jwts.segments(token)[1])}"
     mac = hmac.new(pem, signing_input.encode(), hashlib.sha256).digest()
@@ -620,24 +688,29 @@ def test_trusted_rs256_issuer_from_a_public_key_file(keyring, tmp_path):
 def test_trusted_es256_issuer_from_a_jwks_file_selects_by_kid(keyring, tmp_path):
     key = ec.generate_private_key(ec.SECP256R1())
     other = ec.generate_private_key(ec.SECP256R1())
-    jwks = {"keys": [{**public_jwk(key.public_key()), "kid": "k1"},
-                     {**public_jwk(other.public_key()), "kid": "k2"}]}
+    jwks = {
+        "keys": [
+            {**public_jwk(key.public_key()), "kid": "k1"},
+            {**public_jwk(other.public_key()), "kid": "k2"},
+        ]
+    }
     (tmp_path / "jwks.json").write_text(json.dumps(jwks))
     verifier = jwts.verifier(keyring, _key_file_policy(tmp_path, "ES256", "jwks_file: jwks.json"))
     good = _external({"repos": ["a"]}, secret=key, algorithm="ES256", kid="k1")
     assert verifier.verify_access(good).source == "ci-system"
     with pytest.raises(InvalidToken, match="signature"):
-        verifier.verify_access(_external({"repos": ["a"]}, secret=key, algorithm="ES256",
-                                         kid="k2"))
+        verifier.verify_access(_external({"repos": ["a"]}, secret=key, algorithm="ES256", kid="k2"))
     with pytest.raises(InvalidToken, match="unknown key id"):
-        verifier.verify_access(_external({"repos": ["a"]}, secret=key, algorithm="ES256",
-                                         kid="k3"))
+        verifier.verify_access(_external({"repos": ["a"]}, secret=key, algorithm="ES256", kid="k3"))
 
 
 def test_expiry_follows_the_verifiers_own_clock(keyring):
     clock = FakeClock(float(int(time.time())))
-    token = jwts.issuer(keyring, clock=clock, lifetime=60).issue_access("ci", [scope(
-        "repository:a:pull")]).token
+    token = (
+        jwts.issuer(keyring, clock=clock, lifetime=60)
+        .issue_access("ci", [scope("repository:a:pull")])
+        .token
+    )
     verifier = jwts.verifier(keyring, clock=clock)
     clock.advance(60 + DEFAULT_LEEWAY)
     assert verifier.verify_access(token).subject == "ci"  # at the edge of the leeway

@@ -57,15 +57,23 @@ def _sign_raw(keyring: KeyRing, payload: bytes, typ: str = ACCESS_TYP, **header:
     """A correctly signed token whose claims segment is exactly `payload`."""
     signer = keyring.signer
     headers = {"typ": typ, "kid": libtrust_kid(signer.public_key), **header}
-    return jwt.api_jws.encode(payload, signer.private_key, algorithm=signer.algorithm,
-                              headers=headers)
+    return jwt.api_jws.encode(
+        payload, signer.private_key, algorithm=signer.algorithm, headers=headers
+    )
 
 
 def _claims_json(**raw: str) -> bytes:
     """Claims with some values given as raw JSON text (Infinity, 1e400, ...)."""
     now = int(time.time())
-    values = {"iss": json.dumps(ISSUER), "aud": json.dumps(SERVICE), "exp": str(now + 300),
-              "nbf": str(now - 1), "iat": str(now), "access": "[]", **raw}
+    values = {
+        "iss": json.dumps(ISSUER),
+        "aud": json.dumps(SERVICE),
+        "exp": str(now + 300),
+        "nbf": str(now - 1),
+        "iat": str(now),
+        "access": "[]",
+        **raw,
+    }
     return ("{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in values.items()) + "}").encode()
 
 
@@ -95,11 +103,27 @@ def test_a_valid_token_still_verifies(keyring: KeyRing, verifier: TokenVerifier)
 
 
 @pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
-@pytest.mark.parametrize("value", ["Infinity", "-Infinity", "NaN", "1e400", "-1e400",
-                                   "1" + "0" * 30, "-1", "253402300800", '"300"', "true",
-                                   "null", "[1]", "{}"])
-def test_numeric_dates_must_be_finite_numbers_in_range(keyring: KeyRing, verifier: TokenVerifier,
-                                                       claim: str, value: str) -> None:
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Infinity",
+        "-Infinity",
+        "NaN",
+        "1e400",
+        "-1e400",
+        "1" + "0" * 30,
+        "-1",
+        "253402300800",
+        '"300"',
+        "true",
+        "null",
+        "[1]",
+        "{}",
+    ],
+)
+def test_numeric_dates_must_be_finite_numbers_in_range(
+    keyring: KeyRing, verifier: TokenVerifier, claim: str, value: str
+) -> None:
     token = _sign_raw(keyring, _claims_json(**{claim: value}))
     with pytest.raises(InvalidToken):
         verifier.verify_access(token)
@@ -112,8 +136,9 @@ def test_nbf_nan_is_not_accepted(keyring: KeyRing, verifier: TokenVerifier) -> N
 
 def test_numeric_dates_may_be_fractional(keyring: KeyRing, verifier: TokenVerifier) -> None:
     now = time.time()
-    token = _sign_raw(keyring, _claims_json(exp=repr(now + 300.5), nbf=repr(now - 0.5),
-                                            iat=repr(now)))
+    token = _sign_raw(
+        keyring, _claims_json(exp=repr(now + 300.5), nbf=repr(now - 0.5), iat=repr(now))
+    )
     assert verifier.verify_access(token).expires_at == int(now + 300.5)
 
 
@@ -134,16 +159,19 @@ def test_a_lone_surrogate_in_a_token_is_an_invalid_token(verifier: TokenVerifier
 
 
 def test_a_refresh_token_with_a_non_ascii_fingerprint_is_refused(
-        keyring: KeyRing, verifier: TokenVerifier) -> None:
+    keyring: KeyRing, verifier: TokenVerifier
+) -> None:
     account = Account("ci", b"$2b$04$" + b"N" * 53, frozenset(), {})
     audience = "regauth-refresh:" + SERVICE
     now = int(time.time())
     for cfp in ('"é"', "1", "null"):
-        payload = (f'{{"iss":"{ISSUER}","sub":"ci","aud":"{audience}","exp":{now + 300},'
-                   f'"cfp":{cfp}}}').encode()
+        payload = (
+            f'{{"iss":"{ISSUER}","sub":"ci","aud":"{audience}","exp":{now + 300},"cfp":{cfp}}}'
+        ).encode()
         with pytest.raises(InvalidToken, match="password changed"):
-            verifier.verify_refresh(_sign_raw(keyring, payload, REFRESH_TYP), audience,
-                                    {"ci": account})
+            verifier.verify_refresh(
+                _sign_raw(keyring, payload, REFRESH_TYP), audience, {"ci": account}
+            )
 
 
 @pytest.mark.parametrize("value", ["é", "Y2k6cHfDqQ==é", "\ud800", "YQ==\x00"])
@@ -155,29 +183,42 @@ def test_basic_credentials_outside_ascii_are_a_value_error(value: str) -> None:
 # -- upstream token responses ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("body", [
-    b"[" * 100_000 + b"]" * 100_000,
-    b'{"token": "t", "expires_in": 1e400}',
-    b'{"token": "t", "expires_in": Infinity}',
-    b'{"token": "t", "expires_in": NaN}',
-    b'{"token": "t", "expires_in": "soon"}',
-    b'{"token": "t", "expires_in": [60]}',
-    b'{"token": "t", "token": "u"}',
-    b'{"token": "t\\u00e9"}',
-    b'{"token": "t\\u0000"}',
-    b'{"token": "a b"}',
-    b"\xff\xfe",
-    b"",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"token": "t", "expires_in": 1e400}',
+        b'{"token": "t", "expires_in": Infinity}',
+        b'{"token": "t", "expires_in": NaN}',
+        b'{"token": "t", "expires_in": "soon"}',
+        b'{"token": "t", "expires_in": [60]}',
+        b'{"token": "t", "token": "u"}',
+        b'{"token": "t\\u00e9"}',
+        b'{"token": "t\\u0000"}',
+        b'{"token": "a b"}',
+        b"\xff\xfe",
+        b"",
+    ],
+)
 def test_malformed_token_responses_are_upstream_auth_errors(body: bytes) -> None:
     with pytest.raises(UpstreamAuthError):
         upstream_auth.parse_token_response(body)
 
 
-@pytest.mark.parametrize(("expires_in", "expected"), [
-    ("null", 60), ("0", 60), ("-5", 60), ("30", 60), ("300", 300), ("300.9", 300),
-    ('"300"', 300), ("1" + "0" * 30, 24 * 3600), ("false", 60),
-])
+@pytest.mark.parametrize(
+    ("expires_in", "expected"),
+    [
+        ("null", 60),
+        ("0", 60),
+        ("-5", 60),
+        ("30", 60),
+        ("300", 300),
+        ("300.9", 300),
+        ('"300"', 300),
+        ("1" + "0" * 30, 24 * 3600),
+        ("false", 60),
+    ],
+)
 def test_expires_in_is_clamped(expires_in: str, expected: int) -> None:
     body = f'{{"token": "t", "expires_in": {expires_in}}}'.encode()
     assert upstream_auth.parse_token_response(body) == ("t", expected)

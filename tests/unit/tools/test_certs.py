@@ -54,9 +54,24 @@ def test_list_shows_state_fingerprint_both_kids_and_expiry(certs, policy, capsys
     assert code == 0
     assert "no state file: the newest key with a private key signs" in out
     assert re.search(r"^token-signing\s+signing\s+ES256\s+since ", out, re.M)
-    openssl = subprocess.run(["openssl", "x509", "-noout", "-fingerprint", "-sha256", "-in",
-                              str(certs / "token-signing.crt")], capture_output=True,
-                             text=True, check=True).stdout.strip().split("=", 1)[1]
+    openssl = (
+        subprocess.run(
+            [
+                "openssl",
+                "x509",
+                "-noout",
+                "-fingerprint",
+                "-sha256",
+                "-in",
+                str(certs / "token-signing.crt"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .split("=", 1)[1]
+    )
     assert f"fingerprint  SHA256 {openssl}" in out
     assert f"libtrust {libtrust_kid(key.public_key)}" in out
     assert f"rfc7638  {rfc7638_thumbprint(key.public_key)}" in out
@@ -73,8 +88,7 @@ def test_rotate_activate_retire_through_the_command_line(certs, policy, capsys):
     states = {k["name"]: k["state"] for k in json.loads(out)["keys"]}
     assert states == {"token-signing": "signing", name: "pending"}
     assert _certs(capsys, "bundle", *dirs)[1].count("BEGIN CERTIFICATE") == 2
-    code, _, err = _certs(capsys, "activate", "token-signing-nope", *dirs,
-                          "--policy", str(policy))
+    code, _, err = _certs(capsys, "activate", "token-signing-nope", *dirs, "--policy", str(policy))
     assert code == 1 and "no signing key 'token-signing-nope'" in err
     code, out, _ = _certs(capsys, "activate", name, *dirs, "--policy", str(policy))
     assert code == 0 and f"{name} signs from now on" in out
@@ -83,8 +97,9 @@ def test_rotate_activate_retire_through_the_command_line(certs, policy, capsys):
     assert code == 1 and "may be valid until" in err and "--force" in err
     code, _, err = _certs(capsys, "retire", name, *dirs, "--policy", str(policy))
     assert code == 1 and "signs tokens now" in err
-    code, out, _ = _certs(capsys, "retire", "token-signing", *dirs, "--policy", str(policy),
-                          "--force")
+    code, out, _ = _certs(
+        capsys, "retire", "token-signing", *dirs, "--policy", str(policy), "--force"
+    )
     assert code == 0 and "removed" in out
     code, out, _ = _certs(capsys, "list", *dirs, "--json")
     assert [(k["name"], k["state"]) for k in json.loads(out)["keys"]] == [(name, "signing")]
@@ -98,8 +113,9 @@ def test_scheduled_rotation_and_bad_input(certs, tmp_path, capsys):
     assert code == 0 and "It signs from " in out
     code, out, _ = _certs(capsys, "list", *dirs, "--policy", str(tmp_path / "none.yaml"))
     assert "published, signs from " in out
-    code, _, err = _certs(capsys, "retire", "token-signing", *dirs,
-                          "--policy", str(tmp_path / "none.yaml"))
+    code, _, err = _certs(
+        capsys, "retire", "token-signing", *dirs, "--policy", str(tmp_path / "none.yaml")
+    )
     assert code == 2
 
 
@@ -110,8 +126,12 @@ def test_as_json_says_which_keys_may_be_retired_and_until_when(certs):
     keystate.activate(certs, name, now, settings)
     later = now + 10
     old, new = certs_tool.as_json(keystate.lifecycle(certs, later), settings, later)
-    assert (old["name"], old["state"], new["name"], new["state"]) == \
-        ("token-signing", "trusted-only", name, "signing")
+    assert (old["name"], old["state"], new["name"], new["state"]) == (
+        "token-signing",
+        "trusted-only",
+        name,
+        "signing",
+    )
     assert old["retirable"] is False and new["retirable"] is False
     assert old["valid_until"] is not None and old["signed_until"] is not None
     after = now + 3600 + 3600  # past the refresh lifetime and the margin
@@ -123,8 +143,7 @@ def test_as_json_says_which_keys_may_be_retired_and_until_when(certs):
     assert unknown["valid_until"] is None and unknown["retirable"] is True
 
 
-def test_an_unusable_policy_is_one_line_when_quiet_and_every_problem_otherwise(tmp_path,
-                                                                                capsys):
+def test_an_unusable_policy_is_one_line_when_quiet_and_every_problem_otherwise(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: 1\nservice: s\nrules: []\nsurprise: 1\ntoken: {lifetim: 3}\n")
     assert certs_tool.load_token_settings(bad, quiet=True) is None

@@ -35,20 +35,27 @@ def test_check_needs_secrets_without_the_flag(capsys) -> None:
 
 
 def test_check_no_secrets_still_validates_present_secrets_and_everything_else(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
     monkeypatch.setenv("REGAUTH_CI_PASSWORD_HASH", "not-a-bcrypt-hash")
     assert main(["policy", "check", "--no-secrets", str(DEFAULT)]) == 1
     assert "is not a bcrypt hash" in capsys.readouterr().err
     monkeypatch.delenv("REGAUTH_CI_PASSWORD_HASH")
     broken = tmp_path / "broken.yaml"
-    broken.write_text(DEFAULT.read_text().replace("actions: [pull, push]\n\n  - comment: CI "
-                                                  "publishes", "actions: [pull, pusj]\n\n  - "
-                                                  "comment: CI publishes"))
+    broken.write_text(
+        DEFAULT.read_text().replace(
+            "actions: [pull, push]\n\n  - comment: CI publishes",
+            "actions: [pull, pusj]\n\n  - comment: CI publishes",
+        )
+    )
     assert main(["policy", "check", "--no-secrets", str(broken)]) == 1
     assert "unknown action 'pusj'" in capsys.readouterr().err
     missing_file = tmp_path / "file.yaml"
-    missing_file.write_text(DEFAULT.read_text().replace(
-        "password_hash_env: REGAUTH_CI_PASSWORD_HASH", "password_hash_file: absent.bcrypt"))
+    missing_file.write_text(
+        DEFAULT.read_text().replace(
+            "password_hash_env: REGAUTH_CI_PASSWORD_HASH", "password_hash_file: absent.bcrypt"
+        )
+    )
     assert main(["policy", "check", "--no-secrets", str(missing_file)]) == 0
     assert "note: account 'ci': cannot read" in capsys.readouterr().err
 
@@ -59,9 +66,13 @@ def test_check_no_secrets_in_a_fresh_clone(tmp_path: Path) -> None:
     shutil.copytree(POLICIES, clone)
     regauth = Path(__import__("sys").executable).with_name("regauth")
     files = sorted(str(p) for p in clone.glob("*.yaml"))
-    done = subprocess.run([str(regauth), "policy", "check", "--no-secrets", *files],
-                          env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [str(regauth), "policy", "check", "--no-secrets", *files],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.count(": ok") == len(files)
 
@@ -70,8 +81,9 @@ def test_check_files_prints_a_summary_per_file_and_problems_on_err(tmp_path: Pat
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: 1\nservice: s\nrules: []\nsurprise: 1\n")
     out, err = io.StringIO(), io.StringIO()
-    code = check_files([str(DEFAULT), str(bad)], no_secrets=True,
-                       out=Printer(out, color=False), err=err)
+    code = check_files(
+        [str(DEFAULT), str(bad)], no_secrets=True, out=Printer(out, color=False), err=err
+    )
     assert code == 1
     [summary] = out.getvalue().splitlines()
     assert summary.startswith(f"{DEFAULT}: ok (service ")
@@ -79,5 +91,12 @@ def test_check_files_prints_a_summary_per_file_and_problems_on_err(tmp_path: Pat
     problems = [line for line in err.getvalue().splitlines() if "note:" not in line]
     assert problems and all(line.startswith(f"{bad}:") for line in problems)
     assert any("surprise" in line for line in problems)
-    assert check_files([str(DEFAULT)], no_secrets=True, out=Printer(io.StringIO(), color=False),
-                       err=io.StringIO()) == 0
+    assert (
+        check_files(
+            [str(DEFAULT)],
+            no_secrets=True,
+            out=Printer(io.StringIO(), color=False),
+            err=io.StringIO(),
+        )
+        == 0
+    )

@@ -65,18 +65,32 @@ def policy(tmp_path: Path, password_hashes: dict[str, str]) -> Path:
 
 
 def test_policy_explain_names_the_deciding_rule(policy, capsys):
-    assert commands.policy_explain(_args("policy", "explain", str(policy), "--account", "ci",
-                                         "repository:cache/go:pull,push",
-                                         "repository:secret/x:pull")) == 0
+    assert (
+        commands.policy_explain(
+            _args(
+                "policy",
+                "explain",
+                str(policy),
+                "--account",
+                "ci",
+                "repository:cache/go:pull,push",
+                "repository:secret/x:pull",
+            )
+        )
+        == 0
+    )
     first, second = capsys.readouterr().out.splitlines()
     assert first.startswith("repository:cache/go:pull,push: granted [pull,push] by rule 1")
     assert second == "repository:secret/x:pull: default deny [-] by default deny"
 
 
-@pytest.mark.parametrize(("argv", "code", "message"), [
-    (["--account", "mallory", "repository:a:pull"], 2, "unknown account 'mallory'"),
-    (["repository:A:pull"], 2, "regauth policy explain: "),
-])
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["--account", "mallory", "repository:a:pull"], 2, "unknown account 'mallory'"),
+        (["repository:A:pull"], 2, "regauth policy explain: "),
+    ],
+)
 def test_policy_explain_refuses_what_it_cannot_use(policy, capsys, argv, code, message):
     assert commands.policy_explain(_args("policy", "explain", str(policy), *argv)) == code
     assert message in capsys.readouterr().err
@@ -111,16 +125,18 @@ def test_lines_that_are_not_records_are_counted(policy, tmp_path, capsys):
     assert "2 lines of" in err and "0 conversations, 0 with a diagnosis" in out
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--listen", "nowhere"], "regauth serve: "),
-    (["--admin-listen", "127.0.0.1:99999"], "regauth serve: "),
-    (["--state", "memcached://x"], "regauth serve: "),
-    (["--proxy-protocol", "10.0.0.1/8"], "is not a network"),
-    (["--upstream", "ftp://registry.example"], "regauth serve: "),
-    (["--public-url", "https://registry.example:0"], "port 0"),
-])
-def test_serve_refuses_unusable_arguments_before_starting_anything(tmp_path, capsys, argv,
-                                                                   message):
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--listen", "nowhere"], "regauth serve: "),
+        (["--admin-listen", "127.0.0.1:99999"], "regauth serve: "),
+        (["--state", "memcached://x"], "regauth serve: "),
+        (["--proxy-protocol", "10.0.0.1/8"], "is not a network"),
+        (["--upstream", "ftp://registry.example"], "regauth serve: "),
+        (["--public-url", "https://registry.example:0"], "port 0"),
+    ],
+)
+def test_serve_refuses_unusable_arguments_before_starting_anything(tmp_path, capsys, argv, message):
     certs = tmp_path / "certs"
     assert commands.serve(_args("serve", "--certs-dir", str(certs), *argv)) == 2
     assert message in capsys.readouterr().err

@@ -20,14 +20,28 @@ NBF = 1_800_000_000
 def _refused_by_registry(**extra: object) -> dict[str, object]:
     record: dict[str, object] = {
         "time": dt.datetime.fromtimestamp(NBF + 1, dt.UTC).isoformat(),
-        "conversation": "c1", "client": "10.0.0.5:4000", "method": "GET",
-        "path": "/v2/app/manifests/1", "kind": "registry", "status": 401,
+        "conversation": "c1",
+        "client": "10.0.0.5:4000",
+        "method": "GET",
+        "path": "/v2/app/manifests/1",
+        "kind": "registry",
+        "status": 401,
         "answered_by": "upstream",
-        "auth": {"scheme": "Bearer", "jwt": {"header": {"kid": "K"}, "claims": {
-            "iss": "regauth", "aud": "svc", "nbf": NBF, "exp": NBF + 300, "jti": "j1"}}},
+        "auth": {
+            "scheme": "Bearer",
+            "jwt": {
+                "header": {"kid": "K"},
+                "claims": {
+                    "iss": "regauth",
+                    "aud": "svc",
+                    "nbf": NBF,
+                    "exp": NBF + 300,
+                    "jti": "j1",
+                },
+            },
+        },
         "challenge": {"scheme": "Bearer", "service": "svc", "error": "invalid_token"},
-        "upstream_challenge": [{"scheme": "Bearer", "service": "svc",
-                                "error": "invalid_token"}],
+        "upstream_challenge": [{"scheme": "Bearer", "service": "svc", "error": "invalid_token"}],
     }
     record.update(extra)
     return record
@@ -75,11 +89,21 @@ def test_torn_and_foreign_lines_are_skipped_and_fields_optional() -> None:
 def test_list_fields_holding_something_else_read_as_empty() -> None:
     from regauth.tools import trace
 
-    challenge = {"time": "2026-01-01T00:00:00+00:00", "conversation": "a", "kind": "registry",
-                 "status": 401, "challenge": {"scheme": "Bearer", "scopes": 5},
-                 "upstream_challenge": [{"scheme": "Bearer", "scopes": "repository:x:pull"}]}
-    token = {"time": "2026-01-01T00:00:01+00:00", "conversation": "a", "kind": "token",
-             "status": 200, "token_response": {"decisions": [{"scope": "s", "granted": 7}]}}
+    challenge = {
+        "time": "2026-01-01T00:00:00+00:00",
+        "conversation": "a",
+        "kind": "registry",
+        "status": 401,
+        "challenge": {"scheme": "Bearer", "scopes": 5},
+        "upstream_challenge": [{"scheme": "Bearer", "scopes": "repository:x:pull"}],
+    }
+    token = {
+        "time": "2026-01-01T00:00:01+00:00",
+        "conversation": "a",
+        "kind": "token",
+        "status": 200,
+        "token_response": {"decisions": [{"scope": "s", "granted": 7}]},
+    }
     read = parse_lines([json.dumps(challenge), json.dumps(token)])
     assert [e.names for e in read.entries] == [set(), set()]
     [c] = conversations(read.entries)
@@ -91,14 +115,27 @@ def test_list_fields_holding_something_else_read_as_empty() -> None:
 
 
 def test_a_challenge_presenting_a_token_joins_the_conversation_that_issued_it() -> None:
-    token = {"time": "2026-01-01T00:00:00+00:00", "conversation": "a", "kind": "token",
-             "status": 200, "token_response": {"jti": "j1", "account": "ci"}}
+    token = {
+        "time": "2026-01-01T00:00:00+00:00",
+        "conversation": "a",
+        "kind": "token",
+        "status": 200,
+        "token_response": {"jti": "j1", "account": "ci"},
+    }
     # The token verified (an insufficient-scope refusal): a forged one does not join
     # (tests/unit/tools/test_untrusted_output.py).
-    retry = {"time": "2026-01-01T00:00:01+00:00", "conversation": "b", "kind": "registry",
-             "status": 401, "auth": {"scheme": "Bearer", "jwt": {"claims": {"jti": "j1"}}},
-             "decision": {"forward": False, "reason": "insufficient scope",
-                          "verified_token": {"subject": "ci", "source": "regauth"}}}
+    retry = {
+        "time": "2026-01-01T00:00:01+00:00",
+        "conversation": "b",
+        "kind": "registry",
+        "status": 401,
+        "auth": {"scheme": "Bearer", "jwt": {"claims": {"jti": "j1"}}},
+        "decision": {
+            "forward": False,
+            "reason": "insufficient scope",
+            "verified_token": {"subject": "ci", "source": "regauth"},
+        },
+    }
     [c] = conversations(parse_lines([json.dumps(token), json.dumps(retry)]).entries)
     assert c.id == "a" and c.merged == ["b"]
 
@@ -106,29 +143,46 @@ def test_a_challenge_presenting_a_token_joins_the_conversation_that_issued_it() 
 def _answered_by_regauth(status: int, reason: str = "", **extra: object) -> dict[str, object]:
     record: dict[str, object] = {
         "time": dt.datetime.fromtimestamp(NBF + 1, dt.UTC).isoformat(),
-        "conversation": "c2", "client": "10.0.0.6:4000", "method": "PUT",
-        "path": "/v2/app/blobs/uploads/u1", "kind": "registry", "status": status,
-        "answered_by": "regauth", "decision": {"forward": False, "reason": reason},
+        "conversation": "c2",
+        "client": "10.0.0.6:4000",
+        "method": "PUT",
+        "path": "/v2/app/blobs/uploads/u1",
+        "kind": "registry",
+        "status": status,
+        "answered_by": "regauth",
+        "decision": {"forward": False, "reason": reason},
     }
     record.update(extra)
     return record
 
 
 def test_the_login_queue_is_named_apart_from_failed_logins() -> None:
-    [found] = _diagnose({
-        "time": dt.datetime.fromtimestamp(NBF + 1, dt.UTC).isoformat(), "conversation": "c3",
-        "client": "10.0.0.7:4000", "method": "GET", "path": "/v2/token", "kind": "token",
-        "status": 429, "answered_by": "regauth",
-        "token_request": {"username": "ci"},
-        "token_response": {"rate_limited": "login queue", "refused": "busy"}})
+    [found] = _diagnose(
+        {
+            "time": dt.datetime.fromtimestamp(NBF + 1, dt.UTC).isoformat(),
+            "conversation": "c3",
+            "client": "10.0.0.7:4000",
+            "method": "GET",
+            "path": "/v2/token",
+            "kind": "token",
+            "status": 429,
+            "answered_by": "regauth",
+            "token_request": {"username": "ci"},
+            "token_response": {"rate_limited": "login queue", "refused": "busy"},
+        }
+    )
     assert found.code == "login-queue" and "nothing was checked or counted" in found.detail
     assert "fix the credentials" not in found.hint
 
 
 def test_a_refusal_by_the_delegate_check_is_named() -> None:
-    [failed] = _diagnose(_answered_by_regauth(
-        503, "delegate check failed: the registry behind regauth answers without "
-             "authentication; retry shortly"))
+    [failed] = _diagnose(
+        _answered_by_regauth(
+            503,
+            "delegate check failed: the registry behind regauth answers without "
+            "authentication; retry shortly",
+        )
+    )
     assert failed.code == "delegate-check-refused" and "auth.token" in failed.hint
     assert not failed.detail.endswith("retry shortly")
     [pending] = _diagnose(_answered_by_regauth(503, "delegate check pending: …"))
@@ -136,10 +190,19 @@ def test_a_refusal_by_the_delegate_check_is_named() -> None:
 
 
 def test_load_shedding_and_cut_bodies_are_named() -> None:
-    [shed] = _diagnose(_answered_by_regauth(
-        503, "regauth is at its connection limit (32 connections); retry shortly"))
+    [shed] = _diagnose(
+        _answered_by_regauth(
+            503, "regauth is at its connection limit (32 connections); retry shortly"
+        )
+    )
     assert shed.code == "regauth-overloaded"
-    [slow] = _diagnose(_answered_by_regauth(
-        200, "", status_=None, error="request body too slow: 3 bytes in 3 s, less than 1024 "
-                                    "bytes/s (regauth_body_min_rate)"))
+    [slow] = _diagnose(
+        _answered_by_regauth(
+            200,
+            "",
+            status_=None,
+            error="request body too slow: 3 bytes in 3 s, less than 1024 "
+            "bytes/s (regauth_body_min_rate)",
+        )
+    )
     assert slow.code == "body-too-slow" and "regauth_body_min_rate" in slow.hint

@@ -18,9 +18,18 @@ T0 = "2026-01-01T00:00:0{}+00:00"
 def test_lines_that_are_not_json_objects_are_counted_and_skipped(tmp_path: Path) -> None:
     record = {"time": T0.format(0), "conversation": "a", "kind": "token", "status": 200}
     log = tmp_path / "exchange.jsonl"
-    log.write_text("\n".join([json.dumps(record), "", "[1, 2]", "not json",
-                              json.dumps({**record, "conversation": "b"}),
-                              '{"time": "2026-01-01T00:00:0']))  # a torn last line
+    log.write_text(
+        "\n".join(
+            [
+                json.dumps(record),
+                "",
+                "[1, 2]",
+                "not json",
+                json.dumps({**record, "conversation": "b"}),
+                '{"time": "2026-01-01T00:00:0',
+            ]
+        )
+    )  # a torn last line
     read = read_log(log)
     assert [(e.line, e.conversation) for e in read.entries] == [(1, "a"), (5, "b")]
     assert read.skipped == 3
@@ -32,24 +41,42 @@ def test_conversations_are_in_time_order_whatever_the_line_order() -> None:
     early = {"time": T0.format(1), "conversation": "early", "kind": "token", "status": 200}
     again = {"time": T0.format(7), "conversation": "early", "kind": "token", "status": 401}
     found = conversations(_entries(late, early, again))
-    assert [(c.id, [e.line for e in c.entries]) for c in found] == \
-        [("early", [2, 3]), ("late", [1])]
+    assert [(c.id, [e.line for e in c.entries]) for c in found] == [
+        ("early", [2, 3]),
+        ("late", [1]),
+    ]
     assert found[0].start is not None and found[0].end is not None
     assert (found[0].end - found[0].start).total_seconds() == 6
 
 
-VERIFIED = {"forward": True, "reason": "token grants repository:x/a:pull",
-            "verified_token": {"issuer": "regauth", "subject": "alice", "source": "regauth"}}
+VERIFIED = {
+    "forward": True,
+    "reason": "token grants repository:x/a:pull",
+    "verified_token": {"issuer": "regauth", "subject": "alice", "source": "regauth"},
+}
 
 
-def _registry(line: int, conversation: str, claims: dict[str, object], status: int = 200,
-              decision: dict[str, object] | None = None, **extra: object) -> dict[str, object]:
+def _registry(
+    line: int,
+    conversation: str,
+    claims: dict[str, object],
+    status: int = 200,
+    decision: dict[str, object] | None = None,
+    **extra: object,
+) -> dict[str, object]:
     record: dict[str, object] = {
-        "time": T0.format(line), "conversation": conversation, "client": "10.0.0.9:2000",
-        "kind": "registry", "method": "GET", "path": f"/v2/x/a/tags/list?line={line}",
-        "route": "tags", "repository": "x/a", "status": status,
+        "time": T0.format(line),
+        "conversation": conversation,
+        "client": "10.0.0.9:2000",
+        "kind": "registry",
+        "method": "GET",
+        "path": f"/v2/x/a/tags/list?line={line}",
+        "route": "tags",
+        "repository": "x/a",
+        "status": status,
         "answered_by": "upstream" if status == 200 else "regauth",
-        "auth": {"scheme": "Bearer", "jwt": {"claims": claims}, **extra}}
+        "auth": {"scheme": "Bearer", "jwt": {"claims": claims}, **extra},
+    }
     if decision is not None:
         record["decision"] = decision
     return record
@@ -60,37 +87,94 @@ def _entries(*records: dict[str, object]):  # type: ignore[no-untyped-def]
 
 
 def test_only_verified_identities_are_accounts() -> None:
-    token = {"time": T0.format(0), "conversation": "a", "kind": "token", "status": 200,
-             "token_response": {"jti": "j1", "account": "alice"}}
-    refused = {"time": T0.format(1), "conversation": "b", "kind": "token", "status": 401,
-               "token_request": {"username": "alice"}, "token_response": {"refused": "x"}}
-    genuine = _registry(2, "a", {"sub": "alice", "jti": "j1"}, decision=VERIFIED,
-                        checked_by="regauth")
+    token = {
+        "time": T0.format(0),
+        "conversation": "a",
+        "kind": "token",
+        "status": 200,
+        "token_response": {"jti": "j1", "account": "alice"},
+    }
+    refused = {
+        "time": T0.format(1),
+        "conversation": "b",
+        "kind": "token",
+        "status": 401,
+        "token_request": {"username": "alice"},
+        "token_response": {"refused": "x"},
+    }
+    genuine = _registry(
+        2, "a", {"sub": "alice", "jti": "j1"}, decision=VERIFIED, checked_by="regauth"
+    )
     old_log = _registry(3, "a", {"sub": "alice", "jti": "j1"}, decision=VERIFIED)
-    forged = _registry(4, "c", {"sub": "alice", "jti": "j1"}, 401,
-                       {"forward": False, "reason": "invalid token"}, checked_by=None)
-    forged_old = _registry(5, "d", {"sub": "alice"}, 401,
-                           {"forward": False, "reason": "invalid token"})
+    forged = _registry(
+        4,
+        "c",
+        {"sub": "alice", "jti": "j1"},
+        401,
+        {"forward": False, "reason": "invalid token"},
+        checked_by=None,
+    )
+    forged_old = _registry(
+        5, "d", {"sub": "alice"}, 401, {"forward": False, "reason": "invalid token"}
+    )
     delegated = _registry(6, "e", {"sub": "alice"}, checked_by="registry")
-    trusted = _registry(7, "f", {"sub": "bob"}, checked_by="regauth", decision={
-        **VERIFIED, "verified_token": {"subject": "bob", "source": "legacy-ci"}})
-    by_line = {e.line: e for e in _entries(token, refused, genuine, old_log, forged,
-                                           forged_old, delegated, trusted)}
+    trusted = _registry(
+        7,
+        "f",
+        {"sub": "bob"},
+        checked_by="regauth",
+        decision={**VERIFIED, "verified_token": {"subject": "bob", "source": "legacy-ci"}},
+    )
+    by_line = {
+        e.line: e
+        for e in _entries(token, refused, genuine, old_log, forged, forged_old, delegated, trusted)
+    }
     assert [by_line[n].account for n in range(1, 9)] == [
-        "alice", None, "alice", "alice", None, None, None, "legacy-ci:bob"]
+        "alice",
+        None,
+        "alice",
+        "alice",
+        None,
+        None,
+        None,
+        "legacy-ci:bob",
+    ]
     assert [by_line[n].claim for n in range(1, 9)] == [
-        None, "user='alice' (unverified)", None, None, "sub='alice' (unverified)",
-        "sub='alice' (unverified)", "sub='alice' (claimed, checked by the registry)", None]
+        None,
+        "user='alice' (unverified)",
+        None,
+        None,
+        "sub='alice' (unverified)",
+        "sub='alice' (unverified)",
+        "sub='alice' (claimed, checked by the registry)",
+        None,
+    ]
 
 
 def test_a_forged_token_naming_an_issued_jti_joins_nothing() -> None:
-    token = {"time": T0.format(0), "conversation": "a", "kind": "token", "status": 200,
-             "token_response": {"jti": "j1", "account": "alice"}}
-    forged = _registry(1, "b", {"sub": "alice", "jti": "j1"}, 401,
-                       {"forward": False, "reason": "invalid token"}, checked_by=None)
-    refused_by_registry = _registry(2, "c", {"sub": "alice", "jti": "j1"}, 401,
-                                    checked_by="registry",
-                                    upstream_challenge=[{"error": "invalid_token"}])
+    token = {
+        "time": T0.format(0),
+        "conversation": "a",
+        "kind": "token",
+        "status": 200,
+        "token_response": {"jti": "j1", "account": "alice"},
+    }
+    forged = _registry(
+        1,
+        "b",
+        {"sub": "alice", "jti": "j1"},
+        401,
+        {"forward": False, "reason": "invalid token"},
+        checked_by=None,
+    )
+    refused_by_registry = _registry(
+        2,
+        "c",
+        {"sub": "alice", "jti": "j1"},
+        401,
+        checked_by="registry",
+        upstream_challenge=[{"error": "invalid_token"}],
+    )
     found = conversations(_entries(token, forged, refused_by_registry))
     assert [c.id for c in found] == ["a", "b", "c"]
     assert found[0].accounts == ["alice"] and found[1].accounts == []

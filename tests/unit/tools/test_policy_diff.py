@@ -31,13 +31,23 @@ CAP_ID = "a" * 26
 SEGMENTS = ["a", "b", "a-b", "web", CAP_ID, SYMBOLIC_ACCOUNT]
 UNIVERSE = ["/".join(p) for n in (1, 2, 3) for p in itertools.product(SEGMENTS, repeat=n)]
 ADDRESSES = ["10.0.0.1", "10.20.1.5", "192.0.2.1", "fd00::1"]
-GLOB_SEGMENTS = ["a", "b", "*", "**", "a-*", "*-b", "${account}", "${group}",
-                 "${labels.team}", "{cap}"]
+GLOB_SEGMENTS = [
+    "a",
+    "b",
+    "*",
+    "**",
+    "a-*",
+    "*-b",
+    "${account}",
+    "${group}",
+    "${labels.team}",
+    "{cap}",
+]
 REGEXES = ["a(-b)?", "(a|b)/.*", "[a-z]+/web"]
 
 
 def _account(name: str, groups: list[str], team: list[str]) -> str:
-    text = f"  {name}:\n    password_hash: \"{HASH}\"\n"
+    text = f'  {name}:\n    password_hash: "{HASH}"\n'
     if groups:
         text += f"    groups: [{', '.join(groups)}]\n"
     if team:
@@ -52,18 +62,23 @@ def rules(draw: st.DrawFn) -> str:
     team = draw(st.sampled_from([None, None, "web"]))
     signed_in_only = account not in ("anonymous", "any") or group or team
     deny = draw(st.booleans()) if draw(st.booleans()) else False
-    actions = draw(st.lists(st.sampled_from(["pull", "push", "delete", "*"] if signed_in_only
-                                            else ["pull"]), min_size=1, max_size=3,
-                            unique=True))
+    actions = draw(
+        st.lists(
+            st.sampled_from(["pull", "push", "delete", "*"] if signed_in_only else ["pull"]),
+            min_size=1,
+            max_size=3,
+            unique=True,
+        )
+    )
     repos = []
     for _ in range(draw(st.integers(1, 2))):
         if draw(st.integers(0, 9)) == 0:
-            repos.append(f"{{regex: \"{draw(st.sampled_from(REGEXES))}\"}}")
+            repos.append(f'{{regex: "{draw(st.sampled_from(REGEXES))}"}}')
         else:
             segments = draw(st.lists(st.sampled_from(GLOB_SEGMENTS), min_size=1, max_size=3))
             if "{cap}" in segments and not signed_in_only:
                 segments = ["b", "{cap}"]
-            repos.append(f"\"{'/'.join(segments)}\"")
+            repos.append(f'"{"/".join(segments)}"')
     network = draw(st.sampled_from([None, None, "10.0.0.0/8", "10.20.0.0/16", "fd00::/8"]))
     text = f"  - account: {account}\n    repository: [{', '.join(repos)}]\n"
     if group:
@@ -71,7 +86,7 @@ def rules(draw: st.DrawFn) -> str:
     if team:
         text += f"    labels: {{team: {team}}}\n"
     if network:
-        text += f"    networks: [\"{network}\"]\n"
+        text += f'    networks: ["{network}"]\n'
     if deny:
         text += "    deny: true\n"
     else:
@@ -83,13 +98,24 @@ def rules(draw: st.DrawFn) -> str:
 def policies(draw: st.DrawFn) -> str:
     accounts = _account("ci", draw(st.sampled_from([["ci"], ["ci", "dev"], []])), ["web"])
     if draw(st.booleans()):
-        accounts += _account("alice", draw(st.sampled_from([["dev"], []])),
-                             draw(st.sampled_from([["web"], ["a"], []])))
-    catalog = "  - account: ci\n    type: registry\n    name: catalog\n    actions: ['*']\n" \
-        if draw(st.booleans()) else ""
+        accounts += _account(
+            "alice",
+            draw(st.sampled_from([["dev"], []])),
+            draw(st.sampled_from([["web"], ["a"], []])),
+        )
+    catalog = (
+        "  - account: ci\n    type: registry\n    name: catalog\n    actions: ['*']\n"
+        if draw(st.booleans())
+        else ""
+    )
     body = "".join(draw(st.lists(rules(), min_size=1, max_size=5)))
-    return ("version: 1\nservice: s\ncapabilities:\n  cap: \"[a-z0-9]{26}\"\naccounts:\n"
-            + accounts + "rules:\n" + catalog + body)
+    return (
+        'version: 1\nservice: s\ncapabilities:\n  cap: "[a-z0-9]{26}"\naccounts:\n'
+        + accounts
+        + "rules:\n"
+        + catalog
+        + body
+    )
 
 
 def _load(text: str, name: str) -> Policy:
@@ -103,16 +129,14 @@ def _load(text: str, name: str) -> Policy:
 def _brute_force(old: Policy, new: Policy) -> set[tuple[str, str, str, object, object]]:
     found = set()
     for subject in subjects(old, new):
-        for name, address, action in itertools.product(UNIVERSE, ADDRESSES,
-                                                       REPOSITORY_ACTIONS):
+        for name, address, action in itertools.product(UNIVERSE, ADDRESSES, REPOSITORY_ACTIONS):
             scope = ResourceScope("repository", name, (action,))
             before = old.decide(subject.old, scope, address) if subject.old else None
             after = new.decide(subject.new, scope, address) if subject.new else None
             had = before is not None and action in before.granted
             has = after is not None and action in after.granted
             if had != has:
-                found.add(("+" if has else "-", subject.name, action, _rule(before),
-                           _rule(after)))
+                found.add(("+" if has else "-", subject.name, action, _rule(before), _rule(after)))
     return found
 
 
@@ -123,34 +147,49 @@ def _rule(decision: object) -> object:
     return None if rule is None else rule.index
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                  HealthCheck.filter_too_much])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 @given(policies(), policies())
 def test_diff_matches_brute_force(old_text: str, new_text: str) -> None:
     old, new = _load(old_text, "old.yaml"), _load(new_text, "new.yaml")
     result = diff_policies(old, new)
-    reported = {(c.sign, c.subject, c.action, c.old.index if c.old.index else
-                 ("no account" if c.old.text.startswith("no such") else None),
-                 c.new.index if c.new.index else
-                 ("no account" if c.new.text.startswith("no such") else None))
-                for c in result.changes}
+    reported = {
+        (
+            c.sign,
+            c.subject,
+            c.action,
+            c.old.index
+            if c.old.index
+            else ("no account" if c.old.text.startswith("no such") else None),
+            c.new.index
+            if c.new.index
+            else ("no account" if c.new.text.startswith("no such") else None),
+        )
+        for c in result.changes
+    }
     # Complete: every change brute force finds in its universe is reported.
     for key in _brute_force(old, new):
         sign, subject, action, before, after = key
-        assert key in reported or (subject.startswith("authenticated[") and
-                                   (sign, "authenticated", action, before, after) in reported
-                                   ), f"missed {key}\n{old_text}\n---\n{new_text}"
+        assert key in reported or (
+            subject.startswith("authenticated[")
+            and (sign, "authenticated", action, before, after) in reported
+        ), f"missed {key}\n{old_text}\n---\n{new_text}"
     # Sound: every reported change holds on its own witness.
     by_name = {s.name: s for s in subjects(old, new)}
     for change in result.changes:
         subject = by_name[change.subject]
         name = change.names[0].replace("${account}", SYMBOLIC_ACCOUNT)
-        scope = ResourceScope("registry", "catalog", ("*",)) if name == "registry:catalog" \
+        scope = (
+            ResourceScope("registry", "catalog", ("*",))
+            if name == "registry:catalog"
             else ResourceScope("repository", name, (change.action,))
+        )
         before = old.decide(subject.old, scope, change.address) if subject.old else None
         after = new.decide(subject.new, scope, change.address) if subject.new else None
-        had = before is not None and (change.action in before.granted or
-                                      "*" in before.granted)
+        had = before is not None and (change.action in before.granted or "*" in before.granted)
         has = after is not None and (change.action in after.granted or "*" in after.granted)
         assert (had, has) == ((False, True) if change.sign == "+" else (True, False))
     assert result.exact
@@ -159,8 +198,7 @@ def test_diff_matches_brute_force(old_text: str, new_text: str) -> None:
 
 def test_identical_policies_have_no_changes() -> None:
     text = Path("policies/example-staging.yaml").read_text()
-    policy = load_policy_text(text, "p.yaml", Path("policies"), {},
-                              secret_notes=[])
+    policy = load_policy_text(text, "p.yaml", Path("policies"), {}, secret_notes=[])
     result = diff_policies(policy, policy)
     assert result.changes == [] and result.exact and not result.gained
 
@@ -170,10 +208,12 @@ def test_diff_exit_codes_and_lines(tmp_path: Path, capsys) -> None:
     assert main(["policy", "diff", str(DEFAULT), str(DEFAULT)]) == 0
     assert "0 gained, 0 lost" in capsys.readouterr().out
     narrower = tmp_path / "narrower.yaml"
-    narrower.write_text(DEFAULT.read_text().replace('repository: ["public/**", "demo/**"]\n'
-                                                    "    actions: [pull]\n",
-                                                    'repository: ["public/**"]\n'
-                                                    "    actions: [pull]\n"))
+    narrower.write_text(
+        DEFAULT.read_text().replace(
+            'repository: ["public/**", "demo/**"]\n    actions: [pull]\n',
+            'repository: ["public/**"]\n    actions: [pull]\n',
+        )
+    )
     assert main(["policy", "diff", str(DEFAULT), str(narrower)]) == 0  # removals only
     out = capsys.readouterr().out
     assert "- anonymous pull demo/" in out and "0 gained" in out
@@ -183,16 +223,22 @@ def test_diff_exit_codes_and_lines(tmp_path: Path, capsys) -> None:
     assert main(["policy", "diff", "--json", str(narrower), str(DEFAULT)]) == 1
     doc = json.loads(capsys.readouterr().out)
     assert doc["gained"] and doc["exact"]
-    assert any(c["subject"] == "anonymous" and c["new"]["location"] == f"{DEFAULT}:33"
-               for c in doc["changes"])
+    assert any(
+        c["subject"] == "anonymous" and c["new"]["location"] == f"{DEFAULT}:33"
+        for c in doc["changes"]
+    )
 
 
 @pytest.mark.usefixtures("no_secrets")
 def test_diff_says_when_a_regex_makes_it_a_sample(tmp_path: Path, capsys) -> None:
     new = tmp_path / "regex.yaml"
     # `\b` reads the same in RE2 and Python, but the automaton library cannot analyse it.
-    new.write_text(DEFAULT.read_text() + '\n  - account: ci\n    repository: {regex: '
-                                         '"tools\\\\b/x"}\n    actions: [pull]\n')
+    new.write_text(
+        DEFAULT.read_text()
+        + "\n  - account: ci\n"
+        + '    repository: {regex: "tools\\\\b/x"}\n'
+        + "    actions: [pull]\n"
+    )
     assert main(["policy", "diff", str(DEFAULT), str(new)]) in (0, 1)
     out = capsys.readouterr().out
     assert "sample" in out

@@ -59,19 +59,27 @@ def test_policy_test_failures_name_expected_actual_and_rule(tmp_path: Path, caps
     assert len(failures) == 2 and "got [pull]" in (failures[0].get("message") or "")
 
 
-@pytest.mark.parametrize("text, message", [
-    ("tests:\n  - scope: 'repository:a:pull'\n    granted: [pull]\n    acount: ci\n",
-     ":4:5: test 1: unknown key 'acount'"),
-    ("tests:\n  - scope: 'repository:A:pull'\n    granted: []\n", ":2:12: test 1: malformed"),
-    ("tests:\n  - scope: 'repository:a:pull'\n", "test 1: `granted:` is required"),
-    ("tests:\n  - scope: 'repository:a:pull'\n    granted: [pul]\n", "unknown action 'pul'"),
-    ("tests:\n  - scope: 'repository:a:pull'\n    granted: []\n    ip: nowhere\n",
-     "is not an IP address"),
-    ("- scope: x\n", "a tests file is a mapping with a `tests:` list"),
-    ("tests: [\n", ""),
-])
-def test_policy_test_refuses_a_bad_tests_file(tmp_path: Path, capsys, text: str,
-                                              message: str) -> None:
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "tests:\n  - scope: 'repository:a:pull'\n    granted: [pull]\n    acount: ci\n",
+            ":4:5: test 1: unknown key 'acount'",
+        ),
+        ("tests:\n  - scope: 'repository:A:pull'\n    granted: []\n", ":2:12: test 1: malformed"),
+        ("tests:\n  - scope: 'repository:a:pull'\n", "test 1: `granted:` is required"),
+        ("tests:\n  - scope: 'repository:a:pull'\n    granted: [pul]\n", "unknown action 'pul'"),
+        (
+            "tests:\n  - scope: 'repository:a:pull'\n    granted: []\n    ip: nowhere\n",
+            "is not an IP address",
+        ),
+        ("- scope: x\n", "a tests file is a mapping with a `tests:` list"),
+        ("tests: [\n", ""),
+    ],
+)
+def test_policy_test_refuses_a_bad_tests_file(
+    tmp_path: Path, capsys, text: str, message: str
+) -> None:
     tests = tmp_path / "t.yaml"
     tests.write_text(text)
     assert main(["policy", "test", str(DEFAULT), str(tests)]) == 2
@@ -81,8 +89,9 @@ def test_policy_test_refuses_a_bad_tests_file(tmp_path: Path, capsys, text: str,
 
 def test_policy_test_unknown_account_fails_the_test(tmp_path: Path, capsys) -> None:
     tests = tmp_path / "t.yaml"
-    tests.write_text("tests:\n  - account: mallory\n    scope: 'repository:a:pull'\n"
-                     "    granted: []\n")
+    tests.write_text(
+        "tests:\n  - account: mallory\n    scope: 'repository:a:pull'\n    granted: []\n"
+    )
     assert main(["policy", "test", str(DEFAULT), str(tests)]) == 1
     assert "account 'mallory' is not in the policy" in capsys.readouterr().out
 
@@ -96,7 +105,8 @@ def test_policy_test_and_diff_refuse_an_invalid_policy(tmp_path: Path, capsys) -
 
 
 def test_run_test_compares_granted_actions_as_a_set_and_the_rule_by_index_or_comment(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     policy = load_for_decisions(DEFAULT)
     tests = tmp_path / "t.yaml"
     tests.write_text("""tests:
@@ -113,8 +123,9 @@ def test_run_test_compares_granted_actions_as_a_set_and_the_rule_by_index_or_com
     granted: []
     rule: default deny
 """)
-    by_index, by_comment, deny = (policy_tests.run_test(policy, t)
-                                  for t in policy_tests.load_tests(tests))
+    by_index, by_comment, deny = (
+        policy_tests.run_test(policy, t) for t in policy_tests.load_tests(tests)
+    )
     assert by_index.passed and by_index.decision is not None
     assert by_index.decision.rule is not None and by_index.decision.rule.index == 3
     assert by_comment.failures == ("expected the deciding rule to be the rule 'nobody'",)
@@ -123,10 +134,13 @@ def test_run_test_compares_granted_actions_as_a_set_and_the_rule_by_index_or_com
 
 def test_a_name_used_twice_and_a_key_beside_tests_are_both_reported(tmp_path: Path) -> None:
     tests = tmp_path / "t.yaml"
-    tests.write_text("tests:\n  - {name: a, scope: 'repository:a:pull', granted: []}\n"
-                     "  - {name: a, scope: 'repository:b:pull', granted: []}\nextra: 1\n")
+    tests.write_text(
+        "tests:\n  - {name: a, scope: 'repository:a:pull', granted: []}\n"
+        "  - {name: a, scope: 'repository:b:pull', granted: []}\nextra: 1\n"
+    )
     with pytest.raises(policy_tests.TestFileError) as caught:
         policy_tests.load_tests(tests)
     assert caught.value.problems == [
         f"{tests}:4:1: unknown key 'extra' (only `tests:`)",
-        f"{tests}:3:5: test 2: the name 'a' is used twice"]
+        f"{tests}:3:5: test 2: the name 'a' is used twice",
+    ]

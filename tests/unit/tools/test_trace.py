@@ -28,14 +28,27 @@ def _log(tmp_path: Path, *records: dict[str, object]) -> Path:
     return path
 
 
-def _registry(line: int, conversation: str, claims: dict[str, object], status: int = 200,
-              decision: dict[str, object] | None = None, **extra: object) -> dict[str, object]:
+def _registry(
+    line: int,
+    conversation: str,
+    claims: dict[str, object],
+    status: int = 200,
+    decision: dict[str, object] | None = None,
+    **extra: object,
+) -> dict[str, object]:
     record: dict[str, object] = {
-        "time": T0.format(line), "conversation": conversation, "client": "10.0.0.9:2000",
-        "kind": "registry", "method": "GET", "path": f"/v2/x/a/tags/list?line={line}",
-        "route": "tags", "repository": "x/a", "status": status,
+        "time": T0.format(line),
+        "conversation": conversation,
+        "client": "10.0.0.9:2000",
+        "kind": "registry",
+        "method": "GET",
+        "path": f"/v2/x/a/tags/list?line={line}",
+        "route": "tags",
+        "repository": "x/a",
+        "status": status,
         "answered_by": "upstream" if status == 200 else "regauth",
-        "auth": {"scheme": "Bearer", "jwt": {"claims": claims}, **extra}}
+        "auth": {"scheme": "Bearer", "jwt": {"claims": claims}, **extra},
+    }
     if decision is not None:
         record["decision"] = decision
     return record
@@ -45,9 +58,18 @@ def _conversations(*records: dict[str, object]):  # type: ignore[no-untyped-def]
     return conversations(parse_lines([json.dumps(r) for r in records]).entries)
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("90s", 90), ("10m", 600), ("2h", 7200), ("1d", 86400), ("1h30m", 5400), ("250ms", 0.25),
-    ("1.5h", 5400)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90s", 90),
+        ("10m", 600),
+        ("2h", 7200),
+        ("1d", 86400),
+        ("1h30m", 5400),
+        ("250ms", 0.25),
+        ("1.5h", 5400),
+    ],
+)
 def test_durations(text: str, seconds: float) -> None:
     assert trace.parse_duration(text) == dt.timedelta(seconds=seconds)
 
@@ -59,10 +81,16 @@ def test_durations_refused(text: str) -> None:
 
 
 def test_filters() -> None:
-    token = {"time": T0.format(0), "conversation": "abc-1", "kind": "token", "status": 200,
-             "token_response": {"jti": "j1", "account": "alice"}}
-    claimed = _registry(5, "def-2", {"sub": "alice"}, 401,
-                        {"forward": False, "reason": "invalid token"})
+    token = {
+        "time": T0.format(0),
+        "conversation": "abc-1",
+        "kind": "token",
+        "status": 200,
+        "token_response": {"jti": "j1", "account": "alice"},
+    }
+    claimed = _registry(
+        5, "def-2", {"sub": "alice"}, 401, {"forward": False, "reason": "invalid token"}
+    )
     issued, forged = _conversations(token, claimed)
     assert trace.Filters(conversation="abc").keep(issued, NOW)
     assert not trace.Filters(conversation="abc").keep(forged, NOW)
@@ -76,12 +104,28 @@ def test_filters() -> None:
 
 
 def test_alike_requests_are_one_step_with_a_count_and_the_result_is_the_last_answer() -> None:
-    uploads = [{"time": T0.format(n), "conversation": "c", "client": "10.0.0.9:2000",
-                "kind": "registry", "method": "PATCH", "path": "/v2/x/a/blobs/uploads/u",
-                "route": "blob_upload", "repository": "x/a", "status": 202,
-                "answered_by": "upstream"} for n in range(1, 5)]
-    refused = {**uploads[0], "time": T0.format(6), "method": "PUT", "status": 401,
-               "answered_by": "regauth"}
+    uploads = [
+        {
+            "time": T0.format(n),
+            "conversation": "c",
+            "client": "10.0.0.9:2000",
+            "kind": "registry",
+            "method": "PATCH",
+            "path": "/v2/x/a/blobs/uploads/u",
+            "route": "blob_upload",
+            "repository": "x/a",
+            "status": 202,
+            "answered_by": "upstream",
+        }
+        for n in range(1, 5)
+    ]
+    refused = {
+        **uploads[0],
+        "time": T0.format(6),
+        "method": "PUT",
+        "status": 401,
+        "answered_by": "regauth",
+    }
     [c] = _conversations(*uploads, refused)
     folded = [s for s in trace.steps(c) if s.count > 1]
     assert len(folded) == 1 and folded[0].count == 4 and folded[0].offset == 0
@@ -94,8 +138,16 @@ def test_alike_requests_are_one_step_with_a_count_and_the_result_is_the_last_ans
 
 def test_follow_prints_a_conversation_once_it_is_quiet(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(trace, "QUIET", 0.0)
-    log = _log(tmp_path, {"time": T0.format(0), "conversation": "first", "kind": "token",
-                          "status": 200, "client": "10.0.0.1:1"})
+    log = _log(
+        tmp_path,
+        {
+            "time": T0.format(0),
+            "conversation": "first",
+            "kind": "token",
+            "status": 200,
+            "client": "10.0.0.1:1",
+        },
+    )
     out = io.StringIO()
     polls = iter(range(4))
 
@@ -103,24 +155,45 @@ def test_follow_prints_a_conversation_once_it_is_quiet(tmp_path: Path, monkeypat
         step = next(polls, None)
         if step == 2:  # a record arrives while following, the last line still unfinished
             with log.open("a") as f:
-                f.write(json.dumps({"time": T0.format(1), "conversation": "second",
-                                    "kind": "token", "status": 200}) + "\n{\"time\"")
+                f.write(
+                    json.dumps(
+                        {
+                            "time": T0.format(1),
+                            "conversation": "second",
+                            "kind": "token",
+                            "status": 200,
+                        }
+                    )
+                    + '\n{"time"'
+                )
         return step is None
 
     trace.follow(log, trace.Filters(), Printer(out, color=False), poll=0.0, stop=stop)
-    headers = [line for line in out.getvalue().splitlines()
-               if line.startswith("conversation ")]
+    headers = [line for line in out.getvalue().splitlines() if line.startswith("conversation ")]
     assert [h.split()[1] for h in headers] == ["first", "second"]
 
 
 def test_trace_account_lists_only_verified_requests(tmp_path: Path, capsys) -> None:
-    log = _log(tmp_path,
-               {"time": T0.format(0), "conversation": "a", "kind": "token", "status": 200,
-                "client": "10.0.0.1:1", "token_response": {"jti": "j1", "account": "alice"}},
-               _registry(1, "b", {"sub": "alice", "jti": "j1"}, 401,
-                         {"forward": False, "reason": "invalid token"}, checked_by=None),
-               _registry(2, "c", {"sub": "alice"}, 401,
-                         {"forward": False, "reason": "invalid token"}))
+    log = _log(
+        tmp_path,
+        {
+            "time": T0.format(0),
+            "conversation": "a",
+            "kind": "token",
+            "status": 200,
+            "client": "10.0.0.1:1",
+            "token_response": {"jti": "j1", "account": "alice"},
+        },
+        _registry(
+            1,
+            "b",
+            {"sub": "alice", "jti": "j1"},
+            401,
+            {"forward": False, "reason": "invalid token"},
+            checked_by=None,
+        ),
+        _registry(2, "c", {"sub": "alice"}, 401, {"forward": False, "reason": "invalid token"}),
+    )
     assert main(["trace", str(log), "--json", "--account", "alice"]) == 0
     found = json.loads(capsys.readouterr().out)["conversations"]
     assert [c["id"] for c in found] == ["a"]

@@ -21,17 +21,26 @@ from regauth.tools.witnesses import subjects
 HASH = "$2b$04$" + "a" * 53
 
 
-@pytest.mark.parametrize("expressions", [
-    ["cache/[^/]+(?:/[^/]+)*", "(?:public|demo)/[^/]+", "builds/[a-z0-9]{26}", "app-[^/]*",
-     "[^/]+/(?:alice)-x", "a.*b"],
-])
+@pytest.mark.parametrize(
+    "expressions",
+    [
+        [
+            "cache/[^/]+(?:/[^/]+)*",
+            "(?:public|demo)/[^/]+",
+            "builds/[a-z0-9]{26}",
+            "app-[^/]*",
+            "[^/]+/(?:alice)-x",
+            "a.*b",
+        ],
+    ],
+)
 def test_name_witnesses_cover_every_combination(expressions: list[str]) -> None:
     result = name_witnesses(expressions)
-    vectors = {tuple(re.fullmatch(e, n) is not None for e in expressions)
-               for n in result.names}
+    vectors = {tuple(re.fullmatch(e, n) is not None for e in expressions) for n in result.names}
     assert len(vectors) == len(result.names)
-    for name in itertools.product(["cache", "public", "app-x", "a", "xb", "alice-x"],
-                                  ["", "/x", "/alice-x"]):
+    for name in itertools.product(
+        ["cache", "public", "app-x", "a", "xb", "alice-x"], ["", "/x", "/alice-x"]
+    ):
         text = "".join(name)
         assert tuple(re.fullmatch(e, text) is not None for e in expressions) in vectors
 
@@ -41,14 +50,16 @@ def test_unreadable_regex_makes_a_sample() -> None:
     assert not result.exact and "sample" in result.notes[0]
 
 
-
 def test_address_classes_split_the_space_where_a_network_begins_or_ends():
     networks = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("10.1.0.0/16")]
     classes = address_classes(networks)
     assert [(str(c.first), str(c.last)) for c in classes] == [
-        ("0.0.0.0", "9.255.255.255"), ("10.0.0.0", "10.0.255.255"),
-        ("10.1.0.0", "10.1.255.255"), ("10.2.0.0", "10.255.255.255"),
-        ("11.0.0.0", "255.255.255.255")]
+        ("0.0.0.0", "9.255.255.255"),
+        ("10.0.0.0", "10.0.255.255"),
+        ("10.1.0.0", "10.1.255.255"),
+        ("10.2.0.0", "10.255.255.255"),
+        ("11.0.0.0", "255.255.255.255"),
+    ]
     assert [c.witness for c in classes] == [str(c.first) for c in classes]
     assert [c.label() for c in classes][1:3] == ["10.0.0.0/16", "10.1.0.0/16"]
     assert classes[0].label() == "0.0.0.0-9.255.255.255"
@@ -58,8 +69,9 @@ def test_address_classes_split_the_space_where_a_network_begins_or_ends():
 
 
 def test_merged_labels_join_adjacent_classes_and_say_nothing_for_everything():
-    classes = address_classes([ipaddress.ip_network("10.0.0.0/9"),
-                               ipaddress.ip_network("10.128.0.0/9")])
+    classes = address_classes(
+        [ipaddress.ip_network("10.0.0.0/9"), ipaddress.ip_network("10.128.0.0/9")]
+    )
     inside = [c for c in classes if str(c.first).startswith("10.")]
     assert merge_labels(inside, classes) == ("10.0.0.0/8",)
     assert merge_labels(classes, classes) == ()

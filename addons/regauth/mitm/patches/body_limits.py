@@ -73,14 +73,18 @@ class BodyWatch:
         """Why the body is too slow at `now`, or None (then check again one window later)."""
         if self.token:
             if now - self.started >= self.window:
-                return (f"token request body incomplete after {self.window:g} s "
-                        "(regauth_token_body_timeout)")
+                return (
+                    f"token request body incomplete after {self.window:g} s "
+                    "(regauth_token_body_timeout)"
+                )
             return None
         needed = self.min_rate * (now - self.checked_at)
         got = self.received - self.checked_bytes
         if got < needed:
-            return (f"request body too slow: {got} bytes in {now - self.checked_at:.0f} s, "
-                    f"less than {self.min_rate} bytes/s (regauth_body_min_rate)")
+            return (
+                f"request body too slow: {got} bytes in {now - self.checked_at:.0f} s, "
+                f"less than {self.min_rate} bytes/s (regauth_body_min_rate)"
+            )
         self.checked_at, self.checked_bytes = now, self.received
         return None
 
@@ -103,9 +107,13 @@ def _start(stream: Any) -> Any:
     if window <= 0:
         return
     now = time.monotonic()
-    watch = BodyWatch(now, token, float(window),
-                      _option(stream, "regauth_body_min_rate", DEFAULT_BODY_MIN_RATE),
-                      checked_at=now)
+    watch = BodyWatch(
+        now,
+        token,
+        float(window),
+        _option(stream, "regauth_body_min_rate", DEFAULT_BODY_MIN_RATE),
+        checked_at=now,
+    )
     setattr(stream, _WATCH, watch)
     yield from _schedule(watch)
 
@@ -117,14 +125,19 @@ def _schedule(watch: BodyWatch) -> Any:
 
 def _cut(stream: Any, reason: str) -> Any:
     peer = stream.context.client.peername
-    refusals.note(str(peer[0]) if peer else "", "body_too_slow",
-                  f"cut a request from {human.format_address(peer)}: {reason}")
+    refusals.note(
+        str(peer[0]) if peer else "",
+        "body_too_slow",
+        f"cut a request from {human.format_address(peer)}: {reason}",
+    )
     yield from stream.handle_protocol_error(
-        RequestProtocolError(stream.stream_id, reason, ErrorCode.CANCEL))
+        RequestProtocolError(stream.stream_id, reason, ErrorCode.CANCEL)
+    )
     # HTTP/1.1: close the connection (no status can follow a partial body); HTTP/2: reset
     # this stream only.
-    yield http_layer.SendHttp(ResponseProtocolError(stream.stream_id, reason, ErrorCode.CANCEL),
-                              stream.context.client)
+    yield http_layer.SendHttp(
+        ResponseProtocolError(stream.stream_id, reason, ErrorCode.CANCEL), stream.context.client
+    )
 
 
 def _wrap() -> None:
@@ -151,8 +164,12 @@ def _wrap() -> None:
         if isinstance(event, RequestData) and watch is not None:
             watch.received += len(event.data)
         yield from handle(self, event)
-        if isinstance(event, RequestHeaders) and not event.end_stream and \
-                self.client_state in _body_states(self) and self.flow.live:
+        if (
+            isinstance(event, RequestHeaders)
+            and not event.end_stream
+            and self.client_state in _body_states(self)
+            and self.flow.live
+        ):
             yield from _start(self)
 
     # The patch itself: mypy's method-assign flags every assignment to a method.
@@ -163,10 +180,15 @@ def install() -> None:
     stream = http_layer.HttpStream
     if getattr(stream, _INSTALLED, False):
         return
-    for name in ("_handle_event", "handle_protocol_error", "state_stream_request_body",
-                 "state_consume_request_body"):
+    for name in (
+        "_handle_event",
+        "handle_protocol_error",
+        "state_stream_request_body",
+        "state_consume_request_body",
+    ):
         if not callable(getattr(stream, name, None)):
-            raise RuntimeError(f"mitmproxy HttpStream.{name} is missing: regauth needs "
-                               "mitmproxy 12.3")
+            raise RuntimeError(
+                f"mitmproxy HttpStream.{name} is missing: regauth needs mitmproxy 12.3"
+            )
     _wrap()
     setattr(stream, _INSTALLED, True)

@@ -17,8 +17,13 @@ from regauth.protocol.errors import JSON_HEADERS
 from regauth.protocol.errors import Code
 from regauth.protocol.errors import error_body
 
-_CODES = {502: Code.UNAVAILABLE, 503: Code.UNAVAILABLE, 504: Code.UNAVAILABLE,
-          413: Code.SIZE_INVALID, 400: Code.UNSUPPORTED}
+_CODES = {
+    502: Code.UNAVAILABLE,
+    503: Code.UNAVAILABLE,
+    504: Code.UNAVAILABLE,
+    413: Code.SIZE_INVALID,
+    400: Code.UNSUPPORTED,
+}
 
 
 def registry_error(status_code: int, message: str) -> bytes:
@@ -28,14 +33,18 @@ def registry_error(status_code: int, message: str) -> bytes:
 
 def _make_error_response(status_code: int, message: str = "") -> bytes:
     response = http.Response.make(
-        status_code, registry_error(status_code, message), {**JSON_HEADERS, "Connection": "close"})
+        status_code, registry_error(status_code, message), {**JSON_HEADERS, "Connection": "close"}
+    )
     return assemble_response(response)
 
 
 def install() -> None:
-    if not callable(getattr(_http1, "make_error_response", None)) or \
-            not callable(getattr(_http2, "format_error", None)):
-        raise RuntimeError("this mitmproxy version has no make_error_response/format_error to "
-                           "replace; regauth needs mitmproxy 12.3")
+    if not callable(getattr(_http1, "make_error_response", None)) or not callable(
+        getattr(_http2, "format_error", None)
+    ):
+        raise RuntimeError(
+            "this mitmproxy version has no make_error_response/format_error to "
+            "replace; regauth needs mitmproxy 12.3"
+        )
     _http1.make_error_response = _make_error_response
     _http2.format_error = registry_error

@@ -43,17 +43,22 @@ from regauth.protocol.proxy_protocol import ProxyProtocolError
 from regauth.protocol.proxy_protocol import parse
 
 _INSTALLED = "_regauth_first_bytes"
-TLS_ONLY = ("regauth: this port speaks TLS only: use https:// (a registry client set up for an "
-            "insecure or plain-http registry would send passwords and tokens in clear text)")
+TLS_ONLY = (
+    "regauth: this port speaks TLS only: use https:// (a registry client set up for an "
+    "insecure or plain-http registry would send passwords and tokens in clear text)"
+)
 
 
 def _answer_400() -> bytes:
     body = error_body(Code.UNSUPPORTED, TLS_ONLY)
     # The reason phrase says it too: clients that fail on a HEAD (containerd resolves with
     # one) have no body to show, and print the status line as they got it.
-    head = ["HTTP/1.1 400 Bad Request: this port speaks TLS only, use https://",
-            f"Content-Length: {len(body)}", "Connection: close",
-            *(f"{name}: {value}" for name, value in JSON_HEADERS.items())]
+    head = [
+        "HTTP/1.1 400 Bad Request: this port speaks TLS only, use https://",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+        *(f"{name}: {value}" for name, value in JSON_HEADERS.items()),
+    ]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
@@ -98,8 +103,11 @@ def _wrap() -> None:
 
     @functools.wraps(decide)
     def _next_layer(self: Any, context: Any, data_client: bytes, data_server: bytes) -> Any:
-        if context.client.transport_protocol != "tcp" or len(context.layers) != 1 or \
-                not isinstance(context.layers[0], modes.ReverseProxy):
+        if (
+            context.client.transport_protocol != "tcp"
+            or len(context.layers) != 1
+            or not isinstance(context.layers[0], modes.ReverseProxy)
+        ):
             return decide(self, context, data_client, data_server)
         kind = classify(data_client, bool(getattr(ctx.options, "regauth_plain_http", False)))
         if kind == "wait":
@@ -109,12 +117,20 @@ def _wrap() -> None:
         peer = context.client.peername
         address = str(peer[0]) if peer else ""
         if kind == "plain_http":
-            refusals.note(address, kind, f"refused plain HTTP from {human.format_address(peer)}"
-                                         " (this port speaks TLS only; regauth_plain_http)")
+            refusals.note(
+                address,
+                kind,
+                f"refused plain HTTP from {human.format_address(peer)}"
+                " (this port speaks TLS only; regauth_plain_http)",
+            )
             return Refuse(context, ANSWER_400)
-        refusals.note(address, kind, f"refused a PROXY protocol header from "
-                                     f"{human.format_address(peer)}: not a trusted load balancer "
-                                     "(regauth_proxy_protocol)")
+        refusals.note(
+            address,
+            kind,
+            f"refused a PROXY protocol header from "
+            f"{human.format_address(peer)}: not a trusted load balancer "
+            "(regauth_proxy_protocol)",
+        )
         return Refuse(context)
 
     # The patch itself: mypy's method-assign flags every assignment to a method.
@@ -124,9 +140,11 @@ def _wrap() -> None:
 def install() -> None:
     if getattr(next_layer.NextLayer, _INSTALLED, False):
         return
-    if not callable(getattr(next_layer.NextLayer, "_next_layer", None)) or \
-            not hasattr(next_layer, "NeedsMoreData"):
-        raise RuntimeError("mitmproxy NextLayer._next_layer is missing: regauth needs "
-                           "mitmproxy 12.3")
+    if not callable(getattr(next_layer.NextLayer, "_next_layer", None)) or not hasattr(
+        next_layer, "NeedsMoreData"
+    ):
+        raise RuntimeError(
+            "mitmproxy NextLayer._next_layer is missing: regauth needs mitmproxy 12.3"
+        )
     _wrap()
     setattr(next_layer.NextLayer, _INSTALLED, True)

@@ -48,8 +48,10 @@ class _NoTrailers:
 def _refuse_trailers() -> None:
     make = getattr(_http1, "make_body_reader", None)
     if make is None or not callable(make):
-        raise RuntimeError("this mitmproxy version has no _http1.make_body_reader to wrap; "
-                           "regauth needs mitmproxy 12.3")
+        raise RuntimeError(
+            "this mitmproxy version has no _http1.make_body_reader to wrap; "
+            "regauth needs mitmproxy 12.3"
+        )
     if getattr(make, _MARK, False):
         return
 
@@ -66,8 +68,10 @@ def install() -> None:
     stream = http_layer.HttpStream
     original: Any = getattr(stream, "state_wait_for_request_headers", None)
     if original is None or not callable(original):
-        raise RuntimeError("this mitmproxy version has no HttpStream.state_wait_for_request_"
-                           "headers to wrap; regauth needs mitmproxy 12.3")
+        raise RuntimeError(
+            "this mitmproxy version has no HttpStream.state_wait_for_request_"
+            "headers to wrap; regauth needs mitmproxy 12.3"
+        )
     if getattr(original, _MARK, False):
         return
 
@@ -82,8 +86,9 @@ def install() -> None:
     stream.state_wait_for_request_headers = state_wait_for_request_headers  # type: ignore[method-assign]
 
 
-def body_absent(content: bytes | None, http1: bool, content_length: str | None,
-                transfer_encoding: str | None) -> bool:
+def body_absent(
+    content: bytes | None, http1: bool, content_length: str | None, transfer_encoding: str | None
+) -> bool:
     """Whether no request body follows: HTTP/1 without chunking and with no or a zero length,
     or any request marked by the wrapped state above."""
     if content is not None and not content:

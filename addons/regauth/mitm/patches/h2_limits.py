@@ -66,8 +66,9 @@ def drop_cancelled(received: list[Any], counts: ResetCounts) -> tuple[list[Any],
     is dropped. Counts opened and reset streams."""
     opened = {e.stream_id for e in received if isinstance(e, h2.events.RequestReceived)}
     counts.opened += len(opened)
-    reset = {e.stream_id for e in received
-             if isinstance(e, h2.events.StreamReset) and e.remote_reset}
+    reset = {
+        e.stream_id for e in received if isinstance(e, h2.events.StreamReset) and e.remote_reset
+    }
     cancelled = opened & reset
     if not cancelled:
         return received, []
@@ -92,11 +93,9 @@ def _wrap_init() -> None:
             for event in dropped:
                 if isinstance(event, h2.events.DataReceived):
                     # The connection window must still get these bytes back.
-                    conn.acknowledge_received_data(event.flow_controlled_length,
-                                                   event.stream_id)
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             if dropped:
-                refusals.counts["h2_streams_cancelled"] += len(
-                    {e.stream_id for e in dropped})
+                refusals.counts["h2_streams_cancelled"] += len({e.stream_id for e in dropped})
             return kept
 
         conn.receive_data = receive_data
@@ -111,8 +110,11 @@ def _wrap_events() -> None:
 
     @functools.wraps(handle_h2_event)
     def wrapped_h2_event(self: Any, event: Any) -> Any:
-        if isinstance(event, h2.events.StreamReset) and event.remote_reset and \
-                event.stream_id in self.streams:
+        if (
+            isinstance(event, h2.events.StreamReset)
+            and event.remote_reset
+            and event.stream_id in self.streams
+        ):
             _counts(self).reset += 1
         return (yield from handle_h2_event(self, event))
 
@@ -125,12 +127,16 @@ def _wrap_events() -> None:
             return
         counts = _counts(self)
         peer = self.conn.peername
-        refusals.note(str(peer[0]) if peer else "", "h2_rapid_reset",
-                      f"closed HTTP/2 connection from {human.format_address(peer)}: the client "
-                      f"reset {counts.reset} of its {counts.opened} streams before their end "
-                      "(GOAWAY ENHANCE_YOUR_CALM)")
-        yield from self.protocol_error("too many streams reset by the client",
-                                       h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        refusals.note(
+            str(peer[0]) if peer else "",
+            "h2_rapid_reset",
+            f"closed HTTP/2 connection from {human.format_address(peer)}: the client "
+            f"reset {counts.reset} of its {counts.opened} streams before their end "
+            "(GOAWAY ENHANCE_YOUR_CALM)",
+        )
+        yield from self.protocol_error(
+            "too many streams reset by the client", h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+        )
 
     # The patch itself: mypy's method-assign flags every assignment to a method.
     Http2Server.handle_h2_event = wrapped_h2_event  # type: ignore[method-assign]
@@ -142,11 +148,13 @@ def install() -> None:
         return
     for name in ("handle_h2_event", "_handle_event", "protocol_error", "__init__"):
         if not callable(getattr(Http2Server, name, None)):
-            raise RuntimeError(f"mitmproxy Http2Server.{name} is missing: regauth needs "
-                               "mitmproxy 12.3")
+            raise RuntimeError(
+                f"mitmproxy Http2Server.{name} is missing: regauth needs mitmproxy 12.3"
+            )
     if not callable(getattr(h2.connection.H2Connection, "receive_data", None)):
-        raise RuntimeError("hyper-h2 H2Connection.receive_data is missing: regauth needs "
-                           "hyper-h2 4")
+        raise RuntimeError(
+            "hyper-h2 H2Connection.receive_data is missing: regauth needs hyper-h2 4"
+        )
     _wrap_init()
     _wrap_events()
     setattr(Http2Server, _INSTALLED, True)

@@ -50,8 +50,10 @@ _PHRASES = {414: "URI Too Long", 431: "Request Header Fields Too Large", 400: "B
 def refusal_response(refusal: HeadRefusal) -> bytes:
     """The bytes of the HTTP/1.1 answer to a refused head (the connection closes after it)."""
     response = http.Response.make(
-        refusal.status, error_body(Code.UNSUPPORTED, f"regauth: {refusal.reason}"),
-        {**JSON_HEADERS, "Connection": "close"})
+        refusal.status,
+        error_body(Code.UNSUPPORTED, f"regauth: {refusal.reason}"),
+        {**JSON_HEADERS, "Connection": "close"},
+    )
     response.reason = _PHRASES.get(refusal.status, "")
     return assemble_response(response)
 
@@ -69,10 +71,11 @@ def _wrap_read_headers() -> None:
             refusal = scanner.feed(self.buf._data)
             if refusal is not None:
                 address = human.format_address(self.conn.peername)
-                refusals.note(str(self.conn.peername[0]) if self.conn.peername else "",
-                              _REASONS.get(refusal.status, "bad_head"),
-                              f"refused a request head from {address}: {refusal.reason} "
-                              f"({refusal.status})")
+                refusals.note(
+                    str(self.conn.peername[0]) if self.conn.peername else "",
+                    _REASONS.get(refusal.status, "bad_head"),
+                    f"refused a request head from {address}: {refusal.reason} ({refusal.status})",
+                )
                 yield commands.SendData(self.conn, refusal_response(refusal))
                 yield commands.CloseConnection(self.conn)
                 self.buf = ReceiveBuffer()
@@ -102,7 +105,8 @@ def _wrap_header_buffer() -> None:
             self._headers_buffer = []
             refusals.counts["header_block_too_large"] += 1
             raise h2.exceptions.DenialOfServiceError(
-                f"header block larger than {MAX_HEAD_BYTES} bytes")
+                f"header block larger than {MAX_HEAD_BYTES} bytes"
+            )
         return result
 
     # The patch (method-assign); functools.wraps makes a _Wrapped, not a method (assignment).
@@ -117,12 +121,14 @@ def install() -> None:
         problems.append("mitmproxy Http1Server.read_headers")
     if not isinstance(getattr(ReceiveBuffer(), "_data", None), bytearray):
         problems.append("h11 ReceiveBuffer._data")
-    if not callable(getattr(h2.frame_buffer.FrameBuffer, "_update_header_buffer", None)) or \
-            not hasattr(h2.frame_buffer.FrameBuffer(), "_headers_buffer"):
+    if not callable(
+        getattr(h2.frame_buffer.FrameBuffer, "_update_header_buffer", None)
+    ) or not hasattr(h2.frame_buffer.FrameBuffer(), "_headers_buffer"):
         problems.append("hyper-h2 FrameBuffer._update_header_buffer")
     if problems:
-        raise RuntimeError(f"{', '.join(problems)} missing: regauth needs mitmproxy 12.3, "
-                           "h11 0.16 and hyper-h2 4")
+        raise RuntimeError(
+            f"{', '.join(problems)} missing: regauth needs mitmproxy 12.3, h11 0.16 and hyper-h2 4"
+        )
     _wrap_read_headers()
     _wrap_header_buffer()
     setattr(_http1.Http1Server, _INSTALLED, True)

@@ -139,8 +139,12 @@ def current_via() -> str | None:
 async def _accept(original: Any, server: Any, reader: Any, writer: Any) -> None:
     peer = writer.get_extra_info("peername") if writer is not None else None
     networks = _trusted[0]
-    if not networks or peer is None or not isinstance(server.mode, ReverseMode) or \
-            not is_trusted(str(peer[0]), networks):
+    if (
+        not networks
+        or peer is None
+        or not isinstance(server.mode, ReverseMode)
+        or not is_trusted(str(peer[0]), networks)
+    ):
         await original(server, reader, writer)
         return
     peer_text = human.format_address(peer)
@@ -155,8 +159,11 @@ async def _accept(original: Any, server: Any, reader: Any, writer: Any) -> None:
             why = f"no complete PROXY protocol header within {timeout} s (regauth_head_timeout)"
         else:
             why = "closed before its PROXY protocol header was complete"
-        refusals.note(plain_address(str(peer[0])), "proxy_header",
-                      f"closed connection from load balancer {peer_text}: {why}")
+        refusals.note(
+            plain_address(str(peer[0])),
+            "proxy_header",
+            f"closed connection from load balancer {peer_text}: {why}",
+        )
         writer.close()
         return
     if header.source is not None:
@@ -170,8 +177,9 @@ def install() -> None:
         return
     handle_stream = getattr(mode_servers.ServerInstance, "handle_stream", None)
     if not callable(handle_stream):
-        raise RuntimeError("mitmproxy ServerInstance.handle_stream is missing: regauth needs "
-                           "mitmproxy 12.3")
+        raise RuntimeError(
+            "mitmproxy ServerInstance.handle_stream is missing: regauth needs mitmproxy 12.3"
+        )
 
     @functools.wraps(handle_stream)
     async def wrapped(self: Any, reader: Any, writer: Any = None) -> None:

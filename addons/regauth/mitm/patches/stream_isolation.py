@@ -60,9 +60,13 @@ def _stream_error(stream: Any, cause: Exception) -> h2.exceptions.StreamClosedEr
     stream.state_machine.process_input(h2.stream.StreamInputs.SEND_RST_STREAM)
     error = h2.exceptions.StreamClosedError(stream.stream_id)
     error.error_code = h2.errors.ErrorCodes.PROTOCOL_ERROR
-    error._events = [h2.events.StreamReset(stream_id=stream.stream_id,
-                                           error_code=h2.errors.ErrorCodes.PROTOCOL_ERROR,
-                                           remote_reset=False)]
+    error._events = [
+        h2.events.StreamReset(
+            stream_id=stream.stream_id,
+            error_code=h2.errors.ErrorCodes.PROTOCOL_ERROR,
+            remote_reset=False,
+        )
+    ]
     error.__cause__ = cause
     return error
 
@@ -98,15 +102,21 @@ def _wrap_send_response() -> None:
     def wrapped(self: Any, already_streamed: bool = False) -> Any:
         yield from send_response(self, already_streamed)
         flow = self.flow
-        if not flow.metadata.get(DISCARD_MARK) or flow.error is not None \
-                or self.client_state != self.state_stream_request_body \
-                or self.server_state != self.state_done or not flow.request.is_http2:
+        if (
+            not flow.metadata.get(DISCARD_MARK)
+            or flow.error is not None
+            or self.client_state != self.state_stream_request_body
+            or self.server_state != self.state_done
+            or not flow.request.is_http2
+        ):
             return
         # The refusal is complete: end the response, stop the upload to the sink, and ask
         # the client to stop sending. Nothing else on the connection is touched.
         self.client_state = self.state_done
-        yield http_layer.SendHttp(RequestProtocolError(self.stream_id, "body discarded",
-                                                       ErrorCode.CANCEL), self.context.server)
+        yield http_layer.SendHttp(
+            RequestProtocolError(self.stream_id, "body discarded", ErrorCode.CANCEL),
+            self.context.server,
+        )
         yield from self.flow_done()
         yield http_layer.SendHttp(StopSending(self.stream_id), self.context.client)
 
@@ -163,17 +173,21 @@ def _wrap_http2_server() -> None:
 def install() -> None:
     if getattr(h2.stream.H2Stream, _INSTALLED, False):
         return
-    for owner, name in ((h2.stream.H2Stream, "_track_content_length"),
-                        (h2.stream.H2Stream, "_initialize_content_length"),
-                        (http_layer.HttpStream, "send_response"),
-                        (http_layer.HttpStream, "flow_done"),
-                        (Http2Server, "_handle_event"), (Http2Server, "is_closed"),
-                        (BufferedH2Connection, "stream_window_updated"),
-                        (BufferedH2Connection, "stream_buffers"),
-                        (_http2.Http2Connection, "streams")):
+    for owner, name in (
+        (h2.stream.H2Stream, "_track_content_length"),
+        (h2.stream.H2Stream, "_initialize_content_length"),
+        (http_layer.HttpStream, "send_response"),
+        (http_layer.HttpStream, "flow_done"),
+        (Http2Server, "_handle_event"),
+        (Http2Server, "is_closed"),
+        (BufferedH2Connection, "stream_window_updated"),
+        (BufferedH2Connection, "stream_buffers"),
+        (_http2.Http2Connection, "streams"),
+    ):
         if not hasattr(owner, name) and name not in getattr(owner, "__annotations__", {}):
-            raise RuntimeError(f"{owner.__name__}.{name} is missing: regauth needs mitmproxy "
-                               "12.3 and hyper-h2 4")
+            raise RuntimeError(
+                f"{owner.__name__}.{name} is missing: regauth needs mitmproxy 12.3 and hyper-h2 4"
+            )
     _wrap_length_checks()
     _wrap_send_response()
     _wrap_http2_server()

@@ -36,18 +36,42 @@ from regauth.mitm.scrub import display_copy
 # Commands that only read or arrange what is shown. Everything else (replay.*, export.*,
 # cut.*, save.*, script.run, flow.set/encode/decode/resume/revert/kill, options.*,
 # view.flows.create/load/duplicate/remove, inject.*, browser.start, ...) is refused.
-VIEW_COMMANDS = frozenset({
-    "view.clear", "view.clear_unmarked", "view.filter.set", "view.focus.go",
-    "view.focus.next", "view.focus.prev", "view.order", "view.order.options",
-    "view.order.reverse", "view.order.set", "view.properties.inbounds",
-    "view.properties.length", "view.properties.marked", "view.properties.marked.toggle",
-    "view.settings.getval", "view.settings.setval", "view.settings.setval.toggle",
-    "view.flows.resolve", "flow.mark", "flow.mark.toggle", "flow.comment",
-    "flow.encode.options", "flow.set.options", "export.formats", "eventstore.clear",
-    "commands.history.get", "commands.history.next", "commands.history.prev",
-    "commands.history.filter", "proxyserver.active_connections", "readfile.reading",
-    "set",  # only for view options: checked below and again by OptionPolicy
-})
+VIEW_COMMANDS = frozenset(
+    {
+        "view.clear",
+        "view.clear_unmarked",
+        "view.filter.set",
+        "view.focus.go",
+        "view.focus.next",
+        "view.focus.prev",
+        "view.order",
+        "view.order.options",
+        "view.order.reverse",
+        "view.order.set",
+        "view.properties.inbounds",
+        "view.properties.length",
+        "view.properties.marked",
+        "view.properties.marked.toggle",
+        "view.settings.getval",
+        "view.settings.setval",
+        "view.settings.setval.toggle",
+        "view.flows.resolve",
+        "flow.mark",
+        "flow.mark.toggle",
+        "flow.comment",
+        "flow.encode.options",
+        "flow.set.options",
+        "export.formats",
+        "eventstore.clear",
+        "commands.history.get",
+        "commands.history.next",
+        "commands.history.prev",
+        "commands.history.filter",
+        "proxyserver.active_connections",
+        "readfile.reading",
+        "set",  # only for view options: checked below and again by OptionPolicy
+    }
+)
 
 _READ_ONLY = "regauth: mitmweb is a read-only window; this would change a flow or how it is handled"
 
@@ -113,8 +137,9 @@ class DumpFlows(app.DumpFlows):
 class ExecuteCommand(app.ExecuteCommand):
     def post(self, cmd: str) -> None:
         if cmd not in VIEW_COMMANDS:
-            raise app.APIError(403, f"regauth: command {cmd} is not allowed (mitmweb is a "
-                                    "read-only window)")
+            raise app.APIError(
+                403, f"regauth: command {cmd} is not allowed (mitmweb is a read-only window)"
+            )
         if cmd == "set":
             try:
                 args = self.json.get("arguments", [])
@@ -122,8 +147,9 @@ class ExecuteCommand(app.ExecuteCommand):
                 args = []
             name = str(args[0]).split("=", 1)[0] if args else ""
             if name not in VIEW_OPTIONS:
-                raise app.APIError(403, f"regauth: option {name or '?'} cannot be changed at "
-                                        "run time")
+                raise app.APIError(
+                    403, f"regauth: option {name or '?'} cannot be changed at run time"
+                )
         super().post(cmd)
 
 
@@ -200,10 +226,14 @@ def install() -> None:
     routes = [target for _, target in app.handlers]
     missing = [cls.__name__ for cls in _REPLACEMENTS if cls not in routes]
     if missing or not callable(getattr(app, "flow_to_json", None)):
-        raise RuntimeError(f"mitmweb's web API changed (missing {', '.join(missing)}); "
-                           "regauth needs mitmproxy 12.3")
-    app.handlers[:] = [(pattern, _REPLACEMENTS[target]() if target in _REPLACEMENTS else target)
-                       for pattern, target in app.handlers]
+        raise RuntimeError(
+            f"mitmweb's web API changed (missing {', '.join(missing)}); "
+            "regauth needs mitmproxy 12.3"
+        )
+    app.handlers[:] = [
+        (pattern, _REPLACEMENTS[target]() if target in _REPLACEMENTS else target)
+        for pattern, target in app.handlers
+    ]
     app.flow_to_json = _flow_to_json(app.flow_to_json)
     # The view (view_filter, flow.mark's filter argument) and mitmweb's filters parse here.
     flowfilter.parse = _shown_filters(flowfilter.parse)

@@ -12,16 +12,24 @@ from tests.support.proxyproto import v1
 from tests.support.proxyproto import v2
 
 
-@pytest.mark.parametrize(("data", "plain", "kind"), [
-    (b"", False, "wait"), (b"\x16", False, "wait"), (b"\x16\x03", False, "wait"),
-    (b"\x16\x03\x01", False, "tls"), (b"\x16\x03\x03\x02\x00", True, "tls"),
-    (b"GET", False, "plain_http"), (b"GET / HTTP/1.1\r\n", True, "plain"),
-    (b"PRI * HTTP/2.0", False, "plain_http"),
-    (b"PRO", False, "proxy_header_untrusted"), (v1("10.0.0.1"), True, "proxy_header_untrusted"),
-    (v2("10.0.0.1")[:3], False, "proxy_header_untrusted"),
-    (v2("10.0.0.1"), True, "proxy_header_untrusted"),
-    (b"POST /v2/token HTTP/1.1", False, "plain_http"),
-])
+@pytest.mark.parametrize(
+    ("data", "plain", "kind"),
+    [
+        (b"", False, "wait"),
+        (b"\x16", False, "wait"),
+        (b"\x16\x03", False, "wait"),
+        (b"\x16\x03\x01", False, "tls"),
+        (b"\x16\x03\x03\x02\x00", True, "tls"),
+        (b"GET", False, "plain_http"),
+        (b"GET / HTTP/1.1\r\n", True, "plain"),
+        (b"PRI * HTTP/2.0", False, "plain_http"),
+        (b"PRO", False, "proxy_header_untrusted"),
+        (v1("10.0.0.1"), True, "proxy_header_untrusted"),
+        (v2("10.0.0.1")[:3], False, "proxy_header_untrusted"),
+        (v2("10.0.0.1"), True, "proxy_header_untrusted"),
+        (b"POST /v2/token HTTP/1.1", False, "plain_http"),
+    ],
+)
 def test_classify(data, plain, kind):
     assert classify(data, plain) == kind
 

@@ -17,8 +17,11 @@ from tests.support.proxyproto import v2
 
 
 def test_networks_are_cidrs_with_host_bits_zero():
-    assert [str(n) for n in parse_networks(" 10.0.0.0/8, 127.0.0.1 ,fd00::/64,")] == \
-        ["10.0.0.0/8", "127.0.0.1/32", "fd00::/64"]
+    assert [str(n) for n in parse_networks(" 10.0.0.0/8, 127.0.0.1 ,fd00::/64,")] == [
+        "10.0.0.0/8",
+        "127.0.0.1/32",
+        "fd00::/64",
+    ]
     assert parse_networks("") == ()
     for bad in ("10.0.0.1/8", "haproxy", "10.0.0.0/33"):
         with pytest.raises(ValueError, match="is not a network"):
@@ -38,10 +41,11 @@ def _read(data: bytes, pieces: int = 1) -> tuple[object, bytes]:
         reader = asyncio.StreamReader()
         step = max(1, len(data) // pieces)
         for at in range(0, len(data), step):
-            reader.feed_data(data[at:at + step])
+            reader.feed_data(data[at : at + step])
         reader.feed_eof()
         header = await read_header(reader)
         return header, await reader.read()
+
     return asyncio.run(run())
 
 

@@ -30,19 +30,29 @@ SIGNATURE = "c2lnbmF0dXJlLXNlY3JldA"
 JWT = f"eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJjaSJ9.{SIGNATURE}"
 SECRETS = (PASSWORD, REFRESH, SIGNATURE, base64.b64encode(f"ci:{PASSWORD}".encode()).decode())
 
-REFUSING = [app.ResumeFlows, app.KillFlows, app.ResumeFlow, app.KillFlow, app.DuplicateFlow,
-            app.ReplayFlow, app.RevertFlow]
+REFUSING = [
+    app.ResumeFlows,
+    app.KillFlows,
+    app.ResumeFlow,
+    app.KillFlow,
+    app.DuplicateFlow,
+    app.ReplayFlow,
+    app.RevertFlow,
+]
 
 
 def _token_flow(live: bool = True) -> http.HTTPFlow:
     """A token request with every kind of secret in it, as mitmweb would hold it."""
     basic = base64.b64encode(f"ci:{PASSWORD}".encode()).decode()
     request = tutils.treq(
-        method=b"POST", path=f"/v2/token?service=r&password={PASSWORD}".encode(),
-        headers=http.Headers(authorization=f"Basic {basic}",
-                             content_type="application/x-www-form-urlencoded"),
+        method=b"POST",
+        path=f"/v2/token?service=r&password={PASSWORD}".encode(),
+        headers=http.Headers(
+            authorization=f"Basic {basic}", content_type="application/x-www-form-urlencoded"
+        ),
         content=f"grant_type=password&username=ci&password={PASSWORD}"
-                f"&refresh_token={REFRESH}".encode())
+        f"&refresh_token={REFRESH}".encode(),
+    )
     body = json.dumps({"token": JWT, "access_token": JWT, "refresh_token": REFRESH}).encode()
     return tflow.tflow(req=request, resp=tutils.tresp(content=body), live=live)
 
@@ -56,9 +66,12 @@ class _Connection:
 
 def _handler(master, cls, method="POST", body=None, **path_kwargs):
     request = httputil.HTTPServerRequest(
-        method=method, uri="/", connection=_Connection(),
+        method=method,
+        uri="/",
+        connection=_Connection(),
         headers=httputil.HTTPHeaders({"Content-Type": "application/json"}),
-        body=json.dumps(body).encode() if body is not None else b"")
+        body=json.dumps(body).encode() if body is not None else b"",
+    )
     handler = cls(master.app, request)
     handler.path_kwargs = path_kwargs
     handler.current_user = "signed-in"  # whoever holds mitmweb's token: still read-only
@@ -103,11 +116,17 @@ def test_install_replaces_every_handler_that_could_change_or_leak_a_flow():
     assert targets[r"/flows/(?P<flow_id>[0-9a-f\-]+)"] is web_window.FlowHandler
     assert targets[r"/flows/dump"] is web_window.DumpFlows
     assert targets[r"/commands/(?P<cmd>[a-z.]+)"] is web_window.ExecuteCommand
-    assert sum(target in (web_window.FlowContent, web_window.FlowContentView)
-               for target in targets.values()) == 2
+    assert (
+        sum(
+            target in (web_window.FlowContent, web_window.FlowContentView)
+            for target in targets.values()
+        )
+        == 2
+    )
     for original in REFUSING:
-        [replaced] = [t for t in targets.values() if t is not original
-                      and t.__name__ == original.__name__]
+        [replaced] = [
+            t for t in targets.values() if t is not original and t.__name__ == original.__name__
+        ]
         assert issubclass(replaced, original)
     assert not set(REFUSING) & set(targets.values())
     assert app.flow_to_json.regauth
@@ -115,8 +134,20 @@ def test_install_replaces_every_handler_that_could_change_or_leak_a_flow():
 
 def test_install_fails_loudly_when_mitmwebs_api_changed(monkeypatch):
     web_window.install()
-    originals = [(p, next((c for c in web_window._REPLACEMENTS if c.__name__ == t.__name__
-                           and issubclass(t, c)), t)) for p, t in app.handlers]
+    originals = [
+        (
+            p,
+            next(
+                (
+                    c
+                    for c in web_window._REPLACEMENTS
+                    if c.__name__ == t.__name__ and issubclass(t, c)
+                ),
+                t,
+            ),
+        )
+        for p, t in app.handlers
+    ]
     monkeypatch.setattr(app, "flow_to_json", lambda flow: {})
     monkeypatch.setattr(app, "handlers", [(p, t) for p, t in originals if t is not app.KillFlow])
     with pytest.raises(RuntimeError, match=r"mitmweb's web API changed \(missing KillFlow\)"):
@@ -167,8 +198,14 @@ def test_a_flow_dump_holds_no_secret(web):
 # --- what mitmweb may not do -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cls", [web_window.FlowContent, web_window.DumpFlows,
-                                 *[web_window._REPLACEMENTS[c]() for c in REFUSING]])
+@pytest.mark.parametrize(
+    "cls",
+    [
+        web_window.FlowContent,
+        web_window.DumpFlows,
+        *[web_window._REPLACEMENTS[c]() for c in REFUSING],
+    ],
+)
 def test_changing_loading_replaying_resuming_killing_is_refused(cls, web):
     master, flow = web
     handler = _handler(master, cls, "POST", flow_id=flow.id)
@@ -179,11 +216,14 @@ def test_changing_loading_replaying_resuming_killing_is_refused(cls, web):
     assert flow.get_state() == before and flow.live and len(master.view) == 1
 
 
-@pytest.mark.parametrize("edit", [
-    {"request": {"host": "attacker.example"}},
-    {"response": {"code": 200}},
-    {"marked": ":x:", "request": {"path": "/v2/"}},
-])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"request": {"host": "attacker.example"}},
+        {"response": {"code": 200}},
+        {"marked": ":x:", "request": {"path": "/v2/"}},
+    ],
+)
 def test_editing_a_flow_is_refused(edit, web):
     master, flow = web
     before = flow.get_state()
@@ -194,8 +234,13 @@ def test_editing_a_flow_is_refused(edit, web):
 
 def test_marking_and_commenting_a_flow_is_allowed(web):
     master, flow = web
-    _handler(master, web_window.FlowHandler, "PUT", {"marked": ":star:", "comment": "seen"},
-             flow_id=flow.id).put(flow.id)
+    _handler(
+        master,
+        web_window.FlowHandler,
+        "PUT",
+        {"marked": ":star:", "comment": "seen"},
+        flow_id=flow.id,
+    ).put(flow.id)
     assert flow.marked == ":star:" and flow.comment == "seen"
 
 
@@ -209,11 +254,28 @@ def test_removing_a_live_flow_is_refused_and_a_finished_one_allowed(web):
     assert len(master.view) == 0
 
 
-@pytest.mark.parametrize("cmd", ["replay.client", "replay.server.file", "flow.resume",
-                                 "flow.kill", "flow.set", "flow.revert", "view.flows.load",
-                                 "view.flows.create", "view.flows.duplicate", "options.load",
-                                 "options.reset", "script.run", "save.file", "export.file",
-                                 "cut.save", "browser.start", "intercept.inner"])
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        "replay.client",
+        "replay.server.file",
+        "flow.resume",
+        "flow.kill",
+        "flow.set",
+        "flow.revert",
+        "view.flows.load",
+        "view.flows.create",
+        "view.flows.duplicate",
+        "options.load",
+        "options.reset",
+        "script.run",
+        "save.file",
+        "export.file",
+        "cut.save",
+        "browser.start",
+        "intercept.inner",
+    ],
+)
 def test_commands_that_could_change_anything_are_refused(cmd, web):
     master, _ = web
     with pytest.raises(app.APIError, match=f"command {cmd} is not allowed") as refused:
@@ -225,8 +287,7 @@ def test_commands_that_could_change_anything_are_refused(cmd, web):
 def test_set_is_refused_for_anything_but_view_options(arguments, web):
     master, _ = web
     with pytest.raises(app.APIError, match="cannot be changed at run time") as refused:
-        _handler(master, web_window.ExecuteCommand, "POST",
-                 {"arguments": arguments}).post("set")
+        _handler(master, web_window.ExecuteCommand, "POST", {"arguments": arguments}).post("set")
     assert refused.value.status_code == 403
     assert master.options.stickyauth is None and master.options.scripts == []
 
@@ -238,13 +299,13 @@ async def test_view_commands_run():
     master.addons.get("optionpolicy").running()
     flow = _token_flow()
     master.view.add([flow])
-    handler = _handler(master, web_window.ExecuteCommand, "POST",
-                       {"arguments": ["view_filter", "~q"]})
+    handler = _handler(
+        master, web_window.ExecuteCommand, "POST", {"arguments": ["view_filter", "~q"]}
+    )
     handler.post("set")
     assert json.loads(_written(handler)) == {"value": None}
     assert master.options.view_filter == "~q"
-    handler = _handler(master, web_window.ExecuteCommand, "POST",
-                       {"arguments": ["@all", ":star:"]})
+    handler = _handler(master, web_window.ExecuteCommand, "POST", {"arguments": ["@all", ":star:"]})
     handler.post("flow.mark")
     assert flow.marked == ":star:"
 
