@@ -31,5 +31,6 @@ fi
 .venv/bin/python -m pip install -q -e '.[test]' >&2
 
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 .venv/bin/mypy  # the whole regauth package, as configured in pyproject.toml [tool.mypy]
 exec .venv/bin/python -m pytest "$@"
