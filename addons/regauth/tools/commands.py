@@ -215,7 +215,7 @@ def policy_explain(args: argparse.Namespace) -> int:
     except PolicyError as e:
         for problem in e.problems:
             print_error(str(problem))
-        return EXIT_FAILED
+        return EXIT_INPUT  # the policy is an input here, not the finding
     except ValueError as e:
         print_error(f"regauth policy explain: {e}")
         return EXIT_INPUT

@@ -96,10 +96,10 @@ def test_policy_explain_refuses_what_it_cannot_use(policy, capsys, argv, code, m
     assert message in capsys.readouterr().err
 
 
-def test_policy_explain_with_an_invalid_policy_fails(tmp_path, capsys):
+def test_policy_explain_with_an_invalid_policy_is_an_input_error(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: 2\n")
-    assert commands.policy_explain(_args("policy", "explain", str(bad), "repository:a:pull")) == 1
+    assert commands.policy_explain(_args("policy", "explain", str(bad), "repository:a:pull")) == 2
     assert capsys.readouterr().err.startswith(f"{bad}:1:")
 
 
