@@ -13,6 +13,7 @@ from typing import overload
 
 from regauth.ops import pki
 from regauth.tools import EXIT_FAILED
+from regauth.tools import client_certs
 from regauth.tools import commands
 
 
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         "compromised key): they stop working",
     )
     retire.set_defaults(func=commands.certs_lifecycle)
+    client_certs.add_parsers(certs, _env("REGAUTH_CERTS_DIR", "certs"))
 
     passwd = sub.add_parser("passwd", help="print a bcrypt hash for an account's password")
     passwd.add_argument("user", nargs="?", help="print a policy snippet for this account")
@@ -124,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain = policy.add_parser("explain", help="show the deciding rule for scopes")
     explain.add_argument("file")
     explain.add_argument("--account", default="anonymous")
+    explain.add_argument(
+        "--build", default=None, metavar="ID", help="as a build's client certificate (${build})"
+    )
     explain.add_argument("--ip", default=None)
     explain.add_argument("scopes", nargs="+")
     explain.set_defaults(func=commands.policy_explain)

@@ -35,6 +35,7 @@ from urllib.parse import parse_qsl
 
 from regauth import gate
 from regauth.gate import GateDecision
+from regauth.mtls.identity import ClientCertificate
 from regauth.protocol.errors import Answer
 from regauth.protocol.errors import Code
 from regauth.protocol.errors import RegistryError
@@ -97,6 +98,11 @@ class RequestView:
     shed: str = ""
     # Every header field as received (name, value), for the head bounds of `request_bounds`.
     header_fields: tuple[tuple[bytes, bytes], ...] = ()
+    # The connection's verified client certificate (mutual TLS), or None.
+    client_certificate: ClientCertificate | None = None
+    # Why the certificate the client presented is no identity, empty when it presented none
+    # or a good one: every request on that connection is refused with it.
+    client_certificate_refused: str = ""
 
     @property
     def path(self) -> str:
@@ -228,6 +234,15 @@ def decide(active: Active | None, view: RequestView) -> Decision:
             RegistryError(
                 503, Code.UNAVAILABLE, "regauth has no valid policy loaded; nothing is forwarded"
             ),
+        )
+    if view.client_certificate_refused:
+        # Refused, not downgraded to anonymous: the client meant to present an identity, and
+        # the reason is what its operator needs (no challenge: new credentials will not help).
+        return _respond(
+            view,
+            active,
+            RegistryError(401, Code.UNAUTHORIZED, view.client_certificate_refused),
+            f"client certificate refused: {view.client_certificate_refused}",
         )
     if not view.to_upstream:
         return _respond(
@@ -451,7 +466,9 @@ def _issue(
             view, active, RegistryError(e.status, e.code, f"token request refused: {e.message}")
         )
     authorization = view.authorization[0] if view.authorization else None
-    return IssueToken(TokenRequest(method, query, form, authorization, view.client_ip))
+    return IssueToken(
+        TokenRequest(method, query, form, authorization, view.client_ip, view.client_certificate)
+    )
 
 
 def token_answer(response: TokenResponse) -> Respond:

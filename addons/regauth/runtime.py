@@ -8,7 +8,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from regauth.ops import client_ca
 from regauth.ops import pki
+from regauth.ops.client_ca import ClientTrust
 from regauth.policy.load import load_policy
 from regauth.policy.model import Policy
 from regauth.policy.model import UpstreamEntry
@@ -34,6 +36,9 @@ class Runtime:
     verifier: TokenVerifier  # checks tokens presented to regauth (its own, trusted issuers')
     upstream_entry: UpstreamEntry  # the policy's `upstreams:` entry for the guarded registry
     redactor: re.Pattern[str] | None  # capability ids in paths (None: the policy has none)
+    # The client CA and deny list client certificates are checked against (None: no client CA,
+    # so no certificate is an identity).
+    client_trust: ClientTrust | None = None
     # Epoch seconds of the next scheduled key activation (`rotate --activate-after`): the
     # snapshot must be rebuilt then, since another key signs from that moment.
     key_change_at: float | None = None
@@ -75,6 +80,7 @@ def build_runtime(
         verifier,
         entry,
         policy.capability_redactor(),
+        client_ca.load_client_trust(certs_dir),
         lifecycle.next_change,
     )
 

@@ -31,6 +31,7 @@ from dataclasses import field
 from regauth.logins.credentials import AuthenticationFailed
 from regauth.logins.credentials import Authenticator
 from regauth.logins.limits import RateLimited
+from regauth.mtls.identity import ClientCertificate
 from regauth.policy.model import Account
 from regauth.policy.model import Identity
 from regauth.protocol.auth_header import parse_basic
@@ -65,6 +66,9 @@ class TokenRequest:
     form: dict[str, list[str]] | None
     authorization: str | None
     client_ip: str
+    # The verified client certificate of the connection (mutual TLS), or None: it identifies
+    # the client even when the request carries no credentials (`_certificate_identity`).
+    client_certificate: ClientCertificate | None = None
 
 
 @dataclass
@@ -245,10 +249,14 @@ def _handle(
         raise TokenError(400, Code.UNSUPPORTED, "invalid_scope", f"malformed scope: {e}") from None
     trace.requested = [str(s) for s in scopes]
 
-    account, refresh_in = _identify(
-        runtime, authenticator, request, params, grant_type, trace, login
-    )
-    identity = Identity(account)
+    if request.client_certificate is not None:
+        identity = _certificate_identity(runtime, request, params, grant_type, trace)
+        account, refresh_in = identity.account, None
+    else:
+        account, refresh_in = _identify(
+            runtime, authenticator, request, params, grant_type, trace, login
+        )
+        identity = Identity(account)
     trace.account = identity.name or "anonymous"
 
     decisions = [policy.decide(identity, s, request.client_ip) for s in scopes]
@@ -256,7 +264,7 @@ def _handle(
     trace.decisions, trace.decided = decisions, True
     trace.granted = [str(g) for g in granted]
 
-    issued = runtime.issuer.issue_access(identity.name, granted)
+    issued = runtime.issuer.issue_access(identity.subject, granted)
     body: dict[str, object] = {
         "token": issued.token,
         "access_token": issued.token,
@@ -356,6 +364,77 @@ def _identify(
             "the account parameter does not match the credentials",
         )
     return _login(runtime, authenticator, username, password, request.client_ip, trace, login), None
+
+
+def _claimed_username(
+    request: TokenRequest, params: dict[str, list[str]], grant_type: str | None
+) -> str | None:
+    """The account name the request's own credentials claim, without checking them: the
+    password grant's `username`, Basic's user name (a refresh token's account for `:TOKEN`),
+    or None when it carries none."""
+    if grant_type == "password":
+        return _first(params, "username") or ""
+    if grant_type == "refresh_token":
+        return ""  # resolved by the caller: a refresh token's account is in the token
+    if not request.authorization:
+        return None
+    scheme, credentials = split_authorization(request.authorization)
+    if scheme.lower() != "basic":
+        return ""
+    try:
+        username, _ = parse_basic(credentials)
+    except ValueError:
+        return ""
+    return username
+
+
+def _certificate_identity(
+    runtime: Runtime,
+    request: TokenRequest,
+    params: dict[str, list[str]],
+    grant_type: str | None,
+    trace: TokenTrace,
+) -> Identity:
+    """The identity of a client-certificate connection. The certificate decides; credentials
+    in the request are not checked and never merged: they must name the certificate's own
+    account (docker login sends them), anything else is refused."""
+    certificate = request.client_certificate
+    assert certificate is not None
+    subject = certificate.subject
+    trace.credential = "client_certificate"
+    trace.certificate_serial = certificate.serial
+    if grant_type is not None and grant_type not in _GRANT_TYPES:
+        raise TokenError(
+            400,
+            Code.UNSUPPORTED,
+            "unsupported_grant_type",
+            "grant_type must be password or refresh_token",
+        )
+    claimed = _claimed_username(request, params, grant_type)
+    if claimed is not None:
+        trace.username = claimed[:128] or None
+        own = subject.name if subject.kind == "account" else None
+        if claimed != own or grant_type == "refresh_token":
+            raise TokenError(
+                401,
+                Code.UNAUTHORIZED,
+                "invalid_client",
+                f"this connection's client certificate names {subject}; credentials for "
+                "another identity are refused on it (connect without the certificate to use them)",
+            )
+    if subject.kind == "build":
+        trace.build = subject.name
+        return Identity(None, build=subject.name)
+    account = runtime.policy.accounts.get(subject.name)
+    if account is None:
+        raise TokenError(
+            401,
+            Code.UNAUTHORIZED,
+            "invalid_client",
+            f"the client certificate names account {subject.name!r}, which the policy "
+            "does not have",
+        )
+    return Identity(account)
 
 
 def _refresh(runtime: Runtime, token: str, trace: TokenTrace, form: str) -> Account:

@@ -16,7 +16,7 @@ from regauth.policy.model import ScopeDecision
 
 TokenMethod = Literal["GET", "POST"]  # the front door answers every other method 405
 GrantType = Literal["get", "password", "refresh_token"]  # "get": no grant_type (a GET)
-Credential = Literal["password", "refresh_token", "refresh_token (basic)"]
+Credential = Literal["password", "refresh_token", "refresh_token (basic)", "client_certificate"]
 
 _REQUEST_KEYS = ("method", "grant_type", "service", "client_id", "username", "requested")
 
@@ -36,6 +36,8 @@ class TokenTrace:
     failed_login_counted: bool | None = None  # a password login: did it count as a failure
     rate_limited: str | None = None  # the failed-login limit that refused it
     account: str | None = None  # who the tokens are for ("anonymous" if nobody)
+    build: str | None = None  # the build a client certificate names (`${build}`)
+    certificate_serial: str | None = None  # the client certificate that identified it (hex)
     decisions: list[ScopeDecision] = field(default_factory=list)  # one per requested scope
     decided: bool = False  # the policy decided the scopes (`decisions` may still be empty)
     granted: list[str] | None = None  # the scopes the access token carries
@@ -64,6 +66,8 @@ class TokenTrace:
             ("failed_login_counted", self.failed_login_counted),
             ("rate_limited", self.rate_limited),
             ("account", self.account),
+            ("build", self.build),
+            ("certificate_serial", self.certificate_serial),
         ):
             if value is not None:
                 record[key] = value

@@ -5,7 +5,8 @@ next (a refused option stops everything; the launcher also moves it to the very 
 mitmproxy's chain), then the configuration snapshot, the embedded registry when regauth runs
 one (it holds requests while the registry restarts, before they are decided), the delegate gate
 (in delegate mode it holds or refuses requests until the registry is known to check regauth's
-tokens, also before they are decided), the shared login-limit store, the request handler, the
+tokens, also before they are decided), the shared login-limit store, the client certificates
+(each connection's verified identity, read when a request is decided), the request handler, the
 response rewriter, the upstream key watch (it reads the upstream's challenges the rewriter
 kept), the metrics observer (before the recorder drops each flow's state), the recorder (it
 records what they left), the admin listener (its upstream probe also runs the delegate check),
@@ -17,6 +18,7 @@ from __future__ import annotations
 from regauth.mitm import jwt_view
 from regauth.mitm import patches
 from regauth.mitm.admin import AdminServer
+from regauth.mitm.client_certs import ClientCertificates
 from regauth.mitm.config_loader import ConfigLoader
 from regauth.mitm.conn_limits import ConnectionLimits
 from regauth.mitm.delegate_gate import DelegateGate
@@ -60,6 +62,7 @@ def make_addons(embedded: EmbeddedRegistry | None = None) -> list[object]:
     return [
         *first,
         shared,
+        ClientCertificates(config),  # before the handler: it reads the verdict per request
         handler,
         ResponseRewriter(states),
         keys,

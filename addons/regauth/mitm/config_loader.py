@@ -28,6 +28,7 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.proxy.mode_specs import ReverseMode
 from mitmproxy.utils import asyncio_utils
 
+from regauth.ops import client_ca
 from regauth.ops import pki
 from regauth.ops.fetch import make_fetcher
 from regauth.ops.public_url import default_public_url
@@ -222,6 +223,8 @@ class ConfigLoader:
             self._policy_path(),
             certs / keystate.STATE_FILE,
             *sorted(certs.glob(f"{pki.SIGNING_STEM}*.crt")),
+            certs / client_ca.CA_CERT,
+            certs / client_ca.REVOKED,  # `regauth certs revoke` takes effect at the next check
         ]
         return _stamp(paths)
 

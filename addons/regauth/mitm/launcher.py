@@ -91,6 +91,10 @@ def mitmproxy_args(config: ServeConfig, web_password_hash: str | None) -> list[s
         # HTTP/1.1 and HTTP/2 only: framing and stream isolation are proven for those.
         "--set",
         "http3=false",
+        # Ask every TLS client for a certificate (never require one): a certificate of
+        # regauth's client CA is an identity (mitm/client_certs.py); without one, nothing changes.
+        "--set",
+        "request_client_cert=true",
         # mitmproxy's default kills clients with public addresses (meant for open forward
         # proxies); a registry front serves them. regauth's own limits apply instead.
         "--set",

@@ -10,13 +10,17 @@ from mitmproxy import http
 
 from regauth.front import Forward
 from regauth.front import Respond
+from regauth.mitm.client_certs import CLIENT_CERTIFICATE
+from regauth.mitm.client_certs import CLIENT_CERTIFICATE_REFUSED
 from regauth.mitm.flow_state import FlowState
 from regauth.mitm.patches.proxy_header import VIA
+from regauth.mtls.identity import ClientCertificate
 from regauth.ops.exchange_record import ABSENT
 from regauth.ops.exchange_record import AuthRecord
 from regauth.ops.exchange_record import BytesRecord
 from regauth.ops.exchange_record import ChallengeRecord
 from regauth.ops.exchange_record import CheckedBy
+from regauth.ops.exchange_record import ClientCertificateRecord
 from regauth.ops.exchange_record import DecisionRecord
 from regauth.ops.exchange_record import ExchangeRecord
 from regauth.ops.exchange_record import RouteRecord
@@ -63,6 +67,16 @@ def _body_size(message: http.Message | None, counted: int | None) -> int | None:
     return len(message.raw_content)
 
 
+def _client_certificate(flow: http.HTTPFlow) -> ClientCertificateRecord | None:
+    certificate = flow.metadata.get(CLIENT_CERTIFICATE)
+    if isinstance(certificate, ClientCertificate):
+        return ClientCertificateRecord(subject=certificate.subject.uri, serial=certificate.serial)
+    refused = flow.metadata.get(CLIENT_CERTIFICATE_REFUSED)
+    if isinstance(refused, str) and refused:
+        return ClientCertificateRecord(refused=refused)
+    return None
+
+
 def build_record(
     flow: http.HTTPFlow, state: FlowState, sent_challenges: list[str]
 ) -> ExchangeRecord:
@@ -98,6 +112,7 @@ def build_record(
         answered_by=state.answered_by or None,
         # The load balancer whose PROXY protocol header named `client`.
         via=via if isinstance(via, str) else None,
+        client_certificate=_client_certificate(flow),
         route=RouteRecord(
             kind=route.kind, repository=route.repository, required=tuple(route.required_strings)
         )
@@ -186,6 +201,8 @@ def _token_response(trace: TokenTrace) -> TokenResponseRecord:
         failed_login_counted=trace.failed_login_counted,
         rate_limited=trace.rate_limited,
         account=trace.account,
+        build=trace.build,
+        certificate_serial=trace.certificate_serial,
         decisions=tuple(
             ScopeDecisionRecord(
                 scope=str(d.requested),

@@ -25,6 +25,8 @@ from mitmproxy.proxy.mode_specs import ReverseMode
 from regauth import front
 from regauth.logins.credentials import Authenticator
 from regauth.logins.queue import WORKERS
+from regauth.mitm.client_certs import CLIENT_CERTIFICATE
+from regauth.mitm.client_certs import CLIENT_CERTIFICATE_REFUSED
 from regauth.mitm.config_loader import ConfigLoader
 from regauth.mitm.fail_closed import FORWARD_MARK
 from regauth.mitm.fail_closed import LOCAL_MARK
@@ -39,6 +41,7 @@ from regauth.mitm.refusal_sink import RefusalSink
 from regauth.mitm.scrub import CLIENT_AUTHORIZATION
 from regauth.mitm.scrub import redact_authorization
 from regauth.mitm.scrub import scrub_request
+from regauth.mtls.identity import ClientCertificate
 from regauth.protocol.auth_header import describe
 from regauth.protocol.errors import Answer
 from regauth.protocol.errors import Code
@@ -77,6 +80,7 @@ def request_view(flow: http.HTTPFlow, active: Active | None) -> front.RequestVie
     te = headers.get("transfer-encoding")
     http1 = request.http_version.startswith("HTTP/1")
     peer = flow.client_conn.peername
+    certificate = flow.metadata.get(CLIENT_CERTIFICATE)
     return front.RequestView(
         method=request.data.method.decode("utf-8", "surrogateescape"),
         target=request.path,
@@ -91,6 +95,8 @@ def request_view(flow: http.HTTPFlow, active: Active | None) -> front.RequestVie
         upstream_unavailable=str(flow.metadata.get(UPSTREAM_UNAVAILABLE, "")),
         shed=str(flow.metadata.get(SHED, "")),
         header_fields=tuple(headers.fields),
+        client_certificate=certificate if isinstance(certificate, ClientCertificate) else None,
+        client_certificate_refused=str(flow.metadata.get(CLIENT_CERTIFICATE_REFUSED, "")),
     )
 
 

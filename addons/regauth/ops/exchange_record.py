@@ -413,12 +413,14 @@ class TokenResponseRecord:
     the policy decided, what was issued, or why it refused."""
 
     credential: str | None = None  # what was checked: `password`, `refresh_token`,
-    # `refresh_token (basic)`
+    # `refresh_token (basic)`, `client_certificate`
     failed_login_counted: bool | None = None  # a wrong password counted against the limits
     rate_limited: str | None = None  # the limit that refused the login (`account`,
     # `account and network`, `login queue …`)
     account: str | None = None  # the account the token is for, regauth having checked the
     # credential; `anonymous` for an anonymous token
+    build: str | None = None  # the build a client certificate names (`${build}`)
+    certificate_serial: str | None = None  # the client certificate that decided (hex serial)
     decisions: tuple[ScopeDecisionRecord, ...] | None = None  # one per requested scope, once
     # the policy decided (absent when refused before)
     granted: tuple[str, ...] | None = None  # the scopes the token grants
@@ -434,6 +436,8 @@ class TokenResponseRecord:
         _put(out, "failed_login_counted", self.failed_login_counted)
         _put(out, "rate_limited", self.rate_limited)
         _put(out, "account", self.account)
+        _put(out, "build", self.build)
+        _put(out, "certificate_serial", self.certificate_serial)
         if self.decisions is not None:
             out["decisions"] = [d.to_json() for d in self.decisions]
         _put(out, "granted", _list(self.granted))
@@ -452,6 +456,8 @@ class TokenResponseRecord:
             failed_login_counted=_bool(obj.get("failed_login_counted")),
             rate_limited=_str(obj.get("rate_limited")),
             account=_str(obj.get("account")),
+            build=_str(obj.get("build")),
+            certificate_serial=_str(obj.get("certificate_serial")),
             decisions=tuple(
                 ScopeDecisionRecord.from_json(d) for d in decisions if isinstance(d, dict)
             )
@@ -462,6 +468,32 @@ class TokenResponseRecord:
             expires_in=_int(obj.get("expires_in")),
             issued_at=_str(obj.get("issued_at")),
             jti=_str(obj.get("jti")),
+            refused=_str(obj.get("refused")),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientCertificateRecord:
+    """The TLS client certificate of the request's connection (mutual TLS): the identity it
+    names and its serial when verified, or why it was refused (then every request on the
+    connection got 401)."""
+
+    subject: str | None = None  # `regauth:build:ID` or `regauth:account:NAME`
+    serial: str | None = None  # hex, as `regauth certs revoke --serial` takes it
+    refused: str | None = None  # why it is no identity
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        _put(out, "subject", self.subject)
+        _put(out, "serial", self.serial)
+        _put(out, "refused", self.refused)
+        return out
+
+    @classmethod
+    def from_json(cls, obj: dict[str, object]) -> ClientCertificateRecord:
+        return cls(
+            subject=_str(obj.get("subject")),
+            serial=_str(obj.get("serial")),
             refused=_str(obj.get("refused")),
         )
 
@@ -501,6 +533,8 @@ class ExchangeRecord:
     status: int | None = None  # the status the client got; null when it got no response
     answered_by: str | None = None  # `regauth` or `upstream`; null when nobody answered
     via: str | None = None  # the load balancer whose PROXY protocol header named `client`
+    client_certificate: ClientCertificateRecord | None = None  # the connection's TLS client
+    # certificate, when the client presented one
     route: RouteRecord | None = None  # the registry route (keys repository, route, required)
     auth: AuthRecord | None = None  # the Authorization header, as far as it is safe to log
     decision: DecisionRecord | None = None  # forward or not, and why
@@ -538,6 +572,8 @@ class ExchangeRecord:
             "answered_by": self.answered_by,
         }
         _put(out, "via", self.via)
+        if self.client_certificate is not None:
+            out["client_certificate"] = self.client_certificate.to_json()
         if self.route is not None:
             self.route.put(out)
         _put(out, "auth", self.auth.to_json() if self.auth is not None else None)
@@ -585,6 +621,9 @@ class ExchangeRecord:
             status=_int(obj.get("status")),
             answered_by=_str(obj.get("answered_by")),
             via=_str(obj.get("via")),
+            client_certificate=_part(
+                obj.get("client_certificate"), ClientCertificateRecord.from_json
+            ),
             route=RouteRecord.from_json(obj),
             auth=_part(obj.get("auth"), AuthRecord.from_json),
             decision=_part(obj.get("decision"), DecisionRecord.from_json),

@@ -7,6 +7,7 @@ a ``*.key`` without a matching ``*.cert``, so every private key lives in ``priva
     certs/token-signing[-STAMP].crt       token-signing certificates (the registry's rootcertbundle)
     certs/private/mitmproxy-ca.pem        CA key + certificate, mitmproxy's confdir (0600)
     certs/private/token-signing[-STAMP].key
+    certs/clients/, certs/private/client-ca.key   the client CA (ops/client_ca.py)
 
 Nothing is ever overwritten: initialisation only fills in what is missing.
 """
@@ -172,6 +173,9 @@ def init_certs(certs_dir: Path, algorithm: str = "ES256") -> list[Path]:
         written.append(ca_crt)
     if not list(certs_dir.glob(f"{SIGNING_STEM}*.crt")):
         written += write_signing_pair(certs_dir, SIGNING_STEM, algorithm)
+    from regauth.ops import client_ca  # it builds on this module's helpers
+
+    written += client_ca.init_client_ca(certs_dir)
     return written
 
 

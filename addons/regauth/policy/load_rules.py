@@ -330,7 +330,9 @@ class RulesReader(Reader):
         writes = set(rule.actions) & {"push", "delete", "*"}
         if not writes or not rule.matches_anonymous():
             return
-        if rule.repositories and all(p.capability_prefix_ok() for p in rule.repositories):
+        if rule.repositories and all(
+            p.capability_prefix_ok() or p.build_prefix_ok() for p in rule.repositories
+        ):
             return
         pos = r.where("actions")
         who = "anonymous" if ANONYMOUS in rule.accounts else "anyone (account: any)"
@@ -345,5 +347,6 @@ class RulesReader(Reader):
             pos,
             f"{what}: grants {', '.join(sorted(writes))} to {who} outside a "
             "capability repository; anonymous writes are only allowed in "
-            "repositories such as 'builds/{id}' whose id is a declared capability",
+            "repositories such as 'builds/{id}' whose id is a declared capability, or "
+            "'builds/${build}' bound to a build's client certificate",
         )

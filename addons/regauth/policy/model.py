@@ -62,13 +62,23 @@ class Account:
 
 @dataclass(frozen=True)
 class Identity:
-    """Who is asking: an account, or nobody (anonymous)."""
+    """Who is asking: an account, or nobody (anonymous). `build` is the build a verified client
+    certificate names (`regauth:build:ID`): it binds `${build}` in repository patterns and is
+    otherwise anonymous (an account certificate makes `account` that account instead)."""
 
     account: Account | None
+    build: str | None = None
 
     @property
     def name(self) -> str:
         return self.account.name if self.account else ""
+
+    @property
+    def subject(self) -> str:
+        """The token's `sub`: the account, `build:ID`, or "" (anonymous)."""
+        if self.account is not None:
+            return self.account.name
+        return f"build:{self.build}" if self.build else ""
 
     @property
     def is_anonymous(self) -> bool:
@@ -76,7 +86,7 @@ class Identity:
 
     def variables(self) -> dict[str, list[str]]:
         if self.account is None:
-            return {}
+            return {"build": [self.build]} if self.build else {}
         variables = {"account": [self.account.name], "group": list(self.account.groups)}
         for key, values in self.account.labels.items():
             variables[f"labels.{key}"] = list(values)

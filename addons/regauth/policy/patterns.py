@@ -8,6 +8,8 @@ Glob syntax, always anchored at both ends and matched against the whole name:
     ${account}   the requesting account's name
     ${group}     any of the account's groups
     ${labels.K}  any value of the account's label K
+    ${build}     the build a verified client certificate names (`regauth:build:ID`); a pattern
+                 with it matches only on such a connection
     {cap}        a capability id declared under `capabilities:` (only as a whole segment)
 
 Regular expressions are allowed only when marked (`{regex: ...}`) and are always anchored.
@@ -32,7 +34,9 @@ from regauth.policy.linear_regex import Matcher
 from regauth.policy.linear_regex import compile_linear
 from regauth.policy.linear_regex import compile_policy_regex
 
-_PLACEHOLDER_RE = re.compile(r"\$\{(?P<var>account|group|labels\.[a-z0-9_-]+)\}")
+# The placeholder names, one grammar for the matcher and the tools (tools/witnesses.py).
+PLACEHOLDER_VARS = r"account|group|build|labels\.[a-z0-9_-]+"
+_PLACEHOLDER_RE = re.compile(r"\$\{(?P<var>" + PLACEHOLDER_VARS + r")\}")
 _CAPABILITY_SEGMENT_RE = re.compile(r"\{(?P<cap>[a-z][a-z0-9_-]*)\}")
 _LITERAL_RE = re.compile(r"[a-z0-9._-]+")
 _CAPABILITY_PATTERN_RE = re.compile(r"\[(?P<cls>[a-z0-9-]+)\]\{(?P<min>\d+)(?:,(?P<max>\d+))?\}")
@@ -124,6 +128,21 @@ class RepositoryPattern:
     compiled: Matcher | None = field(compare=False)
     capabilities: tuple[str, ...]
     placeholders: tuple[str, ...]
+
+    def build_prefix_ok(self) -> bool:
+        """True if a whole `${build}` segment comes after literal segments only (`builds/${build}`,
+        `builds/${build}/**`): the pattern matches nothing without a verified build certificate,
+        and each build only inside its own namespace, so anonymous writes are safe there too."""
+        if self.is_regex:
+            return False
+        literal_prefix = False
+        for segment in self.segments:
+            if segment.text == "${build}":
+                return literal_prefix
+            if segment.kind != "literal":
+                return False
+            literal_prefix = True
+        return False
 
     def capability_prefix_ok(self) -> bool:
         """True if a capability segment comes before anything but literal segments.
@@ -239,7 +258,7 @@ def compile_glob(source: str, capabilities: dict[str, Capability]) -> Repository
         if "$" in rest or "}" in rest:
             raise ValueError(
                 f"segment {text!r}: unknown placeholder (use ${{account}}, "
-                "${group} or ${labels.NAME})"
+                "${group}, ${build} or ${labels.NAME})"
             )
         if rest and _LITERAL_RE.fullmatch(rest) is None:
             raise ValueError(

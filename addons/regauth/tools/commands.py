@@ -220,6 +220,18 @@ def policy_explain(args: argparse.Namespace) -> int:
         print_error(f"regauth policy explain: {e}")
         return EXIT_INPUT
     account = None
+    build = getattr(args, "build", None)
+    if build is not None:
+        from regauth.mtls.identity import parse_subject
+
+        try:
+            build = parse_subject("build", build).name
+        except ValueError as e:
+            print_error(f"regauth policy explain: {e}")
+            return EXIT_INPUT
+        if args.account and args.account != "anonymous":
+            print_error("regauth policy explain: --build and --account name two identities")
+            return EXIT_INPUT
     if args.account and args.account != "anonymous":
         account = policy.accounts.get(args.account)
         if account is None:
@@ -227,7 +239,7 @@ def policy_explain(args: argparse.Namespace) -> int:
             return EXIT_INPUT
     out = Printer()
     for scope in scopes:
-        decision = policy.decide(Identity(account), scope, args.ip)
+        decision = policy.decide(Identity(account, build=build), scope, args.ip)
         rule = decision.rule.describe() if decision.rule else "default deny"
         granted = ",".join(decision.granted) or "-"
         # The rule's comment comes from the policy file: rendered like every tool's output.

@@ -532,7 +532,47 @@ def body_too_slow(c: Conversation, ctx: Context) -> list[Diagnosis]:
     return []
 
 
+_CERTIFICATE_HINTS = (
+    ("expired", "issue a new one (`regauth certs client … --ttl`), or check the client's clock"),
+    ("not valid before", "the client's clock (or regauth's) is wrong by more than 5 minutes"),
+    (
+        "not issued by",
+        "the client presents a certificate of another CA: only certificates "
+        "from `regauth certs client` (certs/clients/ca.crt) are identities",
+    ),
+    (
+        "revoked",
+        "revoked with `regauth certs revoke`: issue a new certificate if that was a "
+        "mistake, after removing the entry from certs/clients/revoked.json",
+    ),
+    ("no client CA", "run `regauth certs` to create the client CA"),
+)
+
+
+def client_certificate_refused(c: Conversation, ctx: Context) -> list[Diagnosis]:
+    for entry in c.entries:
+        certificate = entry.record.client_certificate
+        if certificate is not None and certificate.refused:
+            reason = certificate.refused
+            hint = next(
+                (h for needle, h in _CERTIFICATE_HINTS if needle in reason),
+                "the certificate is outside regauth's profile: issue one with "
+                "`regauth certs client`, or connect without a certificate",
+            )
+            return [
+                Diagnosis(
+                    "client-certificate-refused",
+                    "client certificate refused: every request on the connection got 401",
+                    f"{entry.client_ip}: {reason}",
+                    hint,
+                    entry.line,
+                )
+            ]
+    return []
+
+
 DETECTORS: tuple[Callable[[Conversation, Context], list[Diagnosis]], ...] = (
+    client_certificate_refused,
     bad_credentials,
     rate_limited,
     service_mismatch,

@@ -170,6 +170,11 @@ class Entry:
         return self.token_response.account
 
     @property
+    def token_build(self) -> str | None:
+        """The build a client certificate named on this token request (`${build}`), or None."""
+        return self.token_response.build
+
+    @property
     def issued_jti(self) -> str | None:
         return self.token_response.jti if self.status == 200 else None
 

@@ -28,6 +28,7 @@ from regauth.tools import EXIT_FINDING
 from regauth.tools import EXIT_OK
 from regauth.tools.render import Printer
 from regauth.tools.witnesses import SYMBOLIC_ACCOUNT
+from regauth.tools.witnesses import SYMBOLIC_BUILD
 from regauth.tools.witnesses import AddressClass
 from regauth.tools.witnesses import Subject
 from regauth.tools.witnesses import address_classes
@@ -196,7 +197,7 @@ def _record(
 ) -> None:
     name = CATALOG if scope.type == REGISTRY else scope.name
     if subject.symbolic:
-        name = name.replace(SYMBOLIC_ACCOUNT, "${account}")
+        name = name.replace(SYMBOLIC_ACCOUNT, "${account}").replace(SYMBOLIC_BUILD, "${build}")
     old_ref, new_ref = RuleRef.of(old, before), RuleRef.of(new, after)
     key = (sign, subject.name, scope.actions[0], old_ref, new_ref, name)
     granting = _patterns(after, subject.new) if sign == "+" else _patterns(before, subject.old)

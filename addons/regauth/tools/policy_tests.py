@@ -5,6 +5,7 @@ The tests file (YAML):
     tests:
       - name: ci writes the build cache
         account: ci                          # an account of the policy, or `anonymous` (default)
+        build: b1                            # or: as the client certificate of build b1
         ip: 10.20.1.5                        # optional client address
         scope: "repository:cache/go:pull,push"
         granted: [pull, push]                # the exact set expected; [] = nothing
@@ -23,6 +24,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+from regauth.mtls.identity import parse_subject
 from regauth.ops.safe_text import escape
 from regauth.policy import yamlpos
 from regauth.policy.model import Identity
@@ -37,7 +39,7 @@ from regauth.tools import EXIT_OK
 from regauth.tools.render import Printer
 
 DEFAULT_DENY = "default deny"
-_KEYS = {"name", "account", "ip", "scope", "granted", "rule"}
+_KEYS = {"name", "account", "build", "ip", "scope", "granted", "rule"}
 
 
 class TestFileError(ValueError):
@@ -59,6 +61,7 @@ class PolicyTest:
     scope: ResourceScope
     granted: tuple[str, ...]
     rule: int | str | None  # index, comment, DEFAULT_DENY, or None (not checked)
+    build: str | None = None  # as a build's client certificate (`${build}`); account anonymous
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,14 @@ def _parse_test(item: object, where: yamlpos.Position, number: int) -> PolicyTes
     for key, value in (("name", name), ("account", account)):
         if not isinstance(value, str) or not value:
             raise ValueError(item.where(key), f"{key} must be a non-empty string")
+    build = item.get("build")
+    if build is not None:
+        try:
+            build = parse_subject("build", str(build)).name
+        except ValueError as e:
+            raise ValueError(item.where("build"), str(e)) from None
+        if account != "anonymous":
+            raise ValueError(item.where("build"), "build and account name two identities")
     if ip is not None:
         try:
             ipaddress.ip_address(str(ip))
@@ -175,12 +186,13 @@ def _parse_test(item: object, where: yamlpos.Position, number: int) -> PolicyTes
         scopes[0],
         canonical_actions(granted),
         rule,
+        build,
     )
 
 
 def run_test(policy: Policy, test: PolicyTest) -> PolicyTestResult:
     if test.account == "anonymous":
-        identity = Identity(None)
+        identity = Identity(None, build=test.build)
     elif test.account in policy.accounts:
         identity = Identity(policy.accounts[test.account])
     else:
@@ -229,7 +241,9 @@ def report(
     for outcome in failed:
         test = outcome.test
         out.line(("FAIL", "bold red"), f" {test.name} ", (f"({tests_file}:{test.line})", "dim"))
-        who = test.account + (f" from {test.ip}" if test.ip else "")
+        who = (f"build {test.build}" if test.build else test.account) + (
+            f" from {test.ip}" if test.ip else ""
+        )
         out.line(f"  {who} asks {test.scope}")
         for failure in outcome.failures:
             out.line("  ", (failure, "red"))

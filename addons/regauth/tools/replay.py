@@ -105,7 +105,8 @@ def replay(entries: list[Entry], policy: Policy) -> ReplayResult:
             continue
         result.requests += 1
         if account == "anonymous":
-            identity: Identity | None = Identity(None)
+            # A build's client certificate binds `${build}` (the log keeps the build id).
+            identity: Identity | None = Identity(None, build=entry.token_build)
         else:
             found = policy.accounts.get(account)
             identity = Identity(found) if found is not None else None

@@ -37,12 +37,13 @@ from regauth.policy.model import Account
 from regauth.policy.model import Identity
 from regauth.policy.model import Network
 from regauth.policy.model import Policy
+from regauth.policy.patterns import PLACEHOLDER_VARS
 from regauth.policy.patterns import RepositoryPattern
 from regauth.protocol import grammar
 from regauth.protocol.scope import REPOSITORY
 
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-._/"
-_TOKEN_RE = re.compile(r"\$\{(?P<var>account|group|labels\.[a-z0-9_-]+)\}|\*")
+_TOKEN_RE = re.compile(r"\$\{(?P<var>" + PLACEHOLDER_VARS + r")\}|\*")
 # The product search stops here and reports a sample: real policies stay far below it.
 MAX_PRODUCT_STATES = 200_000
 
@@ -300,6 +301,7 @@ def merge_labels(classes: list[AddressClass], every: list[AddressClass]) -> tupl
 # -- subjects --------------------------------------------------------------------------------
 
 SYMBOLIC_ACCOUNT = "new-account"
+SYMBOLIC_BUILD = "new-build"  # a build's client certificate, `${build}` in names
 
 
 @dataclass(frozen=True)
@@ -349,6 +351,9 @@ def subjects(old: Policy, new: Policy) -> list[Subject]:
             )
     for name, account in symbolic:
         out.append(Subject(name, Identity(account), Identity(account), True))
+    if any("build" in p.placeholders for r in rules for p in r.repositories):
+        build = Identity(None, build=SYMBOLIC_BUILD)
+        out.append(Subject("build certificate", build, build, True))
     return out
 
 

@@ -51,6 +51,7 @@ def test_the_chain_of_regauth_serve():
         "ConfigLoader",
         "DelegateGate",
         "SharedState",
+        "ClientCertificates",
         "RequestHandler",
         "ResponseRewriter",
         "UpstreamKeyWatch",

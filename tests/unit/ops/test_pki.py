@@ -23,7 +23,10 @@ def test_init_never_overwrites(tmp_path):
         "ca.crt",
         "token-signing.key",
         "token-signing.crt",
+        "client-ca.key",  # the client CA (ops/client_ca.py): certs/private/, certs/clients/
+        "ca.crt",
     }
+    assert tmp_path / "clients" / "ca.crt" in first
     before = {p: p.read_bytes() for p in first}
     assert pki.init_certs(tmp_path) == []
     assert all(p.read_bytes() == data for p, data in before.items())

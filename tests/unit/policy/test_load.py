@@ -611,7 +611,7 @@ def test_all_problems_are_reported_at_once():
         "from an alphabet of 6); at least 128 are required",
         "p.yaml:16:14: rule 1: grants push to anonymous outside a capability repository; "
         "anonymous writes are only allowed in repositories such as 'builds/{id}' whose id is a "
-        "declared capability",
+        "declared capability, or 'builds/${build}' bound to a build's client certificate",
         "p.yaml:17:14: rule 2: unknown account 'carol' (not under `accounts:`)",
         "p.yaml:18:17: rule 2: bad repository pattern: empty path segment ('//') in pattern",
         "p.yaml:19:16: rule 2: invalid network '10.0.0.1/8' (10.0.0.1/8 has host bits set)",

@@ -24,7 +24,7 @@ def test_certs_init_then_bundle(tmp_path, capsys):
     certs = tmp_path / "certs"
     assert commands.certs_init(_args("certs", "init", "--dir", str(certs))) == 0
     created = capsys.readouterr().out.splitlines()
-    assert len(created) == 4 and all(line.startswith("created ") for line in created)
+    assert len(created) == 6 and all(line.startswith("created ") for line in created)
     assert commands.certs_init(_args("certs", "init", "--dir", str(certs))) == 0
     assert "already present, nothing changed" in capsys.readouterr().out
     assert commands.certs_bundle(_args("certs", "bundle", "--dir", str(certs))) == 0

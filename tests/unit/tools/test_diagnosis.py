@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import pytest
+
 from regauth.tools.diagnosis import Context
 from regauth.tools.diagnosis import diagnose
 from regauth.tools.log_records import conversations
@@ -206,3 +208,23 @@ def test_load_shedding_and_cut_bodies_are_named() -> None:
         )
     )
     assert slow.code == "body-too-slow" and "regauth_body_min_rate" in slow.hint
+
+
+@pytest.mark.parametrize(
+    ("reason", "hint"),
+    [
+        ("client certificate expired at 2026-12-07T17:36:15Z", "issue a new one"),
+        ("client certificate is not issued by regauth's client CA", "another CA"),
+        ("client certificates of build b3 are revoked", "regauth certs revoke"),
+        ("client certificate has no extended key usage", "outside regauth's profile"),
+    ],
+)
+def test_a_refused_client_certificate_is_named_with_its_reason(reason: str, hint: str) -> None:
+    [found] = _diagnose(
+        _answered_by_regauth(
+            401, f"client certificate refused: {reason}", client_certificate={"refused": reason}
+        )
+    )
+    assert found.code == "client-certificate-refused"
+    assert found.detail == f"10.0.0.6: {reason}"
+    assert hint in found.hint
