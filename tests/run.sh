@@ -14,7 +14,7 @@ declare -A packages=([docker-registry]=docker-registry [skopeo]=skopeo [ctr]=con
                      [containerd]=containerd [curl]=curl [htpasswd]=apache2-utils
                      [faketime]=faketime [openssl]=openssl [git]=git [prlimit]=util-linux
                      [/usr/sbin/dockerd]=docker.io [/usr/bin/docker]=docker.io
-                     [/usr/bin/podman]=podman)
+                     [/usr/bin/podman]=podman [/usr/bin/buildah]=buildah)
 missing=()
 for cmd in "${!packages[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${packages[$cmd]}")

@@ -34,8 +34,10 @@ from typing import Literal
 from urllib.parse import parse_qsl
 
 from regauth import gate
+from regauth.gate import CertifiedIdentity
 from regauth.gate import GateDecision
 from regauth.mtls.identity import ClientCertificate
+from regauth.policy.model import Identity
 from regauth.protocol.errors import Answer
 from regauth.protocol.errors import Code
 from regauth.protocol.errors import RegistryError
@@ -314,6 +316,8 @@ def decide(active: Active | None, view: RequestView) -> Decision:
         authorization,
         active.realm,
         list(view.content_types),
+        certificate_identity(active, view),
+        view.client_ip or None,
     )
     route = decision.route
     refused = None
@@ -387,6 +391,19 @@ def check_body(decision: Forward, received: int) -> RegistryError | None:
             400, Code.SIZE_INVALID, "the request body does not match its declared length"
         )
     return None
+
+
+def certificate_identity(active: Active, view: RequestView) -> CertifiedIdentity | None:
+    """The identity the connection's verified client certificate names under the current
+    policy (None without one, or for an account the policy does not have)."""
+    certificate = view.client_certificate
+    if certificate is None:
+        return None
+    subject = certificate.subject
+    if subject.kind == "build":
+        return CertifiedIdentity(Identity(None, build=subject.name), certificate)
+    account = active.runtime.policy.accounts.get(subject.name)
+    return CertifiedIdentity(Identity(account), certificate) if account is not None else None
 
 
 def _jwks(active: Active, view: RequestView) -> Decision:

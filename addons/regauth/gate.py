@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from regauth.mtls.identity import ClientCertificate
+from regauth.policy.model import Identity
 from regauth.protocol import challenge
 from regauth.protocol.auth_header import safe_scheme
 from regauth.protocol.auth_header import split_authorization
@@ -33,6 +35,14 @@ from regauth.tokens.claims import InvalidToken
 from regauth.tokens.verify import VerifiedToken
 
 MAX_AUTHORIZATION_LENGTH = 8192
+
+
+@dataclass(frozen=True)
+class CertifiedIdentity:
+    """Who the connection's verified client certificate says the client is (mutual TLS)."""
+
+    identity: Identity
+    certificate: ClientCertificate
 
 
 @dataclass(frozen=True)
@@ -98,11 +108,15 @@ def decide(
     authorization: str | None,
     realm: str,
     content_types: list[str] | None = None,
+    certified: CertifiedIdentity | None = None,
+    client_ip: str | None = None,
 ) -> GateDecision:
     """Decide one request aimed at the upstream (not the token endpoint or JWKS).
 
     `method` is the request method exactly as the client sent it (routes accept only their
-    upper-case methods); `target` is path and query as received.
+    upper-case methods); `target` is path and query as received. `certified`: the identity of
+    the connection's verified client certificate; in enforce mode it is a credential of its
+    own on every request (`_enforce`), decided by the policy for `client_ip`.
     """
     path = target.partition("?")[0]
     enforce = runtime.upstream_entry.mode == "enforce"
@@ -134,7 +148,31 @@ def decide(
         return _refused(e, f"refused path: {e.message}")
     if not enforce:
         return GateDecision(True, "delegated to the upstream registry", route)
-    return _enforce(runtime, Challenger(realm, runtime.policy.service, route), authorization)
+    challenger = Challenger(realm, runtime.policy.service, route)
+    decision = _enforce(runtime, challenger, authorization)
+    if decision.forward or certified is None:
+        return decision
+    return _by_certificate(runtime, route, certified, client_ip) or decision
+
+
+def _by_certificate(
+    runtime: Runtime, route: Route, certified: CertifiedIdentity, client_ip: str | None
+) -> GateDecision | None:
+    """Forward when the policy grants the certificate's identity all the route requires.
+    Either credential must cover the request alone (the token's grants and the certificate's
+    are never merged); BuildKit in dockerd fetches its tokens from the docker CLI, whose
+    connection carries no certificate, so without this its requests would only be anonymous."""
+    for scope in route.required:
+        decision = runtime.policy.decide(certified.identity, scope, client_ip)
+        if set(scope.actions) - set(decision.granted) and "*" not in decision.granted:
+            return None
+    subject = certified.certificate.subject
+    return GateDecision(
+        True,
+        f"client certificate ({subject}) grants "
+        + (" ".join(route.required_strings) or "registry access"),
+        route,
+    )
 
 
 def _enforce(runtime: Runtime, challenger: Challenger, authorization: str | None) -> GateDecision:

@@ -41,11 +41,17 @@ HOSTS = Path("/etc/hosts")
 LOOPBACK_NAME = "regauth.test"
 
 
+# A registry name on IPv6 loopback: dockerd counts every registry resolving into 127.0.0.0/8
+# as insecure and then presents no client certificate (moby registry.LoadInsecureRegistries);
+# `::1` is not in that list.
+IPV6_LOOPBACK_NAME = "regauth6.test"
+
+
 @contextmanager
-def loopback_name(name: str = LOOPBACK_NAME) -> Iterator[str]:
-    """Make `name` resolve to 127.0.0.1 for the processes of this machine (an /etc/hosts line,
+def loopback_name(name: str = LOOPBACK_NAME, address: str = "127.0.0.1") -> Iterator[str]:
+    """Make `name` resolve to `address` for the processes of this machine (an /etc/hosts line,
     removed afterwards if this added it)."""
-    line = f"127.0.0.1 {name}  # regauth tests\n"
+    line = f"{address} {name}  # regauth tests\n"
     text = HOSTS.read_text()
     added = not any(
         entry.split()[1:2] == [name]
@@ -206,6 +212,34 @@ class DockerClient:
             f.write(buf.getvalue())
             f.flush()
             return self.run("import", f.name, ref)
+
+
+@contextmanager
+def daemon_files(netloc: str, files: dict[str, Path]) -> Iterator[Path]:
+    """Put `files` (name in certs.d → source) into `/etc/docker/certs.d/HOST:PORT/` for the
+    docker daemons on this machine (`ca.crt`, `client.cert`, `client.key`); remove exactly
+    what was created."""
+    created: list[Path] = []
+    for directory in (CERTS_D.parent, CERTS_D, CERTS_D / netloc):
+        if not directory.exists():
+            directory.mkdir()
+            created.append(directory)
+    targets = [CERTS_D / netloc / name for name in files]
+    for target in targets:
+        if target.exists():
+            raise FileExistsError(f"{target} exists already: another registry uses {netloc}")
+    for name, source in files.items():
+        shutil.copyfile(source, CERTS_D / netloc / name)
+    try:
+        yield CERTS_D / netloc
+    finally:
+        for target in targets:
+            target.unlink(missing_ok=True)
+        for directory in reversed(created):
+            try:
+                directory.rmdir()
+            except OSError:
+                pass  # someone else put something there meanwhile: leave it
 
 
 @contextmanager

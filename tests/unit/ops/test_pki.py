@@ -24,7 +24,6 @@ def test_init_never_overwrites(tmp_path):
         "token-signing.key",
         "token-signing.crt",
         "client-ca.key",  # the client CA (ops/client_ca.py): certs/private/, certs/clients/
-        "ca.crt",
     }
     assert tmp_path / "clients" / "ca.crt" in first
     before = {p: p.read_bytes() for p in first}
