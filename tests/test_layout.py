@@ -47,10 +47,16 @@ def modules() -> list[str]:
 
 
 def has_test(module: str) -> bool:
+    """`test_<module>.py`, or `test_<module>_<aspect>.py` unless `<module>_<aspect>` is itself
+    a module there (`test_admin_job_tokens.py` tests admin_job_tokens.py, not admin.py)."""
     path = Path(module)
     directory = UNIT / path.parent
-    return (directory / f"test_{path.stem}.py").exists() or any(
-        directory.glob(f"test_{path.stem}_*.py")
+    if (directory / f"test_{path.stem}.py").exists():
+        return True
+    siblings = {m.stem for m in (PACKAGE / path.parent).glob("*.py")}
+    return any(
+        t.stem.removeprefix("test_") not in siblings
+        for t in directory.glob(f"test_{path.stem}_*.py")
     )
 
 

@@ -15,6 +15,7 @@ from regauth.ops import pki
 from regauth.tools import EXIT_FAILED
 from regauth.tools import client_certs
 from regauth.tools import commands
+from regauth.tools import job_tokens
 
 
 @overload
@@ -90,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     retire.set_defaults(func=commands.certs_lifecycle)
     client_certs.add_parsers(certs, _env("REGAUTH_CERTS_DIR", "certs"))
+
+    job_tokens.add_parsers(
+        sub,
+        _env("REGAUTH_CERTS_DIR", "certs"),
+        _env("REGAUTH_POLICY", "policies/default.yaml"),
+        _env("REGAUTH_STATE", ""),
+    )
 
     passwd = sub.add_parser("passwd", help="print a bcrypt hash for an account's password")
     passwd.add_argument("user", nargs="?", help="print a policy snippet for this account")

@@ -26,111 +26,34 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
-from dataclasses import field
 
 from regauth.logins.credentials import AuthenticationFailed
 from regauth.logins.credentials import Authenticator
 from regauth.logins.limits import RateLimited
-from regauth.mtls.identity import ClientCertificate
 from regauth.policy.model import Account
 from regauth.policy.model import Identity
 from regauth.protocol.auth_header import parse_basic
 from regauth.protocol.auth_header import split_authorization
-from regauth.protocol.errors import Answer
 from regauth.protocol.errors import Code
-from regauth.protocol.errors import RegistryError
-from regauth.protocol.errors import error_body
+from regauth.protocol.scope import ResourceScope
 from regauth.protocol.scope import format_scopes
 from regauth.protocol.scope import parse_scopes
 from regauth.runtime import Runtime
-from regauth.token_trace import GrantType
-from regauth.token_trace import TokenMethod
+from regauth.token_credentials import capped
+from regauth.token_credentials import certificate_identity
+from regauth.token_credentials import job_credential
+from regauth.token_credentials import job_identity
+from regauth.token_request import GRANT_TYPES
+from regauth.token_request import MAX_FORM_BYTES  # noqa: F401 (front.py reads it here)
+from regauth.token_request import NO_STORE
+from regauth.token_request import TRUE_VALUES
+from regauth.token_request import TokenError
+from regauth.token_request import TokenRequest
+from regauth.token_request import TokenResponse
+from regauth.token_request import basic_challenge
+from regauth.token_request import first_param
 from regauth.token_trace import TokenTrace
 from regauth.tokens.claims import InvalidToken
-
-MAX_FORM_BYTES = 64 * 1024
-_TRUE = ("true", "1", "yes")
-
-
-_NO_STORE = {"Content-Type": "application/json", "Cache-Control": "no-store", "Pragma": "no-cache"}
-
-
-@dataclass
-class TokenRequest:
-    """A token request as received: method GET or POST (the front door refuses others),
-    query parameters, the parsed form of a POST (None if it was not a form), the
-    Authorization header, and the client's address."""
-
-    method: TokenMethod
-    query: dict[str, list[str]]
-    form: dict[str, list[str]] | None
-    authorization: str | None
-    client_ip: str
-    # The verified client certificate of the connection (mutual TLS), or None: it identifies
-    # the client even when the request carries no credentials (`_certificate_identity`).
-    client_certificate: ClientCertificate | None = None
-
-
-@dataclass
-class TokenResponse:
-    """The answer to a token request, and what the token service did to reach it."""
-
-    status: int
-    body: bytes  # the token JSON, or the error body of a `TokenError`
-    headers: dict[str, str] = field(default_factory=dict)
-    trace: TokenTrace = field(default_factory=lambda: TokenTrace("GET"))
-    jti: str | None = None  # the issued access token's id, if one was issued
-
-    @property
-    def record(self) -> dict[str, object]:
-        return self.trace.as_record()
-
-
-class TokenError(RegistryError):
-    """A refusal of the token endpoint: a registry error code for registry clients plus the
-    OAuth 2 `error` (RFC 6749 §5.2) for OAuth clients, in one body; never cached."""
-
-    def __init__(
-        self,
-        status: int,
-        code: Code,
-        oauth_error: str,
-        message: str,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(status, code, message, headers=headers)
-        self.oauth_error = oauth_error
-
-    def body(self) -> bytes:
-        return error_body(
-            self.code,
-            self.message,
-            extra={"error": self.oauth_error, "error_description": self.message},
-        )
-
-    def answer(self) -> Answer:
-        return Answer(self.status, {**_NO_STORE, **self.headers}, self.body())
-
-
-_GRANT_TYPES: dict[str, GrantType] = {"password": "password", "refresh_token": "refresh_token"}
-
-
-def _first(params: dict[str, list[str]], key: str) -> str | None:
-    values = params.get(key)
-    if not values:
-        return None
-    if len(values) > 1 and len(set(values)) > 1:
-        raise TokenError(
-            400,
-            Code.UNSUPPORTED,
-            "invalid_request",
-            f"parameter {key!r} given more than once with different values",
-        )
-    return values[0]
-
-
-def _basic_challenge(runtime: Runtime) -> dict[str, str]:
-    return {"WWW-Authenticate": f'Basic realm="{runtime.policy.service}"'}
 
 
 def password_pair(request: TokenRequest) -> tuple[str, str] | None:
@@ -223,18 +146,18 @@ def _handle(
                 "POST requests to the token endpoint must be application/x-www-form-urlencoded",
             )
         params = request.form
-        grant_type = _first(params, "grant_type")
+        grant_type = first_param(params, "grant_type")
         if grant_type is None:
             raise TokenError(400, Code.UNSUPPORTED, "invalid_request", "grant_type is required")
     else:  # GET: the front door refuses every other method (405)
         params = request.query
         grant_type = None
     # Logged only from the vocabulary: another grant_type is refused by _identify.
-    trace.grant_type = "get" if grant_type is None else _GRANT_TYPES.get(grant_type)
-    client_id = _first(params, "client_id")
+    trace.grant_type = "get" if grant_type is None else GRANT_TYPES.get(grant_type)
+    client_id = first_param(params, "client_id")
     if client_id is not None:
         trace.client_id = client_id[:128]
-    service = _first(params, "service") or None  # an empty value is no choice at all
+    service = first_param(params, "service") or None  # an empty value is no choice at all
     trace.service, trace.service_given = service, True
     if service is not None and service != policy.service:
         raise TokenError(
@@ -249,8 +172,13 @@ def _handle(
         raise TokenError(400, Code.UNSUPPORTED, "invalid_scope", f"malformed scope: {e}") from None
     trace.requested = [str(s) for s in scopes]
 
+    cap: tuple[ResourceScope, ...] | None = None
+    job = job_credential(runtime, request, params, grant_type)
     if request.client_certificate is not None:
-        identity = _certificate_identity(runtime, request, params, grant_type, trace)
+        identity = certificate_identity(runtime, request, params, grant_type, trace)
+        account, refresh_in = identity.account, None
+    elif job is not None:
+        identity, cap = job_identity(runtime, authenticator, job[0], job[1], trace)
         account, refresh_in = identity.account, None
     else:
         account, refresh_in = _identify(
@@ -261,6 +189,9 @@ def _handle(
 
     decisions = [policy.decide(identity, s, request.client_ip) for s in scopes]
     granted = [g for d in decisions if (g := d.granted_scope()) is not None]
+    if cap is not None:
+        # A job token grants at most its own scopes, and never more than the policy now does.
+        granted = [c for g in granted if (c := capped(g, cap)) is not None]
     trace.decisions, trace.decided = decisions, True
     trace.granted = [str(g) for g in granted]
 
@@ -274,18 +205,18 @@ def _handle(
         ),
         "scope": format_scopes(granted),
     }
-    offline = (_first(params, "offline_token") or "").lower() in _TRUE or _first(
+    offline = (first_param(params, "offline_token") or "").lower() in TRUE_VALUES or first_param(
         params, "access_type"
     ) == "offline"
     if refresh_in is not None:
         body["refresh_token"] = refresh_in  # the refresh grant returns the same refresh token
-    elif offline and account is not None:
+    elif offline and account is not None and cap is None:
         body["refresh_token"] = runtime.issuer.issue_refresh(account)
     trace.refresh_token_issued = "refresh_token" in body and refresh_in is None
     trace.expires_in = issued.expires_in
     trace.issued_at = str(body["issued_at"])
     trace.jti = issued.jti
-    return TokenResponse(200, json.dumps(body).encode(), dict(_NO_STORE), trace, issued.jti)
+    return TokenResponse(200, json.dumps(body).encode(), dict(NO_STORE), trace, issued.jti)
 
 
 def _identify(
@@ -300,15 +231,15 @@ def _identify(
     """The authenticated account (None for anonymous) and, for refresh grants, the refresh
     token to send back (the one presented: oauth.md returns the same token)."""
     if grant_type == "refresh_token":
-        token = _first(params, "refresh_token")
+        token = first_param(params, "refresh_token")
         if not token:
             raise TokenError(400, Code.UNSUPPORTED, "invalid_request", "refresh_token is required")
         return _refresh(runtime, token, trace, "form"), token
     if grant_type == "password":
-        if _first(params, "client_id") is None:
+        if first_param(params, "client_id") is None:
             raise TokenError(400, Code.UNSUPPORTED, "invalid_request", "client_id is required")
-        username = _first(params, "username")
-        password = _first(params, "password")
+        username = first_param(params, "username")
+        password = first_param(params, "password")
         if username is None or password is None:
             raise TokenError(
                 400,
@@ -335,15 +266,15 @@ def _identify(
             Code.UNAUTHORIZED,
             "invalid_client",
             "the token endpoint accepts Basic credentials or none",
-            _basic_challenge(runtime),
+            basic_challenge(runtime),
         )
     try:
         username, password = parse_basic(credentials)
     except ValueError as e:
         raise TokenError(
-            401, Code.UNAUTHORIZED, "invalid_client", str(e), _basic_challenge(runtime)
+            401, Code.UNAUTHORIZED, "invalid_client", str(e), basic_challenge(runtime)
         ) from None
-    account_param = _first(params, "account")
+    account_param = first_param(params, "account")
     if username == "":
         # Basic ":" + refresh token: how BuildKit presents the identity token of docker login.
         account = _refresh(runtime, password, trace, "basic")
@@ -354,7 +285,7 @@ def _identify(
                 "invalid_request",
                 "the account parameter does not match the refresh token",
             )
-        offline = (_first(params, "offline_token") or "").lower() in _TRUE
+        offline = (first_param(params, "offline_token") or "").lower() in TRUE_VALUES
         return account, (password if offline else None)
     if account_param is not None and account_param != username:
         raise TokenError(
@@ -364,77 +295,6 @@ def _identify(
             "the account parameter does not match the credentials",
         )
     return _login(runtime, authenticator, username, password, request.client_ip, trace, login), None
-
-
-def _claimed_username(
-    request: TokenRequest, params: dict[str, list[str]], grant_type: str | None
-) -> str | None:
-    """The account name the request's own credentials claim, without checking them: the
-    password grant's `username`, Basic's user name (a refresh token's account for `:TOKEN`),
-    or None when it carries none."""
-    if grant_type == "password":
-        return _first(params, "username") or ""
-    if grant_type == "refresh_token":
-        return ""  # resolved by the caller: a refresh token's account is in the token
-    if not request.authorization:
-        return None
-    scheme, credentials = split_authorization(request.authorization)
-    if scheme.lower() != "basic":
-        return ""
-    try:
-        username, _ = parse_basic(credentials)
-    except ValueError:
-        return ""
-    return username
-
-
-def _certificate_identity(
-    runtime: Runtime,
-    request: TokenRequest,
-    params: dict[str, list[str]],
-    grant_type: str | None,
-    trace: TokenTrace,
-) -> Identity:
-    """The identity of a client-certificate connection. The certificate decides; credentials
-    in the request are not checked and never merged: they must name the certificate's own
-    account (docker login sends them), anything else is refused."""
-    certificate = request.client_certificate
-    assert certificate is not None
-    subject = certificate.subject
-    trace.credential = "client_certificate"
-    trace.certificate_serial = certificate.serial
-    if grant_type is not None and grant_type not in _GRANT_TYPES:
-        raise TokenError(
-            400,
-            Code.UNSUPPORTED,
-            "unsupported_grant_type",
-            "grant_type must be password or refresh_token",
-        )
-    claimed = _claimed_username(request, params, grant_type)
-    if claimed is not None:
-        trace.username = claimed[:128] or None
-        own = subject.name if subject.kind == "account" else None
-        if claimed != own or grant_type == "refresh_token":
-            raise TokenError(
-                401,
-                Code.UNAUTHORIZED,
-                "invalid_client",
-                f"this connection's client certificate names {subject}; credentials for "
-                "another identity are refused on it (connect without the certificate to use them)",
-            )
-    if subject.kind == "build":
-        trace.build = subject.name
-        return Identity(None, build=subject.name)
-    account = runtime.policy.accounts.get(subject.name)
-    if account is None:
-        raise TokenError(
-            401,
-            Code.UNAUTHORIZED,
-            "invalid_client",
-            f"the client certificate names account {subject.name!r}, which the policy "
-            "does not have",
-        )
-    return Identity(account)
 
 
 def _refresh(runtime: Runtime, token: str, trace: TokenTrace, form: str) -> Account:
@@ -451,7 +311,7 @@ def _refresh(runtime: Runtime, token: str, trace: TokenTrace, form: str) -> Acco
                 Code.UNAUTHORIZED,
                 "invalid_grant",
                 f"refresh token refused: {e}",
-                _basic_challenge(runtime),
+                basic_challenge(runtime),
             ) from None
         raise TokenError(
             400, Code.UNAUTHORIZED, "invalid_grant", f"refresh token refused: {e}"
@@ -489,5 +349,5 @@ def _login(
             Code.UNAUTHORIZED,
             "invalid_grant",
             "invalid username or password",
-            _basic_challenge(runtime),
+            basic_challenge(runtime),
         ) from None

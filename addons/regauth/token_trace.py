@@ -16,7 +16,9 @@ from regauth.policy.model import ScopeDecision
 
 TokenMethod = Literal["GET", "POST"]  # the front door answers every other method 405
 GrantType = Literal["get", "password", "refresh_token"]  # "get": no grant_type (a GET)
-Credential = Literal["password", "refresh_token", "refresh_token (basic)", "client_certificate"]
+Credential = Literal[
+    "password", "refresh_token", "refresh_token (basic)", "client_certificate", "job_token"
+]
 
 _REQUEST_KEYS = ("method", "grant_type", "service", "client_id", "username", "requested")
 
@@ -38,6 +40,7 @@ class TokenTrace:
     account: str | None = None  # who the tokens are for ("anonymous" if nobody)
     build: str | None = None  # the build a client certificate names (`${build}`)
     certificate_serial: str | None = None  # the client certificate that identified it (hex)
+    job_token: str | None = None  # the id (jti) of the job token that identified it
     decisions: list[ScopeDecision] = field(default_factory=list)  # one per requested scope
     decided: bool = False  # the policy decided the scopes (`decisions` may still be empty)
     granted: list[str] | None = None  # the scopes the access token carries
@@ -68,6 +71,7 @@ class TokenTrace:
             ("account", self.account),
             ("build", self.build),
             ("certificate_serial", self.certificate_serial),
+            ("job_token", self.job_token),
         ):
             if value is not None:
                 record[key] = value

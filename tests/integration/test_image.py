@@ -357,12 +357,12 @@ def plant(checkout: Path) -> Secrets:
             planted.needles[data.strip()] = what
 
     certs = checkout / "certs"
-    pki.init_certs(certs)  # the CA key, a token-signing key, both certificates
+    pki.init_certs(certs)  # the CA key, a token-signing key, the client CA key, certificates
     for path in sorted(certs.rglob("*")):
         if path.is_file():
             planted.paths.append(str(path.relative_to(checkout)))
     keys = [p for p in (certs / "private").iterdir() if PEM_KEY.search(p.read_bytes())]
-    assert len(keys) == 2, keys
+    assert len(keys) == 3, keys
     for key in keys:
         for match in PEM_KEY.finditer(key.read_bytes()):
             line = max(match.group(2).split(), key=len)  # a full 64-character base64 line

@@ -32,6 +32,7 @@ from dataclasses import field
 
 import bcrypt
 
+from regauth.logins.job_tokens import JobStore
 from regauth.logins.limits import LoginLimiter
 from regauth.policy.model import ACCOUNT_NAME_RE
 from regauth.policy.model import Account
@@ -111,6 +112,9 @@ class Authenticator:
     clock: Callable[[], float] = time.monotonic
     max_entries: int = 10000
     limiter: LoginLimiter | None = None
+    # Where job tokens' revocations are read (logins/job_tokens.py); None: no job tokens
+    # are revoked (tests), the proxy always sets one.
+    job_store: JobStore | None = None
     _verified: _Memo = field(init=False)
     _refused: _Memo = field(init=False)
     _dummies: dict[int, bytes] = field(default_factory=dict)

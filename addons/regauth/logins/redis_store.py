@@ -20,6 +20,7 @@ Nothing else depends on the store: tokens, the gate and forwarding never touch i
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import threading
@@ -29,6 +30,8 @@ from collections.abc import Sequence
 from typing import cast
 from urllib.parse import urlsplit
 
+from regauth.logins.job_tokens import JobRecord
+from regauth.logins.job_tokens import JobStoreUnavailable
 from regauth.logins.limits import AttemptStore
 from regauth.logins.limits import MemoryAttemptStore
 
@@ -222,3 +225,45 @@ def open_store(url: str) -> FallbackAttemptStore | None:
         f"{parts.port or ''}{parts.path}"
     )  # never the password of redis://:pw@host
     return FallbackAttemptStore(RedisAttemptStore(target), name=f"state store {shown}")
+
+
+class RedisJobStore:
+    """`logins.job_tokens.JobStore` in Redis: `regauth:job:JTI` (the record, JSON) and
+    `regauth:job-revoked:JTI`, each expiring with its token. Every failure to answer
+    `is_revoked` is `JobStoreUnavailable` (the job token is refused: fail closed)."""
+
+    def __init__(self, url: str, timeout: float = TIMEOUT) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False
+        )
+
+    def record(self, entry: JobRecord) -> None:
+        key = f"{KEY_PREFIX}job:{entry.jti}"
+        self.client.set(key, json.dumps(entry.to_json()), exat=max(entry.exp, int(time.time()) + 1))
+
+    def entries(self) -> list[JobRecord]:
+        out = []
+        for key in self.client.scan_iter(match=f"{KEY_PREFIX}job:*", count=500):
+            raw = self.client.get(key)
+            if raw is None:
+                continue
+            try:
+                out.append(JobRecord.from_json(json.loads(cast(bytes, raw))))
+            except (ValueError, AttributeError):
+                continue
+        return out
+
+    def revoke(self, jti: str, exp: int) -> None:
+        key = f"{KEY_PREFIX}job-revoked:{jti}"
+        self.client.set(key, b"1", exat=max(exp, int(time.time()) + 1))
+
+    def is_revoked(self, jti: str) -> bool:
+        try:
+            return bool(self.client.exists(f"{KEY_PREFIX}job-revoked:{jti}"))
+        except Exception as e:  # redis.RedisError, OSError: cannot answer, so refuse
+            raise JobStoreUnavailable(f"state store: {type(e).__name__}") from None
+
+    def close(self) -> None:
+        self.client.close()

@@ -11,6 +11,7 @@ port: the proxy only ever forwards to its upstream.
   respond (liveness).
 - `GET /readyz`: 200 `ready`, or 503 with one `not ready: REASON` line per reason
   (`regauth.ops.health`); the upstream is probed every `regauth_upstream_check_seconds`.
+- `POST /job-tokens`: a CI controller mints job tokens (`mitm/admin_job_tokens.py`).
 
 The upstream probe belongs to this addon but does not depend on the listener: in delegate mode
 it also runs the delegate check (`mitm/delegate_gate.py`), whose verdict decides whether
@@ -26,6 +27,7 @@ import socket
 import ssl
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from mitmproxy import ctx
 from mitmproxy.addonmanager import Loader
@@ -37,6 +39,7 @@ from tornado import web
 from tornado.httpserver import HTTPServer
 
 from regauth.delegate_check import KINDS
+from regauth.mitm.admin_job_tokens import JobTokensHandler
 from regauth.mitm.config_loader import ConfigLoader
 from regauth.mitm.delegate_gate import DelegateGate
 from regauth.mitm.login_store import SharedState
@@ -179,6 +182,15 @@ class AdminServer:
                 (r"/metrics", _MetricsHandler, {"admin": self}),
                 (r"/healthz", _HealthHandler, {"admin": self}),
                 (r"/readyz", _ReadyHandler, {"admin": self}),
+                (
+                    r"/job-tokens",
+                    JobTokensHandler,
+                    {
+                        "config": self.config,
+                        "store": lambda: self.shared.handler.authenticator.job_store,
+                        "certs_dir": lambda: Path(ctx.options.regauth_certs_dir),
+                    },
+                ),
             ],
             log_function=lambda handler: None,
         )  # probes every second would flood the console

@@ -14,14 +14,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 
 from mitmproxy import ctx
 from mitmproxy.addonmanager import Loader
 
+from regauth.logins.job_tokens import FileJobStore
 from regauth.logins.limits import LoginLimiter
 from regauth.logins.redis_store import FallbackAttemptStore
 from regauth.logins.redis_store import RedisAttemptStore
+from regauth.logins.redis_store import RedisJobStore
 from regauth.logins.redis_store import open_store
+from regauth.logins.redis_store import parse_state_url
 from regauth.mitm.request_handler import RequestHandler
 
 logger = logging.getLogger(__name__)
@@ -43,6 +47,8 @@ class SharedState:
         )
 
     def configure(self, updated: set[str]) -> None:
+        if "regauth_state" in updated or "regauth_certs_dir" in updated:
+            self._job_store()
         if "regauth_state" not in updated:
             return
         try:
@@ -60,6 +66,19 @@ class SharedState:
         else:
             # Replicas compare event times: a clock they share, not this process's monotonic.
             authenticator.limiter = LoginLimiter(store=store, clock=time.time)
+
+    def _job_store(self) -> None:
+        """Job tokens' revocations: in Redis with `regauth_state`, else in the certs directory
+        (logins/job_tokens.py). A bad state URL is reported by the limits' store below."""
+        authenticator = self.handler.authenticator
+        try:
+            url = parse_state_url(ctx.options.regauth_state)
+        except ValueError:
+            url = None
+        if url is not None:
+            authenticator.job_store = RedisJobStore(url)
+        elif ctx.options.regauth_certs_dir:
+            authenticator.job_store = FileJobStore(Path(ctx.options.regauth_certs_dir))
 
     async def running(self) -> None:
         if self.error:

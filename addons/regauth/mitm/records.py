@@ -203,6 +203,7 @@ def _token_response(trace: TokenTrace) -> TokenResponseRecord:
         account=trace.account,
         build=trace.build,
         certificate_serial=trace.certificate_serial,
+        job_token=trace.job_token,
         decisions=tuple(
             ScopeDecisionRecord(
                 scope=str(d.requested),

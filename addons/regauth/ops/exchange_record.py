@@ -413,7 +413,7 @@ class TokenResponseRecord:
     the policy decided, what was issued, or why it refused."""
 
     credential: str | None = None  # what was checked: `password`, `refresh_token`,
-    # `refresh_token (basic)`, `client_certificate`
+    # `refresh_token (basic)`, `client_certificate`, `job_token`
     failed_login_counted: bool | None = None  # a wrong password counted against the limits
     rate_limited: str | None = None  # the limit that refused the login (`account`,
     # `account and network`, `login queue …`)
@@ -421,6 +421,7 @@ class TokenResponseRecord:
     # credential; `anonymous` for an anonymous token
     build: str | None = None  # the build a client certificate names (`${build}`)
     certificate_serial: str | None = None  # the client certificate that decided (hex serial)
+    job_token: str | None = None  # the id (jti) of the job token that decided, never the token
     decisions: tuple[ScopeDecisionRecord, ...] | None = None  # one per requested scope, once
     # the policy decided (absent when refused before)
     granted: tuple[str, ...] | None = None  # the scopes the token grants
@@ -438,6 +439,7 @@ class TokenResponseRecord:
         _put(out, "account", self.account)
         _put(out, "build", self.build)
         _put(out, "certificate_serial", self.certificate_serial)
+        _put(out, "job_token", self.job_token)
         if self.decisions is not None:
             out["decisions"] = [d.to_json() for d in self.decisions]
         _put(out, "granted", _list(self.granted))
@@ -458,6 +460,7 @@ class TokenResponseRecord:
             account=_str(obj.get("account")),
             build=_str(obj.get("build")),
             certificate_serial=_str(obj.get("certificate_serial")),
+            job_token=_str(obj.get("job_token")),
             decisions=tuple(
                 ScopeDecisionRecord.from_json(d) for d in decisions if isinstance(d, dict)
             )

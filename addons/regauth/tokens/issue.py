@@ -28,6 +28,10 @@ ACCESS_TYP = "registry-access+jwt"
 
 
 REFRESH_TYP = "registry-refresh+jwt"
+# A job token (`regauth token issue`): a login credential for one build or account, never an
+# access token (its own typ and audience), capped to the scopes it was issued for.
+JOB_TYP = "regauth-job+jwt"
+MAX_JOB_LIFETIME = 24 * 3600  # seconds
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,32 @@ class TokenIssuer:
             "cfp": credential_fingerprint(account),
         }
         return self._sign(claims, REFRESH_TYP)
+
+    def issue_job(
+        self, subject_uri: str, scopes: list[ResourceScope], lifetime: int
+    ) -> tuple[str, dict[str, object]]:
+        """A job token for `subject_uri` (`regauth:build:ID`, `regauth:account:NAME`) that grants
+        at most `scopes` for `lifetime` seconds (1 to MAX_JOB_LIFETIME): the token and its
+        claims. ValueError for a lifetime out of range."""
+        if not 0 < lifetime <= MAX_JOB_LIFETIME:
+            raise ValueError(f"a job token lives 1 s to {MAX_JOB_LIFETIME // 3600} h")
+        now = int(self.clock())
+        claims: dict[str, object] = {
+            "iss": self.issuer,
+            "sub": subject_uri,
+            "aud": self.job_audience,
+            "exp": now + lifetime,
+            "nbf": now - 1,
+            "iat": now,
+            "jti": secrets.token_urlsafe(16),
+            "access": [s.as_claim() for s in scopes],
+        }
+        return self._sign(claims, JOB_TYP), claims
+
+    @property
+    def job_audience(self) -> str:
+        # Neither the registry's service nor the refresh audience: a job token is a login.
+        return f"regauth-job:{self.service}"
 
     @property
     def refresh_audience(self) -> str:

@@ -33,6 +33,7 @@ from regauth.tokens.claims import ClaimReader
 from regauth.tokens.claims import InvalidToken
 from regauth.tokens.claims import access_claim
 from regauth.tokens.issue import ACCESS_TYP
+from regauth.tokens.issue import JOB_TYP
 from regauth.tokens.issue import REFRESH_TYP
 from regauth.tokens.issue import credential_fingerprint
 from regauth.tokens.keyids import VerificationKey
@@ -58,6 +59,17 @@ _FORBIDDEN_HEADERS = ("jwk", "jku", "x5u", "crit")
 
 
 _B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+@dataclass(frozen=True)
+class JobClaims:
+    """A verified job token: whom it names (`regauth:build:ID`, `regauth:account:NAME`), its id,
+    expiry (epoch seconds) and the scopes it may grant at most."""
+
+    subject: str
+    jti: str
+    exp: int
+    access: tuple[ResourceScope, ...]
 
 
 @dataclass(frozen=True)
@@ -285,6 +297,37 @@ class TokenVerifier:
             assert last is not None
             raise last
         return _verified(claims, reader(claims, trusted), trusted.issuer)
+
+    def verify_job(self, token: str, job_audience: str) -> JobClaims:
+        """A job token's subject, id, expiry and scope cap; InvalidToken for anything else
+        (another typ or audience, a key regauth does not hold, expired, malformed claims).
+        Revocation is the caller's (`ops.job_tokens`)."""
+        header, _ = _split(token)
+        for name in _FORBIDDEN_HEADERS:
+            if name in header:
+                raise InvalidToken(f"JWT header {name!r} is not accepted")
+        if header.get("typ") != JOB_TYP:
+            raise InvalidToken("not a regauth job token")
+        key = self._own_key(header)
+        claims = self._decode(
+            token, key.public_key, str(header.get("alg")), key.algorithm, job_audience, self.issuer
+        )
+        jti, sub, exp = claims.get("jti"), claims.get("sub"), claims.get("exp")
+        if not isinstance(jti, str) or not isinstance(sub, str) or not isinstance(exp, int):
+            raise InvalidToken("job token claims jti, sub and exp are required")
+        return JobClaims(sub, jti, exp, tuple(access_claim(claims.get("access", []))))
+
+    @staticmethod
+    def looks_like_job_token(text: str) -> bool:
+        """Whether `text` is a JWS whose header says it is a job token (not verified): how the
+        token endpoint tells a job token from a password without trying bcrypt on it."""
+        if text.count(".") != 2 or len(text) > 16384 or not text.startswith("eyJ"):
+            return False
+        try:
+            header, _ = _split(text)
+        except InvalidToken:
+            return False
+        return header.get("typ") == JOB_TYP
 
     def verify_refresh(
         self, token: str, refresh_audience: str, accounts: dict[str, Account]
