@@ -12,6 +12,7 @@ sends no client certificate to a registry that resolves into 127.0.0.0/8.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import subprocess
@@ -20,7 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from regauth.mtls.identity import parse_subject
+from regauth.ops import client_ca
 from tests.integration.test_client_certificates import BUILD_RULES
+from tests.support.docker import CERTS_D
 from tests.support.docker import IPV6_LOOPBACK_NAME
 from tests.support.docker import DockerClient
 from tests.support.docker import Dockerd
@@ -80,7 +84,42 @@ def setup(tmp_path, certs_dir, write_policy, make_registry, make_proxy, ipv6_nam
         assert done.returncode == 0, done.stderr
         return out
 
-    return registry, proxy, issue
+    def refused_dirs() -> dict[str, Path]:
+        """Certificate directories every client must be refused with, for build b1: one of
+        another client CA, one expired, one revoked by serial (applied within a second)."""
+        out: dict[str, Path] = {}
+        other = tmp_path / "other-ca"
+        client_ca.init_client_ca(other)
+        subject = parse_subject("build", "b1")
+        now = dt.datetime.now(dt.UTC)
+        made = {
+            "another-ca": client_ca.issue_client_certificate(
+                other, subject, dt.timedelta(minutes=30)
+            ),
+            "expired": client_ca.issue_client_certificate(
+                certs, subject, dt.timedelta(minutes=1), now - dt.timedelta(hours=1)
+            ),
+            "revoked": client_ca.issue_client_certificate(certs, subject, dt.timedelta(minutes=30)),
+        }
+        for name, issued in made.items():
+            directory = tmp_path / f"refused-{name}"
+            directory.mkdir()
+            (directory / "client.key").write_bytes(issued.key_pem)
+            (directory / "client.key").chmod(0o600)
+            (directory / "client.cert").write_bytes(issued.cert_pem)
+            (directory / "ca.crt").write_bytes(proxy.ca.read_bytes())
+            out[name] = directory
+        done = subprocess.run(
+            [regauth, "certs", "revoke", "--dir", str(certs), "--serial", made["revoked"].serial],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        time.sleep(2.5)  # the watcher checks every second
+        return out
+
+    return registry, proxy, issue, refused_dirs
 
 
 def _stored(registry, repository: str) -> bool:
@@ -94,7 +133,7 @@ def _refused(output: str) -> bool:
 
 
 def test_podman_pushes_with_a_client_certificate(setup, podman_storage, tmp_path, layout):
-    registry, proxy, issue = setup
+    registry, proxy, issue, refused_dirs = setup
     path, _ = layout
     mine = issue("b1")
     podman = PodmanClient(podman_storage, tmp_path / "auth.json", mine)
@@ -107,10 +146,15 @@ def test_podman_pushes_with_a_client_certificate(setup, podman_storage, tmp_path
     theirs = podman.remote("push", image, f"docker://{proxy.netloc}/builds/b2/podman:1")
     assert not theirs.ok and _refused(theirs.output), theirs.output
     assert not _stored(registry, "builds/b2/podman")
+    for name, directory in refused_dirs().items():
+        bad = PodmanClient(podman_storage, tmp_path / f"auth-{name}.json", directory)
+        done = bad.remote("push", image, f"docker://{proxy.netloc}/builds/b1/podman-{name}:1")
+        assert not done.ok, (name, done.output)
+        assert not _stored(registry, f"builds/b1/podman-{name}"), name
 
 
 def test_buildah_pushes_with_a_client_certificate(setup, podman_storage, tmp_path, layout):
-    registry, proxy, issue = setup
+    registry, proxy, issue, refused_dirs = setup
     path, _ = layout
     mine = issue("b1")
     env = {
@@ -148,20 +192,35 @@ def test_buildah_pushes_with_a_client_certificate(setup, podman_storage, tmp_pat
     )
     assert theirs.returncode != 0 and _refused(theirs.stderr), theirs.stderr
     assert not _stored(registry, "builds/b2/buildah")
+    for name, directory in refused_dirs().items():
+        done = buildah(
+            "push", "--cert-dir", str(directory), image,
+            f"docker://{proxy.netloc}/builds/b1/buildah-{name}:1",
+        )  # fmt: skip
+        assert done.returncode != 0, (name, done.stderr)
+        assert not _stored(registry, f"builds/b1/buildah-{name}"), name
+
+
+def _hosts(tmp_path: Path, netloc: str, cert_dir: Path) -> Path:
+    """A containerd hosts directory whose hosts.toml presents the pair in `cert_dir`."""
+    hosts = tmp_path / f"hosts-{cert_dir.name}"
+    directory = hosts / netloc
+    directory.mkdir(parents=True)
+    ca, cert, key = (cert_dir / n for n in ("ca.crt", "client.cert", "client.key"))
+    (directory / "hosts.toml").write_text(
+        f'server = "https://{netloc}"\n'
+        f'[host."https://{netloc}"]\n'
+        '  capabilities = ["pull", "resolve", "push"]\n'
+        f'  ca = "{ca}"\n'
+        f'  client = [["{cert}", "{key}"]]\n'
+    )
+    return hosts
 
 
 def test_ctr_pushes_with_a_client_certificate(setup, containerd, tmp_path):
-    registry, proxy, issue = setup
+    registry, proxy, issue, refused_dirs = setup
     mine = issue("b1")
-    hosts = tmp_path / "hosts.d"
-    directory = hosts / proxy.netloc
-    directory.mkdir(parents=True)
-    (directory / "hosts.toml").write_text(f"""server = "https://{proxy.netloc}"
-[host."https://{proxy.netloc}"]
-  capabilities = ["pull", "resolve", "push"]
-  ca = "{mine / "ca.crt"}"
-  client = [["{mine / "client.cert"}", "{mine / "client.key"}"]]
-""")
+    hosts = _hosts(tmp_path, proxy.netloc, mine)
     layout = tmp_path / "ctr-layout"
     make_layout(layout)
     image = archive(layout, tmp_path / "ctr.tar")
@@ -175,15 +234,24 @@ def test_ctr_pushes_with_a_client_certificate(setup, containerd, tmp_path):
     theirs = containerd.ctr("images", "push", "--hosts-dir", str(hosts), other)
     assert not theirs.ok and _refused(theirs.output), theirs.output
     assert not _stored(registry, "builds/b2/ctr")
+    for name, directory in refused_dirs().items():
+        ref = f"{proxy.netloc}/builds/b1/ctr-{name}:latest"
+        assert containerd.ctr("images", "tag", "--force", f"{base}:latest", ref).ok
+        done = containerd.ctr(
+            "images", "push", "--hosts-dir", str(_hosts(tmp_path, proxy.netloc, directory)), ref
+        )
+        assert not done.ok, (name, done.output)
+        assert not _stored(registry, f"builds/b1/ctr-{name}"), name
 
 
 def test_docker_and_its_buildkit_with_a_client_certificate(setup, dockerd, tmp_path, certs_dir):
     """dockerd's BuildKit reads the list of `certs.d` directories when the daemon starts
     (moby 20.10 `Daemon.RegistryHosts`), so this test starts a daemon of its own after the
     files are in place; the session's daemon, started before, is the control without them."""
-    registry, proxy, issue = setup
+    registry, proxy, issue, refused_dirs = setup
     mine = issue("b1")
     files = {name: mine / name for name in ("ca.crt", "client.cert", "client.key")}
+    bad_dirs = refused_dirs()
     ours = f"{proxy.netloc}/builds/b1/docker:1"
     context = tmp_path / "context"
     context.mkdir()
@@ -202,6 +270,17 @@ def test_docker_and_its_buildkit_with_a_client_certificate(setup, dockerd, tmp_p
             refused = docker.run("push", theirs)
             assert not refused.ok and _refused(refused.output), refused.output
             assert not _stored(registry, "builds/b2/docker")
+            # dockerd reads certs.d at each push: the refused certificates, one after another.
+            for name, directory in bad_dirs.items():
+                for file in ("client.cert", "client.key"):
+                    shutil.copyfile(directory / file, CERTS_D / proxy.netloc / file)
+                ref = f"{proxy.netloc}/builds/b1/docker-{name}:1"
+                assert docker.run("tag", ours, ref).ok
+                done = docker.run("push", ref)
+                assert not done.ok, (name, done.output)
+                assert not _stored(registry, f"builds/b1/docker-{name}"), name
+            for file in ("client.cert", "client.key"):
+                shutil.copyfile(files[file], CERTS_D / proxy.netloc / file)
             # BuildKit inside dockerd builds FROM the build's private image, no login anywhere.
             assert docker.run("rmi", ours, theirs).ok
             built = docker.build(context, "regauth-test/from-b1")

@@ -170,6 +170,27 @@ class Entry:
         return self.token_response.account
 
     @property
+    def credential(self) -> str:
+        """Which credential decided this record, for `trace`: `password`, `refresh token`,
+        `client certificate SERIAL`, `job token ID`, `token` (a Bearer token regauth
+        verified), `capability` (a build id in the path), or "" (anonymous or unknown)."""
+        certificate = self.record.client_certificate
+        if self.kind == "token":
+            kind = self.token_response.credential or ""
+            if kind == "client_certificate":
+                return f"client certificate {self.token_response.certificate_serial or ''}".strip()
+            if kind == "job_token":
+                return f"job token {self.token_response.job_token or ''}".strip()
+            return kind.replace("_", " ")
+        if self.reason.startswith("client certificate (") and certificate is not None:
+            return f"client certificate {certificate.serial or ''}".strip()
+        if self.checked_by == "regauth":
+            return "token"
+        if "<id:" in self.path:
+            return "capability"
+        return ""
+
+    @property
     def token_build(self) -> str | None:
         """The build a client certificate named on this token request (`${build}`), or None."""
         return self.token_response.build

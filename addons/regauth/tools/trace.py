@@ -138,13 +138,18 @@ def steps(c: Conversation) -> list[Step]:
         offset = _offset(entry, start)
         if entry.kind == "token":
             # Only a login regauth accepted names an account; a refused one is a claim.
+            account = entry.token_account
+            if account == "anonymous" and entry.token_build:
+                account = f"build {entry.token_build}"
             who = (
-                f"as {entry.token_account}"
-                if entry.token_account
+                f"as {account}"
+                if account
                 else f"claims {entry.claim}"
                 if entry.claim
                 else "as anonymous"
             )
+            if account and entry.credential:
+                who += f" by {entry.credential}"
             grant_type = entry.token_request.grant_type or entry.method
             out.append(
                 Step(
@@ -203,6 +208,8 @@ def steps(c: Conversation) -> list[Step]:
             text += f" ({entry.repository})" if entry.repository else ""
         if entry.injected:
             text += " with injected upstream credentials"
+        elif entry.credential.startswith("client certificate"):
+            text += f" by {entry.credential}"
         if entry.error:
             text += f" error: {entry.error}"
         failed = not isinstance(entry.status, int) or entry.status >= 400

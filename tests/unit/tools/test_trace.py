@@ -200,3 +200,50 @@ def test_trace_account_lists_only_verified_requests(tmp_path: Path, capsys) -> N
     assert main(["trace", str(log)]) == 0
     out = capsys.readouterr().out
     assert out.count("10.0.0.9 claims sub='alice' (unverified)") == 2
+
+
+def test_trace_names_the_credential_that_decided() -> None:
+    certificate = {"subject": "regauth:build:b1", "serial": "5d69"}
+    token = {
+        "time": T0.format(1),
+        "conversation": "c9",
+        "client": "10.0.0.9:2000",
+        "kind": "token",
+        "method": "GET",
+        "path": "/v2/token",
+        "status": 200,
+        "client_certificate": certificate,
+        "token_request": {"method": "GET", "requested": ["repository:builds/b1:push"]},
+        "token_response": {
+            "credential": "client_certificate",
+            "account": "anonymous",
+            "build": "b1",
+            "certificate_serial": "5d69",
+            "decisions": [],
+            "jti": "j9",
+        },
+    }
+    job = {
+        **token,
+        "time": T0.format(2),
+        "client_certificate": None,
+        "token_response": {"credential": "job_token", "account": "ci", "job_token": "J1",
+                           "decisions": []},
+    }  # fmt: skip
+    registry = {
+        "time": T0.format(3),
+        "conversation": "c9",
+        "client": "10.0.0.9:2000",
+        "kind": "registry",
+        "method": "PUT",
+        "path": "/v2/builds/b1/manifests/1",
+        "status": 201,
+        "answered_by": "upstream",
+        "client_certificate": certificate,
+        "decision": {"forward": True, "reason": "client certificate (build b1) grants x"},
+    }
+    [conversation] = _conversations(token, job, registry)
+    texts = [step.text for step in trace.steps(conversation)]
+    assert any("as build b1 by client certificate 5d69" in t for t in texts), texts
+    assert any("as ci by job token J1" in t for t in texts), texts
+    assert any(t.startswith("PUT") and t.endswith("by client certificate 5d69") for t in texts)
