@@ -464,3 +464,23 @@ async def test_the_first_unexpected_error_gets_its_traceback_however_soon_after_
         await addon.done()
     [error] = [r for r in caplog.records if "unexpected error" in r.getMessage()]
     assert error.exc_info is not None
+
+
+@run
+async def test_the_client_certificate_deny_list_reloads_and_a_broken_one_keeps_the_last_good(
+    write_policy, certs
+):
+    from regauth.mtls.revocations import Revocations
+    from regauth.ops import client_ca
+
+    addon = ConfigLoader()
+    with taddons.context(addon) as tctx:
+        _configure(tctx, addon, write_policy(), certs)
+        assert addon.active.runtime.client_trust.revocations == Revocations()
+        client_ca.write_revocations(certs, Revocations(builds=frozenset(["b1"])))
+        assert await addon.reload_if_changed() is True
+        revoked = addon.active.runtime.client_trust.revocations
+        assert revoked.builds == {"b1"}
+        _edit(certs / client_ca.REVOKED, "{broken")
+        assert await addon.reload_if_changed() is False
+        assert addon.active.runtime.client_trust.revocations is revoked
