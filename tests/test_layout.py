@@ -21,7 +21,6 @@ UNMIRRORED = frozenset(
     {
         "mitm/addons_list.py",
         "mitm/admin.py",
-        "mitm/flow_state.py",
         "mitm/jwt_view.py",
         "mitm/listener.py",
         "mitm/login_store.py",

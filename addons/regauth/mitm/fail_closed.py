@@ -17,6 +17,7 @@ from typing import Any
 
 from mitmproxy import http
 
+from regauth.mitm.flow_state import local_response
 from regauth.protocol.errors import JSON_HEADERS
 from regauth.protocol.errors import Code
 from regauth.protocol.errors import error_body
@@ -50,7 +51,8 @@ def _contain(flow: http.HTTPFlow, hook: str, error: BaseException) -> None:
     )
     flow.metadata.pop(FORWARD_MARK, None)
     if hook in ("requestheaders", "request") and flow.response is None and not flow.request.stream:
-        flow.response = http.Response.make(
+        flow.response = local_response(
+            flow.request,
             500,
             error_body(Code.UNAVAILABLE, "regauth internal error; request refused"),
             JSON_HEADERS,

@@ -31,6 +31,19 @@ from regauth.tokens.verify import VerifiedToken
 AnsweredBy = Literal["regauth", "upstream", ""]
 
 
+def local_response(
+    request: http.Request, status: int, body: bytes, headers: dict[str, str]
+) -> http.Response:
+    """An answer regauth makes itself. To a HEAD: no body (mitmproxy would send one and
+    desynchronize HTTP/1) but the Content-Length the GET would send (RFC 9110 §8.6, §9.3.2;
+    distribution does the same)."""
+    if request.method.upper() != "HEAD":
+        return http.Response.make(status, body, headers)
+    response = http.Response.make(status, b"", headers)
+    response.headers["Content-Length"] = str(len(body))
+    return response
+
+
 @dataclass
 class FlowState:
     started: float

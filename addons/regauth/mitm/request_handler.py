@@ -33,6 +33,7 @@ from regauth.mitm.fail_closed import LOCAL_MARK
 from regauth.mitm.fail_closed import fail_closed
 from regauth.mitm.flow_state import FlowState
 from regauth.mitm.flow_state import FlowStates
+from regauth.mitm.flow_state import local_response
 from regauth.mitm.login_pool import LoginPool
 from regauth.mitm.patches.framing import body_absent
 from regauth.mitm.patches.stream_isolation import DISCARD_MARK
@@ -184,10 +185,7 @@ class RequestHandler:
             state.via_sink = True
             flow.metadata[DISCARD_MARK] = True
             return
-        body = answer.body
-        if request.method == "HEAD":
-            body = b""  # a HEAD response has no body; sending one desynchronizes HTTP/1
-        flow.response = http.Response.make(answer.status, body, answer.headers)
+        flow.response = local_response(request, answer.status, answer.body, answer.headers)
 
     def _refuse(
         self,

@@ -20,6 +20,7 @@ from mitmproxy import http
 from regauth.mitm.fail_closed import fail_closed
 from regauth.mitm.flow_state import FlowState
 from regauth.mitm.flow_state import FlowStates
+from regauth.mitm.flow_state import local_response
 from regauth.protocol import rewrite
 from regauth.protocol.errors import Code
 from regauth.protocol.errors import RegistryError
@@ -81,7 +82,7 @@ class ResponseRewriter:
             answer = RegistryError(
                 502, Code.UNAVAILABLE, "the upstream registry refused regauth's credentials"
             ).answer()
-            flow.response = http.Response.make(answer.status, answer.body, answer.headers)
+            flow.response = local_response(flow.request, answer.status, answer.body, answer.headers)
             state.reason_override = "upstream refused the injected credentials"
 
 

@@ -127,6 +127,8 @@ async def test_a_challenge_is_answered_locally_with_regauths_realm(write_policy,
     # HEAD: the same answer without a body (a body would desynchronize HTTP/1).
     assert _status(head) == 401 and head.response.raw_content == b""
     assert head.response.headers["WWW-Authenticate"] == flow.response.headers["WWW-Authenticate"]
+    # … and the Content-Length the GET has (RFC 9110 §8.6; distribution does the same).
+    assert int(head.response.headers["Content-Length"]) == len(flow.response.raw_content) > 100
 
 
 @pytest.mark.parametrize(
