@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from regauth.mtls.identity import ClientCertificate
 from regauth.policy.model import Identity
 from regauth.protocol import challenge
+from regauth.protocol.auth_header import MAX_AUTHORIZATION_LENGTH
 from regauth.protocol.auth_header import safe_scheme
 from regauth.protocol.auth_header import split_authorization
 from regauth.protocol.errors import Answer
@@ -33,8 +34,6 @@ from regauth.protocol.routes import match_route
 from regauth.runtime import Runtime
 from regauth.tokens.claims import InvalidToken
 from regauth.tokens.verify import VerifiedToken
-
-MAX_AUTHORIZATION_LENGTH = 8192
 
 
 @dataclass(frozen=True)

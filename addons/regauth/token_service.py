@@ -32,6 +32,7 @@ from regauth.logins.credentials import Authenticator
 from regauth.logins.limits import RateLimited
 from regauth.policy.model import Account
 from regauth.policy.model import Identity
+from regauth.protocol.auth_header import MAX_AUTHORIZATION_LENGTH
 from regauth.protocol.auth_header import parse_basic
 from regauth.protocol.auth_header import split_authorization
 from regauth.protocol.errors import Code
@@ -196,6 +197,16 @@ def _handle(
     trace.granted = [str(g) for g in granted]
 
     issued = runtime.issuer.issue_access(identity.subject, granted)
+    if len("Bearer ") + len(issued.token) > MAX_AUTHORIZATION_LENGTH:
+        # Never answer with a token the gate (and the client's next request) cannot carry:
+        # the client would ask again and get the same one (a challenge loop).
+        raise TokenError(
+            400,
+            Code.UNSUPPORTED,
+            "invalid_scope",
+            f"the granted scopes need a token of {len(issued.token)} bytes; an Authorization "
+            f"header carries at most {MAX_AUTHORIZATION_LENGTH}: ask for fewer scopes per token",
+        )
     body: dict[str, object] = {
         "token": issued.token,
         "access_token": issued.token,

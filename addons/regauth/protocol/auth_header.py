@@ -7,6 +7,11 @@ import re
 
 from regauth.protocol.jwt_inspect import decode_unverified
 
+# The longest Authorization header regauth's gate reads, in bytes. The token endpoint never
+# issues a token that would not fit in it (`token_service`): the one limit of the token size
+# contract (README "The token service").
+MAX_AUTHORIZATION_LENGTH = 8192
+
 
 def parse_basic(value: str) -> tuple[str, str]:
     """(username, password) from a Basic credential (RFC 7617: base64 of `user-id:password`,
