@@ -28,7 +28,11 @@ from regauth.protocol.urls import parse_origin
 MAX_TOKEN_RESPONSE = 1024 * 1024
 USER_AGENT = "regauth-upstream-auth"
 RENEW_FRACTION = 0.9  # renew at 90% of the lifetime, like BuildKit
-MIN_EXPIRES_IN = 60
+# distribution token.md: "expires_in … defaults to 60 seconds" when absent. A shorter lifetime
+# the token service states is honoured (an upstream refusing its token after 10 s must see a new
+# one by then); 1 s is the floor for a zero or negative one.
+DEFAULT_EXPIRES_IN = 60
+MIN_EXPIRES_IN = 1
 # A token said to live longer is still renewed daily: an upstream's clock or typo must not pin a
 # token in the cache for ever.
 MAX_EXPIRES_IN = 24 * 3600
@@ -150,7 +154,9 @@ class UpstreamAuth:
         c = self._discover()
         realm = c.params["realm"]
         check_realm(realm, self.upstream, self.credentials.realm_hosts)
-        query = [("service", c.params.get("service", ""))]
+        # No `service` in the challenge: none in the request (not `service=`).
+        service = c.params.get("service")
+        query = [("service", service)] if service else []
         query += [("scope", str(s)) for s in scopes]
         separator = "&" if "?" in realm else "?"
         started = self.clock()
@@ -163,7 +169,7 @@ class UpstreamAuth:
 
 def parse_token_response(body: bytes) -> tuple[str, int]:
     """(token, expires_in seconds) from a token service's 200 body (distribution token.md:
-    `token` or OAuth2 `access_token`; `expires_in` defaults to 60 and is clamped to
+    `token` or OAuth2 `access_token`; `expires_in` defaults to 60 when absent and is clamped to
     [MIN_EXPIRES_IN, MAX_EXPIRES_IN]). The token must be printable ASCII without spaces, so it
     can go into a header as it is.
 
@@ -183,8 +189,8 @@ def parse_token_response(body: bytes) -> tuple[str, int]:
 
 
 def _expires_in(value: object) -> int:
-    if value is None or value == 0 or value == "":
-        return MIN_EXPIRES_IN
+    if value is None or value == "":
+        return DEFAULT_EXPIRES_IN
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12:
         value = int(value)  # some token services send a string
     if not isinstance(value, int | float) or isinstance(value, bool) or value != value:

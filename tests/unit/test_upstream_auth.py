@@ -151,7 +151,8 @@ def test_forget_drops_one_cache_entry():
 
 @pytest.mark.parametrize(
     ("expires_in", "renew_after"),
-    [(300, 270), (100, 90), (None, 54), (10, 54), (0, 54)],
+    # The stated lifetime, even a short one; 60 s only when absent (distribution token.md).
+    [(300, 270), (100, 90), (None, 54), (10, 9), (0, 0.9)],
 )
 def test_tokens_are_renewed_at_90_percent_of_their_lifetime(expires_in, renew_after):
     fetch = FakeUpstream(expires_in=expires_in)
@@ -277,3 +278,12 @@ def test_the_bearer_challenge_is_found_in_any_header_line(challenges):
         return result
 
     assert _auth(split).header_for((scope("repository:a:pull"),)) == "Bearer tok1"
+
+
+def test_a_challenge_without_service_sends_none():
+    fetch = FakeUpstream('Bearer realm="https://auth.example/token?tenant=1"')
+    auth = _auth(fetch)
+    auth.header_for((scope("repository:a:pull"),))
+    url = fetch.token_calls[-1][0]
+    assert url.startswith("https://auth.example/token?tenant=1&scope=")
+    assert "service" not in url
