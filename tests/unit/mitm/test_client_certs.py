@@ -67,7 +67,24 @@ def test_no_certificate_no_verdict_and_disconnect_forgets(tmp_path):
     assert CLIENT_CERTIFICATE_REFUSED not in other.metadata
     addon.requestheaders(flow)
     addon.client_disconnected(flow.client_conn)
-    assert addon._chains == {} and addon._verdicts == {}
+    assert addon._chains == {} and addon._presented == {} and addon._users == {}
+
+
+def test_one_verification_per_certificate_across_connections(tmp_path, monkeypatch):
+    from regauth.mitm import client_certs
+
+    addon, _, flow, _, issued = _setup(tmp_path)
+    calls = []
+    real = client_certs.verify_client_chain
+    monkeypatch.setattr(client_certs, "verify_client_chain", lambda *a: calls.append(1) or real(*a))
+    addon.requestheaders(flow)
+    for _ in range(5):  # five more connections presenting the same certificate
+        other = tflow.tflow()
+        other.client_conn.certificate_list = flow.client_conn.certificate_list
+        addon.tls_established_client(SimpleNamespace(conn=other.client_conn, ssl_conn=None))
+        addon.requestheaders(other)
+        assert other.metadata[CLIENT_CERTIFICATE].serial == issued.serial
+    assert len(calls) == 1
 
 
 def test_a_resumed_session_keeps_its_leaf(tmp_path):
