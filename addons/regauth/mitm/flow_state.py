@@ -36,8 +36,9 @@ def local_response(
 ) -> http.Response:
     """An answer regauth makes itself. To a HEAD: no body (mitmproxy would send one and
     desynchronize HTTP/1) but the Content-Length the GET would send (RFC 9110 §8.6, §9.3.2;
-    distribution does the same)."""
-    if request.method.upper() != "HEAD":
+    distribution does the same). Only the exact method `HEAD`: methods are case-sensitive
+    (RFC 9110 §9.1), and Go's client reads a body after `hEaD` (regauth answers it 405)."""
+    if request.data.method != b"HEAD":
         return http.Response.make(status, body, headers)
     response = http.Response.make(status, b"", headers)
     response.headers["Content-Length"] = str(len(body))

@@ -16,3 +16,9 @@ def test_a_head_gets_no_body_but_the_gets_content_length():
     assert head.raw_content == b""
     assert head.headers["Content-Length"] == str(len(body))
     assert head.headers["Content-Type"] == "application/json"
+
+
+def test_only_the_exact_method_head_is_a_head():
+    body = b"x" * 10
+    other = local_response(tutils.treq(method=b"hEaD"), 405, body, {})
+    assert other.raw_content == body
