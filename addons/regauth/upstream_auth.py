@@ -189,7 +189,7 @@ def parse_token_response(body: bytes) -> tuple[str, int]:
 
 
 def _expires_in(value: object) -> int:
-    if value is None or value == "":
+    if value is None or value == "" or value is False:
         return DEFAULT_EXPIRES_IN
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12:
         value = int(value)  # some token services send a string

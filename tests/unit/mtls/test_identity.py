@@ -21,6 +21,8 @@ from regauth.mtls.revocations import Revocations
 from regauth.ops import client_ca
 from regauth.ops import pki
 
+# Taken when the module is imported, which can be half an hour before these tests run: every
+# certificate below is issued at NOW, not at the test's own clock.
 NOW = dt.datetime.now(dt.UTC)
 
 
@@ -40,7 +42,7 @@ def _ca(certs: Path) -> x509.Certificate:
 
 
 def _issue(certs: Path, kind="build", name="b1", ttl=dt.timedelta(minutes=30), now=None):
-    return client_ca.issue_client_certificate(certs, parse_subject(kind, name), ttl, now)
+    return client_ca.issue_client_certificate(certs, parse_subject(kind, name), ttl, now or NOW)
 
 
 def _hand_made(
