@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlencode
 
+import measure
 from bench import REGAUTH
 from bench import BenchError
 from bench import Endpoint
@@ -45,8 +46,6 @@ from bench import workspace
 from control import SERVICE
 from control import seed_blob
 from measure import REPO
-from measure import Load
-from measure import _client
 from measure import blob_latencies
 from measure import cpu_seconds
 from measure import percentile
@@ -87,26 +86,9 @@ def context(ca: Path, cert: tuple[Path, Path] | None) -> ssl.SSLContext:
 def token_rate(
     port: int, pid: int, ctx: ssl.SSLContext, target: str, clients: int, seconds: float
 ) -> tuple[float, float]:
-    """Keep-alive clients: requests/s and server CPU µs per request (every answer 200)."""
-    request = f"GET {target} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n".encode()
-    load = Load()
-    cpu: list[float] = []
-
-    async def run() -> None:
-        start = time.perf_counter()
-        asyncio.get_running_loop().call_later(1, lambda: cpu.append(cpu_seconds(pid)))
-        await asyncio.gather(
-            *(
-                _client(port, ctx, request, start + 1 + seconds, start + 1, load)
-                for _ in range(clients)
-            )
-        )
-        cpu.append(cpu_seconds(pid))
-
-    asyncio.run(run())
-    if set(load.statuses) != {200}:
-        raise BenchError(f"token requests: statuses {dict(load.statuses)}")
-    return load.requests / seconds, (cpu[1] - cpu[0]) / max(1, load.requests) * 1e6
+    """Keep-alive clients (measure.token_rate with this context): req/s, CPU µs per request."""
+    rate = measure.token_rate(port, pid, Path(), target, None, clients, seconds, ctx)
+    return rate.per_second, rate.cpu_us
 
 
 def fresh_rate(

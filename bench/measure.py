@@ -85,11 +85,14 @@ def token_rate(
     authorization: str | None,
     clients: int,
     seconds: float,
+    context: ssl.SSLContext | None = None,
 ) -> Rate:
     """Requests/s over `seconds` after a 1 s warm-up, and the server's CPU time per request
-    (what a busy machine changes least); every answer must be 200."""
-    context = ssl.create_default_context(cafile=str(ca))
-    context.set_alpn_protocols(["http/1.1"])
+    (what a busy machine changes least); every answer must be 200. `context`: the clients' TLS
+    (default: trusting `ca`, HTTP/1.1; bench/client_certs.py adds a client certificate)."""
+    if context is None:
+        context = ssl.create_default_context(cafile=str(ca))
+        context.set_alpn_protocols(["http/1.1"])
     lines = [f"GET {target} HTTP/1.1", f"Host: localhost:{port}", "User-Agent: regauth-bench"]
     if authorization:
         lines.append(f"Authorization: {authorization}")

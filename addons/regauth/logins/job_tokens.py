@@ -24,6 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from regauth.mtls.identity import ClientSubject
+from regauth.mtls.identity import parse_subject
+from regauth.protocol.scope import ResourceScope
+from regauth.protocol.scope import parse_scopes
+from regauth.tokens.issue import MAX_JOB_LIFETIME
+from regauth.tokens.issue import TokenIssuer
+
 MAX_REVOKED_BYTES = 4 * 1024 * 1024
 
 
@@ -63,6 +70,39 @@ class JobRecord:
         return cls(
             str(obj["jti"]), str(obj["subject"]), tuple(str(s) for s in scopes), issued_at, exp
         )
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What a job token is asked for (`regauth token issue`, `POST /job-tokens`), checked."""
+
+    subject: ClientSubject
+    scopes: tuple[ResourceScope, ...]
+    lifetime: int  # seconds
+
+
+def parse_job_request(kind: str, name: str, scopes: list[str], lifetime: int) -> JobRequest:
+    """Check a request's parts; ValueError naming what is wrong (the caller's input error)."""
+    subject = parse_subject(kind, name)
+    if not scopes:
+        raise ValueError("at least one scope is required")
+    parsed = tuple(parse_scopes(scopes))
+    if not 0 < lifetime <= MAX_JOB_LIFETIME:
+        raise ValueError(f"ttl must be more than 0 and at most {MAX_JOB_LIFETIME // 3600}h")
+    return JobRequest(subject, parsed, lifetime)
+
+
+def mint(issuer: TokenIssuer, request: JobRequest) -> tuple[str, JobRecord]:
+    """The signed job token and its record (what a store keeps: never the token)."""
+    token, claims = issuer.issue_job(request.subject.uri, list(request.scopes), request.lifetime)
+    record = JobRecord(
+        str(claims["jti"]),
+        request.subject.uri,
+        tuple(str(s) for s in request.scopes),
+        int(str(claims["iat"])),
+        int(str(claims["exp"])),
+    )
+    return token, record
 
 
 class JobStore(Protocol):

@@ -22,13 +22,11 @@ from pathlib import Path
 
 from tornado import web
 
-from regauth.logins.job_tokens import JobRecord
 from regauth.logins.job_tokens import JobStore
+from regauth.logins.job_tokens import mint
+from regauth.logins.job_tokens import parse_job_request
 from regauth.mitm.config_loader import ConfigLoader
-from regauth.mtls.identity import parse_subject
 from regauth.ops import pki
-from regauth.protocol.scope import parse_scopes
-from regauth.tokens.issue import MAX_JOB_LIFETIME
 from regauth.tools.trace import parse_duration
 
 logger = logging.getLogger(__name__)
@@ -87,14 +85,13 @@ class JobTokensHandler(web.RequestHandler):
             if ("build" in doc) == ("account" in doc):
                 raise ValueError("give exactly one of build and account")
             kind = "build" if "build" in doc else "account"
-            subject = parse_subject(kind, str(doc[kind]))
             raw_scopes = doc.get("scope")
-            if not isinstance(raw_scopes, list) or not raw_scopes:
-                raise ValueError("scope must be a non-empty list")
-            scopes = parse_scopes([str(s) for s in raw_scopes])
+            if not isinstance(raw_scopes, list):
+                raise ValueError("scope must be a list")
             lifetime = int(parse_duration(str(doc.get("ttl", "15m"))).total_seconds())
-            if not 0 < lifetime <= MAX_JOB_LIFETIME:
-                raise ValueError(f"ttl must be more than 0 and at most {MAX_JOB_LIFETIME // 3600}h")
+            request = parse_job_request(
+                kind, str(doc[kind]), [str(s) for s in raw_scopes], lifetime
+            )
         except (ValueError, TypeError) as e:
             self._fail(400, str(e)[:300])
             return
@@ -102,17 +99,11 @@ class JobTokensHandler(web.RequestHandler):
         if active is None:
             self._fail(503, "regauth has no valid policy loaded")
             return
+        subject = request.subject
         if subject.kind == "account" and subject.name not in active.runtime.policy.accounts:
             self._fail(400, f"account {subject.name!r} is not in the policy")
             return
-        token, claims = active.runtime.issuer.issue_job(subject.uri, list(scopes), lifetime)
-        record = JobRecord(
-            str(claims["jti"]),
-            subject.uri,
-            tuple(str(s) for s in scopes),
-            int(str(claims["iat"])),
-            int(str(claims["exp"])),
-        )
+        token, record = mint(active.runtime.issuer, request)
         store = self.store()
         try:
             if store is not None:

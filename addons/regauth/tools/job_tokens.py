@@ -17,15 +17,13 @@ import time
 from pathlib import Path
 
 from regauth.logins.job_tokens import FileJobStore
-from regauth.logins.job_tokens import JobRecord
 from regauth.logins.job_tokens import JobStore
-from regauth.mtls.identity import parse_subject
+from regauth.logins.job_tokens import mint
+from regauth.logins.job_tokens import parse_job_request
 from regauth.ops import pki
 from regauth.policy.load import load_policy
 from regauth.policy.reader import PolicyError
-from regauth.protocol.scope import parse_scopes
 from regauth.tokens import keystate
-from regauth.tokens.issue import MAX_JOB_LIFETIME
 from regauth.tokens.issue import TokenIssuer
 from regauth.tokens.keyring import KeyRing
 from regauth.tools import EXIT_FAILED
@@ -52,11 +50,8 @@ def _error(command: str, message: object) -> None:
 def issue(args: argparse.Namespace) -> int:
     try:
         kind, name = ("build", args.build) if args.build else ("account", args.account)
-        subject = parse_subject(kind, name)
-        scopes = parse_scopes(args.scope)
         lifetime = int(parse_duration(args.ttl).total_seconds())
-        if not 0 < lifetime <= MAX_JOB_LIFETIME:
-            raise ValueError(f"--ttl must be more than 0 and at most {MAX_JOB_LIFETIME // 3600}h")
+        request = parse_job_request(kind, name, args.scope, lifetime)
         policy = load_policy(Path(args.policy))
     except PolicyError as e:
         for problem in e.problems:
@@ -65,6 +60,7 @@ def issue(args: argparse.Namespace) -> int:
     except ValueError as e:
         _error("issue", e)
         return EXIT_INPUT
+    subject = request.subject
     if subject.kind == "account" and subject.name not in policy.accounts:
         _error("issue", f"account {subject.name!r} is not in {args.policy}")
         return EXIT_INPUT
@@ -75,14 +71,7 @@ def issue(args: argparse.Namespace) -> int:
         issuer = TokenIssuer(
             KeyRing(keys, lifecycle.signer.name), policy.token, policy.service, policy.issuer
         )
-        token, claims = issuer.issue_job(subject.uri, list(scopes), lifetime)
-        record = JobRecord(
-            str(claims["jti"]),
-            subject.uri,
-            tuple(str(s) for s in scopes),
-            int(str(claims["iat"])),
-            int(str(claims["exp"])),
-        )
+        token, record = mint(issuer, request)
         _store(args).record(record)
     except (OSError, ValueError) as e:
         _error("issue", e)
