@@ -198,3 +198,33 @@ def _expires_in(value: object) -> int:
             "upstream token service sent malformed JSON (expires_in is not a number)"
         )
     return int(min(max(value, MIN_EXPIRES_IN), MAX_EXPIRES_IN))
+
+
+RETRY_WINDOW = 30.0  # seconds during which a request already sent back is not sent back again
+MAX_RETRY_KEYS = 4096
+RETRY_AFTER = 1  # seconds, on the 503 that ends a refusal regauth cannot have retried
+
+
+@dataclass
+class RetryGuard:
+    """Whether an upstream 401 to regauth's freshly renewed credentials may be answered with a
+    redirect to the same request (RFC 9110 §15.4.8 307: the client repeats method and body),
+    at most once per (client address, method, target) in RETRY_WINDOW seconds: so a request the
+    upstream keeps refusing ends in a 503 instead of a loop. Bounded to MAX_RETRY_KEYS entries
+    (oldest dropped). Sans-IO; `clock` in seconds. Not thread-safe: used on the event loop."""
+
+    clock: Callable[[], float] = time.time
+    _sent: dict[tuple[str, str, str], float] = field(default_factory=dict)
+
+    def may_retry(self, client_ip: str, method: str, target: str) -> bool:
+        """True, and remembered, the first time in the window; False after that."""
+        now = self.clock()
+        key = (client_ip, method, target)
+        until = self._sent.get(key)
+        if until is not None and until > now:
+            return False
+        self._sent.pop(key, None)
+        self._sent[key] = now + RETRY_WINDOW
+        while len(self._sent) > MAX_RETRY_KEYS:
+            self._sent.pop(next(iter(self._sent)))
+        return True

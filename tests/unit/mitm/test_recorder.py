@@ -281,7 +281,7 @@ async def test_a_refusal_answered_by_the_sink_is_recorded_with_its_discarded_bod
 
 
 @run
-async def test_an_upstream_401_to_injected_credentials_is_recorded_as_a_502(
+async def test_an_upstream_401_to_injected_credentials_is_recorded_as_a_503(
     write_policy, certs_dir, log
 ):
     async with running(write_policy(upstream_extra=INJECT_BASIC), certs_dir, log) as harness:
@@ -293,7 +293,7 @@ async def test_an_upstream_401_to_injected_credentials_is_recorded_as_a_502(
             upstream_response(401, [("WWW-Authenticate", 'Basic realm="registry"')]),
         )
         record = _by_flow(harness, flow)
-    assert record["status"] == 502 and record["upstream_credentials"] == "injected"
+    assert record["status"] == 503 and record["upstream_credentials"] == "injected"
     assert record["decision"]["forward"] is False
     assert record["decision"]["reason"] == "upstream refused the injected credentials"
     assert record["upstream_challenge"] == [{"scheme": "Basic", "realm": "registry"}]

@@ -14,6 +14,8 @@ from mitmproxy.test import tflow
 from mitmproxy.test import tutils
 
 from regauth.mitm.response_rewriter import KEEP_FOR_DISPLAY
+from regauth.upstream_auth import HttpResult
+from regauth.upstream_auth import UpstreamAuthError
 from regauth.upstream_auth import _Cached
 from tests.unit.mitm.harness import PUBLIC
 from tests.unit.mitm.harness import UPSTREAM
@@ -204,7 +206,9 @@ async def test_flows_regauth_never_decided_are_left_alone(hook, write_policy, ce
         )
     )
     async with running(write_policy(mode="delegate"), certs_dir) as harness:
-        getattr(harness.responses, hook)(flow)
+        result = getattr(harness.responses, hook)(flow)
+        if hook == "response":
+            await result
     assert flow.response.headers["Location"] == f"{UPSTREAM}/v2/x"
     assert flow.response.headers["WWW-Authenticate"] == "Basic" and not flow.response.stream
 
@@ -214,55 +218,110 @@ async def test_a_decided_flow_without_a_response_is_left_alone(write_policy, cer
     async with running(write_policy(mode="delegate"), certs_dir) as harness:
         flow = await harness.send(registry_flow())
         harness.responses.responseheaders(flow)
-        harness.responses.response(flow)
+        await harness.responses.response(flow)
     assert flow.response is None and flow.error is None
 
 
 # --- inject mode: the upstream refusing regauth's credentials --------------------------------
 
 
-async def _inject(write_policy, certs_dir, upstream):
+async def _inject(write_policy, certs_dir, upstream, fetch=None, method="GET", times=1):
+    """A client request with a good token, regauth injecting a cached upstream token, and the
+    upstream answering `upstream` (`times` times in a row for the same request). `fetch`
+    replaces regauth's fetcher to the upstream token service (None: nothing listens)."""
     async with running(write_policy(upstream_extra=INJECT_BEARER), certs_dir) as harness:
         auth = harness.config.active.upstream_auth
-        auth._cache["repository:public/app:pull"] = _Cached(
-            "Bearer upstream-token", time.time() + 300
-        )
+        if fetch is not None:
+            auth.fetch = fetch
         token = await get_token(harness, "repository:public/app:pull")
-        flow = registry_flow(headers={"Authorization": f"Bearer {token}"})
-        await harness.send(flow)
-        assert flow.request.headers["Authorization"] == "Bearer upstream-token"
-        state = harness.states.get(flow)
-        await harness.answer(flow, upstream)
-        return flow, state, auth
+        flows = []
+        for _ in range(times):
+            auth._cache["repository:public/app:pull"] = _Cached(
+                "Bearer upstream-token", time.time() + 300
+            )
+            flow = registry_flow(method=method, headers={"Authorization": f"Bearer {token}"})
+            await harness.send(flow)
+            assert flow.request.headers["Authorization"] == "Bearer upstream-token"
+            state = harness.states.get(flow)
+            await harness.answer(flow, upstream.copy())
+            flows.append((flow, state))
+        flow, state = flows[-1]
+        return flow, state, auth, flows
+
+
+REFUSED = upstream_response(
+    401,
+    [("WWW-Authenticate", f'Bearer realm="{UPSTREAM}/auth",service="r",error="invalid_token"')],
+    b'{"errors":[]}',
+)
+
+
+def _token_service(calls):
+    def fetch(url, headers):
+        calls.append(url)
+        if url.endswith("/v2/"):
+            return HttpResult(401, {}, b"", (f'Bearer realm="{UPSTREAM}/auth",service="r"',))
+        return HttpResult(200, {}, json.dumps({"token": f"new-{len(calls)}"}).encode())
+
+    return fetch
 
 
 @run
-async def test_an_upstream_401_to_injected_credentials_becomes_a_502(write_policy, certs_dir):
-    flow, state, auth = await _inject(
-        write_policy,
-        certs_dir,
-        upstream_response(
-            401,
-            [
-                (
-                    "WWW-Authenticate",
-                    f'Bearer realm="{UPSTREAM}/auth",service="r",error="invalid_token"',
-                )
-            ],
-            b'{"errors":[]}',
-        ),
-    )
-    assert flow.response.status_code == 502
-    assert json.loads(flow.response.content)["errors"][0]["code"] == "UNAVAILABLE"
+async def test_an_upstream_401_is_sent_back_once_with_a_new_token(write_policy, certs_dir):
+    calls: list[str] = []
+    flow, state, auth, _ = await _inject(write_policy, certs_dir, REFUSED, _token_service(calls))
+    assert flow.response.status_code == 307
+    assert flow.response.headers["Location"] == "/v2/public/app/manifests/1"
+    assert flow.response.content == b""
     assert "WWW-Authenticate" not in flow.response.headers
     assert state.upstream_refused_credentials
+    assert state.reason.startswith("upstream refused the injected credentials: renewed")
+    # Renewed at once: the repeated request finds the new token in the cache.
+    assert [u for u in calls if "/auth" in u] and auth._cache[
+        "repository:public/app:pull"
+    ].header.startswith("Bearer new-")
+
+
+@run
+async def test_a_second_upstream_401_for_the_same_request_is_a_503_not_a_loop(
+    write_policy, certs_dir
+):
+    calls: list[str] = []
+    _, _, _, flows = await _inject(write_policy, certs_dir, REFUSED, _token_service(calls), times=3)
+    assert [f.response.status_code for f, _ in flows] == [307, 503, 503]
+    last = flows[-1][0].response
+    assert last.headers["Retry-After"] == "1"
+    assert json.loads(last.content)["errors"][0]["code"] == "UNAVAILABLE"
+    assert len([u for u in calls if "/auth" in u]) == 3  # one renewal per refusal, no more
+
+
+@run
+async def test_an_upstream_401_when_renewal_fails_is_a_503(write_policy, certs_dir):
+    def down(url, headers):
+        raise UpstreamAuthError("token service down")
+
+    flow, state, auth, _ = await _inject(write_policy, certs_dir, REFUSED, down)
+    assert flow.response.status_code == 503
+    assert flow.response.headers["Retry-After"] == "1"
+    assert json.loads(flow.response.content)["errors"][0]["code"] == "UNAVAILABLE"
+    assert "WWW-Authenticate" not in flow.response.headers
     assert state.reason == "upstream refused the injected credentials"
     assert "repository:public/app:pull" not in auth._cache  # fetched anew next time
 
 
 @run
+async def test_a_head_refused_upstream_is_sent_back_without_a_body(write_policy, certs_dir):
+    flow, _, _, _ = await _inject(
+        write_policy, certs_dir, REFUSED, _token_service([]), method="HEAD"
+    )
+    assert flow.response.status_code == 307 and flow.response.content == b""
+
+
+@run
 async def test_other_upstream_answers_in_inject_mode_pass_through(write_policy, certs_dir):
-    flow, state, auth = await _inject(write_policy, certs_dir, upstream_response(200, body=b"{}"))
+    flow, state, auth, _ = await _inject(
+        write_policy, certs_dir, upstream_response(200, body=b"{}")
+    )
     assert flow.response.status_code == 200 and not state.upstream_refused_credentials
     assert "repository:public/app:pull" in auth._cache
 
