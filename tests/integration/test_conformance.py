@@ -25,17 +25,20 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from regauth.ops import pki
 from regauth.ops.registry_process import RegistryProcess
 from regauth.ops.registry_process import TokenAuth
+from regauth.ops.registry_process import free_port
 from regauth.protocol.scope import parse_scope
 from tests.support.conformance import MANIFEST_TYPE
 from tests.support.conformance import Endpoint
 from tests.support.conformance import image_manifest
 from tests.support.conformance import observe
+from tests.support.conformance import on_the_wire
 from tests.support.invariant import RegistryWatch
 from tests.support.invariant import assert_registry_saw_only_decided
 from tests.support.invariant import capability_redactor
@@ -560,3 +563,106 @@ def test_regauth_answers_like_distribution(sides, case, state):
         f"{case.method} {case.path} with token {state}: regauth {ours} vs distribution "
         f"{theirs}" + (f" (intended: {reason})" if reason else "")
     )
+
+
+# -- HEAD answers what GET would (issue 25, item 3) ---------------------------------------------
+# Every status regauth makes itself, asked with GET and with HEAD of the same target, over
+# HTTP/1.1 and HTTP/2: the same status, and the HEAD has no body and the Content-Length of the
+# GET's body (RFC 9110 §9.3.2 and §8.6; distribution does the same). Not in the table, because a
+# client cannot get them with both methods:
+# - 403: regauth's own 403 (a request not aimed at its upstream) is reached only by mitmweb
+#   replays; a token without the access gets 401 `insufficient_scope`, as from distribution;
+# - 429: only the token endpoint answers it (the login limits), and a HEAD there is 405 before
+#   any login is checked (the token endpoint takes GET and POST).
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """regauth with an upstream nobody listens on: in delegate mode (its delegate check cannot
+    pass: the front door's 503) and in enforce mode (the connection fails: mitmproxy's error
+    answer, made registry-shaped by mitm/patches/error_pages.py)."""
+
+    delegate: Endpoint
+    enforce: Endpoint
+
+
+@pytest.fixture(scope="module")
+def unavailable(
+    tmp_path_factory: pytest.TempPathFactory, certs_dir: Path, password_hashes: dict[str, str]
+) -> Iterator[Unavailable]:
+    workdir = tmp_path_factory.mktemp("unavailable")
+    dead = f"http://127.0.0.1:{free_port()}"
+    with ExitStack() as stack:
+        sides = {}
+        for mode in ("delegate", "enforce"):
+            policy = workdir / f"{mode}.yaml"
+            policy.write_text(policy_text(password_hashes, mode=mode))
+            proxy = start_proxy(workdir / mode, certs_dir, policy, dead)
+            stack.callback(proxy.stop)
+            sides[mode] = Endpoint(mode, proxy.url, proxy.ca)
+        yield Unavailable(sides["delegate"], sides["enforce"])
+
+
+@dataclass(frozen=True)
+class HeadCase:
+    id: str
+    status: int  # what both GET and HEAD get
+    target: str
+    token: list[str] | str | None  # scopes to mint a token for, "malformed", or none
+    side: str = "regauth"  # or "delegate"/"enforce" of `Unavailable`
+
+
+HEAD_CASES = [
+    pytest.param(HeadCase("no-token", 401, "/v2/conf/app/manifests/v1", None), id="401-no-token"),
+    pytest.param(
+        HeadCase("invalid-token", 401, "/v2/conf/app/manifests/v1", "malformed"),
+        id="401-invalid-token",
+    ),
+    pytest.param(
+        HeadCase("insufficient", 401, "/v2/conf/app/manifests/v1", OTHER_PULL),
+        id="401-insufficient-scope",
+    ),
+    pytest.param(
+        HeadCase("not-registry", 404, "/debug/vars", APP_PULL), id="404-not-a-registry-path"
+    ),
+    pytest.param(
+        HeadCase("unknown-route", 404, "/v2/conf/app/nothing/here", APP_PULL),
+        id="404-unknown-route",
+    ),
+    pytest.param(HeadCase("method", 405, "/v2/conf/app/blobs/uploads/", APP_PUSH), id="405-method"),
+    pytest.param(
+        HeadCase("delegate-check", 503, "/v2/conf/app/manifests/v1", APP_PULL, "delegate"),
+        id="503-delegate-check",
+    ),
+    pytest.param(
+        HeadCase("upstream-down", 503, "/v2/conf/app/manifests/v1", APP_PULL, "enforce"),
+        id="503-upstream-down",
+    ),
+]
+
+
+@pytest.mark.parametrize("protocol", ["HTTP/1.1", "HTTP/2"])
+@pytest.mark.parametrize("case", HEAD_CASES)
+def test_head_answers_what_get_would(
+    sides: Sides, unavailable: Unavailable, case: HeadCase, protocol: str
+) -> None:
+    side = {
+        "regauth": sides.regauth,
+        "delegate": unavailable.delegate,
+        "enforce": unavailable.enforce,
+    }[case.side]
+    assert side.ca is not None
+    port = urlsplit(side.url).port
+    assert port is not None
+    headers = {}
+    if case.token == "malformed":
+        headers["Authorization"] = "Bearer not-a.jwt.at-all"
+    elif case.token is not None:
+        headers["Authorization"] = "Bearer " + sides.mint(case.token)
+    get = on_the_wire(protocol, port, side.ca, "GET", case.target, headers)
+    head = on_the_wire(protocol, port, side.ca, "HEAD", case.target, headers)
+    assert get.status == case.status, get
+    assert len(get.body) > 0 and get.content_length in (None, str(len(get.body))), get
+    assert head.status == get.status, (head, get)
+    assert head.body == b"", head
+    assert head.content_length == str(len(get.body)), (head, get)

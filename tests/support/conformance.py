@@ -4,6 +4,8 @@ The two sides are regauth in enforce mode (a registry without auth behind it) an
 in token mode (trusting regauth's signing keys), reached directly. Both hold the same content.
 An `Observation` is what a registry client decides on: status, the registry error `code`, the
 challenge's scheme, scope set and `error`, and `Docker-Distribution-API-Version`.
+`on_the_wire` is one request over HTTP/1.1 or HTTP/2 with every byte that came back (the
+HEAD-vs-GET rule).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from regauth.protocol.challenge import parse_challenges
+from tests.support import h2raw
+from tests.support.dos import tls_socket
 from tests.support.httpclient import Reply
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -159,3 +163,43 @@ def image_manifest(config: tuple[str, int], layers: list[tuple[str, int]]) -> by
 
 
 TokenFactory = Callable[[list[str]], str]
+
+
+@dataclass(frozen=True)
+class Wire:
+    """What one request got on the wire: status (None: no complete answer), the
+    `Content-Length` field (None: absent), and every byte after the head (HTTP/1.1) or in DATA
+    frames (HTTP/2)."""
+
+    status: int | None
+    content_length: str | None
+    body: bytes
+
+
+def on_the_wire(
+    protocol: str, port: int, ca: Path, method: str, target: str, headers: dict[str, str]
+) -> Wire:
+    """One request on a fresh TLS connection to regauth, over `protocol` ("HTTP/1.1" or
+    "HTTP/2"). HTTP/1.1 asks for `Connection: close` and reads until the server closes, so a
+    body sent after a HEAD's head is seen (http.client would not read it)."""
+    if protocol == "HTTP/2":
+        reply = h2raw.request(
+            port, ca, method, target, [(k.lower(), v) for k, v in headers.items()]
+        )
+        status = reply.status if reply.ended else None
+        return Wire(status, reply.header("content-length"), bytes(reply.body))
+    sock = tls_socket(port, ca, alpn="http/1.1")
+    try:
+        lines = [f"{method} {target} HTTP/1.1", f"Host: localhost:{port}", "Connection: close"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    finally:
+        sock.close()
+    head, _, rest = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    parsed = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    status = int(status_line.split()[1]) if status_line.startswith("HTTP/1.1 ") else None
+    return Wire(status, parsed.get("content-length"), rest)

@@ -175,7 +175,12 @@ def match_route(method: str, target: str) -> Route:
         if m is None:
             continue
         if method not in methods:
-            raise RouteError(405, Code.UNSUPPORTED, f"method {method} not allowed on {kind} route")
+            # Not naming the method: a HEAD's answer says the Content-Length of the GET's
+            # (RFC 9110 §9.3.2), so both must get the same body.
+            allowed = ", ".join(m for m in _METHOD_ACTIONS if m in methods)
+            raise RouteError(
+                405, Code.UNSUPPORTED, f"method not allowed on {kind} route (it takes {allowed})"
+            )
         name = m.groupdict().get("name")
         if name is not None and len(name) > grammar.MAX_NAME_LENGTH:
             raise RouteError(400, Code.NAME_INVALID, "repository name too long")

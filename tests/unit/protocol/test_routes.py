@@ -357,6 +357,17 @@ def test_wrong_method_is_405(method, target):
     assert (e.value.status, e.value.code) == (405, "UNSUPPORTED")
 
 
+def test_a_405_says_the_same_to_get_and_head():
+    # A HEAD's Content-Length is the GET's (RFC 9110 §9.3.2): the message must not name the
+    # method (it did: "method HEAD not allowed …" was one byte longer than the GET's).
+    messages = set()
+    for method in ("GET", "HEAD"):
+        with pytest.raises(RouteError) as e:
+            match_route(method, "/v2/a/blobs/uploads/")
+        messages.add(e.value.message)
+    assert messages == {"method not allowed on upload-start route (it takes POST)"}
+
+
 def test_canonicality_is_checked_before_the_method():
     with pytest.raises(RouteError) as e:
         match_route("OPTIONS", "/v2/a%2Fb/manifests/latest")
