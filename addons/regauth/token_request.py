@@ -80,7 +80,12 @@ class TokenError(RegistryError):
         return Answer(self.status, {**NO_STORE, **self.headers}, self.body())
 
 
-GRANT_TYPES: dict[str, GrantType] = {"password": "password", "refresh_token": "refresh_token"}
+GRANT_TYPES: dict[str, GrantType] = {
+    "password": "password",
+    "refresh_token": "refresh_token",
+    # RFC 8693, with an OIDC ID token as the subject token (token_federation.py)
+    "urn:ietf:params:oauth:grant-type:token-exchange": "token_exchange",
+}
 
 
 def first_param(params: dict[str, list[str]], key: str) -> str | None:

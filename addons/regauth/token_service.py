@@ -44,6 +44,13 @@ from regauth.token_credentials import capped
 from regauth.token_credentials import certificate_identity
 from regauth.token_credentials import job_credential
 from regauth.token_credentials import job_identity
+from regauth.token_federation import ACCESS_TOKEN_TYPE
+from regauth.token_federation import TOKEN_EXCHANGE
+from regauth.token_federation import claim_mismatches
+from regauth.token_federation import decided_claims
+from regauth.token_federation import federated_identity
+from regauth.token_federation import federated_refresh
+from regauth.token_federation import id_token_credential
 from regauth.token_request import GRANT_TYPES
 from regauth.token_request import MAX_FORM_BYTES  # noqa: F401 (front.py reads it here)
 from regauth.token_request import NO_STORE
@@ -90,6 +97,8 @@ def may_block(runtime: Runtime, authenticator: Authenticator, request: TokenRequ
     refused within its caches, or no password attempt at all): those cost a signature and no
     waiting. True for a POST form it cannot read (conservative: the form may still be a
     password grant)."""
+    if runtime.policy.federated_issuers and _may_carry_id_token(request):
+        return True  # verifying it may fetch the issuer's key set
     pair = password_pair(request)
     if pair is not None:
         return authenticator.needs_check(runtime.policy.accounts, *pair)
@@ -97,6 +106,17 @@ def may_block(runtime: Runtime, authenticator: Authenticator, request: TokenRequ
         form = request.form
         return form is not None and form.get("grant_type") != ["refresh_token"]
     return False
+
+
+def _may_carry_id_token(request: TokenRequest) -> bool:
+    """Whether the request may present an ID token (cheap, conservative)."""
+    if request.method == "POST":
+        form = request.form or {}
+        return any(
+            v.startswith("eyJ") for k in ("password", "subject_token") for v in form.get(k, ())
+        )
+    pair = password_pair(request)
+    return pair is not None and pair[1].startswith("eyJ")
 
 
 @dataclass(frozen=True)
@@ -175,17 +195,25 @@ def _handle(
 
     cap: tuple[ResourceScope, ...] | None = None
     job = job_credential(runtime, request, params, grant_type)
+    id_token = (
+        None if job is not None else id_token_credential(runtime, request, params, grant_type)
+    )
     if request.client_certificate is not None:
         identity = certificate_identity(runtime, request, params, grant_type, trace)
         account, refresh_in = identity.account, None
     elif job is not None:
         identity, cap = job_identity(runtime, authenticator, job[0], job[1], trace)
         account, refresh_in = identity.account, None
+    elif id_token is not None:
+        identity = federated_identity(
+            runtime, authenticator.federation, id_token[0], id_token[1], trace
+        )
+        account, refresh_in = None, None
     else:
-        account, refresh_in = _identify(
+        identity, refresh_in = _identify(
             runtime, authenticator, request, params, grant_type, trace, login
         )
-        identity = Identity(account)
+        account = identity.account
     trace.account = identity.name or "anonymous"
 
     decisions = [policy.decide(identity, s, request.client_ip) for s in scopes]
@@ -195,6 +223,9 @@ def _handle(
         granted = [c for g in granted if (c := capped(g, cap)) is not None]
     trace.decisions, trace.decided = decisions, True
     trace.granted = [str(g) for g in granted]
+    if identity.federated is not None:
+        trace.federated_claims = decided_claims(identity, runtime)
+        trace.claim_mismatches = claim_mismatches(identity, runtime, decisions) or None
 
     issued = runtime.issuer.issue_access(identity.subject, granted)
     if len("Bearer ") + len(issued.token) > MAX_AUTHORIZATION_LENGTH:
@@ -219,10 +250,19 @@ def _handle(
     offline = (first_param(params, "offline_token") or "").lower() in TRUE_VALUES or first_param(
         params, "access_type"
     ) == "offline"
+    if grant_type == TOKEN_EXCHANGE:
+        # RFC 8693 §2.2.1: what was issued, and how to use it.
+        body["issued_token_type"] = ACCESS_TOKEN_TYPE
+        body["token_type"] = "Bearer"
     if refresh_in is not None:
         body["refresh_token"] = refresh_in  # the refresh grant returns the same refresh token
     elif offline and account is not None and cap is None:
         body["refresh_token"] = runtime.issuer.issue_refresh(account)
+    elif offline and identity.federated is not None:
+        # No longer-lived than the ID token it comes from.
+        refresh = runtime.issuer.issue_refresh_federated(identity.federated)
+        if refresh is not None:
+            body["refresh_token"] = refresh
     trace.refresh_token_issued = "refresh_token" in body and refresh_in is None
     trace.expires_in = issued.expires_in
     trace.issued_at = str(body["issued_at"])
@@ -238,9 +278,9 @@ def _identify(
     grant_type: str | None,
     trace: TokenTrace,
     login: _Login,
-) -> tuple[Account | None, str | None]:
-    """The authenticated account (None for anonymous) and, for refresh grants, the refresh
-    token to send back (the one presented: oauth.md returns the same token)."""
+) -> tuple[Identity, str | None]:
+    """Who is asking (anonymous: no account) and, for refresh grants, the refresh token to
+    send back (the one presented: oauth.md returns the same token)."""
     if grant_type == "refresh_token":
         token = first_param(params, "refresh_token")
         if not token:
@@ -258,8 +298,8 @@ def _identify(
                 "invalid_request",
                 "username and password are required for grant_type=password",
             )
-        return _login(
-            runtime, authenticator, username, password, request.client_ip, trace, login
+        return Identity(
+            _login(runtime, authenticator, username, password, request.client_ip, trace, login)
         ), None
     if grant_type is not None:
         raise TokenError(
@@ -269,7 +309,7 @@ def _identify(
             "grant_type must be password or refresh_token",
         )
     if not request.authorization:
-        return None, None
+        return Identity(None), None
     scheme, credentials = split_authorization(request.authorization)
     if scheme.lower() != "basic":
         raise TokenError(
@@ -288,8 +328,8 @@ def _identify(
     account_param = first_param(params, "account")
     if username == "":
         # Basic ":" + refresh token: how BuildKit presents the identity token of docker login.
-        account = _refresh(runtime, password, trace, "basic")
-        if account_param and account_param != account.name:
+        identity = _refresh(runtime, password, trace, "basic")
+        if account_param and account_param != identity.name:
             raise TokenError(
                 400,
                 Code.UNSUPPORTED,
@@ -297,7 +337,7 @@ def _identify(
                 "the account parameter does not match the refresh token",
             )
         offline = (first_param(params, "offline_token") or "").lower() in TRUE_VALUES
-        return account, (password if offline else None)
+        return identity, (password if offline else None)
     if account_param is not None and account_param != username:
         raise TokenError(
             400,
@@ -305,16 +345,22 @@ def _identify(
             "invalid_request",
             "the account parameter does not match the credentials",
         )
-    return _login(runtime, authenticator, username, password, request.client_ip, trace, login), None
+    return Identity(
+        _login(runtime, authenticator, username, password, request.client_ip, trace, login)
+    ), None
 
 
-def _refresh(runtime: Runtime, token: str, trace: TokenTrace, form: str) -> Account:
+def _refresh(runtime: Runtime, token: str, trace: TokenTrace, form: str) -> Identity:
     """Verify a refresh token presented as a POST grant (`form`) or as Basic (`basic`)."""
     trace.credential = "refresh_token" if form == "form" else "refresh_token (basic)"
     try:
-        account = runtime.verifier.verify_refresh(
-            token, runtime.issuer.refresh_audience, runtime.policy.accounts
-        )
+        claims = runtime.verifier.refresh_claims(token, runtime.issuer.refresh_audience)
+        if "fed" in claims:
+            federated = federated_refresh(runtime, claims)
+            identity = Identity(None, federated=federated)
+            trace.federated_issuer, trace.federated_subject = federated.issuer, federated.subject
+        else:
+            identity = Identity(runtime.verifier.refresh_account(claims, runtime.policy.accounts))
     except InvalidToken as e:
         if form == "basic":
             raise TokenError(
@@ -327,7 +373,7 @@ def _refresh(runtime: Runtime, token: str, trace: TokenTrace, form: str) -> Acco
         raise TokenError(
             400, Code.UNAUTHORIZED, "invalid_grant", f"refresh token refused: {e}"
         ) from None
-    return account
+    return identity
 
 
 def _login(

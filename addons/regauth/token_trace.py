@@ -15,9 +15,15 @@ from typing import Literal
 from regauth.policy.model import ScopeDecision
 
 TokenMethod = Literal["GET", "POST"]  # the front door answers every other method 405
-GrantType = Literal["get", "password", "refresh_token"]  # "get": no grant_type (a GET)
+# "get": no grant_type (a GET); "token_exchange": RFC 8693 with an ID token
+GrantType = Literal["get", "password", "refresh_token", "token_exchange"]
 Credential = Literal[
-    "password", "refresh_token", "refresh_token (basic)", "client_certificate", "job_token"
+    "password",
+    "refresh_token",
+    "refresh_token (basic)",
+    "client_certificate",
+    "job_token",
+    "id_token",
 ]
 
 _REQUEST_KEYS = ("method", "grant_type", "service", "client_id", "username", "requested")
@@ -41,6 +47,12 @@ class TokenTrace:
     build: str | None = None  # the build a client certificate names (`${build}`)
     certificate_serial: str | None = None  # the client certificate that identified it (hex)
     job_token: str | None = None  # the id (jti) of the job token that identified it
+    federated_issuer: str | None = None  # the federated issuer (its policy name) of an ID token
+    federated_subject: str | None = None  # the subject its template gave
+    federated_claims: dict[str, str] | None = None  # the claims that decided (never the token)
+    id_token_refused: str | None = None  # the reason an ID token was refused (`RefusalReason`)
+    # Scopes an ID token's identity did not get: the issuer's rule and the claim that failed.
+    claim_mismatches: list[dict[str, object]] | None = None
     decisions: list[ScopeDecision] = field(default_factory=list)  # one per requested scope
     decided: bool = False  # the policy decided the scopes (`decisions` may still be empty)
     granted: list[str] | None = None  # the scopes the access token carries
@@ -72,6 +84,11 @@ class TokenTrace:
             ("build", self.build),
             ("certificate_serial", self.certificate_serial),
             ("job_token", self.job_token),
+            ("federated_issuer", self.federated_issuer),
+            ("federated_subject", self.federated_subject),
+            ("federated_claims", self.federated_claims),
+            ("id_token_refused", self.id_token_refused),
+            ("claim_mismatches", self.claim_mismatches),
         ):
             if value is not None:
                 record[key] = value

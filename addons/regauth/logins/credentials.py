@@ -32,6 +32,7 @@ from dataclasses import field
 
 import bcrypt
 
+from regauth.federation.id_token import IssuerKeys
 from regauth.logins.job_tokens import JobStore
 from regauth.logins.limits import LoginLimiter
 from regauth.policy.model import ACCOUNT_NAME_RE
@@ -115,6 +116,9 @@ class Authenticator:
     # Where job tokens' revocations are read (logins/job_tokens.py); None: no job tokens
     # are revoked (tests), the proxy always sets one.
     job_store: JobStore | None = None
+    # Where federated issuers' keys are found (federation/jwks.py IssuerKeySets; the mitm layer
+    # keeps it across reloads); None: no ID token is accepted.
+    federation: IssuerKeys | None = None
     _verified: _Memo = field(init=False)
     _refused: _Memo = field(init=False)
     _dummies: dict[int, bytes] = field(default_factory=dict)

@@ -204,6 +204,11 @@ def _token_response(trace: TokenTrace) -> TokenResponseRecord:
         build=trace.build,
         certificate_serial=trace.certificate_serial,
         job_token=trace.job_token,
+        federated_issuer=trace.federated_issuer,
+        federated_subject=trace.federated_subject,
+        federated_claims=trace.federated_claims,
+        id_token_refused=trace.id_token_refused,
+        claim_mismatches=tuple(trace.claim_mismatches) if trace.claim_mismatches else None,
         decisions=tuple(
             ScopeDecisionRecord(
                 scope=str(d.requested),

@@ -61,6 +61,8 @@ CheckedBy = Literal["regauth", "registry"]
 # The record kinds (`front.Kind`, by request path). Readers keep any string: a newer kind
 # reads as itself.
 KINDS: Final = ("registry", "token", "jwks", "other")
+# The kind of a record with no request: a TLS handshake that failed (its `tls` part).
+TLS_KIND: Final = "tls"
 
 
 # -- reading JSON values: the wrong type reads as absent ----------------------------------------
@@ -68,6 +70,18 @@ KINDS: Final = ("registry", "token", "jwks", "other")
 
 def _str(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _str_map(value: object) -> dict[str, str] | None:
+    if not isinstance(value, dict):
+        return None
+    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _maps(value: object) -> tuple[dict[str, object], ...] | None:
+    if not isinstance(value, list):
+        return None
+    return tuple(dict(v) for v in value if isinstance(v, dict))
 
 
 def _int(value: object) -> int | None:
@@ -422,6 +436,12 @@ class TokenResponseRecord:
     build: str | None = None  # the build a client certificate names (`${build}`)
     certificate_serial: str | None = None  # the client certificate that decided (hex serial)
     job_token: str | None = None  # the id (jti) of the job token that decided, never the token
+    federated_issuer: str | None = None  # an ID token's issuer (the policy's name for it)
+    federated_subject: str | None = None  # the subject its template gave (`ci:acme/app`)
+    federated_claims: dict[str, str] | None = None  # the claims that decided, never the token
+    id_token_refused: str | None = None  # why an ID token was refused (`unknown-kid`, ...)
+    # per scope an ID token's identity did not get: {scope, rule, line, claim, expected, got}
+    claim_mismatches: tuple[dict[str, object], ...] | None = None
     decisions: tuple[ScopeDecisionRecord, ...] | None = None  # one per requested scope, once
     # the policy decided (absent when refused before)
     granted: tuple[str, ...] | None = None  # the scopes the token grants
@@ -440,6 +460,13 @@ class TokenResponseRecord:
         _put(out, "build", self.build)
         _put(out, "certificate_serial", self.certificate_serial)
         _put(out, "job_token", self.job_token)
+        _put(out, "federated_issuer", self.federated_issuer)
+        _put(out, "federated_subject", self.federated_subject)
+        if self.federated_claims is not None:
+            out["federated_claims"] = dict(self.federated_claims)
+        _put(out, "id_token_refused", self.id_token_refused)
+        if self.claim_mismatches is not None:
+            out["claim_mismatches"] = [dict(m) for m in self.claim_mismatches]
         if self.decisions is not None:
             out["decisions"] = [d.to_json() for d in self.decisions]
         _put(out, "granted", _list(self.granted))
@@ -461,6 +488,11 @@ class TokenResponseRecord:
             build=_str(obj.get("build")),
             certificate_serial=_str(obj.get("certificate_serial")),
             job_token=_str(obj.get("job_token")),
+            federated_issuer=_str(obj.get("federated_issuer")),
+            federated_subject=_str(obj.get("federated_subject")),
+            federated_claims=_str_map(obj.get("federated_claims")),
+            id_token_refused=_str(obj.get("id_token_refused")),
+            claim_mismatches=_maps(obj.get("claim_mismatches")),
             decisions=tuple(
                 ScopeDecisionRecord.from_json(d) for d in decisions if isinstance(d, dict)
             )
@@ -517,6 +549,40 @@ class BytesRecord:
         return cls(request=_int(obj.get("request")), response=_int(obj.get("response")))
 
 
+@dataclass(frozen=True, kw_only=True)
+class TlsRecord:
+    """A TLS handshake that failed (`tls`; records of kind `tls` only, which have no HTTP
+    request): what the client asked for and why it failed (`ops.tls_failures`)."""
+
+    cause: str | None = None  # `untrusted`, `version`, `closed`, `other` (tls_failures.Cause)
+    sni: str | None = None  # the server name the client asked for; absent when it sent none
+    alpn: tuple[str, ...] | None = None  # the protocols it offered (`h2`, `http/1.1`)
+    library: str | None = None  # its TLS library, guessed from the ClientHello: `go`, `openssl`
+    listen: str | None = None  # the `address:port` it connected to
+    ca: str | None = None  # the CA file regauth's certificates chain to (what to trust)
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        _put(out, "cause", self.cause)
+        _put(out, "sni", self.sni)
+        _put(out, "alpn", _list(self.alpn))
+        _put(out, "library", self.library)
+        _put(out, "listen", self.listen)
+        _put(out, "ca", self.ca)
+        return out
+
+    @classmethod
+    def from_json(cls, obj: dict[str, object]) -> TlsRecord:
+        return cls(
+            cause=_str(obj.get("cause")),
+            sni=_str(obj.get("sni")),
+            alpn=_strs(obj.get("alpn")),
+            library=_str(obj.get("library")),
+            listen=_str(obj.get("listen")),
+            ca=_str(obj.get("ca")),
+        )
+
+
 # -- the record -----------------------------------------------------------------------------------
 
 
@@ -532,7 +598,7 @@ class ExchangeRecord:
     method: str | None = None  # the request method, as the client spelled it
     path: str | None = None  # path and query; secret query values dropped, `_state` too
     http_version: str | None = None  # `HTTP/1.1`, `HTTP/2.0`, …
-    kind: str | None = None  # one of KINDS: `registry`, `token`, `jwks`, `other`
+    kind: str | None = None  # one of KINDS: `registry`, `token`, `jwks`, `other`; or TLS_KIND
     status: int | None = None  # the status the client got; null when it got no response
     answered_by: str | None = None  # `regauth` or `upstream`; null when nobody answered
     via: str | None = None  # the load balancer whose PROXY protocol header named `client`
@@ -558,6 +624,7 @@ class ExchangeRecord:
     # of unknown size) into its refusal sink, never forwarded
     error: str | None = None  # why the flow ended without a complete answer (mitmproxy's or
     # regauth's words: a cut body, a reset stream, a lost connection)
+    tls: TlsRecord | None = None  # kind `tls`: the handshake that failed
 
     def to_json(self) -> dict[str, object]:
         """The log line's object: keys in a fixed order, absent parts left out."""
@@ -599,6 +666,7 @@ class ExchangeRecord:
         if self.body_discarded:
             out["body_discarded"] = True
         _put(out, "error", self.error)
+        _put(out, "tls", self.tls.to_json() if self.tls is not None else None)
         return out
 
     @classmethod
@@ -649,4 +717,5 @@ class ExchangeRecord:
             upstream_ms=_float(obj.get("upstream_ms")),
             body_discarded=obj.get("body_discarded") is True,
             error=_str(obj.get("error")),
+            tls=_part(obj.get("tls"), TlsRecord.from_json),
         )

@@ -56,6 +56,7 @@ class _Loader(RulesReader, UpstreamsReader):
                 "rules",
                 "upstreams",
                 "trusted_issuers",
+                "federated_issuers",
             },
             "the policy",
         )
@@ -70,6 +71,7 @@ class _Loader(RulesReader, UpstreamsReader):
         token = self.guard(lambda: self.token_settings(root)) or TokenSettings()
         accounts = self.guard(lambda: self.accounts(root)) or {}
         capabilities = self.guard(lambda: self.capabilities(root)) or {}
+        federated = self.federated_issuers(root)  # before the rules, which name them
         rules = self.rules(root, accounts, capabilities)
         upstreams = self.upstreams(root)
         issuers = self.trusted_issuers(root)
@@ -79,6 +81,21 @@ class _Loader(RulesReader, UpstreamsReader):
                     root.where(key),
                     f"{key} {value!r} may only hold letters, digits "
                     "and . _ : / @ - (it is sent in headers)",
+                )
+        trusted = {i.issuer for i in issuers}
+        for entry in federated:
+            where = Position(entry.line, 1)
+            if entry.issuer in trusted:
+                self.problem(
+                    where,
+                    f"federated issuer {entry.name!r}: {entry.issuer} is also a trusted issuer; "
+                    "an ID token must never pass as a registry token (use one or the other)",
+                )
+            if entry.audience == service:
+                self.problem(
+                    where,
+                    f"federated issuer {entry.name!r}: the audience must not be the registry's "
+                    "service (ID tokens and registry tokens are for different audiences)",
                 )
         if self.problems:
             return None
@@ -93,6 +110,7 @@ class _Loader(RulesReader, UpstreamsReader):
             tuple(rules),
             tuple(upstreams),
             tuple(issuers),
+            tuple(federated),
         )
 
     def token_settings(self, root: Map) -> TokenSettings:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from regauth.policy.load_federation import FederationReader
 from regauth.policy.model import ACCOUNT_NAME_RE
 from regauth.policy.model import ANONYMOUS
 from regauth.policy.model import ANY
@@ -19,7 +20,6 @@ from regauth.policy.patterns import compile_glob
 from regauth.policy.patterns import compile_regex
 from regauth.policy.patterns import parse_capability
 from regauth.policy.reader import Invalid
-from regauth.policy.reader import Reader
 from regauth.policy.yamlpos import Map
 from regauth.policy.yamlpos import Position
 from regauth.policy.yamlpos import Seq
@@ -33,7 +33,7 @@ _LABEL_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _RESERVED_ACCOUNTS = {ANONYMOUS, AUTHENTICATED, ANY}
 
 
-class RulesReader(Reader):
+class RulesReader(FederationReader):
     """The sections that decide who gets which access."""
 
     def accounts(self, root: Map) -> dict[str, Account]:
@@ -197,11 +197,17 @@ class RulesReader(Reader):
                 "networks",
                 "actions",
                 "deny",
+                "issuer",
+                "claims",
             },
             what,
         )
         comment = self.string(r, "comment", what, default="") or ""
-        account_refs = self.string_list(r, "account", what) or [(ANY, r.position)]
+        issuers = self.rule_issuers(r, what)
+        claims = self.rule_claims(r, what, issuers)
+        account_refs = self.string_list(r, "account", what) or (
+            [] if issuers else [(ANY, r.position)]
+        )
         for name, pos in account_refs:
             if name not in _RESERVED_ACCOUNTS and name not in self.declared_accounts:
                 self.problem(pos, f"{what}: unknown account {name!r} (not under `accounts:`)")
@@ -236,6 +242,13 @@ class RulesReader(Reader):
                         r.where("repository"),
                         f"{what}: ${{{placeholder}}} names a label no account has",
                     )
+                if placeholder.startswith("claims.") or placeholder == "subject":
+                    if not issuers:
+                        self.problem(
+                            r.where("repository"),
+                            f"{what}: ${{{placeholder}}} needs `issuer:` in the same rule "
+                            "(only identities from an ID token have claims)",
+                        )
         actions = self.rule_actions(r, what)
         rule = Rule(
             index,
@@ -248,6 +261,8 @@ class RulesReader(Reader):
             patterns,
             tuple(networks),
             actions,
+            issuers,
+            claims,
         )
         self.check_anonymous_write(rule, r, what)
         return rule

@@ -22,6 +22,7 @@ from regauth.protocol.scope import ResourceScope
 from regauth.protocol.scope import canonical_actions
 
 if TYPE_CHECKING:
+    from regauth.federation.claim_rules import ClaimCondition
     from regauth.tokens.keyids import VerificationKey
 
 ANONYMOUS = "anonymous"
@@ -61,6 +62,25 @@ class Account:
 
 
 @dataclass(frozen=True)
+class FederatedIdentity:
+    """Whom a verified OIDC ID token names (`federation.id_token.verify_id_token`)."""
+
+    issuer: str  # the name of the policy's `federated_issuers:` entry
+    subject: str  # its subject template applied to the claims (`ci:acme/app`)
+    groups: tuple[str, ...]  # from its groups claim, if it has one
+    claims: dict[str, object]  # every claim of the token, for rule conditions
+    expires_at: float  # the ID token's `exp`, epoch seconds
+
+    def variables(self) -> dict[str, list[str]]:
+        """`${subject}`, `${group}` and `${claims.NAME}` (top-level scalar string claims)."""
+        out: dict[str, list[str]] = {"subject": [self.subject], "group": list(self.groups)}
+        for name, value in self.claims.items():
+            if isinstance(value, str) and len(value) <= 256:
+                out[f"claims.{name}"] = [value]
+        return out
+
+
+@dataclass(frozen=True)
 class Identity:
     """Who is asking: an account, or nobody (anonymous). `build` is the build a verified client
     certificate names (`regauth:build:ID`): it binds `${build}` in repository patterns and is
@@ -68,9 +88,12 @@ class Identity:
 
     account: Account | None
     build: str | None = None
+    federated: FederatedIdentity | None = None  # an OIDC ID token's subject (no account)
 
     @property
     def name(self) -> str:
+        if self.federated is not None:
+            return self.federated.subject
         return self.account.name if self.account else ""
 
     @property
@@ -78,13 +101,17 @@ class Identity:
         """The token's `sub`: the account, `build:ID`, or "" (anonymous)."""
         if self.account is not None:
             return self.account.name
+        if self.federated is not None:
+            return self.federated.subject
         return f"build:{self.build}" if self.build else ""
 
     @property
     def is_anonymous(self) -> bool:
-        return self.account is None
+        return self.account is None and self.federated is None
 
     def variables(self) -> dict[str, list[str]]:
+        if self.federated is not None:
+            return self.federated.variables()
         if self.account is None:
             return {"build": [self.build]} if self.build else {}
         variables = {"account": [self.account.name], "group": list(self.account.groups)}
@@ -111,12 +138,30 @@ class Rule:
     repositories: tuple[RepositoryPattern, ...]  # empty for registry rules
     networks: tuple[Network, ...]  # client addresses it applies to; empty means any
     actions: tuple[str, ...]  # canonical registry actions; empty means deny
+    # Federated issuers (names) whose identities the rule is for; empty: accounts only.
+    issuers: tuple[str, ...] = ()
+    claims: tuple[ClaimCondition, ...] = ()  # each must hold on the ID token's claims
 
     @property
     def denies(self) -> bool:
         return not self.actions
 
     def matches_identity(self, identity: Identity) -> bool:
+        federated = identity.federated
+        if federated is not None:
+            # Only rules naming its issuer, and `account: any` rules, apply to an identity
+            # from an ID token: `authenticated` means the policy's own accounts, never every
+            # workload of a shared issuer (every GitHub repository can get a token).
+            if self.issuers:
+                if federated.issuer not in self.issuers:
+                    return False
+            elif ANY not in self.accounts or self.groups or self.labels:
+                return False
+            if self.groups and not set(self.groups) & set(federated.groups):
+                return False
+            return all(c.holds(federated.claims) for c in self.claims)
+        if self.issuers:
+            return False
         if identity.account is None:
             if not any(a in (ANONYMOUS, ANY) for a in self.accounts):
                 return False
@@ -132,7 +177,8 @@ class Rule:
 
     def matches_anonymous(self) -> bool:
         return (
-            any(a in (ANONYMOUS, ANY) for a in self.accounts)
+            not self.issuers
+            and any(a in (ANONYMOUS, ANY) for a in self.accounts)
             and not self.groups
             and not self.labels
         )
@@ -274,6 +320,30 @@ class TrustedIssuer:
 
 
 @dataclass(frozen=True)
+class FederatedIssuer:
+    """An entry of the policy's `federated_issuers:`: an OIDC issuer whose ID tokens are
+    credentials at the token endpoint (README "Workload identity federation")."""
+
+    name: str  # what rules' `issuer:` names
+    issuer: str  # the exact `iss` (an https URL)
+    audience: str  # what `aud` must contain
+    jwks_uri: str | None  # https URL of its key set, fixed here (never from a token)
+    jwks_file: str | None  # or a file holding it
+    ca_file: str | None  # trust for jwks_uri (None: the system's)
+    algorithms: tuple[str, ...]  # asymmetric only
+    leeway: int  # seconds, for exp/nbf/iat
+    subject: str  # template: `{claim}` replaced (`ci:{repository}`)
+    groups_claim: str | None  # a claim holding a list of group names, or None
+    max_token_age: int  # seconds: an ID token issued longer ago is refused
+    line: int
+    refetch_interval: int = 60  # seconds between key-set fetches an unknown kid may cause
+
+    @property
+    def source(self) -> str:
+        return self.jwks_uri or self.jwks_file or ""
+
+
+@dataclass(frozen=True)
 class TokenSettings:
     """The policy's `token:` section: what regauth's own tokens look like."""
 
@@ -301,6 +371,7 @@ class Policy:
     rules: tuple[Rule, ...]  # in order: the first that matches decides
     upstreams: tuple[UpstreamEntry, ...]  # empty means one enforcing catch-all
     trusted_issuers: tuple[TrustedIssuer, ...]
+    federated_issuers: tuple[FederatedIssuer, ...] = ()
 
     def decide(
         self, identity: Identity, scope: ResourceScope, client_ip: str | None

@@ -35,7 +35,7 @@ from regauth.policy.linear_regex import compile_linear
 from regauth.policy.linear_regex import compile_policy_regex
 
 # The placeholder names, one grammar for the matcher and the tools (tools/witnesses.py).
-PLACEHOLDER_VARS = r"account|group|build|labels\.[a-z0-9_-]+"
+PLACEHOLDER_VARS = r"account|group|build|subject|labels\.[a-z0-9_-]+|claims\.[A-Za-z0-9_]+"
 _PLACEHOLDER_RE = re.compile(r"\$\{(?P<var>" + PLACEHOLDER_VARS + r")\}")
 _CAPABILITY_SEGMENT_RE = re.compile(r"\{(?P<cap>[a-z][a-z0-9_-]*)\}")
 _LITERAL_RE = re.compile(r"[a-z0-9._-]+")
@@ -258,7 +258,7 @@ def compile_glob(source: str, capabilities: dict[str, Capability]) -> Repository
         if "$" in rest or "}" in rest:
             raise ValueError(
                 f"segment {text!r}: unknown placeholder (use ${{account}}, "
-                "${group}, ${build} or ${labels.NAME})"
+                "${group}, ${build}, ${labels.NAME}, ${subject} or ${claims.NAME})"
             )
         if rest and _LITERAL_RE.fullmatch(rest) is None:
             raise ValueError(

@@ -69,6 +69,7 @@ class Reader:
         # --no-secrets`: a policy repository's CI has no production secrets).
         self.secret_notes = secret_notes
         self.declared_accounts: set[str] = set()
+        self.declared_issuers: set[str] = set()
 
     # -- reporting -------------------------------------------------------------------------
     def problem(self, position: Position | None, message: str) -> None:

@@ -332,6 +332,14 @@ class TokenVerifier:
     def verify_refresh(
         self, token: str, refresh_audience: str, accounts: dict[str, Account]
     ) -> Account:
+        claims = self.refresh_claims(token, refresh_audience)
+        if "fed" in claims:
+            raise InvalidToken("the refresh token is for an identity from an ID token")
+        return self.refresh_account(claims, accounts)
+
+    def refresh_claims(self, token: str, refresh_audience: str) -> dict[str, object]:
+        """The claims of a refresh token regauth signed for `refresh_audience` (signature,
+        type, audience, issuer and lifetime checked); InvalidToken otherwise."""
         header, _ = _split(token)
         for name in _FORBIDDEN_HEADERS:
             if name in header:
@@ -340,9 +348,13 @@ class TokenVerifier:
             raise InvalidToken("not a regauth refresh token")
         alg = header.get("alg")
         key = self._own_key(header)
-        claims = self._decode(
+        return self._decode(
             token, key.public_key, str(alg), key.algorithm, refresh_audience, self.issuer
         )
+
+    @staticmethod
+    def refresh_account(claims: dict[str, object], accounts: dict[str, Account]) -> Account:
+        """The account a verified refresh token names, if its password is still the same."""
         account = accounts.get(str(claims.get("sub", "")))
         if account is None:
             raise InvalidToken("the refresh token's account no longer exists")

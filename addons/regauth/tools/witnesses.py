@@ -34,6 +34,7 @@ from interegular.fsm import anything_else
 
 from regauth.ops.safe_text import quote
 from regauth.policy.model import Account
+from regauth.policy.model import FederatedIdentity
 from regauth.policy.model import Identity
 from regauth.policy.model import Network
 from regauth.policy.model import Policy
@@ -354,6 +355,43 @@ def subjects(old: Policy, new: Policy) -> list[Subject]:
     if any("build" in p.placeholders for r in rules for p in r.repositories):
         build = Identity(None, build=SYMBOLIC_BUILD)
         out.append(Subject("build certificate", build, build, True))
+    out += federated_subjects(old, new)
+    return out
+
+
+def _glob_witness(pattern: str) -> str:
+    """A value a claim glob matches (`acme/*` → `acme/x`)."""
+    return re.sub(r"\[!?([^\]])[^\]]*\]", r"\1", pattern).replace("*", "x").replace("?", "x")
+
+
+def federated_subjects(old: Policy, new: Policy) -> list[Subject]:
+    """One representative ID token per `issuer:` rule of either policy: claims that satisfy
+    the rule's conditions (a glob's simplest match), `new-value` for other claims its patterns
+    name (`${claims.NAME}`), a group of the rule's; decided under each policy whose
+    `federated_issuers` has that issuer (None where it has not: it cannot log in there)."""
+    out: list[Subject] = []
+    seen: set[tuple[object, ...]] = set()
+    for rule in [*old.rules, *new.rules]:
+        for issuer in rule.issuers:
+            claims: dict[str, object] = {c.claim: _glob_witness(c.values[0]) for c in rule.claims}
+            for pattern in rule.repositories:
+                for placeholder in pattern.placeholders:
+                    if placeholder.startswith("claims."):
+                        claims.setdefault(placeholder.removeprefix("claims."), "new-value")
+            groups = rule.groups[:1]
+            key = (issuer, tuple(sorted(claims.items())), groups)
+            if key in seen:
+                continue
+            seen.add(key)
+            shown = ",".join(f"{k}={v}" for k, v in claims.items())
+            name = f"{issuer} token[{shown}]" if shown else f"{issuer} token"
+            identities = [
+                Identity(None, federated=FederatedIdentity(issuer, name, groups, claims, 0.0))
+                if any(i.name == issuer for i in policy.federated_issuers)
+                else None
+                for policy in (old, new)
+            ]
+            out.append(Subject(name, identities[0], identities[1], True))
     return out
 
 

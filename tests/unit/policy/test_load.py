@@ -618,8 +618,8 @@ def test_all_problems_are_reported_at_once():
         "p.yaml:21:12: rule 3: no account is in group 'ops'",
         "p.yaml:22:17: rule 3: bad repository pattern: invalid regular expression: missing ), "
         "unterminated subpattern at position 1",
-        "p.yaml:24:5: unknown key 'extra' in rule 3 (allowed: account, actions, comment, deny, "
-        "group, labels, name, networks, repository, type)",
+        "p.yaml:24:5: unknown key 'extra' in rule 3 (allowed: account, actions, claims, "
+        "comment, deny, group, issuer, labels, name, networks, repository, type)",
     ]
 
 
