@@ -11,6 +11,7 @@ usage() {
   cat <<'USAGE'
 usage: ./run_proxy.sh [options] [-- extra mitmproxy arguments]
 
+Every option of `regauth serve` (see `.venv/bin/regauth serve --help`) is passed on to it:
   --upstream URL      registry to guard, http or https [REGAUTH_UPSTREAM]
                       (default: a local docker-registry on loopback, token mode)
   --upstream-ca FILE  CA bundle of an https upstream [REGAUTH_UPSTREAM_CA]
@@ -20,12 +21,18 @@ usage: ./run_proxy.sh [options] [-- extra mitmproxy arguments]
   --policy FILE       policy (default policies/default.yaml) [REGAUTH_POLICY]
   --log FILE          exchange log (default logs/exchange.jsonl) [REGAUTH_LOG]
   --web               mitmweb on 127.0.0.1:8081 behind a printed token [REGAUTH_WEB=1]
+  --admin-listen HOST:PORT|off  /metrics, /healthz, /readyz (default 127.0.0.1:9090 when
+                      free) [REGAUTH_ADMIN_LISTEN]
+  --state URL         redis://HOST:PORT/DB: login limits shared by replicas [REGAUTH_STATE]
   --delegate-unchecked  delegate mode: forward even if the registry does not check
                       regauth's tokens (test setups only) [REGAUTH_DELEGATE_UNCHECKED=1]
   --proxy-protocol CIDR[,CIDR...]  load balancers sending a PROXY protocol header
                       (required from them, refused from others) [REGAUTH_PROXY_PROTOCOL]
   --allow-plain-http  also serve plain HTTP on the proxy port (test setups only)
                       [REGAUTH_ALLOW_PLAIN_HTTP=1]
+  -v, --verbose       also log connection churn on the console [REGAUTH_VERBOSE=1]
+  --dry-run           check the options and the policy, print the settings, exit
+Only for run_proxy.sh:
   --setup-only        create .venv and certs/, then exit (used by tests/run.sh)
   -h, --help          this help
 USAGE
@@ -38,19 +45,21 @@ setup_only=0
 upstream=${REGAUTH_UPSTREAM:-}
 certs_dir=${REGAUTH_CERTS_DIR:-certs}
 policy=${REGAUTH_POLICY:-policies/default.yaml}
+# run_proxy.sh reads the options it acts on itself (the upstream, the certs directory, the
+# policy) and passes every other one on to `regauth serve` in order, so an option `regauth
+# serve` knows is never refused here (regauth serve refuses unknown ones).
 while [ $# -gt 0 ]; do
   case "$1" in
     --upstream) [ $# -ge 2 ] || die "--upstream needs a URL"; upstream=$2; shift 2 ;;
-    --upstream-ca|--listen|--public-url|--log|--proxy-protocol)
-      [ $# -ge 2 ] || die "$1 needs a value"; args+=("$1" "$2"); shift 2 ;;
-    --certs-dir) [ $# -ge 2 ] || die "--certs-dir needs a value"; certs_dir=$2; shift 2 ;;
+    --upstream=*) upstream=${1#*=}; shift ;;
+    --certs-dir|--dir) [ $# -ge 2 ] || die "$1 needs a value"; certs_dir=$2; shift 2 ;;
+    --certs-dir=*|--dir=*) certs_dir=${1#*=}; shift ;;
     --policy) [ $# -ge 2 ] || die "--policy needs a value"; policy=$2; shift 2 ;;
-    --web) args+=(--web); shift ;;
-    --delegate-unchecked|--allow-plain-http) args+=("$1"); shift ;;
+    --policy=*) policy=${1#*=}; shift ;;
     --setup-only) setup_only=1; shift ;;
     -h|--help) usage; exit 0 ;;
     --) shift; break ;;
-    *) usage >&2; die "unknown option $1" ;;
+    *) args+=("$1"); shift ;;
   esac
 done
 
@@ -89,7 +98,12 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
-.venv/bin/regauth certs init --dir "$certs_dir" >&2
+# Refuse an option `regauth serve` does not know before anything is created: its own parser
+# checks them (exit 2 with argparse's message).
+.venv/bin/python -c 'import sys; from regauth.cli import build_parser
+build_parser().parse_args(["serve", *sys.argv[1:]])' "${args[@]}" -- "$@"
+
+.venv/bin/regauth certs init --certs-dir "$certs_dir" >&2
 
 # The default policy's `ci` account: a random password made on first run, never a known one.
 if [ "$policy" = policies/default.yaml ] && [ -z "${REGAUTH_CI_PASSWORD_HASH:-}" ]; then
@@ -106,7 +120,9 @@ fi
 
 [ "$setup_only" = 1 ] && exit 0
 
-if [ -z "$upstream" ] && ! command -v docker-registry >/dev/null 2>&1; then
+dry_run=0
+for a in "${args[@]}"; do [ "$a" = --dry-run ] && dry_run=1; done
+if [ -z "$upstream" ] && [ "$dry_run" = 0 ] && ! command -v docker-registry >/dev/null 2>&1; then
   echo "no --upstream given: installing Debian's docker-registry for the embedded registry" >&2
   if ! { as_root apt-get install -y docker-registry >&2 ||
          { as_root apt-get update >&2 && as_root apt-get install -y docker-registry >&2; }; }; then

@@ -2,7 +2,8 @@
 
 Fixtures only: the test policy and its constants are in tests/support/policies.py, the
 fixtures that start processes (registries, regauth, dockerd, podman, containerd) in
-tests/integration/conftest.py.
+tests/integration/conftest.py. The session fails if a process it started outlives it
+(tests/support/leftovers.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import pytest
 
 from regauth.mitm.log_safety import SafeRecords
 from regauth.ops import pki
+from tests.support.leftovers import pytest_sessionfinish  # noqa: F401 (hook)
+from tests.support.leftovers import pytest_sessionstart  # noqa: F401 (hook)
 from tests.support.policies import PASSWORDS
 from tests.support.policies import bcrypt_hash
 from tests.support.policies import policy_text

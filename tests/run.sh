@@ -8,13 +8,16 @@ cd "$(dirname "$(readlink -f "$0")")/.."
 # faketime (a regauth whose clock is ahead of the registry's; a CLI whose clock is past a key's
 # token lifetimes), openssl (certificate fingerprints), and the client tests' dockerd +
 # docker CLI (Debian's docker.io, by absolute path: another `docker` on PATH does not count)
-# and podman; HAProxy, Redis and systemd-analyze for the operations tests and deploy/ files.
+# and podman; HAProxy, Redis, systemd-analyze and logrotate for the operations tests and deploy/
+# files; zsh to check the generated completion script (`zsh -n`); headless chromium to look
+# at mitmweb's flow list (tests/integration/test_mitmweb_list.py).
 declare -A packages=([docker-registry]=docker-registry [skopeo]=skopeo [ctr]=containerd
                      [haproxy]=haproxy [redis-server]=redis-server [systemd-analyze]=systemd
                      [containerd]=containerd [curl]=curl [htpasswd]=apache2-utils
                      [faketime]=faketime [openssl]=openssl [git]=git [prlimit]=util-linux
                      [/usr/sbin/dockerd]=docker.io [/usr/bin/docker]=docker.io
-                     [/usr/bin/podman]=podman [/usr/bin/buildah]=buildah)
+                     [/usr/bin/podman]=podman [/usr/bin/buildah]=buildah
+                     [logrotate]=logrotate [zsh]=zsh [chromium]=chromium)
 missing=()
 for cmd in "${!packages[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${packages[$cmd]}")

@@ -26,7 +26,6 @@ UNMIRRORED = frozenset(
         "mitm/login_store.py",
         "mitm/metrics_observer.py",
         "mitm/patches/body_limits.py",
-        "mitm/patches/error_pages.py",
         "mitm/patches/framing.py",
         "mitm/patches/h2_limits.py",
         "mitm/patches/head_limits.py",

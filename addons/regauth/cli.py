@@ -16,6 +16,7 @@ from regauth.tools import EXIT_FAILED
 from regauth.tools import client_certs
 from regauth.tools import commands
 from regauth.tools import job_tokens
+from regauth.tools import usage
 
 
 @overload
@@ -28,34 +29,37 @@ def _env(name: str, default: str | None = None) -> str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="regauth", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="regauth")
+    parser.add_argument("--version", action="version", version=f"regauth {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    certs_default = _env("REGAUTH_CERTS_DIR", "certs")
     certs = sub.add_parser("certs", help="CA and token-signing keys").add_subparsers(
         dest="certs_command", required=True
     )
     init = certs.add_parser("init", help="create missing CA and signing key (never overwrites)")
-    init.add_argument("--dir", default=_env("REGAUTH_CERTS_DIR", "certs"))
+    usage.certs_dir_option(init, certs_default, "where to create them (default %(default)s)")
     init.add_argument("--algorithm", choices=pki.ALGORITHMS, default="ES256")
+    init.add_argument("--json", action="store_true", help="print the files created as JSON")
     init.set_defaults(func=commands.certs_init)
     bundle = certs.add_parser("bundle", help="print the registry's auth.token.rootcertbundle")
-    bundle.add_argument("--dir", default=_env("REGAUTH_CERTS_DIR", "certs"))
+    usage.certs_dir_option(bundle, certs_default, "regauth's certs directory")
     bundle.set_defaults(func=commands.certs_bundle)
     listing = certs.add_parser(
         "list", help="each signing key's state, fingerprint, key ids and expiry"
     )
-    listing.add_argument("--dir", default=_env("REGAUTH_CERTS_DIR", "certs"))
+    usage.certs_dir_option(listing, certs_default, "regauth's certs directory")
     listing.add_argument(
         "--policy",
         default=_env("REGAUTH_POLICY", "policies/default.yaml"),
         help="for the token lifetimes (when a key may be retired)",
     )
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--json", action="store_true", help="print JSON (for scripts)")
     listing.set_defaults(func=commands.certs_lifecycle)
     rotate = certs.add_parser(
         "rotate", help="add a signing key that is published but does not sign until activated"
     )
-    rotate.add_argument("--dir", default=_env("REGAUTH_CERTS_DIR", "certs"))
+    usage.certs_dir_option(rotate, certs_default, "regauth's certs directory")
     rotate.add_argument("--algorithm", choices=pki.ALGORITHMS, default="ES256")
     rotate.add_argument(
         "--activate-after",
@@ -65,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.set_defaults(func=commands.certs_lifecycle)
     activate = certs.add_parser("activate", help="make KEY the signing key from now on")
     activate.add_argument("key", help="the key's name, as `regauth certs list` shows it")
-    activate.add_argument("--dir", default=_env("REGAUTH_CERTS_DIR", "certs"))
+    usage.certs_dir_option(activate, certs_default, "regauth's certs directory")
     activate.add_argument(
         "--policy",
         default=_env("REGAUTH_POLICY", "policies/default.yaml"),
@@ -77,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="remove a key that no longer signs, once no token it signed can still be valid",
     )
     retire.add_argument("key", help="the key's name, as `regauth certs list` shows it")
-    retire.add_argument("--dir", default=_env("REGAUTH_CERTS_DIR", "certs"))
+    usage.certs_dir_option(retire, certs_default, "regauth's certs directory")
     retire.add_argument(
         "--policy",
         default=_env("REGAUTH_POLICY", "policies/default.yaml"),
@@ -90,11 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
         "compromised key): they stop working",
     )
     retire.set_defaults(func=commands.certs_lifecycle)
-    client_certs.add_parsers(certs, _env("REGAUTH_CERTS_DIR", "certs"))
+    client_certs.add_parsers(certs, certs_default)
 
     job_tokens.add_parsers(
         sub,
-        _env("REGAUTH_CERTS_DIR", "certs"),
+        certs_default,
         _env("REGAUTH_POLICY", "policies/default.yaml"),
         _env("REGAUTH_STATE", ""),
     )
@@ -115,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="absent secrets (unset variables, missing files) are notes, not problems",
     )
     check.add_argument("files", nargs="+")
+    check.add_argument("--json", action="store_true", help="print JSON (for scripts)")
     check.set_defaults(func=commands.policy_check)
     test = policy.add_parser(
         "test", help="run expectations (a YAML tests file) against a policy; exit 1 if any fails"
@@ -122,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("policy")
     test.add_argument("tests")
     test.add_argument("--junit", metavar="FILE", help="also write JUnit XML here")
+    test.add_argument("--json", action="store_true", help="every test's outcome as JSON")
+    test.add_argument("-v", "--verbose", action="store_true", help="also list the tests that pass")
     test.set_defaults(func=commands.policy_test)
     diff = policy.add_parser(
         "diff",
@@ -130,6 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("old")
     diff.add_argument("new")
     diff.add_argument("--json", action="store_true")
+    diff.add_argument(
+        "-v", "--verbose", action="store_true", help="list every change under its rule change"
+    )
+    diff.add_argument(
+        "--claims",
+        default=None,
+        metavar="FILE.json",
+        help="also compare for the identity of an OIDC ID token with these claims",
+    )
+    diff.add_argument("--issuer", default=None, metavar="NAME", help="with --claims")
     diff.set_defaults(func=commands.policy_diff)
     explain = policy.add_parser("explain", help="show the deciding rule for scopes")
     explain.add_argument("file")
@@ -138,6 +155,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--build", default=None, metavar="ID", help="as a build's client certificate (${build})"
     )
     explain.add_argument("--ip", default=None)
+    explain.add_argument(
+        "--claims",
+        default=None,
+        metavar="FILE.json",
+        help="as the identity of an OIDC ID token with these claims (federated_issuers)",
+    )
+    explain.add_argument(
+        "--issuer",
+        default=None,
+        metavar="NAME",
+        help="with --claims: the federated issuer (default: the one whose issuer is the iss)",
+    )
+    explain.add_argument(
+        "--json", action="store_true", help="each decision and its near misses as JSON"
+    )
     explain.add_argument("scopes", nargs="+")
     explain.set_defaults(func=commands.policy_explain)
 
@@ -146,15 +178,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-decide the token requests of an exchange log "
         "under another policy; exit 1 if any changes",
     )
-    replay.add_argument("log")
+    replay.add_argument(
+        "log",
+        nargs="+",
+        metavar="LOG",
+        help="exchange logs: files, directories, globs, .gz (merged in time order)",
+    )
     replay.add_argument("--policy", required=True, help="the policy to replay under")
+    replay.add_argument(
+        "--claims",
+        default=None,
+        metavar="FILE.json",
+        help="ID-token claims (an object or a list) for federated records whose subject "
+        "they give; otherwise the claims the log kept",
+    )
     replay.add_argument("--json", action="store_true")
     replay.set_defaults(func=commands.replay)
 
     trace = sub.add_parser(
         "trace", help="render the conversations of an exchange log and diagnose known failures"
     )
-    trace.add_argument("log")
+    trace.add_argument(
+        "log",
+        nargs="+",
+        metavar="LOG",
+        help="exchange logs: files, directories, globs, .gz (merged in time order; "
+        "each replica's log tags its records)",
+    )
     trace.add_argument("--follow", action="store_true", help="keep reading as the log grows")
     trace.add_argument("--conversation", metavar="ID", help="only this conversation (prefix)")
     trace.add_argument("--repository", metavar="NAME", help="only conversations about NAME")
@@ -171,19 +221,64 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--upstream",
         default=_env("REGAUTH_UPSTREAM"),
+        metavar="URL",
         help="registry URL; default: start a local docker-registry",
     )
-    serve.add_argument("--upstream-ca", default=_env("REGAUTH_UPSTREAM_CA"))
-    serve.add_argument("--listen", default=_env("REGAUTH_LISTEN", "127.0.0.1:5443"))
-    serve.add_argument("--public-url", default=_env("REGAUTH_PUBLIC_URL"))
-    serve.add_argument("--certs-dir", default=_env("REGAUTH_CERTS_DIR", "certs"))
-    serve.add_argument("--policy", default=_env("REGAUTH_POLICY", "policies/default.yaml"))
-    serve.add_argument("--log", default=_env("REGAUTH_LOG", "logs/exchange.jsonl"))
-    serve.add_argument("--registry-dir", default=_env("REGAUTH_REGISTRY_DIR", "var/registry"))
     serve.add_argument(
-        "--web", action="store_true", default=_env("REGAUTH_WEB", "") in ("1", "true", "yes")
+        "--upstream-ca",
+        default=_env("REGAUTH_UPSTREAM_CA"),
+        metavar="FILE",
+        help="private CA of an https upstream (default: the system CAs)",
     )
-    serve.add_argument("--web-port", type=int, default=int(_env("REGAUTH_WEB_PORT", "8081")))
+    serve.add_argument(
+        "--listen",
+        default=_env("REGAUTH_LISTEN", "127.0.0.1:5443"),
+        metavar="HOST:PORT",
+        help="where regauth listens (default %(default)s; [::1]:5443 for IPv6)",
+    )
+    serve.add_argument(
+        "--public-url",
+        default=_env("REGAUTH_PUBLIC_URL"),
+        metavar="URL",
+        help="what clients use (default: derived from --listen)",
+    )
+    serve.add_argument(
+        "--certs-dir",
+        default=_env("REGAUTH_CERTS_DIR", "certs"),
+        metavar="DIR",
+        help="CA and signing keys, created when missing (default %(default)s)",
+    )
+    serve.add_argument(
+        "--policy",
+        default=_env("REGAUTH_POLICY", "policies/default.yaml"),
+        metavar="FILE",
+        help="the policy (default %(default)s)",
+    )
+    serve.add_argument(
+        "--log",
+        default=_env("REGAUTH_LOG", "logs/exchange.jsonl"),
+        metavar="FILE",
+        help="the exchange log, JSON lines (default %(default)s)",
+    )
+    serve.add_argument(
+        "--registry-dir",
+        default=_env("REGAUTH_REGISTRY_DIR", "var/registry"),
+        metavar="DIR",
+        help="storage of the embedded registry, without --upstream (default %(default)s)",
+    )
+    serve.add_argument(
+        "--web",
+        action="store_true",
+        default=_env("REGAUTH_WEB", "") in ("1", "true", "yes"),
+        help="mitmweb instead of mitmdump, on 127.0.0.1, behind a printed token",
+    )
+    serve.add_argument(
+        "--web-port",
+        type=int,
+        default=int(_env("REGAUTH_WEB_PORT", "8081")),
+        metavar="PORT",
+        help="mitmweb's port (default %(default)s)",
+    )
     serve.add_argument(
         "--admin-listen",
         default=_env("REGAUTH_ADMIN_LISTEN"),
@@ -220,10 +315,40 @@ def build_parser() -> argparse.ArgumentParser:
         "clients would send passwords in clear text)",
     )
     serve.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=_env("REGAUTH_VERBOSE", "") in ("1", "true", "yes"),
+        help="console: also each forwarded request and connection churn (default: "
+        "decisions, refusals and errors)",
+    )
+    serve.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the options and the policy, print the settings, exit without listening",
+    )
+    serve.add_argument(
         "extra", nargs=argparse.REMAINDER, help="after --: extra mitmproxy arguments"
     )
     serve.set_defaults(func=commands.serve)
+
+    completion = sub.add_parser("completion", help="print a shell completion script (bash or zsh)")
+    completion.add_argument("shell", choices=("bash", "zsh"), help="the shell to complete in")
+    completion.set_defaults(func=commands.completion)
+    usage.document(parser)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml), or "unknown" when regauth runs
+    from a tree that was never installed."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version
+
+    try:
+        return version("regauth")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

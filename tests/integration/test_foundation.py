@@ -251,8 +251,10 @@ def test_token_endpoint_works_while_upstream_is_down(write_policy, make_proxy):
         "/v2/public/app/manifests/1",
         {"Authorization": f"Bearer {token}"},
     )
-    assert down.status == 502
+    # Issue 26: distribution's 503 UNAVAILABLE with Retry-After (was 502), which clients retry.
+    assert down.status == 503
     assert down.json()["errors"][0]["code"] == "UNAVAILABLE"
+    assert down.header("Retry-After") == "1"
 
 
 def test_served_certificate_covers_localhost_and_ip(write_policy, make_registry, make_proxy):

@@ -5,7 +5,7 @@ real registry; clients bind their source address (127.0.0.2, 127.0.0.3) so that 
 each of them, while HAProxy itself connects from 127.0.0.1.
 
 - the shipped config sends a PROXY v2 header naming the client on every connection to a
-  replica, and none on its readiness checks (which go to the admin port and still pass);
+  replica, and none on its liveness checks (which go to the admin port and still pass);
 - a `networks:` rule for 127.0.0.2/32 grants 127.0.0.2 and not 127.0.0.3, on both replicas;
 - ten wrong passwords from 127.0.0.2 (over both replicas, counted in Redis) lock that account
   for 127.0.0.2 only: 127.0.0.3 logs in with it;
@@ -13,7 +13,7 @@ each of them, while HAProxy itself connects from 127.0.0.1.
   refused) and 127.0.0.3 still pushes;
 - a PROXY header sent straight to a replica from an untrusted address is refused; a connection
   from HAProxy's address without a header is refused (also through a HAProxy without
-  `send-proxy-v2`, which the readiness checks do not notice);
+  `send-proxy-v2`, which the liveness checks do not notice);
 - every exchange-log record and every `regauth trace` conversation names the real client, with
   HAProxy as `via`;
 - plain HTTP through HAProxy gets one 400 asking for TLS: no challenge, no token, nothing
@@ -195,7 +195,7 @@ def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
 class _Listener:
     """A loopback listener that records the first bytes of each connection (until `complete`
     says they are all there, or 2 s) and answers `reply` (for the admin port: a 200 to
-    HAProxy's readiness check)."""
+    HAProxy's liveness check)."""
 
     def __init__(self, complete: Callable[[bytes], bool], reply: bytes = b"") -> None:
         import threading
@@ -272,7 +272,7 @@ def test_the_shipped_config_sends_a_v2_header_on_connections_and_none_on_checks(
     assert connection[28:] == hello
     assert len(admin_port.first_bytes) >= 4
     for check in admin_port.first_bytes:
-        assert check.startswith(b"GET /readyz HTTP/1.1\r\n"), check
+        assert check.startswith(b"GET /healthz HTTP/1.1\r\n"), check
 
 
 # -- acceptance ------------------------------------------------------------------------------
@@ -384,7 +384,7 @@ def test_a_connection_from_haproxys_address_without_a_header_is_refused(cluster,
         with pytest.raises(OSError):
             exchange(open_tls(replica.port, replica.ca, source=HAPROXY_ADDRESS), "GET", "/v2/")
         assert f"closed connection from load balancer {HAPROXY_ADDRESS}" in replica.output()
-    # The same through a HAProxy left without send-proxy-v2: its readiness checks pass (they
+    # The same through a HAProxy left without send-proxy-v2: its liveness checks pass (they
     # go to the admin port), and every client connection is closed.
     bare = HAProxy(tmp_path / "haproxy-bare", cluster.haproxy.replicas, proxy_protocol=False)
     bare.start()

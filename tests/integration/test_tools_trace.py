@@ -84,6 +84,9 @@ def test_challenge_without_token_request(enforce_proxy: ProxyProcess) -> None:
     found = diagnoses(proxy)
     assert "no-token-request" in found
     assert "CA" in found["no-token-request"]["hint"]
+    # The failed handshake is in the log too (issue 26, item 7), with curl's own snippet.
+    assert "its TLS handshake failed right after" in found["no-token-request"]["detail"]
+    assert f"curl --cacert {proxy.ca.absolute()}" in found["tls-untrusted"]["hint"]
 
 
 def test_bad_credentials(enforce_proxy: ProxyProcess) -> None:
@@ -275,7 +278,7 @@ def test_injected_credentials_refused(
     proxy = make_proxy(policy, registry.url, env={"REGAUTH_TEST_UPSTREAM_PASSWORD": "wrong"})
     assert not inspect(proxy, "public/app:1").ok
     found = diagnoses(proxy)
-    assert "client got 502" in found["upstream-credentials-refused"]["detail"]
+    assert "client got 503" in found["upstream-credentials-refused"]["detail"]
 
 
 def test_follow_prints_conversations_as_they_happen(enforce_proxy: ProxyProcess) -> None:

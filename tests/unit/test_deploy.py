@@ -1,6 +1,7 @@
 """The deployment files under deploy/: Kubernetes manifests (kubernetes-validate), the HAProxy
 config (`haproxy -c`), the systemd units (`systemd-analyze verify`), and that they agree with
-regauth's own options. The HAProxy config also runs for real in test_scale_out.py."""
+regauth's own options, and the logrotate file (run by `logrotate`). The HAProxy config also runs
+for real in test_scale_out.py."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import kubernetes_validate
@@ -78,7 +80,8 @@ def test_the_deployment_runs_replicas_with_probes_on_the_admin_port():
     assert ports["admin"] == admin_port
     assert int(args["--listen"].rpartition(":")[2]) == ports["https"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    # Liveness, as HAProxy checks: a registry outage reaches clients as regauth's 503.
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
     annotations = template["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/port"] == str(admin_port)
@@ -116,7 +119,7 @@ def test_the_shipped_policy_is_valid(tmp_path):
     assert env_names == {"REGAUTH_CI_PASSWORD_HASH"}
 
 
-def test_the_haproxy_config_is_valid_and_checks_readiness():
+def test_the_haproxy_config_is_valid_and_checks_liveness():
     env = {
         **os.environ,
         "REGAUTH_FRONTEND": "127.0.0.1:1443",
@@ -136,7 +139,9 @@ def test_the_haproxy_config_is_valid_and_checks_readiness():
     assert done.returncode == 0, done.stdout + done.stderr
     assert "[WARNING]" not in done.stdout + done.stderr
     text = config.read_text()
-    assert "mode tcp" in text and "uri /readyz" in text and "http-check expect status 200" in text
+    # Liveness, not readiness: a registry outage must not take every replica out (issue 26).
+    assert "mode tcp" in text and "uri /healthz" in text and "http-check expect status 200" in text
+    assert "uri /readyz" not in text
 
 
 def test_haproxy_names_clients_with_the_proxy_protocol_and_checks_without():
@@ -250,3 +255,60 @@ def test_the_deployment_sends_no_proxy_protocol_by_default_and_the_alternative_i
     container = _kind("Deployment", "regauth")["spec"]["template"]["spec"]["containers"][0]
     parsed = build_parser().parse_args([*container["args"], commented])
     assert parse_networks(parsed.proxy_protocol)
+
+
+LOGROTATE = DEPLOY / "logrotate" / "regauth"
+RELOAD = "systemctl reload 'regauth@*.service' >/dev/null 2>&1 || true"
+
+
+def test_logrotate_rotates_the_units_logs_and_reloads_the_units():
+    """The logrotate file names the logs the unit writes, and its postrotate reloads the
+    units, whose ExecReload= sends the signal that reopens the log (SIGHUP)."""
+    text = LOGROTATE.read_text()
+    unit = (DEPLOY / "systemd" / "regauth@.service").read_text()
+    assert "Environment=REGAUTH_LOG=/var/log/regauth/exchange-%i.jsonl" in unit
+    assert "/var/log/regauth/exchange-*.jsonl {" in text
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in unit
+    assert RELOAD in text
+    directives = {line.split()[0] for line in text.splitlines() if line.startswith("    ")}
+    assert "copytruncate" not in directives  # rename and reopen: nothing lost
+    assert {"delaycompress", "nocreate", "sharedscripts"} <= directives
+
+
+def test_logrotate_runs_the_shipped_file(tmp_path):
+    """The shipped file, its log directory moved to tmp_path and its reload replaced by a
+    marker: two forced rotations rename the log (no copy, no new file: regauth creates it
+    on reopen), run the reload once per rotation, and compress the older one only."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    marker = tmp_path / "reloaded"
+    config = tmp_path / "regauth.logrotate"
+    config.write_text(
+        LOGROTATE.read_text()
+        .replace("/var/log/regauth/", f"{logs}/")
+        .replace(RELOAD, f"echo reloaded >> {marker}")
+    )
+    log = logs / "exchange-1.jsonl"
+    for n in (1, 2):
+        log.write_text(f'{{"n":{n}}}\n')
+        done = subprocess.run(
+            [
+                shutil.which("logrotate") or "/usr/sbin/logrotate",
+                "-f",
+                "-s",
+                str(tmp_path / "state"),
+                str(config),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        assert not log.exists()
+        if n == 1:
+            time.sleep(1.1)  # the rotated names carry the second (dateformat %s)
+    names = sorted(p.name for p in logs.iterdir())
+    assert len(names) == 2
+    assert names[0].startswith("exchange-1.jsonl-") and names[0].endswith(".gz")
+    assert names[1].startswith("exchange-1.jsonl-") and not names[1].endswith(".gz")
+    assert (logs / names[1]).read_text() == '{"n":2}\n'
+    assert marker.read_text() == "reloaded\nreloaded\n"

@@ -12,6 +12,9 @@ port: the proxy only ever forwards to its upstream.
 - `GET /readyz`: 200 `ready`, or 503 with one `not ready: REASON` line per reason
   (`regauth.ops.health`); the upstream is probed every `regauth_upstream_check_seconds`.
 - `POST /job-tokens`: a CI controller mints job tokens (`mitm/admin_job_tokens.py`).
+- `POST /log/reopen`: reopen the exchange log after rotation (`mitm/log_reopen.py`).
+
+Both writes need the admin token (`mitm/admin_auth.py`).
 
 The upstream probe belongs to this addon but does not depend on the listener: in delegate mode
 it also runs the delegate check (`mitm/delegate_gate.py`), whose verdict decides whether
@@ -39,9 +42,12 @@ from tornado import web
 from tornado.httpserver import HTTPServer
 
 from regauth.delegate_check import KINDS
+from regauth.federation.jwks import IssuerKeySets
 from regauth.mitm.admin_job_tokens import JobTokensHandler
 from regauth.mitm.config_loader import ConfigLoader
 from regauth.mitm.delegate_gate import DelegateGate
+from regauth.mitm.log_reopen import LogReopen
+from regauth.mitm.log_reopen import LogReopenHandler
 from regauth.mitm.login_store import SharedState
 from regauth.mitm.metrics_observer import MetricsObserver
 from regauth.mitm.recorder import Recorder
@@ -97,8 +103,10 @@ class AdminServer:
         observer: MetricsObserver,
         shared: SharedState,
         delegate: DelegateGate | None = None,
+        reopener: LogReopen | None = None,
     ) -> None:
         self.metrics = metrics
+        self.reopener = reopener or LogReopen(recorder)
         self.config = config
         self.recorder = recorder
         self.observer = observer
@@ -191,6 +199,14 @@ class AdminServer:
                         "certs_dir": lambda: Path(ctx.options.regauth_certs_dir),
                     },
                 ),
+                (
+                    r"/log/reopen",
+                    LogReopenHandler,
+                    {
+                        "reopener": self.reopener,
+                        "certs_dir": lambda: Path(ctx.options.regauth_certs_dir),
+                    },
+                ),
             ],
             log_function=lambda handler: None,
         )  # probes every second would flood the console
@@ -243,8 +259,53 @@ class AdminServer:
             time.time(),
             self.probe.window,
             delegate=delegate.readiness_problem() if delegate else None,
-            warnings=delegate.readiness_warnings() if delegate else (),
+            warnings=[
+                *(delegate.readiness_warnings() if delegate else ()),
+                *self._federation_warnings(),
+            ],
         )
+
+    def _sample_federation(self) -> Iterator[Metric]:
+        keysets = self.shared.handler.authenticator.federation
+        status = keysets.status() if isinstance(keysets, IssuerKeySets) else {}
+        if not status:
+            return
+        yield gauge(
+            "regauth_federation_keys",
+            "Keys held for each federated issuer (the last good key set)",
+            [({"issuer": i}, float(len(s.keys))) for i, s in status.items()],
+            ("issuer",),
+        )
+        yield gauge(
+            "regauth_federation_key_set_up",
+            "1 when the last fetch of the issuer's key set worked",
+            [({"issuer": i}, float(s.last_error is None)) for i, s in status.items()],
+            ("issuer",),
+        )
+        yield counter(
+            "regauth_federation_key_set_fetch_failures",
+            "Failed fetches of each federated issuer's key set",
+            [({"issuer": i}, float(s.failures)) for i, s in status.items()],
+            ("issuer",),
+        )
+        good = [({"issuer": i}, s.fetched_at) for i, s in status.items() if s.fetched_at]
+        if good:
+            yield gauge(
+                "regauth_federation_key_set_last_success_timestamp_seconds",
+                "When each issuer's key set was last fetched (Unix time)",
+                good,
+                ("issuer",),
+            )
+
+    def _federation_warnings(self) -> list[str]:
+        keysets = self.shared.handler.authenticator.federation
+        status = keysets.status() if isinstance(keysets, IssuerKeySets) else {}
+        return [
+            f"federated issuer {issuer}: key set fetch failed ({s.last_error}); "
+            + (f"using {len(s.keys)} keys fetched earlier" if s.keys else "no keys yet")
+            for issuer, s in status.items()
+            if s.last_error
+        ]
 
     def _sample(self) -> Iterator[Metric]:
         reloads = self.config.reloads
@@ -296,6 +357,7 @@ class AdminServer:
             [({}, float(self.readiness_upstream()))],
         )
         yield from self._sample_delegate()
+        yield from self._sample_federation()
         store = self.shared.store
         if store is not None:
             yield gauge(

@@ -1,7 +1,7 @@
 """`POST /job-tokens` on the admin listener: a CI controller mints job tokens (issue 23).
 
-Never on the proxy port. Authenticated with the admin token, a secret in
-`certs/private/admin-token` (create it: `regauth token admin-secret`); without that file the
+Never on the proxy port. Authenticated with the admin token (`mitm/admin_auth.py`), a secret
+in `certs/private/admin-token` (create it: `regauth token admin-secret`); without that file the
 route answers 404, so minting is off until an operator turns it on. The request is JSON,
 bounded (16 KiB), with the same grammar as `regauth token issue`:
 
@@ -14,7 +14,6 @@ finds it, and never logged.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from collections.abc import Callable
@@ -25,18 +24,13 @@ from tornado import web
 from regauth.logins.job_tokens import JobStore
 from regauth.logins.job_tokens import mint
 from regauth.logins.job_tokens import parse_job_request
+from regauth.mitm.admin_auth import authorize
 from regauth.mitm.config_loader import ConfigLoader
-from regauth.ops import pki
 from regauth.tools.trace import parse_duration
 
 logger = logging.getLogger(__name__)
 
-ADMIN_TOKEN = "admin-token"  # under certs/private/
 MAX_BODY = 16 * 1024
-
-
-def admin_token_path(certs_dir: Path) -> Path:
-    return certs_dir / pki.PRIVATE_DIR / ADMIN_TOKEN
 
 
 class JobTokensHandler(web.RequestHandler):
@@ -59,21 +53,7 @@ class JobTokensHandler(web.RequestHandler):
         self.finish(json.dumps({"error": message}))
 
     def post(self) -> None:
-        path = admin_token_path(self.certs_dir())
-        try:
-            secret = path.read_bytes()[:4096].strip()
-        except OSError:
-            self._fail(404, f"job token minting is off (no {path})")
-            return
-        given = self.request.headers.get("Authorization", "")
-        scheme, _, value = given.partition(" ")
-        if (
-            not secret
-            or scheme.lower() != "bearer"
-            or not hmac.compare_digest(value.strip().encode(), secret)
-        ):
-            self.set_header("WWW-Authenticate", 'Bearer realm="regauth admin"')
-            self._fail(401, "the admin token is required")
+        if not authorize(self, self.certs_dir(), "job token minting"):
             return
         if len(self.request.body) > MAX_BODY:
             self._fail(413, f"at most {MAX_BODY} bytes")

@@ -22,7 +22,8 @@ Per process, below the file-descriptor limit (which regauth raises to its hard l
 - `regauth_max_upstream_connections` connections to the registry (default: the other half).
   While that many are open, registry requests get `503 UNAVAILABLE` with `Retry-After`
   (token requests need no registry connection and are still answered); a connection beyond
-  it by `SHED_MARGIN` (requests decided just before) is refused and its request gets 502.
+  it by `SHED_MARGIN` (requests decided just before) is refused and its request gets 503
+  with `Retry-After` too (`patches/error_pages.py`).
 
 A closed connection is logged (once per address and reason per minute, with counts, in bounded
 memory: `refusal_log`) and counted by reason for the metrics. `0` disables a limit.

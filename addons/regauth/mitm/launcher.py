@@ -55,6 +55,7 @@ class ServeConfig:
     delegate_unchecked: bool = False  # forward in delegate mode whatever the registry checks
     proxy_protocol: str = ""  # CIDR[,CIDR...] of the balancers sending a PROXY header
     plain_http: bool = False  # serve plain HTTP besides TLS on the proxy port (tests only)
+    verbose: bool = False  # console: also routine flows and connection churn (console_log)
 
 
 DEFAULT_ADMIN_LISTEN = "127.0.0.1:9090"
@@ -121,6 +122,8 @@ def mitmproxy_args(config: ServeConfig, web_password_hash: str | None) -> list[s
         args += ["--set", f"regauth_proxy_protocol={config.proxy_protocol}"]
     if config.plain_http:
         args += ["--set", "regauth_plain_http=true"]
+    if config.verbose:
+        args += ["--set", "regauth_verbose=true"]
     if config.upstream_ca is not None:
         args += [
             "--set",

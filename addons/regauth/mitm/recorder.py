@@ -19,6 +19,7 @@ from mitmproxy import ctx
 from mitmproxy import http
 from mitmproxy.addonmanager import Loader
 
+from regauth.mitm import console_log
 from regauth.mitm import shown
 from regauth.mitm.config_loader import ConfigLoader
 from regauth.mitm.fail_closed import fail_closed
@@ -50,8 +51,18 @@ class Recorder:
 
     def load(self, loader: Loader) -> None:
         loader.add_option("regauth_log", str, "logs/exchange.jsonl", "JSONL exchange log file.")
+        loader.add_option(
+            "regauth_verbose",
+            bool,
+            False,
+            "Console: also forwarded requests, plain challenges and connection churn.",
+        )
+        # configure() hears of the option only when it is set: apply the default now.
+        console_log.set_verbose(False)
 
     def configure(self, updated: set[str]) -> None:
+        if "regauth_verbose" in updated:
+            console_log.set_verbose(ctx.options.regauth_verbose)
         if "regauth_log" not in updated:
             return
         log_path = Path(ctx.options.regauth_log)
@@ -106,8 +117,16 @@ class Recorder:
         jti = trusted_jti(flow, state)
         issued_in = self.conversations.for_token(jti)
         if challenge_scopes is not None and state.kind == "registry":
+            # Whose challenge it is: the account this process issued the token to, or else
+            # (another replica issued it) the subject of the token the gate verified, so that
+            # another account's token request from the same address never joins it.
+            identity = self.conversations.identity_of_token(jti)
+            token = state.token
+            if identity is None and token is not None:
+                name = token.subject or "anonymous"
+                identity = name if token.source == "regauth" else f"{token.source}:{name}"
             state.conversation = self.conversations.challenged(
-                client_ip, challenge_scopes, issued_in, self.conversations.identity_of_token(jti)
+                client_ip, challenge_scopes, issued_in, identity
             )
         elif state.conversation is None:
             state.conversation = issued_in or new_id()
@@ -124,5 +143,14 @@ class Recorder:
         comment, marker = comment_and_marker(flow, state, record)
         flow.comment = shown.shown_text(comment)
         flow.marked = marker
+        challenge = record.challenge[0] if len(record.challenge) == 1 else None
+        kind = console_log.classify(
+            state.kind,
+            record.status,
+            flow.error is not None,
+            challenge.error if challenge is not None else None,
+            record.status == 401 and challenge is not None,
+        )
+        console_log.show(kind, client_ip, flow.comment)
         if self.exchange_log is not None:
             self.exchange_log.write(record.to_json())

@@ -40,6 +40,7 @@ from regauth.mitm.patches.stream_isolation import DISCARD_MARK
 from regauth.mitm.refusal_sink import NONCE_HEADER
 from regauth.mitm.refusal_sink import RefusalSink
 from regauth.mitm.scrub import CLIENT_AUTHORIZATION
+from regauth.mitm.scrub import CLIENT_ORIGIN
 from regauth.mitm.scrub import redact_authorization
 from regauth.mitm.scrub import scrub_request
 from regauth.mtls.identity import ClientCertificate
@@ -142,6 +143,8 @@ class RequestHandler:
         state.client_authorization = authorization[0] if authorization else None
         state.auth = describe(state.client_authorization)
         flow.metadata[CLIENT_AUTHORIZATION] = redact_authorization(state.client_authorization)
+        if active is not None:
+            flow.metadata[CLIENT_ORIGIN] = active.public.url  # what mitmweb shows (scrub.py)
         view = request_view(flow, active)
         state.view = view
         state.kind = view.kind

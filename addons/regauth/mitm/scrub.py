@@ -24,6 +24,7 @@ from regauth.mitm.shown import hide_capabilities
 from regauth.ops.safe_text import escape
 from regauth.ops.safe_text import is_safe
 from regauth.protocol.auth_header import split_authorization
+from regauth.protocol.urls import parse_origin
 
 _FORM_SECRETS = ("password", "refresh_token", "client_secret")
 
@@ -77,12 +78,33 @@ def scrub_token_response(response: http.Response) -> None:
 # flow.metadata key: the client's own Authorization header, already redacted (safe to keep and
 # show); set when the request is decided, so a display never needs the header itself.
 CLIENT_AUTHORIZATION = "regauth.client_authorization"
+# flow.metadata key: the public origin the client asked (`regauth_public_url`, e.g.
+# `https://registry.example.com`), set when the request is decided. mitmproxy's reverse mode
+# has by then rewritten the request's scheme, host, port and Host header to the upstream's (or
+# to the refusal sink's): the copy shown puts the client's own back.
+CLIENT_ORIGIN = "regauth.client_origin"
 _QUERY_SECRETS = ("password", "refresh_token", "client_secret", "token", "access_token")
+
+
+def show_as_asked(request: http.Request, origin: str) -> None:
+    """`request` (a copy shown) as the client sent it: at the public `origin`
+    (`scheme://host[:port]`), with a Host header (HTTP/1) or `:authority` (HTTP/2) naming it,
+    instead of the upstream or refusal-sink address it was sent on to. The path is the
+    client's already. An origin that does not parse leaves the request as it is."""
+    try:
+        public = parse_origin(origin)
+    except ValueError:
+        return
+    request.scheme = public.scheme
+    request.host = public.host
+    request.port = public.port
+    request.host_header = public.netloc
 
 
 def display_copy(flow: http.HTTPFlow) -> http.HTTPFlow:
     """A copy of `flow` without any secret, for everything mitmweb shows or exports.
 
+    Shown as the client asked it (`CLIENT_ORIGIN`): the public URL, not the upstream's.
     Removed: the Authorization header (the client's, or the upstream credential regauth
     injected: shown as the client's own header, redacted), token form secrets, secret query
     parameters of token requests, token signatures and refresh tokens in token responses.
@@ -94,6 +116,9 @@ def display_copy(flow: http.HTTPFlow) -> http.HTTPFlow:
     copy._backup = None  # a backup (from a mitmweb edit) would keep what regauth scrubs later
     copy.id = flow.id  # copy() gives a new id; what is shown must name the flow it shows
     request = copy.request
+    origin = flow.metadata.get(CLIENT_ORIGIN)
+    if isinstance(origin, str):
+        show_as_asked(request, origin)
     shown = flow.metadata.get(CLIENT_AUTHORIZATION)
     if not isinstance(shown, str):
         shown = redact_authorization(flow.request.headers.get("authorization"))

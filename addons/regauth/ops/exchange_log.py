@@ -13,6 +13,10 @@ A failing disk must not stop the proxy, nor leave a line that does not parse:
 - A record that cannot be serialized or written is dropped and counted in `records_lost`; write
   errors are reported once per distinct error, then every 100th failure, and recovery is
   reported with the number of records lost.
+
+Rotation (logrotate's rename, then a signal or the admin listener): `reopen` opens `path` afresh
+between two whole records, so a record is in the old file or the new one, never split or
+lost; if the new file cannot be opened, records keep going to the old one.
 """
 
 from __future__ import annotations
@@ -79,6 +83,7 @@ class ExchangeLog:
         self.redact = redact
         self.records_written = 0
         self.records_lost = 0
+        self.reopens = 0  # successful `reopen` calls
         self._fd: int | None = None
         self._lock = threading.Lock()
         self._failures = 0  # consecutive failed records, for the recovery message
@@ -89,17 +94,45 @@ class ExchangeLog:
         self._pending_truncate: tuple[int, int] | None = None
 
     def open(self) -> None:
+        """Open `path` for appending (created 0600). Raises OSError."""
+        self._fd, self._damaged_tail = self._open_path()
+        self._pending_truncate = None
+
+    def _open_path(self) -> tuple[int, bool]:
+        """A new descriptor on `path`, and whether the file ends inside a line."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Records name accounts, repositories and token ids: owner-only, like the keys.
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             size = os.fstat(fd).st_size
-            self._damaged_tail = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+            return fd, size > 0 and os.pread(fd, 1, size - 1) != b"\n"
         except OSError:
             os.close(fd)
             raise
-        self._pending_truncate = None
-        self._fd = fd
+
+    def reopen(self) -> bool:
+        """Open `path` afresh after the file was renamed (log rotation) and close the old
+        descriptor. Holds the lock, so it happens between two whole records: every record is
+        in the old file or the new one, whole. Returns False, logging why, if the new file
+        cannot be opened: records then keep going to the old descriptor (none is lost); a
+        later `reopen` tries again."""
+        with self._lock:
+            self._repair()  # a pending repair of the old file, while its descriptor is open
+            try:
+                fd, damaged = self._open_path()
+            except OSError as e:
+                logger.error(
+                    "cannot reopen exchange log %s (%s: %s); still writing to the file open before",
+                    self.path,
+                    type(e).__name__,
+                    e,
+                )
+                return False
+            self._close()
+            self._fd, self._damaged_tail = fd, damaged
+            self._pending_truncate = None
+            self.reopens += 1
+        return True
 
     def close(self) -> None:
         with self._lock:

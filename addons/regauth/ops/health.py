@@ -1,7 +1,9 @@
 """Readiness: whether a regauth process should receive traffic (no I/O here).
 
-A load balancer or Kubernetes sends a replica traffic only while `/readyz` answers 200
-(`mitm/admin.py`); this module says when that is:
+Kubernetes sends a replica traffic only while `/readyz` answers 200 (`mitm/admin.py`); this
+module says when that is (the shipped HAProxy config checks `/healthz` instead, so that a
+registry outage, which makes every replica unready at once, reaches clients as regauth's
+`503 UNAVAILABLE` rather than as a closed connection):
 
 - a policy and a signing key are loaded (without them every request is refused with 503);
 - the signing certificate has not expired (registries check the `x5c` certificate);

@@ -6,8 +6,9 @@ One module per command or concern, all sans-IO except for reading the files they
 - `policy_tests`: `regauth policy test POLICY TESTS [--junit FILE]`
 - `witnesses` + `policy_diff`: `regauth policy diff OLD NEW`
 - `log_records`: the exchange log read back, grouped into conversations
-- `replay`: `regauth replay LOG --policy NEW`
-- `diagnosis` + `trace`: `regauth trace LOG`
+- `log_sources`: many log files (directories, globs, gzip) merged into one time-ordered stream
+- `replay`: `regauth replay LOG... --policy NEW`
+- `diagnosis` + `trace`: `regauth trace LOG...` (`trust_snippets`: how each client trusts the CA)
 - `certs`: `regauth certs list|rotate|activate|retire` (the signing keys' lifecycle)
 - `render`: terminal output (rich on a terminal, plain text otherwise, JSON on request)
 

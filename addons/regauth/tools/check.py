@@ -1,4 +1,5 @@
-"""`regauth policy check [--no-secrets] FILE...`: load each file exactly as the proxy does.
+"""`regauth policy check [--no-secrets] [--json] FILE...`: load each file exactly as the proxy
+does.
 
 With `no_secrets`, absent secrets (unset `*_env` variables, unreadable `*_file` files) are
 listed as notes instead of problems; a secret that is present is still validated (a bcrypt
@@ -18,6 +19,7 @@ from regauth.policy.reader import Problem
 from regauth.tools import EXIT_FINDING
 from regauth.tools import EXIT_OK
 from regauth.tools.render import Printer
+from regauth.tools.render import print_json
 
 
 def check_files(
@@ -52,4 +54,41 @@ def check_files(
             f" (service {policy.service}, {len(policy.accounts)} accounts, "
             f"{len(policy.rules)} rules{skipped})",
         )
+    return status
+
+
+def _problem(problem: Problem) -> dict[str, object]:
+    return {
+        "file": problem.file,
+        "line": problem.line,
+        "column": problem.column,
+        "message": problem.message,
+    }
+
+
+def check_files_json(files: list[str], no_secrets: bool, out: IO[str] | None = None) -> int:
+    """`--json`: one document on `out`, `{"files": [{"file", "ok", "problems": [{"file",
+    "line", "column", "message"}], "notes": [...], and when ok "service", "accounts",
+    "rules"}]}`; notes are the secrets not checked (`no_secrets`). Exit code as check_files."""
+    status = EXIT_OK
+    results: list[dict[str, object]] = []
+    for file in files:
+        notes: list[Problem] | None = [] if no_secrets else None
+        result: dict[str, object] = {"file": file}
+        try:
+            policy = load_policy(Path(file), secret_notes=notes)
+        except PolicyError as e:
+            result.update(ok=False, problems=[_problem(p) for p in e.problems], notes=[])
+            status = EXIT_FINDING
+        else:
+            result.update(
+                ok=True,
+                problems=[],
+                notes=[_problem(n) for n in notes or []],
+                service=policy.service,
+                accounts=len(policy.accounts),
+                rules=len(policy.rules),
+            )
+        results.append(result)
+    print_json({"files": results}, out)
     return status

@@ -23,6 +23,7 @@ from regauth.ops import pki
 from regauth.tools import EXIT_FAILED
 from regauth.tools import EXIT_INPUT
 from regauth.tools import EXIT_OK
+from regauth.tools import usage
 from regauth.tools.trace import parse_duration
 
 
@@ -82,6 +83,20 @@ def issue(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         print(f"regauth certs client: {e}", file=sys.stderr)
         return EXIT_FAILED
+    if getattr(args, "json", False):
+        from regauth.tools.render import print_json
+
+        print_json(
+            {
+                "serial": issued.serial,
+                "subject": subject.uri,
+                "not_after": f"{issued.not_after:%Y-%m-%dT%H:%M:%SZ}",
+                "key": str(out / "client.key"),
+                "cert": str(out / "client.cert"),
+                "ca": str(out / "ca.crt"),
+            }
+        )
+        return EXIT_OK
     print(
         f"wrote {out}/client.key, client.cert (serial {issued.serial}, {subject.uri}, "
         f"valid until {issued.not_after:%Y-%m-%dT%H:%M:%SZ}) and ca.crt",
@@ -125,16 +140,21 @@ def add_parsers(certs: argparse._SubParsersAction, certs_default: str) -> None:
     who.add_argument("--account", metavar="NAME", help="an account of the policy")
     client.add_argument("--ttl", default="30m", help="lifetime: 90s, 30m, 2h, 1d (at most 30d)")
     client.add_argument("--out", required=True, metavar="DIR")
-    client.add_argument("--dir", default=certs_default, help="regauth's certs directory")
+    usage.certs_dir_option(client, certs_default, "regauth's certs directory")
     client.add_argument(
         "--host", default="localhost:5443", help="registry HOST:PORT for the printed snippets"
     )
     client.add_argument("--quiet", action="store_true", help="print no snippets")
+    client.add_argument(
+        "--json",
+        action="store_true",
+        help="print the serial, subject, expiry and paths as JSON instead of the snippets",
+    )
     client.set_defaults(func=issue)
     rev = certs.add_parser(
         "revoke", help="refuse client certificates by serial or build (a running regauth reloads)"
     )
     rev.add_argument("--serial", action="append", metavar="HEX")
     rev.add_argument("--build", action="append", metavar="ID")
-    rev.add_argument("--dir", default=certs_default, help="regauth's certs directory")
+    usage.certs_dir_option(rev, certs_default, "regauth's certs directory")
     rev.set_defaults(func=revoke)

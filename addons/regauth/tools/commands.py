@@ -8,6 +8,7 @@ import argparse
 import getpass
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from regauth.ops import pki
 from regauth.ops.safe_text import escape
@@ -15,6 +16,11 @@ from regauth.tools import EXIT_FAILED
 from regauth.tools import EXIT_FINDING
 from regauth.tools import EXIT_INPUT
 from regauth.tools import EXIT_OK
+
+if TYPE_CHECKING:
+    from regauth.mitm.launcher import ServeConfig
+    from regauth.policy.model import Identity
+    from regauth.policy.model import Policy
 
 
 def print_error(text: str) -> None:
@@ -25,6 +31,11 @@ def print_error(text: str) -> None:
 
 def certs_init(args: argparse.Namespace) -> int:
     written = pki.init_certs(Path(args.dir), args.algorithm)
+    if getattr(args, "json", False):
+        from regauth.tools.render import print_json
+
+        print_json({"certs_dir": str(args.dir), "created": [str(p) for p in written]})
+        return EXIT_OK
     for path in written:
         print(f"created {path}")
     if not written:
@@ -74,7 +85,10 @@ def passwd(args: argparse.Namespace) -> int:
 
 def policy_check(args: argparse.Namespace) -> int:
     from regauth.tools.check import check_files
+    from regauth.tools.check import check_files_json
 
+    if args.json:
+        return check_files_json(args.files, args.no_secrets)
     return check_files(args.files, args.no_secrets)
 
 
@@ -97,7 +111,14 @@ def policy_test(args: argparse.Namespace) -> int:
     outcomes = [policy_tests.run_test(policy, test) for test in tests]
     if args.junit:
         Path(args.junit).write_bytes(policy_tests.junit_xml(policy, args.tests, outcomes))
-    return policy_tests.report(policy, args.tests, outcomes)
+    if getattr(args, "json", False):
+        from regauth.tools.render import print_json
+
+        print_json(policy_tests.as_json(policy, args.tests, outcomes))
+        return EXIT_FINDING if any(not o.passed for o in outcomes) else EXIT_OK
+    return policy_tests.report(
+        policy, args.tests, outcomes, verbose=getattr(args, "verbose", False)
+    )
 
 
 def policy_diff(args: argparse.Namespace) -> int:
@@ -113,33 +134,60 @@ def policy_diff(args: argparse.Namespace) -> int:
         for problem in e.problems:
             print_error(str(problem))
         return EXIT_INPUT
-    result = policy_diff.diff_policies(old, new)
+    extra = []
+    if getattr(args, "claims", None):
+        from regauth.tools.witnesses import Subject
+
+        sides: list[Identity | None] = []
+        for policy in (old, new):
+            try:
+                sides.append(claims_identity(Path(args.claims), args.issuer, policy))
+            except ValueError:
+                sides.append(None)  # that policy has no such issuer: cannot log in there
+        if sides == [None, None]:
+            try:
+                claims_identity(Path(args.claims), args.issuer, new)
+            except ValueError as e:
+                print_error(f"regauth policy diff: {e}")
+            return EXIT_INPUT
+        extra.append(Subject(f"ID token {Path(args.claims).name}", sides[0], sides[1]))
+    result = policy_diff.diff_policies(old, new, extra)
     if args.json:
         print_json(policy_diff.as_json(result))
         return EXIT_FINDING if result.gained else EXIT_OK
-    return policy_diff.report(result)
+    return policy_diff.report(result, verbose=getattr(args, "verbose", False))
 
 
 def replay(args: argparse.Namespace) -> int:
     from regauth.tools import replay
     from regauth.tools.loading import PolicyError
     from regauth.tools.loading import load_for_decisions
-    from regauth.tools.log_records import read_log
+    from regauth.tools.log_sources import Sources
+    from regauth.tools.log_sources import progress
     from regauth.tools.render import print_json
 
+    logs = [args.log] if isinstance(args.log, str) else list(args.log)
     try:
         policy = load_for_decisions(Path(args.policy))
-        log = read_log(Path(args.log))
+        claims = claim_sets(Path(args.claims)) if getattr(args, "claims", None) else []
+        sources = Sources(logs)
+        with progress(sources) as entries:
+            result = replay.replay(entries, policy, claims)
     except PolicyError as e:
         for problem in e.problems:
             print_error(str(problem))
         return EXIT_INPUT
     except OSError as e:
-        print_error(f"regauth replay: cannot read {args.log}: {e.strerror or e}")
+        print_error(f"regauth replay: cannot read {e.filename or logs[0]}: {e.strerror or e}")
         return EXIT_INPUT
-    if log.skipped:
-        print_error(f"regauth replay: {log.skipped} lines of {args.log} are not exchange records")
-    result = replay.replay(log.entries, policy)
+    except ValueError as e:
+        print_error(f"regauth replay: {e}")
+        return EXIT_INPUT
+    if sources.skipped:
+        print_error(
+            f"regauth replay: {sources.skipped} lines of {sources.describe()} are not "
+            "exchange records"
+        )
     if args.json:
         print_json(replay.as_json(result))
         return EXIT_FINDING if result.any_changed else EXIT_OK
@@ -150,17 +198,19 @@ def trace(args: argparse.Namespace) -> int:
     import datetime as dt
 
     from regauth.tools import trace
-    from regauth.tools.log_records import read_log
+    from regauth.tools.log_sources import Sources
+    from regauth.tools.log_sources import expand
+    from regauth.tools.log_sources import progress
     from regauth.tools.render import Printer
     from regauth.tools.render import print_json
 
+    logs = [args.log] if isinstance(args.log, str) else list(args.log)
     try:
         since = trace.parse_duration(args.since) if args.since else None
     except ValueError as e:
         print_error(f"regauth trace: {e}")
         return EXIT_INPUT
     filters = trace.Filters(args.conversation, args.repository, args.account, since)
-    path = Path(args.log)
     if args.follow:
         if args.json:
             print(
@@ -169,36 +219,89 @@ def trace(args: argparse.Namespace) -> int:
             )
             return EXIT_INPUT
         try:
-            trace.follow(path, filters, Printer())
+            trace.follow(expand(logs), filters, Printer())
         except KeyboardInterrupt:
             pass
         except OSError as e:
-            print_error(f"regauth trace: cannot read {args.log}: {e.strerror or e}")
+            print_error(f"regauth trace: cannot read {e.filename or logs[0]}: {e.strerror or e}")
             return EXIT_INPUT
         return EXIT_OK
+    now = dt.datetime.now(dt.UTC)
     try:
-        log = read_log(path)
+        sources = Sources(logs)
+        several = len(sources.replicas) > 1
+        if args.json:
+            with progress(sources) as entries:
+                found = [
+                    trace.as_json(t.conversation, t.diagnoses, t.pending, t.end)
+                    for t in trace.analyse_stream(entries, filters, now)
+                ]
+            print_json(
+                {
+                    "log": str(sources.files[0].path) if len(sources.files) == 1 else None,
+                    "logs": [str(f.path) for f in sources.files],
+                    "replicas": {str(f.path): f.replica for f in sources.files},
+                    "skipped_lines": sources.skipped,
+                    "conversations": found,
+                }
+            )
+            return EXIT_OK
+        out = Printer()
+        shown = diagnosed = 0
+        with progress(sources) as entries:
+            for t in trace.analyse_stream(entries, filters, now):
+                trace.render(
+                    t.conversation, t.diagnoses, out, waiting=t.pending, end=t.end, replicas=several
+                )
+                shown += 1
+                diagnosed += bool(t.diagnoses)
     except OSError as e:
-        print_error(f"regauth trace: cannot read {args.log}: {e.strerror or e}")
+        print_error(f"regauth trace: cannot read {e.filename or logs[0]}: {e.strerror or e}")
         return EXIT_INPUT
-    if log.skipped:
-        print_error(f"regauth trace: {log.skipped} lines of {args.log} are not exchange records")
-    found = trace.analyse(log.entries, filters, dt.datetime.now(dt.UTC))
-    if args.json:
-        print_json(
-            {
-                "log": str(path),
-                "skipped_lines": log.skipped,
-                "conversations": [trace.as_json(c, d) for c, d in found],
-            }
+    if sources.skipped:
+        print_error(
+            f"regauth trace: {sources.skipped} lines of {sources.describe()} are not "
+            "exchange records"
         )
-        return EXIT_OK
-    out = Printer()
-    for conversation, diagnoses in found:
-        trace.render(conversation, diagnoses, out)
-    diagnosed = sum(1 for _, d in found if d)
-    out.line((f"{len(found)} conversations, {diagnosed} with a diagnosis", "bold"))
+    out.line((f"{shown} conversations, {diagnosed} with a diagnosis", "bold"))
     return EXIT_OK
+
+
+def claim_sets(path: Path) -> list[dict[str, object]]:
+    """The claim sets of `path`: a JSON object, or a list of objects; ValueError otherwise."""
+    from regauth.policy.reader import read_small
+    from regauth.protocol import strict_json
+
+    try:
+        doc = strict_json.loads(read_small(path, 1024 * 1024), 16)
+    except OSError as e:
+        raise ValueError(f"{path}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise ValueError(f"{path}: not JSON ({e})") from None
+    items = doc if isinstance(doc, list) else [doc]
+    sets = [c for c in items if isinstance(c, dict)]
+    if not sets or len(sets) != len(items):
+        raise ValueError(f"{path}: expected a JSON object of claims, or a list of them")
+    return sets
+
+
+def claims_identity(path: Path, issuer: str | None, policy: Policy) -> Identity:
+    """The identity an ID token with the claims of `path` (a JSON object) would have under
+    `policy` (`tools.identities`); ValueError naming the file for anything else."""
+    from regauth.policy.reader import read_small
+    from regauth.protocol import strict_json
+    from regauth.tools import identities
+
+    try:
+        claims = strict_json.loads(read_small(path, 64 * 1024), 16)
+    except OSError as e:
+        raise ValueError(f"{path}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise ValueError(f"{path}: not a JSON object of claims ({e})") from None
+    try:
+        return identities.resolve(identities.parse_claims(claims, issuer), policy)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
 
 
 def policy_explain(args: argparse.Namespace) -> int:
@@ -237,14 +340,30 @@ def policy_explain(args: argparse.Namespace) -> int:
         if account is None:
             print_error(f"unknown account {args.account!r}")
             return EXIT_INPUT
+    from regauth.tools import explain
+
+    identity = Identity(account, build=build)
+    if getattr(args, "claims", None):
+        if account is not None or build is not None:
+            print_error(
+                "regauth policy explain: --claims and --account/--build name two identities"
+            )
+            return EXIT_INPUT
+        try:
+            identity = claims_identity(Path(args.claims), args.issuer, policy)
+        except ValueError as e:
+            print_error(f"regauth policy explain: {e}")
+            return EXIT_INPUT
+    # A denial also shows the nearest rules and the condition each failed (tools/explain.py).
+    explained = [explain.explain(policy, identity, scope, args.ip) for scope in scopes]
+    if getattr(args, "json", False):
+        from regauth.tools.render import print_json
+
+        print_json({"policy": str(args.file), "scopes": [explain.as_json(e) for e in explained]})
+        return EXIT_OK
     out = Printer()
-    for scope in scopes:
-        decision = policy.decide(Identity(account, build=build), scope, args.ip)
-        rule = decision.rule.describe() if decision.rule else "default deny"
-        granted = ",".join(decision.granted) or "-"
-        # The rule's comment comes from the policy file: rendered like every tool's output.
-        style = {"granted": "green", "partial": "yellow"}.get(decision.outcome, "red")
-        out.line(f"{scope}: ", (f"{decision.outcome} [{granted}]", style), f" by {rule}")
+    for explanation in explained:
+        explain.render(explanation, out)
     return EXIT_OK
 
 
@@ -271,7 +390,8 @@ def serve(args: argparse.Namespace) -> int:
         print(f"regauth serve: {e}", file=sys.stderr)
         return EXIT_INPUT
     certs_dir = Path(args.certs_dir)
-    pki.init_certs(certs_dir)
+    if not args.dry_run:
+        pki.init_certs(certs_dir)
     try:
         config = ServeConfig(
             upstream or "",
@@ -291,7 +411,10 @@ def serve(args: argparse.Namespace) -> int:
             delegate_unchecked=args.delegate_unchecked,
             proxy_protocol=args.proxy_protocol,
             plain_http=args.allow_plain_http,
+            verbose=args.verbose,
         )
+        if args.dry_run:
+            return serve_dry_run(config)
         return serve(config)
     except PolicyError as e:
         for problem in e.problems:
@@ -300,3 +423,41 @@ def serve(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"regauth serve: {e}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def serve_dry_run(config: ServeConfig) -> int:
+    """`regauth serve --dry-run`: load the policy as serving would (every problem on stderr,
+    exit 1), then print each setting as `name: value` and exit 0 without opening a port or
+    starting a registry. Signing keys and the upstream match are checked when serving."""
+    from regauth.policy.load import load_policy
+
+    policy = load_policy(config.policy)  # PolicyError: every problem, exit 1 (see serve)
+    settings = {
+        "upstream": config.upstream or f"embedded docker-registry in {config.registry_dir}",
+        "listen": f"{config.listen_host}:{config.listen_port}",
+        "public url": config.public_url,
+        "certs dir": str(config.certs_dir),
+        "policy": f"{config.policy} (service {policy.service}, {len(policy.rules)} rules)",
+        "log": str(config.log),
+        "upstream ca": str(config.upstream_ca) if config.upstream_ca else "system CAs",
+        "web": f"on, port {config.web_port}" if config.web else "off",
+        "admin listen": config.admin_listen or "127.0.0.1:9090 when free",
+        "state": config.state or "in this process",
+        "delegate unchecked": "on" if config.delegate_unchecked else "off",
+        "proxy protocol": config.proxy_protocol or "none",
+        "allow plain http": "on" if config.plain_http else "off",
+        "verbose": "on" if config.verbose else "off",
+        "mitmproxy arguments": " ".join(config.extra) or "none",
+    }
+    for name, value in settings.items():
+        print(escape(f"{name}: {value}"))
+    return EXIT_OK
+
+
+def completion(args: argparse.Namespace) -> int:
+    """`regauth completion bash|zsh`: print the script (see tools/completion.py)."""
+    from regauth.cli import build_parser
+    from regauth.tools.completion import script
+
+    sys.stdout.write(script(build_parser(), args.shell))
+    return EXIT_OK

@@ -7,6 +7,8 @@ of the same client) and returns what it recognised, in registry terms, with a hi
 |---|---|
 | `no-token-request` | a challenge with no token request from that client afterwards |
 | `bad-credentials` | the token endpoint refused the login (wrong password or unknown account) |
+| `id-token-refused` | the token endpoint refused an OIDC ID token (audience, expiry, kid, …) |
+| `claim-mismatch` | an ID token got less than asked: the rule and the claim that failed |
 | `rate-limited` | the token endpoint answered 429 (too many failed logins) |
 | `login-queue` | 429 from the login queue (too many of the network's logins waiting) |
 | `partial-grant` | a token granted less than requested, and which rule decided |
@@ -19,6 +21,10 @@ of the same client) and returns what it recognised, in registry terms, with a hi
 | `delegate-check-refused` | delegate mode: the registry is not known to check regauth's tokens |
 | `regauth-overloaded` | 503 from regauth's connection or registry-connection ceiling |
 | `body-too-slow` | regauth cut a request whose body stopped arriving (`regauth_body_min_rate`) |
+| `tls-untrusted` | the client rejected regauth's certificate (a `tls` record): trust snippets |
+| `tls-closed`, `tls-version`, `tls-other` | the client's TLS handshake failed otherwise |
+
+`Diagnosis.hint` may span lines (the trust snippets); `trace` prints each line indented.
 """
 
 from __future__ import annotations
@@ -26,12 +32,17 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from regauth.ops.exchange_record import TLS_KIND
 from regauth.ops.exchange_record import ChallengeRecord
 from regauth.ops.safe_text import quote
 from regauth.tools.log_records import Conversation
 from regauth.tools.log_records import Entry
+from regauth.tools.trust_snippets import safe_host
+from regauth.tools.trust_snippets import snippets
 
 # Clients ask for a token within milliseconds of a challenge; one that has not asked this
 # long afterwards (or did something else meanwhile) is not going to.
@@ -63,10 +74,23 @@ class Diagnosis:
 
 @dataclass
 class Context:
-    """Everything the detectors may look at besides the conversation itself."""
+    """Everything the detectors may look at besides the conversation itself: the records
+    around it (the whole log, or `trace`'s window of recent records when it streams) by
+    client address."""
 
-    entries: list[Entry]  # the whole log, in time order
+    entries: Sequence[Entry]  # the records around the conversation, in time order
     end: dt.datetime | None  # the time of the last record, or now if later
+    clients: Mapping[str, Sequence[Entry]] | None = None  # client address → its entries;
+    # built from `entries` when not given
+
+    def of_client(self, address: str) -> Sequence[Entry]:
+        """The records of the client at `address`, in time order."""
+        if self.clients is None:
+            index: dict[str, list[Entry]] = {}
+            for e in self.entries:
+                index.setdefault(e.client_ip, []).append(e)
+            self.clients = index
+        return self.clients.get(address, ())
 
 
 def _q(value: object) -> str:
@@ -112,9 +136,8 @@ def no_token_request(c: Conversation, ctx: Context) -> list[Diagnosis]:
             continue  # too early to tell
         later = [
             e
-            for e in ctx.entries
-            if e.client_ip == entry.client_ip
-            and e.time
+            for e in ctx.of_client(entry.client_ip)
+            if e.time
             and at <= e.time <= at + TOKEN_WAIT
             and (e.kind == "token" or e.auth_scheme == "Bearer")
         ]
@@ -122,12 +145,26 @@ def no_token_request(c: Conversation, ctx: Context) -> list[Diagnosis]:
             continue
         bearer = entry.bearer_challenge
         realm = bearer.realm if bearer is not None and bearer.realm is not None else "the realm"
+        failed = next(
+            (
+                e
+                for e in ctx.of_client(entry.client_ip)
+                if e.kind == TLS_KIND and e.time and at <= e.time <= at + TOKEN_WAIT
+            ),
+            None,
+        )
+        handshake = (
+            f"; its TLS handshake failed right after ({failed.location}: see its "
+            "conversation for how that client trusts regauth's CA)"
+            if failed is not None
+            else ""
+        )
         return [
             Diagnosis(
                 "no-token-request",
                 "challenge not followed by a token request",
                 f"{entry.client_ip} got a 401 challenge for {entry.method} {entry.path} and never "
-                f"asked {realm} for a token",
+                f"asked {realm} for a token{handshake}",
                 "the process that fetches tokens does not trust regauth's CA (buildx/buildctl "
                 "fetch tokens on the client host; SSL_CERT_FILE, certs.d, hosts.toml), or the "
                 "client is configured for a plain-http or insecure registry",
@@ -137,20 +174,142 @@ def no_token_request(c: Conversation, ctx: Context) -> list[Diagnosis]:
     return []
 
 
+@dataclass(frozen=True)
+class Pending:
+    """A diagnosis that time will decide: what the log is waiting for, and until when."""
+
+    code: str  # the diagnosis it becomes if nothing arrives
+    waiting_for: str  # in words: `a token request from 10.0.0.1`
+    until: dt.datetime  # when it is decided (the record's time + the wait)
+    line: int
+
+    def seconds_left(self, end: dt.datetime | None) -> float:
+        return max(0.0, (self.until - end).total_seconds()) if end is not None else 0.0
+
+    def as_json(self, end: dt.datetime | None) -> dict[str, object]:
+        return {
+            "code": self.code,
+            "waiting_for": self.waiting_for,
+            "until": self.until.isoformat(timespec="milliseconds"),
+            "seconds_left": round(self.seconds_left(end), 3),
+            "log_line": self.line,
+        }
+
+
+def pending(c: Conversation, ctx: Context) -> list[Pending]:
+    """What the log does not tell yet: a challenge whose token request may still come
+    (`no-token-request` is said only TOKEN_WAIT after the challenge)."""
+    if any(e.kind == "token" for e in c.entries):
+        return []
+    for entry in c.entries:
+        if not _is_challenge(entry) or _challenge_error(entry) or entry.auth_scheme == "Bearer":
+            continue
+        at = entry.time
+        if at is None or ctx.end is None:
+            continue
+        if ctx.end - at < TOKEN_WAIT and not _later_activity(entry, ctx):
+            bearer = entry.bearer_challenge
+            realm = f" at {bearer.realm}" if bearer is not None and bearer.realm else ""
+            return [
+                Pending(
+                    "no-token-request",
+                    f"a token request from {entry.client_ip}{realm}",
+                    at + TOKEN_WAIT,
+                    entry.line,
+                )
+            ]
+    return []
+
+
 def _later_activity(entry: Entry, ctx: Context) -> bool:
     """True when the same client sent anything after `entry` (so it is not still waiting)."""
     return any(
-        e.client_ip == entry.client_ip
-        and e.time
-        and entry.time
-        and e.time > entry.time
-        and e.line != entry.line
-        for e in ctx.entries
+        e.time and entry.time and e.time > entry.time and e is not entry
+        for e in ctx.of_client(entry.client_ip)
     )
+
+
+_ID_TOKEN_HINTS = {
+    "issuer-not-configured": "add a `federated_issuers` entry whose `issuer` is exactly the "
+    "token's iss (scheme, host, path; no trailing slash unless the token has one)",
+    "wrong-audience": "ask the CI system for a token with the entry's `audience`: GitHub "
+    "`$ACTIONS_ID_TOKEN_REQUEST_URL&audience=…`, GitLab `id_tokens: NAME: aud:`, Kubernetes "
+    "`serviceAccountToken.audience`",
+    "expired": "the job used its ID token after it expired: fetch it right before the login "
+    "(GitHub's live 5-10 min), or check this host's clock",
+    "not-yet-valid": "the token is from the future: check the clocks of regauth and the issuer "
+    "(`leeway` allows up to 300 s)",
+    "too-old": "the token was issued longer ago than the entry's `max_token_age`",
+    "unknown-kid": "regauth refetched the issuer's key set and the key is not in it: check "
+    "`jwks_uri`/`jwks_file` is that issuer's (a Kubernetes cluster rotates its keys: refresh "
+    "the file), and `/readyz` for key-set fetch warnings",
+    "keys-unavailable": "regauth has no key set for the issuer yet: see `/readyz` warnings and "
+    "the log for the fetch error (https, ca_file, network)",
+    "algorithm-not-allowed": "the token's alg is not in the entry's `algorithms` (none and HMAC "
+    "are never accepted): a forged token, or add the issuer's real algorithm",
+    "bad-signature": "the signature does not verify with the issuer's key: a forged or altered "
+    "token, or one from another issuer using the same kid",
+    "missing-claim": "the entry's `subject` template names a claim this token lacks",
+    "too-large": "ID tokens are at most 8 KiB",
+    "malformed": "not a usable JWT (shape, nesting, or a required claim: iss, aud, exp, iat, sub)",
+}
+
+
+def id_token_refused(c: Conversation, ctx: Context) -> list[Diagnosis]:
+    """The token endpoint refused an OIDC ID token (`token_response.id_token_refused`)."""
+    for entry in c.entries:
+        reason = entry.token_response.id_token_refused if entry.kind == "token" else None
+        if reason:
+            issuer = entry.token_response.federated_issuer
+            return [
+                Diagnosis(
+                    "id-token-refused",
+                    f"ID token refused: {reason}",
+                    f"{entry.client_ip}"
+                    + (f", issuer {_q(issuer)}" if issuer else "")
+                    + f": {entry.token_refused or reason}",
+                    _ID_TOKEN_HINTS.get(reason, "see README, Workload identity federation"),
+                    entry.line,
+                )
+            ]
+    return []
+
+
+def claim_mismatch(c: Conversation, ctx: Context) -> list[Diagnosis]:
+    """An ID token's identity got less than it asked: the issuer's rule and the claim that
+    failed (`token_response.claim_mismatches`)."""
+    for entry in c.entries:
+        mismatches = entry.token_response.claim_mismatches if entry.kind == "token" else None
+        if not mismatches:
+            continue
+        parts = []
+        for m in mismatches:
+            expected = m.get("expected")
+            wanted = ", ".join(str(v) for v in expected) if isinstance(expected, list) else "?"
+            got = m.get("got")
+            parts.append(
+                f"{m.get('scope')}: rule {m.get('rule')} (line {m.get('line')}) needs claim "
+                f"{_q(m.get('claim'))} = {_q(wanted)}, the token has "
+                + (_q(got) if got is not None else "none")
+            )
+        who = entry.token_response.federated_subject or "the ID token"
+        return [
+            Diagnosis(
+                "claim-mismatch",
+                "an ID token's claims do not meet the rule",
+                f"{_q(who)}: " + "; ".join(parts),
+                "run the job from what the rule expects (branch, project, namespace), or change "
+                "the rule's `claims:` (try it first: `regauth policy explain --claims FILE.json`)",
+                entry.line,
+            )
+        ]
+    return []
 
 
 def bad_credentials(c: Conversation, ctx: Context) -> list[Diagnosis]:
     for entry in c.entries:
+        if entry.kind == "token" and entry.token_response.credential == "id_token":
+            continue  # id_token_refused says why
         if entry.kind == "token" and entry.status == 401:
             user = entry.token_request.username or entry.basic_username
             who = f"user {_q(user)}" if user else "a refresh token"
@@ -444,14 +603,17 @@ def _refusal_cause(entry: Entry, claims: dict[str, object]) -> tuple[str, str]:
 
 def upstream_credentials_refused(c: Conversation, ctx: Context) -> list[Diagnosis]:
     for entry in c.entries:
-        if entry.injected and entry.status == 502:
+        # The refusal the client ends with: 503 since issue 25 (502 in older logs); the 307
+        # that sent a request back once after a renewal is not one.
+        refused = entry.reason.startswith("upstream refused the injected credentials")
+        if entry.injected and refused and (entry.status or 0) >= 500:
             schemes = ", ".join(str(u.scheme) for u in entry.upstream_challenges) or "401"
             return [
                 Diagnosis(
                     "upstream-credentials-refused",
                     "injected upstream credentials refused",
                     f"the upstream answered {schemes} to the credentials regauth injected for "
-                    f"{entry.method} {entry.path}; the client got 502",
+                    f"{entry.method} {entry.path}; the client got {entry.status}",
                     "check `upstreams[].credentials` (username and password source) against the "
                     "registry's htpasswd or token service",
                     entry.line,
@@ -571,12 +733,67 @@ def client_certificate_refused(c: Conversation, ctx: Context) -> list[Diagnosis]
     return []
 
 
+_TLS_TITLES = {
+    "untrusted": "the client does not trust regauth's certificate",
+    "version": "no TLS version in common",
+    "closed": "the client hung up during the TLS handshake",
+    "other": "TLS handshake failed",
+}
+
+
+def tls_handshake_failed(c: Conversation, ctx: Context) -> list[Diagnosis]:
+    """A `tls` record (`mitm.tls_failures`): the handshake failed, and how the client that
+    failed would trust regauth's CA (`trust_snippets`, for the client's TLS library)."""
+    for entry in c.entries:
+        tls = entry.record.tls
+        if entry.kind != TLS_KIND or tls is None:
+            continue
+        cause = tls.cause or "other"
+        listen_host, _, listen_port = (tls.listen or "").rpartition(":")
+        port = int(listen_port) if listen_port.isdigit() else None
+        host = safe_host(tls.sni, safe_host(listen_host.strip("[]")))
+        ca = tls.ca or "certs/ca.crt"
+        client = {"go": "a Go client (docker, podman, buildah, skopeo, containerd, BuildKit)"}.get(
+            tls.library or "",
+            "an OpenSSL client (curl, …)" if tls.library == "openssl" else "a client",
+        )
+        asked = f"for {_q(tls.sni)}" if tls.sni else "without a server name (SNI)"
+        detail = f"{entry.client_ip}: {client} connecting {asked}: {entry.error or cause}"
+        if cause == "version":
+            hint = (
+                "the client's TLS versions and regauth's have none in common: regauth speaks "
+                "TLS 1.2 and 1.3; update the client"
+            )
+        else:
+            lines = [
+                "trust regauth's CA "
+                + ("in the client" if cause == "untrusted" else "if the client does not")
+                + f" ({ca}):"
+            ]
+            for name, snippet in snippets(host, port, ca, tls.library):
+                lines.append(f"  {name}:")
+                lines += [f"    {text}" for text in snippet.split("\n")]
+            if not tls.sni:
+                lines.append(
+                    "  the client sent no server name: connect by the host name regauth's "
+                    "certificate is for (its public URL), not by IP address"
+                )
+            if cause == "closed":
+                lines.append("  (a load balancer's TLS health check looks the same)")
+            hint = "\n".join(lines)
+        return [Diagnosis(f"tls-{cause}", _TLS_TITLES[cause], detail, hint, entry.line)]
+    return []
+
+
 DETECTORS: tuple[Callable[[Conversation, Context], list[Diagnosis]], ...] = (
+    tls_handshake_failed,
     client_certificate_refused,
+    id_token_refused,
     bad_credentials,
     rate_limited,
     service_mismatch,
     basic_on_registry,
+    claim_mismatch,
     partial_grant,
     insufficient_scope,
     registry_refused_token,

@@ -29,6 +29,7 @@ from regauth.tokens.keyring import KeyRing
 from regauth.tools import EXIT_FAILED
 from regauth.tools import EXIT_INPUT
 from regauth.tools import EXIT_OK
+from regauth.tools import usage
 from regauth.tools.trace import parse_duration
 
 
@@ -149,7 +150,7 @@ def add_parsers(sub: argparse._SubParsersAction, certs_default: str, policy_defa
     commands = token.add_subparsers(dest="token_command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--dir", default=certs_default, help="regauth's certs directory")
+        usage.certs_dir_option(p, certs_default, "regauth's certs directory")
         p.add_argument(
             "--state", default=state_default, help="redis://HOST:PORT/DB shared with the replicas"
         )

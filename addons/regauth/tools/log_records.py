@@ -13,6 +13,11 @@ issued the token (by its `jti`), so a client's retries read as one story. Only a
 be genuine joins (`Entry.verified_jti`): a forged token naming another conversation's `jti`
 stays in its own.
 
+Streaming: `ConversationStream` groups records as they are read and gives each conversation
+back once it has closed (CLOSE_AFTER of log time without a record of it), so that `trace`
+holds the open conversations and not the log; `conversations()` is the same over a list.
+Entries read from files (`log_sources`) carry their file, line and replica.
+
 Identity: `Entry.account` is who regauth verified a record acted as; a name a client merely
 sent (a forged token's `sub`, a Basic user name, a refused login) is an `Entry.claim`, shown as
 unverified and never matched by `trace --account`.
@@ -22,12 +27,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections import OrderedDict
 from collections.abc import Iterable
-from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
-from typing import IO
 
 from regauth.ops.exchange_record import ABSENT
 from regauth.ops.exchange_record import AuthRecord
@@ -49,7 +53,10 @@ class Entry:
     empty strings and lists, so the tools format them without checks."""
 
     record: ExchangeRecord
-    line: int  # 1-based line number in the log
+    line: int  # 1-based line number in its file
+    source: str = ""  # the file it was read from ("" when read from lines)
+    replica: str = ""  # the replica that wrote it (`log_sources.replica_names`)
+    file: int = 0  # the file's position among the inputs (orders equal times)
 
     @property
     def time(self) -> dt.datetime | None:
@@ -57,7 +64,14 @@ class Entry:
 
     @property
     def conversation(self) -> str:
-        return self.record.conversation or f"line-{self.line}"
+        if self.record.conversation:
+            return self.record.conversation
+        return f"{self.replica}:line-{self.line}" if self.replica else f"line-{self.line}"
+
+    @property
+    def location(self) -> str:
+        """Where the record is, for a reader: `line 12`, or `FILE:12` when read from a file."""
+        return f"{self.source}:{self.line}" if self.source else f"line {self.line}"
 
     @property
     def client_ip(self) -> str:
@@ -317,6 +331,16 @@ class LogRead:
     skipped: int  # lines that were not JSON objects
 
 
+def parse_entry(
+    text: str, line: int, source: str = "", replica: str = "", file: int = 0
+) -> Entry | None:
+    """The record of one log line, or None when the line is not a JSON object."""
+    try:
+        return Entry(ExchangeRecord.from_json(json.loads(text)), line, source, replica, file)
+    except ValueError:  # not JSON, or not a JSON object
+        return None
+
+
 def parse_lines(lines: Iterable[str], first_line: int = 1) -> LogRead:
     """The records of `lines` (numbered from `first_line`); blank lines are passed over, and
     a line that is not a JSON object is counted in `skipped`."""
@@ -324,15 +348,11 @@ def parse_lines(lines: Iterable[str], first_line: int = 1) -> LogRead:
     for number, text in enumerate(lines, first_line):
         if not text.strip():
             continue
-        try:
-            value = json.loads(text)
-        except ValueError:
+        entry = parse_entry(text, number)
+        if entry is None:
             skipped += 1
-            continue
-        try:
-            entries.append(Entry(ExchangeRecord.from_json(value), number))
-        except ValueError:  # not a JSON object
-            skipped += 1
+        else:
+            entries.append(entry)
     return LogRead(entries, skipped)
 
 
@@ -342,25 +362,15 @@ def read_log(path: Path) -> LogRead:
         return parse_lines(f)
 
 
-def follow_lines(stream: IO[str]) -> Iterator[str | None]:
-    """Complete lines appended to `stream`; None when nothing new arrived (poll again)."""
-    pending = ""
-    while True:
-        chunk = stream.readline()
-        if not chunk:
-            yield None
-            continue
-        pending += chunk
-        if pending.endswith("\n"):
-            yield pending
-            pending = ""
-
-
 @dataclass
 class Conversation:
     id: str
     entries: list[Entry] = field(default_factory=list)
     merged: list[str] = field(default_factory=list)  # log ids joined into this one
+    # More records of a conversation already given back (`ConversationStream`): they arrived
+    # after it had closed, and are given back as a conversation of their own, marked so.
+    continued: bool = False
+    last: dt.datetime | None = field(default=None, repr=False)  # its latest record's time
 
     @property
     def start(self) -> dt.datetime | None:
@@ -390,39 +400,104 @@ class Conversation:
     def names(self) -> list[str]:
         return sorted({n for e in self.entries for n in e.names})
 
+    @property
+    def replicas(self) -> list[str]:
+        """The replicas whose logs hold its records (empty when read from lines)."""
+        return list(dict.fromkeys(e.replica for e in self.entries if e.replica))
 
-def _sort_key(entry: Entry) -> tuple[dt.datetime, int]:
-    return (entry.time or dt.datetime.min.replace(tzinfo=dt.UTC), entry.line)
+
+def _sort_key(entry: Entry) -> tuple[dt.datetime, int, int]:
+    return (entry.time or dt.datetime.min.replace(tzinfo=dt.UTC), entry.file, entry.line)
+
+
+# A conversation with no record for this long (in the log's time) is closed: the proxy links a
+# token request to a challenge within 300 s (`ops.conversations.Conversations.window`), and a
+# token's later requests carry its conversation id from the proxy itself.
+CLOSE_AFTER = dt.timedelta(seconds=300)
+# Conversation ids and token ids remembered after their conversation closed, at most: enough
+# to mark a late record `continued`, bounded so that memory does not grow with the log.
+REMEMBERED = 100_000
+
+
+class ConversationStream:
+    """Entries grouped into conversations as they are read, each given back once it has
+    closed, so that memory holds the open conversations and not the log.
+
+    Feed entries in (nearly) time order with `add`; `closed()` gives back, in start order,
+    the conversations with no record for `close_after` of log time (None: never; all come
+    from `rest()`). A conversation whose first record presents a genuine token
+    (`Entry.verified_jti`) issued in an open conversation is joined to that one. A record of a
+    conversation already given back starts a new one marked `continued`."""
+
+    def __init__(self, close_after: dt.timedelta | None = CLOSE_AFTER) -> None:
+        self.close_after = close_after
+        self.latest: dt.datetime | None = None  # the latest record time seen
+        self._open: dict[str, Conversation] = {}  # every id (merged ones too) → conversation
+        self._issued_in: OrderedDict[str, str] = OrderedDict()  # jti → conversation id
+        self._seen: OrderedDict[str, None] = OrderedDict()  # ids whose first record was read
+
+    def add(self, entry: Entry) -> Conversation:
+        """Put `entry` in its conversation; return that conversation."""
+        cid = entry.conversation
+        conversation = self._open.get(cid)
+        if conversation is None:
+            continued = cid in self._seen
+            jti = entry.verified_jti
+            origin = self._issued_in.get(jti) if jti and not continued else None
+            target = self._open.get(origin) if origin is not None else None
+            if target is not None:
+                conversation = target
+                if cid not in conversation.merged:
+                    conversation.merged.append(cid)
+            else:
+                conversation = Conversation(cid, continued=continued)
+            self._open[cid] = conversation
+            self._remember(self._seen, cid, None)
+        conversation.entries.append(entry)
+        at = entry.time
+        if at is not None:
+            if conversation.last is None or at > conversation.last:
+                conversation.last = at
+            if self.latest is None or at > self.latest:
+                self.latest = at
+        if entry.issued_jti and entry.issued_jti not in self._issued_in:
+            self._remember(self._issued_in, entry.issued_jti, cid)
+        return conversation
+
+    @staticmethod
+    def _remember[V](memory: OrderedDict[str, V], key: str, value: V) -> None:
+        memory[key] = value
+        if len(memory) > REMEMBERED:
+            memory.popitem(last=False)
+
+    def open_conversations(self) -> list[Conversation]:
+        return list({id(c): c for c in self._open.values()}.values())
+
+    def closed(self) -> list[Conversation]:
+        """The conversations quiet for `close_after` before the latest record, removed from
+        the stream, in start order."""
+        if self.close_after is None or self.latest is None:
+            return []
+        horizon = self.latest - self.close_after
+        done = [c for c in self.open_conversations() if c.last is not None and c.last < horizon]
+        return self._give_back(done)
+
+    def rest(self) -> list[Conversation]:
+        """Every conversation still open, removed from the stream, in start order."""
+        return self._give_back(self.open_conversations())
+
+    def _give_back(self, done: list[Conversation]) -> list[Conversation]:
+        for c in done:
+            for cid in (c.id, *c.merged):
+                self._open.pop(cid, None)
+            c.entries.sort(key=_sort_key)
+        return sorted(done, key=lambda c: _sort_key(c.entries[0]))
 
 
 def conversations(entries: Iterable[Entry]) -> list[Conversation]:
     """Entries grouped by conversation, in time order; a conversation whose first record
     presents a token issued in another conversation is joined to that one."""
-    ordered = sorted(entries, key=_sort_key)
-    parent: dict[str, str] = {}
-
-    def find(cid: str) -> str:
-        while parent.get(cid, cid) != cid:
-            cid = parent[cid]
-        return cid
-
-    issued_in: dict[str, str] = {}
-    first_seen: dict[str, Entry] = {}
-    for entry in ordered:
-        cid = entry.conversation
-        if cid not in first_seen:
-            first_seen[cid] = entry
-            jti = entry.verified_jti
-            origin = issued_in.get(jti) if jti else None
-            if origin is not None and find(origin) != find(cid):
-                parent[find(cid)] = find(origin)
-        if entry.issued_jti:
-            issued_in.setdefault(entry.issued_jti, cid)
-    groups: dict[str, Conversation] = {}
-    for entry in ordered:
-        root = find(entry.conversation)
-        conversation = groups.setdefault(root, Conversation(root))
-        conversation.entries.append(entry)
-        if entry.conversation != root and entry.conversation not in conversation.merged:
-            conversation.merged.append(entry.conversation)
-    return sorted(groups.values(), key=lambda c: _sort_key(c.entries[0]))
+    stream = ConversationStream(close_after=None)
+    for entry in sorted(entries, key=_sort_key):
+        stream.add(entry)
+    return stream.rest()

@@ -1,4 +1,4 @@
-"""`regauth policy diff OLD NEW [--json]`: what access changes, per subject, as in IAM Access
+"""`regauth policy diff OLD NEW [-v] [--json]`: what access changes, per subject, as in IAM Access
 Analyzer's check-no-new-access.
 
 For every subject (anonymous, each account of either file, and representative signed-in
@@ -8,12 +8,16 @@ witness name (one per class of names that every rule of both files treats alike,
 `delete` on repositories; `*` on `registry:catalog`), both policies decide with
 `Policy.decide`. A difference is a change: `+` gained (NEW grants, OLD did not), `-` lost.
 
-Changes with the same subject, action, deciding rules and addresses are one line, shown with
-their first witness name and how many more names share it.
+Changes with the same subject, action, deciding rules and addresses are one `Change`, with
+their first witness name and how many more names share it. The report groups them by rule
+change (`RuleChange`: the same sign, both deciding rules and the granting patterns, i.e. one
+edit of the file) and prints one line per group with how many (subject, action, name)
+witnesses changed; `-v` lists each change under its group.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 
@@ -138,14 +142,78 @@ def _patterns(decision: ScopeDecision | None, identity: Identity | None) -> tupl
     )
 
 
-def diff_policies(old: Policy, new: Policy) -> DiffResult:
+@dataclass
+class RuleChange:
+    """The changes one edit of the policy makes: the same sign, deciding rules (old and new)
+    and granting patterns."""
+
+    sign: str
+    old: RuleRef
+    new: RuleRef
+    patterns: tuple[str, ...]
+    changes: list[Change] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        """How many (subject, action, name witness) triples changed."""
+        return sum(len(c.names) for c in self.changes)
+
+    @property
+    def subjects(self) -> list[str]:
+        return list(dict.fromkeys(c.subject for c in self.changes))
+
+    @property
+    def actions(self) -> list[str]:
+        return list(dict.fromkeys(c.action for c in self.changes))
+
+    @property
+    def addresses(self) -> list[str]:
+        """Client addresses the changes are limited to ([] when every change holds from any)."""
+        if any(not c.addresses for c in self.changes):
+            return []
+        return list(dict.fromkeys(a for c in self.changes for a in c.addresses))
+
+    def as_json(self, index: dict[int, int]) -> dict[str, object]:
+        return {
+            "change": "gained" if self.sign == "+" else "lost",
+            "old": self.old.as_json(),
+            "new": self.new.as_json(),
+            "patterns": list(self.patterns),
+            "count": self.count,
+            "subjects": self.subjects,
+            "actions": self.actions,
+            "addresses": self.addresses or None,
+            "changes": [index[id(c)] for c in self.changes],  # positions in `changes`
+        }
+
+
+def rule_changes(changes: list[Change]) -> list[RuleChange]:
+    """`changes` grouped by rule change, gains first, then in the order of the rules."""
+    groups: dict[tuple[object, ...], RuleChange] = {}
+    for change in changes:
+        patterns = tuple(sorted(change.patterns))
+        key = (change.sign, change.old, change.new, patterns)
+        if key not in groups:
+            groups[key] = RuleChange(change.sign, change.old, change.new, patterns)
+        groups[key].changes.append(change)
+
+    def order(group: RuleChange) -> tuple[object, ...]:
+        deciding = group.new if group.sign == "+" else group.old
+        return (group.sign != "+", deciding.index or 0, group.old.text, group.new.text)
+
+    return sorted(groups.values(), key=order)
+
+
+def diff_policies(old: Policy, new: Policy, extra: Sequence[Subject] = ()) -> DiffResult:
+    """Every decision that differs between `old` and `new`, for the subjects `witnesses`
+    derives from both policies plus `extra` (`--claims`: a given ID token's identity)."""
     addresses = address_classes([n for p in (old, new) for r in p.rules for n in r.networks])
     groups: dict[tuple[object, ...], Change] = {}
     per_address: dict[tuple[object, ...], list[AddressClass]] = {}
     notes: list[str] = []
     exact = True
     checked = 0
-    for subject in subjects(old, new):
+    for subject in [*subjects(old, new), *extra]:
         witnesses = name_witnesses(subject_expressions(subject, old, new))
         exact = exact and witnesses.exact
         notes += [n for n in witnesses.notes if n not in notes]
@@ -243,37 +311,71 @@ def _without_repeats(changes: list[Change]) -> list[Change]:
     return [c for c in changes if not (c.subject.startswith("authenticated[") and shape(c) in base)]
 
 
-def report(result: DiffResult, out: Printer | None = None) -> int:
-    """Print the changes; exit code 1 when NEW grants anything OLD did not, else 0."""
+MAX_SUBJECTS_SHOWN = 4  # on a rule change's line; the rest are counted
+
+
+def _change_line(change: Change, out: Printer, indent: str) -> None:
+    style = "green" if change.sign == "+" else "red"
+    target = change.names[0]
+    more = f" (+{len(change.names) - 1} more names)" if len(change.names) > 1 else ""
+    via = f" [pattern {', '.join(change.patterns)}]" if change.patterns else ""
+    where = f" from {', '.join(change.addresses)}" if change.addresses else ""
+    out.line(
+        indent,
+        (f"{change.sign} {change.subject} {change.action} {target}", f"bold {style}"),
+        more,
+        where,
+        (via, "dim"),
+    )
+    out.line(indent, "    old: ", change.old.text, "  new: ", change.new.text)
+
+
+def _group_line(group: RuleChange, out: Printer) -> None:
+    style = "green" if group.sign == "+" else "red"
+    word = "gained" if group.sign == "+" else "lost"
+    subjects = group.subjects
+    shown = ", ".join(subjects[:MAX_SUBJECTS_SHOWN])
+    if len(subjects) > MAX_SUBJECTS_SHOWN:
+        shown += f" +{len(subjects) - MAX_SUBJECTS_SHOWN} more"
+    via = f" [pattern {', '.join(group.patterns)}]" if group.patterns else ""
+    where = f"; from {', '.join(group.addresses)}" if group.addresses else ""
+    out.line(
+        (f"{group.sign} {group.count} {word}", f"bold {style}"),
+        f": {group.old.text} → {group.new.text}",
+        (via, "dim"),
+        f" ({shown}: {', '.join(group.actions)}{where})",
+    )
+
+
+def report(result: DiffResult, out: Printer | None = None, verbose: bool = False) -> int:
+    """Print one line per rule change (with each change under it when `verbose`); exit code 1
+    when NEW grants anything OLD did not, else 0."""
     out = out or Printer()
-    for change in result.changes:
-        style = "green" if change.sign == "+" else "red"
-        target = change.names[0]
-        more = f" (+{len(change.names) - 1} more names)" if len(change.names) > 1 else ""
-        via = f" [pattern {', '.join(change.patterns)}]" if change.patterns else ""
-        where = f" from {', '.join(change.addresses)}" if change.addresses else ""
-        out.line(
-            (f"{change.sign} {change.subject} {change.action} {target}", f"bold {style}"),
-            more,
-            where,
-            (via, "dim"),
-        )
-        out.line("    old: ", change.old.text, "  new: ", change.new.text)
+    groups = rule_changes(result.changes)
+    for group in groups:
+        _group_line(group, out)
+        if verbose:
+            for change in group.changes:
+                _change_line(change, out, "    ")
     if not result.exact:
         out.line(
             ("sample: ", "bold yellow"),
             "the comparison is exact for glob rules only; ",
             "; ".join(result.notes),
         )
-    gained = sum(1 for c in result.changes if c.sign == "+")
-    lost = len(result.changes) - gained
-    summary = f"{gained} gained, {lost} lost ({result.checked} decisions compared"
+    gained = sum(g.count for g in groups if g.sign == "+")
+    lost = sum(g.count for g in groups if g.sign == "-")
+    summary = f"{gained} gained, {lost} lost in {len(groups)} rule changes"
+    summary += f" ({result.checked} decisions compared"
     summary += ", exact)" if result.exact else ", sample)"
     out.line((summary, "bold red" if gained else "bold green"))
     return EXIT_FINDING if result.gained else EXIT_OK
 
 
 def as_json(result: DiffResult) -> dict[str, object]:
+    """The facts of the report: every change, and the rule changes that group them (each
+    naming its changes by position in `changes`)."""
+    index = {id(c): i for i, c in enumerate(result.changes)}
     return {
         "old": result.old.source,
         "new": result.new.source,
@@ -282,4 +384,5 @@ def as_json(result: DiffResult) -> dict[str, object]:
         "decisions_compared": result.checked,
         "gained": result.gained,
         "changes": [c.as_json() for c in result.changes],
+        "rule_changes": [g.as_json(index) for g in rule_changes(result.changes)],
     }

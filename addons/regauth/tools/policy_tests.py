@@ -1,4 +1,5 @@
-"""`regauth policy test POLICY TESTS [--junit FILE]`: expectations about a policy, as in `opa test`.
+"""`regauth policy test POLICY TESTS [--junit FILE] [-v] [--json]`: expectations about a policy,
+as in `opa test`.
 
 The tests file (YAML):
 
@@ -6,6 +7,7 @@ The tests file (YAML):
       - name: ci writes the build cache
         account: ci                          # an account of the policy, or `anonymous` (default)
         build: b1                            # or: as the client certificate of build b1
+        identity: {subject: eve, groups: [release]}   # or any identity (tools/identities.py)
         ip: 10.20.1.5                        # optional client address
         scope: "repository:cache/go:pull,push"
         granted: [pull, push]                # the exact set expected; [] = nothing
@@ -24,10 +26,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from regauth.mtls.identity import parse_subject
 from regauth.ops.safe_text import escape
 from regauth.policy import yamlpos
-from regauth.policy.model import Identity
 from regauth.policy.model import Policy
 from regauth.policy.model import ScopeDecision
 from regauth.protocol.scope import ACTIONS
@@ -36,10 +36,12 @@ from regauth.protocol.scope import canonical_actions
 from regauth.protocol.scope import parse_scopes
 from regauth.tools import EXIT_FINDING
 from regauth.tools import EXIT_OK
+from regauth.tools import identities
+from regauth.tools.identities import CaseIdentity
 from regauth.tools.render import Printer
 
 DEFAULT_DENY = "default deny"
-_KEYS = {"name", "account", "build", "ip", "scope", "granted", "rule"}
+_KEYS = {"name", "identity", "account", "build", "ip", "scope", "granted", "rule"}
 
 
 class TestFileError(ValueError):
@@ -56,12 +58,16 @@ class PolicyTest:
 
     name: str
     line: int
-    account: str
+    identity: CaseIdentity  # who asks (`identity:`, or the `account:`/`build:` shorthands)
     ip: str | None
     scope: ResourceScope
     granted: tuple[str, ...]
     rule: int | str | None  # index, comment, DEFAULT_DENY, or None (not checked)
-    build: str | None = None  # as a build's client certificate (`${build}`); account anonymous
+
+    @property
+    def who(self) -> str:
+        """Who asks, from where: `ci`, `certificate regauth:build:b1 from 10.0.0.1`."""
+        return self.identity.describe() + (f" from {self.ip}" if self.ip else "")
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,7 @@ class PolicyTestResult:
     """A test run against the policy: the decision, and each way it missed the test."""
 
     test: PolicyTest
-    decision: ScopeDecision | None  # None when the account is not in the policy
+    decision: ScopeDecision | None  # None when the policy cannot have the identity
     failures: tuple[str, ...]
 
     @property
@@ -129,19 +135,10 @@ def _parse_test(item: object, where: yamlpos.Position, number: int) -> PolicyTes
         if key not in item:
             raise ValueError(where, f"`{key}:` is required")
     name = item.get("name", f"test {number}")
-    account = item.get("account", "anonymous")
     ip = item.get("ip")
-    for key, value in (("name", name), ("account", account)):
-        if not isinstance(value, str) or not value:
-            raise ValueError(item.where(key), f"{key} must be a non-empty string")
-    build = item.get("build")
-    if build is not None:
-        try:
-            build = parse_subject("build", str(build)).name
-        except ValueError as e:
-            raise ValueError(item.where("build"), str(e)) from None
-        if account != "anonymous":
-            raise ValueError(item.where("build"), "build and account name two identities")
+    if not isinstance(name, str) or not name:
+        raise ValueError(item.where("name"), "name must be a non-empty string")
+    identity = _parse_identity(item)
     if ip is not None:
         try:
             ipaddress.ip_address(str(ip))
@@ -181,22 +178,46 @@ def _parse_test(item: object, where: yamlpos.Position, number: int) -> PolicyTes
     return PolicyTest(
         str(name),
         where.line,
-        str(account),
+        identity,
         None if ip is None else str(ip),
         scopes[0],
         canonical_actions(granted),
         rule,
-        build,
     )
 
 
+def _parse_identity(item: yamlpos.Map) -> CaseIdentity:
+    """`identity:`, or the older `account:` / `build:` shorthands (not together)."""
+    shorthands = [k for k in ("account", "build") if k in item]
+    if "identity" in item:
+        if shorthands:
+            raise ValueError(
+                item.where(shorthands[0]), f"identity and {shorthands[0]} name two identities"
+            )
+        try:
+            return identities.parse(item["identity"])
+        except ValueError as e:
+            raise ValueError(item.where("identity"), str(e)) from None
+    account = item.get("account", "anonymous")
+    if not isinstance(account, str) or not account:
+        raise ValueError(item.where("account"), "account must be a non-empty string")
+    build = item.get("build")
+    if build is not None:
+        try:
+            uri = identities.build_certificate(str(build))
+        except ValueError as e:
+            raise ValueError(item.where("build"), str(e)) from None
+        if account != "anonymous":
+            raise ValueError(item.where("build"), "build and account name two identities")
+        return CaseIdentity(client_certificate=uri)
+    return identities.ANONYMOUS_CASE if account == "anonymous" else CaseIdentity(account=account)
+
+
 def run_test(policy: Policy, test: PolicyTest) -> PolicyTestResult:
-    if test.account == "anonymous":
-        identity = Identity(None, build=test.build)
-    elif test.account in policy.accounts:
-        identity = Identity(policy.accounts[test.account])
-    else:
-        return PolicyTestResult(test, None, (f"account {test.account!r} is not in the policy",))
+    try:
+        identity = identities.resolve(test.identity, policy)
+    except ValueError as e:
+        return PolicyTestResult(test, None, (str(e),))
     decision = policy.decide(identity, test.scope, test.ip)
     failures = []
     if set(decision.granted) != set(test.granted):
@@ -233,18 +254,30 @@ def describe_rule(policy: Policy, decision: ScopeDecision) -> str:
 
 
 def report(
-    policy: Policy, tests_file: str, outcomes: list[PolicyTestResult], out: Printer | None = None
+    policy: Policy,
+    tests_file: str,
+    outcomes: list[PolicyTestResult],
+    out: Printer | None = None,
+    verbose: bool = False,
 ) -> int:
-    """Print one line per failure (with details) and a summary; exit code 1 if any failed."""
+    """Print one line per failure (with details) and a summary, with `verbose` also one line
+    per passing test; exit code 1 if any failed."""
     out = out or Printer()
     failed = [o for o in outcomes if not o.passed]
+    if verbose:
+        for outcome in outcomes:
+            if outcome.passed and outcome.decision is not None:
+                test = outcome.test
+                out.line(
+                    ("ok", "green"),
+                    f"   {test.name}: {test.who} asks {test.scope} → "
+                    f"[{', '.join(outcome.decision.granted)}] by "
+                    f"{describe_rule(policy, outcome.decision)}",
+                )
     for outcome in failed:
         test = outcome.test
         out.line(("FAIL", "bold red"), f" {test.name} ", (f"({tests_file}:{test.line})", "dim"))
-        who = (f"build {test.build}" if test.build else test.account) + (
-            f" from {test.ip}" if test.ip else ""
-        )
-        out.line(f"  {who} asks {test.scope}")
+        out.line(f"  {test.who} asks {test.scope}")
         for failure in outcome.failures:
             out.line("  ", (failure, "red"))
         if outcome.decision is not None:
@@ -256,6 +289,32 @@ def report(
         f" ({len(outcomes)} tests, policy {policy.source})",
     )
     return EXIT_FINDING if failed else EXIT_OK
+
+
+def as_json(policy: Policy, tests_file: str, outcomes: list[PolicyTestResult]) -> dict[str, object]:
+    """The facts of the report, every test included: who asked for what, what was granted by
+    which rule, and each way it missed."""
+    failed = sum(1 for o in outcomes if not o.passed)
+    return {
+        "policy": policy.source,
+        "tests_file": tests_file,
+        "passed": len(outcomes) - failed,
+        "failed": failed,
+        "tests": [
+            {
+                "name": o.test.name,
+                "line": o.test.line,
+                "identity": o.test.identity.as_json(),
+                "ip": o.test.ip,
+                "scope": str(o.test.scope),
+                "expected": list(o.test.granted),
+                "passed": o.passed,
+                "failures": list(o.failures),
+                "decision": o.decision.as_record() if o.decision is not None else None,
+            }
+            for o in outcomes
+        ],
+    }
 
 
 def junit_xml(policy: Policy, tests_file: str, outcomes: list[PolicyTestResult]) -> bytes:
@@ -296,7 +355,7 @@ def junit_xml(policy: Policy, tests_file: str, outcomes: list[PolicyTestResult])
                 "\n".join(
                     escape(line)
                     for line in (
-                        f"{test.account} asks {test.scope}",
+                        f"{test.who} asks {test.scope}",
                         *outcome.failures,
                         f"decided by {rule}",
                     )

@@ -7,6 +7,12 @@ same requested scopes (`token_request.requested`). Requests refused before any d
 credentials, rate limit, wrong service, malformed scope) have nothing to replay and are counted
 apart.
 
+An identity from an OIDC ID token (`token_response.federated_issuer`) is decided again from
+the claims the log kept (`federated_claims`: those its issuer's rules read when it was logged);
+claims a new rule reads that the old ones did not are not in the log: give a token's claims
+with `--claims FILE.json` (an object, or a list of them), used for the records whose subject
+they render to. An issuer NEW does not have cannot log in: it gets nothing.
+
 Per scope, the old grant (as recorded) and the new one compare as: unchanged, granted→denied,
 denied→granted, narrower, wider, or different (neither contains the other).
 """
@@ -14,8 +20,12 @@ denied→granted, narrower, wider, or different (neither contains the other).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from regauth.federation.id_token import IdTokenRefused
+from regauth.federation.id_token import identity_from_claims
 from regauth.ops.safe_text import quote
 from regauth.policy.model import Identity
 from regauth.policy.model import Policy
@@ -92,7 +102,34 @@ def _new_rule(policy: Policy, rule_index: int | None) -> str:
     )
 
 
-def replay(entries: list[Entry], policy: Policy) -> ReplayResult:
+def _federated(
+    entry: Entry, policy: Policy, given: Sequence[dict[str, object]]
+) -> tuple[Identity | None, str]:
+    """The identity of a federated token record under `policy`, or None and why not."""
+    response = entry.token_response
+    name = response.federated_issuer or ""
+    issuer = next((i for i in policy.federated_issuers if i.name == name), None)
+    if issuer is None:
+        return None, f"federated issuer {quote(name)} is not in {policy.source}"
+    claims: dict[str, object] = dict(response.federated_claims or {})
+    for candidate in given:
+        try:
+            if identity_from_claims(issuer, candidate).subject == response.federated_subject:
+                claims = {**claims, **candidate}
+                break
+        except IdTokenRefused:
+            continue
+    try:
+        return Identity(None, federated=identity_from_claims(issuer, claims)), ""
+    except IdTokenRefused as e:
+        return None, f"{quote(name)}: {e}"
+
+
+def replay(
+    entries: Iterable[Entry], policy: Policy, claims: Sequence[dict[str, object]] = ()
+) -> ReplayResult:
+    """Re-decide every decided token request of `entries` under `policy` (module docstring);
+    `claims`: ID-token claim sets given on the command line (`--claims`)."""
     result = ReplayResult(policy, kinds=Counter(), changed=Counter())
     assert result.kinds is not None and result.changed is not None
     for entry in entries:
@@ -104,9 +141,12 @@ def replay(entries: list[Entry], policy: Policy) -> ReplayResult:
             result.not_decided += 1
             continue
         result.requests += 1
-        if account == "anonymous":
+        why_not = f"account {quote(account)} is not in {policy.source}"
+        if entry.token_response.federated_issuer:
+            identity, why_not = _federated(entry, policy, claims)
+        elif account == "anonymous":
             # A build's client certificate binds `${build}` (the log keeps the build id).
-            identity: Identity | None = Identity(None, build=entry.token_build)
+            identity = Identity(None, build=entry.token_build)
         else:
             found = policy.accounts.get(account)
             identity = Identity(found) if found is not None else None
@@ -125,7 +165,7 @@ def replay(entries: list[Entry], policy: Policy) -> ReplayResult:
             old = set(decision.granted)
             if identity is None:
                 new_granted: tuple[str, ...] = ()
-                new_rule = f"account {quote(account)} is not in {policy.source}"
+                new_rule = why_not
             else:
                 new_decision = policy.decide(identity, scope, address)
                 new_granted = new_decision.granted

@@ -14,8 +14,8 @@ from tornado import web
 from tornado.httpserver import HTTPServer
 
 from regauth.logins.job_tokens import FileJobStore
+from regauth.mitm.admin_auth import admin_token_path
 from regauth.mitm.admin_job_tokens import JobTokensHandler
-from regauth.mitm.admin_job_tokens import admin_token_path
 from tests.support.policies import policy_text
 from tests.unit.helpers import build_runtime
 

@@ -51,12 +51,15 @@ def test_the_chain_of_regauth_serve():
         "ConfigLoader",
         "DelegateGate",
         "SharedState",
+        "FederationKeys",
         "ClientCertificates",
         "RequestHandler",
         "ResponseRewriter",
         "UpstreamKeyWatch",
         "MetricsObserver",
         "Recorder",
+        "TlsFailures",
+        "LogReopen",
         "AdminServer",
     ]
     for name in (

@@ -19,6 +19,7 @@ from regauth.mitm.flow_state import FlowStates
 from regauth.mitm.recorder import Recorder
 from regauth.mitm.scrub import display_copy
 from regauth.mitm.shown import REDACTED
+from regauth.ops.conversations import Conversations
 from regauth.upstream_auth import _Cached
 from tests.support.policies import PASSWORDS
 from tests.unit.helpers import BUILD_ID
@@ -587,3 +588,27 @@ async def test_a_delegated_request_names_the_subject_its_token_claims(write_poli
     assert flow.comment.startswith(
         "200 sub='ci' (claimed, checked by the registry) → repository:public/app:pull [conv "
     ), flow.comment
+
+
+@run
+async def test_a_token_from_another_replica_keeps_its_challenge_to_its_account(
+    write_policy, certs_dir, log
+):
+    """Issue 26, item 7: alice's token was issued by another replica (this one has no record
+    of it); the challenge to her request is still hers, so ci's token request from the same
+    address (one NAT) starts its own conversation instead of joining alice's."""
+    async with running(write_policy(), certs_dir, log) as harness:
+        token = await get_token(harness, "repository:demo/app:pull", user="alice")
+        harness.recorder.conversations = Conversations()  # another replica: it never saw it
+        challenge = await harness.cycle(
+            registry_flow(
+                "/v2/demo/app/manifests/1",
+                "PUT",
+                {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+                b"{}",
+            )
+        )
+        ci = await harness.cycle(token_flow("repository:demo/app:pull,push", user="ci"))
+        assert _by_flow(harness, challenge)["challenge"]["error"] == "insufficient_scope"
+        assert _by_flow(harness, ci)["token_response"]["account"] == "ci"
+    assert _conv(ci) != _conv(challenge)

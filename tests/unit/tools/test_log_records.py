@@ -1,13 +1,18 @@
 """The exchange log read back (`regauth.tools.log_records`): tolerant reading (torn and foreign
 lines are counted and skipped), conversations joined by a genuine token's `jti`, and who a
 record is attributed to: only identities regauth verified are accounts, names a client merely
-sent are claims (issue 20, item 11). The record itself is ops/test_exchange_record.py."""
+sent are claims (issue 20, item 11), and conversations given back as they close, so that memory
+holds the open ones and not the log (issue 26, item 2). The record itself is
+ops/test_exchange_record.py."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
+from regauth.tools.log_records import ConversationStream
+from regauth.tools.log_records import Entry
 from regauth.tools.log_records import conversations
 from regauth.tools.log_records import parse_lines
 from regauth.tools.log_records import read_log
@@ -183,3 +188,61 @@ def test_a_forged_token_naming_an_issued_jti_joins_nothing() -> None:
     accepted = _registry(3, "d", {"sub": "alice", "jti": "j1"}, checked_by="registry")
     accepted["answered_by"] = "upstream"
     assert [c.id for c in conversations(_entries(token, accepted))] == ["a"]
+
+
+def _at(seconds: int, conversation: str, **extra: object) -> Entry:
+    record = {
+        "time": (START + dt.timedelta(seconds=seconds)).isoformat(),
+        "conversation": conversation,
+        "client": "10.0.0.1:1",
+        "kind": "registry",
+        "status": 200,
+        **extra,
+    }
+    [entry] = parse_lines([json.dumps(record)], first_line=seconds + 1).entries
+    return entry
+
+
+START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def test_a_conversation_is_given_back_once_it_has_closed() -> None:
+    stream = ConversationStream(close_after=dt.timedelta(seconds=300))
+    stream.add(_at(0, "a"))
+    stream.add(_at(10, "b"))
+    stream.add(_at(250, "a"))  # a is active again
+    assert stream.closed() == []
+    stream.add(_at(311, "c"))  # b has been quiet for 301 s, a for 61 s
+    assert [c.id for c in stream.closed()] == ["b"]
+    stream.add(_at(600, "c"))
+    [a] = stream.closed()
+    assert a.id == "a" and [e.line for e in a.entries] == [1, 251]
+    # A late record of a conversation already given back starts a new one, marked so.
+    stream.add(_at(20, "b"))
+    rest = stream.rest()
+    assert [(c.id, c.continued) for c in rest] == [("b", True), ("c", False)]
+    assert stream.rest() == []
+
+
+def test_the_stream_holds_the_open_conversations_not_the_log() -> None:
+    stream = ConversationStream(close_after=dt.timedelta(seconds=300))
+    given_back, most_open = 0, 0
+    for second in range(0, 100_000, 10):  # a conversation every 10 s, one record each
+        stream.add(_at(second, f"c{second}"))
+        given_back += len(stream.closed())
+        most_open = max(most_open, len(stream.open_conversations()))
+    assert most_open <= 32  # 300 s of them, whatever the log's length
+    assert given_back + len(stream.rest()) == 10_000
+
+
+def test_joining_by_token_happens_while_the_issuing_conversation_is_open() -> None:
+    issued = _at(0, "t", kind="token", token_response={"jti": "j1", "account": "alice"})
+    presented = {
+        "auth": {"scheme": "Bearer", "jwt": {"claims": {"jti": "j1"}}, "checked_by": "regauth"},
+        "decision": {"verified_token": {"subject": "alice", "source": "regauth"}},
+    }
+    stream = ConversationStream(close_after=dt.timedelta(seconds=300))
+    stream.add(issued)
+    stream.add(_at(5, "retry", **presented))
+    [joined] = stream.rest()
+    assert joined.id == "t" and joined.merged == ["retry"]

@@ -22,6 +22,7 @@ from regauth.policy.reader import PolicyError
 from regauth.protocol.scope import ResourceScope
 from regauth.tools.policy_diff import REPOSITORY_ACTIONS
 from regauth.tools.policy_diff import diff_policies
+from regauth.tools.policy_diff import rule_changes
 from regauth.tools.witnesses import SYMBOLIC_ACCOUNT
 from regauth.tools.witnesses import subjects
 
@@ -216,10 +217,11 @@ def test_diff_exit_codes_and_lines(tmp_path: Path, capsys) -> None:
     )
     assert main(["policy", "diff", str(DEFAULT), str(narrower)]) == 0  # removals only
     out = capsys.readouterr().out
-    assert "- anonymous pull demo/" in out and "0 gained" in out
-    assert f"old: rule 3 ({DEFAULT}:33)" in out and "new: default deny" in out
-    assert main(["policy", "diff", str(narrower), str(DEFAULT)]) == 1
-    assert "+ anonymous pull demo/" in capsys.readouterr().out
+    assert f"- 3 lost: rule 3 ({DEFAULT}:33) 'anyone may pull" in out and "0 gained" in out
+    assert "→ default deny [pattern demo/**] (anonymous, authenticated" in out
+    assert main(["policy", "diff", "-v", str(narrower), str(DEFAULT)]) == 1
+    out = capsys.readouterr().out
+    assert "+ 3 gained: default deny → rule 3" in out and "    + anonymous pull demo/" in out
     assert main(["policy", "diff", "--json", str(narrower), str(DEFAULT)]) == 1
     doc = json.loads(capsys.readouterr().out)
     assert doc["gained"] and doc["exact"]
@@ -242,3 +244,57 @@ def test_diff_says_when_a_regex_makes_it_a_sample(tmp_path: Path, capsys) -> Non
     assert main(["policy", "diff", str(DEFAULT), str(new)]) in (0, 1)
     out = capsys.readouterr().out
     assert "sample" in out
+
+
+STAGING = Path(__file__).resolve().parents[3] / "policies" / "example-staging.yaml"
+
+
+def test_a_one_pattern_edit_is_one_line_with_counts(tmp_path: Path, capsys) -> None:
+    """Rule 11 of the staging example loses `apps/**` for `apps/*`: one rule change, with how
+    many (subject, action, name) witnesses it changes; `-v` lists them; `--json` groups them."""
+    edited = tmp_path / "edited.yaml"
+    text = STAGING.read_text()
+    old = 'repository: ["apps/**", "releases/**", "internal/**"]'
+    assert text.count(old) == 1
+    edited.write_text(text.replace(old, 'repository: ["apps/*", "releases/**", "internal/**"]'))
+    assert main(["policy", "diff", str(STAGING), str(edited)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        f"- 4 lost: rule 11 ({STAGING}:149) 'signed-in accounts read apps, releases and "
+        "internal images' → default deny [pattern apps/**] (alice, authenticated, bob, dave: "
+        "pull)",
+        lines[1],
+    ]
+    assert lines[1].startswith("0 gained, 4 lost in 1 rule changes (")
+    assert main(["policy", "diff", "-v", str(STAGING), str(edited)]) == 0
+    verbose = capsys.readouterr().out.splitlines()
+    assert verbose[0] == lines[0]
+    assert "    - alice pull apps/a/a [pattern apps/**]" in verbose
+    assert len(verbose) == 2 + 2 * 4  # each change: its line and its rules' line
+    assert main(["policy", "diff", "--json", str(STAGING), str(edited)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    (group,) = doc["rule_changes"]
+    assert group["change"] == "lost" and group["count"] == 4
+    assert group["patterns"] == ["apps/**"] and group["actions"] == ["pull"]
+    assert group["old"]["location"] == f"{STAGING}:149" and group["new"]["rule"] is None
+    assert sorted(group["changes"]) == list(range(len(doc["changes"])))
+
+
+def test_rule_changes_group_every_change_once() -> None:
+    text = STAGING.read_text()
+    old = load_policy_text(text, "old.yaml", Path("policies"), {}, secret_notes=[])
+    new_text = text.replace('repository: "public/**"', 'repository: "pub/**"').replace(
+        'repository: "cache/**"\n    actions: [pull]',
+        'repository: "cache/**"\n    actions: [pull, push]',
+    )
+    new = load_policy_text(new_text, "new.yaml", Path("policies"), {}, secret_notes=[])
+    result = diff_policies(old, new)
+    groups = rule_changes(result.changes)
+    assert sorted(id(c) for g in groups for c in g.changes) == sorted(id(c) for c in result.changes)
+    for group in groups:
+        assert {(c.sign, c.old, c.new, tuple(sorted(c.patterns))) for c in group.changes} == {
+            (group.sign, group.old, group.new, group.patterns)
+        }
+    assert [g.sign for g in groups] == sorted((g.sign for g in groups), key=lambda s: s != "+")
+    assert sum(g.count for g in groups) == sum(len(c.names) for c in result.changes)
+    assert any(g.sign == "+" for g in groups) and any(g.sign == "-" for g in groups)

@@ -4,6 +4,7 @@ report and in JUnit XML), and a tests file is read strictly (in process, real fi
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -144,3 +145,98 @@ def test_a_name_used_twice_and_a_key_beside_tests_are_both_reported(tmp_path: Pa
         f"{tests}:4:1: unknown key 'extra' (only `tests:`)",
         f"{tests}:3:5: test 2: the name 'a' is used twice",
     ]
+
+
+HASH = "$2b$04$" + "a" * 53
+IDENTITY_POLICY = f"""version: 1
+service: s
+accounts:
+  ci: {{password_hash: "{HASH}", groups: [ci]}}
+  alice: {{password_hash: "{HASH}", groups: [release]}}
+rules:
+  - comment: release managers push releases
+    account: authenticated
+    group: release
+    repository: "releases/**"
+    actions: [pull, push]
+  - comment: a build owns builds/ID
+    account: any
+    repository: "builds/${{build}}"
+    actions: [pull, push]
+  - comment: ci pushes cache
+    account: ci
+    repository: "cache/**"
+    actions: [pull, push]
+"""
+
+
+def test_cases_name_subjects_groups_and_client_certificates(tmp_path: Path, capsys) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(IDENTITY_POLICY)
+    tests = tmp_path / "t.yaml"
+    tests.write_text("""tests:
+  - name: a release manager pushes releases
+    identity: {subject: eve, groups: [release]}
+    scope: "repository:releases/1:push"
+    granted: [push]
+    rule: 1
+  - name: a signed-in subject outside the group does not
+    identity: {subject: eve}
+    scope: "repository:releases/1:push"
+    granted: []
+  - name: a build certificate owns its repository
+    identity: {client_certificate: "regauth:build:b1"}
+    scope: "repository:builds/b1:push"
+    granted: [push]
+  - name: an account certificate is the account
+    identity: {client_certificate: "regauth:account:ci"}
+    scope: "repository:cache/a:push"
+    granted: [push]
+  - name: wrong on purpose
+    identity: {subject: eve, groups: [release]}
+    scope: "repository:cache/a:push"
+    granted: [push]
+  - name: a certificate for an account the policy lacks
+    identity: {client_certificate: "regauth:account:bob"}
+    scope: "repository:cache/a:pull"
+    granted: []
+""")
+    assert main(["policy", "test", str(policy), str(tests)]) == 1
+    out = capsys.readouterr().out
+    assert "4 passed, 2 failed" in out
+    assert "  subject eve [group release] asks repository:cache/a:push" in out
+    assert "names account 'bob', which the policy does not have" in out
+    assert main(["policy", "test", "-v", str(policy), str(tests)]) == 1
+    out = capsys.readouterr().out
+    assert (
+        "ok   a build certificate owns its repository: build b1 asks "
+        "repository:builds/b1:push → [push] by rule 2" in out
+    )
+    assert main(["policy", "test", "--json", str(policy), str(tests)]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["passed"], doc["failed"]) == (4, 2)
+    first = doc["tests"][0]
+    assert first["identity"] == {"subject": "eve", "groups": ["release"], "labels": {}}
+    assert first["passed"] and first["decision"]["rule"] == 1
+    assert doc["tests"][4]["failures"] == ["expected [push], got []"]
+    assert doc["tests"][5]["decision"] is None
+
+
+def test_identity_and_the_account_shorthand_are_not_mixed(tmp_path: Path, capsys) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(IDENTITY_POLICY)
+    tests = tmp_path / "t.yaml"
+    tests.write_text("""tests:
+  - account: ci
+    identity: {subject: eve}
+    scope: "repository:a:pull"
+    granted: []
+  - identity: {subject: eve, claims: {x: 1}}
+    scope: "repository:a:pull"
+    granted: []
+""")
+    assert main(["policy", "test", str(policy), str(tests)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tests}:2:14: test 1: identity and account name two identities" in err
+    assert f"{tests}:6:15: test 2: an identity has exactly one of account, subject, " in err
+    assert main(["policy", "test", "--json", str(policy), str(tests)]) == 2

@@ -34,7 +34,9 @@ def test_explain_as_a_build(tmp_path, capsys):
     policy.write_text(BASE + BUILDS)
     argv = ["policy", "explain", str(policy), "--build", "b1"]
     assert main([*argv, "repository:builds/b1/x:push", "repository:builds/b2:push"]) == 0
-    first, second = capsys.readouterr().out.splitlines()
+    first, second = [
+        line for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")
+    ]
     assert first.startswith("repository:builds/b1/x:push: granted [push] by rule 2")
     assert second.startswith("repository:builds/b2:push: default deny")
     assert main([*argv[:3], "repository:builds/b1:push"]) == 0  # anonymous: nothing
@@ -71,8 +73,10 @@ def test_diff_names_what_a_build_certificate_gains(tmp_path, capsys):
     old.write_text(BASE)
     new.write_text(BASE + BUILDS)
     assert main(["policy", "diff", str(old), str(new)]) == 1
+    assert "(build certificate: pull, push)" in capsys.readouterr().out
+    assert main(["policy", "diff", "-v", str(old), str(new)]) == 1
     out = capsys.readouterr().out
-    assert "+ build certificate push builds/${build}" in out
+    assert "    + build certificate push builds/${build}" in out
     assert main(["policy", "diff", str(new), str(old)]) == 0  # removals alone exit 0
 
 

@@ -111,9 +111,10 @@ def test_policy_test_report_and_junit(
 
 
 def test_policy_diff(plain_policy: Path, hostile_policy: Path, capsys, terminal: bool) -> None:
-    assert main(["policy", "diff", str(plain_policy), str(hostile_policy)]) == 1
+    assert main(["policy", "diff", "-v", str(plain_policy), str(hostile_policy)]) == 1
     out, _ = shown(capsys, terminal)
     assert SHOWN in out and "\\x1b]52;c;" in out.split("new: ")[1]  # comment and file name
+    assert "\\x1b]52;c;" in out.splitlines()[0].split("→ ")[1]  # the rule change's line too
 
 
 def test_policy_explain(hostile_policy: Path, capsys, terminal: bool) -> None:

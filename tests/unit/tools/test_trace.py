@@ -6,13 +6,16 @@ test_diagnosis.py; untrusted text in trace's output is test_render.py."""
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import io
 import json
+import time
 from pathlib import Path
 
 import pytest
 
 from regauth.cli import main
+from regauth.tools import diagnosis
 from regauth.tools import trace
 from regauth.tools.log_records import conversations
 from regauth.tools.log_records import parse_lines
@@ -247,3 +250,182 @@ def test_trace_names_the_credential_that_decided() -> None:
     assert any("as build b1 by client certificate 5d69" in t for t in texts), texts
     assert any("as ci by job token J1" in t for t in texts), texts
     assert any(t.startswith("PUT") and t.endswith("by client certificate 5d69") for t in texts)
+
+
+# -- many files, streaming, waiting, follow (issue 26, items 2 and 7) ---------------------------
+
+
+def _challenge(at: dt.datetime, client: str = "10.0.0.9:2000") -> dict[str, object]:
+    return {
+        "time": at.isoformat(timespec="milliseconds"),
+        "conversation": "ch",
+        "client": client,
+        "kind": "registry",
+        "method": "GET",
+        "path": "/v2/x/a/tags/list",
+        "route": "tags",
+        "repository": "x/a",
+        "status": 401,
+        "answered_by": "regauth",
+        "challenge": {
+            "scheme": "Bearer",
+            "realm": "https://regauth.test/v2/token",
+            "scopes": ["repository:x/a:pull"],
+        },
+    }
+
+
+def test_several_logs_read_as_one_with_each_step_tagged_by_its_replica(
+    tmp_path: Path, capsys
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    token = {
+        "time": T0.format(0),
+        "conversation": "c1",
+        "client": "10.0.0.1:1",
+        "kind": "token",
+        "status": 200,
+        "token_response": {"jti": "j1", "account": "alice"},
+    }
+    with gzip.open(tmp_path / "a" / "exchange.jsonl.1.gz", "wt") as f:
+        f.write(json.dumps(token) + "\n")
+    retry = _registry(1, "c1", {"sub": "alice", "jti": "j1"}, checked_by="regauth")
+    retry["decision"] = {"verified_token": {"subject": "alice", "source": "regauth"}}
+    (tmp_path / "b" / "exchange.jsonl").write_text(json.dumps(retry) + "\n")
+    assert main(["trace", str(tmp_path / "a"), str(tmp_path / "b" / "*.jsonl"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    [c] = doc["conversations"]
+    assert c["replicas"] == ["a/exchange.jsonl", "b/exchange.jsonl"]
+    assert [s.get("replica") for s in c["steps"]] == [
+        "a/exchange.jsonl",
+        "a/exchange.jsonl",
+        "b/exchange.jsonl",
+    ]
+    assert main(["trace", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "[b/exchange.jsonl]" in out and "[a/exchange.jsonl]" in out
+
+
+def test_trace_says_what_it_waits_for(tmp_path: Path) -> None:
+    log = _log(tmp_path, _challenge(NOW - dt.timedelta(seconds=1)))
+    [found] = list(
+        trace.analyse_stream(
+            parse_lines(log.read_text().splitlines()).entries, trace.Filters(), NOW
+        )
+    )
+    assert found.diagnoses == []  # too early to tell
+    [waiting] = found.pending
+    assert waiting.code == "no-token-request"
+    out = io.StringIO()
+    trace.render(
+        found.conversation, [], Printer(out, color=False), waiting=found.pending, end=found.end
+    )
+    assert (
+        "waiting       up to 4.0 s more for a token request from 10.0.0.9 at "
+        "https://regauth.test/v2/token (else no-token-request; log line 1)"
+    ) in out.getvalue()
+    assert trace.as_json(found.conversation, [], found.pending, found.end)["waiting"] == [
+        {
+            "code": "no-token-request",
+            "waiting_for": "a token request from 10.0.0.9 at https://regauth.test/v2/token",
+            "until": "2026-01-01T00:00:14.000+00:00",
+            "seconds_left": 4.0,
+            "log_line": 1,
+        }
+    ]
+    later = list(
+        trace.analyse_stream(
+            parse_lines(log.read_text().splitlines()).entries,
+            trace.Filters(),
+            NOW + dt.timedelta(seconds=5),
+        )
+    )
+    assert [d.code for d in later[0].diagnoses] == ["no-token-request"] and not later[0].pending
+
+
+def test_follow_prints_the_diagnosis_once_the_wait_is_over(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(trace, "QUIET", 0.0)
+    monkeypatch.setattr(diagnosis, "TOKEN_WAIT", dt.timedelta(seconds=0.3))
+    log = _log(tmp_path, _challenge(dt.datetime.now(dt.UTC)))
+    out = io.StringIO()
+    deadline = time.monotonic() + 5
+
+    def stop() -> bool:
+        return "no-token-request: challenge" in out.getvalue() or time.monotonic() > deadline
+
+    trace.follow(log, trace.Filters(), Printer(out, color=False), poll=0.05, stop=stop)
+    text = out.getvalue()
+    assert "waiting       up to" in text.split("conversation ch (updated)")[0]
+    assert "diagnosis     no-token-request" in text.split("conversation ch (updated)")[1]
+
+
+def test_follow_sleeps_while_nothing_arrives(tmp_path: Path, monkeypatch) -> None:
+    """The old loop re-read and re-diagnosed the whole log every half second."""
+    log = _log(tmp_path, {"time": T0.format(0), "conversation": "a", "kind": "token"})
+    monkeypatch.setattr(trace, "QUIET", 0.0)
+    diagnosed: list[str] = []
+    real = trace.diagnose
+    monkeypatch.setattr(trace, "diagnose", lambda c, ctx: diagnosed.append(c.id) or real(c, ctx))
+    sleeps: list[float] = []
+    trace.follow(
+        log,
+        trace.Filters(),
+        Printer(io.StringIO(), color=False),
+        poll=1.0,
+        stop=lambda: len(sleeps) >= 12,
+        sleep=sleeps.append,
+    )
+    assert diagnosed == ["a"]  # once, when it was printed; never again while idle
+    # Backing off from 50 ms to `poll`, and staying there.
+    assert sleeps[0] <= 0.11 and sleeps[-3:] == pytest.approx([1.0] * 3, abs=0.01)
+
+
+def test_follow_reopens_a_rotated_log(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(trace, "QUIET", 0.0)
+    log = _log(tmp_path, {"time": T0.format(0), "conversation": "before", "kind": "token"})
+    out = io.StringIO()
+    polls = iter(range(8))
+
+    def stop() -> bool:
+        step = next(polls, None)
+        if step == 2:  # logrotate: rename, and regauth reopens a new file at the path
+            log.rename(tmp_path / "exchange.jsonl.1")
+            log.write_text(json.dumps({"time": T0.format(1), "conversation": "after"}) + "\n")
+        return step is None
+
+    trace.follow(log, trace.Filters(), Printer(out, color=False), poll=0.0, stop=stop)
+    headers = [line.split()[1] for line in out.getvalue().splitlines() if line.startswith("conv")]
+    assert headers == ["before", "after"]
+
+
+def test_a_failed_handshake_reads_as_a_step_and_its_snippets_line_by_line() -> None:
+    record = {
+        "time": T0.format(0),
+        "conversation": "t1",
+        "client": "10.0.0.7:51000",
+        "kind": "tls",
+        "error": "The client does not trust the proxy's certificate (tlsv1 alert unknown ca)",
+        "tls": {
+            "cause": "untrusted",
+            "sni": "regauth.test",
+            "library": "openssl",
+            "listen": "127.0.0.1:5443",
+            "ca": "/srv/certs/ca.crt",
+        },
+    }
+    [(c, diagnoses)] = trace.analyse(
+        parse_lines([json.dumps(record)]).entries, trace.Filters(), NOW
+    )
+    out = io.StringIO()
+    trace.render(c, diagnoses, Printer(out, color=False))
+    text = out.getvalue().splitlines()
+    assert (
+        "  +  0.000s tls           handshake failed for regauth.test: The client does not trust "
+        "the proxy's certificate (tlsv1 alert unknown ca)"
+    ) in text
+    assert "  result        TLS handshake failed: no request" in text
+    assert "                hint: trust regauth's CA in the client (/srv/certs/ca.crt):" in text
+    assert (
+        "                          curl --cacert /srv/certs/ca.crt https://regauth.test:5443/v2/"
+    ) in text

@@ -13,8 +13,12 @@ re-read each target's source when upgrading any of them.
 
 What each module replaces (private unless noted), and why:
 
-- `error_pages`: `proxy.layers.http._http1.make_error_response`, `_http2.format_error`.
-  mitmproxy's own error answers (502, 400) become registry-format JSON.
+- `error_pages`: `proxy.layers.http._http1.make_error_response`, `_http2.format_error`,
+  `_events.ErrorCode.http_status_code`, `_http_h2.BufferedH2Connection.send_headers` and
+  `send_data`, `_http1.Http1Server.send` (protocol errors only), `_http2.Http2Server
+  .handle_h2_event` (notes HEAD streams). mitmproxy's own error answers
+  (502, 400) become registry-format JSON; an upstream that cannot be reached is `503
+  UNAVAILABLE` with `Retry-After` (was 502); to a HEAD, without a body but with its length.
 - `framing`: `_http1.make_body_reader`; `layers.http.HttpStream
   .state_wait_for_request_headers`. HTTP/1 chunked trailers are refused (mitmproxy raises
   NotImplementedError on them); an HTTP/2 request whose HEADERS end the stream is marked
@@ -37,7 +41,8 @@ What each module replaces (private unless noted), and why:
   HTTP and untrusted PROXY headers are refused.
 - `web_window`: entries of `tools.web.app.handlers`, `app.flow_to_json` and
   `flowfilter.parse` (public). mitmweb is read-only and secret-free: flows are shown, exported
-  and filtered as scrubbed copies.
+  and filtered as scrubbed copies; its page (`IndexHandler`) gets a style that gives the flow
+  list's comment column (regauth's auth story) the room mitmweb gives the path.
 """
 
 from __future__ import annotations

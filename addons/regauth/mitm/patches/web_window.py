@@ -11,6 +11,10 @@ duplicating, replaying, resuming and killing flows, loading flow files, and ever
 in `VIEW_COMMANDS`. Option changes go through `OptionPolicy`, which accepts only view options at
 run time (mitmweb answers 400).
 
+The flow list shows each request as the client asked it (the public URL: `display_copy`
+undoes reverse mode's rewrite to the upstream), and its comment column, regauth's auth story,
+takes the room mitmweb gives the path (`LIST_STYLE`, added to mitmweb's page by `IndexHandler`).
+
 install() replaces the handlers in mitmweb's route table before the web application is
 built, and fails loudly if a handler it expects is missing (a mitmproxy upgrade that changes
 the web API must be noticed by the test suite).
@@ -153,12 +157,34 @@ class ExecuteCommand(app.ExecuteCommand):
         super().post(cmd)
 
 
+# mitmweb's flow list gives the comment column 150 px (about 20 characters) and the path
+# column the rest, so regauth's auth story is cut after a few words (`401 challenge → s…`).
+# The story is what the list is watched for: the path column gets a fixed share and the
+# comment column the rest (a column the viewer resized keeps its own width: mitmweb sets it
+# on the <col> element, which wins over these rules).
+LIST_STYLE = """<style id="regauth-flow-list">
+.flow-table .col-path{width:30%}
+.flow-table .col-comment{width:auto}
+</style>"""
+
+
+class IndexHandler(app.IndexHandler):
+    def get(self) -> None:
+        # mitmweb's own page (AuthRequestHandler wraps this `get` in its login check as it
+        # wraps mitmweb's), with regauth's list layout added to the head.
+        page = self.render_string("../index.html").decode()
+        self.finish(page.replace("</head>", LIST_STYLE + "</head>", 1))
+
+    post = get  # mitmweb's login form posts here
+
+
 def _refusing(base: type[app.RequestHandler]) -> type[app.RequestHandler]:
     # type() makes a subclass of `base`; mypy types a three-argument type() call as plain `type`.
     return cast(type[app.RequestHandler], type(base.__name__, (base,), {"post": _refuse}))
 
 
 _REPLACEMENTS: dict[type, Callable[[], type[app.RequestHandler]]] = {
+    app.IndexHandler: lambda: IndexHandler,
     app.FlowHandler: lambda: FlowHandler,
     app.FlowContent: lambda: FlowContent,
     app.FlowContentView: lambda: FlowContentView,

@@ -321,3 +321,24 @@ async def test_the_options_endpoint_refuses_everything_but_view_options_while_ru
     assert master.options.stickyauth is None
     _handler(master, app.Options, "PUT", {"web_theme": "dark"}).put()
     assert master.options.web_theme == "dark"
+
+
+def test_the_index_page_gives_the_comment_column_the_room(web):
+    """mitmweb's page with regauth's list layout in its head (the auth story is the comment);
+    tests/integration/test_mitmweb_list.py looks at it in a browser."""
+    master, _ = web
+    assert dict(app.handlers)[r"/"] is web_window.IndexHandler
+    handler = _handler(master, web_window.IndexHandler, method="GET")
+    handler.finish = lambda chunk=None: handler._write_buffer.append(chunk.encode())
+    handler.get()
+    page = _written(handler).decode()
+    assert page.count(web_window.LIST_STYLE) == 1
+    assert page.index(web_window.LIST_STYLE) < page.index("</head>")
+    assert ".flow-table .col-comment{width:auto}" in web_window.LIST_STYLE
+    assert "index-" in page  # mitmweb's own bundle still loads
+    anonymous = _handler(master, web_window.IndexHandler, method="GET")
+    anonymous.current_user = None
+    anonymous.finish = lambda chunk=None: None
+    anonymous.render = lambda *a, **k: None  # the login form
+    anonymous.get()
+    assert anonymous.get_status() == 403  # mitmweb's token is still required
