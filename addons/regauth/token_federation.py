@@ -61,6 +61,27 @@ def id_token_credential(
     if grant_type == TOKEN_EXCHANGE:
         token = first_param(params, "subject_token")
         kind = first_param(params, "subject_token_type")
+        if first_param(params, "actor_token") is not None:
+            raise TokenError(
+                400, Code.UNSUPPORTED, "invalid_request", "actor_token is not supported"
+            )
+        wanted = first_param(params, "requested_token_type")
+        if wanted is not None and wanted != ACCESS_TOKEN_TYPE:
+            raise TokenError(
+                400,
+                Code.UNSUPPORTED,
+                "invalid_request",
+                f"requested_token_type must be {ACCESS_TOKEN_TYPE}",
+            )
+        for target in ("audience", "resource"):
+            value = first_param(params, target)
+            if value is not None and value != runtime.policy.service:
+                raise TokenError(
+                    400,
+                    Code.DENIED,
+                    "invalid_target",
+                    f"this token service issues tokens for {runtime.policy.service!r} only",
+                )
         if not token or kind not in ID_TOKEN_TYPES:
             raise TokenError(
                 400,
@@ -103,11 +124,13 @@ def federated_identity(
     username: str,
     token: str,
     trace: TokenTrace,
+    grant_type: str | None = None,
     now: Callable[[], float] = time.time,
 ) -> Identity:
     """Verify an ID token (`federation.id_token`) and return the identity it names. A refusal
-    is a 401 with the Basic challenge, like a wrong password, naming the reason; nothing is
-    counted against login limits (a forged token has nothing to guess)."""
+    is a 401 with the Basic challenge, like a wrong password, naming the reason (token
+    exchange: 400 invalid_request, RFC 8693 §2.2.2); nothing is counted against login limits
+    (a forged token has nothing to guess)."""
     trace.credential = "id_token"
     trace.username = username[:128] or None
     try:
@@ -122,6 +145,10 @@ def federated_identity(
     except IdTokenRefused as e:
         trace.id_token_refused = e.reason
         trace.federated_issuer = e.issuer
+        if grant_type == TOKEN_EXCHANGE:
+            raise TokenError(
+                400, Code.UNAUTHORIZED, "invalid_request", f"subject_token refused: {e}"
+            ) from None
         raise TokenError(
             401,
             Code.UNAUTHORIZED,
@@ -134,12 +161,9 @@ def federated_identity(
     return Identity(None, federated=federated)
 
 
-def decided_claims(identity: Identity, runtime: Runtime) -> dict[str, str]:
-    """The claims that decided, for the log: those the subject template and the claim
-    conditions of the rules naming the identity's issuer read (never the token)."""
-    federated = identity.federated
-    if federated is None:
-        return {}
+def _claim_names(federated: FederatedIdentity, runtime: Runtime) -> list[str]:
+    """The claims the issuer's subject template, groups claim, and its rules' conditions and
+    `${claims.NAME}` patterns read."""
     names: list[str] = []
     for issuer in runtime.policy.federated_issuers:
         if issuer.name == federated.issuer:
@@ -149,8 +173,36 @@ def decided_claims(identity: Identity, runtime: Runtime) -> dict[str, str]:
     for rule in runtime.policy.rules:
         if federated.issuer in rule.issuers:
             names += [c.claim for c in rule.claims]
+            names += [
+                p.removeprefix("claims.")
+                for pattern in rule.repositories
+                for p in pattern.placeholders
+                if p.startswith("claims.")
+            ]
+    return list(dict.fromkeys(names))
+
+
+def refresh_identity(identity: FederatedIdentity, runtime: Runtime) -> FederatedIdentity:
+    """What a refresh token carries of an ID token's identity: only the claims the policy
+    reads (the token stays small enough for a Basic header), by their top-level name."""
+    kept = {}
+    for name in _claim_names(identity, runtime):
+        top = name if name in identity.claims else name.split("/", 1)[0]
+        if top in identity.claims:
+            kept[top] = identity.claims[top]
+    return FederatedIdentity(
+        identity.issuer, identity.subject, identity.groups, kept, identity.expires_at
+    )
+
+
+def decided_claims(identity: Identity, runtime: Runtime) -> dict[str, str]:
+    """The claims that decided, for the log: those the subject template and the claim
+    conditions of the rules naming the identity's issuer read (never the token)."""
+    federated = identity.federated
+    if federated is None:
+        return {}
     out: dict[str, str] = {}
-    for name in dict.fromkeys(names):
+    for name in _claim_names(federated, runtime):
         texts = claim_texts(federated.claims, name)
         if texts:
             out[name] = ",".join(texts)[:256]
@@ -164,8 +216,11 @@ def federated_refresh(runtime: Runtime, claims: dict[str, object]) -> FederatedI
     if not isinstance(fed, dict):
         raise InvalidToken("malformed federated refresh token")
     name = fed.get("iss")
-    if not any(i.name == name for i in runtime.policy.federated_issuers):
+    entry = next((i for i in runtime.policy.federated_issuers if i.name == name), None)
+    if entry is None:
         raise InvalidToken(f"federated issuer {str(name)[:64]!r} is no longer in the policy")
+    if fed.get("url") != entry.issuer:
+        raise InvalidToken(f"federated issuer {str(name)[:64]!r} names another issuer now")
     groups = fed.get("groups")
     original = fed.get("claims")
     exp = claims.get("exp")

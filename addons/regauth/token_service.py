@@ -51,6 +51,7 @@ from regauth.token_federation import decided_claims
 from regauth.token_federation import federated_identity
 from regauth.token_federation import federated_refresh
 from regauth.token_federation import id_token_credential
+from regauth.token_federation import refresh_identity
 from regauth.token_request import GRANT_TYPES
 from regauth.token_request import MAX_FORM_BYTES  # noqa: F401 (front.py reads it here)
 from regauth.token_request import NO_STORE
@@ -205,8 +206,20 @@ def _handle(
         identity, cap = job_identity(runtime, authenticator, job[0], job[1], trace)
         account, refresh_in = identity.account, None
     elif id_token is not None:
+        if login.refuse is not None:
+            # The login queue had no room: refused before any verification, as a password
+            # check is (verifying may wait for the issuer's key set).
+            trace.credential = "id_token"
+            trace.rate_limited = login.refuse.limit
+            raise TokenError(
+                429,
+                Code.TOOMANYREQUESTS,
+                "slow_down",
+                str(login.refuse),
+                {"Retry-After": str(login.refuse.retry_after)},
+            )
         identity = federated_identity(
-            runtime, authenticator.federation, id_token[0], id_token[1], trace
+            runtime, authenticator.federation, id_token[0], id_token[1], trace, grant_type
         )
         account, refresh_in = None, None
     else:
@@ -259,9 +272,15 @@ def _handle(
     elif offline and account is not None and cap is None:
         body["refresh_token"] = runtime.issuer.issue_refresh(account)
     elif offline and identity.federated is not None:
-        # No longer-lived than the ID token it comes from.
-        refresh = runtime.issuer.issue_refresh_federated(identity.federated)
-        if refresh is not None:
+        # No longer-lived than the ID token it comes from, carrying only the claims the policy
+        # reads; none when it would not fit a Basic header (`:TOKEN`, base64).
+        entry = next(
+            i for i in runtime.policy.federated_issuers if i.name == identity.federated.issuer
+        )
+        refresh = runtime.issuer.issue_refresh_federated(
+            refresh_identity(identity.federated, runtime), entry.issuer
+        )
+        if refresh is not None and 6 + 4 * ((len(refresh) + 3) // 3) <= MAX_AUTHORIZATION_LENGTH:
             body["refresh_token"] = refresh
     trace.refresh_token_issued = "refresh_token" in body and refresh_in is None
     trace.expires_in = issued.expires_in

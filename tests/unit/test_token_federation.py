@@ -282,3 +282,64 @@ def test_a_refresh_token_lives_no_longer_than_the_id_token(runtime, keys, idp):
     # A password-account refresh path never accepts it as an account's.
     with pytest.raises(Exception, match="identity from an ID token"):
         runtime.verifier.verify_refresh(refresh, runtime.issuer.refresh_audience, {})
+
+
+def test_a_login_the_queue_refused_is_refused_before_any_verification(runtime, idp):
+    """The login queue's refusal holds for ID tokens too (it answers on the event loop:
+    nothing there may wait for a key set)."""
+    from regauth.logins.limits import RateLimited
+
+    fetched = []
+    keys = IssuerKeySets(lambda issuer: lambda: fetched.append(1) or idp.jwks())
+    request = TokenRequest(
+        "GET",
+        {"service": [SERVICE], "scope": ["repository:acme/app:pull"]},
+        None,
+        _basic("o", idp.mint(github())),
+        "192.0.2.1",
+    )
+    refused = handle_token_request(
+        runtime,
+        Authenticator(federation=keys),
+        request,
+        refuse_login=RateLimited(2, "login queue", "the login queue is full; retry after 2 s"),
+    )
+    assert refused.status == 429 and refused.headers["Retry-After"] == "2"
+    assert fetched == [] and refused.record["credential"] == "id_token"
+
+
+def test_token_exchange_refusals_follow_rfc_8693(runtime, keys, idp):
+    token = idp.mint(github())
+    base = {"grant_type": EXCHANGE, "subject_token": token, "subject_token_type": ID_TOKEN_TYPE}
+    bad = _post(runtime, keys, {**base, "subject_token": idp.mint(github(aud="x"))})
+    assert bad.status == 400 and json.loads(bad.body)["error"] == "invalid_request"
+    assert "WWW-Authenticate" not in bad.headers
+    actor = _post(runtime, keys, {**base, "actor_token": token})
+    assert json.loads(actor.body)["error"] == "invalid_request"
+    kind = _post(runtime, keys, {**base, "requested_token_type": "urn:x"})
+    assert json.loads(kind.body)["error"] == "invalid_request"
+    target = _post(runtime, keys, {**base, "audience": "https://elsewhere"})
+    assert json.loads(target.body)["error"] == "invalid_target"
+    ok = _post(runtime, keys, {**base, "audience": SERVICE, "scope": "repository:acme/app:pull"})
+    assert ok.status == 200
+
+
+def test_a_refresh_token_keeps_only_the_claims_the_policy_reads(runtime, keys, idp):
+    token = idp.mint(github(padding="x" * 5000))  # a large ID token
+    query = {"service": [SERVICE], "scope": ["repository:acme/app:push"], "offline_token": ["true"]}
+    response = handle_token_request(
+        runtime,
+        Authenticator(federation=keys),
+        TokenRequest("GET", query, None, _basic("o", token), "192.0.2.1"),
+    )
+    refresh = json.loads(response.body)["refresh_token"]
+    fed = jwt.decode(refresh, options={"verify_signature": False})["fed"]
+    assert set(fed["claims"]) == {"repository", "ref", "repository_owner"}
+    assert fed["url"] == ISSUER and len(refresh) < 2000
+
+
+def test_claim_values_that_are_not_repository_paths_bind_nothing(runtime, keys, idp):
+    for repository in ("Acme/App", "acme//app", "acme/../x"):
+        token = idp.mint(github(repository=repository, repository_owner="acme"))
+        response, _ = _get(runtime, keys, ["repository:acme/app:push"], _basic("o", token))
+        assert json.loads(response.body)["scope"] == "", repository

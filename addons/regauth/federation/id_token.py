@@ -135,6 +135,25 @@ def verify_id_token(
             f"alg {shown} is not allowed for {issuer.name} ({', '.join(issuer.algorithms)})",
             issuer.name,
         )
+    typ = header.get("typ")
+    if isinstance(typ, str) and typ.lower().removeprefix("application/") == "at+jwt":
+        # An OAuth access token of the same issuer (RFC 9068) is not an ID token (RFC 8725 §3.11).
+        raise IdTokenRefused(
+            "malformed", "an access token (typ at+jwt), not an ID token", issuer.name
+        )
+    for name in ("exp", "iat", "nbf"):
+        value = unverified.get(name)
+        if name in unverified and (not isinstance(value, int | float) or isinstance(value, bool)):
+            raise IdTokenRefused("malformed", f"the ID token's {name} is not a number", issuer.name)
+    aud = unverified.get("aud")
+    if isinstance(aud, list) and len(aud) > 1 and unverified.get("azp") != issuer.audience:
+        # OIDC Core 3.1.3.7 (3-5): several audiences, and this registry is not the party the
+        # token was issued to.
+        raise IdTokenRefused(
+            "wrong-audience",
+            f"the ID token has several audiences and its azp is not {issuer.audience!r}",
+            issuer.name,
+        )
     kid = header.get("kid")
     if kid is not None and (not isinstance(kid, str) or len(kid) > 256):
         raise IdTokenRefused("malformed", "the ID token's kid is not a short string", issuer.name)
@@ -170,8 +189,10 @@ def verify_id_token(
             "bad-signature", "the ID token's signature is wrong", issuer.name
         ) from None
     except jwt.PyJWTError as e:
+        # pyjwt's messages may quote the token's header (unsigned text): repr() escapes it.
+        text = repr(str(e))[:200]
         raise IdTokenRefused(
-            "malformed", f"the ID token is invalid ({e})"[:200], issuer.name
+            "malformed", f"the ID token is invalid ({text})", issuer.name
         ) from None
     iat = claims.get("iat")
     if isinstance(iat, int | float) and now() - iat > issuer.max_token_age + issuer.leeway:

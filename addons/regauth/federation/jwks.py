@@ -9,7 +9,9 @@ algorithm-confusion forgery.
 most once per `refetch_interval` seconds (so a flood of tokens with random kids costs one fetch
 per interval, not one per token); the set is also refreshed after `max_age` seconds. A failed
 fetch keeps the last good keys and is reported by `status()` (readiness detail, metrics).
-Thread-safe; fetches run under the cache's lock, so concurrent logins wait for one fetch.
+Thread-safe, and one fetch at a time, outside the lock: while it runs, logins use the keys
+already held (a flood of made-up kids holds no worker); only before the first key set arrives
+does a login wait for the fetch under way (at most WAIT_FOR_FETCH seconds).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ MAX_KEYS = 64
 MAX_DEPTH = 6
 REFETCH_INTERVAL = 60.0  # seconds between fetches caused by unknown kids
 MAX_AGE = 3600.0  # seconds before a good key set is fetched again
+WAIT_FOR_FETCH = 10.0  # seconds a lookup waits for a running fetch when it has no keys at all
 ASYMMETRIC = {"RSA": "RSA", "EC": "EC", "OKP": "OKP"}
 
 
@@ -131,50 +134,79 @@ class JwksCache:
     fetches: int = 0
     failures: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _running: threading.Event | None = field(default=None, repr=False)  # the fetch under way
 
     def refresh(self) -> None:
-        """Fetch now; keep the last good keys when it fails. Never raises."""
+        """Fetch now, unless a fetch is running; keep the last good keys when it fails.
+        Never raises."""
         with self._lock:
-            self._refresh_locked()
+            claimed = self._claim(self.clock())
+        if claimed:
+            self._run_fetch()
 
-    def _refresh_locked(self) -> None:
-        now = self.clock()
+    def _claim(self, now: float) -> bool:
+        """Under the lock: start the one fetch (False when one is running already)."""
+        if self._running is not None:
+            return False
+        self._running = threading.Event()
         self.attempted_at = now
         self.fetches += 1
+        return True
+
+    def _run_fetch(self) -> None:
+        """The claimed fetch, outside the lock: logins with known keys never wait for it."""
+        started = self.attempted_at
+        keyset: KeySet | None = None
+        error = None
         try:
-            self.keyset = parse_jwks(self.fetch(), self.algorithms)
+            keyset = parse_jwks(self.fetch(), self.algorithms)
         except (JwksError, OSError, ValueError) as e:
-            self.failures += 1
-            self.last_error = str(e)[:300]
-            return
-        self.fetched_at, self.last_error = now, None
+            error = str(e)[:300]
+        with self._lock:
+            if keyset is not None:
+                self.keyset, self.fetched_at, self.last_error = keyset, started, None
+            else:
+                self.failures += 1
+                self.last_error = error
+            running, self._running = self._running, None
+        if running is not None:
+            running.set()
+
+    def _lookup(self, kid: str | None, algorithm: str) -> jwt.PyJWK | None:
+        with self._lock:
+            return self.keyset.find(kid, algorithm) if self.keyset is not None else None
 
     def find(self, kid: str | None, algorithm: str) -> jwt.PyJWK | None:
         """The key for (kid, alg); fetches when there is no key set yet or it is older than
         `max_age` (at most once per `refetch_interval` while fetches fail), or when the kid is
-        unknown and no other unknown kid caused a fetch in `refetch_interval`."""
+        unknown and no other unknown kid caused a fetch in `refetch_interval`. One fetch at a
+        time: a lookup waits for a running one (at most WAIT_FOR_FETCH seconds) only while no
+        key set has arrived yet; otherwise it answers from the keys it has."""
         with self._lock:
             now = self.clock()
             stale = self.fetched_at is None or now - self.fetched_at >= self.max_age
             recently = self.attempted_at is not None and now - self.attempted_at < (
                 self.refetch_interval
             )
-            fetched = False
-            if stale and not recently:
-                self._refresh_locked()
-                fetched = True
-            key = self.keyset.find(kid, algorithm) if self.keyset is not None else None
-            last = self.kid_refetched_at
-            if (
-                key is None
-                and not fetched
-                and (last is None or now - last >= self.refetch_interval)
-            ):
-                # The issuer may have rotated its keys: look once, then not again for a while.
-                self.kid_refetched_at = now
-                self._refresh_locked()
-                key = self.keyset.find(kid, algorithm) if self.keyset is not None else None
+            fetching = stale and not recently and self._claim(now)
+            waiting = self._running if not fetching and self.keyset is None else None
+        if fetching:
+            self._run_fetch()
+        elif waiting is not None:
+            waiting.wait(WAIT_FOR_FETCH)
+        key = self._lookup(kid, algorithm)
+        if key is not None or fetching:
             return key
+        with self._lock:
+            last = self.kid_refetched_at
+            # The issuer may have rotated its keys: look once, then not again for a while.
+            refetch = (last is None or now - last >= self.refetch_interval) and self._claim(now)
+            if refetch:
+                self.kid_refetched_at = now
+        if not refetch:
+            return None
+        self._run_fetch()
+        return self._lookup(kid, algorithm)
 
     def status(self) -> KeySetStatus:
         """For `/readyz` warnings and metrics."""

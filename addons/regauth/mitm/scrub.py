@@ -26,7 +26,8 @@ from regauth.ops.safe_text import is_safe
 from regauth.protocol.auth_header import split_authorization
 from regauth.protocol.urls import parse_origin
 
-_FORM_SECRETS = ("password", "refresh_token", "client_secret")
+# `subject_token`/`actor_token`: RFC 8693 token exchange (an OIDC ID token is a credential).
+_FORM_SECRETS = ("password", "refresh_token", "client_secret", "subject_token", "actor_token")
 
 
 def redact_authorization(value: str | None) -> str | None:
@@ -83,7 +84,15 @@ CLIENT_AUTHORIZATION = "regauth.client_authorization"
 # has by then rewritten the request's scheme, host, port and Host header to the upstream's (or
 # to the refusal sink's): the copy shown puts the client's own back.
 CLIENT_ORIGIN = "regauth.client_origin"
-_QUERY_SECRETS = ("password", "refresh_token", "client_secret", "token", "access_token")
+_QUERY_SECRETS = (
+    "password",
+    "refresh_token",
+    "client_secret",
+    "token",
+    "access_token",
+    "subject_token",
+    "actor_token",
+)
 
 
 def show_as_asked(request: http.Request, origin: str) -> None:

@@ -46,6 +46,8 @@ SECRET_KEYS = frozenset(
         "secret",
         "authorization",
         "client_secret",
+        "subject_token",
+        "actor_token",
     }
 )
 

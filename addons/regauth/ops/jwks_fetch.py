@@ -107,4 +107,27 @@ def fetcher_for(issuer: FederatedIssuer) -> Fetch:
     assert issuer.jwks_uri is not None
     url = issuer.jwks_uri
     context = ssl.create_default_context(cafile=issuer.ca_file)
-    return lambda: fetch_url(url, context)
+    return lambda: within(TIMEOUT + 1.0, lambda: fetch_url(url, context), url)
+
+
+def within(seconds: float, fetch: Fetch, what: str) -> bytes:
+    """`fetch()` on a thread of its own, given up after `seconds`: name resolution and connect
+    come before any socket the read deadline can shut, and a slow resolver must not hold a
+    login worker. A fetch given up on finishes (or fails) on its daemon thread, unseen."""
+    outcome: list[bytes | BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(fetch())
+        except BaseException as e:  # handed to the caller below
+            outcome.append(e)
+
+    worker = threading.Thread(target=run, name="regauth jwks fetch", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if not outcome:
+        raise JwksError(f"{what}: no complete key set within {seconds:g} s (name lookup, connect)")
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result

@@ -46,6 +46,15 @@ class FederationReader(Reader):
                     f"federated issuer {entry.name!r} is declared twice (line {seen[entry.name]})",
                 )
             seen.setdefault(entry.name, entry.line)
+        urls: dict[str, str] = {}
+        for entry in issuers:
+            if entry.issuer in urls and urls[entry.issuer] != entry.name:
+                self.problem(
+                    Position(entry.line, 1),
+                    f"federated issuer {entry.name!r}: issuer {entry.issuer} is also "
+                    f"{urls[entry.issuer]!r}'s (a token's iss picks one entry)",
+                )
+            urls.setdefault(entry.issuer, entry.name)
         self.declared_issuers = set(seen)
         return issuers
 

@@ -213,8 +213,16 @@ class RulesReader(FederationReader):
                 self.problem(pos, f"{what}: unknown account {name!r} (not under `accounts:`)")
         groups = self.string_list(r, "group", what)
         for group, pos in groups:
+            if issuers:
+                continue  # an ID token's groups come from its issuer's groups_claim
             if group not in known_groups:
                 self.problem(pos, f"{what}: no account is in group {group!r}")
+        if issuers and "labels" in r:
+            self.problem(
+                r.key_positions["labels"],
+                f"{what}: labels are accounts' (an identity from an ID token has none); "
+                "use `claims:`",
+            )
         labels: dict[str, tuple[str, ...]] = {}
         if "labels" in r:
             lm = self.mapping(r["labels"], r.where("labels"), f"{what} labels")
@@ -265,6 +273,7 @@ class RulesReader(FederationReader):
             claims,
         )
         self.check_anonymous_write(rule, r, what)
+        self.check_open_issuer_write(rule, r, what)
         return rule
 
     def rule_resource(
@@ -340,6 +349,26 @@ class RulesReader(FederationReader):
                 self.problem(pos, f"{what}: unknown action {action!r} (pull, push, delete or '*')")
             actions.append(action)
         return tuple(dict.fromkeys(actions))
+
+    def check_open_issuer_write(self, rule: Rule, r: Map, what: str) -> None:
+        """An `issuer:` rule without a claim condition or a claim-bound pattern is for every
+        workload of that issuer (every GitHub repository can get a token for any audience):
+        like anonymous, it may pull, never write or read the catalog."""
+        if not rule.issuers or rule.claims:
+            return
+        bound = rule.repositories and all(
+            any(p == "subject" or p.startswith("claims.") for p in pattern.placeholders)
+            for pattern in rule.repositories
+        )
+        writes = set(rule.actions) & {"push", "delete", "*"}
+        if bound or not (writes or rule.resource_type == REGISTRY):
+            return
+        self.problem(
+            r.where("actions") if "actions" in r else r.position,
+            f"{what}: grants {', '.join(sorted(writes)) or 'the catalog'} to every workload of "
+            f"{', '.join(rule.issuers)}: add `claims:` (repository, project, namespace, …) or "
+            "bind the repository to the token (`${claims.repository}`)",
+        )
 
     def check_anonymous_write(self, rule: Rule, r: Map, what: str) -> None:
         writes = set(rule.actions) & {"push", "delete", "*"}

@@ -32,6 +32,9 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # The account-name grammar: the loader refuses other names, and the login check refuses a name
 # outside it before any bcrypt (`logins.credentials.is_password_attempt`).
 ACCOUNT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+# A repository path (OCI distribution spec's name components): what a claim must be to bind.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REPOSITORY_PATH_RE = re.compile(f"{_COMPONENT}(?:/{_COMPONENT})*")
 
 # The closed vocabularies of a policy; each tuple lists the Literal's values, for the loader.
 Outcome = Literal["granted", "partial", "denied", "default deny"]
@@ -72,10 +75,19 @@ class FederatedIdentity:
     expires_at: float  # the ID token's `exp`, epoch seconds
 
     def variables(self) -> dict[str, list[str]]:
-        """`${subject}`, `${group}` and `${claims.NAME}` (top-level scalar string claims)."""
-        out: dict[str, list[str]] = {"subject": [self.subject], "group": list(self.groups)}
+        """`${subject}`, `${group}` and `${claims.NAME}` (top-level string claims). Only values
+        that are repository paths themselves (lower-case components of the OCI name grammar,
+        `/` between them) bind: a claim is chosen by the workload, so `Acme/App`, an empty
+        value or `a//b` binds nothing (the pattern cannot match) rather than something else."""
+        out: dict[str, list[str]] = {"group": list(self.groups)}
+        if _REPOSITORY_PATH_RE.fullmatch(self.subject):
+            out["subject"] = [self.subject]
         for name, value in self.claims.items():
-            if isinstance(value, str) and len(value) <= 256:
+            if (
+                isinstance(value, str)
+                and len(value) <= 256
+                and _REPOSITORY_PATH_RE.fullmatch(value)
+            ):
                 out[f"claims.{name}"] = [value]
         return out
 
@@ -157,6 +169,8 @@ class Rule:
                     return False
             elif ANY not in self.accounts or self.groups or self.labels:
                 return False
+            if self.labels:
+                return False  # labels are accounts' (the loader refuses them here)
             if self.groups and not set(self.groups) & set(federated.groups):
                 return False
             return all(c.holds(federated.claims) for c in self.claims)

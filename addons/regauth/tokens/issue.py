@@ -119,7 +119,7 @@ class TokenIssuer:
         }
         return self._sign(claims, REFRESH_TYP)
 
-    def issue_refresh_federated(self, identity: FederatedIdentity) -> str | None:
+    def issue_refresh_federated(self, identity: FederatedIdentity, issuer_url: str) -> str | None:
         """A refresh token for an identity from an ID token, living no longer than that ID
         token (None when it has under a second left): the identity's issuer, subject, groups
         and claims travel in `fed`, signed, so a refresh needs no ID token and no key set."""
@@ -137,6 +137,7 @@ class TokenIssuer:
             "jti": secrets.token_urlsafe(16),
             "fed": {
                 "iss": identity.issuer,
+                "url": issuer_url,
                 "groups": list(identity.groups),
                 "claims": identity.claims,
             },

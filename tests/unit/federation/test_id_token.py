@@ -130,8 +130,22 @@ def test_a_good_token_names_its_subject_and_groups(idp):
 
 
 def test_an_es256_token_and_an_audience_list(idp):
-    token = idp.mint({**github(), "aud": ["other", AUDIENCE]}, kid=_ec(idp))
+    # Several audiences: accepted only when this registry is the authorized party (OIDC Core
+    # 3.1.3.7); one audience in a list (Kubernetes) is accepted.
+    token = idp.mint({**github(), "aud": ["other", AUDIENCE], "azp": AUDIENCE}, kid=_ec(idp))
     assert _verify(token, idp).subject == "gh:acme/app"
+    assert _verify(idp.mint({**github(), "aud": [AUDIENCE]}, kid=_ec(idp)), idp)
+    other = idp.mint({**github(), "aud": ["other", AUDIENCE], "azp": "other"}, kid=_ec(idp))
+    assert _refused(other, idp) == "wrong-audience"
+    assert _refused(idp.mint({**github(), "aud": ["other", AUDIENCE]}, kid=_ec(idp)), idp) == (
+        "wrong-audience"
+    )
+
+
+def test_access_tokens_and_non_numeric_times_are_not_id_tokens(idp):
+    assert _refused(idp.mint(github(), headers={"typ": "at+jwt"}), idp) == "malformed"
+    assert _refused(idp.mint(github(iat="1700000000")), idp) == "malformed"
+    assert _refused(idp.mint(github(exp=True)), idp) == "malformed"
 
 
 def test_a_token_without_kid_verifies_when_the_set_has_one_key_of_its_type(idp):

@@ -317,3 +317,37 @@ def test_issuer_key_sets_survive_reloads_that_keep_the_source(idp):
     assert [c.source for c in sets.sync((moved,))] == ["https://idp.test/other"]
     assert list(sets.status()) == [ISSUER]
     assert sets.status()[ISSUER].source == "https://idp.test/other"
+
+
+def test_a_slow_fetch_holds_no_lookup_that_has_keys(idp) -> None:
+    """One fetch at a time, outside the lock: while a rotation fetch hangs, known kids are
+    found at once and made-up kids are refused at once (no login worker waits)."""
+    import threading
+    import time
+
+    release = threading.Event()
+    calls = []
+
+    def fetch() -> bytes:
+        calls.append(1)
+        if len(calls) > 1:
+            release.wait(10)
+        return idp.jwks()
+
+    clock = FakeClock()
+    cache = JwksCache("test", fetch, ("RS256", "ES256"), clock=clock)
+    kid = next(iter(idp.keys))
+    assert cache.find(kid, "RS256") is not None  # the first fetch
+    clock.advance(120)
+    slow = threading.Thread(target=cache.find, args=("rotated", "RS256"))
+    slow.start()  # an unknown kid: the second fetch, which hangs
+    while len(calls) < 2:
+        time.sleep(0.01)
+    started = time.monotonic()
+    assert cache.find(kid, "RS256") is not None
+    assert cache.find("made-up", "RS256") is None
+    assert time.monotonic() - started < 0.5
+    assert len(calls) == 2  # no second fetch while one runs
+    release.set()
+    slow.join(5)
+    assert not slow.is_alive()

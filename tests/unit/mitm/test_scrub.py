@@ -95,3 +95,22 @@ def test_the_copy_shown_is_at_the_public_url_the_client_asked():
     assert display_copy(flow).request.pretty_url.startswith("https://registry.example.com/v2/")
     flow.metadata[CLIENT_ORIGIN] = "not a url"
     assert display_copy(flow).request.pretty_url.startswith("http://127.0.0.1:5000/")
+
+
+def test_a_token_exchange_subject_token_is_redacted() -> None:
+    """RFC 8693's subject_token is an OIDC ID token: a credential (issue 24)."""
+    from mitmproxy.test import tflow
+
+    from regauth.mitm.scrub import display_copy
+
+    flow = tflow.tflow()
+    flow.request.path = "/v2/token"
+    flow.request.method = "POST"
+    flow.request.headers["content-type"] = "application/x-www-form-urlencoded"
+    flow.request.content = (
+        b"grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange"
+        b"&subject_token=eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.SIGNATURE-SECRET"
+        b"&actor_token=eyJ.eyJ.ACTOR-SECRET"
+    )
+    shown = display_copy(flow).request.content or b""
+    assert b"SIGNATURE-SECRET" not in shown and b"ACTOR-SECRET" not in shown

@@ -248,3 +248,19 @@ def test_a_jwks_file(tmp_path: Path, issuer):
         fetch()
     with pytest.raises(JwksError):
         fetcher_for(_federated(jwks_file=str(tmp_path)))()  # a directory
+
+
+def test_a_slow_name_lookup_is_given_up_on_at_the_deadline() -> None:
+    """Resolution and connect come before any socket the read deadline can shut: `within`
+    bounds the whole fetch (a resolver that takes 8 s must not hold a login worker)."""
+    import time
+
+    from regauth.ops.jwks_fetch import within
+
+    started = time.monotonic()
+    with pytest.raises(JwksError, match="within 0.3 s"):
+        within(0.3, lambda: time.sleep(3) or b"{}", "https://slow.test/jwks")
+    assert time.monotonic() - started < 1.0
+    assert within(1.0, lambda: b'{"keys": []}', "x") == b'{"keys": []}'
+    with pytest.raises(JwksError, match="boom"):
+        within(1.0, lambda: (_ for _ in ()).throw(JwksError("boom")), "x")

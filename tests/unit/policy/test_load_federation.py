@@ -295,3 +295,30 @@ def test_a_rule_naming_an_issuer_in_a_policy_without_federated_issuers():
     assert _single(text) == (
         "p.yaml:7:13: rule 1: unknown issuer 'github' (not under federated_issuers)"
     )
+
+
+def _with_rule(rule: str) -> str:
+    return HEAD + "federated_issuers:\n" + issuer_block() + "rules:\n" + rule
+
+
+def test_an_issuer_rule_without_claims_may_not_write_or_read_the_catalog():
+    """Every workload of a shared issuer can get a token: such a rule is like anonymous."""
+    open_write = '  - issuer: github\n    repository: "ci/**"\n    actions: [pull, push]\n'
+    message = _single(_with_rule(open_write))
+    assert message.startswith("p.yaml:14:") and "every workload of github" in message
+    catalog = "  - issuer: github\n    type: registry\n    name: catalog\n    actions: [pull]\n"
+    assert "every workload of github" in _single(_with_rule(catalog))
+    # A claim condition, or a pattern bound to the token, makes it specific.
+    _load(_with_rule(open_write + "    claims: {repository_owner: acme}\n"))
+    bound = '  - issuer: github\n    repository: "${claims.repository}"\n    actions: [push]\n'
+    _load(_with_rule(bound))
+
+
+def test_labels_on_an_issuer_rule_and_two_entries_for_one_issuer_are_refused():
+    labelled = (
+        "  - issuer: github\n    labels: {team: [web]}\n    claims: {repository_owner: acme}\n"
+        '    repository: "web/**"\n    actions: [push]\n'
+    )
+    assert "labels are accounts'" in " ".join(_errors(_with_rule(labelled)))
+    twice = HEAD + "federated_issuers:\n" + issuer_block() + issuer_block(name="again") + RULE
+    assert "is also 'github''s" in _single(twice)
