@@ -3,12 +3,14 @@
 
 Usage (from the repository root):
 
-    .venv/bin/python bench/federation.py [--seconds 5] [--rounds 5] [--clients 8]
+    .venv/bin/python bench/federation.py [--seconds 5] [--rounds 5] [--clients 4]
 
 One `regauth serve` (enforce mode) in front of a local distribution, with an account `ci`
 (bcrypt cost 10) and a federated issuer whose key set is a local file (RS256, 2048-bit key; a
 key set fetched over https is cached the same way, so the file takes the network out of the
-measurement). Keep-alive clients send `GET /v2/token` back to back (measure.token_rate):
+measurement). Keep-alive clients send `GET /v2/token` back to back (measure.token_rate), 4 by
+default: ID-token logins go through the login queue, which admits 4 at a time from one client
+address (more get `429`, as a flooding client should):
 
 - `password (cached)`: Basic `ci:PASSWORD`; after the first bcrypt check the authenticator's
   memo answers on the event loop (README "Login limits");
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--tmpdir", default=None)
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args(argv)
