@@ -29,7 +29,6 @@ import base64
 import contextlib
 import json
 import os
-import ssl
 import statistics
 import sys
 import time
@@ -40,10 +39,11 @@ from urllib.parse import urlencode
 import bcrypt
 import jwt
 import measure
-from bench import REGAUTH
 from bench import BenchError
 from bench import Endpoint
+from bench import regauth_command
 from bench import spawn
+from bench import tls_context
 from bench import versions
 from bench import wait_ready
 from bench import workspace
@@ -139,14 +139,12 @@ def run(args: argparse.Namespace, root: Path) -> int:
         registry.start()
         stack.callback(registry.stop)
         port = free_port()
-        command = [
-            str(REGAUTH), "serve", "--listen", f"127.0.0.1:{port}", "--certs-dir", str(certs),
-            "--policy", str(root / "policy.yaml"), "--log", str(root / "exchange.jsonl"),
-            "--upstream", registry.url, "--admin-listen", "off",
-        ]  # fmt: skip
+        policy_file = root / "policy.yaml"
+        command = regauth_command(registry.url, port, certs, policy_file, root / "regauth")
+        command += ["--admin-listen", "off"]
         proxy = spawn("regauth", command, root / "regauth", port)
         stack.callback(proxy.stop)
-        wait_ready(Endpoint(port, measure_context(ca), host="localhost"), proxy)
+        wait_ready(Endpoint(port, tls_context(ca), host="localhost"), proxy)
         rates: dict[str, list[tuple[float, float]]] = {}
         for round_no in range(args.rounds):
             order = list(variants) if round_no % 2 == 0 else list(reversed(variants))
@@ -162,12 +160,6 @@ def run(args: argparse.Namespace, root: Path) -> int:
                 )
         print(report(args, rates))
     return 0
-
-
-def measure_context(ca: Path) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(ca))
-    ctx.set_alpn_protocols(["http/1.1"])
-    return ctx
 
 
 def report(args: argparse.Namespace, rates: dict[str, list[tuple[float, float]]]) -> str:

@@ -34,13 +34,12 @@ import subprocess
 import time
 from collections.abc import Callable
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from regauth.ops.registry_process import RegistryProcess
 from regauth.ops.registry_process import free_port
+from tests.support import cluster
 from tests.support.attacks import RawReply
 from tests.support.httpclient import basic
 from tests.support.legit import LegitClient
@@ -48,7 +47,6 @@ from tests.support.policies import CLIENT_RULES
 from tests.support.policies import PASSWORDS
 from tests.support.policies import SERVICE
 from tests.support.proxy import REGAUTH
-from tests.support.proxy import ProxyProcess
 from tests.support.proxyproto import V2_SIGNATURE
 from tests.support.proxyproto import closed_without_answer
 from tests.support.proxyproto import exchange
@@ -73,20 +71,8 @@ RELEASES = "repository:releases/app:pull,push"
 TLS_ONLY = "this port speaks TLS only"
 
 
-@dataclass
-class Cluster:
-    registry: RegistryProcess
-    redis: Redis
-    replicas: list[ProxyProcess]
-    haproxy: HAProxy
-
-    @property
-    def port(self) -> int:
-        return self.haproxy.port
-
-    @property
-    def ca(self) -> Path:
-        return self.replicas[0].ca
+class Cluster(cluster.Cluster):
+    """tests/support/cluster.py's, with requests from a chosen source address."""
 
     def request(
         self, source: str, target: str, headers: dict[str, str] | None = None, method: str = "GET"

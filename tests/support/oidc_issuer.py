@@ -57,6 +57,8 @@ from jwt.algorithms import RSAAlgorithm
 from jwt.algorithms import get_default_algorithms
 from jwt.utils import base64url_encode
 
+from regauth.ops import pki
+
 JwksMode = Literal["ok", "hang", "trickle", "redirect", "garbage", "huge", "error", "down"]
 JWKS_MODES: frozenset[str] = frozenset(get_args(JwksMode))
 SigningAlg = Literal["RS256", "ES256"]
@@ -83,37 +85,8 @@ class TestCa:
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
-        self._key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "regauth test OIDC CA")])
-        now = dt.datetime.now(dt.UTC)
-        self.certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self._key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), critical=False
-            )
-            .sign(self._key, hashes.SHA256())
-        )
+        # regauth's own CA maker (ops/pki.py): EC P-256, a day backdated, keyCertSign.
+        self._key, self.certificate = pki.create_ca("regauth test OIDC CA")
         self.pem: bytes = self.certificate.public_bytes(serialization.Encoding.PEM)
         self.path = directory / "ca.pem"
         self.path.write_bytes(self.pem)

@@ -58,8 +58,6 @@ def fetch_url(url: str, context: ssl.SSLContext, timeout: float = TIMEOUT) -> by
             left = deadline - time.monotonic()
             if left <= 0:
                 raise JwksError(f"{url}: no complete key set within {timeout:g} s")
-            if connection.sock is not None:
-                connection.sock.settimeout(left)  # the deadline bounds every read
             chunk = response.read1(CHUNK)
             if not chunk:
                 break

@@ -138,19 +138,24 @@ def policy_diff(args: argparse.Namespace) -> int:
     if getattr(args, "claims", None):
         from regauth.tools.witnesses import Subject
 
+        path = Path(args.claims)
+        try:
+            claims = read_claims(path)
+        except ValueError as e:
+            print_error(f"regauth policy diff: {e}")
+            return EXIT_INPUT
         sides: list[Identity | None] = []
+        refusals: list[ValueError] = []
         for policy in (old, new):
             try:
-                sides.append(claims_identity(Path(args.claims), args.issuer, policy))
-            except ValueError:
-                sides.append(None)  # that policy has no such issuer: cannot log in there
-        if sides == [None, None]:
-            try:
-                claims_identity(Path(args.claims), args.issuer, new)
+                sides.append(claims_identity(path, claims, args.issuer, policy))
             except ValueError as e:
-                print_error(f"regauth policy diff: {e}")
+                sides.append(None)  # that policy has no such issuer: cannot log in there
+                refusals.append(e)
+        if sides == [None, None]:
+            print_error(f"regauth policy diff: {refusals[-1]}")
             return EXIT_INPUT
-        extra.append(Subject(f"ID token {Path(args.claims).name}", sides[0], sides[1]))
+        extra.append(Subject(f"ID token {path.name}", sides[0], sides[1]))
     result = policy_diff.diff_policies(old, new, extra)
     if args.json:
         print_json(policy_diff.as_json(result))
@@ -268,7 +273,8 @@ def trace(args: argparse.Namespace) -> int:
 
 
 def claim_sets(path: Path) -> list[dict[str, object]]:
-    """The claim sets of `path`: a JSON object, or a list of objects; ValueError otherwise."""
+    """The claim sets of `path`: a JSON object, or a list of objects (at most 1 MiB); ValueError
+    naming the file otherwise."""
     from regauth.policy.reader import read_small
     from regauth.protocol import strict_json
 
@@ -285,19 +291,21 @@ def claim_sets(path: Path) -> list[dict[str, object]]:
     return sets
 
 
-def claims_identity(path: Path, issuer: str | None, policy: Policy) -> Identity:
-    """The identity an ID token with the claims of `path` (a JSON object) would have under
-    `policy` (`tools.identities`); ValueError naming the file for anything else."""
-    from regauth.policy.reader import read_small
-    from regauth.protocol import strict_json
+def read_claims(path: Path) -> dict[str, object]:
+    """The one claim set of `path` (`--claims` of explain and diff)."""
+    sets = claim_sets(path)
+    if len(sets) != 1:
+        raise ValueError(f"{path}: expected one JSON object of claims")
+    return sets[0]
+
+
+def claims_identity(
+    path: Path, claims: dict[str, object], issuer: str | None, policy: Policy
+) -> Identity:
+    """The identity an ID token with `claims` (read from `path`) would have under `policy`
+    (`tools.identities`); ValueError naming the file when the policy cannot have it."""
     from regauth.tools import identities
 
-    try:
-        claims = strict_json.loads(read_small(path, 64 * 1024), 16)
-    except OSError as e:
-        raise ValueError(f"{path}: {e.strerror or e}") from None
-    except ValueError as e:
-        raise ValueError(f"{path}: not a JSON object of claims ({e})") from None
     try:
         return identities.resolve(identities.parse_claims(claims, issuer), policy)
     except ValueError as e:
@@ -350,7 +358,8 @@ def policy_explain(args: argparse.Namespace) -> int:
             )
             return EXIT_INPUT
         try:
-            identity = claims_identity(Path(args.claims), args.issuer, policy)
+            path = Path(args.claims)
+            identity = claims_identity(path, read_claims(path), args.issuer, policy)
         except ValueError as e:
             print_error(f"regauth policy explain: {e}")
             return EXIT_INPUT

@@ -15,8 +15,7 @@ from regauth.tools.completion import script
 
 @pytest.mark.parametrize("shell", ["bash", "zsh"])
 def test_the_script_is_valid_shell(shell: str, tmp_path: Path) -> None:
-    if shutil.which(shell) is None:
-        pytest.skip(f"{shell} is not installed (tests/run.sh installs it)")
+    assert shutil.which(shell), f"{shell} is not installed (tests/run.sh installs it)"
     path = tmp_path / f"regauth.{shell}"
     path.write_text(script(build_parser(), shell))
     checked = subprocess.run([shell, "-n", str(path)], capture_output=True, text=True)
@@ -32,8 +31,7 @@ def test_the_script_knows_every_command_and_option(shell: str) -> None:
 
 
 def test_bash_completes_subcommands_and_options(tmp_path: Path) -> None:
-    if shutil.which("bash") is None:
-        pytest.skip("bash is not installed")
+    assert shutil.which("bash"), "bash is not installed"
     path = tmp_path / "regauth.bash"
     path.write_text(script(build_parser(), "bash"))
 
